@@ -1,0 +1,35 @@
+//! casefile's endpoint agent. It enrolls once with an enrollment token, then holds a
+//! long-poll open to the server; when a collection arrives it writes the package to a
+//! file (streamed, bounded memory), uploads it with its SHA-256 and reports failures
+//! honestly.
+
+pub mod collect;
+pub mod host;
+pub mod identity;
+pub mod runner;
+pub mod transport;
+
+pub use runner::{AgentConfig, run};
+
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot reach the server at {url}: {source}")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("the server refused the agent: {0}")]
+    Refused(String),
+    #[error("the server answered {status}: {message}")]
+    Server { status: u16, message: String },
+    #[error("this agent is not enrolled and no enrollment token was given")]
+    NotEnrolled,
+    #[error("agent state in {path}: {source}")]
+    State {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("collection failed: {0}")]
+    Collection(String),
+    #[error("invalid server URL '{0}'")]
+    BadUrl(String),
+}

@@ -1,0 +1,239 @@
+//! The agent's life: enroll (once), announce itself, hold a long-poll open for work,
+//! run each collection in the background and report how it ended.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use casefile_collectors::Context;
+use casefile_proto::action::hresult;
+use casefile_proto::agent::{ActionFailure, AgentTask, EnrollRequest, HelloRequest};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::identity::{self, Identity};
+use crate::transport::Transport;
+use crate::{AgentError, collect, host};
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub server: String,
+    pub enroll_token: Option<String>,
+    pub state_dir: PathBuf,
+    /// Overrides the host identity (for cloned images that share `/etc/machine-id`).
+    pub host_id: Option<String>,
+    /// Root of the file system the collectors read: `/` on a real host.
+    pub collect_root: PathBuf,
+}
+
+impl AgentConfig {
+    pub fn new(
+        server: impl Into<String>,
+        enroll_token: Option<String>,
+        state_dir: PathBuf,
+    ) -> Self {
+        Self {
+            server: server.into(),
+            enroll_token,
+            state_dir,
+            host_id: None,
+            collect_root: PathBuf::from("/"),
+        }
+    }
+}
+
+/// How long a stopping agent waits for its collections to report that they stopped.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const UPLOAD_ATTEMPTS: u32 = 3;
+
+/// Runs until `shutdown` is cancelled, or fails at start if the server cannot be reached
+/// or refuses the agent.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    identity::ensure_dir(&config.state_dir)?;
+    let (transport, me) = connect(&config).await?;
+    let hello = transport
+        .hello(&HelloRequest {
+            host: host::info(transport.base()),
+        })
+        .await?;
+    for id in &hello.abandoned_actions {
+        tracing::warn!(action_id = %id, "a collection interrupted by the last stop was reported failed");
+    }
+    tracing::info!(machine_id = %me.machine_id, server = %config.server, "agent online, waiting for actions");
+    let wait = Duration::from_secs(hello.poll_wait_seconds.max(1));
+    let config = Arc::new(config);
+    let mut collections = JoinSet::new();
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(_) = collections.join_next(), if !collections.is_empty() => {}
+            polled = transport.next_task(wait) => match polled {
+                Ok(Some(task)) => {
+                    backoff = Duration::from_millis(500);
+                    let job = Job {
+                        transport: transport.clone(),
+                        config: config.clone(),
+                        machine_id: me.machine_id.clone(),
+                        cancel: shutdown.child_token(),
+                    };
+                    collections.spawn(job.execute(task));
+                }
+                Ok(None) => backoff = Duration::from_millis(500),
+                Err(AgentError::Refused(why)) => return Err(AgentError::Refused(why)),
+                Err(e) => {
+                    tracing::warn!("polling the server failed, retrying in {backoff:?}: {e}");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+    // Collections were cancelled with `shutdown` (child tokens); let them report it.
+    let _ = tokio::time::timeout(STOP_GRACE, async {
+        while collections.join_next().await.is_some() {}
+    })
+    .await;
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+/// Uses the saved identity, enrolling first when there is none (or the server no longer
+/// knows it and an enrollment token was given).
+async fn connect(config: &AgentConfig) -> Result<(Transport, Identity), AgentError> {
+    let base = Transport::new(&config.server)?;
+    if let Some(saved) = identity::load(&config.state_dir)? {
+        let transport = base.clone().with_credential(saved.credential.clone());
+        match transport
+            .hello(&HelloRequest {
+                host: host::info(transport.base()),
+            })
+            .await
+        {
+            Ok(_) => return Ok((transport, saved)),
+            Err(AgentError::Refused(why)) if config.enroll_token.is_some() => {
+                tracing::warn!("the saved enrollment was refused ({why}); enrolling again");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let token = config
+        .enroll_token
+        .as_deref()
+        .ok_or(AgentError::NotEnrolled)?;
+    let key = identity::signing_key(&config.state_dir)?;
+    let host_id = match &config.host_id {
+        Some(id) => id.clone(),
+        None => host::host_id(&config.state_dir)?,
+    };
+    let request = EnrollRequest {
+        host_id,
+        host: host::info(base.base()),
+        public_key: Some(identity::public_key_base64(&key)),
+    };
+    let enrolled = base.enroll(token, &request).await?;
+    let me = Identity {
+        server: config.server.clone(),
+        machine_id: enrolled.machine_id,
+        tenant_id: enrolled.tenant_id,
+        credential: enrolled.credential,
+    };
+    identity::save(&config.state_dir, &me)?;
+    tracing::info!(machine_id = %me.machine_id, "enrolled");
+    Ok((base.with_credential(me.credential.clone()), me))
+}
+
+struct Job {
+    transport: Transport,
+    config: Arc<AgentConfig>,
+    machine_id: String,
+    cancel: CancellationToken,
+}
+
+impl Job {
+    async fn execute(self, task: AgentTask) {
+        let AgentTask::CollectInvestigationPackage {
+            action_id,
+            requestor,
+            ..
+        } = task;
+        tracing::info!(%action_id, %requestor, "collecting investigation package");
+        let outcome = self.collect_and_upload(action_id).await;
+        let failure = match outcome {
+            Ok(()) => return,
+            Err(_) if self.cancel.is_cancelled() => ActionFailure {
+                error_h_result: hresult::ABORTED,
+                troubleshoot_info: "The agent was stopped during the collection".to_owned(),
+            },
+            // The server already failed the action when it rejected the package.
+            Err(AgentError::Server { status, .. }) if (400..500).contains(&status) => return,
+            Err(e) => ActionFailure {
+                error_h_result: hresult::COLLECTION_FAILED,
+                troubleshoot_info: e.to_string(),
+            },
+        };
+        tracing::warn!(%action_id, "collection failed: {}", failure.troubleshoot_info);
+        if let Err(e) = self.transport.report_failure(action_id, &failure).await {
+            tracing::error!(%action_id, "could not report the failure: {e}");
+        }
+    }
+
+    async fn collect_and_upload(&self, action_id: Uuid) -> Result<(), AgentError> {
+        let work = self.config.state_dir.join("work");
+        identity::ensure_dir(&work)?;
+        let output = work.join(format!("{action_id}.zip"));
+        let ctx = Context {
+            root: self.config.collect_root.clone(),
+            cancel: self.cancel.clone(),
+        };
+        let meta = collect::package_meta(Some(action_id), Some(self.machine_id.clone()));
+        let path = output.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            collect::write_package(&path, meta, &ctx, &casefile_collectors::all())
+        })
+        .await
+        .map_err(|e| AgentError::Collection(format!("the collection thread failed: {e}")));
+        let result = match written {
+            Ok(Ok(package)) => self.upload(action_id, &package).await,
+            Ok(Err(e)) | Err(e) => Err(e),
+        };
+        let _ = tokio::fs::remove_file(&output).await;
+        result
+    }
+
+    async fn upload(
+        &self,
+        action_id: Uuid,
+        package: &collect::CollectedPackage,
+    ) -> Result<(), AgentError> {
+        let mut attempt = 1;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(AgentError::Collection("cancelled".to_owned()));
+            }
+            match self
+                .transport
+                .upload_package(action_id, &package.path, package.size, &package.sha256)
+                .await
+            {
+                Ok(receipt) => {
+                    tracing::info!(%action_id, size = receipt.size, sha256 = %receipt.sha256, "package uploaded and verified");
+                    return Ok(());
+                }
+                Err(
+                    e @ (AgentError::Unreachable { .. } | AgentError::Server { status: 500.., .. }),
+                ) if attempt < UPLOAD_ATTEMPTS => {
+                    tracing::warn!(%action_id, attempt, "upload failed, retrying: {e}");
+                    tokio::time::sleep(Duration::from_secs(2u64.pow(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! One module per category of the package. Each collector reads below
+//! [`Context::root`](crate::Context), so tests run them on fixture trees.
+
+use crate::Collector;
+
+mod accounts;
+mod common;
+pub mod disks;
+pub mod network;
+pub mod open_files;
+pub mod processes;
+mod procs;
+pub mod system;
+#[cfg(test)]
+mod test_support;
+pub mod users;
+
+/// Every collector, in the order they run.
+pub fn all() -> Vec<Box<dyn Collector>> {
+    vec![
+        Box::new(system::SystemInfo),
+        Box::new(processes::Processes),
+        Box::new(network::Network),
+        Box::new(users::Users),
+        Box::new(disks::Disks),
+        Box::new(open_files::OpenFiles),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use casefile_package::writer::PackageMeta;
+    use casefile_package::{ItemStatus, ManifestHost, PackageWriter, verify};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::{CollectError, Context};
+
+    fn meta() -> PackageMeta {
+        PackageMeta {
+            tool: "test".into(),
+            agent_version: "0".into(),
+            host: ManifestHost {
+                hostname: "h".into(),
+                machine_id: None,
+                os: "linux".into(),
+                kernel: "6".into(),
+                architecture: "x86_64".into(),
+            },
+            action_id: None,
+        }
+    }
+
+    #[test]
+    fn collectors_run_in_the_documented_order_with_their_folders() {
+        let folders: Vec<(&str, &str)> = all().iter().map(|c| (c.name(), c.folder())).collect();
+        assert_eq!(
+            folders,
+            [
+                ("system", "System information"),
+                ("processes", "Processes"),
+                ("network", "Network connections"),
+                ("users", "Users and groups"),
+                ("disks", "Disk volumes"),
+                ("open_files", "Open files"),
+            ]
+        );
+    }
+
+    /// The whole live collection through the real package writer: no collector returns
+    /// an error, none fails outright, and the package verifies against its manifest.
+    #[test]
+    fn live_collection_makes_a_package_that_verifies() {
+        let ctx = Context::live(CancellationToken::new());
+        let mut writer = PackageWriter::new(Cursor::new(Vec::new()), meta());
+        for collector in all() {
+            writer.begin_collector(collector.name(), collector.folder());
+            let result = collector.collect(&ctx, &mut writer);
+            assert!(result.is_ok(), "{}: {:?}", collector.name(), result.err());
+            writer.end_collector(None);
+        }
+        let (out, manifest) = writer.finish().unwrap();
+        for run in &manifest.collectors {
+            assert_ne!(
+                run.status,
+                ItemStatus::Failed,
+                "{}: {:?}",
+                run.name,
+                run.error
+            );
+        }
+        let paths: Vec<&str> = manifest.items.iter().map(|i| i.path.as_str()).collect();
+        for expected in [
+            "System information/os.json",
+            "Processes/processes.csv",
+            "Network connections/connections.csv",
+            "Users and groups/users.csv",
+            "Disk volumes/mounts.csv",
+            "Open files/open_files.csv",
+        ] {
+            assert!(
+                paths.contains(&expected),
+                "{expected} missing from {paths:?}"
+            );
+        }
+        let report = verify(Cursor::new(out.into_inner())).unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+    }
+
+    #[test]
+    fn a_cancelled_collection_stops_with_cancelled() {
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let ctx = Context::live(cancel);
+        for collector in all() {
+            let mut sink = test_support::MemorySink::default();
+            let result = collector.collect(&ctx, &mut sink);
+            assert!(
+                matches!(result, Err(CollectError::Cancelled)),
+                "{}: {result:?}",
+                collector.name()
+            );
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! The casefile investigation package: a zip with one folder per collector, a
+//! `manifest.json` that lists every file with its SHA-256, size, collector, status and
+//! duration, and a `CollectionSummaryReport` a person reads without tools.
+//!
+//! The writer streams: each file is hashed as it is written into the zip, so memory does
+//! not grow with file sizes. The verifier re-reads a package and names every file that
+//! does not match its manifest. Agent, server and CLI share both.
+
+mod hashing;
+pub mod manifest;
+mod summary;
+pub mod verify;
+pub mod writer;
+
+pub use manifest::{CollectorRun, ItemStatus, Manifest, ManifestHost, ManifestItem};
+pub use verify::{Problem, VerifyReport, verify};
+pub use writer::{ItemOutcome, ItemSink, PackageWriter};
+
+/// Names of the files at the package root that the writer adds itself.
+pub const MANIFEST_PATH: &str = "manifest.json";
+pub const SUMMARY_TEXT_PATH: &str = "CollectionSummaryReport.txt";
+pub const SUMMARY_CSV_PATH: &str = "CollectionSummaryReport.csv";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error("writing the package failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the zip container is invalid: {0}")]
+    Zip(#[from] zip::result::ZipError),
+    #[error("manifest.json is missing or unreadable: {0}")]
+    Manifest(String),
+    #[error("the collection was cancelled")]
+    Cancelled,
+}

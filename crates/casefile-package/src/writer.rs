@@ -1,0 +1,336 @@
+//! Streaming package writer: collectors add files one at a time, each hashed as it is
+//! written into the zip; `finish` appends the summary reports and the manifest.
+
+use std::io::{self, Seek, Write};
+use std::time::Instant;
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use uuid::Uuid;
+use zip::ZipWriter;
+use zip::write::SimpleFileOptions;
+
+use crate::hashing::HashingWriter;
+use crate::manifest::{
+    CollectorRun, FORMAT_VERSION, ItemStatus, Manifest, ManifestHost, ManifestItem,
+};
+use crate::{MANIFEST_PATH, PackageError, SUMMARY_CSV_PATH, SUMMARY_TEXT_PATH, summary};
+
+/// How one file's collection went, as its `fill` closure reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemOutcome {
+    pub status: ItemStatus,
+    pub error: Option<String>,
+}
+
+impl ItemOutcome {
+    pub fn ok() -> Self {
+        Self {
+            status: ItemStatus::Ok,
+            error: None,
+        }
+    }
+    pub fn partial(why: impl Into<String>) -> Self {
+        Self {
+            status: ItemStatus::Partial,
+            error: Some(why.into()),
+        }
+    }
+    pub fn failed(why: impl Into<String>) -> Self {
+        Self {
+            status: ItemStatus::Failed,
+            error: Some(why.into()),
+        }
+    }
+    pub fn not_applicable(why: impl Into<String>) -> Self {
+        Self {
+            status: ItemStatus::NotApplicable,
+            error: Some(why.into()),
+        }
+    }
+}
+
+/// Where collectors put files. `name` is relative to the collector's folder.
+pub trait ItemSink {
+    fn add_item(
+        &mut self,
+        name: &str,
+        source: &str,
+        fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<ItemOutcome>,
+    ) -> Result<(), PackageError>;
+}
+
+impl dyn ItemSink + '_ {
+    /// Adds one file whose content `fill` streams. An error `fill` returns marks the
+    /// file `failed` (keeping what was written); only a failure of the package itself
+    /// (disk full) is returned, and it ends the collection.
+    pub fn file(
+        &mut self,
+        name: &str,
+        source: &str,
+        fill: impl FnOnce(&mut dyn Write) -> io::Result<ItemOutcome>,
+    ) -> Result<(), PackageError> {
+        let mut fill = Some(fill);
+        self.add_item(name, source, &mut |w| match fill.take() {
+            Some(f) => f(w),
+            None => Err(io::Error::other("fill called twice")),
+        })
+    }
+}
+
+/// Who and what the package describes; goes into the manifest.
+#[derive(Debug, Clone)]
+pub struct PackageMeta {
+    pub tool: String,
+    pub agent_version: String,
+    pub host: ManifestHost,
+    pub action_id: Option<Uuid>,
+}
+
+struct OpenCollector {
+    name: String,
+    folder: String,
+    started: Instant,
+    first_item: usize,
+}
+
+pub struct PackageWriter<W: Write + Seek> {
+    zip: ZipWriter<W>,
+    options: SimpleFileOptions,
+    meta: PackageMeta,
+    started: DateTime<Utc>,
+    items: Vec<ManifestItem>,
+    collectors: Vec<CollectorRun>,
+    current: Option<OpenCollector>,
+}
+
+impl<W: Write + Seek> PackageWriter<W> {
+    pub fn new(out: W, meta: PackageMeta) -> Self {
+        let started = Utc::now();
+        let options = SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .last_modified_time(zip_time(started));
+        Self {
+            zip: ZipWriter::new(out),
+            options,
+            meta,
+            started,
+            items: Vec::new(),
+            collectors: Vec::new(),
+            current: None,
+        }
+    }
+
+    /// Starts the files of one collector, stored under `folder/`.
+    pub fn begin_collector(&mut self, name: &str, folder: &str) {
+        self.current = Some(OpenCollector {
+            name: name.to_owned(),
+            folder: folder.to_owned(),
+            started: Instant::now(),
+            first_item: self.items.len(),
+        });
+    }
+
+    /// Closes the current collector. Its status is the worst of its files'; an `error`
+    /// (the collector stopped early) makes it `partial`, or `failed` if it wrote nothing.
+    pub fn end_collector(&mut self, error: Option<String>) {
+        let Some(open) = self.current.take() else {
+            return;
+        };
+        let own = &self.items[open.first_item..];
+        let mut status = own
+            .iter()
+            .fold(ItemStatus::Ok, |acc, i| acc.worst(i.status));
+        if !own.is_empty() && own.iter().all(|i| i.status == ItemStatus::NotApplicable) {
+            status = ItemStatus::NotApplicable;
+        }
+        if error.is_some() {
+            let stopped = if own.is_empty() {
+                ItemStatus::Failed
+            } else {
+                ItemStatus::Partial
+            };
+            status = status.worst(stopped);
+        }
+        let error = error.or_else(|| own.iter().find_map(|i| i.error.clone()));
+        self.collectors.push(CollectorRun {
+            name: open.name,
+            folder: open.folder,
+            status,
+            error,
+            items: own.len() as u32,
+            duration_ms: open.started.elapsed().as_millis() as u64,
+        });
+    }
+
+    fn write_item(
+        &mut self,
+        path: String,
+        source: &str,
+        collector: String,
+        fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<ItemOutcome>,
+    ) -> Result<(), PackageError> {
+        let started = Instant::now();
+        self.zip.start_file(path.as_str(), self.options)?;
+        let mut sink = HashingWriter::new(&mut self.zip);
+        let outcome = match fill(&mut sink) {
+            Ok(outcome) => outcome,
+            Err(e) if sink.sink_error => return Err(PackageError::Io(e)),
+            Err(e) => ItemOutcome::failed(e.to_string()),
+        };
+        let (sha256, size) = sink.finish();
+        self.items.push(ManifestItem {
+            path,
+            source: source.to_owned(),
+            sha256,
+            size,
+            collector,
+            status: outcome.status,
+            error: outcome.error,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+        Ok(())
+    }
+
+    /// Writes the summary reports and the manifest, closes the zip and hands back the
+    /// output and the manifest.
+    pub fn finish(mut self) -> Result<(W, Manifest), PackageError> {
+        self.end_collector(None);
+        let finished = Utc::now();
+        let mut manifest = Manifest {
+            format: FORMAT_VERSION,
+            tool: self.meta.tool.clone(),
+            agent_version: self.meta.agent_version.clone(),
+            host: self.meta.host.clone(),
+            action_id: self.meta.action_id,
+            started_utc: self.started,
+            finished_utc: finished,
+            collectors: std::mem::take(&mut self.collectors),
+            items: Vec::new(),
+        };
+        let items = std::mem::take(&mut self.items);
+        manifest.items = items;
+
+        let text = summary::text(&manifest);
+        let csv = summary::csv(&manifest)?;
+        for (path, body) in [(SUMMARY_TEXT_PATH, text), (SUMMARY_CSV_PATH, csv)] {
+            self.write_item(
+                path.to_owned(),
+                "casefile summary",
+                "casefile".to_owned(),
+                &mut |w| {
+                    w.write_all(body.as_bytes())?;
+                    Ok(ItemOutcome::ok())
+                },
+            )?;
+        }
+        manifest.items.append(&mut self.items);
+
+        self.zip.start_file(MANIFEST_PATH, self.options)?;
+        serde_json::to_writer_pretty(&mut self.zip, &manifest).map_err(io::Error::other)?;
+        let out = self.zip.finish()?;
+        Ok((out, manifest))
+    }
+}
+
+impl<W: Write + Seek> ItemSink for PackageWriter<W> {
+    fn add_item(
+        &mut self,
+        name: &str,
+        source: &str,
+        fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<ItemOutcome>,
+    ) -> Result<(), PackageError> {
+        let (collector, path) = match &self.current {
+            Some(open) => (
+                open.name.clone(),
+                format!("{}/{}", open.folder, safe_name(name)),
+            ),
+            None => ("casefile".to_owned(), safe_name(name)),
+        };
+        self.write_item(path, source, collector, fill)
+    }
+}
+
+/// Keeps entry names inside the package: no absolute paths, no `..`, no empty parts.
+fn safe_name(name: &str) -> String {
+    let parts: Vec<&str> = name
+        .split(['/', '\\'])
+        .filter(|p| !p.is_empty() && *p != "." && *p != "..")
+        .collect();
+    if parts.is_empty() {
+        "_".to_owned()
+    } else {
+        parts.join("/")
+    }
+}
+
+fn zip_time(t: DateTime<Utc>) -> zip::DateTime {
+    zip::DateTime::from_date_and_time(
+        t.year().clamp(1980, 2107) as u16,
+        t.month() as u8,
+        t.day() as u8,
+        t.hour() as u8,
+        t.minute() as u8,
+        t.second() as u8,
+    )
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::verify;
+    use std::io::Cursor;
+
+    fn meta() -> PackageMeta {
+        PackageMeta {
+            tool: "test".into(),
+            agent_version: "0".into(),
+            host: ManifestHost {
+                hostname: "h".into(),
+                machine_id: None,
+                os: "linux".into(),
+                kernel: "6".into(),
+                architecture: "x86_64".into(),
+            },
+            action_id: None,
+        }
+    }
+
+    #[test]
+    fn items_are_hashed_and_statuses_roll_up() {
+        let mut w = PackageWriter::new(Cursor::new(Vec::new()), meta());
+        w.begin_collector("users", "Users and groups");
+        let sink: &mut dyn ItemSink = &mut w;
+        sink.file("passwd.csv", "/etc/passwd", |out| {
+            out.write_all(b"a,b\n")?;
+            Ok(ItemOutcome::ok())
+        })
+        .unwrap();
+        sink.file("../../etc/evil", "x", |out| {
+            out.write_all(b"partial")?;
+            Err(io::Error::other("source vanished"))
+        })
+        .unwrap();
+        w.end_collector(None);
+        let (out, manifest) = w.finish().unwrap();
+
+        assert_eq!(manifest.collectors.len(), 1);
+        assert_eq!(manifest.collectors[0].status, ItemStatus::Failed);
+        let evil = manifest
+            .items
+            .iter()
+            .find(|i| i.path.ends_with("evil"))
+            .unwrap();
+        assert_eq!(evil.path, "Users and groups/etc/evil");
+        assert_eq!(evil.status, ItemStatus::Failed);
+        assert_eq!(evil.error.as_deref(), Some("source vanished"));
+        let passwd = &manifest.items[0];
+        assert_eq!(passwd.size, 4);
+        use sha2::Digest;
+        assert_eq!(passwd.sha256, hex::encode(sha2::Sha256::digest(b"a,b\n")));
+
+        let report = verify(Cursor::new(out.into_inner())).unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+        assert_eq!(report.files_checked, manifest.items.len());
+    }
+}

@@ -1,0 +1,183 @@
+//! The MachineAction entity (`../shared/spec/mde-api.md` §2) and its lifecycle.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::time::{self, Timestamp};
+
+/// Status of a machine action. Spelling is MDE's (`Cancelled` with two `l`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ActionStatus {
+    Pending,
+    InProgress,
+    Succeeded,
+    Failed,
+    TimeOut,
+    Cancelled,
+}
+
+impl ActionStatus {
+    pub const ALL: [ActionStatus; 6] = [
+        Self::Pending,
+        Self::InProgress,
+        Self::Succeeded,
+        Self::Failed,
+        Self::TimeOut,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::InProgress => "InProgress",
+            Self::Succeeded => "Succeeded",
+            Self::Failed => "Failed",
+            Self::TimeOut => "TimeOut",
+            Self::Cancelled => "Cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// A final status never changes again.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Pending | Self::InProgress)
+    }
+
+    /// The statuses an action may move to `self` from. The store guards every
+    /// update with this list, so transitions are atomic and never go backwards.
+    pub fn predecessors(self) -> &'static [ActionStatus] {
+        match self {
+            Self::Pending => &[],
+            Self::InProgress => &[Self::Pending],
+            Self::Succeeded => &[Self::InProgress],
+            Self::Failed | Self::TimeOut | Self::Cancelled => &[Self::Pending, Self::InProgress],
+        }
+    }
+}
+
+impl std::fmt::Display for ActionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Type of a machine action. casefile executes `CollectInvestigationPackage`; the other
+/// MDE values exist so that filters naming them parse and match nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ActionType {
+    CollectInvestigationPackage,
+    RunAntiVirusScan,
+    Offboard,
+    LiveResponse,
+    Isolate,
+    Unisolate,
+    StopAndQuarantineFile,
+    RestrictCodeExecution,
+    UnrestrictCodeExecution,
+    RequestSample,
+}
+
+impl ActionType {
+    pub const ALL: [ActionType; 10] = [
+        Self::CollectInvestigationPackage,
+        Self::RunAntiVirusScan,
+        Self::Offboard,
+        Self::LiveResponse,
+        Self::Isolate,
+        Self::Unisolate,
+        Self::StopAndQuarantineFile,
+        Self::RestrictCodeExecution,
+        Self::UnrestrictCodeExecution,
+        Self::RequestSample,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CollectInvestigationPackage => "CollectInvestigationPackage",
+            Self::RunAntiVirusScan => "RunAntiVirusScan",
+            Self::Offboard => "Offboard",
+            Self::LiveResponse => "LiveResponse",
+            Self::Isolate => "Isolate",
+            Self::Unisolate => "Unisolate",
+            Self::StopAndQuarantineFile => "StopAndQuarantineFile",
+            Self::RestrictCodeExecution => "RestrictCodeExecution",
+            Self::UnrestrictCodeExecution => "UnrestrictCodeExecution",
+            Self::RequestSample => "RequestSample",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for ActionType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `relatedFileInfo` of an action (always `null` for collections).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RelatedFileInfo {
+    pub file_identifier: String,
+    pub file_identifier_type: String,
+}
+
+/// The MachineAction entity with every key MDE emits, nulls included, in MDE's order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineAction {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub action_type: ActionType,
+    pub title: Option<String>,
+    pub requestor: String,
+    pub requestor_comment: String,
+    pub status: ActionStatus,
+    pub machine_id: String,
+    pub computer_dns_name: Option<String>,
+    #[serde(with = "time")]
+    pub creation_date_time_utc: Timestamp,
+    #[serde(with = "time")]
+    pub last_update_date_time_utc: Timestamp,
+    pub cancellation_requestor: Option<String>,
+    pub cancellation_comment: Option<String>,
+    #[serde(with = "time::option")]
+    pub cancellation_date_time_utc: Option<Timestamp>,
+    pub error_h_result: i32,
+    pub scope: Option<String>,
+    pub external_id: Option<String>,
+    pub request_source: String,
+    pub related_file_info: Option<RelatedFileInfo>,
+    pub commands: Vec<serde_json::Value>,
+    pub troubleshoot_info: Option<String>,
+}
+
+/// `requestSource` of every action created through the public API.
+pub const REQUEST_SOURCE_PUBLIC_API: &str = "PublicApi";
+
+/// Body of `POST /api/machines/{id}/collectInvestigationPackage`. Keys are case-sensitive
+/// as in MDE; unknown keys are ignored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CollectRequest {
+    #[serde(rename = "Comment")]
+    pub comment: String,
+}
+
+/// HRESULT-style codes casefile reports in `errorHResult` when an action fails.
+/// Values follow the Windows conventions scripts already recognise.
+pub mod hresult {
+    /// E_FAIL: the agent could not produce a package.
+    pub const COLLECTION_FAILED: i32 = 0x8000_4005_u32 as i32;
+    /// E_ABORT: the agent stopped before finishing (restart, shutdown).
+    pub const ABORTED: i32 = 0x8000_4004_u32 as i32;
+    /// ERROR_INVALID_DATA as HRESULT: the uploaded package did not verify.
+    pub const PACKAGE_REJECTED: i32 = 0x8007_000D_u32 as i32;
+    /// ERROR_TIMEOUT as HRESULT: the agent went silent.
+    pub const TIMEOUT: i32 = 0x8007_05B4_u32 as i32;
+}

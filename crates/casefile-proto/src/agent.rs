@@ -1,0 +1,88 @@
+//! The agent API: how agents enroll, wait for work and report results. Served under
+//! `/agent/v1`, authenticated by the agent's own credential (enrollment: by an
+//! enrollment token).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::machine::IpAddress;
+
+/// Path prefix of the agent API.
+pub const PREFIX: &str = "/agent/v1";
+/// Header carrying the hex SHA-256 of an uploaded package.
+pub const SHA256_HEADER: &str = "x-casefile-sha256";
+
+/// Facts about the host, sent at enrollment and at every agent start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub computer_dns_name: String,
+    pub os_platform: String,
+    pub os_version: Option<String>,
+    pub os_architecture: Option<String>,
+    pub os_build: Option<i64>,
+    pub agent_version: String,
+    #[serde(default)]
+    pub ip_addresses: Vec<IpAddress>,
+}
+
+/// `POST /agent/v1/enroll` with `Authorization: Bearer <enrollment token>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    /// Stable identity of the host (e.g. `/etc/machine-id`); the server derives the
+    /// machine id from it and the tenant, so re-enrolling the same host keeps its id.
+    pub host_id: String,
+    pub host: HostInfo,
+    /// The agent's Ed25519 public key (base64), for verifying what it signs.
+    pub public_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub machine_id: String,
+    pub tenant_id: String,
+    /// The agent's credential: shown once, stored by the server only as a hash.
+    pub credential: String,
+}
+
+/// `POST /agent/v1/hello`: the agent (re)starts and reports its host facts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HelloRequest {
+    pub host: HostInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HelloResponse {
+    pub machine_id: String,
+    /// Actions that were `InProgress` for this machine and were failed because the
+    /// agent restarted without finishing them.
+    pub abandoned_actions: Vec<Uuid>,
+    /// How long the server holds a poll open, in seconds.
+    pub poll_wait_seconds: u64,
+}
+
+/// Work handed to an agent by `GET /agent/v1/actions/next`. The action is already
+/// `InProgress` when the agent receives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AgentTask {
+    CollectInvestigationPackage {
+        action_id: Uuid,
+        requestor: String,
+        comment: String,
+    },
+}
+
+/// `POST /agent/v1/actions/{id}/failure`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionFailure {
+    pub error_h_result: i32,
+    pub troubleshoot_info: String,
+}
+
+/// Answer to a verified package upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadReceipt {
+    pub action_id: Uuid,
+    pub size: u64,
+    pub sha256: String,
+}

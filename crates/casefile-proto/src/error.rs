@@ -1,0 +1,60 @@
+//! The error body every API answer uses (`../shared/spec/mde-api.md` §5):
+//! `{"error":{"code","message","target"}}`, `target` being the correlation id.
+
+use serde::{Deserialize, Serialize};
+
+/// Error codes casefile emits, spelled as MDE spells them, with their HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    BadRequest,
+    ODataError,
+    InvalidInput,
+    InvalidRequestBody,
+    MissingRequiredParameter,
+    ActiveRequestAlreadyExists,
+    Unauthorized,
+    Forbidden,
+    DisallowedOperation,
+    NotFound,
+    ResourceNotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    TooManyRequests,
+    InternalServerError,
+    ServiceUnavailable,
+}
+
+impl ErrorCode {
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::BadRequest
+            | Self::ODataError
+            | Self::InvalidInput
+            | Self::InvalidRequestBody
+            | Self::MissingRequiredParameter
+            | Self::ActiveRequestAlreadyExists => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden | Self::DisallowedOperation => 403,
+            Self::NotFound | Self::ResourceNotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::TooManyRequests => 429,
+            Self::InternalServerError => 500,
+            Self::ServiceUnavailable => 503,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}

@@ -1,0 +1,109 @@
+//! The one place where failures become HTTP answers: every error, on every route, is
+//! `{"error":{"code","message","target"}}` as compact JSON, `target` being the
+//! request's correlation id.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use casefile_proto::{ErrorBody, ErrorCode, ErrorDetail};
+use casefile_store::StoreError;
+
+use crate::correlation;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Extra headers some errors carry (`WWW-Authenticate`, `Retry-After`).
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ResourceNotFound, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        let m = message.into();
+        let challenge = format!(
+            "Bearer error=\"invalid_token\", error_description=\"{}\"",
+            m.replace('"', "'")
+        );
+        let value = HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("Bearer"));
+        Self::new(ErrorCode::Unauthorized, m).with_header(header::WWW_AUTHENTICATE, value)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            ErrorCode::InternalServerError,
+            "An internal error occurred; retry later",
+        )
+    }
+
+    /// An unexpected failure: logged with its cause, answered without details.
+    pub fn internal_from(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(correlation_id = %correlation::current(), "internal error: {cause}");
+        Self::internal()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::ActiveRequestExists => Self::new(
+                ErrorCode::ActiveRequestAlreadyExists,
+                "Action is already in progress",
+            ),
+            other => Self::internal_from(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                target: correlation::current(),
+            },
+        };
+        // serde_json's default output is compact: clients match substrings such as
+        // `"message":"Action is already in progress"`.
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (status, json).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

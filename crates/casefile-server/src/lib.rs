@@ -1,0 +1,187 @@
+//! casefile's server: the MDE-compatible public API, the agent API and package storage.
+//!
+//! [`Server::open`] prepares everything under the data directory (database, signing
+//! keys, package store); [`Server::serve`] answers on a listener until shutdown. Tests
+//! bind port 0 and drive it over real HTTP.
+
+pub mod auth;
+pub mod blobs;
+pub mod config;
+pub mod correlation;
+pub mod dispatch;
+pub mod error;
+mod lifecycle;
+pub mod links;
+mod routes;
+pub mod secrets;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::ServiceExt;
+use casefile_store::{EnrollmentTokenRecord, SqliteStore, Store};
+use tokio::net::TcpListener;
+
+use crate::auth::{AccessClaims, Keyring};
+use crate::blobs::Blobs;
+use crate::config::Config;
+use crate::state::{AppState, Shared};
+
+pub use config::Config as ServerConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot prepare the data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] casefile_store::StoreError),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    #[error("package storage: {0}")]
+    Blobs(#[from] object_store::Error),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// What `casefile token` asks for.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    pub tenant: String,
+    pub roles: Vec<String>,
+    pub requestor: String,
+    pub ttl: Duration,
+}
+
+pub struct Server {
+    state: AppState,
+}
+
+impl Server {
+    /// Creates the data directory, the database (migrated) and the signing keys on first
+    /// start; opens them afterwards.
+    pub async fn open(config: Config) -> Result<Self, ServerError> {
+        create_private_dir(&config.data_dir)?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_url(&config.database_url()).await?);
+        let keyring = Keyring::load_or_create(store.as_ref()).await?;
+        let blobs = Blobs::local(&config.packages_dir())?;
+        let access_validation = auth::caller::access_validation(
+            &config.auth.issuer,
+            &config.auth.extra_audiences,
+            config.auth.leeway_seconds,
+        );
+        let state = AppState::new(Shared {
+            config,
+            store,
+            keyring,
+            access_validation,
+            blobs,
+            dispatcher: Default::default(),
+        });
+        Ok(Self { state })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = routes::router(self.state.clone());
+        let app = tower::ServiceBuilder::new()
+            .layer(axum::middleware::from_fn(correlation::middleware))
+            .layer(tower::util::MapRequestLayer::new(routes::normalize_path))
+            .service(router);
+        let sweeper = tokio::spawn(lifecycle::run(self.state.clone()));
+        let result = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        sweeper.abort();
+        result
+    }
+
+    /// A signed access token carrying `roles`, as an identity provider would issue.
+    pub fn mint_access_token(&self, request: &TokenRequest) -> Result<String, ServerError> {
+        if !auth::caller::valid_tenant_id(&request.tenant) {
+            return Err(ServerError::Invalid(format!(
+                "'{}' is not a valid tenant id",
+                request.tenant
+            )));
+        }
+        let now = chrono::Utc::now().timestamp();
+        let claims = AccessClaims {
+            iss: self.state.config.auth.issuer.clone(),
+            aud: auth::MDE_AUDIENCES[0].to_owned(),
+            sub: request.requestor.clone(),
+            tid: request.tenant.clone(),
+            iat: now,
+            nbf: now,
+            exp: now + request.ttl.as_secs() as i64,
+            appid: Some(request.requestor.clone()),
+            app_displayname: Some(request.requestor.clone()),
+            upn: None,
+            oid: None,
+            roles: request.roles.clone(),
+            ver: Some("1.0".to_owned()),
+        };
+        Ok(self
+            .state
+            .keyring
+            .sign(auth::caller::ACCESS_TOKEN_TYPE, &claims)?)
+    }
+
+    /// A new enrollment token for `tenant`, valid for `ttl` (default from config).
+    pub async fn create_enrollment_token(
+        &self,
+        tenant: &str,
+        ttl: Option<Duration>,
+    ) -> Result<String, ServerError> {
+        if !auth::caller::valid_tenant_id(tenant) {
+            return Err(ServerError::Invalid(format!(
+                "'{tenant}' is not a valid tenant id"
+            )));
+        }
+        let ttl = ttl.unwrap_or(Duration::from_secs(
+            self.state.config.agents.enrollment_token_ttl_seconds,
+        ));
+        let token = secrets::generate(secrets::ENROLLMENT_PREFIX);
+        let now = chrono::Utc::now();
+        self.state
+            .store
+            .insert_enrollment_token(&EnrollmentTokenRecord {
+                id: uuid::Uuid::new_v4(),
+                tenant_id: tenant.to_owned(),
+                token_hash: secrets::hash(&token),
+                created_at: now,
+                expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+                revoked_at: None,
+            })
+            .await?;
+        Ok(token)
+    }
+}
+
+fn create_private_dir(path: &std::path::Path) -> Result<(), ServerError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path).map_err(|source| ServerError::DataDir {
+        path: path.to_owned(),
+        source,
+    })
+}

@@ -1,0 +1,35 @@
+//! Background upkeep: actions never stay `InProgress` forever. An action whose agent
+//! went silent ends `TimeOut`.
+
+use std::time::Duration;
+
+use casefile_proto::action::{ActionStatus, hresult};
+use casefile_store::Transition;
+
+use crate::state::AppState;
+
+pub async fn run(state: AppState) {
+    let silent = Duration::from_secs(state.config.agents.silent_timeout_seconds);
+    // Check often enough that an action overstays its window by at most a quarter.
+    let period = (silent / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        ticker.tick().await;
+        let now = chrono::Utc::now();
+        let change = Transition::failure(
+            ActionStatus::TimeOut,
+            now,
+            hresult::TIMEOUT,
+            format!(
+                "The agent stopped reporting for more than {} seconds during the collection",
+                silent.as_secs()
+            ),
+        );
+        let since = now - chrono::Duration::from_std(silent).unwrap_or_default();
+        match state.store.time_out_silent(since, &change).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(count = n, "actions timed out: their agents went silent"),
+            Err(e) => tracing::error!("lifecycle sweep failed: {e}"),
+        }
+    }
+}

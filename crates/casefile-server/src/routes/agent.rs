@@ -1,0 +1,370 @@
+//! The agent API: enrollment, start-up, long-poll for work, package upload, failures.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use casefile_proto::ErrorCode;
+use casefile_proto::action::{ActionStatus, ActionType, hresult};
+use casefile_proto::agent::{
+    ActionFailure, AgentTask, EnrollRequest, EnrollResponse, HelloRequest, HelloResponse,
+    SHA256_HEADER, UploadReceipt,
+};
+use casefile_store::{HostFacts, MachineEnrollment, MachineRecord, PackageRecord, Transition};
+use sha2::{Digest, Sha256};
+
+use super::{Json, action_id};
+use crate::auth::caller::bearer;
+use crate::blobs::{Blobs, IngestError};
+use crate::error::{ApiError, ApiResult};
+use crate::secrets;
+use crate::state::AppState;
+
+/// An enrolled agent, authenticated by its credential.
+pub struct AgentIdentity(pub MachineRecord);
+
+impl FromRequestParts<AppState> for AgentIdentity {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let credential = bearer(parts)
+            .ok_or_else(|| ApiError::unauthorized("The agent credential is missing"))?;
+        let machine = state
+            .store
+            .machine_by_credential(&secrets::hash(credential))
+            .await?
+            .ok_or_else(|| {
+                ApiError::unauthorized("The agent credential is not valid; enroll the agent again")
+            })?;
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        state
+            .store
+            .touch_machine(&machine.id, chrono::Utc::now(), ip.as_deref())
+            .await?;
+        Ok(Self(machine))
+    }
+}
+
+/// Machine ids are derived, not chosen: the same host in the same tenant always gets
+/// the same 40-hex id, so re-enrolling keeps its history.
+fn machine_id(tenant: &str, host_id: &str) -> String {
+    let digest = Sha256::digest(format!("casefile-machine-id\0{tenant}\0{host_id}"));
+    hex::encode(&digest[..20])
+}
+
+fn facts(host: casefile_proto::agent::HostInfo) -> HostFacts {
+    HostFacts {
+        computer_dns_name: host.computer_dns_name,
+        os_platform: host.os_platform,
+        os_version: host.os_version,
+        os_architecture: host.os_architecture,
+        os_build: host.os_build,
+        agent_version: Some(host.agent_version),
+        ip_addresses: host.ip_addresses,
+    }
+}
+
+fn restarted() -> Transition {
+    Transition::failure(
+        ActionStatus::Failed,
+        chrono::Utc::now(),
+        hresult::ABORTED,
+        "The agent restarted before finishing this collection",
+    )
+}
+
+pub async fn enroll(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(request): Json<EnrollRequest>,
+) -> ApiResult<Response> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .ok_or_else(|| ApiError::unauthorized("An enrollment token is required"))?;
+    let now = chrono::Utc::now();
+    let record = state
+        .store
+        .enrollment_token_by_hash(&secrets::hash(token.trim()))
+        .await?
+        .filter(|t| t.revoked_at.is_none() && t.expires_at > now)
+        .ok_or_else(|| {
+            ApiError::unauthorized("The enrollment token is not valid, expired or revoked")
+        })?;
+    let host_id = request.host_id.trim();
+    if host_id.is_empty() || host_id.len() > 256 || request.host.computer_dns_name.trim().is_empty()
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequestBody,
+            "host_id and host.computer_dns_name are required",
+        ));
+    }
+    let id = machine_id(&record.tenant_id, host_id);
+    let credential = secrets::generate(secrets::AGENT_PREFIX);
+    let machine = state
+        .store
+        .enroll_machine(&MachineEnrollment {
+            id: id.clone(),
+            tenant_id: record.tenant_id.clone(),
+            facts: facts(request.host),
+            credential_hash: secrets::hash(&credential),
+            agent_public_key: request.public_key,
+            last_ip_address: Some(peer.ip().to_string()),
+            at: now,
+        })
+        .await?;
+    // A host that enrolls again is a fresh agent: it runs none of the old collections.
+    state
+        .store
+        .fail_in_progress(&machine.id, &restarted())
+        .await?;
+    tracing::info!(machine_id = %machine.id, name = %machine.facts.computer_dns_name, "agent enrolled");
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrollResponse {
+            machine_id: machine.id,
+            tenant_id: machine.tenant_id,
+            credential,
+        }),
+    )
+        .into_response())
+}
+
+pub async fn hello(
+    State(state): State<AppState>,
+    AgentIdentity(machine): AgentIdentity,
+    Json(request): Json<HelloRequest>,
+) -> ApiResult<Json<HelloResponse>> {
+    let now = chrono::Utc::now();
+    state
+        .store
+        .update_host_facts(&machine.id, &facts(request.host), now)
+        .await?;
+    let in_progress = casefile_store::ActionFilter {
+        machine_id: Some(machine.id.clone()),
+        status: Some(ActionStatus::InProgress),
+        action_type: None,
+    };
+    let abandoned = state
+        .store
+        .actions(
+            &machine.tenant_id,
+            &in_progress,
+            casefile_store::Page::first(1000),
+        )
+        .await?;
+    state
+        .store
+        .fail_in_progress(&machine.id, &restarted())
+        .await?;
+    Ok(Json(HelloResponse {
+        machine_id: machine.id,
+        abandoned_actions: abandoned.into_iter().map(|a| a.id).collect(),
+        poll_wait_seconds: state.config.agents.poll_wait_seconds,
+    }))
+}
+
+/// Long-poll: answers at once with the oldest pending action (now `InProgress`), or
+/// waits until one is created or the wait ends (`204`).
+pub async fn next_task(
+    State(state): State<AppState>,
+    AgentIdentity(machine): AgentIdentity,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let requested = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "wait")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .unwrap_or(state.config.agents.poll_wait_seconds);
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_secs(requested.min(state.config.agents.poll_wait_seconds));
+    let wake = state.dispatcher.subscribe(&machine.id);
+    loop {
+        if let Some(action) = state
+            .store
+            .claim_next_action(&machine.id, chrono::Utc::now())
+            .await?
+        {
+            tracing::info!(action_id = %action.id, machine_id = %machine.id, "action dispatched");
+            let task = match action.action_type {
+                ActionType::CollectInvestigationPackage => AgentTask::CollectInvestigationPackage {
+                    action_id: action.id,
+                    requestor: action.requestor,
+                    comment: action.requestor_comment,
+                },
+                other => {
+                    // Only collections are ever created; anything else is refused honestly.
+                    let change = Transition::failure(
+                        ActionStatus::Failed,
+                        chrono::Utc::now(),
+                        hresult::COLLECTION_FAILED,
+                        format!("casefile agents do not support {other} actions"),
+                    );
+                    state
+                        .store
+                        .transition(action.id, Some(&machine.id), &change)
+                        .await?;
+                    continue;
+                }
+            };
+            return Ok(Json(task).into_response());
+        }
+        if tokio::time::timeout_at(deadline, wake.notified())
+            .await
+            .is_err()
+        {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    }
+}
+
+/// Receives a package: streamed into storage through a hash; kept and the action marked
+/// `Succeeded` only when size and SHA-256 match what the agent announced.
+pub async fn upload_package(
+    State(state): State<AppState>,
+    AgentIdentity(machine): AgentIdentity,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<UploadReceipt>> {
+    let id = action_id(&id)?;
+    let action = state
+        .store
+        .action(&machine.tenant_id, id)
+        .await?
+        .filter(|a| a.machine_id == machine.id)
+        .ok_or_else(|| {
+            ApiError::not_found(format!("MachineAction {id} was not found for this machine"))
+        })?;
+    if action.status != ActionStatus::InProgress {
+        return Err(ApiError::new(
+            ErrorCode::DisallowedOperation,
+            format!(
+                "MachineAction {id} is {}, not InProgress: the package is not accepted",
+                action.status
+            ),
+        ));
+    }
+    let size = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MissingRequiredParameter,
+                "Content-Length is required",
+            )
+        })?;
+    let sha256 = headers
+        .get(SHA256_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MissingRequiredParameter,
+                format!("{SHA256_HEADER} (hex SHA-256) is required"),
+            )
+        })?;
+
+    let key = Blobs::package_key(&machine.tenant_id, id);
+    let ingest = state
+        .blobs
+        .put_verified(
+            &key,
+            body.into_data_stream(),
+            size,
+            &sha256,
+            state.config.packages.max_bytes,
+        )
+        .await;
+    if let Err(e) = ingest {
+        tracing::warn!(action_id = %id, "package upload failed: {e}");
+        let why = format!("The package upload was rejected: {e}");
+        let (code, hresult) = match &e {
+            // Transport and storage trouble: the action stays InProgress so the agent
+            // can retry; a silent agent still ends in TimeOut.
+            IngestError::Interrupted(_) => return Err(ApiError::new(ErrorCode::BadRequest, why)),
+            IngestError::Storage(_) => return Err(ApiError::internal_from(e)),
+            IngestError::TooLarge { .. } => (ErrorCode::PayloadTooLarge, hresult::PACKAGE_REJECTED),
+            IngestError::SizeMismatch { .. } | IngestError::HashMismatch { .. } => {
+                (ErrorCode::InvalidInput, hresult::PACKAGE_REJECTED)
+            }
+        };
+        let change = Transition::failure(
+            ActionStatus::Failed,
+            chrono::Utc::now(),
+            hresult,
+            why.clone(),
+        );
+        state
+            .store
+            .transition(id, Some(&machine.id), &change)
+            .await?;
+        return Err(ApiError::new(code, why));
+    }
+    let record = PackageRecord {
+        action_id: id,
+        tenant_id: machine.tenant_id.clone(),
+        blob_key: key.clone(),
+        size,
+        sha256: sha256.clone(),
+        stored_at: chrono::Utc::now(),
+    };
+    if state
+        .store
+        .complete_with_package(&machine.id, &record, chrono::Utc::now())
+        .await?
+        .is_none()
+    {
+        // Cancelled or timed out while uploading: the package must not linger.
+        let _ = state.blobs.delete(&key).await;
+        return Err(ApiError::new(
+            ErrorCode::DisallowedOperation,
+            format!("MachineAction {id} ended while the package was uploading"),
+        ));
+    }
+    tracing::info!(action_id = %id, size, sha256 = %sha256, "package verified and stored");
+    Ok(Json(UploadReceipt {
+        action_id: id,
+        size,
+        sha256,
+    }))
+}
+
+pub async fn report_failure(
+    State(state): State<AppState>,
+    AgentIdentity(machine): AgentIdentity,
+    Path(id): Path<String>,
+    Json(failure): Json<ActionFailure>,
+) -> ApiResult<StatusCode> {
+    let id = action_id(&id)?;
+    let change = Transition::failure(
+        ActionStatus::Failed,
+        chrono::Utc::now(),
+        failure.error_h_result,
+        failure.troubleshoot_info,
+    );
+    match state
+        .store
+        .transition(id, Some(&machine.id), &change)
+        .await?
+    {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(ApiError::new(
+            ErrorCode::DisallowedOperation,
+            format!("MachineAction {id} is not running on this machine"),
+        )),
+    }
+}

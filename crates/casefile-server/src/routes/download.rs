@@ -1,0 +1,106 @@
+//! `getPackageUri` and the signed download it points to.
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use casefile_proto::action::{ActionStatus, ActionType};
+use casefile_proto::odata::{Value, context};
+use casefile_proto::{ErrorCode, PACKAGE_FILE_NAME};
+
+use super::{BaseUrl, action_id, odata};
+use crate::auth::{Api, Caller};
+use crate::error::{ApiError, ApiResult};
+use crate::links;
+use crate::state::AppState;
+
+pub async fn package_uri(
+    State(state): State<AppState>,
+    caller: Caller,
+    base: BaseUrl,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    caller.authorize(Api::GetPackageUri)?;
+    let id = action_id(&id)?;
+    let action = state
+        .store
+        .action(&caller.tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("MachineAction {id} was not found")))?;
+    if action.action_type != ActionType::CollectInvestigationPackage {
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
+            "Provided Guid is not a valid id for a CollectInvestigationPackage action",
+        ));
+    }
+    if action.status != ActionStatus::Succeeded {
+        return Err(ApiError::not_found(format!(
+            "The investigation package of action {id} is not available: the action is {}",
+            action.status
+        )));
+    }
+    let package = state
+        .store
+        .package(&caller.tenant_id, id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "The investigation package of action {id} is no longer stored"
+            ))
+        })?;
+    let url = links::issue(
+        &state.keyring,
+        &base.0,
+        &caller.tenant_id,
+        id,
+        &package.sha256,
+        state.config.link_ttl(),
+    )?;
+    Ok(odata(
+        StatusCode::OK,
+        &Value {
+            context: base.context(context::STRING),
+            value: url,
+        },
+    ))
+}
+
+/// Streams the package. Authorised by the link's own signature, not a bearer token.
+pub async fn download(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let token = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .ok_or_else(|| {
+            ApiError::forbidden("The download link has no token; request one with getPackageUri")
+        })?;
+    let claims = links::verify(&state.keyring, &token)?;
+    let package = state
+        .store
+        .package(&claims.tid, claims.act)
+        .await?
+        .filter(|p| p.sha256 == claims.sha)
+        .ok_or_else(|| {
+            ApiError::not_found("The package this link points to is no longer stored")
+        })?;
+    let (size, stream) = state
+        .blobs
+        .get(&package.blob_key)
+        .await
+        .map_err(ApiError::internal_from)?;
+    tracing::info!(action_id = %claims.act, tenant = %claims.tid, size, "package download");
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{PACKAGE_FILE_NAME}\"")) {
+        headers.insert(CONTENT_DISPOSITION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&package.sha256) {
+        headers.insert("x-casefile-sha256", v);
+    }
+    Ok(response)
+}

@@ -1,0 +1,221 @@
+//! The route list: every public, agent and download route in one place.
+
+mod actions;
+mod agent;
+mod download;
+mod machines;
+
+use axum::Router;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::header::{CONTENT_TYPE, HOST};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use casefile_proto::ErrorCode;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::links::DOWNLOAD_PATH;
+use crate::state::AppState;
+
+/// Routes are written in lower case: [`normalize_path`] folds public API paths to it.
+pub fn router(state: AppState) -> Router {
+    let public = Router::new()
+        .route("/api/machines", get(machines::list))
+        .route("/api/machines/{id}", get(machines::get))
+        .route(
+            "/api/machines/{id}/collectinvestigationpackage",
+            post(actions::collect),
+        )
+        .route("/api/machineactions", get(actions::list))
+        .route("/api/machineactions/{id}", get(actions::get))
+        .route(
+            "/api/machineactions/{id}/getpackageuri",
+            get(download::package_uri),
+        );
+    let agent = Router::new()
+        .route("/enroll", post(agent::enroll))
+        .route("/hello", post(agent::hello))
+        .route("/actions/next", get(agent::next_task))
+        .route("/actions/{id}/package", put(agent::upload_package))
+        .route("/actions/{id}/failure", post(agent::report_failure));
+    Router::new()
+        .merge(public)
+        .nest(casefile_proto::agent::PREFIX, agent)
+        .route(DOWNLOAD_PATH, get(download::download))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// MDE clients send `GetPackageUri` and `getPackageUri`, `/api/v1.0/...` and `/api/...`,
+/// and trailing slashes: fold public API paths to one lower-case form before routing.
+/// (Machine names compare case-insensitively and GUIDs parse in any case, so folding ids
+/// loses nothing.)
+pub fn normalize_path(mut request: Request) -> Request {
+    let uri = request.uri();
+    let path = uri.path();
+    if !path
+        .get(..5)
+        .is_some_and(|p| p.eq_ignore_ascii_case("/api/"))
+        && !path.eq_ignore_ascii_case("/api")
+    {
+        return request;
+    }
+    let mut folded = path.to_ascii_lowercase();
+    if let Some(rest) = folded.strip_prefix("/api/v1.0") {
+        folded = format!("/api{rest}");
+    }
+    while folded.len() > 1 && folded.ends_with('/') {
+        folded.pop();
+    }
+    let rebuilt = match uri.query() {
+        Some(q) => format!("{folded}?{q}"),
+        None => folded,
+    };
+    if let Ok(new_uri) = rebuilt.parse::<Uri>() {
+        *request.uri_mut() = new_uri;
+    }
+    request
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("No resource matches '{}'", uri.path()),
+    )
+}
+
+async fn jwks(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    axum::Json(state.keyring.jwks()).into_response()
+}
+
+/// `axum::Json` whose rejections answer in the API's error shape.
+pub(crate) struct Json<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::new(
+                ErrorCode::InvalidRequestBody,
+                format!("Request body is incorrect: {}", rejection.body_text()),
+            )),
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// A success body as MDE sends it: OData JSON with `OData-Version: 4.0`.
+pub(crate) fn odata<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(json) => {
+            let mut response = (status, json).into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8",
+                ),
+            );
+            headers.insert("odata-version", HeaderValue::from_static("4.0"));
+            response
+        }
+        Err(e) => ApiError::internal_from(e).into_response(),
+    }
+}
+
+/// The base URL clients reached us at: `public_url` when configured, else the request's
+/// `Host` over plain HTTP (the embedded default listens on loopback without TLS).
+pub(crate) struct BaseUrl(pub String);
+
+impl BaseUrl {
+    /// `@odata.context` for `suffix` (e.g. `$metadata#MachineActions`).
+    pub fn context(&self, suffix: &str) -> String {
+        format!("{}/api/{suffix}", self.0)
+    }
+}
+
+impl FromRequestParts<AppState> for BaseUrl {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(url) = &state.config.public_url {
+            return Ok(Self(url.trim_end_matches('/').to_owned()));
+        }
+        let host = parts
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| {
+                !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            })
+            .map(str::to_owned)
+            .unwrap_or_else(|| state.config.listen.to_string());
+        Ok(Self(format!("http://{host}")))
+    }
+}
+
+/// Parses a MachineAction id as MDE does (an `Edm.Guid`).
+pub(crate) fn action_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::try_parse(raw).map_err(|_| {
+        ApiError::bad_request(format!(
+            "The key value ({raw}) from request is not valid. The key value should be format of type 'Edm.Guid'."
+        ))
+    })
+}
+
+/// `$top`/`$skip` paging. Other query options are refused by name rather than
+/// silently ignored: a script must never get unfiltered data it did not ask for.
+pub(crate) fn paging(raw_query: Option<&str>) -> Result<casefile_store::Page, ApiError> {
+    let mut page = casefile_store::Page::first(casefile_store::Page::MAX_TOP);
+    for (key, value) in url::form_urlencoded::parse(raw_query.unwrap_or_default().as_bytes()) {
+        let key = key.trim();
+        let number = || {
+            value.trim().parse::<u64>().map_err(|_| {
+                ApiError::new(
+                    ErrorCode::ODataError,
+                    format!(
+                        "Invalid value '{value}' for {key}: a non-negative integer is expected"
+                    ),
+                )
+            })
+        };
+        match key {
+            "$top" => {
+                let top = number()?;
+                if top > casefile_store::Page::MAX_TOP {
+                    return Err(ApiError::new(
+                        ErrorCode::ODataError,
+                        format!(
+                            "The limit of '{}' for Top query has been exceeded. The value from the incoming request is '{top}'.",
+                            casefile_store::Page::MAX_TOP
+                        ),
+                    ));
+                }
+                page.top = top;
+            }
+            "$skip" => page.skip = number()?,
+            other if other.starts_with('$') => {
+                return Err(ApiError::new(
+                    ErrorCode::ODataError,
+                    format!("The query option '{other}' is not supported"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(page)
+}

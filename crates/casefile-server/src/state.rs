@@ -1,0 +1,36 @@
+//! What every handler shares.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use casefile_store::Store;
+
+use crate::auth::Keyring;
+use crate::blobs::Blobs;
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub keyring: Keyring,
+    pub access_validation: jsonwebtoken::Validation,
+    pub blobs: Blobs,
+    pub dispatcher: Dispatcher,
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}

@@ -1,0 +1,94 @@
+//! casefile's persistence. The server talks to a [`Store`]; each database has its own
+//! implementation with its own migrations (SQLite here; PostgreSQL slots in beside it),
+//! so no SQL dialect leaks into the server.
+
+mod records;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use casefile_proto::action::MachineAction;
+use casefile_proto::time::Timestamp;
+use uuid::Uuid;
+
+pub use records::*;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A collection is already `Pending` or `InProgress` on that machine.
+    #[error("an action of this type is already pending or in progress on the machine")]
+    ActiveRequestExists,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // Signing keys.
+    async fn signing_keys(&self, purpose: &str) -> Result<Vec<SigningKeyRecord>>;
+    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<()>;
+
+    // Enrollment tokens (stored as hashes).
+    async fn insert_enrollment_token(&self, token: &EnrollmentTokenRecord) -> Result<()>;
+    async fn enrollment_token_by_hash(&self, hash: &str) -> Result<Option<EnrollmentTokenRecord>>;
+
+    // Machines.
+    /// Creates the machine or, for a host that enrolls again, replaces its credential
+    /// and host facts while keeping `first_seen`.
+    async fn enroll_machine(&self, machine: &MachineEnrollment) -> Result<MachineRecord>;
+    async fn machine_by_credential(&self, hash: &str) -> Result<Option<MachineRecord>>;
+    /// By id, or by computer name (case-insensitive; the most recently seen wins).
+    async fn machine(&self, tenant: &str, id_or_name: &str) -> Result<Option<MachineRecord>>;
+    async fn machines(&self, tenant: &str, page: Page) -> Result<Vec<MachineRecord>>;
+    async fn update_host_facts(
+        &self,
+        machine_id: &str,
+        facts: &HostFacts,
+        at: Timestamp,
+    ) -> Result<()>;
+    async fn touch_machine(&self, machine_id: &str, at: Timestamp, ip: Option<&str>) -> Result<()>;
+
+    // Machine actions.
+    /// Inserts a new `Pending` action; [`StoreError::ActiveRequestExists`] when the
+    /// machine already has a live action of that type.
+    async fn create_action(&self, tenant: &str, action: &MachineAction) -> Result<()>;
+    async fn action(&self, tenant: &str, id: Uuid) -> Result<Option<MachineAction>>;
+    async fn actions(
+        &self,
+        tenant: &str,
+        filter: &ActionFilter,
+        page: Page,
+    ) -> Result<Vec<MachineAction>>;
+    /// Atomically moves the machine's oldest `Pending` action to `InProgress`.
+    async fn claim_next_action(
+        &self,
+        machine_id: &str,
+        at: Timestamp,
+    ) -> Result<Option<MachineAction>>;
+    /// Applies `change` if the action is in one of the statuses allowed to precede it
+    /// (and, with `machine_id`, belongs to that machine). `None`: nothing changed.
+    async fn transition(
+        &self,
+        id: Uuid,
+        machine_id: Option<&str>,
+        change: &Transition,
+    ) -> Result<Option<MachineAction>>;
+    /// Records the verified package and marks the action `Succeeded`, in one transaction.
+    async fn complete_with_package(
+        &self,
+        machine_id: &str,
+        package: &PackageRecord,
+        at: Timestamp,
+    ) -> Result<Option<MachineAction>>;
+    async fn package(&self, tenant: &str, action_id: Uuid) -> Result<Option<PackageRecord>>;
+    /// Fails every `InProgress` action of a machine (its agent restarted without them).
+    async fn fail_in_progress(&self, machine_id: &str, change: &Transition) -> Result<u64>;
+    /// Times out `InProgress` actions whose machine has not been heard from since `silent_since`.
+    async fn time_out_silent(&self, silent_since: Timestamp, change: &Transition) -> Result<u64>;
+}

@@ -1,0 +1,128 @@
+//! What the store keeps, beyond the wire entities of `casefile-proto`.
+
+use casefile_proto::action::{ActionStatus, ActionType};
+use casefile_proto::machine::IpAddress;
+use casefile_proto::time::Timestamp;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    /// What the key signs, e.g. `token`.
+    pub purpose: String,
+    pub algorithm: String,
+    pub private_key: Vec<u8>,
+    pub public_key: Vec<u8>,
+    pub created_at: Timestamp,
+    pub retired_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnrollmentTokenRecord {
+    pub id: Uuid,
+    pub tenant_id: String,
+    pub token_hash: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// Host facts an agent reports at enrollment and at every start.
+#[derive(Debug, Clone, Default)]
+pub struct HostFacts {
+    pub computer_dns_name: String,
+    pub os_platform: String,
+    pub os_version: Option<String>,
+    pub os_architecture: Option<String>,
+    pub os_build: Option<i64>,
+    pub agent_version: Option<String>,
+    pub ip_addresses: Vec<IpAddress>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MachineEnrollment {
+    pub id: String,
+    pub tenant_id: String,
+    pub facts: HostFacts,
+    pub credential_hash: String,
+    pub agent_public_key: Option<String>,
+    pub last_ip_address: Option<String>,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct MachineRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub facts: HostFacts,
+    pub last_ip_address: Option<String>,
+    pub machine_tags: Vec<String>,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub agent_public_key: Option<String>,
+}
+
+/// A status change, with the fields the new status carries.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub to: ActionStatus,
+    pub at: Timestamp,
+    pub error_h_result: Option<i32>,
+    pub troubleshoot_info: Option<String>,
+    pub cancellation_requestor: Option<String>,
+    pub cancellation_comment: Option<String>,
+}
+
+impl Transition {
+    pub fn to(to: ActionStatus, at: Timestamp) -> Self {
+        Self {
+            to,
+            at,
+            error_h_result: None,
+            troubleshoot_info: None,
+            cancellation_requestor: None,
+            cancellation_comment: None,
+        }
+    }
+
+    pub fn failure(to: ActionStatus, at: Timestamp, hresult: i32, why: impl Into<String>) -> Self {
+        Self {
+            error_h_result: Some(hresult),
+            troubleshoot_info: Some(why.into()),
+            ..Self::to(to, at)
+        }
+    }
+}
+
+/// A package that passed size and hash verification.
+#[derive(Debug, Clone)]
+pub struct PackageRecord {
+    pub action_id: Uuid,
+    pub tenant_id: String,
+    pub blob_key: String,
+    pub size: u64,
+    pub sha256: String,
+    pub stored_at: Timestamp,
+}
+
+/// Which actions a list returns. The OData layer will grow this; every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct ActionFilter {
+    pub machine_id: Option<String>,
+    pub status: Option<ActionStatus>,
+    pub action_type: Option<ActionType>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub skip: u64,
+    pub top: u64,
+}
+
+impl Page {
+    pub const MAX_TOP: u64 = 10_000;
+
+    pub fn first(top: u64) -> Self {
+        Self { skip: 0, top }
+    }
+}

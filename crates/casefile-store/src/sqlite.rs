@@ -1,0 +1,531 @@
+//! The embedded default: one SQLite file in WAL mode.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use casefile_proto::action::{ActionStatus, ActionType, MachineAction};
+use casefile_proto::time::Timestamp;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool};
+use uuid::Uuid;
+
+use crate::*;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Opens from a `sqlite://` URL or a plain path.
+    pub async fn open_url(url: &str) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)?;
+        Self::open(opts.get_filename()).await
+    }
+}
+
+fn micros(t: Timestamp) -> i64 {
+    t.timestamp_micros()
+}
+
+fn from_micros(v: i64) -> Result<Timestamp> {
+    DateTime::<Utc>::from_timestamp_micros(v)
+        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {v}")))
+}
+
+fn opt_from_micros(v: Option<i64>) -> Result<Option<Timestamp>> {
+    v.map(from_micros).transpose()
+}
+
+fn json_list<T: serde::de::DeserializeOwned>(raw: &str) -> Result<Vec<T>> {
+    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("json list: {e}")))
+}
+
+const ACTION_COLUMNS: &str = "id, machine_id, type, status, title, requestor, requestor_comment, external_id, \
+     request_source, computer_dns_name, created_at, updated_at, cancellation_requestor, \
+     cancellation_comment, cancelled_at, error_hresult, troubleshoot_info";
+
+fn action_from_row(row: &SqliteRow) -> Result<MachineAction> {
+    let id: String = row.try_get("id")?;
+    let kind: String = row.try_get("type")?;
+    let status: String = row.try_get("status")?;
+    Ok(MachineAction {
+        id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        action_type: ActionType::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("action type {kind}")))?,
+        title: row.try_get("title")?,
+        requestor: row.try_get("requestor")?,
+        requestor_comment: row.try_get("requestor_comment")?,
+        status: ActionStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
+        machine_id: row.try_get("machine_id")?,
+        computer_dns_name: row.try_get("computer_dns_name")?,
+        creation_date_time_utc: from_micros(row.try_get("created_at")?)?,
+        last_update_date_time_utc: from_micros(row.try_get("updated_at")?)?,
+        cancellation_requestor: row.try_get("cancellation_requestor")?,
+        cancellation_comment: row.try_get("cancellation_comment")?,
+        cancellation_date_time_utc: opt_from_micros(row.try_get("cancelled_at")?)?,
+        error_h_result: row.try_get("error_hresult")?,
+        scope: None,
+        external_id: row.try_get("external_id")?,
+        request_source: row.try_get("request_source")?,
+        related_file_info: None,
+        commands: Vec::new(),
+        troubleshoot_info: row.try_get("troubleshoot_info")?,
+    })
+}
+
+const MACHINE_COLUMNS: &str = "id, tenant_id, computer_dns_name, os_platform, os_version, os_architecture, \
+     os_build, agent_version, last_ip_address, ip_addresses, machine_tags, first_seen, last_seen, agent_public_key";
+
+fn machine_from_row(row: &SqliteRow) -> Result<MachineRecord> {
+    Ok(MachineRecord {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        facts: HostFacts {
+            computer_dns_name: row.try_get("computer_dns_name")?,
+            os_platform: row.try_get("os_platform")?,
+            os_version: row.try_get("os_version")?,
+            os_architecture: row.try_get("os_architecture")?,
+            os_build: row.try_get("os_build")?,
+            agent_version: row.try_get("agent_version")?,
+            ip_addresses: json_list(row.try_get::<&str, _>("ip_addresses")?)?,
+        },
+        last_ip_address: row.try_get("last_ip_address")?,
+        machine_tags: json_list(row.try_get::<&str, _>("machine_tags")?)?,
+        first_seen: from_micros(row.try_get("first_seen")?)?,
+        last_seen: from_micros(row.try_get("last_seen")?)?,
+        agent_public_key: row.try_get("agent_public_key")?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// `status IN (...)` for the statuses allowed to precede `to`.
+fn push_predecessors(q: &mut QueryBuilder<Sqlite>, to: ActionStatus) {
+    q.push(" status IN (");
+    let mut list = q.separated(", ");
+    for s in to.predecessors() {
+        list.push_bind(s.as_str());
+    }
+    list.push_unseparated(")");
+}
+
+fn push_transition_set(q: &mut QueryBuilder<Sqlite>, change: &Transition) {
+    q.push("UPDATE machine_actions SET status = ");
+    q.push_bind(change.to.as_str());
+    q.push(", updated_at = ");
+    q.push_bind(micros(change.at));
+    if let Some(h) = change.error_h_result {
+        q.push(", error_hresult = ").push_bind(h);
+    }
+    if let Some(info) = &change.troubleshoot_info {
+        q.push(", troubleshoot_info = ").push_bind(info.clone());
+    }
+    if change.to == ActionStatus::Cancelled {
+        q.push(", cancelled_at = ").push_bind(micros(change.at));
+        q.push(", cancellation_requestor = ")
+            .push_bind(change.cancellation_requestor.clone());
+        q.push(", cancellation_comment = ")
+            .push_bind(change.cancellation_comment.clone());
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn signing_keys(&self, purpose: &str) -> Result<Vec<SigningKeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT kid, purpose, algorithm, private_key, public_key, created_at, retired_at \
+             FROM signing_keys WHERE purpose = ? ORDER BY created_at DESC",
+        )
+        .bind(purpose)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SigningKeyRecord {
+                    kid: r.try_get("kid")?,
+                    purpose: r.try_get("purpose")?,
+                    algorithm: r.try_get("algorithm")?,
+                    private_key: r.try_get("private_key")?,
+                    public_key: r.try_get("public_key")?,
+                    created_at: from_micros(r.try_get("created_at")?)?,
+                    retired_at: opt_from_micros(r.try_get("retired_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, purpose, algorithm, private_key, public_key, created_at, retired_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.kid)
+        .bind(&key.purpose)
+        .bind(&key.algorithm)
+        .bind(&key.private_key)
+        .bind(&key.public_key)
+        .bind(micros(key.created_at))
+        .bind(key.retired_at.map(micros))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_enrollment_token(&self, t: &EnrollmentTokenRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (id, tenant_id, token_hash, created_at, expires_at, revoked_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(t.id.to_string())
+        .bind(&t.tenant_id)
+        .bind(&t.token_hash)
+        .bind(micros(t.created_at))
+        .bind(micros(t.expires_at))
+        .bind(t.revoked_at.map(micros))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn enrollment_token_by_hash(&self, hash: &str) -> Result<Option<EnrollmentTokenRecord>> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, token_hash, created_at, expires_at, revoked_at \
+             FROM enrollment_tokens WHERE token_hash = ?",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let id: String = r.try_get("id")?;
+            Ok(EnrollmentTokenRecord {
+                id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                tenant_id: r.try_get("tenant_id")?,
+                token_hash: r.try_get("token_hash")?,
+                created_at: from_micros(r.try_get("created_at")?)?,
+                expires_at: from_micros(r.try_get("expires_at")?)?,
+                revoked_at: opt_from_micros(r.try_get("revoked_at")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn enroll_machine(&self, m: &MachineEnrollment) -> Result<MachineRecord> {
+        let ips = serde_json::to_string(&m.facts.ip_addresses)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let sql = format!(
+            "INSERT INTO machines (id, tenant_id, computer_dns_name, os_platform, os_version, os_architecture, \
+                 os_build, agent_version, last_ip_address, ip_addresses, first_seen, last_seen, credential_hash, \
+                 agent_public_key) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET computer_dns_name = excluded.computer_dns_name, \
+                 os_platform = excluded.os_platform, os_version = excluded.os_version, \
+                 os_architecture = excluded.os_architecture, os_build = excluded.os_build, \
+                 agent_version = excluded.agent_version, last_ip_address = excluded.last_ip_address, \
+                 ip_addresses = excluded.ip_addresses, last_seen = excluded.last_seen, \
+                 credential_hash = excluded.credential_hash, agent_public_key = excluded.agent_public_key \
+             RETURNING {MACHINE_COLUMNS}"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(&m.id)
+            .bind(&m.tenant_id)
+            .bind(&m.facts.computer_dns_name)
+            .bind(&m.facts.os_platform)
+            .bind(&m.facts.os_version)
+            .bind(&m.facts.os_architecture)
+            .bind(m.facts.os_build)
+            .bind(&m.facts.agent_version)
+            .bind(&m.last_ip_address)
+            .bind(ips)
+            .bind(micros(m.at))
+            .bind(micros(m.at))
+            .bind(&m.credential_hash)
+            .bind(&m.agent_public_key)
+            .fetch_one(&self.pool)
+            .await?;
+        machine_from_row(&row)
+    }
+
+    async fn machine_by_credential(&self, hash: &str) -> Result<Option<MachineRecord>> {
+        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE credential_hash = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(machine_from_row).transpose()
+    }
+
+    async fn machine(&self, tenant: &str, id_or_name: &str) -> Result<Option<MachineRecord>> {
+        let sql = format!(
+            "SELECT {MACHINE_COLUMNS} FROM machines WHERE tenant_id = ? \
+             AND (id = ? OR computer_dns_name = ? COLLATE NOCASE) \
+             ORDER BY (id = ?) DESC, last_seen DESC LIMIT 1"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(id_or_name)
+            .bind(id_or_name)
+            .bind(id_or_name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(machine_from_row).transpose()
+    }
+
+    async fn machines(&self, tenant: &str, page: Page) -> Result<Vec<MachineRecord>> {
+        let sql = format!(
+            "SELECT {MACHINE_COLUMNS} FROM machines WHERE tenant_id = ? ORDER BY last_seen DESC, id LIMIT ? OFFSET ?"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(page.top as i64)
+            .bind(page.skip as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(machine_from_row).collect()
+    }
+
+    async fn update_host_facts(
+        &self,
+        machine_id: &str,
+        f: &HostFacts,
+        at: Timestamp,
+    ) -> Result<()> {
+        let ips = serde_json::to_string(&f.ip_addresses)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "UPDATE machines SET computer_dns_name = ?, os_platform = ?, os_version = ?, os_architecture = ?, \
+                 os_build = ?, agent_version = ?, ip_addresses = ?, last_seen = MAX(last_seen, ?) WHERE id = ?",
+        )
+        .bind(&f.computer_dns_name)
+        .bind(&f.os_platform)
+        .bind(&f.os_version)
+        .bind(&f.os_architecture)
+        .bind(f.os_build)
+        .bind(&f.agent_version)
+        .bind(ips)
+        .bind(micros(at))
+        .bind(machine_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn touch_machine(&self, machine_id: &str, at: Timestamp, ip: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "UPDATE machines SET last_seen = MAX(last_seen, ?), last_ip_address = COALESCE(?, last_ip_address) \
+             WHERE id = ?",
+        )
+        .bind(micros(at))
+        .bind(ip)
+        .bind(machine_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn create_action(&self, tenant: &str, a: &MachineAction) -> Result<()> {
+        let result = sqlx::query(
+            "INSERT INTO machine_actions (id, tenant_id, machine_id, type, status, title, requestor, \
+                 requestor_comment, external_id, request_source, computer_dns_name, created_at, updated_at, \
+                 error_hresult, troubleshoot_info) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(a.id.to_string())
+        .bind(tenant)
+        .bind(&a.machine_id)
+        .bind(a.action_type.as_str())
+        .bind(a.status.as_str())
+        .bind(&a.title)
+        .bind(&a.requestor)
+        .bind(&a.requestor_comment)
+        .bind(&a.external_id)
+        .bind(&a.request_source)
+        .bind(&a.computer_dns_name)
+        .bind(micros(a.creation_date_time_utc))
+        .bind(micros(a.last_update_date_time_utc))
+        .bind(a.error_h_result)
+        .bind(&a.troubleshoot_info)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::ActiveRequestExists),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn action(&self, tenant: &str, id: Uuid) -> Result<Option<MachineAction>> {
+        let sql =
+            format!("SELECT {ACTION_COLUMNS} FROM machine_actions WHERE id = ? AND tenant_id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .bind(tenant)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(action_from_row).transpose()
+    }
+
+    async fn actions(
+        &self,
+        tenant: &str,
+        filter: &ActionFilter,
+        page: Page,
+    ) -> Result<Vec<MachineAction>> {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {ACTION_COLUMNS} FROM machine_actions WHERE tenant_id = "
+        ));
+        q.push_bind(tenant.to_owned());
+        if let Some(m) = &filter.machine_id {
+            q.push(" AND machine_id = ").push_bind(m.clone());
+        }
+        if let Some(s) = filter.status {
+            q.push(" AND status = ").push_bind(s.as_str());
+        }
+        if let Some(t) = filter.action_type {
+            q.push(" AND type = ").push_bind(t.as_str());
+        }
+        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(page.top as i64);
+        q.push(" OFFSET ").push_bind(page.skip as i64);
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter().map(action_from_row).collect()
+    }
+
+    async fn claim_next_action(
+        &self,
+        machine_id: &str,
+        at: Timestamp,
+    ) -> Result<Option<MachineAction>> {
+        let sql = format!(
+            "UPDATE machine_actions SET status = 'InProgress', updated_at = ? \
+             WHERE id = (SELECT id FROM machine_actions WHERE machine_id = ? AND status = 'Pending' \
+                         ORDER BY created_at LIMIT 1) AND status = 'Pending' \
+             RETURNING {ACTION_COLUMNS}"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(micros(at))
+            .bind(machine_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(action_from_row).transpose()
+    }
+
+    async fn transition(
+        &self,
+        id: Uuid,
+        machine_id: Option<&str>,
+        change: &Transition,
+    ) -> Result<Option<MachineAction>> {
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        push_transition_set(&mut q, change);
+        q.push(" WHERE id = ").push_bind(id.to_string());
+        if let Some(m) = machine_id {
+            q.push(" AND machine_id = ").push_bind(m.to_owned());
+        }
+        q.push(" AND");
+        push_predecessors(&mut q, change.to);
+        q.push(format!(" RETURNING {ACTION_COLUMNS}"));
+        let row = q.build().fetch_optional(&self.pool).await?;
+        row.as_ref().map(action_from_row).transpose()
+    }
+
+    async fn complete_with_package(
+        &self,
+        machine_id: &str,
+        p: &PackageRecord,
+        at: Timestamp,
+    ) -> Result<Option<MachineAction>> {
+        let mut tx = self.pool.begin().await?;
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        push_transition_set(&mut q, &Transition::to(ActionStatus::Succeeded, at));
+        q.push(" WHERE id = ").push_bind(p.action_id.to_string());
+        q.push(" AND machine_id = ")
+            .push_bind(machine_id.to_owned());
+        q.push(" AND");
+        push_predecessors(&mut q, ActionStatus::Succeeded);
+        q.push(format!(" RETURNING {ACTION_COLUMNS}"));
+        let Some(row) = q.build().fetch_optional(&mut *tx).await? else {
+            return Ok(None);
+        };
+        let action = action_from_row(&row)?;
+        sqlx::query(
+            "INSERT INTO packages (action_id, tenant_id, blob_key, size, sha256, stored_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(p.action_id.to_string())
+        .bind(&p.tenant_id)
+        .bind(&p.blob_key)
+        .bind(p.size as i64)
+        .bind(&p.sha256)
+        .bind(micros(p.stored_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(action))
+    }
+
+    async fn package(&self, tenant: &str, action_id: Uuid) -> Result<Option<PackageRecord>> {
+        let row = sqlx::query(
+            "SELECT action_id, tenant_id, blob_key, size, sha256, stored_at FROM packages \
+             WHERE action_id = ? AND tenant_id = ? AND deleted_at IS NULL",
+        )
+        .bind(action_id.to_string())
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let size: i64 = r.try_get("size")?;
+            Ok(PackageRecord {
+                action_id,
+                tenant_id: r.try_get("tenant_id")?,
+                blob_key: r.try_get("blob_key")?,
+                size: size as u64,
+                sha256: r.try_get("sha256")?,
+                stored_at: from_micros(r.try_get("stored_at")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn fail_in_progress(&self, machine_id: &str, change: &Transition) -> Result<u64> {
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        push_transition_set(&mut q, change);
+        q.push(" WHERE machine_id = ")
+            .push_bind(machine_id.to_owned());
+        q.push(" AND status = 'InProgress'");
+        Ok(q.build().execute(&self.pool).await?.rows_affected())
+    }
+
+    async fn time_out_silent(&self, silent_since: Timestamp, change: &Transition) -> Result<u64> {
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        push_transition_set(&mut q, change);
+        q.push(" WHERE status = 'InProgress' AND machine_id IN (SELECT id FROM machines WHERE last_seen < ");
+        q.push_bind(micros(silent_since));
+        q.push(")");
+        Ok(q.build().execute(&self.pool).await?.rows_affected())
+    }
+}

@@ -1,0 +1,215 @@
+//! `casefile`: runs the server and the demo, and mints tokens for a data directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use casefile_server::{Server, ServerConfig, TokenRequest};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "casefile",
+    version,
+    about = "casefile: collect forensic investigation packages from endpoints, MDE-compatible"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Server {
+        /// TOML configuration file (every key optional).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory [default: ./casefile-data]
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Address to listen on [default: 127.0.0.1:8080]
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Print a bearer token the server in DIR accepts, carrying the given permissions.
+    Token {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Application permissions for the `roles` claim, e.g. Machine.CollectForensics,Machine.Read.All
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        #[arg(long, default_value = casefile_proto::DEFAULT_TENANT)]
+        tenant: String,
+        /// Who the token identifies; shown as `requestor` on actions.
+        #[arg(long, default_value = "casefile-cli")]
+        requestor: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+    /// Print a token an agent uses to enroll.
+    EnrollToken {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value = casefile_proto::DEFAULT_TENANT)]
+        tenant: String,
+        /// Lifetime in seconds [default: 7 days]
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Start a server and an agent here and walk the whole collection flow.
+    Demo {
+        #[arg(long, default_value = "casefile-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Exit after the download (0 on success) instead of serving on.
+        #[arg(long)]
+        exit_after_collect: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    let demo = matches!(cli.command, Command::Demo { .. });
+    let default_filter = if demo { "warn" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("casefile: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("casefile: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--help` and `--version` print in full; a usage mistake is one line and exit 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ");
+    eprintln!("casefile: {first} (see --help)");
+    ExitCode::from(2)
+}
+
+async fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Server {
+            config,
+            data_dir,
+            listen,
+        } => {
+            let mut config = match config {
+                Some(path) => ServerConfig::load(&path)?,
+                None => ServerConfig::default(),
+            };
+            if let Some(dir) = data_dir {
+                config.data_dir = dir;
+            }
+            if let Some(addr) = listen {
+                config.listen = addr;
+            }
+            let listen = config.listen;
+            let server = Server::open(config).await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            tracing::info!(
+                "casefile server listening on http://{}",
+                listener.local_addr()?
+            );
+            server
+                .serve(listener, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+        }
+        Command::Token {
+            data_dir,
+            roles,
+            tenant,
+            requestor,
+            ttl,
+        } => {
+            let server = open_existing(data_dir).await?;
+            let token = server.mint_access_token(&TokenRequest {
+                tenant,
+                roles,
+                requestor,
+                ttl: Duration::from_secs(ttl),
+            })?;
+            println!("{token}");
+        }
+        Command::EnrollToken {
+            data_dir,
+            tenant,
+            ttl,
+        } => {
+            let server = open_existing(data_dir).await?;
+            println!(
+                "{}",
+                server
+                    .create_enrollment_token(&tenant, ttl.map(Duration::from_secs))
+                    .await?
+            );
+        }
+        Command::Demo {
+            data_dir,
+            listen,
+            exit_after_collect,
+        } => {
+            casefile::demo::run(casefile::demo::DemoOptions {
+                data_dir,
+                listen,
+                exit_after_collect,
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the data directory a server uses (creating it, like the server's first start).
+async fn open_existing(data_dir: PathBuf) -> anyhow::Result<Server> {
+    Ok(Server::open(ServerConfig {
+        data_dir,
+        ..Default::default()
+    })
+    .await?)
+}
