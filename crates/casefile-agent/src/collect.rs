@@ -45,10 +45,7 @@ pub fn write_package(
     ctx: &Context,
     collectors: &[Box<dyn Collector>],
 ) -> Result<CollectedPackage, AgentError> {
-    let io_error = |source| AgentError::State {
-        path: output.to_owned(),
-        source,
-    };
+    let io_error = |source| AgentError::State { path: output.to_owned(), source };
     let file = std::fs::File::create(output).map_err(io_error)?;
     let mut writer = PackageWriter::new(std::io::BufWriter::with_capacity(256 * 1024, file), meta);
     for collector in collectors {
@@ -56,8 +53,7 @@ pub fn write_package(
             return Err(AgentError::Collection("cancelled".to_owned()));
         }
         writer.begin_collector(collector.name(), collector.folder());
-        let outcome =
-            std::panic::catch_unwind(AssertUnwindSafe(|| collector.collect(ctx, &mut writer)));
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| collector.collect(ctx, &mut writer)));
         match outcome {
             Ok(Ok(())) => writer.end_collector(None),
             Ok(Err(CollectError::Stopped(why))) => writer.end_collector(Some(why)),
@@ -65,24 +61,15 @@ pub fn write_package(
                 return Err(AgentError::Collection("cancelled".to_owned()));
             }
             Ok(Err(CollectError::Package(e))) => return Err(AgentError::Collection(e.to_string())),
-            Err(_) => {
-                writer.end_collector(Some(format!("the {} collector crashed", collector.name())))
-            }
+            Err(_) => writer.end_collector(Some(format!("the {} collector crashed", collector.name()))),
         }
     }
-    let (out, manifest) = writer
-        .finish()
-        .map_err(|e| AgentError::Collection(e.to_string()))?;
+    let (out, manifest) = writer.finish().map_err(|e| AgentError::Collection(e.to_string()))?;
     let file = out.into_inner().map_err(|e| io_error(e.into_error()))?;
     file.sync_all().map_err(io_error)?;
     drop(file);
     let (sha256, size) = hash_file(output).map_err(io_error)?;
-    Ok(CollectedPackage {
-        path: output.to_owned(),
-        size,
-        sha256,
-        manifest,
-    })
+    Ok(CollectedPackage { path: output.to_owned(), size, sha256, manifest })
 }
 
 fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {

@@ -8,10 +8,7 @@ use casefile_proto::machine::IpAddress;
 use crate::AGENT_VERSION;
 
 fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
 pub fn hostname() -> String {
@@ -24,9 +21,8 @@ pub fn kernel() -> String {
 
 /// A field of `/etc/os-release` (`PRETTY_NAME`, `VERSION_ID`, ...).
 pub fn os_release(field: &str) -> Option<String> {
-    let text = std::fs::read_to_string("/etc/os-release")
-        .or_else(|_| std::fs::read_to_string("/usr/lib/os-release"))
-        .ok()?;
+    let text =
+        std::fs::read_to_string("/etc/os-release").or_else(|_| std::fs::read_to_string("/usr/lib/os-release")).ok()?;
     text.lines().find_map(|line| {
         let (key, value) = line.split_once('=')?;
         (key.trim() == field).then(|| value.trim().trim_matches('"').to_owned())
@@ -36,9 +32,7 @@ pub fn os_release(field: &str) -> Option<String> {
 /// The host's stable identity: the systemd/dbus machine id, or one the agent makes
 /// and keeps in its state directory.
 pub fn host_id(state_dir: &Path) -> Result<String, crate::AgentError> {
-    if let Some(id) =
-        read_trimmed("/etc/machine-id").or_else(|| read_trimmed("/var/lib/dbus/machine-id"))
-    {
+    if let Some(id) = read_trimmed("/etc/machine-id").or_else(|| read_trimmed("/var/lib/dbus/machine-id")) {
         return Ok(id);
     }
     let path = state_dir.join("host-id");
@@ -60,33 +54,16 @@ fn primary_ip(server_host: &str, port: u16) -> Option<String> {
 pub fn info(server: &reqwest::Url) -> HostInfo {
     let ip_addresses = server
         .host_str()
-        .and_then(|h| {
-            primary_ip(
-                h.trim_matches(['[', ']']),
-                server.port_or_known_default().unwrap_or(80),
-            )
-        })
+        .and_then(|h| primary_ip(h.trim_matches(['[', ']']), server.port_or_known_default().unwrap_or(80)))
         .map(|ip| {
-            vec![IpAddress {
-                ip_address: ip,
-                mac_address: None,
-                kind: None,
-                operational_status: Some("Up".into()),
-            }]
+            vec![IpAddress { ip_address: ip, mac_address: None, kind: None, operational_status: Some("Up".into()) }]
         })
         .unwrap_or_default();
     HostInfo {
         computer_dns_name: hostname(),
         os_platform: "Linux".to_owned(),
         os_version: os_release("VERSION_ID").or_else(|| os_release("PRETTY_NAME")),
-        os_architecture: Some(
-            if cfg!(target_pointer_width = "64") {
-                "64-bit"
-            } else {
-                "32-bit"
-            }
-            .to_owned(),
-        ),
+        os_architecture: Some(if cfg!(target_pointer_width = "64") { "64-bit" } else { "32-bit" }.to_owned()),
         os_build: None,
         agent_version: AGENT_VERSION.to_owned(),
         ip_addresses,

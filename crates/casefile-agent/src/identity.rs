@@ -23,10 +23,7 @@ pub struct Identity {
 }
 
 fn state_error(path: &Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
-    move |source| AgentError::State {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| AgentError::State { path: path.to_owned(), source }
 }
 
 pub fn ensure_dir(dir: &Path) -> Result<(), AgentError> {
@@ -45,9 +42,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(&tmp).map_err(state_error(&tmp))?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(state_error(&tmp))?;
+    file.write_all(bytes).and_then(|_| file.sync_all()).map_err(state_error(&tmp))?;
     std::fs::rename(&tmp, path).map_err(state_error(path))
 }
 
@@ -56,10 +51,7 @@ pub fn load(dir: &Path) -> Result<Option<Identity>, AgentError> {
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| AgentError::State {
-                path,
-                source: std::io::Error::other(e),
-            }),
+            .map_err(|e| AgentError::State { path, source: std::io::Error::other(e) }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(AgentError::State { path, source: e }),
     }
@@ -83,10 +75,8 @@ pub fn signing_key(dir: &Path) -> Result<SigningKey, AgentError> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed).map_err(|e| AgentError::State {
-                path: path.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+            getrandom::fill(&mut seed)
+                .map_err(|e| AgentError::State { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
             write_private(&path, &seed)?;
             Ok(SigningKey::from_bytes(&seed))
         }

@@ -3,13 +3,14 @@
 //! file (streamed, bounded memory), uploads it with its SHA-256 and reports failures
 //! honestly.
 
+pub mod cli;
 pub mod collect;
 pub mod host;
 pub mod identity;
 pub mod runner;
 pub mod transport;
 
-pub use runner::{AgentConfig, run};
+pub use runner::{AgentConfig, run, run_with_ready};
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -24,10 +25,7 @@ pub enum AgentError {
     #[error("this agent is not enrolled and no enrollment token was given")]
     NotEnrolled,
     #[error("agent state in {path}: {source}")]
-    State {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    State { path: std::path::PathBuf, source: std::io::Error },
     #[error("collection failed: {0}")]
     Collection(String),
     #[error("invalid server URL '{0}'")]

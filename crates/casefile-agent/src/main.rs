@@ -42,11 +42,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = casefile_agent::cli::parse_or_exit("casefile-agent");
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -67,12 +65,7 @@ fn main() -> ExitCode {
 
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run {
-            server,
-            enroll_token,
-            state_dir,
-            host_id,
-        } => {
+        Command::Run { server, enroll_token, state_dir, host_id } => {
             let shutdown = CancellationToken::new();
             let trigger = shutdown.clone();
             tokio::spawn(async move {
@@ -87,20 +80,10 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let ctx = casefile_collectors::Context::live(CancellationToken::new());
             let meta = casefile_agent::collect::package_meta(None, None);
             let package = tokio::task::spawn_blocking(move || {
-                casefile_agent::collect::write_package(
-                    &output,
-                    meta,
-                    &ctx,
-                    &casefile_collectors::all(),
-                )
+                casefile_agent::collect::write_package(&output, meta, &ctx, &casefile_collectors::all())
             })
             .await??;
-            println!(
-                "{}  {} bytes  {}",
-                package.sha256,
-                package.size,
-                package.path.display()
-            );
+            println!("{}  {} bytes  {}", package.sha256, package.size, package.path.display());
         }
     }
     Ok(())
@@ -110,11 +93,10 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -28,18 +28,8 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    pub fn new(
-        server: impl Into<String>,
-        enroll_token: Option<String>,
-        state_dir: PathBuf,
-    ) -> Self {
-        Self {
-            server: server.into(),
-            enroll_token,
-            state_dir,
-            host_id: None,
-            collect_root: PathBuf::from("/"),
-        }
+    pub fn new(server: impl Into<String>, enroll_token: Option<String>, state_dir: PathBuf) -> Self {
+        Self { server: server.into(), enroll_token, state_dir, host_id: None, collect_root: PathBuf::from("/") }
     }
 }
 
@@ -51,17 +41,25 @@ const UPLOAD_ATTEMPTS: u32 = 3;
 /// Runs until `shutdown` is cancelled, or fails at start if the server cannot be reached
 /// or refuses the agent.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    run_with_ready(config, shutdown, None).await
+}
+
+/// [`run`], telling `ready` the agent's identity once it is enrolled and online.
+pub async fn run_with_ready(
+    config: AgentConfig,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<Identity>>,
+) -> Result<(), AgentError> {
     identity::ensure_dir(&config.state_dir)?;
     let (transport, me) = connect(&config).await?;
-    let hello = transport
-        .hello(&HelloRequest {
-            host: host::info(transport.base()),
-        })
-        .await?;
+    let hello = transport.hello(&HelloRequest { host: host::info(transport.base()) }).await?;
     for id in &hello.abandoned_actions {
         tracing::warn!(action_id = %id, "a collection interrupted by the last stop was reported failed");
     }
     tracing::info!(machine_id = %me.machine_id, server = %config.server, "agent online, waiting for actions");
+    if let Some(ready) = ready {
+        let _ = ready.send(me.clone());
+    }
     let wait = Duration::from_secs(hello.poll_wait_seconds.max(1));
     let config = Arc::new(config);
     let mut collections = JoinSet::new();
@@ -95,10 +93,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
         }
     }
     // Collections were cancelled with `shutdown` (child tokens); let them report it.
-    let _ = tokio::time::timeout(STOP_GRACE, async {
-        while collections.join_next().await.is_some() {}
-    })
-    .await;
+    let _ = tokio::time::timeout(STOP_GRACE, async { while collections.join_next().await.is_some() {} }).await;
     tracing::info!("agent stopped");
     Ok(())
 }
@@ -109,12 +104,7 @@ async fn connect(config: &AgentConfig) -> Result<(Transport, Identity), AgentErr
     let base = Transport::new(&config.server)?;
     if let Some(saved) = identity::load(&config.state_dir)? {
         let transport = base.clone().with_credential(saved.credential.clone());
-        match transport
-            .hello(&HelloRequest {
-                host: host::info(transport.base()),
-            })
-            .await
-        {
+        match transport.hello(&HelloRequest { host: host::info(transport.base()) }).await {
             Ok(_) => return Ok((transport, saved)),
             Err(AgentError::Refused(why)) if config.enroll_token.is_some() => {
                 tracing::warn!("the saved enrollment was refused ({why}); enrolling again");
@@ -122,20 +112,14 @@ async fn connect(config: &AgentConfig) -> Result<(Transport, Identity), AgentErr
             Err(e) => return Err(e),
         }
     }
-    let token = config
-        .enroll_token
-        .as_deref()
-        .ok_or(AgentError::NotEnrolled)?;
+    let token = config.enroll_token.as_deref().ok_or(AgentError::NotEnrolled)?;
     let key = identity::signing_key(&config.state_dir)?;
     let host_id = match &config.host_id {
         Some(id) => id.clone(),
         None => host::host_id(&config.state_dir)?,
     };
-    let request = EnrollRequest {
-        host_id,
-        host: host::info(base.base()),
-        public_key: Some(identity::public_key_base64(&key)),
-    };
+    let request =
+        EnrollRequest { host_id, host: host::info(base.base()), public_key: Some(identity::public_key_base64(&key)) };
     let enrolled = base.enroll(token, &request).await?;
     let me = Identity {
         server: config.server.clone(),
@@ -157,11 +141,7 @@ struct Job {
 
 impl Job {
     async fn execute(self, task: AgentTask) {
-        let AgentTask::CollectInvestigationPackage {
-            action_id,
-            requestor,
-            ..
-        } = task;
+        let AgentTask::CollectInvestigationPackage { action_id, requestor, .. } = task;
         tracing::info!(%action_id, %requestor, "collecting investigation package");
         let outcome = self.collect_and_upload(action_id).await;
         let failure = match outcome {
@@ -172,10 +152,7 @@ impl Job {
             },
             // The server already failed the action when it rejected the package.
             Err(AgentError::Server { status, .. }) if (400..500).contains(&status) => return,
-            Err(e) => ActionFailure {
-                error_h_result: hresult::COLLECTION_FAILED,
-                troubleshoot_info: e.to_string(),
-            },
+            Err(e) => ActionFailure { error_h_result: hresult::COLLECTION_FAILED, troubleshoot_info: e.to_string() },
         };
         tracing::warn!(%action_id, "collection failed: {}", failure.troubleshoot_info);
         if let Err(e) = self.transport.report_failure(action_id, &failure).await {
@@ -187,17 +164,13 @@ impl Job {
         let work = self.config.state_dir.join("work");
         identity::ensure_dir(&work)?;
         let output = work.join(format!("{action_id}.zip"));
-        let ctx = Context {
-            root: self.config.collect_root.clone(),
-            cancel: self.cancel.clone(),
-        };
+        let ctx = Context { root: self.config.collect_root.clone(), cancel: self.cancel.clone() };
         let meta = collect::package_meta(Some(action_id), Some(self.machine_id.clone()));
         let path = output.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            collect::write_package(&path, meta, &ctx, &casefile_collectors::all())
-        })
-        .await
-        .map_err(|e| AgentError::Collection(format!("the collection thread failed: {e}")));
+        let written =
+            tokio::task::spawn_blocking(move || collect::write_package(&path, meta, &ctx, &casefile_collectors::all()))
+                .await
+                .map_err(|e| AgentError::Collection(format!("the collection thread failed: {e}")));
         let result = match written {
             Ok(Ok(package)) => self.upload(action_id, &package).await,
             Ok(Err(e)) | Err(e) => Err(e),
@@ -206,28 +179,20 @@ impl Job {
         result
     }
 
-    async fn upload(
-        &self,
-        action_id: Uuid,
-        package: &collect::CollectedPackage,
-    ) -> Result<(), AgentError> {
+    async fn upload(&self, action_id: Uuid, package: &collect::CollectedPackage) -> Result<(), AgentError> {
         let mut attempt = 1;
         loop {
             if self.cancel.is_cancelled() {
                 return Err(AgentError::Collection("cancelled".to_owned()));
             }
-            match self
-                .transport
-                .upload_package(action_id, &package.path, package.size, &package.sha256)
-                .await
-            {
+            match self.transport.upload_package(action_id, &package.path, package.size, &package.sha256).await {
                 Ok(receipt) => {
                     tracing::info!(%action_id, size = receipt.size, sha256 = %receipt.sha256, "package uploaded and verified");
                     return Ok(());
                 }
-                Err(
-                    e @ (AgentError::Unreachable { .. } | AgentError::Server { status: 500.., .. }),
-                ) if attempt < UPLOAD_ATTEMPTS => {
+                Err(e @ (AgentError::Unreachable { .. } | AgentError::Server { status: 500.., .. }))
+                    if attempt < UPLOAD_ATTEMPTS =>
+                {
                     tracing::warn!(%action_id, attempt, "upload failed, retrying: {e}");
                     tokio::time::sleep(Duration::from_secs(2u64.pow(attempt))).await;
                     attempt += 1;

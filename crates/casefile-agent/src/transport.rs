@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use casefile_proto::ErrorBody;
 use casefile_proto::agent::{
-    ActionFailure, AgentTask, EnrollRequest, EnrollResponse, HelloRequest, HelloResponse, PREFIX,
-    SHA256_HEADER, UploadReceipt,
+    ActionFailure, AgentTask, EnrollRequest, EnrollResponse, HelloRequest, HelloResponse, PREFIX, SHA256_HEADER,
+    UploadReceipt,
 };
 use reqwest::{StatusCode, Url};
 use uuid::Uuid;
@@ -22,8 +22,7 @@ pub struct Transport {
 
 impl Transport {
     pub fn new(server: &str) -> Result<Self, AgentError> {
-        let base = Url::parse(server.trim_end_matches('/'))
-            .map_err(|_| AgentError::BadUrl(server.to_owned()))?;
+        let base = Url::parse(server.trim_end_matches('/')).map_err(|_| AgentError::BadUrl(server.to_owned()))?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(AgentError::BadUrl(server.to_owned()));
         }
@@ -31,15 +30,8 @@ impl Transport {
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("casefile-agent/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| AgentError::Unreachable {
-                url: server.to_owned(),
-                source: e,
-            })?;
-        Ok(Self {
-            http,
-            base,
-            credential: None,
-        })
+            .map_err(|e| AgentError::Unreachable { url: server.to_owned(), source: e })?;
+        Ok(Self { http, base, credential: None })
     }
 
     pub fn with_credential(mut self, credential: String) -> Self {
@@ -62,17 +54,9 @@ impl Transport {
         }
     }
 
-    async fn send(
-        &self,
-        builder: reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, AgentError> {
-        let response = builder
-            .send()
-            .await
-            .map_err(|source| AgentError::Unreachable {
-                url: self.base.to_string(),
-                source,
-            })?;
+    async fn send(&self, builder: reqwest::RequestBuilder) -> Result<reqwest::Response, AgentError> {
+        let response =
+            builder.send().await.map_err(|source| AgentError::Unreachable { url: self.base.to_string(), source })?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -84,22 +68,11 @@ impl Transport {
         if status == StatusCode::UNAUTHORIZED {
             return Err(AgentError::Refused(message));
         }
-        Err(AgentError::Server {
-            status: status.as_u16(),
-            message,
-        })
+        Err(AgentError::Server { status: status.as_u16(), message })
     }
 
-    pub async fn enroll(
-        &self,
-        token: &str,
-        request: &EnrollRequest,
-    ) -> Result<EnrollResponse, AgentError> {
-        let builder = self
-            .http
-            .post(self.url("/enroll"))
-            .bearer_auth(token)
-            .json(request);
+    pub async fn enroll(&self, token: &str, request: &EnrollRequest) -> Result<EnrollResponse, AgentError> {
+        let builder = self.http.post(self.url("/enroll")).bearer_auth(token).json(request);
         self.decode(self.send(builder).await?).await
     }
 
@@ -129,21 +102,11 @@ impl Transport {
         size: u64,
         sha256: &str,
     ) -> Result<UploadReceipt, AgentError> {
-        let handle = tokio::fs::File::open(file)
-            .await
-            .map_err(|source| AgentError::State {
-                path: file.to_owned(),
-                source,
-            })?;
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-            handle,
-            256 * 1024,
-        ));
+        let handle =
+            tokio::fs::File::open(file).await.map_err(|source| AgentError::State { path: file.to_owned(), source })?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(handle, 256 * 1024));
         let builder = self
-            .authed(
-                self.http
-                    .put(self.url(&format!("/actions/{action}/package"))),
-            )
+            .authed(self.http.put(self.url(&format!("/actions/{action}/package"))))
             .header(reqwest::header::CONTENT_TYPE, "application/zip")
             .header(reqwest::header::CONTENT_LENGTH, size)
             .header(SHA256_HEADER, sha256)
@@ -151,29 +114,12 @@ impl Transport {
         self.decode(self.send(builder).await?).await
     }
 
-    pub async fn report_failure(
-        &self,
-        action: Uuid,
-        failure: &ActionFailure,
-    ) -> Result<(), AgentError> {
-        let builder = self.authed(
-            self.http
-                .post(self.url(&format!("/actions/{action}/failure")))
-                .json(failure),
-        );
+    pub async fn report_failure(&self, action: Uuid, failure: &ActionFailure) -> Result<(), AgentError> {
+        let builder = self.authed(self.http.post(self.url(&format!("/actions/{action}/failure"))).json(failure));
         self.send(builder).await.map(|_| ())
     }
 
-    async fn decode<T: serde::de::DeserializeOwned>(
-        &self,
-        response: reqwest::Response,
-    ) -> Result<T, AgentError> {
-        response
-            .json()
-            .await
-            .map_err(|source| AgentError::Unreachable {
-                url: self.base.to_string(),
-                source,
-            })
+    async fn decode<T: serde::de::DeserializeOwned>(&self, response: reqwest::Response) -> Result<T, AgentError> {
+        response.json().await.map_err(|source| AgentError::Unreachable { url: self.base.to_string(), source })
     }
 }

@@ -21,10 +21,7 @@ pub struct Context {
 
 impl Context {
     pub fn live(cancel: CancellationToken) -> Self {
-        Self {
-            root: PathBuf::from("/"),
-            cancel,
-        }
+        Self { root: PathBuf::from("/"), cancel }
     }
 
     /// `abs` (an absolute host path such as `/etc/passwd`) below the root.
@@ -33,11 +30,7 @@ impl Context {
     }
 
     pub fn check_cancelled(&self) -> Result<(), CollectError> {
-        if self.cancel.is_cancelled() {
-            Err(CollectError::Cancelled)
-        } else {
-            Ok(())
-        }
+        if self.cancel.is_cancelled() { Err(CollectError::Cancelled) } else { Ok(()) }
     }
 }
 

@@ -13,12 +13,7 @@ pub(crate) struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub(crate) fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            bytes: 0,
-            sink_error: false,
-        }
+        Self { inner, hasher: Sha256::new(), bytes: 0, sink_error: false }
     }
 
     pub(crate) fn finish(self) -> (String, u64) {

@@ -36,11 +36,7 @@ impl ItemStatus {
             Self::Partial => 1,
             Self::Failed => 2,
         };
-        if rank(other) > rank(self) {
-            other
-        } else {
-            self
-        }
+        if rank(other) > rank(self) { other } else { self }
     }
 }
 

@@ -24,11 +24,7 @@ pub(crate) fn text(m: &Manifest) -> String {
     let _ = writeln!(out, "Started:       {}", m.started_utc.to_rfc3339());
     let _ = writeln!(out, "Finished:      {}", m.finished_utc.to_rfc3339());
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "{:<16} {:<28} {:<15} {:>6} {:>10}  note",
-        "collector", "folder", "status", "files", "ms"
-    );
+    let _ = writeln!(out, "{:<16} {:<28} {:<15} {:>6} {:>10}  note", "collector", "folder", "status", "files", "ms");
     for c in &m.collectors {
         let _ = writeln!(
             out,
@@ -48,14 +44,7 @@ pub(crate) fn text(m: &Manifest) -> String {
 
 pub(crate) fn csv(m: &Manifest) -> std::io::Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "collector",
-        "folder",
-        "status",
-        "files",
-        "duration_ms",
-        "error",
-    ])?;
+    w.write_record(["collector", "folder", "status", "files", "duration_ms", "error"])?;
     for c in &m.collectors {
         w.write_record([
             c.name.as_str(),
@@ -66,8 +55,6 @@ pub(crate) fn csv(m: &Manifest) -> std::io::Result<String> {
             c.error.as_deref().unwrap_or(""),
         ])?;
     }
-    let bytes = w
-        .into_inner()
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let bytes = w.into_inner().map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }

@@ -12,32 +12,16 @@ use crate::{MANIFEST_PATH, PackageError};
 /// A file that does not match the manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
-    Missing {
-        path: String,
-    },
-    Altered {
-        path: String,
-        expected_sha256: String,
-        actual_sha256: String,
-        expected_size: u64,
-        actual_size: u64,
-    },
-    Unlisted {
-        path: String,
-    },
+    Missing { path: String },
+    Altered { path: String, expected_sha256: String, actual_sha256: String, expected_size: u64, actual_size: u64 },
+    Unlisted { path: String },
 }
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Missing { path } => write!(f, "{path}: listed in the manifest but missing"),
-            Self::Altered {
-                path,
-                expected_sha256,
-                actual_sha256,
-                expected_size,
-                actual_size,
-            } => write!(
+            Self::Altered { path, expected_sha256, actual_sha256, expected_size, actual_size } => write!(
                 f,
                 "{path}: altered (manifest {expected_sha256}, {expected_size} bytes; file {actual_sha256}, {actual_size} bytes)"
             ),
@@ -63,9 +47,7 @@ impl VerifyReport {
 pub fn verify<R: Read + Seek>(reader: R) -> Result<VerifyReport, PackageError> {
     let mut zip = ZipArchive::new(reader)?;
     let manifest: Manifest = {
-        let entry = zip
-            .by_name(MANIFEST_PATH)
-            .map_err(|e| PackageError::Manifest(e.to_string()))?;
+        let entry = zip.by_name(MANIFEST_PATH).map_err(|e| PackageError::Manifest(e.to_string()))?;
         serde_json::from_reader(entry).map_err(|e| PackageError::Manifest(e.to_string()))?
     };
     let mut problems = Vec::new();
@@ -75,9 +57,7 @@ pub fn verify<R: Read + Seek>(reader: R) -> Result<VerifyReport, PackageError> {
         let entry = match zip.by_name(&item.path) {
             Ok(entry) => entry,
             Err(zip::result::ZipError::FileNotFound) => {
-                problems.push(Problem::Missing {
-                    path: item.path.clone(),
-                });
+                problems.push(Problem::Missing { path: item.path.clone() });
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -96,14 +76,8 @@ pub fn verify<R: Read + Seek>(reader: R) -> Result<VerifyReport, PackageError> {
     for name in zip.file_names() {
         let name = name?;
         if name != MANIFEST_PATH && !name.ends_with('/') && !listed.contains(name.as_ref()) {
-            problems.push(Problem::Unlisted {
-                path: name.into_owned(),
-            });
+            problems.push(Problem::Unlisted { path: name.into_owned() });
         }
     }
-    Ok(VerifyReport {
-        files_checked: manifest.items.len(),
-        manifest,
-        problems,
-    })
+    Ok(VerifyReport { files_checked: manifest.items.len(), manifest, problems })
 }

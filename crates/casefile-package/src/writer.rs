@@ -10,9 +10,7 @@ use zip::ZipWriter;
 use zip::write::SimpleFileOptions;
 
 use crate::hashing::HashingWriter;
-use crate::manifest::{
-    CollectorRun, FORMAT_VERSION, ItemStatus, Manifest, ManifestHost, ManifestItem,
-};
+use crate::manifest::{CollectorRun, FORMAT_VERSION, ItemStatus, Manifest, ManifestHost, ManifestItem};
 use crate::{MANIFEST_PATH, PackageError, SUMMARY_CSV_PATH, SUMMARY_TEXT_PATH, summary};
 
 /// How one file's collection went, as its `fill` closure reports it.
@@ -24,28 +22,16 @@ pub struct ItemOutcome {
 
 impl ItemOutcome {
     pub fn ok() -> Self {
-        Self {
-            status: ItemStatus::Ok,
-            error: None,
-        }
+        Self { status: ItemStatus::Ok, error: None }
     }
     pub fn partial(why: impl Into<String>) -> Self {
-        Self {
-            status: ItemStatus::Partial,
-            error: Some(why.into()),
-        }
+        Self { status: ItemStatus::Partial, error: Some(why.into()) }
     }
     pub fn failed(why: impl Into<String>) -> Self {
-        Self {
-            status: ItemStatus::Failed,
-            error: Some(why.into()),
-        }
+        Self { status: ItemStatus::Failed, error: Some(why.into()) }
     }
     pub fn not_applicable(why: impl Into<String>) -> Self {
-        Self {
-            status: ItemStatus::NotApplicable,
-            error: Some(why.into()),
-        }
+        Self { status: ItemStatus::NotApplicable, error: Some(why.into()) }
     }
 }
 
@@ -137,18 +123,12 @@ impl<W: Write + Seek> PackageWriter<W> {
             return;
         };
         let own = &self.items[open.first_item..];
-        let mut status = own
-            .iter()
-            .fold(ItemStatus::Ok, |acc, i| acc.worst(i.status));
+        let mut status = own.iter().fold(ItemStatus::Ok, |acc, i| acc.worst(i.status));
         if !own.is_empty() && own.iter().all(|i| i.status == ItemStatus::NotApplicable) {
             status = ItemStatus::NotApplicable;
         }
         if error.is_some() {
-            let stopped = if own.is_empty() {
-                ItemStatus::Failed
-            } else {
-                ItemStatus::Partial
-            };
+            let stopped = if own.is_empty() { ItemStatus::Failed } else { ItemStatus::Partial };
             status = status.worst(stopped);
         }
         let error = error.or_else(|| own.iter().find_map(|i| i.error.clone()));
@@ -213,15 +193,10 @@ impl<W: Write + Seek> PackageWriter<W> {
         let text = summary::text(&manifest);
         let csv = summary::csv(&manifest)?;
         for (path, body) in [(SUMMARY_TEXT_PATH, text), (SUMMARY_CSV_PATH, csv)] {
-            self.write_item(
-                path.to_owned(),
-                "casefile summary",
-                "casefile".to_owned(),
-                &mut |w| {
-                    w.write_all(body.as_bytes())?;
-                    Ok(ItemOutcome::ok())
-                },
-            )?;
+            self.write_item(path.to_owned(), "casefile summary", "casefile".to_owned(), &mut |w| {
+                w.write_all(body.as_bytes())?;
+                Ok(ItemOutcome::ok())
+            })?;
         }
         manifest.items.append(&mut self.items);
 
@@ -240,10 +215,7 @@ impl<W: Write + Seek> ItemSink for PackageWriter<W> {
         fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<ItemOutcome>,
     ) -> Result<(), PackageError> {
         let (collector, path) = match &self.current {
-            Some(open) => (
-                open.name.clone(),
-                format!("{}/{}", open.folder, safe_name(name)),
-            ),
+            Some(open) => (open.name.clone(), format!("{}/{}", open.folder, safe_name(name))),
             None => ("casefile".to_owned(), safe_name(name)),
         };
         self.write_item(path, source, collector, fill)
@@ -252,15 +224,8 @@ impl<W: Write + Seek> ItemSink for PackageWriter<W> {
 
 /// Keeps entry names inside the package: no absolute paths, no `..`, no empty parts.
 fn safe_name(name: &str) -> String {
-    let parts: Vec<&str> = name
-        .split(['/', '\\'])
-        .filter(|p| !p.is_empty() && *p != "." && *p != "..")
-        .collect();
-    if parts.is_empty() {
-        "_".to_owned()
-    } else {
-        parts.join("/")
-    }
+    let parts: Vec<&str> = name.split(['/', '\\']).filter(|p| !p.is_empty() && *p != "." && *p != "..").collect();
+    if parts.is_empty() { "_".to_owned() } else { parts.join("/") }
 }
 
 fn zip_time(t: DateTime<Utc>) -> zip::DateTime {
@@ -316,11 +281,7 @@ mod tests {
 
         assert_eq!(manifest.collectors.len(), 1);
         assert_eq!(manifest.collectors[0].status, ItemStatus::Failed);
-        let evil = manifest
-            .items
-            .iter()
-            .find(|i| i.path.ends_with("evil"))
-            .unwrap();
+        let evil = manifest.items.iter().find(|i| i.path.ends_with("evil")).unwrap();
         assert_eq!(evil.path, "Users and groups/etc/evil");
         assert_eq!(evil.status, ItemStatus::Failed);
         assert_eq!(evil.error.as_deref(), Some("source vanished"));

@@ -17,14 +17,8 @@ pub enum ActionStatus {
 }
 
 impl ActionStatus {
-    pub const ALL: [ActionStatus; 6] = [
-        Self::Pending,
-        Self::InProgress,
-        Self::Succeeded,
-        Self::Failed,
-        Self::TimeOut,
-        Self::Cancelled,
-    ];
+    pub const ALL: [ActionStatus; 6] =
+        [Self::Pending, Self::InProgress, Self::Succeeded, Self::Failed, Self::TimeOut, Self::Cancelled];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -65,11 +65,7 @@ pub struct HelloResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AgentTask {
-    CollectInvestigationPackage {
-        action_id: Uuid,
-        requestor: String,
-        comment: String,
-    },
+    CollectInvestigationPackage { action_id: Uuid, requestor: String, comment: String },
 }
 
 /// `POST /agent/v1/actions/{id}/failure`.

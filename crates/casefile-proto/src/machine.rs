@@ -11,10 +11,7 @@ pub struct MachineId(String);
 
 impl MachineId {
     pub fn parse(raw: &str) -> Option<Self> {
-        let ok = raw.len() == 40
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = raw.len() == 40 && raw.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         ok.then(|| Self(raw.to_owned()))
     }
 

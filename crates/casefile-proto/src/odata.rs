@@ -7,18 +7,10 @@ use serde::{Deserialize, Serialize};
 pub struct Collection<T> {
     #[serde(rename = "@odata.context")]
     pub context: String,
-    #[serde(
-        rename = "@odata.count",
-        skip_serializing_if = "Option::is_none",
-        default
-    )]
+    #[serde(rename = "@odata.count", skip_serializing_if = "Option::is_none", default)]
     pub count: Option<u64>,
     pub value: Vec<T>,
-    #[serde(
-        rename = "@odata.nextLink",
-        skip_serializing_if = "Option::is_none",
-        default
-    )]
+    #[serde(rename = "@odata.nextLink", skip_serializing_if = "Option::is_none", default)]
     pub next_link: Option<String>,
 }
 

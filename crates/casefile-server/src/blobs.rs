@@ -37,13 +37,9 @@ pub struct Blobs {
 
 impl Blobs {
     pub fn local(dir: &std::path::Path) -> Result<Self, object_store::Error> {
-        std::fs::create_dir_all(dir).map_err(|e| object_store::Error::Generic {
-            store: "local",
-            source: Box::new(e),
-        })?;
-        Ok(Self {
-            store: Arc::new(LocalFileSystem::new_with_prefix(dir)?),
-        })
+        std::fs::create_dir_all(dir)
+            .map_err(|e| object_store::Error::Generic { store: "local", source: Box::new(e) })?;
+        Ok(Self { store: Arc::new(LocalFileSystem::new_with_prefix(dir)?) })
     }
 
     /// Where a tenant's package of one action lives.
@@ -74,10 +70,7 @@ impl Blobs {
                 let chunk = chunk.map_err(|e| IngestError::Interrupted(e.to_string()))?;
                 received += chunk.len() as u64;
                 if received > expected_size {
-                    return Err(IngestError::SizeMismatch {
-                        expected: expected_size,
-                        actual: received,
-                    });
+                    return Err(IngestError::SizeMismatch { expected: expected_size, actual: received });
                 }
                 hasher.update(&chunk);
                 upload.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await?;
@@ -92,15 +85,9 @@ impl Blobs {
         }
         let actual = hex::encode(hasher.finalize());
         let mismatch = if received != expected_size {
-            Some(IngestError::SizeMismatch {
-                expected: expected_size,
-                actual: received,
-            })
+            Some(IngestError::SizeMismatch { expected: expected_size, actual: received })
         } else if !actual.eq_ignore_ascii_case(expected_sha256) {
-            Some(IngestError::HashMismatch {
-                expected: expected_sha256.to_owned(),
-                actual,
-            })
+            Some(IngestError::HashMismatch { expected: expected_sha256.to_owned(), actual })
         } else {
             None
         };

@@ -72,11 +72,7 @@ impl Default for Config {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self {
-            issuer: "casefile".to_owned(),
-            extra_audiences: Vec::new(),
-            leeway_seconds: 60,
-        }
+        Self { issuer: "casefile".to_owned(), extra_audiences: Vec::new(), leeway_seconds: 60 }
     }
 }
 
@@ -93,43 +89,26 @@ impl Default for AgentConfig {
 
 impl Default for PackageConfig {
     fn default() -> Self {
-        Self {
-            link_ttl_seconds: 10 * 60,
-            max_bytes: 64 << 30,
-        }
+        Self { link_ttl_seconds: 10 * 60, max_bytes: 64 << 30 }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
-        toml::from_str(&raw).map_err(|source| ConfigError::Parse {
-            path: path.into(),
-            source: Box::new(source),
-        })
+        let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&raw).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
     }
 
     pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("casefile.db").display()))
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("casefile.db").display()))
     }
 
     pub fn packages_dir(&self) -> PathBuf {

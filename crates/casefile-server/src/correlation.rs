@@ -20,10 +20,9 @@ pub fn current() -> String {
 
 pub async fn middleware(request: Request, next: Next) -> Response {
     let id = uuid::Uuid::new_v4().to_string();
-    let span = tracing::info_span!("request", correlation_id = %id, method = %request.method(), path = %request.uri().path());
-    let mut response = CURRENT
-        .scope(id.clone(), next.run(request).instrument(span))
-        .await;
+    let span =
+        tracing::info_span!("request", correlation_id = %id, method = %request.method(), path = %request.uri().path());
+    let mut response = CURRENT.scope(id.clone(), next.run(request).instrument(span)).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, value);
     }

@@ -7,9 +7,32 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-#[derive(Default)]
 pub struct Dispatcher {
     machines: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Bumped whenever any action changes status, so waiters (tests, later webhooks and
+    /// the console) react to changes instead of polling.
+    changes: tokio::sync::watch::Sender<u64>,
+    /// Agent polls currently parked waiting for work: the connected-agent gauge.
+    parked: tokio::sync::watch::Sender<usize>,
+}
+
+/// Counts one parked poll for as long as it lives.
+pub struct Parked<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+impl Default for Dispatcher {
+    fn default() -> Self {
+        Self {
+            machines: Mutex::default(),
+            changes: tokio::sync::watch::Sender::new(0),
+            parked: tokio::sync::watch::Sender::new(0),
+        }
+    }
 }
 
 impl Dispatcher {
@@ -23,5 +46,26 @@ impl Dispatcher {
     /// work that arrives between a poll's check and its wait is not missed.
     pub fn notify(&self, machine_id: &str) {
         self.subscribe(machine_id).notify_one();
+    }
+
+    /// Records that some action changed status.
+    pub fn action_changed(&self) {
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    /// A receiver that wakes on every [`Dispatcher::action_changed`].
+    pub fn watch_actions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Marks a poll as parked until the returned guard drops.
+    pub fn park(&self) -> Parked<'_> {
+        self.parked.send_modify(|n| *n += 1);
+        Parked(&self.parked)
+    }
+
+    /// The number of parked polls, and its changes.
+    pub fn watch_parked(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.parked.subscribe()
     }
 }

@@ -19,11 +19,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            headers: Vec::new(),
-        }
+        Self { code, message: message.into(), headers: Vec::new() }
     }
 
     pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
@@ -41,10 +37,7 @@ impl ApiError {
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
         let m = message.into();
-        let challenge = format!(
-            "Bearer error=\"invalid_token\", error_description=\"{}\"",
-            m.replace('"', "'")
-        );
+        let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{}\"", m.replace('"', "'"));
         let value = HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("Bearer"));
         Self::new(ErrorCode::Unauthorized, m).with_header(header::WWW_AUTHENTICATE, value)
     }
@@ -54,10 +47,7 @@ impl ApiError {
     }
 
     pub fn internal() -> Self {
-        Self::new(
-            ErrorCode::InternalServerError,
-            "An internal error occurred; retry later",
-        )
+        Self::new(ErrorCode::InternalServerError, "An internal error occurred; retry later")
     }
 
     /// An unexpected failure: logged with its cause, answered without details.
@@ -70,10 +60,9 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::ActiveRequestExists => Self::new(
-                ErrorCode::ActiveRequestAlreadyExists,
-                "Action is already in progress",
-            ),
+            StoreError::ActiveRequestExists => {
+                Self::new(ErrorCode::ActiveRequestAlreadyExists, "Action is already in progress")
+            }
             other => Self::internal_from(other),
         }
     }
@@ -81,24 +70,15 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: self.message,
-                target: correlation::current(),
-            },
-        };
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body =
+            ErrorBody { error: ErrorDetail { code: self.code, message: self.message, target: correlation::current() } };
         // serde_json's default output is compact: clients match substrings such as
         // `"message":"Action is already in progress"`.
         let json = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (status, json).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json; charset=utf-8"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
         for (name, value) in self.headers {
             headers.insert(name, value);
         }

@@ -35,10 +35,7 @@ pub use config::Config as ServerConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot prepare the data directory {path}: {source}")]
-    DataDir {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: std::path::PathBuf, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] casefile_store::StoreError),
     #[error(transparent)]
@@ -60,6 +57,7 @@ pub struct TokenRequest {
     pub ttl: Duration,
 }
 
+#[derive(Clone)]
 pub struct Server {
     state: AppState,
 }
@@ -77,14 +75,8 @@ impl Server {
             &config.auth.extra_audiences,
             config.auth.leeway_seconds,
         );
-        let state = AppState::new(Shared {
-            config,
-            store,
-            keyring,
-            access_validation,
-            blobs,
-            dispatcher: Default::default(),
-        });
+        let state =
+            AppState::new(Shared { config, store, keyring, access_validation, blobs, dispatcher: Default::default() });
         Ok(Self { state })
     }
 
@@ -94,7 +86,7 @@ impl Server {
 
     /// Serves on `listener` until `shutdown` resolves.
     pub async fn serve(
-        self,
+        &self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
@@ -104,12 +96,9 @@ impl Server {
             .layer(tower::util::MapRequestLayer::new(routes::normalize_path))
             .service(router);
         let sweeper = tokio::spawn(lifecycle::run(self.state.clone()));
-        let result = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
         sweeper.abort();
         result
     }
@@ -117,10 +106,7 @@ impl Server {
     /// A signed access token carrying `roles`, as an identity provider would issue.
     pub fn mint_access_token(&self, request: &TokenRequest) -> Result<String, ServerError> {
         if !auth::caller::valid_tenant_id(&request.tenant) {
-            return Err(ServerError::Invalid(format!(
-                "'{}' is not a valid tenant id",
-                request.tenant
-            )));
+            return Err(ServerError::Invalid(format!("'{}' is not a valid tenant id", request.tenant)));
         }
         let now = chrono::Utc::now().timestamp();
         let claims = AccessClaims {
@@ -138,26 +124,15 @@ impl Server {
             roles: request.roles.clone(),
             ver: Some("1.0".to_owned()),
         };
-        Ok(self
-            .state
-            .keyring
-            .sign(auth::caller::ACCESS_TOKEN_TYPE, &claims)?)
+        Ok(self.state.keyring.sign(auth::caller::ACCESS_TOKEN_TYPE, &claims)?)
     }
 
     /// A new enrollment token for `tenant`, valid for `ttl` (default from config).
-    pub async fn create_enrollment_token(
-        &self,
-        tenant: &str,
-        ttl: Option<Duration>,
-    ) -> Result<String, ServerError> {
+    pub async fn create_enrollment_token(&self, tenant: &str, ttl: Option<Duration>) -> Result<String, ServerError> {
         if !auth::caller::valid_tenant_id(tenant) {
-            return Err(ServerError::Invalid(format!(
-                "'{tenant}' is not a valid tenant id"
-            )));
+            return Err(ServerError::Invalid(format!("'{tenant}' is not a valid tenant id")));
         }
-        let ttl = ttl.unwrap_or(Duration::from_secs(
-            self.state.config.agents.enrollment_token_ttl_seconds,
-        ));
+        let ttl = ttl.unwrap_or(Duration::from_secs(self.state.config.agents.enrollment_token_ttl_seconds));
         let token = secrets::generate(secrets::ENROLLMENT_PREFIX);
         let now = chrono::Utc::now();
         self.state
@@ -180,8 +155,5 @@ fn create_private_dir(path: &std::path::Path) -> Result<(), ServerError> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(path).map_err(|source| ServerError::DataDir {
-        path: path.to_owned(),
-        source,
-    })
+    builder.create(path).map_err(|source| ServerError::DataDir { path: path.to_owned(), source })
 }

@@ -20,15 +20,15 @@ pub async fn run(state: AppState) {
             ActionStatus::TimeOut,
             now,
             hresult::TIMEOUT,
-            format!(
-                "The agent stopped reporting for more than {} seconds during the collection",
-                silent.as_secs()
-            ),
+            format!("The agent stopped reporting for more than {} seconds during the collection", silent.as_secs()),
         );
         let since = now - chrono::Duration::from_std(silent).unwrap_or_default();
         match state.store.time_out_silent(since, &change).await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(count = n, "actions timed out: their agents went silent"),
+            Ok(n) => {
+                tracing::warn!(count = n, "actions timed out: their agents went silent");
+                state.dispatcher.action_changed();
+            }
             Err(e) => tracing::error!("lifecycle sweep failed: {e}"),
         }
     }

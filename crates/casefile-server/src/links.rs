@@ -36,6 +36,19 @@ pub fn issue(
     sha256: &str,
     ttl: std::time::Duration,
 ) -> Result<String, ApiError> {
+    let expires = chrono::Utc::now().timestamp() + ttl.as_secs() as i64;
+    issue_until(keyring, base, tenant, action, sha256, expires)
+}
+
+/// A download URL valid until `expires` (Unix seconds).
+pub fn issue_until(
+    keyring: &Keyring,
+    base: &str,
+    tenant: &str,
+    action: Uuid,
+    sha256: &str,
+    expires: i64,
+) -> Result<String, ApiError> {
     debug_assert!(DOWNLOAD_PATH.ends_with(PACKAGE_FILE_NAME));
     let now = chrono::Utc::now().timestamp();
     let claims = LinkClaims {
@@ -44,11 +57,9 @@ pub fn issue(
         act: action,
         sha: sha256.to_owned(),
         iat: now,
-        exp: now + ttl.as_secs() as i64,
+        exp: expires,
     };
-    let token = keyring
-        .sign(LINK_TYPE, &claims)
-        .map_err(ApiError::internal_from)?;
+    let token = keyring.sign(LINK_TYPE, &claims).map_err(ApiError::internal_from)?;
     Ok(format!("{base}{DOWNLOAD_PATH}?token={token}"))
 }
 
@@ -58,14 +69,10 @@ pub fn verify(keyring: &Keyring, token: &str) -> Result<LinkClaims, ApiError> {
     validation.set_audience(&[LINK_AUDIENCE]);
     validation.set_required_spec_claims(&["exp", "aud"]);
     validation.leeway = 0;
-    keyring
-        .verify(token, &validation)
-        .map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::forbidden(
-                "The download link has expired; request a new one with getPackageUri",
-            ),
-            _ => ApiError::forbidden(
-                "The download link is invalid (altered or not issued by this server)",
-            ),
-        })
+    keyring.verify(token, &validation).map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+            ApiError::forbidden("The download link has expired; request a new one with getPackageUri")
+        }
+        _ => ApiError::forbidden("The download link is invalid (altered or not issued by this server)"),
+    })
 }

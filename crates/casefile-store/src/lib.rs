@@ -46,12 +46,7 @@ pub trait Store: Send + Sync + 'static {
     /// By id, or by computer name (case-insensitive; the most recently seen wins).
     async fn machine(&self, tenant: &str, id_or_name: &str) -> Result<Option<MachineRecord>>;
     async fn machines(&self, tenant: &str, page: Page) -> Result<Vec<MachineRecord>>;
-    async fn update_host_facts(
-        &self,
-        machine_id: &str,
-        facts: &HostFacts,
-        at: Timestamp,
-    ) -> Result<()>;
+    async fn update_host_facts(&self, machine_id: &str, facts: &HostFacts, at: Timestamp) -> Result<()>;
     async fn touch_machine(&self, machine_id: &str, at: Timestamp, ip: Option<&str>) -> Result<()>;
 
     // Machine actions.
@@ -59,18 +54,9 @@ pub trait Store: Send + Sync + 'static {
     /// machine already has a live action of that type.
     async fn create_action(&self, tenant: &str, action: &MachineAction) -> Result<()>;
     async fn action(&self, tenant: &str, id: Uuid) -> Result<Option<MachineAction>>;
-    async fn actions(
-        &self,
-        tenant: &str,
-        filter: &ActionFilter,
-        page: Page,
-    ) -> Result<Vec<MachineAction>>;
+    async fn actions(&self, tenant: &str, filter: &ActionFilter, page: Page) -> Result<Vec<MachineAction>>;
     /// Atomically moves the machine's oldest `Pending` action to `InProgress`.
-    async fn claim_next_action(
-        &self,
-        machine_id: &str,
-        at: Timestamp,
-    ) -> Result<Option<MachineAction>>;
+    async fn claim_next_action(&self, machine_id: &str, at: Timestamp) -> Result<Option<MachineAction>>;
     /// Applies `change` if the action is in one of the statuses allowed to precede it
     /// (and, with `machine_id`, belongs to that machine). `None`: nothing changed.
     async fn transition(

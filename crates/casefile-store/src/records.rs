@@ -86,11 +86,7 @@ impl Transition {
     }
 
     pub fn failure(to: ActionStatus, at: Timestamp, hresult: i32, why: impl Into<String>) -> Self {
-        Self {
-            error_h_result: Some(hresult),
-            troubleshoot_info: Some(why.into()),
-            ..Self::to(to, at)
-        }
+        Self { error_h_result: Some(hresult), troubleshoot_info: Some(why.into()), ..Self::to(to, at) }
     }
 }
 

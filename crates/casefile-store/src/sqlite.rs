@@ -8,9 +8,7 @@ use async_trait::async_trait;
 use casefile_proto::action::{ActionStatus, ActionType, MachineAction};
 use casefile_proto::time::Timestamp;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
@@ -31,10 +29,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -51,8 +46,7 @@ fn micros(t: Timestamp) -> i64 {
 }
 
 fn from_micros(v: i64) -> Result<Timestamp> {
-    DateTime::<Utc>::from_timestamp_micros(v)
-        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {v}")))
+    DateTime::<Utc>::from_timestamp_micros(v).ok_or_else(|| StoreError::Corrupt(format!("timestamp {v}")))
 }
 
 fn opt_from_micros(v: Option<i64>) -> Result<Option<Timestamp>> {
@@ -73,13 +67,11 @@ fn action_from_row(row: &SqliteRow) -> Result<MachineAction> {
     let status: String = row.try_get("status")?;
     Ok(MachineAction {
         id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        action_type: ActionType::parse(&kind)
-            .ok_or_else(|| StoreError::Corrupt(format!("action type {kind}")))?,
+        action_type: ActionType::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("action type {kind}")))?,
         title: row.try_get("title")?,
         requestor: row.try_get("requestor")?,
         requestor_comment: row.try_get("requestor_comment")?,
-        status: ActionStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
+        status: ActionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status}")))?,
         machine_id: row.try_get("machine_id")?,
         computer_dns_name: row.try_get("computer_dns_name")?,
         creation_date_time_utc: from_micros(row.try_get("created_at")?)?,
@@ -148,10 +140,8 @@ fn push_transition_set(q: &mut QueryBuilder<Sqlite>, change: &Transition) {
     }
     if change.to == ActionStatus::Cancelled {
         q.push(", cancelled_at = ").push_bind(micros(change.at));
-        q.push(", cancellation_requestor = ")
-            .push_bind(change.cancellation_requestor.clone());
-        q.push(", cancellation_comment = ")
-            .push_bind(change.cancellation_comment.clone());
+        q.push(", cancellation_requestor = ").push_bind(change.cancellation_requestor.clone());
+        q.push(", cancellation_comment = ").push_bind(change.cancellation_comment.clone());
     }
 }
 
@@ -236,8 +226,7 @@ impl Store for SqliteStore {
     }
 
     async fn enroll_machine(&self, m: &MachineEnrollment) -> Result<MachineRecord> {
-        let ips = serde_json::to_string(&m.facts.ip_addresses)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let ips = serde_json::to_string(&m.facts.ip_addresses).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let sql = format!(
             "INSERT INTO machines (id, tenant_id, computer_dns_name, os_platform, os_version, os_architecture, \
                  os_build, agent_version, last_ip_address, ip_addresses, first_seen, last_seen, credential_hash, \
@@ -273,10 +262,7 @@ impl Store for SqliteStore {
 
     async fn machine_by_credential(&self, hash: &str) -> Result<Option<MachineRecord>> {
         let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE credential_hash = ?");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(hash).fetch_optional(&self.pool).await?;
         row.as_ref().map(machine_from_row).transpose()
     }
 
@@ -309,14 +295,8 @@ impl Store for SqliteStore {
         rows.iter().map(machine_from_row).collect()
     }
 
-    async fn update_host_facts(
-        &self,
-        machine_id: &str,
-        f: &HostFacts,
-        at: Timestamp,
-    ) -> Result<()> {
-        let ips = serde_json::to_string(&f.ip_addresses)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    async fn update_host_facts(&self, machine_id: &str, f: &HostFacts, at: Timestamp) -> Result<()> {
+        let ips = serde_json::to_string(&f.ip_addresses).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query(
             "UPDATE machines SET computer_dns_name = ?, os_platform = ?, os_version = ?, os_architecture = ?, \
                  os_build = ?, agent_version = ?, ip_addresses = ?, last_seen = MAX(last_seen, ?) WHERE id = ?",
@@ -380,25 +360,14 @@ impl Store for SqliteStore {
     }
 
     async fn action(&self, tenant: &str, id: Uuid) -> Result<Option<MachineAction>> {
-        let sql =
-            format!("SELECT {ACTION_COLUMNS} FROM machine_actions WHERE id = ? AND tenant_id = ?");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .bind(tenant)
-            .fetch_optional(&self.pool)
-            .await?;
+        let sql = format!("SELECT {ACTION_COLUMNS} FROM machine_actions WHERE id = ? AND tenant_id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(id.to_string()).bind(tenant).fetch_optional(&self.pool).await?;
         row.as_ref().map(action_from_row).transpose()
     }
 
-    async fn actions(
-        &self,
-        tenant: &str,
-        filter: &ActionFilter,
-        page: Page,
-    ) -> Result<Vec<MachineAction>> {
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {ACTION_COLUMNS} FROM machine_actions WHERE tenant_id = "
-        ));
+    async fn actions(&self, tenant: &str, filter: &ActionFilter, page: Page) -> Result<Vec<MachineAction>> {
+        let mut q =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {ACTION_COLUMNS} FROM machine_actions WHERE tenant_id = "));
         q.push_bind(tenant.to_owned());
         if let Some(m) = &filter.machine_id {
             q.push(" AND machine_id = ").push_bind(m.clone());
@@ -409,29 +378,20 @@ impl Store for SqliteStore {
         if let Some(t) = filter.action_type {
             q.push(" AND type = ").push_bind(t.as_str());
         }
-        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(page.top as i64);
+        q.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(page.top as i64);
         q.push(" OFFSET ").push_bind(page.skip as i64);
         let rows = q.build().fetch_all(&self.pool).await?;
         rows.iter().map(action_from_row).collect()
     }
 
-    async fn claim_next_action(
-        &self,
-        machine_id: &str,
-        at: Timestamp,
-    ) -> Result<Option<MachineAction>> {
+    async fn claim_next_action(&self, machine_id: &str, at: Timestamp) -> Result<Option<MachineAction>> {
         let sql = format!(
             "UPDATE machine_actions SET status = 'InProgress', updated_at = ? \
              WHERE id = (SELECT id FROM machine_actions WHERE machine_id = ? AND status = 'Pending' \
                          ORDER BY created_at LIMIT 1) AND status = 'Pending' \
              RETURNING {ACTION_COLUMNS}"
         );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(micros(at))
-            .bind(machine_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(micros(at)).bind(machine_id).fetch_optional(&self.pool).await?;
         row.as_ref().map(action_from_row).transpose()
     }
 
@@ -464,8 +424,7 @@ impl Store for SqliteStore {
         let mut q = QueryBuilder::<Sqlite>::new("");
         push_transition_set(&mut q, &Transition::to(ActionStatus::Succeeded, at));
         q.push(" WHERE id = ").push_bind(p.action_id.to_string());
-        q.push(" AND machine_id = ")
-            .push_bind(machine_id.to_owned());
+        q.push(" AND machine_id = ").push_bind(machine_id.to_owned());
         q.push(" AND");
         push_predecessors(&mut q, ActionStatus::Succeeded);
         q.push(format!(" RETURNING {ACTION_COLUMNS}"));
@@ -514,8 +473,7 @@ impl Store for SqliteStore {
     async fn fail_in_progress(&self, machine_id: &str, change: &Transition) -> Result<u64> {
         let mut q = QueryBuilder::<Sqlite>::new("");
         push_transition_set(&mut q, change);
-        q.push(" WHERE machine_id = ")
-            .push_bind(machine_id.to_owned());
+        q.push(" WHERE machine_id = ").push_bind(machine_id.to_owned());
         q.push(" AND status = 'InProgress'");
         Ok(q.build().execute(&self.pool).await?.rows_affected())
     }

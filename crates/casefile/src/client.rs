@@ -18,14 +18,8 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(base: &str, token: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()?;
-        Ok(Self {
-            http,
-            base: base.trim_end_matches('/').to_owned(),
-            token: token.to_owned(),
-        })
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
+        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token: token.to_owned() })
     }
 
     async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Response> {
@@ -51,19 +45,13 @@ impl ApiClient {
     }
 
     pub async fn machines(&self) -> anyhow::Result<Vec<Machine>> {
-        Ok(self
-            .get::<Collection<Machine>>("/api/machines")
-            .await?
-            .value)
+        Ok(self.get::<Collection<Machine>>("/api/machines").await?.value)
     }
 
     pub async fn collect(&self, machine_id: &str, comment: &str) -> anyhow::Result<MachineAction> {
         let response = self
             .http
-            .post(format!(
-                "{}/api/machines/{machine_id}/collectInvestigationPackage",
-                self.base
-            ))
+            .post(format!("{}/api/machines/{machine_id}/collectInvestigationPackage", self.base))
             .bearer_auth(&self.token)
             .json(&serde_json::json!({ "Comment": comment }))
             .send()
@@ -76,18 +64,14 @@ impl ApiClient {
     }
 
     pub async fn package_uri(&self, id: uuid::Uuid) -> anyhow::Result<String> {
-        Ok(self
-            .get::<Value<String>>(&format!("/api/machineactions/{id}/GetPackageUri"))
-            .await?
-            .value)
+        Ok(self.get::<Value<String>>(&format!("/api/machineactions/{id}/GetPackageUri")).await?.value)
     }
 
     /// Streams `url` (a signed link, no bearer token) to `path`; returns the byte count.
     pub async fn download(&self, url: &str, path: &Path) -> anyhow::Result<u64> {
         let response = Self::check(self.http.get(url).send().await?).await?;
-        let mut file = tokio::fs::File::create(path)
-            .await
-            .with_context(|| format!("cannot create {}", path.display()))?;
+        let mut file =
+            tokio::fs::File::create(path).await.with_context(|| format!("cannot create {}", path.display()))?;
         let mut stream = response.bytes_stream();
         let mut total = 0u64;
         while let Some(chunk) = stream.next().await {

@@ -24,15 +24,8 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(300);
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
-    let config = ServerConfig {
-        data_dir: options.data_dir.clone(),
-        listen: options.listen,
-        ..Default::default()
-    };
-    step(&format!(
-        "Opening the data directory {}",
-        options.data_dir.display()
-    ));
+    let config = ServerConfig { data_dir: options.data_dir.clone(), listen: options.listen, ..Default::default() };
+    step(&format!("Opening the data directory {}", options.data_dir.display()));
     let server = Server::open(config).await?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
@@ -41,28 +34,21 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let base = format!("http://{addr}");
     let token = server.mint_access_token(&TokenRequest {
         tenant: casefile_proto::DEFAULT_TENANT.to_owned(),
-        roles: casefile_server::auth::permissions::ALL
-            .iter()
-            .map(|r| r.to_string())
-            .collect(),
+        roles: casefile_server::auth::permissions::ALL.iter().map(|r| r.to_string()).collect(),
         requestor: "casefile demo".to_owned(),
         ttl: TOKEN_TTL,
     })?;
-    let enroll_token = server
-        .create_enrollment_token(casefile_proto::DEFAULT_TENANT, None)
-        .await?;
+    let enroll_token = server.create_enrollment_token(casefile_proto::DEFAULT_TENANT, None).await?;
 
     let shutdown = CancellationToken::new();
     let server_stop = shutdown.clone();
+    let serving = server.clone();
     let server_task =
-        tokio::spawn(server.serve(listener, async move { server_stop.cancelled().await }));
+        tokio::spawn(async move { serving.serve(listener, async move { server_stop.cancelled().await }).await });
     step(&format!("Server listening on {base}"));
 
-    let agent_config = casefile_agent::AgentConfig::new(
-        base.clone(),
-        Some(enroll_token),
-        options.data_dir.join("agent"),
-    );
+    let agent_config =
+        casefile_agent::AgentConfig::new(base.clone(), Some(enroll_token), options.data_dir.join("agent"));
     let agent_task = tokio::spawn(casefile_agent::run(agent_config, shutdown.child_token()));
 
     let result = walk(&base, &token, &options.data_dir).await;
@@ -91,28 +77,13 @@ async fn walk(base: &str, token: &str, data_dir: &Path) -> anyhow::Result<()> {
     step(&format!("Waiting for the agent on '{hostname}' to enroll"));
     let machine = poll(|| async {
         let machines = client.machines().await?;
-        Ok(machines
-            .into_iter()
-            .find(|m| m.computer_dns_name == hostname))
+        Ok(machines.into_iter().find(|m| m.computer_dns_name == hostname))
     })
     .await?;
-    println!(
-        "    machine id {} ({} {})",
-        machine.id,
-        machine.os_platform,
-        machine.os_version.as_deref().unwrap_or("")
-    );
+    println!("    machine id {} ({} {})", machine.id, machine.os_platform, machine.os_version.as_deref().unwrap_or(""));
 
-    step(&format!(
-        "POST {base}/api/machines/{}/collectInvestigationPackage",
-        machine.id
-    ));
-    let action = client
-        .collect(
-            machine.id.as_str(),
-            "casefile demo: collect an investigation package",
-        )
-        .await?;
+    step(&format!("POST {base}/api/machines/{}/collectInvestigationPackage", machine.id));
+    let action = client.collect(machine.id.as_str(), "casefile demo: collect an investigation package").await?;
     println!("    201 Created: action {} is {}", action.id, action.status);
 
     step("Waiting for the action to finish");
@@ -135,15 +106,9 @@ async fn walk(base: &str, token: &str, data_dir: &Path) -> anyhow::Result<()> {
         );
     }
 
-    step(&format!(
-        "GET {base}/api/machineactions/{}/GetPackageUri",
-        action.id
-    ));
+    step(&format!("GET {base}/api/machineactions/{}/GetPackageUri", action.id));
     let url = client.package_uri(action.id).await?;
-    println!(
-        "    signed link, valid 10 minutes: {}…",
-        &url[..url.len().min(90)]
-    );
+    println!("    signed link, valid 10 minutes: {}…", &url[..url.len().min(90)]);
 
     let downloads = data_dir.join("downloads");
     std::fs::create_dir_all(&downloads)?;
@@ -179,15 +144,8 @@ fn summarize(file: &Path) -> anyhow::Result<()> {
     let report = casefile_package::verify(std::fs::File::open(file)?)?;
     let m = &report.manifest;
     step("Package summary");
-    println!(
-        "    host {} ({}, kernel {})",
-        m.host.hostname, m.host.os, m.host.kernel
-    );
-    println!(
-        "    collected {} → {}",
-        m.started_utc.format("%H:%M:%S%.3f"),
-        m.finished_utc.format("%H:%M:%S%.3f")
-    );
+    println!("    host {} ({}, kernel {})", m.host.hostname, m.host.os, m.host.kernel);
+    println!("    collected {} → {}", m.started_utc.format("%H:%M:%S%.3f"), m.finished_utc.format("%H:%M:%S%.3f"));
     for c in &m.collectors {
         println!(
             "    {:<28} {:<15} {:>3} files {:>6} ms  {}",
@@ -199,10 +157,7 @@ fn summarize(file: &Path) -> anyhow::Result<()> {
         );
     }
     if report.is_ok() {
-        println!(
-            "    all {} files match their SHA-256 in manifest.json",
-            report.files_checked
-        );
+        println!("    all {} files match their SHA-256 in manifest.json", report.files_checked);
         Ok(())
     } else {
         for p in &report.problems {
@@ -219,10 +174,6 @@ fn print_curl(base: &str, token: &str, machine_id: &str, action_id: uuid::Uuid) 
     println!(
         "    curl -s -X POST -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\\n         -d '{{\"Comment\":\"Collect forensics\"}}' {base}/api/machines/{machine_id}/collectInvestigationPackage"
     );
-    println!(
-        "    curl -s -H \"Authorization: Bearer $TOKEN\" {base}/api/machineactions/{action_id}"
-    );
-    println!(
-        "    curl -s -H \"Authorization: Bearer $TOKEN\" {base}/api/machineactions/{action_id}/GetPackageUri"
-    );
+    println!("    curl -s -H \"Authorization: Bearer $TOKEN\" {base}/api/machineactions/{action_id}");
+    println!("    curl -s -H \"Authorization: Bearer $TOKEN\" {base}/api/machineactions/{action_id}/GetPackageUri");
 }

@@ -73,16 +73,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => return usage_error(e),
-    };
+    let cli: Cli = casefile_agent::cli::parse_or_exit("casefile");
     let demo = matches!(cli.command, Command::Demo { .. });
     let default_filter = if demo { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -102,39 +98,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--help` and `--version` print in full; a usage mistake is one line and exit 2.
-fn usage_error(e: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    if matches!(
-        e.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
-        let _ = e.print();
-        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-            ExitCode::from(2)
-        } else {
-            ExitCode::SUCCESS
-        };
-    }
-    let rendered = e.render().to_string();
-    let first = rendered
-        .lines()
-        .next()
-        .unwrap_or("invalid arguments")
-        .trim_start_matches("error: ");
-    eprintln!("casefile: {first} (see --help)");
-    ExitCode::from(2)
-}
-
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Server {
-            config,
-            data_dir,
-            listen,
-        } => {
+        Command::Server { config, data_dir, listen } => {
             let mut config = match config {
                 Some(path) => ServerConfig::load(&path)?,
                 None => ServerConfig::default(),
@@ -147,59 +113,27 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             }
             let listen = config.listen;
             let server = Server::open(config).await?;
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            tracing::info!(
-                "casefile server listening on http://{}",
-                listener.local_addr()?
-            );
+            let listener =
+                tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            tracing::info!("casefile server listening on http://{}", listener.local_addr()?);
             server
                 .serve(listener, async {
                     let _ = tokio::signal::ctrl_c().await;
                 })
                 .await?;
         }
-        Command::Token {
-            data_dir,
-            roles,
-            tenant,
-            requestor,
-            ttl,
-        } => {
+        Command::Token { data_dir, roles, tenant, requestor, ttl } => {
             let server = open_existing(data_dir).await?;
-            let token = server.mint_access_token(&TokenRequest {
-                tenant,
-                roles,
-                requestor,
-                ttl: Duration::from_secs(ttl),
-            })?;
+            let token =
+                server.mint_access_token(&TokenRequest { tenant, roles, requestor, ttl: Duration::from_secs(ttl) })?;
             println!("{token}");
         }
-        Command::EnrollToken {
-            data_dir,
-            tenant,
-            ttl,
-        } => {
+        Command::EnrollToken { data_dir, tenant, ttl } => {
             let server = open_existing(data_dir).await?;
-            println!(
-                "{}",
-                server
-                    .create_enrollment_token(&tenant, ttl.map(Duration::from_secs))
-                    .await?
-            );
+            println!("{}", server.create_enrollment_token(&tenant, ttl.map(Duration::from_secs)).await?);
         }
-        Command::Demo {
-            data_dir,
-            listen,
-            exit_after_collect,
-        } => {
-            casefile::demo::run(casefile::demo::DemoOptions {
-                data_dir,
-                listen,
-                exit_after_collect,
-            })
-            .await?;
+        Command::Demo { data_dir, listen, exit_after_collect } => {
+            casefile::demo::run(casefile::demo::DemoOptions { data_dir, listen, exit_after_collect }).await?;
         }
     }
     Ok(())
@@ -207,9 +141,5 @@ async fn execute(command: Command) -> anyhow::Result<()> {
 
 /// Opens the data directory a server uses (creating it, like the server's first start).
 async fn open_existing(data_dir: PathBuf) -> anyhow::Result<Server> {
-    Ok(Server::open(ServerConfig {
-        data_dir,
-        ..Default::default()
-    })
-    .await?)
+    Ok(Server::open(ServerConfig { data_dir, ..Default::default() }).await?)
 }

@@ -26,25 +26,17 @@ pub(crate) const CANCELLED: &str = "collection cancelled";
 /// planted where a configuration file should be from hanging the agent; the file type
 /// check then rejects it (and devices, and directories).
 pub(crate) fn open_regular(path: &Path) -> io::Result<File> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)?;
+    let file =
+        std::fs::OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32).open(path)?;
     if !file.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
     }
     Ok(file)
 }
 
 /// True when the error means "there is no such file" rather than "it cannot be read".
 pub(crate) fn is_missing(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
 }
 
 /// Reads at most `limit` bytes of a regular file.
@@ -74,10 +66,7 @@ pub(crate) struct Lines<R> {
 
 impl<R: BufRead> Lines<R> {
     pub(crate) fn new(reader: R) -> Self {
-        Self {
-            reader,
-            line: Vec::new(),
-        }
+        Self { reader, line: Vec::new() }
     }
 
     /// The next line without its `\n`, or `None` at the end of the input.
@@ -105,12 +94,7 @@ impl<R: BufRead> Lines<R> {
 
 /// Copies the file at `path` into the package as `name`. A missing file becomes a
 /// `not-applicable` item, an unreadable one a `failed` item with the reason.
-pub(crate) fn copy_file(
-    sink: &mut dyn ItemSink,
-    name: &str,
-    path: &Path,
-    source: &str,
-) -> Result<(), PackageError> {
+pub(crate) fn copy_file(sink: &mut dyn ItemSink, name: &str, path: &Path, source: &str) -> Result<(), PackageError> {
     sink.file(name, source, |out| {
         let file = match open_regular(path) {
             Ok(file) => file,
@@ -128,10 +112,7 @@ fn copy_capped(file: File, out: &mut dyn Write) -> io::Result<ItemOutcome> {
     io::copy(&mut limited, out)?;
     let mut rest = limited.into_inner();
     if rest.read(&mut [0u8; 1])? > 0 {
-        return Ok(ItemOutcome::partial(format!(
-            "truncated at {} MiB",
-            COPY_LIMIT >> 20
-        )));
+        return Ok(ItemOutcome::partial(format!("truncated at {} MiB", COPY_LIMIT >> 20)));
     }
     Ok(ItemOutcome::ok())
 }
@@ -161,9 +142,7 @@ pub(crate) fn csv_file(
     rows: impl FnOnce(&mut Csv<'_>) -> io::Result<ItemOutcome>,
 ) -> Result<(), PackageError> {
     sink.file(name, source, |out| {
-        let mut csv = Csv {
-            writer: csv::Writer::from_writer(out),
-        };
+        let mut csv = Csv { writer: csv::Writer::from_writer(out) };
         csv.row(header)?;
         let outcome = rows(&mut csv);
         let flushed = csv.writer.flush();
@@ -182,18 +161,12 @@ pub(crate) struct Problems {
 
 impl Problems {
     pub(crate) fn add(&mut self, kind: &str, example: impl Display) {
-        self.kinds
-            .entry(kind.to_owned())
-            .or_insert_with(|| (0, example.to_string()))
-            .0 += 1;
+        self.kinds.entry(kind.to_owned()).or_insert_with(|| (0, example.to_string())).0 += 1;
     }
 
     pub(crate) fn merge(&mut self, other: &Problems) {
         for (kind, (count, example)) in &other.kinds {
-            self.kinds
-                .entry(kind.clone())
-                .or_insert_with(|| (0, example.clone()))
-                .0 += count;
+            self.kinds.entry(kind.clone()).or_insert_with(|| (0, example.clone())).0 += count;
         }
     }
 
@@ -207,11 +180,8 @@ impl Problems {
         if self.is_empty() {
             return ItemOutcome::ok();
         }
-        let notes: Vec<String> = self
-            .kinds
-            .iter()
-            .map(|(kind, (count, example))| format!("{kind}: {count} (first: {example})"))
-            .collect();
+        let notes: Vec<String> =
+            self.kinds.iter().map(|(kind, (count, example))| format!("{kind}: {count} (first: {example})")).collect();
         ItemOutcome::partial(notes.join("; "))
     }
 }
@@ -221,12 +191,7 @@ pub(crate) fn utc_timestamp(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let in_day = secs.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        in_day / 3600,
-        in_day % 3600 / 60,
-        in_day % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", in_day / 3600, in_day % 3600 / 60, in_day % 60)
 }
 
 /// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
@@ -234,30 +199,19 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let shifted_month = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    } as u32;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
 
 /// Trims ASCII whitespace at both ends of a byte string.
 pub(crate) fn trim_bytes(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
     &bytes[start..end]
 }
 
@@ -270,17 +224,11 @@ pub(crate) fn split_fields(line: &[u8], n: usize) -> Option<(Vec<&[u8]>, &[u8])>
     for _ in 0..n {
         let start = rest.iter().position(|b| !b.is_ascii_whitespace())?;
         rest = &rest[start..];
-        let end = rest
-            .iter()
-            .position(|b| b.is_ascii_whitespace())
-            .unwrap_or(rest.len());
+        let end = rest.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(rest.len());
         fields.push(&rest[..end]);
         rest = &rest[end..];
     }
-    let start = rest
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(rest.len());
+    let start = rest.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(rest.len());
     Some((fields, &rest[start..]))
 }
 
@@ -336,9 +284,6 @@ mod tests {
         assert_eq!(problems.outcome(), ItemOutcome::ok());
         problems.add("unreadable", "first");
         problems.add("unreadable", "second");
-        assert_eq!(
-            problems.outcome(),
-            ItemOutcome::partial("unreadable: 2 (first: first)")
-        );
+        assert_eq!(problems.outcome(), ItemOutcome::partial("unreadable: 2 (first: first)"));
     }
 }

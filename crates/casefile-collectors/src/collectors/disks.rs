@@ -6,8 +6,7 @@ use casefile_package::{ItemOutcome, ItemSink, PackageError};
 use crate::{CollectError, Collector, Context};
 
 use super::common::{
-    CANCELLED, Problems, ascii_str, copy_file, csv_file, is_missing, open_lines, read_value,
-    split_fields, trim_bytes,
+    CANCELLED, Problems, ascii_str, copy_file, csv_file, is_missing, open_lines, read_value, split_fields, trim_bytes,
 };
 
 pub struct Disks;
@@ -34,25 +33,16 @@ impl Collector for Disks {
 // ---------------------------------------------------------------------------------------
 // Mounts
 
-const MOUNTS_HEADER: [&str; 8] = [
-    "device",
-    "mount_point",
-    "fs_type",
-    "options",
-    "total_bytes",
-    "free_bytes",
-    "available_bytes",
-    "note",
-];
+const MOUNTS_HEADER: [&str; 8] =
+    ["device", "mount_point", "fs_type", "options", "total_bytes", "free_bytes", "available_bytes", "note"];
 
 const MOUNTS: &str = "/proc/mounts";
 
 /// File systems whose `statvfs` can block for minutes (an unreachable server, a hung
 /// FUSE daemon) or, for autofs, mount something: their sizes are not read.
 fn size_may_hang(fs_type: &str) -> bool {
-    const REMOTE: [&str; 11] = [
-        "autofs", "nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "9p", "afs", "lustre", "fuse",
-    ];
+    const REMOTE: [&str; 11] =
+        ["autofs", "nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "9p", "afs", "lustre", "fuse"];
     REMOTE.contains(&fs_type) || fs_type.starts_with("fuse.")
 }
 
@@ -96,12 +86,7 @@ impl Mount {
     fn parse(line: &[u8]) -> Option<Self> {
         let (fields, _) = split_fields(line, 4)?;
         let text = |i: usize| String::from_utf8_lossy(&unescape_octal(fields[i])).into_owned();
-        Some(Self {
-            device: text(0),
-            mount_point: text(1),
-            fs_type: text(2),
-            options: text(3),
-        })
+        Some(Self { device: text(0), mount_point: text(1), fs_type: text(2), options: text(3) })
     }
 
     fn fields(&self, ctx: &Context) -> [String; 8] {
@@ -127,19 +112,9 @@ impl Mount {
         match rustix::fs::statvfs(ctx.path(&self.mount_point)) {
             Ok(stat) => {
                 let bytes = |blocks: u64| blocks.saturating_mul(stat.f_frsize).to_string();
-                (
-                    bytes(stat.f_blocks),
-                    bytes(stat.f_bfree),
-                    bytes(stat.f_bavail),
-                    String::new(),
-                )
+                (bytes(stat.f_blocks), bytes(stat.f_bfree), bytes(stat.f_bavail), String::new())
             }
-            Err(e) => (
-                String::new(),
-                String::new(),
-                String::new(),
-                format!("statvfs: {}", std::io::Error::from(e)),
-            ),
+            Err(e) => (String::new(), String::new(), String::new(), format!("statvfs: {}", std::io::Error::from(e))),
         }
     }
 }
@@ -176,54 +151,35 @@ const PARTITIONS: &str = "/proc/partitions";
 
 /// `/proc/partitions`: `major minor #blocks name`, blocks of 1 KiB.
 fn write_partitions(ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), PackageError> {
-    csv_file(
-        sink,
-        "partitions.csv",
-        PARTITIONS,
-        &PARTITIONS_HEADER,
-        |csv| {
-            let mut lines = match open_lines(&ctx.path(PARTITIONS)) {
-                Ok(lines) => lines,
-                Err(e) if is_missing(&e) => {
-                    return Ok(ItemOutcome::not_applicable(format!(
-                        "{PARTITIONS} not present"
-                    )));
-                }
-                Err(e) => return Ok(ItemOutcome::failed(format!("{PARTITIONS}: {e}"))),
-            };
-            let mut problems = Problems::default();
-            while let Some(line) = lines.next_line()? {
-                let line = String::from_utf8_lossy(line);
-                let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-                if fields.is_empty() || fields[0] == "major" {
-                    continue;
-                }
-                let size = fields
-                    .get(2)
-                    .and_then(|b| b.parse::<u64>().ok())
-                    .map(|blocks| blocks.saturating_mul(1024));
-                match (fields.len(), size) {
-                    (4, Some(size)) => {
-                        csv.row([fields[0], fields[1], &size.to_string(), fields[3]])?;
-                    }
-                    _ => problems.add("unparseable lines skipped", PARTITIONS),
-                }
+    csv_file(sink, "partitions.csv", PARTITIONS, &PARTITIONS_HEADER, |csv| {
+        let mut lines = match open_lines(&ctx.path(PARTITIONS)) {
+            Ok(lines) => lines,
+            Err(e) if is_missing(&e) => {
+                return Ok(ItemOutcome::not_applicable(format!("{PARTITIONS} not present")));
             }
-            Ok(problems.outcome())
-        },
-    )
+            Err(e) => return Ok(ItemOutcome::failed(format!("{PARTITIONS}: {e}"))),
+        };
+        let mut problems = Problems::default();
+        while let Some(line) = lines.next_line()? {
+            let line = String::from_utf8_lossy(line);
+            let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+            if fields.is_empty() || fields[0] == "major" {
+                continue;
+            }
+            let size = fields.get(2).and_then(|b| b.parse::<u64>().ok()).map(|blocks| blocks.saturating_mul(1024));
+            match (fields.len(), size) {
+                (4, Some(size)) => {
+                    csv.row([fields[0], fields[1], &size.to_string(), fields[3]])?;
+                }
+                _ => problems.add("unparseable lines skipped", PARTITIONS),
+            }
+        }
+        Ok(problems.outcome())
+    })
 }
 
-const BLOCK_HEADER: [&str; 8] = [
-    "name",
-    "size_bytes",
-    "removable",
-    "read_only",
-    "rotational",
-    "vendor",
-    "model",
-    "serial",
-];
+const BLOCK_HEADER: [&str; 8] =
+    ["name", "size_bytes", "removable", "read_only", "rotational", "vendor", "model", "serial"];
 const SYS_BLOCK: &str = "/sys/block";
 
 /// One row per `/sys/block/<name>`; attributes a device does not have stay empty.
@@ -233,16 +189,11 @@ fn write_block_devices(ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), Pac
         let entries = match std::fs::read_dir(ctx.path(SYS_BLOCK)) {
             Ok(entries) => entries,
             Err(e) if is_missing(&e) => {
-                return Ok(ItemOutcome::not_applicable(format!(
-                    "{SYS_BLOCK} not present"
-                )));
+                return Ok(ItemOutcome::not_applicable(format!("{SYS_BLOCK} not present")));
             }
             Err(e) => return Ok(ItemOutcome::failed(format!("{SYS_BLOCK}: {e}"))),
         };
-        let mut names: Vec<_> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name())
-            .collect();
+        let mut names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
         names.sort();
         for name in names {
             let dir = ctx.path(SYS_BLOCK).join(&name);
@@ -299,14 +250,8 @@ garbage\n",
         assert_eq!(rows.len(), 3);
 
         let root = &rows[0];
-        assert_eq!(
-            (root["device"].as_str(), root["mount_point"].as_str()),
-            ("/dev/sda1", "/")
-        );
-        assert_eq!(
-            (root["fs_type"].as_str(), root["options"].as_str()),
-            ("ext4", "rw,relatime")
-        );
+        assert_eq!((root["device"].as_str(), root["mount_point"].as_str()), ("/dev/sda1", "/"));
+        assert_eq!((root["fs_type"].as_str(), root["options"].as_str()), ("ext4", "rw,relatime"));
         // "/" of the fixture is a real directory: its sizes are read.
         let total: u64 = root["total_bytes"].parse().unwrap();
         let available: u64 = root["available_bytes"].parse().unwrap();
@@ -357,10 +302,7 @@ garbage\n",
         let devices = sink.item("block_devices.csv").rows();
         let sda = devices.iter().find(|r| r["name"] == "sda").unwrap();
         assert_eq!(sda["size_bytes"], (976_773_168u64 * 512).to_string());
-        assert_eq!(
-            (sda["removable"].as_str(), sda["rotational"].as_str()),
-            ("false", "true")
-        );
+        assert_eq!((sda["removable"].as_str(), sda["rotational"].as_str()), ("false", "true"));
         assert_eq!(sda["vendor"], "ATA");
         assert_eq!(sda["model"], "Samsung SSD, \"870\"");
         assert_eq!(sda["serial"], "");
@@ -377,10 +319,7 @@ garbage\n",
         let item = sink.item("mounts.csv");
         assert_eq!(item.status(), ItemStatus::Ok, "{:?}", item.outcome);
         let rows = item.rows();
-        let root = rows
-            .iter()
-            .find(|r| r["mount_point"] == "/")
-            .expect("a / mount");
+        let root = rows.iter().find(|r| r["mount_point"] == "/").expect("a / mount");
         assert!(root["total_bytes"].parse::<u64>().is_ok(), "{root:?}");
         assert_ne!(sink.item("partitions.csv").status(), ItemStatus::Failed);
     }

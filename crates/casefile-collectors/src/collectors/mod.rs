@@ -83,13 +83,7 @@ mod tests {
         }
         let (out, manifest) = writer.finish().unwrap();
         for run in &manifest.collectors {
-            assert_ne!(
-                run.status,
-                ItemStatus::Failed,
-                "{}: {:?}",
-                run.name,
-                run.error
-            );
+            assert_ne!(run.status, ItemStatus::Failed, "{}: {:?}", run.name, run.error);
         }
         let paths: Vec<&str> = manifest.items.iter().map(|i| i.path.as_str()).collect();
         for expected in [
@@ -100,10 +94,7 @@ mod tests {
             "Disk volumes/mounts.csv",
             "Open files/open_files.csv",
         ] {
-            assert!(
-                paths.contains(&expected),
-                "{expected} missing from {paths:?}"
-            );
+            assert!(paths.contains(&expected), "{expected} missing from {paths:?}");
         }
         let report = verify(Cursor::new(out.into_inner())).unwrap();
         assert!(report.is_ok(), "{:?}", report.problems);
@@ -117,11 +108,7 @@ mod tests {
         for collector in all() {
             let mut sink = test_support::MemorySink::default();
             let result = collector.collect(&ctx, &mut sink);
-            assert!(
-                matches!(result, Err(CollectError::Cancelled)),
-                "{}: {result:?}",
-                collector.name()
-            );
+            assert!(matches!(result, Err(CollectError::Cancelled)), "{}: {result:?}", collector.name());
         }
     }
 }

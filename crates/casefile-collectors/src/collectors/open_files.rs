@@ -10,15 +10,11 @@ use crate::{CollectError, Collector, Context};
 
 use super::accounts::UserNames;
 use super::common::{CANCELLED, Csv, Problems, csv_file};
-use super::procs::{
-    FdLink, ProcessWalk, ReadError, fd_links, proc_root, process_name, process_uid,
-};
+use super::procs::{FdLink, ProcessWalk, ReadError, fd_links, proc_root, process_name, process_uid};
 
 pub struct OpenFiles;
 
-const HEADER: [&str; 8] = [
-    "pid", "process", "uid", "user", "fd", "type", "target", "deleted",
-];
+const HEADER: [&str; 8] = ["pid", "process", "uid", "user", "fd", "type", "target", "deleted"];
 
 /// The kernel appends this to the link of a file that was unlinked while open.
 const DELETED_SUFFIX: &[u8] = b" (deleted)";
@@ -35,18 +31,12 @@ impl Collector for OpenFiles {
     fn collect(&self, ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), CollectError> {
         let users = UserNames::load(ctx);
         let source = "/proc/*/fd/*, /proc/*/{comm,status}, /etc/passwd";
-        csv_file(sink, "open_files.csv", source, &HEADER, |csv| {
-            write_open_files(ctx, &users, csv)
-        })?;
+        csv_file(sink, "open_files.csv", source, &HEADER, |csv| write_open_files(ctx, &users, csv))?;
         ctx.check_cancelled()
     }
 }
 
-fn write_open_files(
-    ctx: &Context,
-    users: &UserNames,
-    csv: &mut Csv<'_>,
-) -> io::Result<ItemOutcome> {
+fn write_open_files(ctx: &Context, users: &UserNames, csv: &mut Csv<'_>) -> io::Result<ItemOutcome> {
     let mut walk = match ProcessWalk::new(ctx) {
         Ok(walk) => walk,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -69,8 +59,15 @@ fn write_open_files(
             }
         };
         let owner = ProcessOwner::read(&process, users);
+        let mut unreadable: Option<String> = None;
         for link in links {
+            if let Err(why) = &link.target {
+                unreadable.get_or_insert_with(|| format!("pid {}: {why}", process.pid()));
+            }
             csv.row(row(&process, &owner, &link))?;
+        }
+        if let Some(why) = unreadable {
+            problems.add("processes with unreadable descriptors", why);
         }
     }
     problems.merge(&walk.problems);
@@ -95,9 +92,12 @@ impl ProcessOwner {
     }
 }
 
+/// A descriptor whose link cannot be read keeps its row, with type `unknown` and an
+/// empty target: that the descriptor exists is still worth knowing.
 fn row(process: &Process, owner: &ProcessOwner, link: &FdLink) -> [String; 8] {
-    let kind = fd_type(&link.target);
-    let deleted = kind == "file" && link.target.ends_with(DELETED_SUFFIX);
+    let target: &[u8] = link.target.as_deref().unwrap_or_default();
+    let kind = if link.target.is_ok() { fd_type(target) } else { "unknown" };
+    let deleted = kind == "file" && target.ends_with(DELETED_SUFFIX);
     [
         process.pid().to_string(),
         owner.name.clone(),
@@ -105,7 +105,7 @@ fn row(process: &Process, owner: &ProcessOwner, link: &FdLink) -> [String; 8] {
         owner.user.clone(),
         link.fd.to_string(),
         kind.to_owned(),
-        String::from_utf8_lossy(&link.target).into_owned(),
+        String::from_utf8_lossy(target).into_owned(),
         deleted.to_string(),
     ]
 }
@@ -137,10 +137,7 @@ mod tests {
     fn descriptors_are_typed_and_deleted_files_flagged() {
         let f = Fixture::new();
         f.write("/etc/passwd", PASSWD_FIXTURE);
-        f.process(&FakeProcess {
-            uid: 1001,
-            ..FakeProcess::new(300, "backdoor")
-        });
+        f.process(&FakeProcess { uid: 1001, ..FakeProcess::new(300, "backdoor") });
         f.fd(300, 0, "/dev/null");
         f.fd(300, 1, "pipe:[4001]");
         f.fd(300, 3, "socket:[4002]");
@@ -185,16 +182,29 @@ mod tests {
         let sink = run(&OpenFiles, f.root());
         let item = sink.item("open_files.csv");
         assert_eq!(item.status(), ItemStatus::Partial);
-        assert!(
-            item.outcome
-                .error
-                .as_ref()
-                .unwrap()
-                .starts_with("processes whose descriptors could not be listed: 1")
-        );
+        assert!(item.outcome.error.as_ref().unwrap().starts_with("processes whose descriptors could not be listed: 1"));
         let rows = item.rows();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0]["target"], "/dev/console");
+    }
+
+    #[test]
+    fn a_descriptor_whose_link_cannot_be_read_keeps_its_row() {
+        let f = Fixture::new();
+        f.process(&FakeProcess::new(1, "init"));
+        f.fd(1, 0, "/dev/console");
+        // readlink fails (EINVAL) on a file that is not a link, as the kernel may refuse
+        // (EACCES) the links of a protected process even to root.
+        f.write("/proc/1/fd/9", "");
+        let sink = run(&OpenFiles, f.root());
+        let item = sink.item("open_files.csv");
+        assert_eq!(item.status(), ItemStatus::Partial);
+        let why = item.outcome.error.clone().unwrap();
+        assert!(why.starts_with("processes with unreadable descriptors: 1 (first: pid 1: "), "{why}");
+        let rows = item.rows();
+        let nine = rows.iter().find(|r| r["fd"] == "9").unwrap();
+        assert_eq!((nine["type"].as_str(), nine["target"].as_str()), ("unknown", ""));
+        assert_eq!(rows.iter().find(|r| r["fd"] == "0").unwrap()["target"], "/dev/console");
     }
 
     #[test]

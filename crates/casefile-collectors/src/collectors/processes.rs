@@ -11,8 +11,7 @@ use crate::{CollectError, Collector, Context};
 use super::accounts::UserNames;
 use super::common::{CANCELLED, Csv, Problems, csv_file, utc_timestamp};
 use super::procs::{
-    self, BootClock, Link, ProcessWalk, ReadError, Stat, command_line, parse_stat, read_file,
-    read_link,
+    self, BootClock, Link, ProcessWalk, ReadError, Stat, command_line, parse_stat, read_file, read_link,
 };
 
 pub struct Processes;
@@ -52,9 +51,7 @@ impl Collector for Processes {
 
     fn collect(&self, ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), CollectError> {
         let users = UserNames::load(ctx);
-        csv_file(sink, "processes.csv", SOURCE, &HEADER, |csv| {
-            write_processes(ctx, &users, csv)
-        })?;
+        csv_file(sink, "processes.csv", SOURCE, &HEADER, |csv| write_processes(ctx, &users, csv))?;
         ctx.check_cancelled()
     }
 }
@@ -69,15 +66,13 @@ fn write_processes(ctx: &Context, users: &UserNames, csv: &mut Csv<'_>) -> io::R
     };
     let mut problems = Problems::default();
     // Without the boot time start times stay empty; the rest is still worth having.
-    let clock = BootClock::load(ctx)
-        .map_err(|e| problems.add("start times unknown", format!("/proc/stat: {e}")))
-        .ok();
+    let clock = BootClock::load(ctx).map_err(|e| problems.add("start times unknown", format!("/proc/stat: {e}"))).ok();
     for process in &mut walk {
         if ctx.cancel.is_cancelled() {
             return Ok(ItemOutcome::partial(CANCELLED));
         }
         if let Some(row) = ProcessRow::read(&process, clock.as_ref(), users, &mut problems) {
-            csv.row(row.fields())?;
+            csv.row(row.into_fields())?;
         }
     }
     problems.merge(&walk.problems);
@@ -104,12 +99,7 @@ struct ProcessRow {
 impl ProcessRow {
     /// `None` when the process exited before its `stat` could be read. Fields that
     /// cannot be read stay empty and count once per process in `problems`.
-    fn read(
-        process: &Process,
-        clock: Option<&BootClock>,
-        users: &UserNames,
-        problems: &mut Problems,
-    ) -> Option<Self> {
+    fn read(process: &Process, clock: Option<&BootClock>, users: &UserNames, problems: &mut Problems) -> Option<Self> {
         let mut errors = FieldErrors::default();
         let stat = match read_file(process, "stat", 4096) {
             Ok(raw) => parse_stat(&raw).unwrap_or_else(|| {
@@ -122,23 +112,14 @@ impl ProcessRow {
                 Stat::default()
             }
         };
-        let uid = procs::process_uid(process)
-            .map_err(|e| errors.note("status", e))
-            .ok();
+        let uid = procs::process_uid(process).map_err(|e| errors.note("status", e)).ok();
         let command_line = read_file(process, "cmdline", CMDLINE_LIMIT)
             .map(|raw| command_line(&raw))
             .map_err(|e| errors.note("cmdline", e))
             .unwrap_or_default();
-        let executable = read_link(process, Link::Exe)
-            .map_err(|e| errors.note("exe", e))
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let cwd = read_link(process, Link::Cwd)
-            .map_err(|e| errors.note("cwd", e))
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let executable =
+            read_link(process, Link::Exe).map_err(|e| errors.note("exe", e)).ok().flatten().unwrap_or_default();
+        let cwd = read_link(process, Link::Cwd).map_err(|e| errors.note("cwd", e)).ok().flatten().unwrap_or_default();
         if let Some(why) = errors.first {
             problems.add("processes with unreadable fields", why);
         }
@@ -157,9 +138,7 @@ impl ProcessRow {
             start_time,
             threads: text(stat.threads),
             rss_bytes: text(
-                stat.rss_pages
-                    .and_then(|p| u64::try_from(p).ok())
-                    .map(|p| p.saturating_mul(procfs::page_size())),
+                stat.rss_pages.and_then(|p| u64::try_from(p).ok()).map(|p| p.saturating_mul(procfs::page_size())),
             ),
             executable_deleted: executable.ends_with(DELETED_SUFFIX),
             executable,
@@ -169,21 +148,21 @@ impl ProcessRow {
         })
     }
 
-    fn fields(&self) -> [String; 13] {
+    fn into_fields(self) -> [String; 13] {
         [
             self.pid.to_string(),
-            self.ppid.clone(),
-            self.name.clone(),
-            self.state.clone(),
-            self.uid.clone(),
-            self.user.clone(),
-            self.start_time.clone(),
-            self.threads.clone(),
-            self.rss_bytes.clone(),
-            self.executable.clone(),
+            self.ppid,
+            self.name,
+            self.state,
+            self.uid,
+            self.user,
+            self.start_time,
+            self.threads,
+            self.rss_bytes,
+            self.executable,
             self.executable_deleted.to_string(),
-            self.cwd.clone(),
-            self.command_line.clone(),
+            self.cwd,
+            self.command_line,
         ]
     }
 }
@@ -218,10 +197,7 @@ mod tests {
     fn fixture() -> Fixture {
         let f = Fixture::new();
         f.write("/etc/passwd", PASSWD_FIXTURE);
-        f.write(
-            "/proc/stat",
-            format!("cpu  1 2 3 4\nbtime {BOOT}\nprocesses 99\n"),
-        );
+        f.write("/proc/stat", format!("cpu  1 2 3 4\nbtime {BOOT}\nprocesses 99\n"));
         f
     }
 
@@ -229,10 +205,7 @@ mod tests {
         rows: &[std::collections::HashMap<String, String>],
         pid: &str,
     ) -> std::collections::HashMap<String, String> {
-        rows.iter()
-            .find(|r| r["pid"] == pid)
-            .unwrap_or_else(|| panic!("no row for pid {pid}"))
-            .clone()
+        rows.iter().find(|r| r["pid"] == pid).unwrap_or_else(|| panic!("no row for pid {pid}")).clone()
     }
 
     #[test]
@@ -281,10 +254,7 @@ mod tests {
         let sink = run(&Processes, f.root());
         let row = by_pid(&sink.item("processes.csv").rows(), "77");
         assert_eq!(row["command_line"], command_line(&cmdline));
-        assert_eq!(
-            row["command_line"],
-            "/tmp/x a,b say \"hi\" line1\nline2 \u{fffd}\u{fffd}bad"
-        );
+        assert_eq!(row["command_line"], "/tmp/x a,b say \"hi\" line1\nline2 \u{fffd}\u{fffd}bad");
         assert_eq!(row["name"], "x, \"y\"\nz");
         assert_eq!(row["executable"], "/tmp/x (deleted)");
         assert_eq!(row["executable_deleted"], "true");
@@ -309,17 +279,10 @@ mod tests {
         let f = fixture();
         // An `exe` that is not a link cannot be read (EINVAL), as a process of another
         // user cannot (EACCES) when the agent runs unprivileged.
-        f.process(&FakeProcess {
-            exe: None,
-            ..FakeProcess::new(20, "odd")
-        });
+        f.process(&FakeProcess { exe: None, ..FakeProcess::new(20, "odd") });
         f.write("/proc/20/exe", "not a link");
         // Kernel threads have no `exe` at all: empty, but not a problem.
-        f.process(&FakeProcess {
-            exe: None,
-            cmdline: Vec::new(),
-            ..FakeProcess::new(2, "kthreadd")
-        });
+        f.process(&FakeProcess { exe: None, cmdline: Vec::new(), ..FakeProcess::new(2, "kthreadd") });
         let sink = run(&Processes, f.root());
         let item = sink.item("processes.csv");
         assert_eq!(item.status(), ItemStatus::Partial);
@@ -349,10 +312,7 @@ mod tests {
     fn a_root_without_proc_is_not_applicable() {
         let f = Fixture::new();
         let sink = run(&Processes, f.root());
-        assert_eq!(
-            sink.item("processes.csv").status(),
-            ItemStatus::NotApplicable
-        );
+        assert_eq!(sink.item("processes.csv").status(), ItemStatus::NotApplicable);
     }
 
     #[test]

@@ -71,16 +71,11 @@ pub(crate) struct ProcessWalk {
 
 impl ProcessWalk {
     pub(crate) fn new(ctx: &Context) -> io::Result<Self> {
-        let inner = procfs::process::all_processes_with_root(proc_root(ctx)).map_err(|e| {
-            match ReadError::from(e) {
-                ReadError::Gone => io::Error::from(io::ErrorKind::NotFound),
-                ReadError::Failed(why) => io::Error::other(why),
-            }
+        let inner = procfs::process::all_processes_with_root(proc_root(ctx)).map_err(|e| match ReadError::from(e) {
+            ReadError::Gone => io::Error::from(io::ErrorKind::NotFound),
+            ReadError::Failed(why) => io::Error::other(why),
         })?;
-        Ok(Self {
-            inner,
-            problems: Problems::default(),
-        })
+        Ok(Self { inner, problems: Problems::default() })
     }
 }
 
@@ -103,8 +98,7 @@ impl Iterator for ProcessWalk {
 /// Reads at most `limit` bytes of a file of the process's directory. Opened relative to
 /// the directory handle the walk holds, so a recycled pid cannot swap the process.
 pub(crate) fn read_file(process: &Process, name: &str, limit: u64) -> Result<Vec<u8>, ReadError> {
-    let file: File =
-        process.open_relative_flags(name, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK)?;
+    let file: File = process.open_relative_flags(name, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK)?;
     let mut buf = Vec::new();
     file.take(limit).read_to_end(&mut buf)?;
     Ok(buf)
@@ -125,9 +119,7 @@ pub(crate) fn read_link(process: &Process, link: Link) -> Result<Option<String>,
         Link::Cwd => process.cwd(),
     };
     match target.map_err(ReadError::from) {
-        Ok(path) => Ok(Some(
-            String::from_utf8_lossy(path.as_os_str().as_bytes()).into_owned(),
-        )),
+        Ok(path) => Ok(Some(String::from_utf8_lossy(path.as_os_str().as_bytes()).into_owned())),
         Err(ReadError::Gone) => Ok(None),
         Err(e) => Err(e),
     }
@@ -174,13 +166,7 @@ pub(crate) fn parse_stat(raw: &[u8]) -> Option<Stat> {
 pub(crate) fn parse_status_euid(raw: &[u8]) -> Option<u32> {
     raw.split(|&b| b == b'\n')
         .find_map(|line| line.strip_prefix(b"Uid:"))
-        .and_then(|ids| {
-            ascii_str(ids)?
-                .split_ascii_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()
-        })
+        .and_then(|ids| ascii_str(ids)?.split_ascii_whitespace().nth(1)?.parse().ok())
 }
 
 /// The effective uid of a process: from `status`, or else the owner of its directory.
@@ -198,45 +184,41 @@ pub(crate) fn process_uid(process: &Process) -> Result<u32, ReadError> {
 /// The short name of a process (`comm`).
 pub(crate) fn process_name(process: &Process) -> Result<String, ReadError> {
     let raw = read_file(process, "comm", 4096)?;
-    Ok(String::from_utf8_lossy(&raw)
-        .trim_end_matches('\n')
-        .to_owned())
+    Ok(String::from_utf8_lossy(&raw).trim_end_matches('\n').to_owned())
 }
 
 /// `cmdline`: arguments are NUL-separated; they are joined with spaces, and bytes that
 /// are not UTF-8 are replaced, so the result is safe to put in any CSV field.
 pub(crate) fn command_line(raw: &[u8]) -> String {
     let end = raw.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    let joined: Vec<u8> = raw[..end]
-        .iter()
-        .map(|&b| if b == 0 { b' ' } else { b })
-        .collect();
+    let joined: Vec<u8> = raw[..end].iter().map(|&b| if b == 0 { b' ' } else { b }).collect();
     String::from_utf8_lossy(&joined).into_owned()
 }
 
-/// One open file descriptor of a process: its number and the target of its link.
+/// One open file descriptor of a process: its number and the target of its link, or
+/// why the link could not be read (the kernel may refuse it even to root).
 #[derive(Debug)]
 pub(crate) struct FdLink {
     pub(crate) fd: u64,
-    pub(crate) target: Vec<u8>,
+    pub(crate) target: Result<Vec<u8>, String>,
 }
 
 /// The open file descriptors of process `pid`, read lazily from `<proc>/<pid>/fd`.
 /// Descriptors closed while we read are skipped.
-pub(crate) fn fd_links(
-    proc_root: &Path,
-    pid: i32,
-) -> Result<impl Iterator<Item = FdLink>, ReadError> {
+pub(crate) fn fd_links(proc_root: &Path, pid: i32) -> Result<impl Iterator<Item = FdLink>, ReadError> {
     let dir = proc_root.join(pid.to_string()).join("fd");
     let entries = std::fs::read_dir(&dir)?;
     Ok(entries.filter_map(|entry| {
         let entry = entry.ok()?;
         let fd = ascii_str(entry.file_name().as_bytes())?.parse().ok()?;
-        let target = std::fs::read_link(entry.path()).ok()?;
-        Some(FdLink {
-            fd,
-            target: target.into_os_string().into_vec(),
-        })
+        let target = match std::fs::read_link(entry.path()) {
+            Ok(target) => Ok(target.into_os_string().into_vec()),
+            Err(e) => match ReadError::from(e) {
+                ReadError::Gone => return None,
+                ReadError::Failed(why) => Err(why),
+            },
+        };
+        Some(FdLink { fd, target })
     }))
 }
 
@@ -257,12 +239,9 @@ pub(crate) struct BootClock {
 impl BootClock {
     pub(crate) fn load(ctx: &Context) -> io::Result<Self> {
         let stat = super::common::read_capped(&proc_root(ctx).join("stat"), 1 << 20)?;
-        let boot_time = parse_btime(&stat)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no btime line"))?;
-        Ok(Self {
-            boot_time,
-            ticks_per_second: procfs::ticks_per_second().max(1),
-        })
+        let boot_time =
+            parse_btime(&stat).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no btime line"))?;
+        Ok(Self { boot_time, ticks_per_second: procfs::ticks_per_second().max(1) })
     }
 
     /// Seconds since the epoch `ticks` after boot.
@@ -316,10 +295,7 @@ mod tests {
 
     #[test]
     fn command_lines_join_arguments_with_spaces() {
-        assert_eq!(
-            command_line(b"/bin/sh\0-c\0echo hi\0"),
-            "/bin/sh -c echo hi"
-        );
+        assert_eq!(command_line(b"/bin/sh\0-c\0echo hi\0"), "/bin/sh -c echo hi");
         assert_eq!(command_line(b""), "");
         assert_eq!(command_line(b"a\0\xff\0"), "a \u{fffd}");
     }

@@ -9,9 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{CollectError, Collector, Context};
 
-use super::common::{
-    Problems, copy_file, csv_file, is_missing, open_lines, read_capped, read_value, utc_timestamp,
-};
+use super::common::{Problems, copy_file, csv_file, is_missing, open_lines, read_capped, read_value, utc_timestamp};
 use super::procs::parse_btime;
 
 pub struct SystemInfo;
@@ -27,18 +25,8 @@ impl Collector for SystemInfo {
 
     fn collect(&self, ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), CollectError> {
         write_os_json(ctx, sink)?;
-        copy_file(
-            sink,
-            "cpuinfo.txt",
-            &ctx.path("/proc/cpuinfo"),
-            "/proc/cpuinfo",
-        )?;
-        copy_file(
-            sink,
-            "meminfo.txt",
-            &ctx.path("/proc/meminfo"),
-            "/proc/meminfo",
-        )?;
+        copy_file(sink, "cpuinfo.txt", &ctx.path("/proc/cpuinfo"), "/proc/cpuinfo")?;
+        copy_file(sink, "meminfo.txt", &ctx.path("/proc/meminfo"), "/proc/meminfo")?;
         write_hardware(ctx, sink)?;
         ctx.check_cancelled()
     }
@@ -86,13 +74,10 @@ fn os_info(ctx: &Context, problems: &mut Problems) -> Value {
     let machine_id = value("/etc/machine-id", false);
     let architecture = value("/proc/sys/kernel/arch", false).or_else(|| live_architecture(ctx));
     let timezone = value("/etc/timezone", false).or_else(|| timezone_from_localtime(ctx));
-    let uptime_seconds = read_value(&ctx.path("/proc/uptime"))
-        .ok()
-        .and_then(|u| u.split_whitespace().next()?.parse::<f64>().ok());
-    let boot_time = read_capped(&ctx.path("/proc/stat"), 1 << 20)
-        .ok()
-        .and_then(|stat| parse_btime(&stat))
-        .map(utc_timestamp);
+    let uptime_seconds =
+        read_value(&ctx.path("/proc/uptime")).ok().and_then(|u| u.split_whitespace().next()?.parse::<f64>().ok());
+    let boot_time =
+        read_capped(&ctx.path("/proc/stat"), 1 << 20).ok().and_then(|stat| parse_btime(&stat)).map(utc_timestamp);
     json!({
         "hostname": hostname,
         "domain_name": domain_name,
@@ -109,12 +94,7 @@ fn os_info(ctx: &Context, problems: &mut Problems) -> Value {
 
 /// `uname -m` when describing the running host; an image's architecture is unknown.
 fn live_architecture(ctx: &Context) -> Option<String> {
-    (ctx.root == Path::new("/")).then(|| {
-        rustix::system::uname()
-            .machine()
-            .to_string_lossy()
-            .into_owned()
-    })
+    (ctx.root == Path::new("/")).then(|| rustix::system::uname().machine().to_string_lossy().into_owned())
 }
 
 /// `Europe/Berlin` from `/etc/localtime -> /usr/share/zoneinfo/Europe/Berlin`.
@@ -213,29 +193,21 @@ const DMI_FIELDS: [&str; 17] = [
 
 fn write_hardware(ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), PackageError> {
     let source = "/sys/class/dmi/id/*";
-    csv_file(
-        sink,
-        "hardware.csv",
-        source,
-        &["field", "value", "note"],
-        |csv| {
-            let dir = ctx.path(DMI_DIR);
-            if !dir.is_dir() {
-                return Ok(ItemOutcome::not_applicable(
-                    "no DMI information (/sys/class/dmi/id not present)",
-                ));
-            }
-            for field in DMI_FIELDS {
-                let (value, note) = match read_value(&dir.join(field)) {
-                    Ok(value) => (value, String::new()),
-                    Err(e) if is_missing(&e) => (String::new(), String::new()),
-                    Err(e) => (String::new(), e.to_string()),
-                };
-                csv.row([field, value.as_str(), note.as_str()])?;
-            }
-            Ok(ItemOutcome::ok())
-        },
-    )
+    csv_file(sink, "hardware.csv", source, &["field", "value", "note"], |csv| {
+        let dir = ctx.path(DMI_DIR);
+        if !dir.is_dir() {
+            return Ok(ItemOutcome::not_applicable("no DMI information (/sys/class/dmi/id not present)"));
+        }
+        for field in DMI_FIELDS {
+            let (value, note) = match read_value(&dir.join(field)) {
+                Ok(value) => (value, String::new()),
+                Err(e) if is_missing(&e) => (String::new(), String::new()),
+                Err(e) => (String::new(), e.to_string()),
+            };
+            csv.row([field, value.as_str(), note.as_str()])?;
+        }
+        Ok(ItemOutcome::ok())
+    })
 }
 
 #[cfg(test)]
@@ -254,10 +226,7 @@ mod tests {
         f.write("/proc/sys/kernel/hostname", "web01\n");
         f.write("/proc/sys/kernel/domainname", "(none)\n");
         f.write("/proc/sys/kernel/osrelease", "6.1.0-18-amd64\n");
-        f.write(
-            "/proc/sys/kernel/version",
-            "#1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1\n",
-        );
+        f.write("/proc/sys/kernel/version", "#1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1\n");
         f.write("/proc/sys/kernel/arch", "x86_64\n");
         f.write("/proc/uptime", "3600.25 7000.00\n");
         f.write("/proc/stat", "cpu 1 2 3\nbtime 1700000000\n");
@@ -270,12 +239,7 @@ mod tests {
         f.write("/proc/cpuinfo", "processor\t: 0\nmodel name\t: Test CPU\n");
         let sink = run(&SystemInfo, f.root());
 
-        assert_eq!(
-            sink.item("os.json").status(),
-            ItemStatus::Ok,
-            "{:?}",
-            sink.item("os.json").outcome
-        );
+        assert_eq!(sink.item("os.json").status(), ItemStatus::Ok, "{:?}", sink.item("os.json").outcome);
         let os = os_json(&sink);
         assert_eq!(os["hostname"], "web01");
         assert_eq!(os["domain_name"], Value::Null);
@@ -285,23 +249,14 @@ mod tests {
         assert_eq!(os["boot_time_utc"], "2023-11-14T22:13:20Z");
         assert_eq!(os["machine_id"], "0123456789abcdef0123456789abcdef");
         assert_eq!(os["timezone"], "Europe/Berlin");
-        assert_eq!(
-            os["os_release"]["PRETTY_NAME"],
-            "Debian GNU/Linux 12 (bookworm)"
-        );
+        assert_eq!(os["os_release"]["PRETTY_NAME"], "Debian GNU/Linux 12 (bookworm)");
         assert_eq!(os["os_release"]["VERSION_ID"], "12");
         assert_eq!(os["os_release"]["NAME"], "say \"hi\"");
         assert_eq!(os["os_release"].as_object().unwrap().len(), 4);
 
-        assert_eq!(
-            sink.item("cpuinfo.txt").text(),
-            "processor\t: 0\nmodel name\t: Test CPU\n"
-        );
+        assert_eq!(sink.item("cpuinfo.txt").text(), "processor\t: 0\nmodel name\t: Test CPU\n");
         assert_eq!(sink.item("meminfo.txt").status(), ItemStatus::NotApplicable);
-        assert_eq!(
-            sink.item("hardware.csv").status(),
-            ItemStatus::NotApplicable
-        );
+        assert_eq!(sink.item("hardware.csv").status(), ItemStatus::NotApplicable);
     }
 
     #[test]
@@ -316,23 +271,14 @@ mod tests {
         assert_eq!(os["os_release"], Value::Null);
         let item = sink.item("os.json");
         assert_eq!(item.status(), ItemStatus::Partial);
-        assert!(
-            item.outcome
-                .error
-                .as_ref()
-                .unwrap()
-                .contains("/proc/sys/kernel/osrelease")
-        );
+        assert!(item.outcome.error.as_ref().unwrap().contains("/proc/sys/kernel/osrelease"));
     }
 
     #[test]
     fn hardware_lists_dmi_fields_with_unreadable_ones_empty() {
         let f = Fixture::new();
         f.write("/sys/class/dmi/id/sys_vendor", "QEMU\n");
-        f.write(
-            "/sys/class/dmi/id/product_name",
-            "Standard PC (Q35 + ICH9, 2009)\n",
-        );
+        f.write("/sys/class/dmi/id/product_name", "Standard PC (Q35 + ICH9, 2009)\n");
         // A directory stands in for a root-only file: reading it fails for everyone.
         f.mkdir("/sys/class/dmi/id/product_serial");
         let sink = run(&SystemInfo, f.root());
@@ -342,10 +288,7 @@ mod tests {
         assert_eq!(rows.len(), DMI_FIELDS.len());
         let get = |field: &str| rows.iter().find(|r| r["field"] == field).unwrap().clone();
         assert_eq!(get("sys_vendor")["value"], "QEMU");
-        assert_eq!(
-            get("product_name")["value"],
-            "Standard PC (Q35 + ICH9, 2009)"
-        );
+        assert_eq!(get("product_name")["value"], "Standard PC (Q35 + ICH9, 2009)");
         assert_eq!(get("product_serial")["value"], "");
         assert!(!get("product_serial")["note"].is_empty());
         assert_eq!(get("board_serial")["note"], "");
@@ -359,10 +302,7 @@ mod tests {
         let os = os_json(&sink);
         let uname = rustix::system::uname();
         assert_eq!(os["hostname"], uname.nodename().to_string_lossy().as_ref());
-        assert_eq!(
-            os["kernel_release"],
-            uname.release().to_string_lossy().as_ref()
-        );
+        assert_eq!(os["kernel_release"], uname.release().to_string_lossy().as_ref());
         assert!(os["uptime_seconds"].as_f64().unwrap() > 0.0);
         assert_eq!(sink.item("cpuinfo.txt").status(), ItemStatus::Ok);
         assert!(sink.item("meminfo.txt").text().contains("MemTotal:"));

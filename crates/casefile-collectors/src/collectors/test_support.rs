@@ -35,23 +35,14 @@ impl MemItem {
             .records()
             .map(|r| {
                 let record = r.expect("valid CSV record");
-                header
-                    .iter()
-                    .zip(record.iter())
-                    .map(|(h, v)| (h.to_owned(), v.to_owned()))
-                    .collect()
+                header.iter().zip(record.iter()).map(|(h, v)| (h.to_owned(), v.to_owned())).collect()
             })
             .collect()
     }
 
     pub fn header(&self) -> Vec<String> {
         let mut reader = csv::Reader::from_reader(self.bytes.as_slice());
-        reader
-            .headers()
-            .expect("header row")
-            .iter()
-            .map(str::to_owned)
-            .collect()
+        reader.headers().expect("header row").iter().map(str::to_owned).collect()
     }
 }
 
@@ -70,25 +61,17 @@ impl ItemSink for MemorySink {
     ) -> Result<(), PackageError> {
         let mut bytes = Vec::new();
         let outcome = fill(&mut bytes).unwrap_or_else(|e| ItemOutcome::failed(e.to_string()));
-        self.items.push(MemItem {
-            name: name.to_owned(),
-            source: source.to_owned(),
-            bytes,
-            outcome,
-        });
+        self.items.push(MemItem { name: name.to_owned(), source: source.to_owned(), bytes, outcome });
         Ok(())
     }
 }
 
 impl MemorySink {
     pub fn item(&self, name: &str) -> &MemItem {
-        self.items
-            .iter()
-            .find(|i| i.name == name)
-            .unwrap_or_else(|| {
-                let names: Vec<&str> = self.items.iter().map(|i| i.name.as_str()).collect();
-                panic!("no item {name:?}; items: {names:?}")
-            })
+        self.items.iter().find(|i| i.name == name).unwrap_or_else(|| {
+            let names: Vec<&str> = self.items.iter().map(|i| i.name.as_str()).collect();
+            panic!("no item {name:?}; items: {names:?}")
+        })
     }
 
     pub fn names(&self) -> Vec<&str> {
@@ -96,16 +79,16 @@ impl MemorySink {
     }
 }
 
+/// The row whose `column` is `value`.
+pub fn find_row<'a>(rows: &'a [HashMap<String, String>], column: &str, value: &str) -> &'a HashMap<String, String> {
+    rows.iter().find(|r| r[column] == value).unwrap_or_else(|| panic!("no row with {column} = {value}: {rows:?}"))
+}
+
 /// Runs `collector` over `root`, failing the test if it returns an error.
 pub fn run(collector: &dyn Collector, root: &Path) -> MemorySink {
-    let ctx = Context {
-        root: root.to_path_buf(),
-        cancel: CancellationToken::new(),
-    };
+    let ctx = Context { root: root.to_path_buf(), cancel: CancellationToken::new() };
     let mut sink = MemorySink::default();
-    collector
-        .collect(&ctx, &mut sink)
-        .unwrap_or_else(|e| panic!("{} failed: {e}", collector.name()));
+    collector.collect(&ctx, &mut sink).unwrap_or_else(|e| panic!("{} failed: {e}", collector.name()));
     sink
 }
 
@@ -121,9 +104,7 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
+        Self { dir: tempfile::tempdir().expect("tempdir") }
     }
 
     pub fn root(&self) -> &Path {
@@ -169,7 +150,11 @@ impl Fixture {
             &format!("{dir}/status"),
             format!(
                 "Name:\t{}\nState:\t{}\nPid:\t{}\nPPid:\t{}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nThreads:\t{}\n",
-                p.name, p.state, p.pid, p.ppid, p.threads,
+                p.name,
+                p.state,
+                p.pid,
+                p.ppid,
+                p.threads,
                 uid = p.uid
             ),
         );

@@ -10,8 +10,7 @@ use crate::{CollectError, Collector, Context};
 
 use super::accounts::{GROUP, PASSWD, group_fields, passwd_fields};
 use super::common::{
-    CANCELLED, Csv, Problems, copy_file, csv_file, is_missing, open_lines, open_regular,
-    utc_timestamp,
+    CANCELLED, Csv, Problems, copy_file, csv_file, is_missing, open_lines, open_regular, utc_timestamp,
 };
 
 pub struct Users;
@@ -92,17 +91,8 @@ const SESSION_LOGS: [(&str, &[&str]); 3] = [
     ("logged_in.csv", &["/run/utmp", "/var/run/utmp"]),
 ];
 
-const SESSION_HEADER: [&str; 9] = [
-    "time_utc",
-    "type",
-    "user",
-    "terminal",
-    "host",
-    "ip_address",
-    "pid",
-    "session",
-    "terminal_id",
-];
+const SESSION_HEADER: [&str; 9] =
+    ["time_utc", "type", "user", "terminal", "host", "ip_address", "pid", "session", "terminal_id"];
 
 /// Size of glibc's `struct utmp` on 64-bit Linux (x86_64, aarch64): the layout below,
 /// with 32-bit times for compatibility with 32-bit programs.
@@ -134,8 +124,7 @@ impl UtmpRecord {
     /// i32 addr_v6[4], 20 unused`.
     fn parse(raw: &[u8; UTMP_SIZE]) -> Self {
         let i16_at = |at: usize| i16::from_le_bytes([raw[at], raw[at + 1]]);
-        let i32_at =
-            |at: usize| i32::from_le_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]);
+        let i32_at = |at: usize| i32::from_le_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]);
         let text = |at: usize, len: usize| c_string(&raw[at..at + len]);
         let mut address = [0u8; 16];
         address.copy_from_slice(&raw[348..364]);
@@ -195,9 +184,7 @@ fn ip_address(bytes: [u8; 16]) -> Option<IpAddr> {
     if bytes == [0; 16] {
         None
     } else if bytes[4..] == [0; 12] {
-        Some(IpAddr::V4(Ipv4Addr::new(
-            bytes[0], bytes[1], bytes[2], bytes[3],
-        )))
+        Some(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])))
     } else {
         Some(IpAddr::V6(Ipv6Addr::from(bytes)))
     }
@@ -210,11 +197,7 @@ fn write_session_log(
     candidates: &[&str],
 ) -> Result<(), PackageError> {
     // The first candidate that exists (utmp moved from /var/run to /run).
-    let abs = candidates
-        .iter()
-        .copied()
-        .find(|abs| ctx.path(abs).symlink_metadata().is_ok())
-        .unwrap_or(candidates[0]);
+    let abs = candidates.iter().copied().find(|abs| ctx.path(abs).symlink_metadata().is_ok()).unwrap_or(candidates[0]);
     csv_file(sink, name, abs, &SESSION_HEADER, |csv| {
         let file = match open_regular(&ctx.path(abs)) {
             Ok(file) => file,
@@ -229,11 +212,7 @@ fn write_session_log(
 
 /// Streams utmp records as CSV rows, skipping empty slots. A trailing partial record
 /// (a truncated or tampered file) makes the item partial.
-fn write_utmp_records(
-    ctx: &Context,
-    mut reader: impl Read,
-    csv: &mut Csv<'_>,
-) -> io::Result<ItemOutcome> {
+fn write_utmp_records(ctx: &Context, mut reader: impl Read, csv: &mut Csv<'_>) -> io::Result<ItemOutcome> {
     let mut record = [0u8; UTMP_SIZE];
     loop {
         if ctx.cancel.is_cancelled() {
@@ -289,10 +268,7 @@ fn copy_sudoers_d(ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), PackageE
             return sink.file("sudoers.d", SUDOERS_D, |_| Ok(outcome));
         }
     };
-    let mut names: Vec<_> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name())
-        .collect();
+    let mut names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
     names.sort();
     for name in names {
         let path = ctx.path(SUDOERS_D).join(&name);
@@ -314,14 +290,7 @@ mod tests {
     use casefile_package::ItemStatus;
 
     /// A utmp record as glibc writes it on x86_64.
-    fn utmp_record(
-        kind: i16,
-        user: &str,
-        line: &str,
-        host: &str,
-        time: i32,
-        addr: [u8; 16],
-    ) -> Vec<u8> {
+    fn utmp_record(kind: i16, user: &str, line: &str, host: &str, time: i32, addr: [u8; 16]) -> Vec<u8> {
         let mut raw = vec![0u8; UTMP_SIZE];
         raw[0..2].copy_from_slice(&kind.to_le_bytes());
         raw[4..8].copy_from_slice(&4321i32.to_le_bytes());
@@ -345,25 +314,11 @@ mod tests {
     #[test]
     fn wtmp_records_decode_user_host_address_and_time() {
         let f = Fixture::new();
-        let mut wtmp = utmp_record(
-            7,
-            "alice",
-            "pts/0",
-            "203.0.113.9",
-            1_700_000_000,
-            v4(203, 0, 113, 9),
-        );
+        let mut wtmp = utmp_record(7, "alice", "pts/0", "203.0.113.9", 1_700_000_000, v4(203, 0, 113, 9));
         wtmp.extend(utmp_record(EMPTY, "", "", "", 0, [0; 16]));
         wtmp.extend(utmp_record(8, "", "pts/0", "", 1_700_000_600, [0; 16]));
         let v6: [u8; 16] = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets();
-        wtmp.extend(utmp_record(
-            7,
-            "bob",
-            "pts/1",
-            "2001:db8::1",
-            1_700_001_000,
-            v6,
-        ));
+        wtmp.extend(utmp_record(7, "bob", "pts/1", "2001:db8::1", 1_700_001_000, v6));
         f.write("/var/log/wtmp", &wtmp);
         let sink = run(&Users, f.root());
         let item = sink.item("logins.csv");
@@ -388,26 +343,13 @@ mod tests {
     #[test]
     fn a_truncated_log_keeps_whole_records_and_is_partial() {
         let f = Fixture::new();
-        let mut btmp = utmp_record(
-            6,
-            "root",
-            "ssh:notty",
-            "198.51.100.1",
-            1_700_000_000,
-            v4(198, 51, 100, 1),
-        );
+        let mut btmp = utmp_record(6, "root", "ssh:notty", "198.51.100.1", 1_700_000_000, v4(198, 51, 100, 1));
         btmp.extend(&utmp_record(6, "admin", "ssh:notty", "x", 1, [0; 16])[..100]);
         f.write("/var/log/btmp", &btmp);
         let sink = run(&Users, f.root());
         let item = sink.item("failed_logins.csv");
         assert_eq!(item.status(), ItemStatus::Partial);
-        assert!(
-            item.outcome
-                .error
-                .as_ref()
-                .unwrap()
-                .contains("100 trailing bytes")
-        );
+        assert!(item.outcome.error.as_ref().unwrap().contains("100 trailing bytes"));
         let rows = item.rows();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0]["user"], "root");
@@ -429,16 +371,10 @@ mod tests {
     #[test]
     fn accounts_groups_and_sudoers() {
         let f = Fixture::new();
-        f.write(
-            "/etc/passwd",
-            format!("{PASSWD_FIXTURE}not a passwd line\n"),
-        );
+        f.write("/etc/passwd", format!("{PASSWD_FIXTURE}not a passwd line\n"));
         f.write("/etc/group", "root:x:0:\nsudo:x:27:alice,bob\n");
         f.write("/etc/sudoers", "root ALL=(ALL:ALL) ALL\n");
-        f.write(
-            "/etc/sudoers.d/90-admins",
-            "%admins ALL=(ALL) NOPASSWD: ALL\n",
-        );
+        f.write("/etc/sudoers.d/90-admins", "%admins ALL=(ALL) NOPASSWD: ALL\n");
         f.write("/etc/sudoers.d/README", "# read me\n");
         f.mkdir("/etc/sudoers.d/subdir");
         f.symlink("loop", "/etc/sudoers.d/loop");
@@ -446,10 +382,7 @@ mod tests {
 
         let users = sink.item("users.csv");
         assert_eq!(users.status(), ItemStatus::Partial);
-        assert_eq!(
-            users.outcome.error.as_deref(),
-            Some("malformed lines skipped: 1 (first: line 4)")
-        );
+        assert_eq!(users.outcome.error.as_deref(), Some("malformed lines skipped: 1 (first: line 4)"));
         let rows = users.rows();
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[1]["user"], "alice");
@@ -464,10 +397,7 @@ mod tests {
         assert_eq!(groups[1]["members"], "alice,bob");
 
         assert_eq!(sink.item("sudoers").text(), "root ALL=(ALL:ALL) ALL\n");
-        assert_eq!(
-            sink.item("sudoers.d/90-admins").source,
-            "/etc/sudoers.d/90-admins"
-        );
+        assert_eq!(sink.item("sudoers.d/90-admins").source, "/etc/sudoers.d/90-admins");
         assert_eq!(sink.item("sudoers.d/README").status(), ItemStatus::Ok);
         // A symlink loop fails that one file, with the reason; nothing panics or hangs.
         let looped = sink.item("sudoers.d/loop");
@@ -482,20 +412,10 @@ mod tests {
     fn missing_files_are_not_applicable() {
         let f = Fixture::new();
         let sink = run(&Users, f.root());
-        for name in [
-            "users.csv",
-            "groups.csv",
-            "logins.csv",
-            "failed_logins.csv",
-            "logged_in.csv",
-            "sudoers",
-            "sudoers.d",
-        ] {
-            assert_eq!(
-                sink.item(name).status(),
-                ItemStatus::NotApplicable,
-                "{name}"
-            );
+        for name in
+            ["users.csv", "groups.csv", "logins.csv", "failed_logins.csv", "logged_in.csv", "sudoers", "sudoers.d"]
+        {
+            assert_eq!(sink.item(name).status(), ItemStatus::NotApplicable, "{name}");
         }
     }
 
@@ -509,14 +429,7 @@ mod tests {
         let sink = run(&Users, f.root());
         let users = sink.item("users.csv");
         assert_eq!(users.status(), ItemStatus::Failed);
-        assert!(
-            users
-                .outcome
-                .error
-                .as_ref()
-                .unwrap()
-                .starts_with("/etc/passwd: ")
-        );
+        assert!(users.outcome.error.as_ref().unwrap().starts_with("/etc/passwd: "));
         assert_eq!(sink.item("logins.csv").status(), ItemStatus::Failed);
     }
 
@@ -525,12 +438,7 @@ mod tests {
         let sink = run_live(&Users);
         let users = sink.item("users.csv");
         assert_eq!(users.status(), ItemStatus::Ok, "{:?}", users.outcome);
-        assert!(
-            users
-                .rows()
-                .iter()
-                .any(|r| r["user"] == "root" && r["uid"] == "0")
-        );
+        assert!(users.rows().iter().any(|r| r["user"] == "root" && r["uid"] == "0"));
         assert_eq!(sink.item("groups.csv").status(), ItemStatus::Ok);
     }
 }

@@ -64,26 +64,18 @@ impl Caller {
 pub fn valid_tenant_id(tid: &str) -> bool {
     !tid.is_empty()
         && tid.len() <= 64
-        && tid
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && tid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(|| {
-            ApiError::unauthorized("Authorization header is missing or is not 'Bearer <token>'")
-        })?;
-        let claims: AccessClaims = state
-            .keyring
-            .verify(token, &state.access_validation)
-            .map_err(token_error)?;
+        let token = bearer(parts)
+            .ok_or_else(|| ApiError::unauthorized("Authorization header is missing or is not 'Bearer <token>'"))?;
+        let claims: AccessClaims = state.keyring.verify(token, &state.access_validation).map_err(token_error)?;
         if !valid_tenant_id(&claims.tid) {
-            return Err(ApiError::unauthorized(
-                "The access token's tenant id (tid) is invalid",
-            ));
+            return Err(ApiError::unauthorized("The access token's tenant id (tid) is invalid"));
         }
         let requestor = claims
             .app_displayname
@@ -91,11 +83,7 @@ impl FromRequestParts<AppState> for Caller {
             .or_else(|| claims.upn.clone())
             .or_else(|| claims.appid.clone())
             .unwrap_or_else(|| claims.sub.clone());
-        Ok(Caller {
-            tenant_id: claims.tid,
-            requestor,
-            roles: claims.roles,
-        })
+        Ok(Caller { tenant_id: claims.tid, requestor, roles: claims.roles })
     }
 }
 
@@ -107,11 +95,7 @@ pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
 }
 
 /// Validation of access tokens: our issuer, an accepted audience, `exp` and `nbf`.
-pub fn access_validation(
-    issuer: &str,
-    extra_audiences: &[String],
-    leeway: u64,
-) -> jsonwebtoken::Validation {
+pub fn access_validation(issuer: &str, extra_audiences: &[String], leeway: u64) -> jsonwebtoken::Validation {
     let mut v = Keyring::validation();
     let mut audiences: Vec<&str> = MDE_AUDIENCES.to_vec();
     audiences.extend(extra_audiences.iter().map(String::as_str));
@@ -127,17 +111,11 @@ fn token_error(e: jsonwebtoken::errors::Error) -> ApiError {
     let message = match e.kind() {
         ErrorKind::ExpiredSignature => "The access token has expired",
         ErrorKind::ImmatureSignature => "The access token is not valid yet (nbf)",
-        ErrorKind::InvalidAudience => {
-            "The access token's audience (aud) is not accepted by this server"
-        }
+        ErrorKind::InvalidAudience => "The access token's audience (aud) is not accepted by this server",
         ErrorKind::InvalidIssuer => "The access token's issuer (iss) is not trusted by this server",
-        ErrorKind::InvalidSignature => {
-            "The access token's signature is invalid or its signing key is unknown"
-        }
+        ErrorKind::InvalidSignature => "The access token's signature is invalid or its signing key is unknown",
         ErrorKind::InvalidAlgorithm => "The access token's signing algorithm is not accepted",
-        ErrorKind::MissingRequiredClaim(_) => {
-            "The access token lacks a required claim (exp, nbf, iss or aud)"
-        }
+        ErrorKind::MissingRequiredClaim(_) => "The access token lacks a required claim (exp, nbf, iss or aud)",
         _ => "The access token is malformed",
     };
     ApiError::unauthorized(message)

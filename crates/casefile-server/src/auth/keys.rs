@@ -36,10 +36,7 @@ impl Keyring {
             store.insert_signing_key(&record).await?;
             records.insert(0, record);
         }
-        let keys = records
-            .iter()
-            .map(key_from_record)
-            .collect::<Result<_, _>>()?;
+        let keys = records.iter().map(key_from_record).collect::<Result<_, _>>()?;
         Ok(Self { keys })
     }
 
@@ -69,11 +66,7 @@ impl Keyring {
             return Err(ErrorKind::InvalidAlgorithm.into());
         }
         let kid = header.kid.ok_or(ErrorKind::InvalidToken)?;
-        let key = self
-            .keys
-            .iter()
-            .find(|k| k.kid == kid)
-            .ok_or(ErrorKind::InvalidSignature)?;
+        let key = self.keys.iter().find(|k| k.kid == kid).ok_or(ErrorKind::InvalidSignature)?;
         Ok(jsonwebtoken::decode::<T>(token, &key.decoding, validation)?.claims)
     }
 
@@ -119,15 +112,10 @@ fn generate() -> Result<SigningKeyRecord, AuthError> {
 }
 
 fn key_from_record(r: &SigningKeyRecord) -> Result<Key, AuthError> {
-    let seed: [u8; 32] = r
-        .private_key
-        .as_slice()
-        .try_into()
-        .map_err(|_| AuthError::Key(format!("key {} is not 32 bytes", r.kid)))?;
+    let seed: [u8; 32] =
+        r.private_key.as_slice().try_into().map_err(|_| AuthError::Key(format!("key {} is not 32 bytes", r.kid)))?;
     let signing = SigningKey::from_bytes(&seed);
-    let der = signing
-        .to_pkcs8_der()
-        .map_err(|e| AuthError::Key(e.to_string()))?;
+    let der = signing.to_pkcs8_der().map_err(|e| AuthError::Key(e.to_string()))?;
     let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().to_bytes());
     Ok(Key {
         kid: r.kid.clone(),

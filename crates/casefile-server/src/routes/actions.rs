@@ -58,27 +58,16 @@ pub async fn collect(
         commands: Vec::new(),
         troubleshoot_info: None,
     };
-    state
-        .store
-        .create_action(&caller.tenant_id, &action)
-        .await?;
+    state.store.create_action(&caller.tenant_id, &action).await?;
     state.dispatcher.notify(&machine.id);
+    state.dispatcher.action_changed();
     tracing::info!(action_id = %action.id, machine_id = %machine.id, requestor = %caller.requestor, "collection requested");
-    Ok(odata(
-        StatusCode::CREATED,
-        &Entity {
-            context: base.context(context::ACTION),
-            value: action,
-        },
-    ))
+    Ok(odata(StatusCode::CREATED, &Entity { context: base.context(context::ACTION), value: action }))
 }
 
 /// Reads `{"Comment": "..."}` as MDE does: JSON content type, exact key case.
 async fn comment_from_body(headers: &HeaderMap, body: Body) -> ApiResult<String> {
-    let content_type = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/json") {
         return Err(ApiError::new(
@@ -86,23 +75,13 @@ async fn comment_from_body(headers: &HeaderMap, body: Body) -> ApiResult<String>
             format!("Content-Type must be application/json, got '{content_type}'"),
         ));
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-        ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("The request body exceeds {MAX_BODY} bytes"),
-        )
-    })?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidRequestBody,
-            format!("Request body is incorrect: {e}"),
-        )
-    })?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge, format!("The request body exceeds {MAX_BODY} bytes")))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequestBody, format!("Request body is incorrect: {e}")))?;
     let object = value.as_object().ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::InvalidRequestBody,
-            "Request body is incorrect: a JSON object is expected",
-        )
+        ApiError::new(ErrorCode::InvalidRequestBody, "Request body is incorrect: a JSON object is expected")
     })?;
     let comment = match object.get("Comment") {
         Some(serde_json::Value::String(s)) => s.trim().to_owned(),
@@ -125,10 +104,7 @@ async fn comment_from_body(headers: &HeaderMap, body: Body) -> ApiResult<String>
         }
     };
     if comment.is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::InvalidInput,
-            "Invalid input Comment: it must not be empty",
-        ));
+        return Err(ApiError::new(ErrorCode::InvalidInput, "Invalid input Comment: it must not be empty"));
     }
     if comment.chars().count() > MAX_COMMENT_CHARS {
         return Err(ApiError::new(
@@ -152,13 +128,7 @@ pub async fn get(
         .action(&caller.tenant_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("MachineAction {id} was not found")))?;
-    Ok(odata(
-        StatusCode::OK,
-        &Entity {
-            context: base.context(context::ACTION),
-            value: action,
-        },
-    ))
+    Ok(odata(StatusCode::OK, &Entity { context: base.context(context::ACTION), value: action }))
 }
 
 pub async fn list(
@@ -169,17 +139,9 @@ pub async fn list(
 ) -> ApiResult<Response> {
     caller.authorize(Api::ListMachineActions)?;
     let page = paging(query.as_deref())?;
-    let value = state
-        .store
-        .actions(&caller.tenant_id, &ActionFilter::default(), page)
-        .await?;
+    let value = state.store.actions(&caller.tenant_id, &ActionFilter::default(), page).await?;
     Ok(odata(
         StatusCode::OK,
-        &Collection {
-            context: base.context(context::ACTIONS),
-            count: None,
-            value,
-            next_link: None,
-        },
+        &Collection { context: base.context(context::ACTIONS), count: None, value, next_link: None },
     ))
 }

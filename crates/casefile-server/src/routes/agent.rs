@@ -11,8 +11,7 @@ use axum::response::{IntoResponse, Response};
 use casefile_proto::ErrorCode;
 use casefile_proto::action::{ActionStatus, ActionType, hresult};
 use casefile_proto::agent::{
-    ActionFailure, AgentTask, EnrollRequest, EnrollResponse, HelloRequest, HelloResponse,
-    SHA256_HEADER, UploadReceipt,
+    ActionFailure, AgentTask, EnrollRequest, EnrollResponse, HelloRequest, HelloResponse, SHA256_HEADER, UploadReceipt,
 };
 use casefile_store::{HostFacts, MachineEnrollment, MachineRecord, PackageRecord, Transition};
 use sha2::{Digest, Sha256};
@@ -31,23 +30,14 @@ impl FromRequestParts<AppState> for AgentIdentity {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let credential = bearer(parts)
-            .ok_or_else(|| ApiError::unauthorized("The agent credential is missing"))?;
+        let credential = bearer(parts).ok_or_else(|| ApiError::unauthorized("The agent credential is missing"))?;
         let machine = state
             .store
             .machine_by_credential(&secrets::hash(credential))
             .await?
-            .ok_or_else(|| {
-                ApiError::unauthorized("The agent credential is not valid; enroll the agent again")
-            })?;
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
-        state
-            .store
-            .touch_machine(&machine.id, chrono::Utc::now(), ip.as_deref())
-            .await?;
+            .ok_or_else(|| ApiError::unauthorized("The agent credential is not valid; enroll the agent again"))?;
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+        state.store.touch_machine(&machine.id, chrono::Utc::now(), ip.as_deref()).await?;
         Ok(Self(machine))
     }
 }
@@ -89,10 +79,7 @@ pub async fn enroll(
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .ok_or_else(|| ApiError::unauthorized("An enrollment token is required"))?;
     let now = chrono::Utc::now();
     let record = state
@@ -100,16 +87,10 @@ pub async fn enroll(
         .enrollment_token_by_hash(&secrets::hash(token.trim()))
         .await?
         .filter(|t| t.revoked_at.is_none() && t.expires_at > now)
-        .ok_or_else(|| {
-            ApiError::unauthorized("The enrollment token is not valid, expired or revoked")
-        })?;
+        .ok_or_else(|| ApiError::unauthorized("The enrollment token is not valid, expired or revoked"))?;
     let host_id = request.host_id.trim();
-    if host_id.is_empty() || host_id.len() > 256 || request.host.computer_dns_name.trim().is_empty()
-    {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequestBody,
-            "host_id and host.computer_dns_name are required",
-        ));
+    if host_id.is_empty() || host_id.len() > 256 || request.host.computer_dns_name.trim().is_empty() {
+        return Err(ApiError::new(ErrorCode::InvalidRequestBody, "host_id and host.computer_dns_name are required"));
     }
     let id = machine_id(&record.tenant_id, host_id);
     let credential = secrets::generate(secrets::AGENT_PREFIX);
@@ -126,19 +107,10 @@ pub async fn enroll(
         })
         .await?;
     // A host that enrolls again is a fresh agent: it runs none of the old collections.
-    state
-        .store
-        .fail_in_progress(&machine.id, &restarted())
-        .await?;
+    state.store.fail_in_progress(&machine.id, &restarted()).await?;
+    state.dispatcher.action_changed();
     tracing::info!(machine_id = %machine.id, name = %machine.facts.computer_dns_name, "agent enrolled");
-    Ok((
-        StatusCode::CREATED,
-        Json(EnrollResponse {
-            machine_id: machine.id,
-            tenant_id: machine.tenant_id,
-            credential,
-        }),
-    )
+    Ok((StatusCode::CREATED, Json(EnrollResponse { machine_id: machine.id, tenant_id: machine.tenant_id, credential }))
         .into_response())
 }
 
@@ -148,27 +120,15 @@ pub async fn hello(
     Json(request): Json<HelloRequest>,
 ) -> ApiResult<Json<HelloResponse>> {
     let now = chrono::Utc::now();
-    state
-        .store
-        .update_host_facts(&machine.id, &facts(request.host), now)
-        .await?;
+    state.store.update_host_facts(&machine.id, &facts(request.host), now).await?;
     let in_progress = casefile_store::ActionFilter {
         machine_id: Some(machine.id.clone()),
         status: Some(ActionStatus::InProgress),
         action_type: None,
     };
-    let abandoned = state
-        .store
-        .actions(
-            &machine.tenant_id,
-            &in_progress,
-            casefile_store::Page::first(1000),
-        )
-        .await?;
-    state
-        .store
-        .fail_in_progress(&machine.id, &restarted())
-        .await?;
+    let abandoned = state.store.actions(&machine.tenant_id, &in_progress, casefile_store::Page::first(1000)).await?;
+    state.store.fail_in_progress(&machine.id, &restarted()).await?;
+    state.dispatcher.action_changed();
     Ok(Json(HelloResponse {
         machine_id: machine.id,
         abandoned_actions: abandoned.into_iter().map(|a| a.id).collect(),
@@ -187,16 +147,13 @@ pub async fn next_task(
         .find(|(k, _)| k == "wait")
         .and_then(|(_, v)| v.parse::<u64>().ok())
         .unwrap_or(state.config.agents.poll_wait_seconds);
-    let deadline = tokio::time::Instant::now()
-        + Duration::from_secs(requested.min(state.config.agents.poll_wait_seconds));
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(requested.min(state.config.agents.poll_wait_seconds));
     let wake = state.dispatcher.subscribe(&machine.id);
     loop {
-        if let Some(action) = state
-            .store
-            .claim_next_action(&machine.id, chrono::Utc::now())
-            .await?
-        {
+        if let Some(action) = state.store.claim_next_action(&machine.id, chrono::Utc::now()).await? {
             tracing::info!(action_id = %action.id, machine_id = %machine.id, "action dispatched");
+            state.dispatcher.action_changed();
             let task = match action.action_type {
                 ActionType::CollectInvestigationPackage => AgentTask::CollectInvestigationPackage {
                     action_id: action.id,
@@ -211,19 +168,15 @@ pub async fn next_task(
                         hresult::COLLECTION_FAILED,
                         format!("casefile agents do not support {other} actions"),
                     );
-                    state
-                        .store
-                        .transition(action.id, Some(&machine.id), &change)
-                        .await?;
+                    state.store.transition(action.id, Some(&machine.id), &change).await?;
+                    state.dispatcher.action_changed();
                     continue;
                 }
             };
             return Ok(Json(task).into_response());
         }
-        if tokio::time::timeout_at(deadline, wake.notified())
-            .await
-            .is_err()
-        {
+        let _parked = state.dispatcher.park();
+        if tokio::time::timeout_at(deadline, wake.notified()).await.is_err() {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
     }
@@ -244,51 +197,30 @@ pub async fn upload_package(
         .action(&machine.tenant_id, id)
         .await?
         .filter(|a| a.machine_id == machine.id)
-        .ok_or_else(|| {
-            ApiError::not_found(format!("MachineAction {id} was not found for this machine"))
-        })?;
+        .ok_or_else(|| ApiError::not_found(format!("MachineAction {id} was not found for this machine")))?;
     if action.status != ActionStatus::InProgress {
         return Err(ApiError::new(
             ErrorCode::DisallowedOperation,
-            format!(
-                "MachineAction {id} is {}, not InProgress: the package is not accepted",
-                action.status
-            ),
+            format!("MachineAction {id} is {}, not InProgress: the package is not accepted", action.status),
         ));
     }
     let size = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::MissingRequiredParameter,
-                "Content-Length is required",
-            )
-        })?;
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingRequiredParameter, "Content-Length is required"))?;
     let sha256 = headers
         .get(SHA256_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
         .map(str::to_ascii_lowercase)
         .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::MissingRequiredParameter,
-                format!("{SHA256_HEADER} (hex SHA-256) is required"),
-            )
+            ApiError::new(ErrorCode::MissingRequiredParameter, format!("{SHA256_HEADER} (hex SHA-256) is required"))
         })?;
 
     let key = Blobs::package_key(&machine.tenant_id, id);
-    let ingest = state
-        .blobs
-        .put_verified(
-            &key,
-            body.into_data_stream(),
-            size,
-            &sha256,
-            state.config.packages.max_bytes,
-        )
-        .await;
+    let ingest =
+        state.blobs.put_verified(&key, body.into_data_stream(), size, &sha256, state.config.packages.max_bytes).await;
     if let Err(e) = ingest {
         tracing::warn!(action_id = %id, "package upload failed: {e}");
         let why = format!("The package upload was rejected: {e}");
@@ -302,16 +234,9 @@ pub async fn upload_package(
                 (ErrorCode::InvalidInput, hresult::PACKAGE_REJECTED)
             }
         };
-        let change = Transition::failure(
-            ActionStatus::Failed,
-            chrono::Utc::now(),
-            hresult,
-            why.clone(),
-        );
-        state
-            .store
-            .transition(id, Some(&machine.id), &change)
-            .await?;
+        let change = Transition::failure(ActionStatus::Failed, chrono::Utc::now(), hresult, why.clone());
+        state.store.transition(id, Some(&machine.id), &change).await?;
+        state.dispatcher.action_changed();
         return Err(ApiError::new(code, why));
     }
     let record = PackageRecord {
@@ -322,12 +247,9 @@ pub async fn upload_package(
         sha256: sha256.clone(),
         stored_at: chrono::Utc::now(),
     };
-    if state
-        .store
-        .complete_with_package(&machine.id, &record, chrono::Utc::now())
-        .await?
-        .is_none()
-    {
+    let completed = state.store.complete_with_package(&machine.id, &record, chrono::Utc::now()).await?;
+    state.dispatcher.action_changed();
+    if completed.is_none() {
         // Cancelled or timed out while uploading: the package must not linger.
         let _ = state.blobs.delete(&key).await;
         return Err(ApiError::new(
@@ -336,11 +258,7 @@ pub async fn upload_package(
         ));
     }
     tracing::info!(action_id = %id, size, sha256 = %sha256, "package verified and stored");
-    Ok(Json(UploadReceipt {
-        action_id: id,
-        size,
-        sha256,
-    }))
+    Ok(Json(UploadReceipt { action_id: id, size, sha256 }))
 }
 
 pub async fn report_failure(
@@ -356,12 +274,11 @@ pub async fn report_failure(
         failure.error_h_result,
         failure.troubleshoot_info,
     );
-    match state
-        .store
-        .transition(id, Some(&machine.id), &change)
-        .await?
-    {
-        Some(_) => Ok(StatusCode::NO_CONTENT),
+    match state.store.transition(id, Some(&machine.id), &change).await? {
+        Some(_) => {
+            state.dispatcher.action_changed();
+            Ok(StatusCode::NO_CONTENT)
+        }
         None => Err(ApiError::new(
             ErrorCode::DisallowedOperation,
             format!("MachineAction {id} is not running on this machine"),

@@ -40,57 +40,28 @@ pub async fn package_uri(
             action.status
         )));
     }
-    let package = state
-        .store
-        .package(&caller.tenant_id, id)
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "The investigation package of action {id} is no longer stored"
-            ))
+    let package =
+        state.store.package(&caller.tenant_id, id).await?.ok_or_else(|| {
+            ApiError::not_found(format!("The investigation package of action {id} is no longer stored"))
         })?;
-    let url = links::issue(
-        &state.keyring,
-        &base.0,
-        &caller.tenant_id,
-        id,
-        &package.sha256,
-        state.config.link_ttl(),
-    )?;
-    Ok(odata(
-        StatusCode::OK,
-        &Value {
-            context: base.context(context::STRING),
-            value: url,
-        },
-    ))
+    let url = links::issue(&state.keyring, &base.0, &caller.tenant_id, id, &package.sha256, state.config.link_ttl())?;
+    Ok(odata(StatusCode::OK, &Value { context: base.context(context::STRING), value: url }))
 }
 
 /// Streams the package. Authorised by the link's own signature, not a bearer token.
-pub async fn download(
-    State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-) -> ApiResult<Response> {
+pub async fn download(State(state): State<AppState>, RawQuery(query): RawQuery) -> ApiResult<Response> {
     let token = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned())
-        .ok_or_else(|| {
-            ApiError::forbidden("The download link has no token; request one with getPackageUri")
-        })?;
+        .ok_or_else(|| ApiError::forbidden("The download link has no token; request one with getPackageUri"))?;
     let claims = links::verify(&state.keyring, &token)?;
     let package = state
         .store
         .package(&claims.tid, claims.act)
         .await?
         .filter(|p| p.sha256 == claims.sha)
-        .ok_or_else(|| {
-            ApiError::not_found("The package this link points to is no longer stored")
-        })?;
-    let (size, stream) = state
-        .blobs
-        .get(&package.blob_key)
-        .await
-        .map_err(ApiError::internal_from)?;
+        .ok_or_else(|| ApiError::not_found("The package this link points to is no longer stored"))?;
+    let (size, stream) = state.blobs.get(&package.blob_key).await.map_err(ApiError::internal_from)?;
     tracing::info!(action_id = %claims.act, tenant = %claims.tid, size, "package download");
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();

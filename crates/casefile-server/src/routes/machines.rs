@@ -21,18 +21,10 @@ pub async fn list(
     caller.authorize(Api::ListMachines)?;
     let page = paging(query.as_deref())?;
     let records = state.store.machines(&caller.tenant_id, page).await?;
-    let value = records
-        .into_iter()
-        .map(|r| to_machine(&state, r))
-        .collect::<Result<Vec<_>, _>>()?;
+    let value = records.into_iter().map(|r| to_machine(&state, r)).collect::<Result<Vec<_>, _>>()?;
     Ok(odata(
         StatusCode::OK,
-        &Collection {
-            context: base.context(context::MACHINES),
-            count: None,
-            value,
-            next_link: None,
-        },
+        &Collection { context: base.context(context::MACHINES), count: None, value, next_link: None },
     ))
 }
 
@@ -49,26 +41,15 @@ pub async fn get(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Machine {id} was not found")))?;
     let machine = to_machine(&state, record)?;
-    Ok(odata(
-        StatusCode::OK,
-        &Entity {
-            context: base.context(context::MACHINE),
-            value: machine,
-        },
-    ))
+    Ok(odata(StatusCode::OK, &Entity { context: base.context(context::MACHINE), value: machine }))
 }
 
 fn to_machine(state: &AppState, r: MachineRecord) -> ApiResult<Machine> {
-    let inactive_after =
-        chrono::Duration::seconds(state.config.agents.inactive_after_seconds as i64);
-    let health = if chrono::Utc::now() - r.last_seen > inactive_after {
-        HealthStatus::Inactive
-    } else {
-        HealthStatus::Active
-    };
-    let id = MachineId::parse(&r.id).ok_or_else(|| {
-        ApiError::internal_from(format!("stored machine id {} is malformed", r.id))
-    })?;
+    let inactive_after = chrono::Duration::seconds(state.config.agents.inactive_after_seconds as i64);
+    let health =
+        if chrono::Utc::now() - r.last_seen > inactive_after { HealthStatus::Inactive } else { HealthStatus::Active };
+    let id = MachineId::parse(&r.id)
+        .ok_or_else(|| ApiError::internal_from(format!("stored machine id {} is malformed", r.id)))?;
     Ok(Machine {
         id,
         computer_dns_name: r.facts.computer_dns_name,

@@ -25,16 +25,10 @@ pub fn router(state: AppState) -> Router {
     let public = Router::new()
         .route("/api/machines", get(machines::list))
         .route("/api/machines/{id}", get(machines::get))
-        .route(
-            "/api/machines/{id}/collectinvestigationpackage",
-            post(actions::collect),
-        )
+        .route("/api/machines/{id}/collectinvestigationpackage", post(actions::collect))
         .route("/api/machineactions", get(actions::list))
         .route("/api/machineactions/{id}", get(actions::get))
-        .route(
-            "/api/machineactions/{id}/getpackageuri",
-            get(download::package_uri),
-        );
+        .route("/api/machineactions/{id}/getpackageuri", get(download::package_uri));
     let agent = Router::new()
         .route("/enroll", post(agent::enroll))
         .route("/hello", post(agent::hello))
@@ -58,11 +52,7 @@ pub fn router(state: AppState) -> Router {
 pub fn normalize_path(mut request: Request) -> Request {
     let uri = request.uri();
     let path = uri.path();
-    if !path
-        .get(..5)
-        .is_some_and(|p| p.eq_ignore_ascii_case("/api/"))
-        && !path.eq_ignore_ascii_case("/api")
-    {
+    if !path.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("/api/")) && !path.eq_ignore_ascii_case("/api") {
         return request;
     }
     let mut folded = path.to_ascii_lowercase();
@@ -83,10 +73,7 @@ pub fn normalize_path(mut request: Request) -> Request {
 }
 
 async fn not_found(uri: Uri) -> ApiError {
-    ApiError::new(
-        ErrorCode::NotFound,
-        format!("No resource matches '{}'", uri.path()),
-    )
+    ApiError::new(ErrorCode::NotFound, format!("No resource matches '{}'", uri.path()))
 }
 
 async fn jwks(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
@@ -157,11 +144,7 @@ impl FromRequestParts<AppState> for BaseUrl {
             .headers
             .get(HOST)
             .and_then(|h| h.to_str().ok())
-            .filter(|h| {
-                !h.is_empty()
-                    && h.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-            })
+            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
             .map(str::to_owned)
             .unwrap_or_else(|| state.config.listen.to_string());
         Ok(Self(format!("http://{host}")))
@@ -187,9 +170,7 @@ pub(crate) fn paging(raw_query: Option<&str>) -> Result<casefile_store::Page, Ap
             value.trim().parse::<u64>().map_err(|_| {
                 ApiError::new(
                     ErrorCode::ODataError,
-                    format!(
-                        "Invalid value '{value}' for {key}: a non-negative integer is expected"
-                    ),
+                    format!("Invalid value '{value}' for {key}: a non-negative integer is expected"),
                 )
             })
         };

@@ -1,0 +1,260 @@
+//! The agent API: enrollment, identity, long-poll, upload verification, failures and
+//! timeouts. Some tests speak the agent protocol by hand to play a misbehaving agent.
+
+use casefile_proto::ActionStatus;
+use casefile_proto::agent::{AgentTask, EnrollRequest, EnrollResponse, HostInfo};
+use serde_json::Value;
+
+use crate::support::*;
+
+/// An agent driven by hand over the agent API.
+struct RawAgent {
+    base: String,
+    http: reqwest::Client,
+    machine_id: String,
+    credential: String,
+}
+
+impl RawAgent {
+    async fn enroll(server: &TestServer, host_id: &str) -> Self {
+        let request = EnrollRequest {
+            host_id: host_id.to_owned(),
+            host: HostInfo {
+                computer_dns_name: format!("{host_id}.example"),
+                os_platform: "Linux".into(),
+                os_version: Some("12".into()),
+                os_architecture: Some("64-bit".into()),
+                os_build: None,
+                agent_version: "test".into(),
+                ip_addresses: vec![],
+            },
+            public_key: None,
+        };
+        let response = server
+            .http
+            .post(format!("{}/agent/v1/enroll", server.base))
+            .bearer_auth(server.enroll_token().await)
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let enrolled: EnrollResponse = response.json().await.unwrap();
+        Self {
+            base: server.base.clone(),
+            http: server.http.clone(),
+            machine_id: enrolled.machine_id,
+            credential: enrolled.credential,
+        }
+    }
+
+    async fn poll(&self, wait: u64) -> Option<AgentTask> {
+        let response = self
+            .http
+            .get(format!("{}/agent/v1/actions/next?wait={wait}", self.base))
+            .bearer_auth(&self.credential)
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            200 => Some(response.json().await.unwrap()),
+            204 => None,
+            other => panic!("poll answered {other}"),
+        }
+    }
+
+    async fn upload(&self, action: &str, body: &'static [u8], sha256: &str) -> reqwest::Response {
+        self.http
+            .put(format!("{}/agent/v1/actions/{action}/package", self.base))
+            .bearer_auth(&self.credential)
+            .header("x-casefile-sha256", sha256)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+fn action_id(task: AgentTask) -> String {
+    let AgentTask::CollectInvestigationPackage { action_id, .. } = task;
+    action_id.to_string()
+}
+
+#[tokio::test]
+async fn a_pending_action_wakes_a_waiting_poll() {
+    let server = TestServer::start().await;
+    let agent = RawAgent::enroll(&server, "wake").await;
+    // The poll waits up to 25 s; only a wake-up can answer it with the task.
+    let mut parked = server.server().state().dispatcher.watch_parked();
+    let poll = tokio::spawn({
+        let agent = RawAgent {
+            base: agent.base.clone(),
+            http: agent.http.clone(),
+            machine_id: agent.machine_id.clone(),
+            credential: agent.credential.clone(),
+        };
+        async move { agent.poll(25).await }
+    });
+    // Create the action once the poll has found nothing and is parked on the server.
+    parked.wait_for(|n| *n >= 1).await.unwrap();
+    let created: Value = server.collect(&agent.machine_id, &server.token(ALL)).await.json().await.unwrap();
+    let task = poll.await.unwrap().expect("the parked poll is woken with the task");
+    assert_eq!(action_id(task), created["id"].as_str().unwrap());
+    assert_eq!(server.action(created["id"].as_str().unwrap()).await.status, ActionStatus::InProgress);
+}
+
+#[tokio::test]
+async fn a_package_that_does_not_match_its_hash_fails_the_action() {
+    let server = TestServer::start().await;
+    let agent = RawAgent::enroll(&server, "badhash").await;
+    let created: Value = server.collect(&agent.machine_id, &server.token(ALL)).await.json().await.unwrap();
+    let id = action_id(agent.poll(0).await.unwrap());
+    assert_eq!(id, created["id"].as_str().unwrap());
+
+    let (status, error) = error_of(agent.upload(&id, b"not the package you announced", &"0".repeat(64)).await).await;
+    assert_eq!((status, error["code"].as_str().unwrap()), (400, "InvalidInput"));
+    let action = server.action(&id).await;
+    assert_eq!(action.status, ActionStatus::Failed);
+    assert_ne!(action.error_h_result, 0);
+    assert!(action.troubleshoot_info.unwrap().contains("SHA-256"));
+    let (status, _) =
+        error_of(server.get(&format!("/api/machineactions/{id}/getPackageUri"), &server.token(ALL)).await).await;
+    assert_eq!(status, 404);
+    // Nothing was kept in package storage.
+    let stored = walk(&server.dir.path().join("data/packages"));
+    assert!(stored.is_empty(), "{stored:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn agents_only_touch_their_own_actions() {
+    let server = TestServer::start().await;
+    let owner = RawAgent::enroll(&server, "owner").await;
+    let intruder = RawAgent::enroll(&server, "intruder").await;
+    server.collect(&owner.machine_id, &server.token(ALL)).await;
+    assert!(intruder.poll(0).await.is_none(), "another machine's action is not handed out");
+    let id = action_id(owner.poll(0).await.unwrap());
+    let (status, _) = error_of(intruder.upload(&id, b"x", &"0".repeat(64)).await).await;
+    assert_eq!(status, 404);
+    let response = intruder
+        .http
+        .post(format!("{}/agent/v1/actions/{id}/failure", server.base))
+        .bearer_auth(&intruder.credential)
+        .json(&serde_json::json!({"error_h_result": 1, "troubleshoot_info": "sabotage"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(server.action(&id).await.status, ActionStatus::InProgress);
+
+    let response = server
+        .http
+        .get(format!("{}/agent/v1/actions/next", server.base))
+        .bearer_auth("cfa_forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(response).await.0, 401);
+    // An API token is not an agent credential, and an agent credential is not an API token.
+    let response = server
+        .http
+        .get(format!("{}/agent/v1/actions/next", server.base))
+        .bearer_auth(server.token(ALL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(server.get("/api/machines", &owner.credential).await.status(), 401);
+}
+
+#[tokio::test]
+async fn enrollment_needs_a_valid_token_and_keeps_the_machine_id() {
+    let server = TestServer::start().await;
+    let response = server
+        .http
+        .post(format!("{}/agent/v1/enroll", server.base))
+        .bearer_auth("cfe_not-a-token")
+        .json(&serde_json::json!({"host_id": "x", "host": {"computer_dns_name": "x", "os_platform": "Linux", "agent_version": "t"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(response).await.0, 401);
+
+    let mut first = server.start_agent("stable-host").await;
+    let state_dir = first.state_dir.clone();
+    let machine_id = first.identity.machine_id.clone();
+    let credential = first.identity.credential.clone();
+    first.stop().await;
+
+    // A restart reuses the saved identity, without any enrollment token.
+    let mut restarted = server.start_agent_in("stable-host", state_dir, None).await;
+    assert_eq!(restarted.identity.machine_id, machine_id);
+    assert_eq!(restarted.identity.credential, credential);
+    restarted.stop().await;
+
+    // Enrolling the same host again from scratch gives the same machine id, a new credential.
+    let mut fresh = server
+        .start_agent_in("stable-host", server.dir.path().join("fresh-state"), Some(server.enroll_token().await))
+        .await;
+    assert_eq!(fresh.identity.machine_id, machine_id);
+    assert_ne!(fresh.identity.credential, credential);
+    fresh.stop().await;
+
+    // The old credential no longer works; the server never stored it in clear.
+    let response = server
+        .http
+        .get(format!("{}/agent/v1/actions/next?wait=0", server.base))
+        .bearer_auth(&credential)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let mut stored = Vec::new();
+    for suffix in ["", "-wal"] {
+        stored.extend(std::fs::read(server.dir.path().join(format!("data/casefile.db{suffix}"))).unwrap_or_default());
+    }
+    assert!(!stored.windows(credential.len()).any(|w| w == credential.as_bytes()));
+}
+
+#[tokio::test]
+async fn a_silent_agent_times_out_and_a_restarted_one_fails_its_action() {
+    let server = TestServer::start_with(|c| c.agents.silent_timeout_seconds = 1).await;
+    let silent = RawAgent::enroll(&server, "silent").await;
+    server.collect(&silent.machine_id, &server.token(ALL)).await;
+    let id = action_id(silent.poll(0).await.unwrap());
+    let action = server.wait_final(&id).await;
+    assert_eq!(action.status, ActionStatus::TimeOut);
+    assert!(action.troubleshoot_info.unwrap().contains("stopped reporting"));
+}
+
+#[tokio::test]
+async fn a_restarted_agent_fails_the_action_it_abandoned() {
+    let server = TestServer::start().await;
+    let restarting = RawAgent::enroll(&server, "restarting").await;
+    server.collect(&restarting.machine_id, &server.token(ALL)).await;
+    let id = action_id(restarting.poll(0).await.unwrap());
+    let hello = restarting
+        .http
+        .post(format!("{}/agent/v1/hello", server.base))
+        .bearer_auth(&restarting.credential)
+        .json(&serde_json::json!({"host": {"computer_dns_name": "restarting.example", "os_platform": "Linux", "agent_version": "t"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hello.status(), 200);
+    let hello: Value = hello.json().await.unwrap();
+    assert_eq!(hello["abandoned_actions"][0], id.as_str());
+    let action = server.action(&id).await;
+    assert_eq!(action.status, ActionStatus::Failed);
+    assert!(action.troubleshoot_info.unwrap().contains("restarted"));
+}

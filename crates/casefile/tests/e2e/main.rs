@@ -1,0 +1,8 @@
+//! End-to-end tests: the real server on an ephemeral port with a temporary SQLite file,
+//! a real agent task, real HTTP and real zips.
+
+mod agent;
+mod api;
+mod auth;
+mod cli;
+mod support;

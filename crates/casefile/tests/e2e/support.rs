@@ -1,0 +1,206 @@
+//! The harness: a server per test on port 0, real agents, tokens and waits that react
+//! to the server's change notifications rather than sleeping.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use casefile_agent::identity::Identity;
+use casefile_proto::MachineAction;
+use casefile_server::auth::AccessClaims;
+use casefile_server::{Server, ServerConfig, TokenRequest};
+use reqwest::Response;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+pub const COLLECT: &str = "Machine.CollectForensics";
+pub const READ: &str = "Machine.Read.All";
+pub const ALL: &[&str] = &[COLLECT, READ];
+
+/// Upper bound on any single wait; a hang fails the test instead of blocking CI.
+const WAIT_LIMIT: Duration = Duration::from_secs(120);
+
+pub struct TestServer {
+    pub base: String,
+    pub dir: TempDir,
+    pub http: reqwest::Client,
+    server: Server,
+    changes: tokio::sync::watch::Receiver<u64>,
+    shutdown: CancellationToken,
+}
+
+pub struct TestAgent {
+    pub identity: Identity,
+    pub state_dir: PathBuf,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), casefile_agent::AgentError>>,
+}
+
+impl TestAgent {
+    pub async fn stop(&mut self) {
+        self.stop.cancel();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig { data_dir: dir.path().join("data"), ..Default::default() };
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = Server::open(config.clone()).await.unwrap();
+        let changes = server.state().dispatcher.watch_actions();
+        let shutdown = CancellationToken::new();
+        let serving = server.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { serving.serve(listener, async move { stop.cancelled().await }).await });
+        Self { base, dir, http: reqwest::Client::new(), server, changes, shutdown }
+    }
+
+    pub fn token(&self, roles: &[&str]) -> String {
+        self.token_for("default", roles)
+    }
+
+    pub fn token_for(&self, tenant: &str, roles: &[&str]) -> String {
+        self.server
+            .mint_access_token(&TokenRequest {
+                tenant: tenant.to_owned(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                requestor: "e2e tests".to_owned(),
+                ttl: Duration::from_secs(600),
+            })
+            .unwrap()
+    }
+
+    /// Signs arbitrary access-token claims with the server's key.
+    pub fn sign(&self, claims: &AccessClaims) -> String {
+        self.server.state().keyring.sign("JWT", claims).unwrap()
+    }
+
+    pub fn claims(&self, roles: &[&str]) -> AccessClaims {
+        let now = chrono::Utc::now().timestamp();
+        AccessClaims {
+            iss: "casefile".into(),
+            aud: "https://api.securitycenter.microsoft.com".into(),
+            sub: "tester".into(),
+            tid: "default".into(),
+            iat: now,
+            nbf: now,
+            exp: now + 600,
+            appid: Some("tester".into()),
+            app_displayname: Some("tester".into()),
+            upn: None,
+            oid: None,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            ver: Some("1.0".into()),
+        }
+    }
+
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    pub async fn enroll_token(&self) -> String {
+        self.server.create_enrollment_token("default", None).await.unwrap()
+    }
+
+    /// Starts a real agent (the library the binary runs) and waits until it is online.
+    pub async fn start_agent(&self, host_id: &str) -> TestAgent {
+        let state_dir = self.dir.path().join(format!("agent-{host_id}"));
+        self.start_agent_in(host_id, state_dir, Some(self.enroll_token().await)).await
+    }
+
+    pub async fn start_agent_in(&self, host_id: &str, state_dir: PathBuf, token: Option<String>) -> TestAgent {
+        let mut config = casefile_agent::AgentConfig::new(self.base.clone(), token, state_dir.clone());
+        config.host_id = Some(host_id.to_owned());
+        let stop = CancellationToken::new();
+        let (ready, online) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(casefile_agent::run_with_ready(config, stop.clone(), Some(ready)));
+        let identity =
+            tokio::time::timeout(WAIT_LIMIT, online).await.expect("agent online in time").expect("agent started");
+        TestAgent { identity, state_dir, stop, task }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.http.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.unwrap()
+    }
+
+    pub async fn collect(&self, machine: &str, token: &str) -> Response {
+        self.http
+            .post(format!("{}/api/machines/{machine}/collectInvestigationPackage", self.base))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"Comment": "e2e collection"}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn action(&self, id: &str) -> MachineAction {
+        let response = self.get(&format!("/api/machineactions/{id}"), &self.token(ALL)).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Waits until the action reaches a final status, woken by the server's change
+    /// notifications (no sleeps, no polling interval).
+    pub async fn wait_final(&self, id: &str) -> MachineAction {
+        let mut changes = self.changes.clone();
+        tokio::time::timeout(WAIT_LIMIT, async {
+            loop {
+                changes.borrow_and_update();
+                let action = self.action(id).await;
+                if action.status.is_final() {
+                    return action;
+                }
+                changes.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("action finished in time")
+    }
+
+    /// Waits until the action has `status`.
+    pub async fn wait_status(&self, id: &str, status: casefile_proto::ActionStatus) -> MachineAction {
+        let mut changes = self.changes.clone();
+        tokio::time::timeout(WAIT_LIMIT, async {
+            loop {
+                changes.borrow_and_update();
+                let action = self.action(id).await;
+                if action.status == status {
+                    return action;
+                }
+                changes.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("status reached in time")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The error body of a response, checked for the MDE shape.
+pub async fn error_of(response: Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let correlation = response.headers().get("x-correlation-id").map(|v| v.to_str().unwrap().to_owned());
+    let content_type = response.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+    assert_eq!(content_type, "application/json; charset=utf-8");
+    let text = response.text().await.unwrap();
+    assert!(text.starts_with("{\"error\":{\"code\":\""), "compact JSON in MDE's shape: {text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    let error = body["error"].clone();
+    assert!(error["code"].is_string() && error["message"].is_string(), "{body}");
+    assert_eq!(Some(error["target"].as_str().unwrap().to_owned()), correlation, "target is the correlation id");
+    assert_eq!(body.as_object().unwrap().len(), 1);
+    (status, error)
+}
