@@ -65,30 +65,33 @@ pub async fn run_with_ready(
     let mut collections = JoinSet::new();
     let mut backoff = Duration::from_millis(500);
     loop {
-        tokio::select! {
+        // Reap finished collections without racing them against the poll: a poll answer
+        // dropped mid-flight would leave its action claimed but never run.
+        while collections.try_join_next().is_some() {}
+        let polled = tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(_) = collections.join_next(), if !collections.is_empty() => {}
-            polled = transport.next_task(wait) => match polled {
-                Ok(Some(task)) => {
-                    backoff = Duration::from_millis(500);
-                    let job = Job {
-                        transport: transport.clone(),
-                        config: config.clone(),
-                        machine_id: me.machine_id.clone(),
-                        cancel: shutdown.child_token(),
-                    };
-                    collections.spawn(job.execute(task));
+            polled = transport.next_task(wait) => polled,
+        };
+        match polled {
+            Ok(Some(task)) => {
+                backoff = Duration::from_millis(500);
+                let job = Job {
+                    transport: transport.clone(),
+                    config: config.clone(),
+                    machine_id: me.machine_id.clone(),
+                    cancel: shutdown.child_token(),
+                };
+                collections.spawn(job.execute(task));
+            }
+            Ok(None) => backoff = Duration::from_millis(500),
+            Err(AgentError::Refused(why)) => return Err(AgentError::Refused(why)),
+            Err(e) => {
+                tracing::warn!("polling the server failed, retrying in {backoff:?}: {e}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
                 }
-                Ok(None) => backoff = Duration::from_millis(500),
-                Err(AgentError::Refused(why)) => return Err(AgentError::Refused(why)),
-                Err(e) => {
-                    tracing::warn!("polling the server failed, retrying in {backoff:?}: {e}");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
@@ -150,13 +153,13 @@ impl Job {
                 error_h_result: hresult::ABORTED,
                 troubleshoot_info: "The agent was stopped during the collection".to_owned(),
             },
-            // The server already failed the action when it rejected the package.
-            Err(AgentError::Server { status, .. }) if (400..500).contains(&status) => return,
             Err(e) => ActionFailure { error_h_result: hresult::COLLECTION_FAILED, troubleshoot_info: e.to_string() },
         };
         tracing::warn!(%action_id, "collection failed: {}", failure.troubleshoot_info);
+        // When the server already ended the action (it rejected the package), it refuses
+        // this report; that is expected and harmless.
         if let Err(e) = self.transport.report_failure(action_id, &failure).await {
-            tracing::error!(%action_id, "could not report the failure: {e}");
+            tracing::info!(%action_id, "failure report not applied: {e}");
         }
     }
 

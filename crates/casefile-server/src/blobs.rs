@@ -42,9 +42,10 @@ impl Blobs {
         Ok(Self { store: Arc::new(LocalFileSystem::new_with_prefix(dir)?) })
     }
 
-    /// Where a tenant's package of one action lives.
+    /// Where one upload attempt of a tenant's package is stored. Each attempt has its own
+    /// key, so a losing concurrent attempt can never overwrite or delete the kept one.
     pub fn package_key(tenant: &str, action_id: Uuid) -> String {
-        format!("{tenant}/{action_id}.zip")
+        format!("{tenant}/{action_id}/{}.zip", Uuid::new_v4())
     }
 
     /// Streams `body` into `key`, keeping it only if it has exactly `expected_size`

@@ -41,6 +41,9 @@ pub struct AgentConfig {
     pub poll_wait_seconds: u64,
     /// An `InProgress` action whose agent is silent this long ends `TimeOut`.
     pub silent_timeout_seconds: u64,
+    /// An `InProgress` action running longer than this ends `TimeOut`, even if its agent
+    /// still polls (a hung collector).
+    pub max_collection_seconds: u64,
     /// A machine not seen for this long is `Inactive`.
     pub inactive_after_seconds: u64,
     /// Default lifetime of enrollment tokens.
@@ -81,6 +84,7 @@ impl Default for AgentConfig {
         Self {
             poll_wait_seconds: 25,
             silent_timeout_seconds: 10 * 60,
+            max_collection_seconds: 3600,
             inactive_after_seconds: 7 * 24 * 3600,
             enrollment_token_ttl_seconds: 7 * 24 * 3600,
         }

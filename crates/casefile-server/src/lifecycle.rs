@@ -1,5 +1,5 @@
 //! Background upkeep: actions never stay `InProgress` forever. An action whose agent
-//! went silent ends `TimeOut`.
+//! went silent, or that runs past the longest collection allowed, ends `TimeOut`.
 
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use crate::state::AppState;
 
 pub async fn run(state: AppState) {
     let silent = Duration::from_secs(state.config.agents.silent_timeout_seconds);
+    let longest = Duration::from_secs(state.config.agents.max_collection_seconds);
     // Check often enough that an action overstays its window by at most a quarter.
     let period = (silent / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
     let mut ticker = tokio::time::interval(period);
@@ -20,13 +21,18 @@ pub async fn run(state: AppState) {
             ActionStatus::TimeOut,
             now,
             hresult::TIMEOUT,
-            format!("The agent stopped reporting for more than {} seconds during the collection", silent.as_secs()),
+            format!(
+                "The agent stopped reporting for more than {} seconds during the collection, \
+                 or the collection ran longer than {} seconds",
+                silent.as_secs(),
+                longest.as_secs()
+            ),
         );
-        let since = now - chrono::Duration::from_std(silent).unwrap_or_default();
-        match state.store.time_out_silent(since, &change).await {
+        let ago = |d: Duration| now - chrono::Duration::from_std(d).unwrap_or_default();
+        match state.store.time_out_stalled(ago(silent), ago(longest), &change).await {
             Ok(0) => {}
             Ok(n) => {
-                tracing::warn!(count = n, "actions timed out: their agents went silent");
+                tracing::warn!(count = n, "actions timed out: their agents went silent or their collections stalled");
                 state.dispatcher.action_changed();
             }
             Err(e) => tracing::error!("lifecycle sweep failed: {e}"),

@@ -75,6 +75,12 @@ pub trait Store: Send + Sync + 'static {
     async fn package(&self, tenant: &str, action_id: Uuid) -> Result<Option<PackageRecord>>;
     /// Fails every `InProgress` action of a machine (its agent restarted without them).
     async fn fail_in_progress(&self, machine_id: &str, change: &Transition) -> Result<u64>;
-    /// Times out `InProgress` actions whose machine has not been heard from since `silent_since`.
-    async fn time_out_silent(&self, silent_since: Timestamp, change: &Transition) -> Result<u64>;
+    /// Times out `InProgress` actions whose machine has not been heard from since
+    /// `silent_since`, or that have been running since before `started_before`.
+    async fn time_out_stalled(
+        &self,
+        silent_since: Timestamp,
+        started_before: Timestamp,
+        change: &Transition,
+    ) -> Result<u64>;
 }

@@ -22,6 +22,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub async fn open(path: &Path) -> Result<Self> {
+        restrict_to_owner(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -39,6 +40,25 @@ impl SqliteStore {
         let opts = SqliteConnectOptions::from_str(url)?;
         Self::open(opts.get_filename()).await
     }
+}
+
+/// The database holds the server's signing keys: it and its WAL files are the owner's
+/// alone. Creating the file first (empty is a valid SQLite database) makes SQLite give
+/// the WAL and shared-memory files the same mode.
+fn restrict_to_owner(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let io = |e: std::io::Error| StoreError::Database(sqlx::Error::Io(e));
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn micros(t: Timestamp) -> i64 {
@@ -478,12 +498,19 @@ impl Store for SqliteStore {
         Ok(q.build().execute(&self.pool).await?.rows_affected())
     }
 
-    async fn time_out_silent(&self, silent_since: Timestamp, change: &Transition) -> Result<u64> {
+    async fn time_out_stalled(
+        &self,
+        silent_since: Timestamp,
+        started_before: Timestamp,
+        change: &Transition,
+    ) -> Result<u64> {
         let mut q = QueryBuilder::<Sqlite>::new("");
         push_transition_set(&mut q, change);
-        q.push(" WHERE status = 'InProgress' AND machine_id IN (SELECT id FROM machines WHERE last_seen < ");
+        q.push(" WHERE status = 'InProgress' AND (updated_at < ");
+        q.push_bind(micros(started_before));
+        q.push(" OR machine_id IN (SELECT id FROM machines WHERE last_seen < ");
         q.push_bind(micros(silent_since));
-        q.push(")");
+        q.push("))");
         Ok(q.build().execute(&self.pool).await?.rows_affected())
     }
 }

@@ -1,7 +1,7 @@
 //! `/api/machines/{id}/collectInvestigationPackage` and `/api/machineactions`.
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -10,7 +10,7 @@ use casefile_proto::action::{ActionStatus, ActionType, MachineAction, REQUEST_SO
 use casefile_proto::odata::{Collection, Entity, context};
 use casefile_store::ActionFilter;
 
-use super::{BaseUrl, action_id, odata, paging};
+use super::{BaseUrl, Path, action_id, odata, paging};
 use crate::auth::{Api, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;

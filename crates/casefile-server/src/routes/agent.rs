@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, FromRequestParts, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use casefile_proto::agent::{
 use casefile_store::{HostFacts, MachineEnrollment, MachineRecord, PackageRecord, Transition};
 use sha2::{Digest, Sha256};
 
-use super::{Json, action_id};
+use super::{Json, Path, action_id};
 use crate::auth::caller::bearer;
 use crate::blobs::{Blobs, IngestError};
 use crate::error::{ApiError, ApiResult};

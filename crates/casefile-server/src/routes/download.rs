@@ -1,7 +1,7 @@
 //! `getPackageUri` and the signed download it points to.
 
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -9,7 +9,7 @@ use casefile_proto::action::{ActionStatus, ActionType};
 use casefile_proto::odata::{Value, context};
 use casefile_proto::{ErrorCode, PACKAGE_FILE_NAME};
 
-use super::{BaseUrl, action_id, odata};
+use super::{BaseUrl, Path, action_id, odata};
 use crate::auth::{Api, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::links;

@@ -1,13 +1,13 @@
 //! `/api/machines`.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use casefile_proto::machine::{HealthStatus, Machine, MachineId, ONBOARDED};
 use casefile_proto::odata::{Collection, Entity, context};
 use casefile_store::MachineRecord;
 
-use super::{BaseUrl, odata, paging};
+use super::{BaseUrl, Path, odata, paging};
 use crate::auth::{Api, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;

@@ -103,6 +103,20 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// `axum::extract::Path` whose rejections answer in the API's error shape.
+pub(crate) struct Path<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::bad_request(format!("Invalid path: {}", rejection.body_text()))),
+        }
+    }
+}
+
 /// A success body as MDE sends it: OData JSON with `OData-Version: 4.0`.
 pub(crate) fn odata<T: Serialize>(status: StatusCode, body: &T) -> Response {
     match serde_json::to_vec(body) {

@@ -164,23 +164,6 @@ impl TestServer {
         .await
         .expect("action finished in time")
     }
-
-    /// Waits until the action has `status`.
-    pub async fn wait_status(&self, id: &str, status: casefile_proto::ActionStatus) -> MachineAction {
-        let mut changes = self.changes.clone();
-        tokio::time::timeout(WAIT_LIMIT, async {
-            loop {
-                changes.borrow_and_update();
-                let action = self.action(id).await;
-                if action.status == status {
-                    return action;
-                }
-                changes.changed().await.unwrap();
-            }
-        })
-        .await
-        .expect("status reached in time")
-    }
 }
 
 impl Drop for TestServer {

@@ -1,0 +1,209 @@
+//! The behaviour every `Store` implementation must show. Each check takes `&dyn Store`;
+//! the SQLite instantiation runs them here, and the PostgreSQL one will run the same.
+
+use casefile_proto::action::{ActionStatus, ActionType, MachineAction, REQUEST_SOURCE_PUBLIC_API};
+use casefile_store::*;
+use chrono::{Duration, Utc};
+use uuid::Uuid;
+
+async fn sqlite() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("test.db")).await.unwrap();
+    (dir, store)
+}
+
+async fn machine(store: &dyn Store, tenant: &str, id: &str) -> MachineRecord {
+    store
+        .enroll_machine(&MachineEnrollment {
+            id: id.to_owned(),
+            tenant_id: tenant.to_owned(),
+            facts: HostFacts {
+                computer_dns_name: format!("{id}-host"),
+                os_platform: "Linux".into(),
+                ..Default::default()
+            },
+            credential_hash: format!("hash-{id}"),
+            agent_public_key: None,
+            last_ip_address: None,
+            at: Utc::now(),
+        })
+        .await
+        .unwrap()
+}
+
+fn pending(machine_id: &str, created: chrono::DateTime<Utc>) -> MachineAction {
+    MachineAction {
+        id: Uuid::new_v4(),
+        action_type: ActionType::CollectInvestigationPackage,
+        title: None,
+        requestor: "tester".into(),
+        requestor_comment: "c".into(),
+        status: ActionStatus::Pending,
+        machine_id: machine_id.to_owned(),
+        computer_dns_name: None,
+        creation_date_time_utc: created,
+        last_update_date_time_utc: created,
+        cancellation_requestor: None,
+        cancellation_comment: None,
+        cancellation_date_time_utc: None,
+        error_h_result: 0,
+        scope: None,
+        external_id: None,
+        request_source: REQUEST_SOURCE_PUBLIC_API.into(),
+        related_file_info: None,
+        commands: vec![],
+        troubleshoot_info: None,
+    }
+}
+
+fn package(action: Uuid, tenant: &str) -> PackageRecord {
+    PackageRecord {
+        action_id: action,
+        tenant_id: tenant.into(),
+        blob_key: format!("{tenant}/{action}.zip"),
+        size: 3,
+        sha256: "ab".repeat(32),
+        stored_at: Utc::now(),
+    }
+}
+
+async fn transitions_never_go_backwards(store: &dyn Store) {
+    machine(store, "t", "m1").await;
+    let action = pending("m1", Utc::now());
+    store.create_action("t", &action).await.unwrap();
+
+    // Pending cannot jump to Succeeded, with or without a package.
+    assert!(
+        store
+            .transition(action.id, None, &Transition::to(ActionStatus::Succeeded, Utc::now()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.complete_with_package("m1", &package(action.id, "t"), Utc::now()).await.unwrap().is_none());
+    assert!(store.package("t", action.id).await.unwrap().is_none(), "no package without Succeeded");
+
+    let claimed = store.claim_next_action("m1", Utc::now()).await.unwrap().unwrap();
+    assert_eq!((claimed.id, claimed.status), (action.id, ActionStatus::InProgress));
+    // Another machine cannot complete it.
+    assert!(store.complete_with_package("m2", &package(action.id, "t"), Utc::now()).await.unwrap().is_none());
+    let done = store.complete_with_package("m1", &package(action.id, "t"), Utc::now()).await.unwrap().unwrap();
+    assert_eq!(done.status, ActionStatus::Succeeded);
+    assert!(store.package("t", action.id).await.unwrap().is_some());
+
+    // Final is final.
+    for to in [ActionStatus::Failed, ActionStatus::Cancelled, ActionStatus::TimeOut, ActionStatus::InProgress] {
+        assert!(store.transition(action.id, None, &Transition::to(to, Utc::now())).await.unwrap().is_none(), "{to}");
+    }
+    assert_eq!(store.action("t", action.id).await.unwrap().unwrap().status, ActionStatus::Succeeded);
+}
+
+async fn one_live_collection_per_machine(store: &dyn Store) {
+    machine(store, "t", "m1").await;
+    let first = pending("m1", Utc::now());
+    store.create_action("t", &first).await.unwrap();
+    let second = pending("m1", Utc::now());
+    assert!(matches!(store.create_action("t", &second).await, Err(StoreError::ActiveRequestExists)));
+    store.claim_next_action("m1", Utc::now()).await.unwrap().unwrap();
+    assert!(matches!(store.create_action("t", &second).await, Err(StoreError::ActiveRequestExists)));
+
+    let failed = Transition::failure(ActionStatus::Failed, Utc::now(), 1, "broken");
+    let after = store.transition(first.id, Some("m1"), &failed).await.unwrap().unwrap();
+    assert_eq!((after.error_h_result, after.troubleshoot_info.as_deref()), (1, Some("broken")));
+    store.create_action("t", &second).await.unwrap();
+}
+
+async fn claims_are_oldest_first_per_machine_and_tenants_are_separate(store: &dyn Store) {
+    machine(store, "a", "m1").await;
+    machine(store, "b", "m2").await;
+    let now = Utc::now();
+    let older = pending("m1", now - Duration::seconds(10));
+    let mut other_type = pending("m1", now);
+    other_type.action_type = ActionType::Isolate;
+    store.create_action("a", &older).await.unwrap();
+    store.create_action("a", &other_type).await.unwrap();
+    assert!(store.claim_next_action("m2", now).await.unwrap().is_none());
+    assert_eq!(store.claim_next_action("m1", now).await.unwrap().unwrap().id, older.id);
+
+    assert!(store.action("b", older.id).await.unwrap().is_none());
+    assert!(store.machine("b", "m1").await.unwrap().is_none());
+    assert!(store.machine("a", "M1-HOST").await.unwrap().is_some(), "names match case-insensitively");
+    assert_eq!(store.actions("b", &ActionFilter::default(), Page::first(10)).await.unwrap().len(), 0);
+    let listed = store.actions("a", &ActionFilter::default(), Page::first(10)).await.unwrap();
+    assert_eq!(listed.iter().map(|a| a.id).collect::<Vec<_>>(), vec![other_type.id, older.id], "newest first");
+}
+
+async fn silent_machines_time_out_and_restarts_fail(store: &dyn Store) {
+    machine(store, "t", "quiet").await;
+    machine(store, "t", "chatty").await;
+    let quiet = pending("quiet", Utc::now());
+    let chatty = pending("chatty", Utc::now());
+    store.create_action("t", &quiet).await.unwrap();
+    store.create_action("t", &chatty).await.unwrap();
+    store.claim_next_action("quiet", Utc::now()).await.unwrap().unwrap();
+    store.claim_next_action("chatty", Utc::now()).await.unwrap().unwrap();
+    store.touch_machine("chatty", Utc::now() + Duration::seconds(60), Some("10.0.0.1")).await.unwrap();
+
+    let cutoff = Utc::now() + Duration::seconds(30);
+    let timeout = Transition::failure(ActionStatus::TimeOut, Utc::now(), 2, "silent");
+    assert_eq!(store.time_out_stalled(cutoff, Utc::now() - Duration::seconds(3600), &timeout).await.unwrap(), 1);
+    assert_eq!(store.action("t", quiet.id).await.unwrap().unwrap().status, ActionStatus::TimeOut);
+    assert_eq!(store.action("t", chatty.id).await.unwrap().unwrap().status, ActionStatus::InProgress);
+
+    // A collection running for longer than allowed times out even if its agent still polls.
+    let long = Transition::failure(ActionStatus::TimeOut, Utc::now(), 2, "too long");
+    assert_eq!(
+        store
+            .time_out_stalled(Utc::now() - Duration::seconds(3600), Utc::now() - Duration::seconds(3600), &long)
+            .await
+            .unwrap(),
+        0
+    );
+
+    let restart = Transition::failure(ActionStatus::Failed, Utc::now(), 3, "restarted");
+    assert_eq!(store.fail_in_progress("chatty", &restart).await.unwrap(), 1);
+    assert_eq!(store.action("t", chatty.id).await.unwrap().unwrap().status, ActionStatus::Failed);
+    let seen = store.machine("t", "chatty").await.unwrap().unwrap();
+    assert_eq!(seen.last_ip_address.as_deref(), Some("10.0.0.1"));
+}
+
+async fn reenrollment_keeps_first_seen_and_replaces_the_credential(store: &dyn Store) {
+    let first = machine(store, "t", "m1").await;
+    let again = store
+        .enroll_machine(&MachineEnrollment {
+            id: "m1".into(),
+            tenant_id: "t".into(),
+            facts: HostFacts { computer_dns_name: "renamed".into(), os_platform: "Linux".into(), ..Default::default() },
+            credential_hash: "new-hash".into(),
+            agent_public_key: None,
+            last_ip_address: None,
+            at: Utc::now() + Duration::seconds(5),
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.first_seen, first.first_seen);
+    assert_eq!(again.facts.computer_dns_name, "renamed");
+    assert!(store.machine_by_credential("hash-m1").await.unwrap().is_none());
+    assert_eq!(store.machine_by_credential("new-hash").await.unwrap().unwrap().id, "m1");
+}
+
+macro_rules! sqlite_conformance {
+    ($($check:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $check() {
+            let (_dir, store) = sqlite().await;
+            super::$check(&store).await;
+        }
+    )*};
+}
+
+mod sqlite {
+    use super::*;
+    sqlite_conformance!(
+        transitions_never_go_backwards,
+        one_live_collection_per_machine,
+        claims_are_oldest_first_per_machine_and_tenants_are_separate,
+        silent_machines_time_out_and_restarts_fail,
+        reenrollment_keeps_first_seen_and_replaces_the_credential,
+    );
+}
