@@ -23,3 +23,25 @@ pub fn parse_or_exit<T: Parser>(name: &str) -> T {
         },
     }
 }
+
+/// Runs a binary's async `body` with logging to stderr (`RUST_LOG`, default
+/// `default_filter`); a failure is one line `NAME: error` and exit code 1.
+pub fn run_main<F>(name: &str, default_filter: &str, body: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let outcome = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(body));
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

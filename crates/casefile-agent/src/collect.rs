@@ -1,14 +1,12 @@
 //! Runs the collectors into a package file: the zip is streamed to disk (never staged
 //! in memory), then hashed for the upload.
 
-use std::io::Read;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 use casefile_collectors::{CollectError, Collector, Context};
 use casefile_package::writer::PackageMeta;
 use casefile_package::{Manifest, ManifestHost, PackageWriter};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::{AGENT_VERSION, AgentError, host};
@@ -68,21 +66,6 @@ pub fn write_package(
     let file = out.into_inner().map_err(|e| io_error(e.into_error()))?;
     file.sync_all().map_err(io_error)?;
     drop(file);
-    let (sha256, size) = hash_file(output).map_err(io_error)?;
+    let (sha256, size) = std::fs::File::open(output).and_then(casefile_package::hash_reader).map_err(io_error)?;
     Ok(CollectedPackage { path: output.to_owned(), size, sha256, manifest })
-}
-
-fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok((hex::encode(hasher.finalize()), total));
-        }
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
 }

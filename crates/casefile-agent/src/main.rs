@@ -43,24 +43,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli: Cli = casefile_agent::cli::parse_or_exit("casefile-agent");
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("casefile-agent: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(execute(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("casefile-agent: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    casefile_agent::cli::run_main("casefile-agent", "info", execute(cli.command))
 }
 
 async fn execute(command: Command) -> anyhow::Result<()> {

@@ -42,7 +42,7 @@ impl<W: Write> Write for HashingWriter<W> {
 }
 
 /// SHA-256 and length of everything `reader` yields, read in fixed-size chunks.
-pub(crate) fn hash_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
+pub fn hash_reader(mut reader: impl Read) -> io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;

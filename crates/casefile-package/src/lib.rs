@@ -12,6 +12,7 @@ mod summary;
 pub mod verify;
 pub mod writer;
 
+pub use hashing::hash_reader;
 pub use manifest::{CollectorRun, ItemStatus, Manifest, ManifestHost, ManifestItem};
 pub use verify::{Problem, VerifyReport, verify};
 pub use writer::{ItemOutcome, ItemSink, PackageWriter};

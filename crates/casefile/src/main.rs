@@ -74,28 +74,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli: Cli = casefile_agent::cli::parse_or_exit("casefile");
-    let demo = matches!(cli.command, Command::Demo { .. });
-    let default_filter = if demo { "warn" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("casefile: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(execute(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("casefile: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    // The demo prints its own steps; the server logs.
+    let default_filter = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };
+    casefile_agent::cli::run_main("casefile", default_filter, execute(cli.command))
 }
 
 async fn execute(command: Command) -> anyhow::Result<()> {

@@ -10,7 +10,7 @@ use casefile_proto::action::{ActionStatus, ActionType, MachineAction, REQUEST_SO
 use casefile_proto::odata::{Collection, Entity, context};
 use casefile_store::ActionFilter;
 
-use super::{BaseUrl, Path, action_id, odata, paging};
+use super::{BaseUrl, Path, caller_action, odata, paging};
 use crate::auth::{Api, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -122,12 +122,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     caller.authorize(Api::GetMachineAction)?;
-    let id = action_id(&id)?;
-    let action = state
-        .store
-        .action(&caller.tenant_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("MachineAction {id} was not found")))?;
+    let action = caller_action(&state, &caller, &id).await?;
     Ok(odata(StatusCode::OK, &Entity { context: base.context(context::ACTION), value: action }))
 }
 

@@ -9,7 +9,7 @@ use casefile_proto::action::{ActionStatus, ActionType};
 use casefile_proto::odata::{Value, context};
 use casefile_proto::{ErrorCode, PACKAGE_FILE_NAME};
 
-use super::{BaseUrl, Path, action_id, odata};
+use super::{BaseUrl, Path, caller_action, odata};
 use crate::auth::{Api, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::links;
@@ -22,12 +22,8 @@ pub async fn package_uri(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     caller.authorize(Api::GetPackageUri)?;
-    let id = action_id(&id)?;
-    let action = state
-        .store
-        .action(&caller.tenant_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("MachineAction {id} was not found")))?;
+    let action = caller_action(&state, &caller, &id).await?;
+    let id = action.id;
     if action.action_type != ActionType::CollectInvestigationPackage {
         return Err(ApiError::new(
             ErrorCode::InvalidInput,

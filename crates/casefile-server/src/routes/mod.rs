@@ -174,6 +174,20 @@ pub(crate) fn action_id(raw: &str) -> Result<Uuid, ApiError> {
     })
 }
 
+/// The caller's action `raw` (an `Edm.Guid`), or the MDE errors for a bad or unknown id.
+pub(crate) async fn caller_action(
+    state: &AppState,
+    caller: &crate::auth::Caller,
+    raw: &str,
+) -> Result<casefile_proto::MachineAction, ApiError> {
+    let id = action_id(raw)?;
+    state
+        .store
+        .action(&caller.tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("MachineAction {id} was not found")))
+}
+
 /// `$top`/`$skip` paging. Other query options are refused by name rather than
 /// silently ignored: a script must never get unfiltered data it did not ask for.
 pub(crate) fn paging(raw_query: Option<&str>) -> Result<casefile_store::Page, ApiError> {
