@@ -155,6 +155,41 @@ pub struct MachineAction {
 /// `requestSource` of every action created through the public API.
 pub const REQUEST_SOURCE_PUBLIC_API: &str = "PublicApi";
 
+impl MachineAction {
+    /// A new `Pending` action requested through the public API, created `now`.
+    pub fn new_pending(
+        action_type: ActionType,
+        machine_id: &str,
+        computer_dns_name: Option<String>,
+        requestor: &str,
+        comment: String,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            action_type,
+            title: None,
+            requestor: requestor.to_owned(),
+            requestor_comment: comment,
+            status: ActionStatus::Pending,
+            machine_id: machine_id.to_owned(),
+            computer_dns_name,
+            creation_date_time_utc: now,
+            last_update_date_time_utc: now,
+            cancellation_requestor: None,
+            cancellation_comment: None,
+            cancellation_date_time_utc: None,
+            error_h_result: 0,
+            scope: None,
+            external_id: None,
+            request_source: REQUEST_SOURCE_PUBLIC_API.to_owned(),
+            related_file_info: None,
+            commands: Vec::new(),
+            troubleshoot_info: None,
+        }
+    }
+}
+
 /// Body of `POST /api/machines/{id}/collectInvestigationPackage`. Keys are case-sensitive
 /// as in MDE; unknown keys are ignored.
 #[derive(Debug, Clone, Serialize, Deserialize)]

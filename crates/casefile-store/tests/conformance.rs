@@ -1,7 +1,7 @@
 //! The behaviour every `Store` implementation must show. Each check takes `&dyn Store`;
 //! the SQLite instantiation runs them here, and the PostgreSQL one will run the same.
 
-use casefile_proto::action::{ActionStatus, ActionType, MachineAction, REQUEST_SOURCE_PUBLIC_API};
+use casefile_proto::action::{ActionStatus, ActionType, MachineAction};
 use casefile_store::*;
 use chrono::{Duration, Utc};
 use uuid::Uuid;
@@ -32,28 +32,7 @@ async fn machine(store: &dyn Store, tenant: &str, id: &str) -> MachineRecord {
 }
 
 fn pending(machine_id: &str, created: chrono::DateTime<Utc>) -> MachineAction {
-    MachineAction {
-        id: Uuid::new_v4(),
-        action_type: ActionType::CollectInvestigationPackage,
-        title: None,
-        requestor: "tester".into(),
-        requestor_comment: "c".into(),
-        status: ActionStatus::Pending,
-        machine_id: machine_id.to_owned(),
-        computer_dns_name: None,
-        creation_date_time_utc: created,
-        last_update_date_time_utc: created,
-        cancellation_requestor: None,
-        cancellation_comment: None,
-        cancellation_date_time_utc: None,
-        error_h_result: 0,
-        scope: None,
-        external_id: None,
-        request_source: REQUEST_SOURCE_PUBLIC_API.into(),
-        related_file_info: None,
-        commands: vec![],
-        troubleshoot_info: None,
-    }
+    MachineAction::new_pending(ActionType::CollectInvestigationPackage, machine_id, None, "tester", "c".into(), created)
 }
 
 fn package(action: Uuid, tenant: &str) -> PackageRecord {

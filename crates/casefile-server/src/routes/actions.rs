@@ -6,7 +6,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use casefile_proto::ErrorCode;
-use casefile_proto::action::{ActionStatus, ActionType, MachineAction, REQUEST_SOURCE_PUBLIC_API};
+use casefile_proto::action::{ActionType, MachineAction};
 use casefile_proto::odata::{Collection, Entity, context};
 use casefile_store::ActionFilter;
 
@@ -35,29 +35,14 @@ pub async fn collect(
         .machine(&caller.tenant_id, &machine)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Machine {machine} was not found")))?;
-    let now = chrono::Utc::now();
-    let action = MachineAction {
-        id: uuid::Uuid::new_v4(),
-        action_type: ActionType::CollectInvestigationPackage,
-        title: None,
-        requestor: caller.requestor.clone(),
-        requestor_comment: comment,
-        status: ActionStatus::Pending,
-        machine_id: machine.id.clone(),
-        computer_dns_name: Some(machine.facts.computer_dns_name.clone()),
-        creation_date_time_utc: now,
-        last_update_date_time_utc: now,
-        cancellation_requestor: None,
-        cancellation_comment: None,
-        cancellation_date_time_utc: None,
-        error_h_result: 0,
-        scope: None,
-        external_id: None,
-        request_source: REQUEST_SOURCE_PUBLIC_API.to_owned(),
-        related_file_info: None,
-        commands: Vec::new(),
-        troubleshoot_info: None,
-    };
+    let action = MachineAction::new_pending(
+        ActionType::CollectInvestigationPackage,
+        &machine.id,
+        Some(machine.facts.computer_dns_name.clone()),
+        &caller.requestor,
+        comment,
+        chrono::Utc::now(),
+    );
     state.store.create_action(&caller.tenant_id, &action).await?;
     state.dispatcher.notify(&machine.id);
     state.dispatcher.action_changed();
