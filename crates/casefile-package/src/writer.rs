@@ -187,18 +187,16 @@ impl<W: Write + Seek> PackageWriter<W> {
             collectors: std::mem::take(&mut self.collectors),
             items: Vec::new(),
         };
-        let items = std::mem::take(&mut self.items);
-        manifest.items = items;
-
-        let text = summary::text(&manifest);
-        let csv = summary::csv(&manifest)?;
-        for (path, body) in [(SUMMARY_TEXT_PATH, text), (SUMMARY_CSV_PATH, csv)] {
+        // The reports summarise the collectors; they are items of the manifest themselves.
+        for (path, body) in
+            [(SUMMARY_TEXT_PATH, summary::text(&manifest)), (SUMMARY_CSV_PATH, summary::csv(&manifest)?)]
+        {
             self.write_item(path.to_owned(), "casefile summary", "casefile".to_owned(), &mut |w| {
                 w.write_all(body.as_bytes())?;
                 Ok(ItemOutcome::ok())
             })?;
         }
-        manifest.items.append(&mut self.items);
+        manifest.items = std::mem::take(&mut self.items);
 
         self.zip.start_file(MANIFEST_PATH, self.options)?;
         serde_json::to_writer_pretty(&mut self.zip, &manifest).map_err(io::Error::other)?;

@@ -17,12 +17,10 @@ pub enum ErrorCode {
     DisallowedOperation,
     NotFound,
     ResourceNotFound,
-    MethodNotAllowed,
     PayloadTooLarge,
     UnsupportedMediaType,
     TooManyRequests,
     InternalServerError,
-    ServiceUnavailable,
 }
 
 impl ErrorCode {
@@ -37,12 +35,10 @@ impl ErrorCode {
             Self::Unauthorized => 401,
             Self::Forbidden | Self::DisallowedOperation => 403,
             Self::NotFound | Self::ResourceNotFound => 404,
-            Self::MethodNotAllowed => 405,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::TooManyRequests => 429,
             Self::InternalServerError => 500,
-            Self::ServiceUnavailable => 503,
         }
     }
 }

@@ -73,8 +73,9 @@ pub trait Store: Send + Sync + 'static {
         at: Timestamp,
     ) -> Result<Option<MachineAction>>;
     async fn package(&self, tenant: &str, action_id: Uuid) -> Result<Option<PackageRecord>>;
-    /// Fails every `InProgress` action of a machine (its agent restarted without them).
-    async fn fail_in_progress(&self, machine_id: &str, change: &Transition) -> Result<u64>;
+    /// Fails every `InProgress` action of a machine (its agent restarted without them);
+    /// returns their ids.
+    async fn fail_in_progress(&self, machine_id: &str, change: &Transition) -> Result<Vec<Uuid>>;
     /// Times out `InProgress` actions whose machine has not been heard from since
     /// `silent_since`, or that have been running since before `started_before`.
     async fn time_out_stalled(

@@ -490,12 +490,18 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn fail_in_progress(&self, machine_id: &str, change: &Transition) -> Result<u64> {
+    async fn fail_in_progress(&self, machine_id: &str, change: &Transition) -> Result<Vec<Uuid>> {
         let mut q = QueryBuilder::<Sqlite>::new("");
         push_transition_set(&mut q, change);
         q.push(" WHERE machine_id = ").push_bind(machine_id.to_owned());
-        q.push(" AND status = 'InProgress'");
-        Ok(q.build().execute(&self.pool).await?.rows_affected())
+        q.push(" AND status = 'InProgress' RETURNING id");
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
     }
 
     async fn time_out_stalled(

@@ -140,7 +140,7 @@ async fn silent_machines_time_out_and_restarts_fail(store: &dyn Store) {
     );
 
     let restart = Transition::failure(ActionStatus::Failed, Utc::now(), 3, "restarted");
-    assert_eq!(store.fail_in_progress("chatty", &restart).await.unwrap(), 1);
+    assert_eq!(store.fail_in_progress("chatty", &restart).await.unwrap(), vec![chatty.id]);
     assert_eq!(store.action("t", chatty.id).await.unwrap().unwrap().status, ActionStatus::Failed);
     let seen = store.machine("t", "chatty").await.unwrap().unwrap();
     assert_eq!(seen.last_ip_address.as_deref(), Some("10.0.0.1"));

@@ -39,6 +39,16 @@ pub(crate) fn is_missing(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
 }
 
+/// The item outcome for a source that could not be opened: a missing source is
+/// `not-applicable` on this host, any other error makes the item `failed`.
+pub(crate) fn unavailable(source: &str, e: &io::Error) -> ItemOutcome {
+    if is_missing(e) {
+        ItemOutcome::not_applicable(format!("{source} not present"))
+    } else {
+        ItemOutcome::failed(format!("{source}: {e}"))
+    }
+}
+
 /// Reads at most `limit` bytes of a regular file.
 pub(crate) fn read_capped(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     let mut buf = Vec::new();
@@ -98,10 +108,7 @@ pub(crate) fn copy_file(sink: &mut dyn ItemSink, name: &str, path: &Path, source
     sink.file(name, source, |out| {
         let file = match open_regular(path) {
             Ok(file) => file,
-            Err(e) if is_missing(&e) => {
-                return Ok(ItemOutcome::not_applicable(format!("{source} not present")));
-            }
-            Err(e) => return Ok(ItemOutcome::failed(format!("{source}: {e}"))),
+            Err(e) => return Ok(unavailable(source, &e)),
         };
         copy_capped(file, out)
     })

@@ -6,7 +6,7 @@ use casefile_package::{ItemOutcome, ItemSink, PackageError};
 use crate::{CollectError, Collector, Context};
 
 use super::common::{
-    CANCELLED, Problems, ascii_str, copy_file, csv_file, is_missing, open_lines, read_value, split_fields, trim_bytes,
+    CANCELLED, Problems, ascii_str, copy_file, csv_file, open_lines, read_value, split_fields, trim_bytes, unavailable,
 };
 
 pub struct Disks;
@@ -51,10 +51,7 @@ fn write_mounts(ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), PackageErr
     csv_file(sink, "mounts.csv", source, &MOUNTS_HEADER, |csv| {
         let mut lines = match open_lines(&ctx.path(MOUNTS)) {
             Ok(lines) => lines,
-            Err(e) if is_missing(&e) => {
-                return Ok(ItemOutcome::not_applicable(format!("{MOUNTS} not present")));
-            }
-            Err(e) => return Ok(ItemOutcome::failed(format!("{MOUNTS}: {e}"))),
+            Err(e) => return Ok(unavailable(MOUNTS, &e)),
         };
         let mut problems = Problems::default();
         while let Some(line) = lines.next_line()? {
@@ -154,10 +151,7 @@ fn write_partitions(ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), Packag
     csv_file(sink, "partitions.csv", PARTITIONS, &PARTITIONS_HEADER, |csv| {
         let mut lines = match open_lines(&ctx.path(PARTITIONS)) {
             Ok(lines) => lines,
-            Err(e) if is_missing(&e) => {
-                return Ok(ItemOutcome::not_applicable(format!("{PARTITIONS} not present")));
-            }
-            Err(e) => return Ok(ItemOutcome::failed(format!("{PARTITIONS}: {e}"))),
+            Err(e) => return Ok(unavailable(PARTITIONS, &e)),
         };
         let mut problems = Problems::default();
         while let Some(line) = lines.next_line()? {
@@ -188,10 +182,7 @@ fn write_block_devices(ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), Pac
     csv_file(sink, "block_devices.csv", source, &BLOCK_HEADER, |csv| {
         let entries = match std::fs::read_dir(ctx.path(SYS_BLOCK)) {
             Ok(entries) => entries,
-            Err(e) if is_missing(&e) => {
-                return Ok(ItemOutcome::not_applicable(format!("{SYS_BLOCK} not present")));
-            }
-            Err(e) => return Ok(ItemOutcome::failed(format!("{SYS_BLOCK}: {e}"))),
+            Err(e) => return Ok(unavailable(SYS_BLOCK, &e)),
         };
         let mut names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
         names.sort();

@@ -10,7 +10,7 @@ use crate::{CollectError, Collector, Context};
 
 use super::accounts::{GROUP, PASSWD, group_fields, passwd_fields};
 use super::common::{
-    CANCELLED, Csv, Problems, copy_file, csv_file, is_missing, open_lines, open_regular, utc_timestamp,
+    CANCELLED, Csv, Problems, copy_file, csv_file, is_missing, open_lines, open_regular, unavailable, utc_timestamp,
 };
 
 pub struct Users;
@@ -59,10 +59,7 @@ fn write_colon_file(
     csv_file(sink, name, abs, header, |csv| {
         let mut lines = match open_lines(&ctx.path(abs)) {
             Ok(lines) => lines,
-            Err(e) if is_missing(&e) => {
-                return Ok(ItemOutcome::not_applicable(format!("{abs} not present")));
-            }
-            Err(e) => return Ok(ItemOutcome::failed(format!("{abs}: {e}"))),
+            Err(e) => return Ok(unavailable(abs, &e)),
         };
         let mut problems = Problems::default();
         let mut line_number = 0;
@@ -201,10 +198,7 @@ fn write_session_log(
     csv_file(sink, name, abs, &SESSION_HEADER, |csv| {
         let file = match open_regular(&ctx.path(abs)) {
             Ok(file) => file,
-            Err(e) if is_missing(&e) => {
-                return Ok(ItemOutcome::not_applicable(format!("{abs} not present")));
-            }
-            Err(e) => return Ok(ItemOutcome::failed(format!("{abs}: {e}"))),
+            Err(e) => return Ok(unavailable(abs, &e)),
         };
         write_utmp_records(ctx, BufReader::new(file), csv)
     })

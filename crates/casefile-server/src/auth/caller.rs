@@ -71,7 +71,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)
+        let token = bearer(&parts.headers)
             .ok_or_else(|| ApiError::unauthorized("Authorization header is missing or is not 'Bearer <token>'"))?;
         let claims: AccessClaims = state.keyring.verify(token, &state.access_validation).map_err(token_error)?;
         if !valid_tenant_id(&claims.tid) {
@@ -87,8 +87,9 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+/// The token of an `Authorization: Bearer <token>` header (scheme in any case).
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

@@ -30,7 +30,8 @@ impl FromRequestParts<AppState> for AgentIdentity {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let credential = bearer(parts).ok_or_else(|| ApiError::unauthorized("The agent credential is missing"))?;
+        let credential =
+            bearer(&parts.headers).ok_or_else(|| ApiError::unauthorized("The agent credential is missing"))?;
         let machine = state
             .store
             .machine_by_credential(&secrets::hash(credential))
@@ -76,15 +77,11 @@ pub async fn enroll(
     headers: HeaderMap,
     Json(request): Json<EnrollRequest>,
 ) -> ApiResult<Response> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .ok_or_else(|| ApiError::unauthorized("An enrollment token is required"))?;
+    let token = bearer(&headers).ok_or_else(|| ApiError::unauthorized("An enrollment token is required"))?;
     let now = chrono::Utc::now();
     let record = state
         .store
-        .enrollment_token_by_hash(&secrets::hash(token.trim()))
+        .enrollment_token_by_hash(&secrets::hash(token))
         .await?
         .filter(|t| t.revoked_at.is_none() && t.expires_at > now)
         .ok_or_else(|| ApiError::unauthorized("The enrollment token is not valid, expired or revoked"))?;
@@ -121,17 +118,11 @@ pub async fn hello(
 ) -> ApiResult<Json<HelloResponse>> {
     let now = chrono::Utc::now();
     state.store.update_host_facts(&machine.id, &facts(request.host), now).await?;
-    let in_progress = casefile_store::ActionFilter {
-        machine_id: Some(machine.id.clone()),
-        status: Some(ActionStatus::InProgress),
-        action_type: None,
-    };
-    let abandoned = state.store.actions(&machine.tenant_id, &in_progress, casefile_store::Page::first(1000)).await?;
-    state.store.fail_in_progress(&machine.id, &restarted()).await?;
+    let abandoned_actions = state.store.fail_in_progress(&machine.id, &restarted()).await?;
     state.dispatcher.action_changed();
     Ok(Json(HelloResponse {
         machine_id: machine.id,
-        abandoned_actions: abandoned.into_iter().map(|a| a.id).collect(),
+        abandoned_actions,
         poll_wait_seconds: state.config.agents.poll_wait_seconds,
     }))
 }

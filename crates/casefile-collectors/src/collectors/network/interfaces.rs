@@ -6,14 +6,14 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use casefile_package::{ItemOutcome, ItemSink, PackageError};
+use casefile_package::{ItemSink, PackageError};
 
 use crate::Context;
 
 use super::sockets::parse_hex_endpoint;
 use super::{line_text, open_table, table_outcome};
 use crate::collectors::common::{
-    Lines, Problems, csv_file, is_missing, open_lines, read_value, split_fields, trim_bytes,
+    Lines, Problems, csv_file, is_missing, open_lines, read_value, split_fields, trim_bytes, unavailable,
 };
 
 const ARP_HEADER: [&str; 6] = ["ip_address", "hw_type", "flags", "mac_address", "mask", "device"];
@@ -365,10 +365,7 @@ pub(super) fn write_interfaces(
         let mut problems = Problems::default();
         let mut lines = match open_lines(&ctx.path(abs)) {
             Ok(lines) => lines,
-            Err(e) if is_missing(&e) => {
-                return Ok(ItemOutcome::not_applicable("/proc/net/dev not present"));
-            }
-            Err(e) => return Ok(ItemOutcome::failed(format!("{abs}: {e}"))),
+            Err(e) => return Ok(unavailable(abs, &e)),
         };
         while let Some(line) = lines.next_line()? {
             // The two header lines have no colon; every interface line does.
