@@ -10,7 +10,7 @@ pub mod identity;
 pub mod runner;
 pub mod transport;
 
-pub use runner::{AgentConfig, run, run_with_ready};
+pub use runner::{AgentConfig, Collectors, run, run_with_ready};
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 

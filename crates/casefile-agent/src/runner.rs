@@ -1,11 +1,12 @@
 //! The agent's life: enroll (once), announce itself, hold a long-poll open for work,
 //! run each collection in the background and report how it ended.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use casefile_collectors::Context;
+use casefile_collectors::{Collector, Context};
 use casefile_proto::action::hresult;
 use casefile_proto::agent::{ActionFailure, AgentTask, EnrollRequest, HelloRequest};
 use tokio::task::JoinSet;
@@ -25,11 +26,30 @@ pub struct AgentConfig {
     pub host_id: Option<String>,
     /// Root of the file system the collectors read: `/` on a real host.
     pub collect_root: PathBuf,
+    /// What a collection runs: every collector, unless a test narrows it.
+    pub collectors: Collectors,
 }
 
 impl AgentConfig {
     pub fn new(server: impl Into<String>, enroll_token: Option<String>, state_dir: PathBuf) -> Self {
-        Self { server: server.into(), enroll_token, state_dir, host_id: None, collect_root: PathBuf::from("/") }
+        Self {
+            server: server.into(),
+            enroll_token,
+            state_dir,
+            host_id: None,
+            collect_root: PathBuf::from("/"),
+            collectors: Collectors(Arc::new(casefile_collectors::all())),
+        }
+    }
+}
+
+/// The collectors a collection runs, shared by every collection.
+#[derive(Clone)]
+pub struct Collectors(pub Arc<Vec<Box<dyn Collector>>>);
+
+impl std::fmt::Debug for Collectors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|c| c.name())).finish()
     }
 }
 
@@ -63,25 +83,62 @@ pub async fn run_with_ready(
     let wait = Duration::from_secs(hello.poll_wait_seconds.max(1));
     let config = Arc::new(config);
     let mut collections = JoinSet::new();
+    // The cancel switch of each running collection, by action id.
+    let mut running: HashMap<Uuid, CancellationToken> = HashMap::new();
     let mut backoff = Duration::from_millis(500);
     loop {
         // Reap finished collections without racing them against the poll: a poll answer
         // dropped mid-flight would leave its action claimed but never run.
-        while collections.try_join_next().is_some() {}
+        while let Some(done) = collections.try_join_next() {
+            if let Ok(id) = done {
+                running.remove(&id);
+            }
+        }
         let polled = tokio::select! {
             _ = shutdown.cancelled() => break,
             polled = transport.next_task(wait) => polled,
         };
         match polled {
-            Ok(Some(task)) => {
+            Ok(Some(AgentTask::CollectInvestigationPackage { action_id, requestor, .. })) => {
                 backoff = Duration::from_millis(500);
+                let cancel = shutdown.child_token();
+                running.insert(action_id, cancel.clone());
                 let job = Job {
                     transport: transport.clone(),
                     config: config.clone(),
                     machine_id: me.machine_id.clone(),
-                    cancel: shutdown.child_token(),
+                    cancel,
+                    shutdown: shutdown.clone(),
                 };
-                collections.spawn(job.execute(task));
+                collections.spawn(job.execute(action_id, requestor));
+            }
+            Ok(Some(AgentTask::Cancel { action_id })) => {
+                backoff = Duration::from_millis(500);
+                match running.get(&action_id) {
+                    // The job confirms once its work has stopped; until then the server
+                    // repeats the request, so wait for the job instead of polling at once.
+                    Some(cancel) => {
+                        tracing::info!(%action_id, "cancelling the collection");
+                        cancel.cancel();
+                        let _ = tokio::time::timeout(STOP_GRACE, async {
+                            while let Some(done) = collections.join_next().await {
+                                if let Ok(id) = done {
+                                    running.remove(&id);
+                                    if id == action_id {
+                                        break;
+                                    }
+                                }
+                            }
+                        })
+                        .await;
+                    }
+                    // Nothing of it runs here (any more): confirm straight away.
+                    None => {
+                        if let Err(e) = transport.confirm_cancel(action_id).await {
+                            tracing::info!(%action_id, "cancel confirmation not applied: {e}");
+                        }
+                    }
+                }
             }
             Ok(None) => backoff = Duration::from_millis(500),
             Err(AgentError::Refused(why)) => return Err(AgentError::Refused(why)),
@@ -139,16 +196,26 @@ struct Job {
     transport: Transport,
     config: Arc<AgentConfig>,
     machine_id: String,
+    /// Cancelled by the server's request or by the agent stopping.
     cancel: CancellationToken,
+    shutdown: CancellationToken,
 }
 
 impl Job {
-    async fn execute(self, task: AgentTask) {
-        let AgentTask::CollectInvestigationPackage { action_id, requestor, .. } = task;
+    /// Runs one collection and reports how it ended; returns its action id.
+    async fn execute(self, action_id: Uuid, requestor: String) -> Uuid {
         tracing::info!(%action_id, %requestor, "collecting investigation package");
         let outcome = self.collect_and_upload(action_id).await;
+        if outcome.is_err() && self.cancel.is_cancelled() && !self.shutdown.is_cancelled() {
+            // Cancelled by the server: the work has stopped and its file is gone.
+            match self.transport.confirm_cancel(action_id).await {
+                Ok(()) => tracing::info!(%action_id, "collection cancelled"),
+                Err(e) => tracing::warn!(%action_id, "confirming the cancellation failed: {e}"),
+            }
+            return action_id;
+        }
         let failure = match outcome {
-            Ok(()) => return,
+            Ok(()) => return action_id,
             Err(_) if self.cancel.is_cancelled() => ActionFailure {
                 error_h_result: hresult::ABORTED,
                 troubleshoot_info: "The agent was stopped during the collection".to_owned(),
@@ -161,6 +228,7 @@ impl Job {
         if let Err(e) = self.transport.report_failure(action_id, &failure).await {
             tracing::info!(%action_id, "failure report not applied: {e}");
         }
+        action_id
     }
 
     async fn collect_and_upload(&self, action_id: Uuid) -> Result<(), AgentError> {
@@ -170,10 +238,10 @@ impl Job {
         let ctx = Context { root: self.config.collect_root.clone(), cancel: self.cancel.clone() };
         let meta = collect::package_meta(Some(action_id), Some(self.machine_id.clone()));
         let path = output.clone();
-        let written =
-            tokio::task::spawn_blocking(move || collect::write_package(&path, meta, &ctx, &casefile_collectors::all()))
-                .await
-                .map_err(|e| AgentError::Collection(format!("the collection thread failed: {e}")));
+        let collectors = self.config.collectors.clone();
+        let written = tokio::task::spawn_blocking(move || collect::write_package(&path, meta, &ctx, &collectors.0))
+            .await
+            .map_err(|e| AgentError::Collection(format!("the collection thread failed: {e}")));
         let result = match written {
             Ok(Ok(package)) => self.upload(action_id, &package).await,
             Ok(Err(e)) | Err(e) => Err(e),
@@ -188,7 +256,11 @@ impl Job {
             if self.cancel.is_cancelled() {
                 return Err(AgentError::Collection("cancelled".to_owned()));
             }
-            match self.transport.upload_package(action_id, &package.path, package.size, &package.sha256).await {
+            let upload = tokio::select! {
+                _ = self.cancel.cancelled() => return Err(AgentError::Collection("cancelled".to_owned())),
+                upload = self.transport.upload_package(action_id, &package.path, package.size, &package.sha256) => upload,
+            };
+            match upload {
                 Ok(receipt) => {
                     tracing::info!(%action_id, size = receipt.size, sha256 = %receipt.sha256, "package uploaded and verified");
                     return Ok(());
@@ -197,7 +269,10 @@ impl Job {
                     if attempt < UPLOAD_ATTEMPTS =>
                 {
                     tracing::warn!(%action_id, attempt, "upload failed, retrying: {e}");
-                    tokio::time::sleep(Duration::from_secs(2u64.pow(attempt))).await;
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(2u64.pow(attempt))) => {}
+                    }
                     attempt += 1;
                 }
                 Err(e) => return Err(e),

@@ -119,6 +119,12 @@ impl Transport {
         self.send(builder).await.map(|_| ())
     }
 
+    /// Confirms that a cancelled collection has stopped.
+    pub async fn confirm_cancel(&self, action: Uuid) -> Result<(), AgentError> {
+        let builder = self.authed(self.http.post(self.url(&format!("/actions/{action}/cancelled"))));
+        self.send(builder).await.map(|_| ())
+    }
+
     async fn decode<T: serde::de::DeserializeOwned>(&self, response: reqwest::Response) -> Result<T, AgentError> {
         response.json().await.map_err(|source| AgentError::Unreachable { url: self.base.to_string(), source })
     }

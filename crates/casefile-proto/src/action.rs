@@ -5,6 +5,20 @@ use uuid::Uuid;
 
 use crate::time::{self, Timestamp};
 
+/// The `as_str` spellings of an enum's `ALL` array, computed at compile time so the
+/// names have one source.
+macro_rules! wire_names {
+    ($all:expr, $n:literal) => {{
+        let mut names = [""; $n];
+        let mut i = 0;
+        while i < $n {
+            names[i] = $all[i].as_str();
+            i += 1;
+        }
+        names
+    }};
+}
+
 /// Status of a machine action. Spelling is MDE's (`Cancelled` with two `l`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ActionStatus {
@@ -19,8 +33,10 @@ pub enum ActionStatus {
 impl ActionStatus {
     pub const ALL: [ActionStatus; 6] =
         [Self::Pending, Self::InProgress, Self::Succeeded, Self::Failed, Self::TimeOut, Self::Cancelled];
+    /// The wire spellings, in [`Self::ALL`] order.
+    pub const NAMES: [&'static str; 6] = wire_names!(Self::ALL, 6);
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "Pending",
             Self::InProgress => "InProgress",
@@ -87,8 +103,10 @@ impl ActionType {
         Self::UnrestrictCodeExecution,
         Self::RequestSample,
     ];
+    /// The wire spellings, in [`Self::ALL`] order.
+    pub const NAMES: [&'static str; 10] = wire_names!(Self::ALL, 10);
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::CollectInvestigationPackage => "CollectInvestigationPackage",
             Self::RunAntiVirusScan => "RunAntiVirusScan",

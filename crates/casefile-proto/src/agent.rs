@@ -60,12 +60,15 @@ pub struct HelloResponse {
     pub poll_wait_seconds: u64,
 }
 
-/// Work handed to an agent by `GET /agent/v1/actions/next`. The action is already
-/// `InProgress` when the agent receives it.
+/// Work handed to an agent by `GET /agent/v1/actions/next`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AgentTask {
+    /// The action is already `InProgress` when the agent receives it.
     CollectInvestigationPackage { action_id: Uuid, requestor: String, comment: String },
+    /// Stop that collection, discard what it wrote, then confirm with
+    /// `POST /agent/v1/actions/{id}/cancelled`. Repeated until confirmed.
+    Cancel { action_id: Uuid },
 }
 
 /// `POST /agent/v1/actions/{id}/failure`.

@@ -5,7 +5,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
+
+use crate::auth::Api;
+use crate::ratelimit::Window;
+
+const DAY: u64 = 24 * 3600;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -21,6 +28,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub agents: AgentConfig,
     pub packages: PackageConfig,
+    pub rate_limits: RateLimitConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +45,8 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
+    /// A `Pending` action no agent picked up within this window ends `TimeOut`.
+    pub pending_timeout_seconds: u64,
     /// How long a poll is held open waiting for work.
     pub poll_wait_seconds: u64,
     /// An `InProgress` action whose agent is silent this long ends `TimeOut`.
@@ -57,6 +67,27 @@ pub struct PackageConfig {
     pub link_ttl_seconds: u64,
     /// Largest package the server accepts.
     pub max_bytes: u64,
+    /// Packages are deleted this long after they were stored.
+    pub retention_seconds: u64,
+}
+
+/// Call quotas per tenant, caller and API (`../shared/spec/mde-api.md` §1, §3, §4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Off: no quotas at all (tests and benchmarks).
+    pub enabled: bool,
+    /// Quota of every API not listed in `apis`.
+    pub default: Quota,
+    /// Per-API quotas, keyed by API name (`GetPackageUri`, `ListMachineActions`, ...).
+    pub apis: BTreeMap<String, Quota>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    pub per_minute: u32,
+    pub per_hour: u32,
 }
 
 impl Default for Config {
@@ -69,6 +100,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             agents: AgentConfig::default(),
             packages: PackageConfig::default(),
+            rate_limits: RateLimitConfig::default(),
         }
     }
 }
@@ -82,18 +114,55 @@ impl Default for AuthConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
+            pending_timeout_seconds: 3 * DAY,
             poll_wait_seconds: 25,
             silent_timeout_seconds: 10 * 60,
             max_collection_seconds: 3600,
-            inactive_after_seconds: 7 * 24 * 3600,
-            enrollment_token_ttl_seconds: 7 * 24 * 3600,
+            inactive_after_seconds: 7 * DAY,
+            enrollment_token_ttl_seconds: 7 * DAY,
         }
     }
 }
 
 impl Default for PackageConfig {
     fn default() -> Self {
-        Self { link_ttl_seconds: 10 * 60, max_bytes: 64 << 30 }
+        Self { link_ttl_seconds: 10 * 60, max_bytes: 64 << 30, retention_seconds: 30 * DAY }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            default: Quota { per_minute: 100, per_hour: 1500 },
+            apis: BTreeMap::from([(Api::GetPackageUri.name().to_owned(), Quota { per_minute: 2, per_hour: 120 })]),
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// The windows `api` is limited by; empty when limits are off.
+    pub fn windows(&self, api: Api) -> Vec<Window> {
+        if !self.enabled {
+            return Vec::new();
+        }
+        let quota = self.apis.get(api.name()).copied().unwrap_or(self.default);
+        vec![
+            Window { length: Duration::from_secs(60), limit: quota.per_minute },
+            Window { length: Duration::from_secs(3600), limit: quota.per_hour },
+        ]
+    }
+
+    /// Refuses quota entries for APIs that do not exist: a typo must not silently leave
+    /// an API on the default quota.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.apis.keys().find(|name| !Api::ALL.iter().any(|api| api.name() == name.as_str())) {
+            Some(unknown) => Err(format!(
+                "rate_limits.apis has an unknown API '{unknown}'; known APIs: {}",
+                Api::ALL.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -117,6 +186,10 @@ impl Config {
 
     pub fn packages_dir(&self) -> PathBuf {
         self.data_dir.join("packages")
+    }
+
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.packages.retention_seconds)
     }
 
     pub fn link_ttl(&self) -> Duration {

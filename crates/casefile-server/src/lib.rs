@@ -6,12 +6,14 @@
 
 pub mod auth;
 pub mod blobs;
+pub mod clock;
 pub mod config;
 pub mod correlation;
 pub mod dispatch;
 pub mod error;
-mod lifecycle;
+pub mod lifecycle;
 pub mod links;
+pub mod ratelimit;
 mod routes;
 pub mod secrets;
 pub mod state;
@@ -27,7 +29,9 @@ use tokio::net::TcpListener;
 
 use crate::auth::{AccessClaims, Keyring};
 use crate::blobs::Blobs;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::ratelimit::InMemoryLimiter;
 use crate::state::{AppState, Shared};
 
 pub use config::Config as ServerConfig;
@@ -66,6 +70,12 @@ impl Server {
     /// Creates the data directory, the database (migrated) and the signing keys on first
     /// start; opens them afterwards.
     pub async fn open(config: Config) -> Result<Self, ServerError> {
+        Self::open_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`Server::open`] with another clock (tests move a [`clock::ManualClock`]).
+    pub async fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, ServerError> {
+        config.rate_limits.validate().map_err(ServerError::Invalid)?;
         create_private_dir(&config.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_url(&config.database_url()).await?);
         let keyring = Keyring::load_or_create(store.as_ref()).await?;
@@ -75,8 +85,16 @@ impl Server {
             &config.auth.extra_audiences,
             config.auth.leeway_seconds,
         );
-        let state =
-            AppState::new(Shared { config, store, keyring, access_validation, blobs, dispatcher: Default::default() });
+        let state = AppState::new(Shared {
+            config,
+            store,
+            keyring,
+            access_validation,
+            blobs,
+            dispatcher: Default::default(),
+            clock,
+            limiter: Arc::new(InMemoryLimiter::default()),
+        });
         Ok(Self { state })
     }
 
@@ -101,6 +119,11 @@ impl Server {
             .await;
         sweeper.abort();
         result
+    }
+
+    /// Runs the lifecycle rules once now (the server also runs them periodically).
+    pub async fn sweep_now(&self) -> Result<lifecycle::Sweep, ServerError> {
+        Ok(lifecycle::sweep(&self.state).await?)
     }
 
     /// A signed access token carrying `roles`, as an identity provider would issue.
@@ -134,7 +157,7 @@ impl Server {
         }
         let ttl = ttl.unwrap_or(Duration::from_secs(self.state.config.agents.enrollment_token_ttl_seconds));
         let token = secrets::generate(secrets::ENROLLMENT_PREFIX);
-        let now = chrono::Utc::now();
+        let now = self.state.now();
         self.state
             .store
             .insert_enrollment_token(&EnrollmentTokenRecord {
@@ -142,7 +165,10 @@ impl Server {
                 tenant_id: tenant.to_owned(),
                 token_hash: secrets::hash(&token),
                 created_at: now,
-                expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
+                expires_at: chrono::Duration::from_std(ttl)
+                    .ok()
+                    .and_then(|d| now.checked_add_signed(d))
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
                 revoked_at: None,
             })
             .await?;

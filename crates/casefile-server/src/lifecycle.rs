@@ -1,41 +1,106 @@
-//! Background upkeep: actions never stay `InProgress` forever. An action whose agent
-//! went silent, or that runs past the longest collection allowed, ends `TimeOut`.
+//! Background upkeep, so nothing waits forever and nothing is kept forever:
+//! - a `Pending` action no agent picked up within `pending_timeout` ends `TimeOut`;
+//! - an `InProgress` action whose agent went silent, or that runs past the longest
+//!   collection allowed, ends `TimeOut`;
+//! - a package older than the retention period is deleted (its action keeps its record).
 
 use std::time::Duration;
 
 use casefile_proto::action::{ActionStatus, hresult};
+use casefile_proto::time::Timestamp;
 use casefile_store::Transition;
 
+use crate::clock::seconds_before;
 use crate::state::AppState;
+
+/// Packages deleted per batch, so one sweep never holds a long list in memory.
+const DELETE_BATCH: u32 = 256;
+
+/// What one sweep changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sweep {
+    pub pending_timed_out: u64,
+    pub running_timed_out: u64,
+    pub packages_deleted: u64,
+}
 
 pub async fn run(state: AppState) {
     let silent = Duration::from_secs(state.config.agents.silent_timeout_seconds);
-    let longest = Duration::from_secs(state.config.agents.max_collection_seconds);
     // Check often enough that an action overstays its window by at most a quarter.
     let period = (silent / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
     let mut ticker = tokio::time::interval(period);
     loop {
         ticker.tick().await;
-        let now = chrono::Utc::now();
-        let change = Transition::failure(
-            ActionStatus::TimeOut,
-            now,
-            hresult::TIMEOUT,
-            format!(
-                "The agent stopped reporting for more than {} seconds during the collection, \
-                 or the collection ran longer than {} seconds",
-                silent.as_secs(),
-                longest.as_secs()
-            ),
+        if let Err(e) = sweep(&state).await {
+            tracing::error!("lifecycle sweep failed: {e}");
+        }
+    }
+}
+
+/// One pass over every rule, at the server clock's current time.
+pub async fn sweep(state: &AppState) -> Result<Sweep, casefile_store::StoreError> {
+    let now = state.now();
+    let agents = &state.config.agents;
+    let ago = |seconds: u64| seconds_before(now, seconds);
+    let mut done = Sweep::default();
+
+    let unclaimed = Transition::failure(
+        ActionStatus::TimeOut,
+        now,
+        hresult::TIMEOUT,
+        format!("No agent picked up the action within {} seconds", agents.pending_timeout_seconds),
+    );
+    done.pending_timed_out = state.store.time_out_pending(ago(agents.pending_timeout_seconds), &unclaimed).await?;
+
+    let stalled = Transition::failure(
+        ActionStatus::TimeOut,
+        now,
+        hresult::TIMEOUT,
+        format!(
+            "The agent stopped reporting for more than {} seconds during the collection, \
+             or the collection ran longer than {} seconds",
+            agents.silent_timeout_seconds, agents.max_collection_seconds
+        ),
+    );
+    done.running_timed_out = state
+        .store
+        .time_out_stalled(ago(agents.silent_timeout_seconds), ago(agents.max_collection_seconds), &stalled)
+        .await?;
+
+    done.packages_deleted = delete_expired(state, now, ago(state.config.packages.retention_seconds)).await?;
+
+    if done.pending_timed_out + done.running_timed_out > 0 {
+        tracing::warn!(
+            pending = done.pending_timed_out,
+            running = done.running_timed_out,
+            "actions timed out: not picked up in time, or their agents went silent or stalled"
         );
-        let ago = |d: Duration| now - chrono::Duration::from_std(d).unwrap_or_default();
-        match state.store.time_out_stalled(ago(silent), ago(longest), &change).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::warn!(count = n, "actions timed out: their agents went silent or their collections stalled");
-                state.dispatcher.action_changed();
+        state.dispatcher.action_changed();
+    }
+    Ok(done)
+}
+
+/// Marks each expired package deleted before removing its bytes: a link can never point
+/// at a package that is half gone. A failed removal is logged and leaves an orphan file,
+/// never a visible package without bytes.
+async fn delete_expired(
+    state: &AppState,
+    now: Timestamp,
+    stored_before: Timestamp,
+) -> Result<u64, casefile_store::StoreError> {
+    let mut deleted = 0;
+    loop {
+        let batch = state.store.expired_packages(stored_before, DELETE_BATCH).await?;
+        for package in &batch {
+            state.store.mark_package_deleted(package.action_id, now).await?;
+            if let Err(e) = state.blobs.delete(&package.blob_key).await {
+                tracing::error!(action_id = %package.action_id, key = %package.blob_key, "removing an expired package failed: {e}");
             }
-            Err(e) => tracing::error!("lifecycle sweep failed: {e}"),
+            tracing::info!(action_id = %package.action_id, stored_at = %package.stored_at, "package deleted after its retention period");
+            deleted += 1;
+        }
+        if (batch.len() as u32) < DELETE_BATCH {
+            return Ok(deleted);
         }
     }
 }

@@ -3,12 +3,15 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+use casefile_proto::time::Timestamp;
 use casefile_store::Store;
 
 use crate::auth::Keyring;
 use crate::blobs::Blobs;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
+use crate::ratelimit::RateLimiter;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
@@ -20,11 +23,17 @@ pub struct Shared {
     pub access_validation: jsonwebtoken::Validation,
     pub blobs: Blobs,
     pub dispatcher: Dispatcher,
+    pub clock: Arc<dyn Clock>,
+    pub limiter: Arc<dyn RateLimiter>,
 }
 
 impl AppState {
     pub fn new(shared: Shared) -> Self {
         Self(Arc::new(shared))
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 }
 

@@ -2,6 +2,7 @@
 //! implementation with its own migrations (SQLite here; PostgreSQL slots in beside it),
 //! so no SQL dialect leaks into the server.
 
+pub mod query;
 mod records;
 pub mod sqlite;
 
@@ -10,6 +11,7 @@ use casefile_proto::action::MachineAction;
 use casefile_proto::time::Timestamp;
 use uuid::Uuid;
 
+pub use query::{ListQuery, Listed};
 pub use records::*;
 pub use sqlite::SqliteStore;
 
@@ -24,6 +26,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A query names a property the store cannot filter or sort by: a bug in the
+    /// caller's property table, never user input (the API layer checks that first).
+    #[error("unsupported query: {0}")]
+    Query(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -45,7 +51,8 @@ pub trait Store: Send + Sync + 'static {
     async fn machine_by_credential(&self, hash: &str) -> Result<Option<MachineRecord>>;
     /// By id, or by computer name (case-insensitive; the most recently seen wins).
     async fn machine(&self, tenant: &str, id_or_name: &str) -> Result<Option<MachineRecord>>;
-    async fn machines(&self, tenant: &str, page: Page) -> Result<Vec<MachineRecord>>;
+    /// Filter and order use the Machine entity's wire names (`computerDnsName`, `lastSeen`).
+    async fn machines(&self, tenant: &str, query: &ListQuery) -> Result<Listed<MachineRecord>>;
     async fn update_host_facts(&self, machine_id: &str, facts: &HostFacts, at: Timestamp) -> Result<()>;
     async fn touch_machine(&self, machine_id: &str, at: Timestamp, ip: Option<&str>) -> Result<()>;
 
@@ -54,7 +61,8 @@ pub trait Store: Send + Sync + 'static {
     /// machine already has a live action of that type.
     async fn create_action(&self, tenant: &str, action: &MachineAction) -> Result<()>;
     async fn action(&self, tenant: &str, id: Uuid) -> Result<Option<MachineAction>>;
-    async fn actions(&self, tenant: &str, filter: &ActionFilter, page: Page) -> Result<Vec<MachineAction>>;
+    /// Filter and order use the MachineAction entity's wire names (`status`, `machineId`).
+    async fn actions(&self, tenant: &str, query: &ListQuery) -> Result<Listed<MachineAction>>;
     /// Atomically moves the machine's oldest `Pending` action to `InProgress`.
     async fn claim_next_action(&self, machine_id: &str, at: Timestamp) -> Result<Option<MachineAction>>;
     /// Applies `change` if the action is in one of the statuses allowed to precede it
@@ -72,10 +80,26 @@ pub trait Store: Send + Sync + 'static {
         package: &PackageRecord,
         at: Timestamp,
     ) -> Result<Option<MachineAction>>;
+    /// The package of an action, including one that retention has deleted.
     async fn package(&self, tenant: &str, action_id: Uuid) -> Result<Option<PackageRecord>>;
+    /// Packages stored before `stored_before` and not yet deleted, oldest first.
+    async fn expired_packages(&self, stored_before: Timestamp, limit: u32) -> Result<Vec<PackageRecord>>;
+    /// Marks a package deleted; downloads and links refuse it from then on.
+    async fn mark_package_deleted(&self, action_id: Uuid, at: Timestamp) -> Result<()>;
+
+    // Cancellation.
+    /// Cancels a `Pending` action at once; for an `InProgress` one, records the request
+    /// so its agent is told to stop. `None`: no such action in the tenant.
+    async fn request_cancel(&self, tenant: &str, id: Uuid, request: &CancelRequest) -> Result<Option<CancelOutcome>>;
+    /// `InProgress` actions of the machine whose cancellation awaits the agent.
+    async fn cancel_requests(&self, machine_id: &str) -> Result<Vec<Uuid>>;
+    /// The agent stopped a collection it was asked to cancel: the action ends `Cancelled`.
+    async fn confirm_cancel(&self, machine_id: &str, id: Uuid, at: Timestamp) -> Result<Option<MachineAction>>;
     /// Fails every `InProgress` action of a machine (its agent restarted without them);
     /// returns their ids.
     async fn fail_in_progress(&self, machine_id: &str, change: &Transition) -> Result<Vec<Uuid>>;
+    /// Times out `Pending` actions created before `created_before` (no agent took them).
+    async fn time_out_pending(&self, created_before: Timestamp, change: &Transition) -> Result<u64>;
     /// Times out `InProgress` actions whose machine has not been heard from since
     /// `silent_since`, or that have been running since before `started_before`.
     async fn time_out_stalled(

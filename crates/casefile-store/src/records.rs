@@ -1,6 +1,6 @@
 //! What the store keeps, beyond the wire entities of `casefile-proto`.
 
-use casefile_proto::action::{ActionStatus, ActionType};
+use casefile_proto::action::{ActionStatus, MachineAction};
 use casefile_proto::machine::IpAddress;
 use casefile_proto::time::Timestamp;
 use uuid::Uuid;
@@ -99,26 +99,25 @@ pub struct PackageRecord {
     pub size: u64,
     pub sha256: String,
     pub stored_at: Timestamp,
+    /// Set once retention removed the package's bytes.
+    pub deleted_at: Option<Timestamp>,
 }
 
-/// Which actions a list returns. The OData layer will grow this; every field narrows.
-#[derive(Debug, Clone, Default)]
-pub struct ActionFilter {
-    pub machine_id: Option<String>,
-    pub status: Option<ActionStatus>,
-    pub action_type: Option<ActionType>,
+/// A cancellation asked for through the public API.
+#[derive(Debug, Clone)]
+pub struct CancelRequest {
+    pub requestor: String,
+    pub comment: Option<String>,
+    pub at: Timestamp,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct Page {
-    pub skip: u64,
-    pub top: u64,
-}
-
-impl Page {
-    pub const MAX_TOP: u64 = 10_000;
-
-    pub fn first(top: u64) -> Self {
-        Self { skip: 0, top }
-    }
+/// What a cancellation request found.
+#[derive(Debug, Clone)]
+pub enum CancelOutcome {
+    /// The action was `Pending`: it is `Cancelled` now.
+    Cancelled(MachineAction),
+    /// The action is `InProgress`: its agent is asked to stop and confirm.
+    Requested(MachineAction),
+    /// The action had already ended; nothing changed.
+    AlreadyFinal(MachineAction),
 }

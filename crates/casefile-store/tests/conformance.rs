@@ -43,6 +43,7 @@ fn package(action: Uuid, tenant: &str) -> PackageRecord {
         size: 3,
         sha256: "ab".repeat(32),
         stored_at: Utc::now(),
+        deleted_at: None,
     }
 }
 
@@ -107,9 +108,9 @@ async fn claims_are_oldest_first_per_machine_and_tenants_are_separate(store: &dy
     assert!(store.action("b", older.id).await.unwrap().is_none());
     assert!(store.machine("b", "m1").await.unwrap().is_none());
     assert!(store.machine("a", "M1-HOST").await.unwrap().is_some(), "names match case-insensitively");
-    assert_eq!(store.actions("b", &ActionFilter::default(), Page::first(10)).await.unwrap().len(), 0);
-    let listed = store.actions("a", &ActionFilter::default(), Page::first(10)).await.unwrap();
-    assert_eq!(listed.iter().map(|a| a.id).collect::<Vec<_>>(), vec![other_type.id, older.id], "newest first");
+    assert_eq!(store.actions("b", &ListQuery::first(10)).await.unwrap().items.len(), 0);
+    let listed = store.actions("a", &ListQuery::first(10)).await.unwrap();
+    assert_eq!(listed.items.iter().map(|a| a.id).collect::<Vec<_>>(), vec![other_type.id, older.id], "newest first");
 }
 
 async fn silent_machines_time_out_and_restarts_fail(store: &dyn Store) {
@@ -166,6 +167,107 @@ async fn reenrollment_keeps_first_seen_and_replaces_the_credential(store: &dyn S
     assert_eq!(store.machine_by_credential("new-hash").await.unwrap().unwrap().id, "m1");
 }
 
+async fn lists_filter_order_count_and_page_in_the_store(store: &dyn Store) {
+    use casefile_store::query::{CmpOp, Expr, OrderBy, Value};
+    machine(store, "t", "m1").await;
+    machine(store, "t", "m2").await;
+    let base = Utc::now() - Duration::hours(1);
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut action = pending(if i % 2 == 0 { "m1" } else { "m2" }, base + Duration::seconds(i));
+        action.status = if i == 4 { ActionStatus::Pending } else { ActionStatus::Failed };
+        store.create_action("t", &action).await.unwrap();
+        ids.push(action.id);
+    }
+    let on_m1 = Expr::Compare { property: "machineId", op: CmpOp::Eq, value: Value::String("m1".into()) };
+    let query = ListQuery { filter: Some(on_m1.clone()), count: true, ..ListQuery::first(2) };
+    let page = store.actions("t", &query).await.unwrap();
+    assert_eq!(page.items.iter().map(|a| a.id).collect::<Vec<_>>(), vec![ids[4], ids[2]]);
+    assert_eq!((page.total, page.more), (Some(3), true));
+    let last = store.actions("t", &ListQuery { skip: 2, ..query.clone() }).await.unwrap();
+    assert_eq!((last.items.len(), last.more), (1, false));
+
+    let not_failed =
+        Expr::Not(Box::new(Expr::Compare { property: "status", op: CmpOp::Eq, value: Value::String("Failed".into()) }));
+    let found = store.actions("t", &ListQuery { filter: Some(not_failed), ..ListQuery::first(10) }).await.unwrap();
+    assert_eq!(found.items.iter().map(|a| a.id).collect::<Vec<_>>(), vec![ids[4]]);
+    let oldest_first = ListQuery {
+        order_by: vec![OrderBy { property: "creationDateTimeUtc", descending: false }],
+        ..ListQuery::first(1)
+    };
+    assert_eq!(store.actions("t", &oldest_first).await.unwrap().items[0].id, ids[0]);
+    let never = ListQuery { filter: Some(Expr::Const(false)), count: true, ..ListQuery::first(10) };
+    let none = store.actions("t", &never).await.unwrap();
+    assert_eq!((none.items.len(), none.total), (0, Some(0)));
+    // An unknown property is a caller bug, reported as such.
+    let bogus = Expr::Compare { property: "colour", op: CmpOp::Eq, value: Value::Null };
+    let error = store.actions("t", &ListQuery { filter: Some(bogus), ..ListQuery::first(1) }).await.unwrap_err();
+    assert!(matches!(error, StoreError::Query(_)), "{error}");
+    let machines = store.machines("t", &ListQuery { count: true, ..ListQuery::first(1) }).await.unwrap();
+    assert_eq!((machines.items.len(), machines.total, machines.more), (1, Some(2), true));
+}
+
+async fn cancellation_is_immediate_when_pending_and_confirmed_when_running(store: &dyn Store) {
+    machine(store, "t", "m1").await;
+    let request = CancelRequest { requestor: "analyst".into(), comment: Some("stop".into()), at: Utc::now() };
+    let waiting = pending("m1", Utc::now());
+    store.create_action("t", &waiting).await.unwrap();
+    assert!(store.request_cancel("other", waiting.id, &request).await.unwrap().is_none(), "tenants are separate");
+    let Some(CancelOutcome::Cancelled(done)) = store.request_cancel("t", waiting.id, &request).await.unwrap() else {
+        panic!("a pending action is cancelled at once");
+    };
+    assert_eq!(done.status, ActionStatus::Cancelled);
+    assert_eq!(
+        (done.cancellation_requestor.as_deref(), done.cancellation_comment.as_deref()),
+        (Some("analyst"), Some("stop"))
+    );
+    assert!(matches!(
+        store.request_cancel("t", waiting.id, &request).await.unwrap(),
+        Some(CancelOutcome::AlreadyFinal(_))
+    ));
+
+    let running = pending("m1", Utc::now());
+    store.create_action("t", &running).await.unwrap();
+    store.claim_next_action("m1", Utc::now()).await.unwrap().unwrap();
+    assert!(store.confirm_cancel("m1", running.id, Utc::now()).await.unwrap().is_none(), "nothing to confirm yet");
+    let Some(CancelOutcome::Requested(asked)) = store.request_cancel("t", running.id, &request).await.unwrap() else {
+        panic!("a running action waits for its agent");
+    };
+    assert_eq!(asked.status, ActionStatus::InProgress);
+    assert_eq!(store.cancel_requests("m1").await.unwrap(), vec![running.id]);
+    // A package arriving now is refused; the agent's confirmation ends the action.
+    assert!(store.complete_with_package("m1", &package(running.id, "t"), Utc::now()).await.unwrap().is_none());
+    assert!(store.confirm_cancel("m2", running.id, Utc::now()).await.unwrap().is_none(), "only its own machine");
+    let confirmed = store.confirm_cancel("m1", running.id, Utc::now()).await.unwrap().unwrap();
+    assert_eq!(confirmed.status, ActionStatus::Cancelled);
+    assert_eq!(confirmed.cancellation_requestor.as_deref(), Some("analyst"));
+    assert!(confirmed.cancellation_date_time_utc.is_some());
+    assert!(store.cancel_requests("m1").await.unwrap().is_empty());
+}
+
+async fn pending_actions_expire_and_packages_retire(store: &dyn Store) {
+    machine(store, "t", "m1").await;
+    machine(store, "t", "m2").await;
+    let old = pending("m1", Utc::now() - Duration::days(4));
+    let fresh = pending("m2", Utc::now());
+    store.create_action("t", &old).await.unwrap();
+    store.create_action("t", &fresh).await.unwrap();
+    let timeout = Transition::failure(ActionStatus::TimeOut, Utc::now(), 2, "unclaimed");
+    assert_eq!(store.time_out_pending(Utc::now() - Duration::days(3), &timeout).await.unwrap(), 1);
+    assert_eq!(store.action("t", old.id).await.unwrap().unwrap().status, ActionStatus::TimeOut);
+    assert_eq!(store.action("t", fresh.id).await.unwrap().unwrap().status, ActionStatus::Pending);
+
+    store.claim_next_action("m2", Utc::now()).await.unwrap().unwrap();
+    let mut stored = package(fresh.id, "t");
+    stored.stored_at = Utc::now() - Duration::days(31);
+    store.complete_with_package("m2", &stored, Utc::now()).await.unwrap().unwrap();
+    let expired = store.expired_packages(Utc::now() - Duration::days(30), 10).await.unwrap();
+    assert_eq!(expired.iter().map(|p| p.action_id).collect::<Vec<_>>(), vec![fresh.id]);
+    store.mark_package_deleted(fresh.id, Utc::now()).await.unwrap();
+    assert!(store.expired_packages(Utc::now(), 10).await.unwrap().is_empty());
+    assert!(store.package("t", fresh.id).await.unwrap().unwrap().deleted_at.is_some());
+}
+
 macro_rules! sqlite_conformance {
     ($($check:ident),* $(,)?) => {$(
         #[tokio::test]
@@ -184,5 +286,8 @@ mod sqlite {
         claims_are_oldest_first_per_machine_and_tenants_are_separate,
         silent_machines_time_out_and_restarts_fail,
         reenrollment_keeps_first_seen_and_replaces_the_credential,
+        lists_filter_order_count_and_page_in_the_store,
+        cancellation_is_immediate_when_pending_and_confirmed_when_running,
+        pending_actions_expire_and_packages_retire,
     );
 }

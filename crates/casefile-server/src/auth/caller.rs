@@ -1,13 +1,16 @@
 //! The public API's caller, from its bearer token.
 
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderValue;
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
 use axum::http::request::Parts;
+use casefile_proto::ErrorCode;
 use jsonwebtoken::errors::ErrorKind;
 use serde::{Deserialize, Serialize};
 
 use super::{Api, Keyring, MDE_AUDIENCES};
 use crate::error::ApiError;
+use crate::ratelimit::retry_after_seconds;
 use crate::state::AppState;
 
 /// `typ` header of access tokens.
@@ -41,12 +44,33 @@ pub struct AccessClaims {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub tenant_id: String,
+    /// Who calls: the application id, else the user's object id, UPN or subject. Quotas
+    /// are kept per principal.
+    pub principal: String,
     /// What `requestor` shows on the actions this caller creates.
     pub requestor: String,
     pub roles: Vec<String>,
 }
 
 impl Caller {
+    /// Counts the call against the caller's quota for `api` (refused calls count too),
+    /// then checks its permission.
+    pub async fn admit(&self, state: &AppState, api: Api) -> Result<(), ApiError> {
+        let windows = state.config.rate_limits.windows(api);
+        if !windows.is_empty() {
+            let key = format!("{}\n{}\n{}", self.tenant_id, self.principal, api.name());
+            if let Err(wait) = state.limiter.hit(&key, &windows, state.now()).await {
+                let seconds = retry_after_seconds(wait);
+                return Err(ApiError::new(
+                    ErrorCode::TooManyRequests,
+                    format!("Rate limit is exceeded for {}. Try again in {seconds} seconds.", api.name()),
+                )
+                .with_header(RETRY_AFTER, HeaderValue::from(seconds)));
+            }
+        }
+        self.authorize(api)
+    }
+
     /// Allows the call if the token carries any permission `api` accepts.
     pub fn authorize(&self, api: Api) -> Result<(), ApiError> {
         let accepted = api.application_permissions();
@@ -83,7 +107,13 @@ impl FromRequestParts<AppState> for Caller {
             .or_else(|| claims.upn.clone())
             .or_else(|| claims.appid.clone())
             .unwrap_or_else(|| claims.sub.clone());
-        Ok(Caller { tenant_id: claims.tid, requestor, roles: claims.roles })
+        let principal = claims
+            .appid
+            .clone()
+            .or_else(|| claims.oid.clone())
+            .or_else(|| claims.upn.clone())
+            .unwrap_or_else(|| claims.sub.clone());
+        Ok(Caller { tenant_id: claims.tid, principal, requestor, roles: claims.roles })
     }
 }
 

@@ -38,6 +38,29 @@ pub enum Api {
 }
 
 impl Api {
+    pub const ALL: &[Api] = &[
+        Self::CollectInvestigationPackage,
+        Self::GetMachineAction,
+        Self::ListMachineActions,
+        Self::GetPackageUri,
+        Self::CancelMachineAction,
+        Self::GetMachine,
+        Self::ListMachines,
+    ];
+
+    /// The API's name in configuration and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CollectInvestigationPackage => "CollectInvestigationPackage",
+            Self::GetMachineAction => "GetMachineAction",
+            Self::ListMachineActions => "ListMachineActions",
+            Self::GetPackageUri => "GetPackageUri",
+            Self::CancelMachineAction => "CancelMachineAction",
+            Self::GetMachine => "GetMachine",
+            Self::ListMachines => "ListMachines",
+        }
+    }
+
     pub fn application_permissions(self) -> &'static [&'static str] {
         match self {
             Self::CollectInvestigationPackage => &[MACHINE_COLLECT_FORENSICS],

@@ -2,15 +2,16 @@
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
+use casefile_odata::{CmpOp, Expr, Value};
 use casefile_proto::ErrorCode;
 use casefile_proto::action::{ActionType, MachineAction};
-use casefile_proto::odata::{Collection, Entity, context};
-use casefile_store::ActionFilter;
+use casefile_proto::odata::{Entity, context};
+use casefile_store::{CancelOutcome, CancelRequest};
 
-use super::{BaseUrl, Path, caller_action, odata, paging};
+use super::{BaseUrl, Path, action_id, caller_action, odata, reply};
 use crate::auth::{Api, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -28,7 +29,7 @@ pub async fn collect(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    caller.authorize(Api::CollectInvestigationPackage)?;
+    caller.admit(&state, Api::CollectInvestigationPackage).await?;
     let comment = comment_from_body(&headers, body).await?;
     let machine = state
         .store
@@ -41,17 +42,43 @@ pub async fn collect(
         Some(machine.facts.computer_dns_name.clone()),
         &caller.requestor,
         comment,
-        chrono::Utc::now(),
+        state.now(),
     );
     state.store.create_action(&caller.tenant_id, &action).await?;
     state.dispatcher.notify(&machine.id);
     state.dispatcher.action_changed();
     tracing::info!(action_id = %action.id, machine_id = %machine.id, requestor = %caller.requestor, "collection requested");
-    Ok(odata(StatusCode::CREATED, &Entity { context: base.context(context::ACTION), value: action }))
+    Ok(reply(StatusCode::CREATED, &Entity { context: base.context(context::ACTION), value: action }))
 }
 
 /// Reads `{"Comment": "..."}` as MDE does: JSON content type, exact key case.
 async fn comment_from_body(headers: &HeaderMap, body: Body) -> ApiResult<String> {
+    let object = json_object(headers, body).await?.ok_or_else(|| {
+        ApiError::new(ErrorCode::InvalidRequestBody, "Request body is incorrect: a JSON object is expected")
+    })?;
+    comment_of(&object)?.ok_or_else(|| {
+        let hint = object
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case("comment"))
+            .map(|k| format!(" (body parameters are case-sensitive: found '{k}')"))
+            .unwrap_or_default();
+        ApiError::new(ErrorCode::MissingRequiredParameter, format!("Parameter Comment is missing{hint}"))
+    })
+}
+
+/// The cancel call's body: `Comment` is optional, and so is the body itself.
+async fn optional_comment(headers: &HeaderMap, body: Body) -> ApiResult<Option<String>> {
+    if headers.get(CONTENT_TYPE).is_none() && headers.get(CONTENT_LENGTH).is_none_or(|v| v == "0") {
+        return Ok(None);
+    }
+    match json_object(headers, body).await? {
+        Some(object) => comment_of(&object),
+        None => Ok(None),
+    }
+}
+
+/// The body as a JSON object (`None` for an empty body); JSON content type required.
+async fn json_object(headers: &HeaderMap, body: Body) -> ApiResult<Option<serde_json::Map<String, serde_json::Value>>> {
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/json") {
@@ -63,11 +90,20 @@ async fn comment_from_body(headers: &HeaderMap, body: Body) -> ApiResult<String>
     let bytes = axum::body::to_bytes(body, MAX_BODY)
         .await
         .map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge, format!("The request body exceeds {MAX_BODY} bytes")))?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidRequestBody, format!("Request body is incorrect: {e}")))?;
-    let object = value.as_object().ok_or_else(|| {
-        ApiError::new(ErrorCode::InvalidRequestBody, "Request body is incorrect: a JSON object is expected")
-    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match serde_json::from_slice(&bytes) {
+        Ok(serde_json::Value::Object(object)) => Ok(Some(object)),
+        Ok(_) => {
+            Err(ApiError::new(ErrorCode::InvalidRequestBody, "Request body is incorrect: a JSON object is expected"))
+        }
+        Err(e) => Err(ApiError::new(ErrorCode::InvalidRequestBody, format!("Request body is incorrect: {e}"))),
+    }
+}
+
+/// `Comment` of a request body: a non-empty string of bounded length when present.
+fn comment_of(object: &serde_json::Map<String, serde_json::Value>) -> ApiResult<Option<String>> {
     let comment = match object.get("Comment") {
         Some(serde_json::Value::String(s)) => s.trim().to_owned(),
         Some(_) => {
@@ -76,17 +112,7 @@ async fn comment_from_body(headers: &HeaderMap, body: Body) -> ApiResult<String>
                 "Request body is incorrect: Comment must be a string",
             ));
         }
-        None => {
-            let hint = object
-                .keys()
-                .find(|k| k.eq_ignore_ascii_case("comment"))
-                .map(|k| format!(" (body parameters are case-sensitive: found '{k}')"))
-                .unwrap_or_default();
-            return Err(ApiError::new(
-                ErrorCode::MissingRequiredParameter,
-                format!("Parameter Comment is missing{hint}"),
-            ));
-        }
+        None => return Ok(None),
     };
     if comment.is_empty() {
         return Err(ApiError::new(ErrorCode::InvalidInput, "Invalid input Comment: it must not be empty"));
@@ -97,7 +123,7 @@ async fn comment_from_body(headers: &HeaderMap, body: Body) -> ApiResult<String>
             format!("Invalid input Comment: it is longer than {MAX_COMMENT_CHARS} characters"),
         ));
     }
-    Ok(comment)
+    Ok(Some(comment))
 }
 
 pub async fn get(
@@ -106,22 +132,100 @@ pub async fn get(
     base: BaseUrl,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    caller.authorize(Api::GetMachineAction)?;
+    caller.admit(&state, Api::GetMachineAction).await?;
     let action = caller_action(&state, &caller, &id).await?;
-    Ok(odata(StatusCode::OK, &Entity { context: base.context(context::ACTION), value: action }))
+    Ok(reply(StatusCode::OK, &Entity { context: base.context(context::ACTION), value: action }))
 }
 
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     base: BaseUrl,
+    uri: Uri,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    caller.authorize(Api::ListMachineActions)?;
-    let page = paging(query.as_deref())?;
-    let value = state.store.actions(&caller.tenant_id, &ActionFilter::default(), page).await?;
-    Ok(odata(
-        StatusCode::OK,
-        &Collection { context: base.context(context::ACTIONS), count: None, value, next_link: None },
-    ))
+    caller.admit(&state, Api::ListMachineActions).await?;
+    list_actions(&state, &caller, &base, &uri, query.as_deref(), None).await
+}
+
+/// `GET /api/machines/{id}/machineactions`: the machine's actions, with the same OData
+/// options as the full list.
+pub async fn list_for_machine(
+    State(state): State<AppState>,
+    caller: Caller,
+    base: BaseUrl,
+    uri: Uri,
+    Path(machine): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    caller.admit(&state, Api::ListMachineActions).await?;
+    let machine = state
+        .store
+        .machine(&caller.tenant_id, &machine)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Machine {machine} was not found")))?;
+    list_actions(&state, &caller, &base, &uri, query.as_deref(), Some(&machine.id)).await
+}
+
+async fn list_actions(
+    state: &AppState,
+    caller: &Caller,
+    base: &BaseUrl,
+    uri: &Uri,
+    raw_query: Option<&str>,
+    machine_id: Option<&str>,
+) -> ApiResult<Response> {
+    let mut request = odata::parse(raw_query, &odata::ACTION_SCHEMA)?;
+    let requested = request.query.filter.take().map(odata::lower_action_filter).transpose()?;
+    let of_machine = machine_id.map(|id| Expr::Compare {
+        property: "machineId",
+        op: CmpOp::Eq,
+        value: Value::String(id.to_owned()),
+    });
+    request.query.filter = match (of_machine, requested) {
+        (Some(m), Some(f)) => Some(Expr::And(Box::new(m), Box::new(f))),
+        (m, f) => m.or(f),
+    };
+    let listed = state.store.actions(&caller.tenant_id, &request.query).await?;
+    odata::respond(base, uri.path(), raw_query, "MachineActions", &request, listed)
+}
+
+/// `POST /api/machineactions/{id}/cancel`: a `Pending` action is cancelled at once; a
+/// running collection is stopped by its agent, which confirms, and then ends `Cancelled`.
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    base: BaseUrl,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    caller.admit(&state, Api::CancelMachineAction).await?;
+    let id = action_id(&id)?;
+    let comment = optional_comment(&headers, body).await?;
+    let request = CancelRequest { requestor: caller.requestor.clone(), comment, at: state.now() };
+    let outcome = state
+        .store
+        .request_cancel(&caller.tenant_id, id, &request)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("MachineAction {id} was not found")))?;
+    let action = match outcome {
+        CancelOutcome::Cancelled(action) => {
+            state.dispatcher.action_changed();
+            tracing::info!(action_id = %id, requestor = %caller.requestor, "pending action cancelled");
+            action
+        }
+        CancelOutcome::Requested(action) => {
+            state.dispatcher.notify(&action.machine_id);
+            tracing::info!(action_id = %id, requestor = %caller.requestor, "cancellation sent to the agent");
+            action
+        }
+        CancelOutcome::AlreadyFinal(action) => {
+            return Err(ApiError::bad_request(format!(
+                "MachineAction {id} cannot be cancelled: it has already ended with status {}",
+                action.status
+            )));
+        }
+    };
+    Ok(reply(StatusCode::OK, &Entity { context: base.context(context::ACTION), value: action }))
 }

@@ -13,6 +13,7 @@ use casefile_proto::action::{ActionStatus, ActionType, hresult};
 use casefile_proto::agent::{
     ActionFailure, AgentTask, EnrollRequest, EnrollResponse, HelloRequest, HelloResponse, SHA256_HEADER, UploadReceipt,
 };
+use casefile_proto::time::Timestamp;
 use casefile_store::{HostFacts, MachineEnrollment, MachineRecord, PackageRecord, Transition};
 use sha2::{Digest, Sha256};
 
@@ -38,7 +39,7 @@ impl FromRequestParts<AppState> for AgentIdentity {
             .await?
             .ok_or_else(|| ApiError::unauthorized("The agent credential is not valid; enroll the agent again"))?;
         let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-        state.store.touch_machine(&machine.id, chrono::Utc::now(), ip.as_deref()).await?;
+        state.store.touch_machine(&machine.id, state.now(), ip.as_deref()).await?;
         Ok(Self(machine))
     }
 }
@@ -62,10 +63,10 @@ fn facts(host: casefile_proto::agent::HostInfo) -> HostFacts {
     }
 }
 
-fn restarted() -> Transition {
+fn restarted(now: Timestamp) -> Transition {
     Transition::failure(
         ActionStatus::Failed,
-        chrono::Utc::now(),
+        now,
         hresult::ABORTED,
         "The agent restarted before finishing this collection",
     )
@@ -78,7 +79,7 @@ pub async fn enroll(
     Json(request): Json<EnrollRequest>,
 ) -> ApiResult<Response> {
     let token = bearer(&headers).ok_or_else(|| ApiError::unauthorized("An enrollment token is required"))?;
-    let now = chrono::Utc::now();
+    let now = state.now();
     let record = state
         .store
         .enrollment_token_by_hash(&secrets::hash(token))
@@ -104,7 +105,7 @@ pub async fn enroll(
         })
         .await?;
     // A host that enrolls again is a fresh agent: it runs none of the old collections.
-    state.store.fail_in_progress(&machine.id, &restarted()).await?;
+    state.store.fail_in_progress(&machine.id, &restarted(now)).await?;
     state.dispatcher.action_changed();
     tracing::info!(machine_id = %machine.id, name = %machine.facts.computer_dns_name, "agent enrolled");
     Ok((StatusCode::CREATED, Json(EnrollResponse { machine_id: machine.id, tenant_id: machine.tenant_id, credential }))
@@ -116,9 +117,9 @@ pub async fn hello(
     AgentIdentity(machine): AgentIdentity,
     Json(request): Json<HelloRequest>,
 ) -> ApiResult<Json<HelloResponse>> {
-    let now = chrono::Utc::now();
+    let now = state.now();
     state.store.update_host_facts(&machine.id, &facts(request.host), now).await?;
-    let abandoned_actions = state.store.fail_in_progress(&machine.id, &restarted()).await?;
+    let abandoned_actions = state.store.fail_in_progress(&machine.id, &restarted(now)).await?;
     state.dispatcher.action_changed();
     Ok(Json(HelloResponse {
         machine_id: machine.id,
@@ -127,8 +128,8 @@ pub async fn hello(
     }))
 }
 
-/// Long-poll: answers at once with the oldest pending action (now `InProgress`), or
-/// waits until one is created or the wait ends (`204`).
+/// Long-poll: answers at once with a cancellation to carry out or the oldest pending
+/// action (now `InProgress`), or waits until one arrives or the wait ends (`204`).
 pub async fn next_task(
     State(state): State<AppState>,
     AgentIdentity(machine): AgentIdentity,
@@ -142,7 +143,10 @@ pub async fn next_task(
         tokio::time::Instant::now() + Duration::from_secs(requested.min(state.config.agents.poll_wait_seconds));
     let wake = state.dispatcher.subscribe(&machine.id);
     loop {
-        if let Some(action) = state.store.claim_next_action(&machine.id, chrono::Utc::now()).await? {
+        if let Some(&action_id) = state.store.cancel_requests(&machine.id).await?.first() {
+            return Ok(Json(AgentTask::Cancel { action_id }).into_response());
+        }
+        if let Some(action) = state.store.claim_next_action(&machine.id, state.now()).await? {
             tracing::info!(action_id = %action.id, machine_id = %machine.id, "action dispatched");
             state.dispatcher.action_changed();
             let task = match action.action_type {
@@ -155,7 +159,7 @@ pub async fn next_task(
                     // Only collections are ever created; anything else is refused honestly.
                     let change = Transition::failure(
                         ActionStatus::Failed,
-                        chrono::Utc::now(),
+                        state.now(),
                         hresult::COLLECTION_FAILED,
                         format!("casefile agents do not support {other} actions"),
                     );
@@ -195,6 +199,12 @@ pub async fn upload_package(
             format!("MachineAction {id} is {}, not InProgress: the package is not accepted", action.status),
         ));
     }
+    if action.cancellation_requestor.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::DisallowedOperation,
+            format!("MachineAction {id} is being cancelled: the package is not accepted"),
+        ));
+    }
     let size = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -225,7 +235,7 @@ pub async fn upload_package(
                 (ErrorCode::InvalidInput, hresult::PACKAGE_REJECTED)
             }
         };
-        let change = Transition::failure(ActionStatus::Failed, chrono::Utc::now(), hresult, why.clone());
+        let change = Transition::failure(ActionStatus::Failed, state.now(), hresult, why.clone());
         state.store.transition(id, Some(&machine.id), &change).await?;
         state.dispatcher.action_changed();
         return Err(ApiError::new(code, why));
@@ -236,16 +246,17 @@ pub async fn upload_package(
         blob_key: key.clone(),
         size,
         sha256: sha256.clone(),
-        stored_at: chrono::Utc::now(),
+        stored_at: state.now(),
+        deleted_at: None,
     };
-    let completed = state.store.complete_with_package(&machine.id, &record, chrono::Utc::now()).await?;
+    let completed = state.store.complete_with_package(&machine.id, &record, state.now()).await?;
     state.dispatcher.action_changed();
     if completed.is_none() {
         // Cancelled or timed out while uploading: the package must not linger.
         let _ = state.blobs.delete(&key).await;
         return Err(ApiError::new(
             ErrorCode::DisallowedOperation,
-            format!("MachineAction {id} ended while the package was uploading"),
+            format!("MachineAction {id} ended or was cancelled while the package was uploading"),
         ));
     }
     tracing::info!(action_id = %id, size, sha256 = %sha256, "package verified and stored");
@@ -259,12 +270,14 @@ pub async fn report_failure(
     Json(failure): Json<ActionFailure>,
 ) -> ApiResult<StatusCode> {
     let id = action_id(&id)?;
-    let change = Transition::failure(
-        ActionStatus::Failed,
-        chrono::Utc::now(),
-        failure.error_h_result,
-        failure.troubleshoot_info,
-    );
+    // A collection that ends while its cancellation is pending has stopped: that is the
+    // confirmation, whatever the agent saw (e.g. its upload refused for the cancellation).
+    if state.store.confirm_cancel(&machine.id, id, state.now()).await?.is_some() {
+        state.dispatcher.action_changed();
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    let change =
+        Transition::failure(ActionStatus::Failed, state.now(), failure.error_h_result, failure.troubleshoot_info);
     match state.store.transition(id, Some(&machine.id), &change).await? {
         Some(_) => {
             state.dispatcher.action_changed();
@@ -273,6 +286,26 @@ pub async fn report_failure(
         None => Err(ApiError::new(
             ErrorCode::DisallowedOperation,
             format!("MachineAction {id} is not running on this machine"),
+        )),
+    }
+}
+
+/// The agent stopped a collection it was told to cancel; the action ends `Cancelled`.
+pub async fn confirm_cancel(
+    State(state): State<AppState>,
+    AgentIdentity(machine): AgentIdentity,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = action_id(&id)?;
+    match state.store.confirm_cancel(&machine.id, id, state.now()).await? {
+        Some(_) => {
+            state.dispatcher.action_changed();
+            tracing::info!(action_id = %id, machine_id = %machine.id, "collection stopped by its agent: cancelled");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => Err(ApiError::new(
+            ErrorCode::DisallowedOperation,
+            format!("MachineAction {id} has no cancellation pending on this machine"),
         )),
     }
 }

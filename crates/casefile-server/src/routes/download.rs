@@ -9,7 +9,7 @@ use casefile_proto::action::{ActionStatus, ActionType};
 use casefile_proto::odata::{Value, context};
 use casefile_proto::{ErrorCode, PACKAGE_FILE_NAME};
 
-use super::{BaseUrl, Path, caller_action, odata};
+use super::{BaseUrl, Path, caller_action, reply};
 use crate::auth::{Api, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::links;
@@ -21,7 +21,7 @@ pub async fn package_uri(
     base: BaseUrl,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    caller.authorize(Api::GetPackageUri)?;
+    caller.admit(&state, Api::GetPackageUri).await?;
     let action = caller_action(&state, &caller, &id).await?;
     let id = action.id;
     if action.action_type != ActionType::CollectInvestigationPackage {
@@ -36,12 +36,20 @@ pub async fn package_uri(
             action.status
         )));
     }
-    let package =
-        state.store.package(&caller.tenant_id, id).await?.ok_or_else(|| {
-            ApiError::not_found(format!("The investigation package of action {id} is no longer stored"))
-        })?;
+    let package = state
+        .store
+        .package(&caller.tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("The investigation package of action {id} is not stored")))?;
+    if let Some(deleted) = package.deleted_at {
+        return Err(ApiError::not_found(format!(
+            "The investigation package of action {id} was deleted on {} at the end of its retention period ({})",
+            deleted.format("%Y-%m-%dT%H:%M:%SZ"),
+            period(state.config.packages.retention_seconds)
+        )));
+    }
     let url = links::issue(&state.keyring, &base.0, &caller.tenant_id, id, &package.sha256, state.config.link_ttl())?;
-    Ok(odata(StatusCode::OK, &Value { context: base.context(context::STRING), value: url }))
+    Ok(reply(StatusCode::OK, &Value { context: base.context(context::STRING), value: url }))
 }
 
 /// Streams the package. Authorised by the link's own signature, not a bearer token.
@@ -55,7 +63,7 @@ pub async fn download(State(state): State<AppState>, RawQuery(query): RawQuery) 
         .store
         .package(&claims.tid, claims.act)
         .await?
-        .filter(|p| p.sha256 == claims.sha)
+        .filter(|p| p.sha256 == claims.sha && p.deleted_at.is_none())
         .ok_or_else(|| ApiError::not_found("The package this link points to is no longer stored"))?;
     let (size, stream) = state.blobs.get(&package.blob_key).await.map_err(ApiError::internal_from)?;
     tracing::info!(action_id = %claims.act, tenant = %claims.tid, size, "package download");
@@ -70,4 +78,11 @@ pub async fn download(State(state): State<AppState>, RawQuery(query): RawQuery) 
         headers.insert("x-casefile-sha256", v);
     }
     Ok(response)
+}
+
+fn period(seconds: u64) -> String {
+    match seconds {
+        s if s >= 86_400 && s % 86_400 == 0 => format!("{} days", s / 86_400),
+        s => format!("{s} seconds"),
+    }
 }

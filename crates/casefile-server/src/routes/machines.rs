@@ -1,14 +1,16 @@
 //! `/api/machines`.
 
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use casefile_proto::machine::{HealthStatus, Machine, MachineId, ONBOARDED};
-use casefile_proto::odata::{Collection, Entity, context};
-use casefile_store::MachineRecord;
+use casefile_proto::odata::{Entity, context};
+use casefile_proto::time::Timestamp;
+use casefile_store::{Listed, MachineRecord};
 
-use super::{BaseUrl, Path, odata, paging};
+use super::{BaseUrl, Path, odata, reply};
 use crate::auth::{Api, Caller};
+use crate::clock::seconds_before;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -16,16 +18,21 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     base: BaseUrl,
+    uri: Uri,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    caller.authorize(Api::ListMachines)?;
-    let page = paging(query.as_deref())?;
-    let records = state.store.machines(&caller.tenant_id, page).await?;
-    let value = records.into_iter().map(|r| to_machine(&state, r)).collect::<Result<Vec<_>, _>>()?;
-    Ok(odata(
-        StatusCode::OK,
-        &Collection { context: base.context(context::MACHINES), count: None, value, next_link: None },
-    ))
+    caller.admit(&state, Api::ListMachines).await?;
+    let mut request = odata::parse(query.as_deref(), &odata::MACHINE_SCHEMA)?;
+    let active_since = active_since(&state);
+    request.query.filter =
+        request.query.filter.take().map(|f| odata::lower_machine_filter(f, active_since)).transpose()?;
+    let listed = state.store.machines(&caller.tenant_id, &request.query).await?;
+    let machines = Listed {
+        items: listed.items.into_iter().map(|r| to_machine(&state, r)).collect::<Result<Vec<_>, _>>()?,
+        total: listed.total,
+        more: listed.more,
+    };
+    odata::respond(&base, uri.path(), query.as_deref(), "Machines", &request, machines)
 }
 
 pub async fn get(
@@ -34,20 +41,23 @@ pub async fn get(
     base: BaseUrl,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    caller.authorize(Api::GetMachine)?;
+    caller.admit(&state, Api::GetMachine).await?;
     let record = state
         .store
         .machine(&caller.tenant_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Machine {id} was not found")))?;
     let machine = to_machine(&state, record)?;
-    Ok(odata(StatusCode::OK, &Entity { context: base.context(context::MACHINE), value: machine }))
+    Ok(reply(StatusCode::OK, &Entity { context: base.context(context::MACHINE), value: machine }))
+}
+
+/// Machines seen since then are `Active`.
+fn active_since(state: &AppState) -> Timestamp {
+    seconds_before(state.now(), state.config.agents.inactive_after_seconds)
 }
 
 fn to_machine(state: &AppState, r: MachineRecord) -> ApiResult<Machine> {
-    let inactive_after = chrono::Duration::seconds(state.config.agents.inactive_after_seconds as i64);
-    let health =
-        if chrono::Utc::now() - r.last_seen > inactive_after { HealthStatus::Inactive } else { HealthStatus::Active };
+    let health = if r.last_seen >= active_since(state) { HealthStatus::Active } else { HealthStatus::Inactive };
     let id = MachineId::parse(&r.id)
         .ok_or_else(|| ApiError::internal_from(format!("stored machine id {} is malformed", r.id)))?;
     Ok(Machine {

@@ -4,6 +4,7 @@ mod actions;
 mod agent;
 mod download;
 mod machines;
+mod odata;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Request};
@@ -26,15 +27,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/machines", get(machines::list))
         .route("/api/machines/{id}", get(machines::get))
         .route("/api/machines/{id}/collectinvestigationpackage", post(actions::collect))
+        .route("/api/machines/{id}/machineactions", get(actions::list_for_machine))
         .route("/api/machineactions", get(actions::list))
         .route("/api/machineactions/{id}", get(actions::get))
+        .route("/api/machineactions/{id}/cancel", post(actions::cancel))
         .route("/api/machineactions/{id}/getpackageuri", get(download::package_uri));
     let agent = Router::new()
         .route("/enroll", post(agent::enroll))
         .route("/hello", post(agent::hello))
         .route("/actions/next", get(agent::next_task))
         .route("/actions/{id}/package", put(agent::upload_package))
-        .route("/actions/{id}/failure", post(agent::report_failure));
+        .route("/actions/{id}/failure", post(agent::report_failure))
+        .route("/actions/{id}/cancelled", post(agent::confirm_cancel));
     Router::new()
         .merge(public)
         .nest(casefile_proto::agent::PREFIX, agent)
@@ -118,7 +122,7 @@ impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> 
 }
 
 /// A success body as MDE sends it: OData JSON with `OData-Version: 4.0`.
-pub(crate) fn odata<T: Serialize>(status: StatusCode, body: &T) -> Response {
+pub(crate) fn reply<T: Serialize>(status: StatusCode, body: &T) -> Response {
     match serde_json::to_vec(body) {
         Ok(json) => {
             let mut response = (status, json).into_response();
@@ -186,45 +190,4 @@ pub(crate) async fn caller_action(
         .action(&caller.tenant_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("MachineAction {id} was not found")))
-}
-
-/// `$top`/`$skip` paging. Other query options are refused by name rather than
-/// silently ignored: a script must never get unfiltered data it did not ask for.
-pub(crate) fn paging(raw_query: Option<&str>) -> Result<casefile_store::Page, ApiError> {
-    let mut page = casefile_store::Page::first(casefile_store::Page::MAX_TOP);
-    for (key, value) in url::form_urlencoded::parse(raw_query.unwrap_or_default().as_bytes()) {
-        let key = key.trim();
-        let number = || {
-            value.trim().parse::<u64>().map_err(|_| {
-                ApiError::new(
-                    ErrorCode::ODataError,
-                    format!("Invalid value '{value}' for {key}: a non-negative integer is expected"),
-                )
-            })
-        };
-        match key {
-            "$top" => {
-                let top = number()?;
-                if top > casefile_store::Page::MAX_TOP {
-                    return Err(ApiError::new(
-                        ErrorCode::ODataError,
-                        format!(
-                            "The limit of '{}' for Top query has been exceeded. The value from the incoming request is '{top}'.",
-                            casefile_store::Page::MAX_TOP
-                        ),
-                    ));
-                }
-                page.top = top;
-            }
-            "$skip" => page.skip = number()?,
-            other if other.starts_with('$') => {
-                return Err(ApiError::new(
-                    ErrorCode::ODataError,
-                    format!("The query option '{other}' is not supported"),
-                ));
-            }
-            _ => {}
-        }
-    }
-    Ok(page)
 }

@@ -76,8 +76,10 @@ impl RawAgent {
 }
 
 fn action_id(task: AgentTask) -> String {
-    let AgentTask::CollectInvestigationPackage { action_id, .. } = task;
-    action_id.to_string()
+    match task {
+        AgentTask::CollectInvestigationPackage { action_id, .. } => action_id.to_string(),
+        other => panic!("expected a collection, got {other:?}"),
+    }
 }
 
 #[tokio::test]

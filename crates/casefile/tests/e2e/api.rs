@@ -255,7 +255,7 @@ async fn routing_quirks_of_mde_clients_are_tolerated() {
     let (status, error) = error_of(server.get("/api/nothing-here", &token).await).await;
     assert_eq!((status, error["code"].as_str().unwrap()), (404, "NotFound"));
 
-    let (status, error) = error_of(server.get("/api/machineactions?$filter=status eq 'Pending'", &token).await).await;
+    let (status, error) = error_of(server.get("/api/machineactions?$expand=machine", &token).await).await;
     assert_eq!((status, error["code"].as_str().unwrap()), (400, "ODataError"));
     let (status, _) = error_of(server.get("/api/machineactions?$top=10001", &token).await).await;
     assert_eq!(status, 400);

@@ -4,5 +4,9 @@
 mod agent;
 mod api;
 mod auth;
+mod cancel;
 mod cli;
+mod lifecycle;
+mod limits;
+mod odata;
 mod support;

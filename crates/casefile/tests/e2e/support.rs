@@ -2,12 +2,17 @@
 //! to the server's change notifications rather than sleeping.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use casefile_agent::identity::Identity;
 use casefile_proto::MachineAction;
+use casefile_proto::action::{ActionStatus, ActionType};
+use casefile_proto::time::Timestamp;
 use casefile_server::auth::AccessClaims;
+use casefile_server::clock::{Clock, ManualClock, SystemClock};
 use casefile_server::{Server, ServerConfig, TokenRequest};
+use casefile_store::{HostFacts, MachineEnrollment};
 use reqwest::Response;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -25,6 +30,7 @@ pub struct TestServer {
     pub dir: TempDir,
     pub http: reqwest::Client,
     server: Server,
+    clock: Option<Arc<ManualClock>>,
     changes: tokio::sync::watch::Receiver<u64>,
     shutdown: CancellationToken,
 }
@@ -48,19 +54,40 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
+    /// A server with `tweak` applied to its configuration. Rate limits are off unless
+    /// the tweak turns them on.
     pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        Self::launch(tweak, None).await
+    }
+
+    /// A server whose clock moves only by [`TestServer::advance`].
+    pub async fn start_with_clock(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        Self::launch(tweak, Some(Arc::new(ManualClock::starting_now()))).await
+    }
+
+    async fn launch(tweak: impl FnOnce(&mut ServerConfig), clock: Option<Arc<ManualClock>>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig { data_dir: dir.path().join("data"), ..Default::default() };
+        config.rate_limits.enabled = false;
         tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let server = Server::open(config.clone()).await.unwrap();
+        let server_clock: Arc<dyn Clock> = match &clock {
+            Some(manual) => manual.clone(),
+            None => Arc::new(SystemClock),
+        };
+        let server = Server::open_with_clock(config.clone(), server_clock).await.unwrap();
         let changes = server.state().dispatcher.watch_actions();
         let shutdown = CancellationToken::new();
         let serving = server.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move { serving.serve(listener, async move { stop.cancelled().await }).await });
-        Self { base, dir, http: reqwest::Client::new(), server, changes, shutdown }
+        Self { base, dir, http: reqwest::Client::new(), server, clock, changes, shutdown }
+    }
+
+    /// Moves the server's clock forward (servers from [`TestServer::start_with_clock`]).
+    pub fn advance(&self, by: Duration) {
+        self.clock.as_ref().expect("a server started with a manual clock").advance(by);
     }
 
     pub fn token(&self, roles: &[&str]) -> String {
@@ -106,6 +133,58 @@ impl TestServer {
         &self.server
     }
 
+    /// A token of another application of the default tenant.
+    pub fn token_as(&self, requestor: &str, roles: &[&str]) -> String {
+        self.server
+            .mint_access_token(&TokenRequest {
+                tenant: "default".to_owned(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                requestor: requestor.to_owned(),
+                ttl: Duration::from_secs(600),
+            })
+            .unwrap()
+    }
+
+    /// A machine written straight into the store (no agent), named `name`; returns its id.
+    pub async fn seed_machine(&self, name: &str) -> String {
+        use sha2::Digest;
+        let id = hex::encode(&sha2::Sha256::digest(name.as_bytes())[..20]);
+        let facts =
+            HostFacts { computer_dns_name: name.to_owned(), os_platform: "Linux".to_owned(), ..Default::default() };
+        self.server
+            .state()
+            .store
+            .enroll_machine(&MachineEnrollment {
+                id: id.clone(),
+                tenant_id: "default".to_owned(),
+                facts,
+                credential_hash: format!("seeded-{id}"),
+                agent_public_key: None,
+                last_ip_address: None,
+                at: self.server.state().now(),
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    /// An action written straight into the store, for list tests that need many.
+    pub async fn seed_action(
+        &self,
+        machine_id: &str,
+        status: ActionStatus,
+        kind: ActionType,
+        requestor: &str,
+        created: Timestamp,
+    ) -> String {
+        let mut action = MachineAction::new_pending(kind, machine_id, None, requestor, "seeded".to_owned(), created);
+        action.status = status;
+        let machine = self.server.state().store.machine("default", machine_id).await.unwrap().unwrap();
+        action.computer_dns_name = Some(machine.facts.computer_dns_name);
+        self.server.state().store.create_action("default", &action).await.unwrap();
+        action.id.to_string()
+    }
+
     pub async fn enroll_token(&self) -> String {
         self.server.create_enrollment_token("default", None).await.unwrap()
     }
@@ -117,8 +196,19 @@ impl TestServer {
     }
 
     pub async fn start_agent_in(&self, host_id: &str, state_dir: PathBuf, token: Option<String>) -> TestAgent {
+        self.start_agent_with(host_id, state_dir, token, |_| {}).await
+    }
+
+    pub async fn start_agent_with(
+        &self,
+        host_id: &str,
+        state_dir: PathBuf,
+        token: Option<String>,
+        tweak: impl FnOnce(&mut casefile_agent::AgentConfig),
+    ) -> TestAgent {
         let mut config = casefile_agent::AgentConfig::new(self.base.clone(), token, state_dir.clone());
         config.host_id = Some(host_id.to_owned());
+        tweak(&mut config);
         let stop = CancellationToken::new();
         let (ready, online) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(casefile_agent::run_with_ready(config, stop.clone(), Some(ready)));
@@ -129,6 +219,10 @@ impl TestServer {
 
     pub async fn get(&self, path: &str, token: &str) -> Response {
         self.http.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.http.post(format!("{}{path}", self.base)).bearer_auth(token).json(body).send().await.unwrap()
     }
 
     pub async fn collect(&self, machine: &str, token: &str) -> Response {

@@ -14,6 +14,8 @@ use uuid::Uuid;
 
 use crate::*;
 
+mod filter;
+
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -39,6 +41,42 @@ impl SqliteStore {
     pub async fn open_url(url: &str) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str(url)?;
         Self::open(opts.get_filename()).await
+    }
+
+    /// One page of a tenant's rows of `table`, one row more than asked to learn whether
+    /// more remain, and the count of all matches when asked.
+    async fn list(
+        &self,
+        table: &str,
+        select: &str,
+        columns: &[filter::Column],
+        default_order: &str,
+        tenant: &str,
+        query: &ListQuery,
+    ) -> Result<Listed<SqliteRow>> {
+        let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT {select} FROM {table} WHERE tenant_id = "));
+        q.push_bind(tenant.to_owned());
+        if let Some(f) = &query.filter {
+            filter::push_filter(&mut q, columns, f)?;
+        }
+        filter::push_order(&mut q, columns, &query.order_by, default_order)?;
+        q.push(" LIMIT ").push_bind(query.top.saturating_add(1).min(i64::MAX as u64) as i64);
+        q.push(" OFFSET ").push_bind(query.skip.min(i64::MAX as u64) as i64);
+        let mut items = q.build().fetch_all(&self.pool).await?;
+        let more = items.len() as u64 > query.top;
+        items.truncate(query.top as usize);
+        let total = if query.count {
+            let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = "));
+            q.push_bind(tenant.to_owned());
+            if let Some(f) = &query.filter {
+                filter::push_filter(&mut q, columns, f)?;
+            }
+            let n: i64 = q.build().fetch_one(&self.pool).await?.try_get(0)?;
+            Some(n as u64)
+        } else {
+            None
+        };
+        Ok(Listed { items, total, more })
     }
 }
 
@@ -133,6 +171,32 @@ fn machine_from_row(row: &SqliteRow) -> Result<MachineRecord> {
     })
 }
 
+fn uuid_column(row: &SqliteRow, name: &str) -> Result<Uuid> {
+    let raw: String = row.try_get(name)?;
+    Uuid::parse_str(&raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+const PACKAGE_COLUMNS: &str = "action_id, tenant_id, blob_key, size, sha256, stored_at, deleted_at";
+
+fn package_from_row(row: &SqliteRow) -> Result<PackageRecord> {
+    let size: i64 = row.try_get("size")?;
+    Ok(PackageRecord {
+        action_id: uuid_column(row, "action_id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        blob_key: row.try_get("blob_key")?,
+        size: size as u64,
+        sha256: row.try_get("sha256")?,
+        stored_at: from_micros(row.try_get("stored_at")?)?,
+        deleted_at: opt_from_micros(row.try_get("deleted_at")?)?,
+    })
+}
+
+impl<T> Listed<T> {
+    fn try_map<U>(self, f: impl Fn(&T) -> Result<U>) -> Result<Listed<U>> {
+        Ok(Listed { items: self.items.iter().map(f).collect::<Result<_>>()?, total: self.total, more: self.more })
+    }
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
@@ -159,9 +223,11 @@ fn push_transition_set(q: &mut QueryBuilder<Sqlite>, change: &Transition) {
         q.push(", troubleshoot_info = ").push_bind(info.clone());
     }
     if change.to == ActionStatus::Cancelled {
+        // A confirmed cancellation keeps who asked for it and why.
         q.push(", cancelled_at = ").push_bind(micros(change.at));
-        q.push(", cancellation_requestor = ").push_bind(change.cancellation_requestor.clone());
-        q.push(", cancellation_comment = ").push_bind(change.cancellation_comment.clone());
+        q.push(", cancellation_requestor = COALESCE(").push_bind(change.cancellation_requestor.clone());
+        q.push(", cancellation_requestor), cancellation_comment = COALESCE(");
+        q.push_bind(change.cancellation_comment.clone()).push(", cancellation_comment)");
     }
 }
 
@@ -302,17 +368,11 @@ impl Store for SqliteStore {
         row.as_ref().map(machine_from_row).transpose()
     }
 
-    async fn machines(&self, tenant: &str, page: Page) -> Result<Vec<MachineRecord>> {
-        let sql = format!(
-            "SELECT {MACHINE_COLUMNS} FROM machines WHERE tenant_id = ? ORDER BY last_seen DESC, id LIMIT ? OFFSET ?"
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(tenant)
-            .bind(page.top as i64)
-            .bind(page.skip as i64)
-            .fetch_all(&self.pool)
+    async fn machines(&self, tenant: &str, query: &ListQuery) -> Result<Listed<MachineRecord>> {
+        let listed = self
+            .list("machines", MACHINE_COLUMNS, filter::MACHINE_COLUMNS, "last_seen DESC, id", tenant, query)
             .await?;
-        rows.iter().map(machine_from_row).collect()
+        listed.try_map(machine_from_row)
     }
 
     async fn update_host_facts(&self, machine_id: &str, f: &HostFacts, at: Timestamp) -> Result<()> {
@@ -385,23 +445,11 @@ impl Store for SqliteStore {
         row.as_ref().map(action_from_row).transpose()
     }
 
-    async fn actions(&self, tenant: &str, filter: &ActionFilter, page: Page) -> Result<Vec<MachineAction>> {
-        let mut q =
-            QueryBuilder::<Sqlite>::new(format!("SELECT {ACTION_COLUMNS} FROM machine_actions WHERE tenant_id = "));
-        q.push_bind(tenant.to_owned());
-        if let Some(m) = &filter.machine_id {
-            q.push(" AND machine_id = ").push_bind(m.clone());
-        }
-        if let Some(s) = filter.status {
-            q.push(" AND status = ").push_bind(s.as_str());
-        }
-        if let Some(t) = filter.action_type {
-            q.push(" AND type = ").push_bind(t.as_str());
-        }
-        q.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(page.top as i64);
-        q.push(" OFFSET ").push_bind(page.skip as i64);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter().map(action_from_row).collect()
+    async fn actions(&self, tenant: &str, query: &ListQuery) -> Result<Listed<MachineAction>> {
+        let listed = self
+            .list("machine_actions", ACTION_COLUMNS, filter::ACTION_COLUMNS, "created_at DESC, id DESC", tenant, query)
+            .await?;
+        listed.try_map(action_from_row)
     }
 
     async fn claim_next_action(&self, machine_id: &str, at: Timestamp) -> Result<Option<MachineAction>> {
@@ -445,7 +493,8 @@ impl Store for SqliteStore {
         push_transition_set(&mut q, &Transition::to(ActionStatus::Succeeded, at));
         q.push(" WHERE id = ").push_bind(p.action_id.to_string());
         q.push(" AND machine_id = ").push_bind(machine_id.to_owned());
-        q.push(" AND");
+        // A cancellation asked for during the upload wins: no package is kept.
+        q.push(" AND cancel_requested_at IS NULL AND");
         push_predecessors(&mut q, ActionStatus::Succeeded);
         q.push(format!(" RETURNING {ACTION_COLUMNS}"));
         let Some(row) = q.build().fetch_optional(&mut *tx).await? else {
@@ -468,26 +517,95 @@ impl Store for SqliteStore {
     }
 
     async fn package(&self, tenant: &str, action_id: Uuid) -> Result<Option<PackageRecord>> {
-        let row = sqlx::query(
-            "SELECT action_id, tenant_id, blob_key, size, sha256, stored_at FROM packages \
-             WHERE action_id = ? AND tenant_id = ? AND deleted_at IS NULL",
+        let sql = format!("SELECT {PACKAGE_COLUMNS} FROM packages WHERE action_id = ? AND tenant_id = ?");
+        let row =
+            sqlx::query(AssertSqlSafe(sql)).bind(action_id.to_string()).bind(tenant).fetch_optional(&self.pool).await?;
+        row.as_ref().map(package_from_row).transpose()
+    }
+
+    async fn expired_packages(&self, stored_before: Timestamp, limit: u32) -> Result<Vec<PackageRecord>> {
+        let sql = format!(
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE deleted_at IS NULL AND stored_at < ? \
+             ORDER BY stored_at LIMIT ?"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(micros(stored_before))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(package_from_row).collect()
+    }
+
+    async fn mark_package_deleted(&self, action_id: Uuid, at: Timestamp) -> Result<()> {
+        sqlx::query("UPDATE packages SET deleted_at = ? WHERE action_id = ? AND deleted_at IS NULL")
+            .bind(micros(at))
+            .bind(action_id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn request_cancel(&self, tenant: &str, id: Uuid, r: &CancelRequest) -> Result<Option<CancelOutcome>> {
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        let change = Transition {
+            cancellation_requestor: Some(r.requestor.clone()),
+            cancellation_comment: r.comment.clone(),
+            ..Transition::to(ActionStatus::Cancelled, r.at)
+        };
+        push_transition_set(&mut q, &change);
+        q.push(" WHERE id = ").push_bind(id.to_string());
+        q.push(" AND tenant_id = ").push_bind(tenant.to_owned());
+        q.push(format!(" AND status = 'Pending' RETURNING {ACTION_COLUMNS}"));
+        if let Some(row) = q.build().fetch_optional(&self.pool).await? {
+            return Ok(Some(CancelOutcome::Cancelled(action_from_row(&row)?)));
+        }
+        // Running: record the first request; the agent confirms the stop.
+        let sql = format!(
+            "UPDATE machine_actions SET cancel_requested_at = COALESCE(cancel_requested_at, ?), \
+                 cancellation_requestor = COALESCE(cancellation_requestor, ?), \
+                 cancellation_comment = COALESCE(cancellation_comment, ?) \
+             WHERE id = ? AND tenant_id = ? AND status = 'InProgress' RETURNING {ACTION_COLUMNS}"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(micros(r.at))
+            .bind(&r.requestor)
+            .bind(&r.comment)
+            .bind(id.to_string())
+            .bind(tenant)
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(row) = row {
+            return Ok(Some(CancelOutcome::Requested(action_from_row(&row)?)));
+        }
+        Ok(self.action(tenant, id).await?.map(CancelOutcome::AlreadyFinal))
+    }
+
+    async fn cancel_requests(&self, machine_id: &str) -> Result<Vec<Uuid>> {
+        let rows = sqlx::query(
+            "SELECT id FROM machine_actions WHERE machine_id = ? AND status = 'InProgress' \
+             AND cancel_requested_at IS NOT NULL ORDER BY cancel_requested_at",
         )
-        .bind(action_id.to_string())
-        .bind(tenant)
-        .fetch_optional(&self.pool)
+        .bind(machine_id)
+        .fetch_all(&self.pool)
         .await?;
-        row.map(|r| {
-            let size: i64 = r.try_get("size")?;
-            Ok(PackageRecord {
-                action_id,
-                tenant_id: r.try_get("tenant_id")?,
-                blob_key: r.try_get("blob_key")?,
-                size: size as u64,
-                sha256: r.try_get("sha256")?,
-                stored_at: from_micros(r.try_get("stored_at")?)?,
-            })
-        })
-        .transpose()
+        rows.iter().map(|r| uuid_column(r, "id")).collect()
+    }
+
+    async fn confirm_cancel(&self, machine_id: &str, id: Uuid, at: Timestamp) -> Result<Option<MachineAction>> {
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        push_transition_set(&mut q, &Transition::to(ActionStatus::Cancelled, at));
+        q.push(" WHERE id = ").push_bind(id.to_string());
+        q.push(" AND machine_id = ").push_bind(machine_id.to_owned());
+        q.push(format!(" AND status = 'InProgress' AND cancel_requested_at IS NOT NULL RETURNING {ACTION_COLUMNS}"));
+        let row = q.build().fetch_optional(&self.pool).await?;
+        row.as_ref().map(action_from_row).transpose()
+    }
+
+    async fn time_out_pending(&self, created_before: Timestamp, change: &Transition) -> Result<u64> {
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        push_transition_set(&mut q, change);
+        q.push(" WHERE status = 'Pending' AND created_at < ").push_bind(micros(created_before));
+        Ok(q.build().execute(&self.pool).await?.rows_affected())
     }
 
     async fn fail_in_progress(&self, machine_id: &str, change: &Transition) -> Result<Vec<Uuid>> {
@@ -496,12 +614,7 @@ impl Store for SqliteStore {
         q.push(" WHERE machine_id = ").push_bind(machine_id.to_owned());
         q.push(" AND status = 'InProgress' RETURNING id");
         let rows = q.build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                let id: String = r.try_get("id")?;
-                Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))
-            })
-            .collect()
+        rows.iter().map(|r| uuid_column(r, "id")).collect()
     }
 
     async fn time_out_stalled(

@@ -1,0 +1,142 @@
+//! Call quotas per tenant, caller and API, as MDE enforces them (100 calls a minute and
+//! 1,500 an hour for most APIs; 2 and 120 for `getPackageUri`). Rejected calls count
+//! too, so hammering a closed window does not open it sooner.
+//!
+//! The limiter is a trait so several replicas can share their counters later (in the
+//! database or a cache); [`InMemoryLimiter`] serves one process.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use casefile_proto::time::Timestamp;
+
+/// At most `limit` calls per `length`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub length: Duration,
+    pub limit: u32,
+}
+
+#[async_trait]
+pub trait RateLimiter: Send + Sync + 'static {
+    /// Counts one call of `key` in every window. `Err(wait)` when a window is over its
+    /// limit: `wait` is when the fullest such window reopens, so a retry after it passes.
+    async fn hit(&self, key: &str, windows: &[Window], now: Timestamp) -> Result<(), Duration>;
+}
+
+/// Fixed windows that start at a caller's first call in them.
+#[derive(Debug, Default)]
+pub struct InMemoryLimiter {
+    state: Mutex<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    by_key: HashMap<String, Vec<Slot>>,
+    /// Size at which expired entries are dropped next: memory stays proportional to the
+    /// callers active within the longest window.
+    prune_at: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    started: Timestamp,
+    length: Duration,
+    count: u32,
+}
+
+impl Slot {
+    fn ends(&self) -> Timestamp {
+        chrono::Duration::from_std(self.length)
+            .ok()
+            .and_then(|d| self.started.checked_add_signed(d))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+    }
+}
+
+const MIN_PRUNE: usize = 1024;
+
+#[async_trait]
+impl RateLimiter for InMemoryLimiter {
+    async fn hit(&self, key: &str, windows: &[Window], now: Timestamp) -> Result<(), Duration> {
+        let mut counters = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if counters.by_key.len() >= counters.prune_at.max(MIN_PRUNE) {
+            counters.by_key.retain(|_, slots| slots.iter().any(|s| s.ends() > now));
+            counters.prune_at = counters.by_key.len() * 2;
+        }
+        let slots = counters.by_key.entry(key.to_owned()).or_default();
+        if slots.len() != windows.len() || slots.iter().zip(windows).any(|(s, w)| s.length != w.length) {
+            *slots = windows.iter().map(|w| Slot { started: now, length: w.length, count: 0 }).collect();
+        }
+        let mut wait: Option<Duration> = None;
+        for (slot, window) in slots.iter_mut().zip(windows) {
+            if now >= slot.ends() {
+                *slot = Slot { started: now, length: window.length, count: 0 };
+            }
+            slot.count = slot.count.saturating_add(1);
+            if slot.count > window.limit {
+                let left = (slot.ends() - now).to_std().unwrap_or_default();
+                wait = Some(wait.map_or(left, |w| w.max(left)));
+            }
+        }
+        match wait {
+            None => Ok(()),
+            Some(left) => Err(left),
+        }
+    }
+}
+
+/// Seconds for a `Retry-After` header: rounded up, so a client that waits exactly this
+/// long is past the window's end.
+pub fn retry_after_seconds(wait: Duration) -> u64 {
+    let whole = wait.as_secs();
+    (if wait.subsec_nanos() > 0 { whole + 1 } else { whole }).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: Window = Window { length: Duration::from_secs(60), limit: 3 };
+    const HOUR: Window = Window { length: Duration::from_secs(3600), limit: 5 };
+
+    fn at(seconds: i64) -> Timestamp {
+        chrono::DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_call_over_the_limit_waits_until_the_window_reopens() {
+        let limiter = InMemoryLimiter::default();
+        for s in 0..3 {
+            assert_eq!(limiter.hit("a", &[MINUTE, HOUR], at(s)).await, Ok(()));
+        }
+        assert_eq!(limiter.hit("a", &[MINUTE, HOUR], at(10)).await, Err(Duration::from_secs(50)));
+        // Another caller is not affected.
+        assert_eq!(limiter.hit("b", &[MINUTE, HOUR], at(10)).await, Ok(()));
+        // Rejected calls used the hourly quota: 5 of 5 are spent when the minute reopens.
+        assert_eq!(limiter.hit("a", &[MINUTE, HOUR], at(60)).await, Ok(()));
+        assert_eq!(limiter.hit("a", &[MINUTE, HOUR], at(61)).await, Err(Duration::from_secs(3539)));
+        assert_eq!(limiter.hit("a", &[MINUTE, HOUR], at(3600)).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn idle_callers_are_forgotten() {
+        let limiter = InMemoryLimiter::default();
+        for i in 0..1000 {
+            limiter.hit(&format!("early-{i}"), &[MINUTE], at(0)).await.unwrap();
+        }
+        for i in 0..100 {
+            limiter.hit(&format!("late-{i}"), &[MINUTE], at(120)).await.unwrap();
+        }
+        assert_eq!(limiter.state.lock().unwrap().by_key.len(), 100);
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_seconds(Duration::from_secs(50)), 50);
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+    }
+}
