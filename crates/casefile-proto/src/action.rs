@@ -20,7 +20,7 @@ macro_rules! wire_names {
 }
 
 /// Status of a machine action. Spelling is MDE's (`Cancelled` with two `l`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ActionStatus {
     Pending,
     InProgress,
@@ -76,7 +76,7 @@ impl std::fmt::Display for ActionStatus {
 
 /// Type of a machine action. casefile executes `CollectInvestigationPackage`; the other
 /// MDE values exist so that filters naming them parse and match nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ActionType {
     CollectInvestigationPackage,
     RunAntiVirusScan,
@@ -133,7 +133,7 @@ impl std::fmt::Display for ActionType {
 }
 
 /// `relatedFileInfo` of an action (always `null` for collections).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RelatedFileInfo {
     pub file_identifier: String,
@@ -141,7 +141,7 @@ pub struct RelatedFileInfo {
 }
 
 /// The MachineAction entity with every key MDE emits, nulls included, in MDE's order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MachineAction {
     pub id: Uuid,
@@ -154,18 +154,22 @@ pub struct MachineAction {
     pub machine_id: String,
     pub computer_dns_name: Option<String>,
     #[serde(with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub creation_date_time_utc: Timestamp,
     #[serde(with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub last_update_date_time_utc: Timestamp,
     pub cancellation_requestor: Option<String>,
     pub cancellation_comment: Option<String>,
     #[serde(with = "time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub cancellation_date_time_utc: Option<Timestamp>,
     pub error_h_result: i32,
     pub scope: Option<String>,
     pub external_id: Option<String>,
     pub request_source: String,
     pub related_file_info: Option<RelatedFileInfo>,
+    #[schema(value_type = Vec<Object>)]
     pub commands: Vec<serde_json::Value>,
     pub troubleshoot_info: Option<String>,
 }
@@ -210,10 +214,17 @@ impl MachineAction {
 
 /// Body of `POST /api/machines/{id}/collectInvestigationPackage`. Keys are case-sensitive
 /// as in MDE; unknown keys are ignored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CollectRequest {
     #[serde(rename = "Comment")]
     pub comment: String,
+}
+
+/// Body of `POST /api/machineactions/{id}/cancel`; the body and `Comment` are optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CancelActionRequest {
+    #[serde(rename = "Comment", default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// HRESULT-style codes casefile reports in `errorHResult` when an action fails.

@@ -9,7 +9,7 @@ pub mod machine;
 pub mod odata;
 pub mod time;
 
-pub use action::{ActionStatus, ActionType, CollectRequest, MachineAction};
+pub use action::{ActionStatus, ActionType, CancelActionRequest, CollectRequest, MachineAction};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use machine::{HealthStatus, Machine, MachineId};
 

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::time::{self, Timestamp};
 
 /// A machine id: 40 lowercase hex characters, as MDE's device ids.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(try_from = "String", into = "String")]
 pub struct MachineId(String);
 
@@ -39,7 +39,7 @@ impl std::fmt::Display for MachineId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum HealthStatus {
     Active,
     Inactive,
@@ -50,7 +50,7 @@ pub enum HealthStatus {
 }
 
 /// One entry of `ipAddresses`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IpAddress {
     pub ip_address: String,
@@ -61,14 +61,16 @@ pub struct IpAddress {
 }
 
 /// The Machine entity. Fields casefile cannot know (risk, exposure, AAD) are `null`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Machine {
     pub id: MachineId,
     pub computer_dns_name: String,
     #[serde(with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub first_seen: Timestamp,
     #[serde(with = "time")]
+    #[schema(value_type = String, format = DateTime)]
     pub last_seen: Timestamp,
     pub os_platform: String,
     pub os_version: Option<String>,

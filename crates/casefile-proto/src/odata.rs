@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A collection: `{"@odata.context": ..., "value": [...]}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Collection<T> {
     #[serde(rename = "@odata.context")]
     pub context: String,
@@ -15,7 +15,7 @@ pub struct Collection<T> {
 }
 
 /// A single entity with its `@odata.context` in front.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Entity<T> {
     #[serde(rename = "@odata.context")]
     pub context: String,
@@ -24,7 +24,7 @@ pub struct Entity<T> {
 }
 
 /// A primitive value, as `getPackageUri` answers: `{"@odata.context": ...#Edm.String, "value": ...}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Value<T> {
     #[serde(rename = "@odata.context")]
     pub context: String,

@@ -7,10 +7,11 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use casefile_odata::{CmpOp, Expr, Value};
 use casefile_proto::ErrorCode;
-use casefile_proto::action::{ActionType, MachineAction};
-use casefile_proto::odata::{Entity, context};
+use casefile_proto::action::{ActionType, CancelActionRequest, CollectRequest, MachineAction};
+use casefile_proto::odata::{Collection, Entity, context};
 use casefile_store::{CancelOutcome, CancelRequest};
 
+use super::openapi::ListOptions;
 use super::{BaseUrl, Path, action_id, caller_action, odata, reply};
 use crate::auth::{Api, Caller};
 use crate::error::{ApiError, ApiResult};
@@ -21,6 +22,16 @@ const MAX_BODY: usize = 64 * 1024;
 /// Longest comment accepted.
 const MAX_COMMENT_CHARS: usize = 4000;
 
+/// Collects an investigation package from a machine (`Machine.CollectForensics`).
+#[utoipa::path(
+    post,
+    path = "/api/machines/{id}/collectInvestigationPackage",
+    tag = "MachineActions",
+    params(("id" = String, Path, description = "Machine id (40 hex characters) or computer name")),
+    request_body(content = CollectRequest, content_type = "application/json"),
+    responses((status = 201, description = "The new action, `Pending`", body = Entity<MachineAction>)),
+    security(("bearer" = ["Machine.CollectForensics"]))
+)]
 pub async fn collect(
     State(state): State<AppState>,
     caller: Caller,
@@ -126,6 +137,15 @@ fn comment_of(object: &serde_json::Map<String, serde_json::Value>) -> ApiResult<
     Ok(Some(comment))
 }
 
+/// One machine action (`Machine.Read.All` or `Machine.ReadWrite.All`).
+#[utoipa::path(
+    get,
+    path = "/api/machineactions/{id}",
+    tag = "MachineActions",
+    params(("id" = uuid::Uuid, Path, description = "MachineAction id (a GUID)")),
+    responses((status = 200, description = "The action", body = Entity<MachineAction>)),
+    security(("bearer" = ["Machine.Read.All", "Machine.ReadWrite.All"]))
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -137,6 +157,15 @@ pub async fn get(
     Ok(reply(StatusCode::OK, &Entity { context: base.context(context::ACTION), value: action }))
 }
 
+/// Machine actions of the tenant, newest first, with OData options.
+#[utoipa::path(
+    get,
+    path = "/api/machineactions",
+    tag = "MachineActions",
+    params(ListOptions),
+    responses((status = 200, description = "A page of actions", body = Collection<MachineAction>)),
+    security(("bearer" = ["Machine.Read.All", "Machine.ReadWrite.All"]))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -150,6 +179,14 @@ pub async fn list(
 
 /// `GET /api/machines/{id}/machineactions`: the machine's actions, with the same OData
 /// options as the full list.
+#[utoipa::path(
+    get,
+    path = "/api/machines/{id}/machineactions",
+    tag = "MachineActions",
+    params(("id" = String, Path, description = "Machine id or computer name"), ListOptions),
+    responses((status = 200, description = "A page of the machine's actions", body = Collection<MachineAction>)),
+    security(("bearer" = ["Machine.Read.All", "Machine.ReadWrite.All"]))
+)]
 pub async fn list_for_machine(
     State(state): State<AppState>,
     caller: Caller,
@@ -192,6 +229,29 @@ async fn list_actions(
 
 /// `POST /api/machineactions/{id}/cancel`: a `Pending` action is cancelled at once; a
 /// running collection is stopped by its agent, which confirms, and then ends `Cancelled`.
+#[utoipa::path(
+    post,
+    path = "/api/machineactions/{id}/cancel",
+    tag = "MachineActions",
+    params(("id" = uuid::Uuid, Path, description = "MachineAction id (a GUID)")),
+    request_body(content = Option<CancelActionRequest>, content_type = "application/json"),
+    responses((
+        status = 200,
+        description = "`Cancelled`, or still `InProgress` with the cancellation recorded until the agent confirms",
+        body = Entity<MachineAction>
+    )),
+    security((
+        "bearer" = [
+            "Machine.CollectForensics",
+            "Machine.Isolate",
+            "Machine.RestrictExecution",
+            "Machine.Scan",
+            "Machine.Offboard",
+            "Machine.StopAndQuarantine",
+            "Machine.LiveResponse"
+        ]
+    ))
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,

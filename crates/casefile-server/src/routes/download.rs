@@ -15,6 +15,15 @@ use crate::error::{ApiError, ApiResult};
 use crate::links;
 use crate::state::AppState;
 
+/// A short-lived download link of the action's investigation package.
+#[utoipa::path(
+    get,
+    path = "/api/machineactions/{id}/getPackageUri",
+    tag = "MachineActions",
+    params(("id" = uuid::Uuid, Path, description = "Id (a GUID) of a `Succeeded` CollectInvestigationPackage action")),
+    responses((status = 200, description = "The link, valid for a short time, needing no bearer token", body = Value<String>)),
+    security(("bearer" = ["Machine.Read.All", "Machine.ReadWrite.All"]))
+)]
 pub async fn package_uri(
     State(state): State<AppState>,
     caller: Caller,
@@ -53,6 +62,17 @@ pub async fn package_uri(
 }
 
 /// Streams the package. Authorised by the link's own signature, not a bearer token.
+#[utoipa::path(
+    get,
+    path = "/safedownload/WDATP_Investigation_Package.zip",
+    tag = "MachineActions",
+    params(("token" = String, Query, description = "The signed token of a getPackageUri link")),
+    responses(
+        (status = 200, description = "The package zip; `x-casefile-sha256` carries its SHA-256", content_type = "application/zip", body = Vec<u8>),
+        (status = 403, description = "The link is missing, invalid or expired", body = casefile_proto::ErrorBody),
+        (status = 404, description = "The package is no longer stored", body = casefile_proto::ErrorBody),
+    )
+)]
 pub async fn download(State(state): State<AppState>, RawQuery(query): RawQuery) -> ApiResult<Response> {
     let token = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .find(|(k, _)| k == "token")

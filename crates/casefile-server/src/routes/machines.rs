@@ -4,16 +4,26 @@ use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use casefile_proto::machine::{HealthStatus, Machine, MachineId, ONBOARDED};
-use casefile_proto::odata::{Entity, context};
+use casefile_proto::odata::{Collection, Entity, context};
 use casefile_proto::time::Timestamp;
 use casefile_store::{Listed, MachineRecord};
 
+use super::openapi::ListOptions;
 use super::{BaseUrl, Path, odata, reply};
 use crate::auth::{Api, Caller};
 use crate::clock::seconds_before;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
+/// Enrolled machines, most recently seen first, with OData options.
+#[utoipa::path(
+    get,
+    path = "/api/machines",
+    tag = "Machines",
+    params(ListOptions),
+    responses((status = 200, description = "A page of machines", body = Collection<Machine>)),
+    security(("bearer" = ["Machine.Read.All", "Machine.ReadWrite.All"]))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -35,6 +45,15 @@ pub async fn list(
     odata::respond(&base, uri.path(), query.as_deref(), "Machines", &request, machines)
 }
 
+/// One machine, by id or computer name.
+#[utoipa::path(
+    get,
+    path = "/api/machines/{id}",
+    tag = "Machines",
+    params(("id" = String, Path, description = "Machine id (40 hex characters) or computer name")),
+    responses((status = 200, description = "The machine", body = Entity<Machine>)),
+    security(("bearer" = ["Machine.Read.All", "Machine.ReadWrite.All"]))
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,

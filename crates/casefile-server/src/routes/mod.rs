@@ -5,6 +5,7 @@ mod agent;
 mod download;
 mod machines;
 mod odata;
+mod openapi;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Request};
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route(DOWNLOAD_PATH, get(download::download))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/openapi.json", get(openapi::document))
         .fallback(not_found)
         .with_state(state)
 }

@@ -9,4 +9,5 @@ mod cli;
 mod lifecycle;
 mod limits;
 mod odata;
+mod openapi;
 mod support;
