@@ -63,7 +63,8 @@ impl SqliteStore {
         q.push(" LIMIT ").push_bind(query.top.saturating_add(1).min(i64::MAX as u64) as i64);
         q.push(" OFFSET ").push_bind(query.skip.min(i64::MAX as u64) as i64);
         let mut items = q.build().fetch_all(&self.pool).await?;
-        let more = items.len() as u64 > query.top;
+        // `$top=0` asks for no rows, not for an endless chain of empty pages.
+        let more = query.top > 0 && items.len() as u64 > query.top;
         items.truncate(query.top as usize);
         let total = if query.count {
             let mut q = QueryBuilder::<Sqlite>::new(format!("SELECT COUNT(*) FROM {table} WHERE tenant_id = "));

@@ -129,6 +129,10 @@ async fn ordering_counting_projection_and_machine_scoped_lists() {
     assert!(next.starts_with(&format!("{}/api/machineactions?", s.server.base)), "{next}");
     assert!(next.contains("%24skip=3") || next.contains("$skip=3"), "{next}");
 
+    let counted_only = s.body("/api/machineactions?$top=0&$count=true").await;
+    assert_eq!((counted_only["@odata.count"].as_u64(), counted_only["value"].as_array().unwrap().len()), (Some(5), 0));
+    assert!(counted_only.get("@odata.nextLink").is_none(), "no endless chain of empty pages");
+
     let projected = s.body("/api/machineactions?$select=id,Status&$filter=status eq 'Failed'").await;
     assert_eq!(projected["@odata.context"], format!("{}/api/$metadata#MachineActions(id,status)", s.server.base));
     let row = projected["value"][0].as_object().unwrap();
