@@ -12,7 +12,7 @@ use casefile_proto::odata::{Collection, Entity, context};
 use casefile_store::{CancelOutcome, CancelRequest};
 
 use super::openapi::ListOptions;
-use super::{BaseUrl, Path, action_id, caller_action, odata, reply};
+use super::{BaseUrl, Path, action_id, caller_action, caller_machine, odata, reply};
 use crate::auth::{Api, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -42,11 +42,7 @@ pub async fn collect(
 ) -> ApiResult<Response> {
     caller.admit(&state, Api::CollectInvestigationPackage).await?;
     let comment = comment_from_body(&headers, body).await?;
-    let machine = state
-        .store
-        .machine(&caller.tenant_id, &machine)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("Machine {machine} was not found")))?;
+    let machine = caller_machine(&state, &caller, &machine).await?;
     let action = MachineAction::new_pending(
         ActionType::CollectInvestigationPackage,
         &machine.id,
@@ -196,11 +192,7 @@ pub async fn list_for_machine(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     caller.admit(&state, Api::ListMachineActions).await?;
-    let machine = state
-        .store
-        .machine(&caller.tenant_id, &machine)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("Machine {machine} was not found")))?;
+    let machine = caller_machine(&state, &caller, &machine).await?;
     list_actions(&state, &caller, &base, &uri, query.as_deref(), Some(&machine.id)).await
 }
 

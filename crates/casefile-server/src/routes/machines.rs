@@ -9,7 +9,7 @@ use casefile_proto::time::Timestamp;
 use casefile_store::{Listed, MachineRecord};
 
 use super::openapi::ListOptions;
-use super::{BaseUrl, Path, odata, reply};
+use super::{BaseUrl, Path, caller_machine, odata, reply};
 use crate::auth::{Api, Caller};
 use crate::clock::seconds_before;
 use crate::error::{ApiError, ApiResult};
@@ -61,11 +61,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     caller.admit(&state, Api::GetMachine).await?;
-    let record = state
-        .store
-        .machine(&caller.tenant_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("Machine {id} was not found")))?;
+    let record = caller_machine(&state, &caller, &id).await?;
     let machine = to_machine(&state, record)?;
     Ok(reply(StatusCode::OK, &Entity { context: base.context(context::MACHINE), value: machine }))
 }

@@ -180,6 +180,19 @@ pub(crate) fn action_id(raw: &str) -> Result<Uuid, ApiError> {
     })
 }
 
+/// The caller's machine, by id or computer name, or `404`.
+pub(crate) async fn caller_machine(
+    state: &AppState,
+    caller: &crate::auth::Caller,
+    id_or_name: &str,
+) -> Result<casefile_store::MachineRecord, ApiError> {
+    state
+        .store
+        .machine(&caller.tenant_id, id_or_name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Machine {id_or_name} was not found")))
+}
+
 /// The caller's action `raw` (an `Edm.Guid`), or the MDE errors for a bad or unknown id.
 pub(crate) async fn caller_action(
     state: &AppState,

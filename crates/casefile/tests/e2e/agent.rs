@@ -1,6 +1,8 @@
 //! The agent API: enrollment, identity, long-poll, upload verification, failures and
 //! timeouts. Some tests speak the agent protocol by hand to play a misbehaving agent.
 
+use std::time::Duration;
+
 use casefile_proto::ActionStatus;
 use casefile_proto::agent::{AgentTask, EnrollRequest, EnrollResponse, HostInfo};
 use serde_json::Value;
@@ -230,13 +232,39 @@ async fn enrollment_needs_a_valid_token_and_keeps_the_machine_id() {
 
 #[tokio::test]
 async fn a_silent_agent_times_out() {
-    let server = TestServer::start_with(|c| c.agents.silent_timeout_seconds = 1).await;
+    let server = TestServer::start_with_clock(|c| c.agents.silent_timeout_seconds = 600).await;
     let silent = RawAgent::enroll(&server, "silent").await;
     server.collect(&silent.machine_id, &server.token(ALL)).await;
     let id = action_id(silent.poll(0).await.unwrap());
-    let action = server.wait_final(&id).await;
+
+    server.advance(Duration::from_secs(599));
+    server.server().sweep_now().await.unwrap();
+    assert_eq!(server.action(&id).await.status, ActionStatus::InProgress, "silent, but within the window");
+    server.advance(Duration::from_secs(2));
+    server.server().sweep_now().await.unwrap();
+    let action = server.action(&id).await;
     assert_eq!(action.status, ActionStatus::TimeOut);
     assert!(action.troubleshoot_info.unwrap().contains("stopped reporting"));
+}
+
+#[tokio::test]
+async fn a_collection_running_past_the_longest_allowed_times_out_though_its_agent_polls() {
+    let server = TestServer::start_with_clock(|c| c.agents.max_collection_seconds = 3600).await;
+    let stuck = RawAgent::enroll(&server, "stuck").await;
+    server.collect(&stuck.machine_id, &server.token(ALL)).await;
+    let id = action_id(stuck.poll(0).await.unwrap());
+    for _ in 0..3 {
+        // The agent keeps polling every 20 minutes: never silent.
+        server.advance(Duration::from_secs(20 * 60));
+        assert!(stuck.poll(0).await.is_none());
+        server.server().sweep_now().await.unwrap();
+    }
+    assert_eq!(server.action(&id).await.status, ActionStatus::InProgress, "exactly one hour is allowed");
+    server.advance(Duration::from_secs(1));
+    server.server().sweep_now().await.unwrap();
+    let action = server.action(&id).await;
+    assert_eq!(action.status, ActionStatus::TimeOut);
+    assert!(action.troubleshoot_info.unwrap().contains("longer than 3600 seconds"));
 }
 
 #[tokio::test]
