@@ -235,7 +235,11 @@ impl Job {
         let work = self.config.state_dir.join("work");
         identity::ensure_dir(&work)?;
         let output = work.join(format!("{action_id}.zip"));
-        let ctx = Context { root: self.config.collect_root.clone(), cancel: self.cancel.clone() };
+        let ctx = Context {
+            root: self.config.collect_root.clone(),
+            cancel: self.cancel.clone(),
+            limits: casefile_collectors::Limits::default(),
+        };
         let meta = collect::package_meta(Some(action_id), Some(self.machine_id.clone()));
         let path = output.clone();
         let collectors = self.config.collectors.clone();

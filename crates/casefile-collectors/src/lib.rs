@@ -17,11 +17,35 @@ pub struct Context {
     pub root: PathBuf,
     /// Set when the collection is cancelled; collectors check it between rows.
     pub cancel: CancellationToken,
+    /// Size and time caps every collector respects.
+    pub limits: Limits,
+}
+
+/// Caps that keep a collection bounded on any host. Configurable per collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest single file copied into the package; a larger one is cut (`partial`).
+    pub max_file_bytes: u64,
+    /// Largest amount of one log source (e.g. `/var/log/auth.log*`, the journal) kept,
+    /// newest first.
+    pub max_log_bytes: u64,
+    /// Longest an external command (e.g. `nft list ruleset`) may run before it is killed.
+    pub command_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 32 << 20,
+            max_log_bytes: 64 << 20,
+            command_timeout: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 impl Context {
     pub fn live(cancel: CancellationToken) -> Self {
-        Self { root: PathBuf::from("/"), cancel }
+        Self { root: PathBuf::from("/"), cancel, limits: Limits::default() }
     }
 
     /// `abs` (an absolute host path such as `/etc/passwd`) below the root.

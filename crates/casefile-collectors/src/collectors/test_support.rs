@@ -86,7 +86,7 @@ pub fn find_row<'a>(rows: &'a [HashMap<String, String>], column: &str, value: &s
 
 /// Runs `collector` over `root`, failing the test if it returns an error.
 pub fn run(collector: &dyn Collector, root: &Path) -> MemorySink {
-    let ctx = Context { root: root.to_path_buf(), cancel: CancellationToken::new() };
+    let ctx = Context { root: root.to_path_buf(), cancel: CancellationToken::new(), limits: Default::default() };
     let mut sink = MemorySink::default();
     collector.collect(&ctx, &mut sink).unwrap_or_else(|e| panic!("{} failed: {e}", collector.name()));
     sink
