@@ -8,18 +8,21 @@
 
 mod hashing;
 pub mod manifest;
+pub mod signature;
 mod summary;
 pub mod verify;
 pub mod writer;
 
 pub use hashing::hash_reader;
 pub use manifest::{CollectorRun, ItemStatus, Manifest, ManifestHost, ManifestItem};
-pub use verify::{Problem, VerifyReport, verify};
+pub use signature::SignatureCheck;
+pub use verify::{Problem, VerifyReport, verify, verify_with};
 pub use writer::{ItemOutcome, ItemSink, PackageWriter};
 
 /// Names of the files at the package root that the writer adds itself.
 pub const MANIFEST_PATH: &str = "manifest.json";
-pub const SUMMARY_TEXT_PATH: &str = "CollectionSummaryReport.txt";
+pub const SIGNATURE_PATH: &str = "manifest.sig";
+pub const SUMMARY_HTML_PATH: &str = "CollectionSummaryReport.html";
 pub const SUMMARY_CSV_PATH: &str = "CollectionSummaryReport.csv";
 
 #[derive(Debug, thiserror::Error)]

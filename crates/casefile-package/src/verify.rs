@@ -5,9 +5,16 @@ use std::io::{Read, Seek};
 
 use zip::ZipArchive;
 
+use ed25519_dalek::VerifyingKey;
+
 use crate::hashing::hash_reader;
 use crate::manifest::Manifest;
-use crate::{MANIFEST_PATH, PackageError};
+use crate::signature::{self, SignatureCheck};
+use crate::{MANIFEST_PATH, PackageError, SIGNATURE_PATH};
+
+/// Largest `manifest.json` / `manifest.sig` read: a hostile package cannot make the
+/// verifier allocate without bound.
+const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 
 /// A file that does not match the manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,21 +42,36 @@ pub struct VerifyReport {
     pub manifest: Manifest,
     pub files_checked: usize,
     pub problems: Vec<Problem>,
+    pub signature: SignatureCheck,
 }
 
 impl VerifyReport {
+    /// Every file matches the manifest (whatever the signature says).
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
+    }
+
+    /// Every file matches, and the manifest carries a valid signature (by the expected
+    /// key, when one was given).
+    pub fn is_authentic(&self) -> bool {
+        self.is_ok() && self.signature.is_trusted()
     }
 }
 
 /// Checks every file of the package against its manifest, streaming each entry.
 pub fn verify<R: Read + Seek>(reader: R) -> Result<VerifyReport, PackageError> {
+    verify_with(reader, None)
+}
+
+/// [`verify`], also checking `manifest.sig`, against `expected` when given.
+pub fn verify_with<R: Read + Seek>(reader: R, expected: Option<&VerifyingKey>) -> Result<VerifyReport, PackageError> {
     let mut zip = ZipArchive::new(reader)?;
-    let manifest: Manifest = {
-        let entry = zip.by_name(MANIFEST_PATH).map_err(|e| PackageError::Manifest(e.to_string()))?;
-        serde_json::from_reader(entry).map_err(|e| PackageError::Manifest(e.to_string()))?
-    };
+    let manifest_bytes =
+        read_small(&mut zip, MANIFEST_PATH)?.ok_or_else(|| PackageError::Manifest("not in the package".to_owned()))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&manifest_bytes).map_err(|e| PackageError::Manifest(e.to_string()))?;
+    let signature_bytes = read_small(&mut zip, SIGNATURE_PATH)?;
+    let signature = signature::check(&manifest_bytes, signature_bytes.as_deref(), expected);
     let mut problems = Vec::new();
     let mut listed = HashSet::new();
     for item in &manifest.items {
@@ -75,9 +97,24 @@ pub fn verify<R: Read + Seek>(reader: R) -> Result<VerifyReport, PackageError> {
     }
     for name in zip.file_names() {
         let name = name?;
-        if name != MANIFEST_PATH && !name.ends_with('/') && !listed.contains(name.as_ref()) {
+        if name != MANIFEST_PATH && name != SIGNATURE_PATH && !name.ends_with('/') && !listed.contains(name.as_ref()) {
             problems.push(Problem::Unlisted { path: name.into_owned() });
         }
     }
-    Ok(VerifyReport { files_checked: manifest.items.len(), manifest, problems })
+    Ok(VerifyReport { files_checked: manifest.items.len(), manifest, problems, signature })
+}
+
+/// An entry read whole, refusing one larger than [`MAX_MANIFEST_BYTES`]; `None` if absent.
+fn read_small<R: Read + Seek>(zip: &mut ZipArchive<R>, name: &str) -> Result<Option<Vec<u8>>, PackageError> {
+    let entry = match zip.by_name(name) {
+        Ok(entry) => entry,
+        Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut bytes = Vec::new();
+    entry.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(PackageError::Manifest(format!("{name} is larger than {MAX_MANIFEST_BYTES} bytes")));
+    }
+    Ok(Some(bytes))
 }

@@ -5,13 +5,14 @@ use std::io::{self, Seek, Write};
 use std::time::Instant;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
+use ed25519_dalek::SigningKey;
 use uuid::Uuid;
 use zip::ZipWriter;
 use zip::write::SimpleFileOptions;
 
 use crate::hashing::HashingWriter;
 use crate::manifest::{CollectorRun, FORMAT_VERSION, ItemStatus, Manifest, ManifestHost, ManifestItem};
-use crate::{MANIFEST_PATH, PackageError, SUMMARY_CSV_PATH, SUMMARY_TEXT_PATH, summary};
+use crate::{MANIFEST_PATH, PackageError, SIGNATURE_PATH, SUMMARY_CSV_PATH, SUMMARY_HTML_PATH, summary};
 
 /// How one file's collection went, as its `fill` closure reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,8 +173,17 @@ impl<W: Write + Seek> PackageWriter<W> {
     }
 
     /// Writes the summary reports and the manifest, closes the zip and hands back the
-    /// output and the manifest.
-    pub fn finish(mut self) -> Result<(W, Manifest), PackageError> {
+    /// output and the manifest. Unsigned: see [`PackageWriter::finish_signed`].
+    pub fn finish(self) -> Result<(W, Manifest), PackageError> {
+        self.finish_with(None)
+    }
+
+    /// [`PackageWriter::finish`], adding `manifest.sig` signed by `key`.
+    pub fn finish_signed(self, key: &SigningKey) -> Result<(W, Manifest), PackageError> {
+        self.finish_with(Some(key))
+    }
+
+    fn finish_with(mut self, key: Option<&SigningKey>) -> Result<(W, Manifest), PackageError> {
         self.end_collector(None);
         let finished = Utc::now();
         let mut manifest = Manifest {
@@ -189,7 +199,7 @@ impl<W: Write + Seek> PackageWriter<W> {
         };
         // The reports summarise the collectors; they are items of the manifest themselves.
         for (path, body) in
-            [(SUMMARY_TEXT_PATH, summary::text(&manifest)), (SUMMARY_CSV_PATH, summary::csv(&manifest)?)]
+            [(SUMMARY_HTML_PATH, summary::html(&manifest)), (SUMMARY_CSV_PATH, summary::csv(&manifest)?)]
         {
             self.write_item(path.to_owned(), "casefile summary", "casefile".to_owned(), &mut |w| {
                 w.write_all(body.as_bytes())?;
@@ -198,8 +208,16 @@ impl<W: Write + Seek> PackageWriter<W> {
         }
         manifest.items = std::mem::take(&mut self.items);
 
+        // Signed as the exact bytes stored, so no canonical JSON form is needed.
+        let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?;
         self.zip.start_file(MANIFEST_PATH, self.options)?;
-        serde_json::to_writer_pretty(&mut self.zip, &manifest).map_err(io::Error::other)?;
+        self.zip.write_all(&manifest_bytes)?;
+        if let Some(key) = key {
+            let signature = serde_json::to_vec_pretty(&crate::signature::sign(&manifest_bytes, key))
+                .map_err(io::Error::other)?;
+            self.zip.start_file(SIGNATURE_PATH, self.options)?;
+            self.zip.write_all(&signature)?;
+        }
         let out = self.zip.finish()?;
         Ok((out, manifest))
     }

@@ -89,7 +89,7 @@ async fn collect_succeeds_and_the_downloaded_package_verifies() {
         assert!(folders.contains(&folder), "package lacks {folder}: {folders:?}");
     }
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes.to_vec())).unwrap();
-    assert!(zip.by_name("CollectionSummaryReport.txt").is_ok());
+    assert!(zip.by_name("CollectionSummaryReport.html").is_ok());
     let processes = report.manifest.items.iter().find(|i| i.path.starts_with("Processes/")).unwrap();
     assert!(processes.size > 0);
 
