@@ -1,15 +1,60 @@
 //! Runs the collectors into a package file: the zip is streamed to disk (never staged
-//! in memory), then hashed for the upload.
+//! in memory), signed, then hashed for the upload.
+//!
+//! Governance: the collection runs on its own thread at the lowest CPU priority (nice 19;
+//! the kernel derives the lowest best-effort IO priority from it), each collector on a
+//! thread of its own with a deadline, and the package stops growing at a size cap. A
+//! collector that hangs is abandoned at its deadline (its thread is left to finish or
+//! block on its own) and recorded as timed out; the package still completes.
 
-use std::panic::AssertUnwindSafe;
+use std::io::{self, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::time::{Duration, Instant};
 
 use casefile_collectors::{CollectError, Collector, Context};
 use casefile_package::writer::PackageMeta;
-use casefile_package::{Manifest, ManifestHost, PackageWriter};
+use casefile_package::{ItemOutcome, ItemSink, Manifest, ManifestHost, PackageError, PackageWriter};
+use ed25519_dalek::SigningKey;
 use uuid::Uuid;
 
 use crate::{AGENT_VERSION, AgentError, host};
+
+/// The collectors a collection runs, shared by every collection.
+#[derive(Clone)]
+pub struct Collectors(pub Arc<Vec<Box<dyn Collector>>>);
+
+impl Collectors {
+    pub fn all() -> Self {
+        Self(Arc::new(casefile_collectors::all()))
+    }
+}
+
+impl std::fmt::Debug for Collectors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|c| c.name())).finish()
+    }
+}
+
+/// Bounds of one collection, beyond the collectors' own [`casefile_collectors::Limits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Governance {
+    /// Longest one collector may run.
+    pub collector_timeout: Duration,
+    /// Once the package is this large, no further file is started (one file in progress
+    /// may still finish, within the collectors' file cap).
+    pub max_package_bytes: u64,
+    /// Run at nice 19 (lowest CPU priority, and the lowest IO priority derived from it).
+    pub low_priority: bool,
+}
+
+impl Default for Governance {
+    fn default() -> Self {
+        Self { collector_timeout: Duration::from_secs(300), max_package_bytes: 4 << 30, low_priority: true }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct CollectedPackage {
@@ -34,38 +79,312 @@ pub fn package_meta(action_id: Option<Uuid>, machine_id: Option<String>) -> Pack
     }
 }
 
-/// Writes a package of `collectors` to `output`. Blocking: call from a blocking thread.
-/// A collector that fails or panics is recorded as such; the package still completes.
-/// Cancellation stops between collectors (and inside them, where they check).
+/// Everything a collection needs, owned, so it can run on a thread of its own.
+pub struct Collection {
+    pub output: PathBuf,
+    pub meta: PackageMeta,
+    pub ctx: Context,
+    pub collectors: Collectors,
+    pub governance: Governance,
+    pub signer: SigningKey,
+}
+
+impl Collection {
+    /// Runs the collection on a dedicated thread (its priority must not leak into a
+    /// shared pool) and waits for it without blocking the async runtime.
+    pub async fn run(self) -> Result<CollectedPackage, AgentError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("casefile-collection".to_owned())
+            .spawn(move || {
+                let _ = done.send(self.run_blocking());
+            })
+            .map_err(|e| AgentError::Collection(format!("cannot start the collection thread: {e}")))?;
+        result.await.map_err(|_| AgentError::Collection("the collection thread ended without a result".to_owned()))?
+    }
+
+    /// Writes the package to `output`. Blocking.
+    pub fn run_blocking(self) -> Result<CollectedPackage, AgentError> {
+        if self.governance.low_priority {
+            lower_priority();
+        }
+        let output = self.output.clone();
+        let io_error = |source| AgentError::State { path: output.clone(), source };
+        let file = std::fs::File::create(&output).map_err(io_error)?;
+        let written = Arc::new(AtomicU64::new(0));
+        let counted = Counting { inner: io::BufWriter::with_capacity(256 * 1024, file), written: written.clone() };
+        let mut writer = PackageWriter::new(counted, self.meta.clone());
+        for index in 0..self.collectors.0.len() {
+            if self.ctx.cancel.is_cancelled() {
+                return Err(AgentError::Collection("cancelled".to_owned()));
+            }
+            let collector = &self.collectors.0[index];
+            writer.begin_collector(collector.name(), collector.folder());
+            if written.load(Ordering::Relaxed) >= self.governance.max_package_bytes {
+                writer.end_collector(Some(format!(
+                    "skipped: the package reached its size cap of {} bytes",
+                    self.governance.max_package_bytes
+                )));
+                continue;
+            }
+            let ended = self.run_one(index, &mut writer, &written)?;
+            writer.end_collector(ended);
+        }
+        let (out, manifest) = writer.finish_signed(&self.signer).map_err(|e| AgentError::Collection(e.to_string()))?;
+        let file = out.inner.into_inner().map_err(|e| io_error(e.into_error()))?;
+        file.sync_all().map_err(io_error)?;
+        drop(file);
+        let (sha256, size) = std::fs::File::open(&output).and_then(casefile_package::hash_reader).map_err(io_error)?;
+        Ok(CollectedPackage { path: output, size, sha256, manifest })
+    }
+
+    /// Runs collector `index` on its own thread, writing what it streams. Returns why it
+    /// stopped early, if it did; `Err` only when the package itself cannot be written or
+    /// the collection was cancelled.
+    fn run_one<W: Write + Seek>(
+        &self,
+        index: usize,
+        writer: &mut PackageWriter<W>,
+        written: &AtomicU64,
+    ) -> Result<Option<String>, AgentError> {
+        let name = self.collectors.0[index].name();
+        let (tx, rx) = sync_channel::<Message>(CHANNEL_CHUNKS);
+        let ctx = Context { cancel: self.ctx.cancel.child_token(), ..self.ctx.clone() };
+        let stop = ctx.cancel.clone();
+        let collectors = self.collectors.clone();
+        std::thread::Builder::new()
+            .name(format!("collector-{name}"))
+            .spawn(move || {
+                let mut sink = ChannelSink { tx: tx.clone() };
+                let result = collectors.0[index].collect(&ctx, &mut sink);
+                let _ = tx.send(Message::Done(result));
+            })
+            .map_err(|e| AgentError::Collection(format!("cannot start the {name} collector: {e}")))?;
+
+        let mut pump = Pump {
+            rx,
+            deadline: Instant::now() + self.governance.collector_timeout,
+            cancel: &self.ctx.cancel,
+            stopped: None,
+        };
+        let ended = loop {
+            if written.load(Ordering::Relaxed) >= self.governance.max_package_bytes {
+                break Some(format!(
+                    "stopped: the package reached its size cap of {} bytes",
+                    self.governance.max_package_bytes
+                ));
+            }
+            match pump.next() {
+                Next::Message(Message::Begin { name, source }) => {
+                    let sink: &mut dyn ItemSink = writer;
+                    sink.add_item(&name, &source, &mut |out| pump.copy_item(out)).map_err(package_error)?;
+                    if let Some(why) = pump.stopped.take() {
+                        break Some(why);
+                    }
+                }
+                Next::Message(Message::Done(Ok(()))) => break None,
+                Next::Message(Message::Done(Err(CollectError::Stopped(why)))) => break Some(why),
+                Next::Message(Message::Done(Err(CollectError::Cancelled))) | Next::Cancelled => {
+                    stop.cancel();
+                    return Err(AgentError::Collection("cancelled".to_owned()));
+                }
+                Next::Message(Message::Done(Err(CollectError::Package(e)))) => {
+                    break Some(format!("the {name} collector failed: {e}"));
+                }
+                Next::Message(Message::Data(_) | Message::End(_)) => {
+                    break Some(format!("the {name} collector wrote outside a file"));
+                }
+                Next::TimedOut => break Some(timed_out(name, self.governance.collector_timeout)),
+                Next::Gone => break Some(format!("the {name} collector crashed")),
+            }
+        };
+        // Whatever still runs of it is told to stop; its writes go nowhere from now on.
+        stop.cancel();
+        Ok(ended)
+    }
+}
+
+fn timed_out(name: &str, limit: Duration) -> String {
+    format!("the {name} collector timed out after {} s and was abandoned", limit.as_secs())
+}
+
+fn package_error(e: PackageError) -> AgentError {
+    AgentError::Collection(e.to_string())
+}
+
+/// Chunks in flight between a collector and the writer: memory stays a few chunks.
+const CHANNEL_CHUNKS: usize = 4;
+const CHUNK: usize = 64 * 1024;
+/// How often a waiting writer looks at the cancellation token.
+const CANCEL_CHECK: Duration = Duration::from_millis(100);
+
+enum Message {
+    Begin { name: String, source: String },
+    Data(Vec<u8>),
+    End(Result<ItemOutcome, String>),
+    Done(Result<(), CollectError>),
+}
+
+enum Next {
+    Message(Message),
+    TimedOut,
+    Cancelled,
+    /// The collector thread ended without saying so: it panicked.
+    Gone,
+}
+
+/// The writer's end of a collector's channel.
+struct Pump<'a> {
+    rx: Receiver<Message>,
+    deadline: Instant,
+    cancel: &'a tokio_util::sync::CancellationToken,
+    /// Set when the collector stopped in the middle of a file.
+    stopped: Option<String>,
+}
+
+impl Pump<'_> {
+    fn next(&mut self) -> Next {
+        loop {
+            if self.cancel.is_cancelled() {
+                return Next::Cancelled;
+            }
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Next::TimedOut;
+            }
+            match self.rx.recv_timeout(left.min(CANCEL_CHECK)) {
+                Ok(message) => return Next::Message(message),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return Next::Gone,
+            }
+        }
+    }
+
+    /// Copies one file's chunks into `out` until its end; a collector that stops in the
+    /// middle leaves the file `partial` and `stopped` set.
+    fn copy_item(&mut self, out: &mut dyn Write) -> io::Result<ItemOutcome> {
+        loop {
+            match self.next() {
+                Next::Message(Message::Data(bytes)) => out.write_all(&bytes)?,
+                Next::Message(Message::End(Ok(outcome))) => return Ok(outcome),
+                Next::Message(Message::End(Err(why))) => return Err(io::Error::other(why)),
+                Next::TimedOut => {
+                    self.stopped = Some("timed out while writing a file".to_owned());
+                    return Ok(ItemOutcome::partial("the collector timed out while writing this file"));
+                }
+                other => {
+                    self.stopped = Some(match other {
+                        Next::Cancelled => "cancelled".to_owned(),
+                        Next::Gone => "crashed while writing a file".to_owned(),
+                        _ => "stopped while writing a file".to_owned(),
+                    });
+                    return Ok(ItemOutcome::partial("the collector stopped while writing this file"));
+                }
+            }
+        }
+    }
+}
+
+/// The collector's end: files become a `Begin`, bounded `Data` chunks and an `End`.
+struct ChannelSink {
+    tx: SyncSender<Message>,
+}
+
+impl ItemSink for ChannelSink {
+    fn add_item(
+        &mut self,
+        name: &str,
+        source: &str,
+        fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<ItemOutcome>,
+    ) -> Result<(), PackageError> {
+        let gone = |_| PackageError::Cancelled;
+        self.tx.send(Message::Begin { name: name.to_owned(), source: source.to_owned() }).map_err(gone)?;
+        let mut chunks = Chunks { tx: &self.tx, buf: Vec::with_capacity(CHUNK), abandoned: false };
+        let result = fill(&mut chunks).and_then(|outcome| chunks.flush().map(|()| outcome));
+        if chunks.abandoned {
+            return Err(PackageError::Cancelled);
+        }
+        self.tx.send(Message::End(result.map_err(|e| e.to_string()))).map_err(gone)
+    }
+}
+
+struct Chunks<'a> {
+    tx: &'a SyncSender<Message>,
+    buf: Vec<u8>,
+    /// The writer stopped reading this collector (timeout, size cap, cancellation).
+    abandoned: bool,
+}
+
+impl Write for Chunks<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let room = CHUNK - self.buf.len();
+        let take = bytes.len().min(room);
+        self.buf.extend_from_slice(&bytes[..take]);
+        if self.buf.len() == CHUNK {
+            self.flush()?;
+        }
+        Ok(take)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx.send(Message::Data(full)).map_err(|_| {
+            self.abandoned = true;
+            io::Error::other("the collection stopped reading this collector")
+        })
+    }
+}
+
+/// Counts the bytes the package has on disk, for the size cap.
+struct Counting<W> {
+    inner: W,
+    written: Arc<AtomicU64>,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(bytes)?;
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Seek> Seek for Counting<W> {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        self.inner.seek(to)
+    }
+}
+
+/// Nice 19 for this thread and the threads it starts.
+fn lower_priority() {
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
+        tracing::warn!("could not lower the collection's priority: {e}");
+    }
+}
+
+/// Writes a package of `collectors` to `output` on the calling thread, with the default
+/// governance. For the offline collector and tests.
 pub fn write_package(
     output: &Path,
     meta: PackageMeta,
     ctx: &Context,
-    collectors: &[Box<dyn Collector>],
+    collectors: Collectors,
+    signer: &SigningKey,
 ) -> Result<CollectedPackage, AgentError> {
-    let io_error = |source| AgentError::State { path: output.to_owned(), source };
-    let file = std::fs::File::create(output).map_err(io_error)?;
-    let mut writer = PackageWriter::new(std::io::BufWriter::with_capacity(256 * 1024, file), meta);
-    for collector in collectors {
-        if ctx.cancel.is_cancelled() {
-            return Err(AgentError::Collection("cancelled".to_owned()));
-        }
-        writer.begin_collector(collector.name(), collector.folder());
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| collector.collect(ctx, &mut writer)));
-        match outcome {
-            Ok(Ok(())) => writer.end_collector(None),
-            Ok(Err(CollectError::Stopped(why))) => writer.end_collector(Some(why)),
-            Ok(Err(CollectError::Cancelled)) => {
-                return Err(AgentError::Collection("cancelled".to_owned()));
-            }
-            Ok(Err(CollectError::Package(e))) => return Err(AgentError::Collection(e.to_string())),
-            Err(_) => writer.end_collector(Some(format!("the {} collector crashed", collector.name()))),
-        }
+    Collection {
+        output: output.to_owned(),
+        meta,
+        ctx: ctx.clone(),
+        collectors,
+        governance: Governance::default(),
+        signer: signer.clone(),
     }
-    let (out, manifest) = writer.finish().map_err(|e| AgentError::Collection(e.to_string()))?;
-    let file = out.into_inner().map_err(|e| io_error(e.into_error()))?;
-    file.sync_all().map_err(io_error)?;
-    drop(file);
-    let (sha256, size) = std::fs::File::open(output).and_then(casefile_package::hash_reader).map_err(io_error)?;
-    Ok(CollectedPackage { path: output.to_owned(), size, sha256, manifest })
+    .run_blocking()
 }

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::AgentError;
 
 const IDENTITY_FILE: &str = "identity.json";
-const KEY_FILE: &str = "agent.key";
+/// The signing key's file name in the state directory.
+pub const KEY_FILE: &str = "agent.key";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Identity {
@@ -64,7 +65,12 @@ pub fn save(dir: &Path, identity: &Identity) -> Result<(), AgentError> {
 
 /// The agent's signing key, created on first use.
 pub fn signing_key(dir: &Path) -> Result<SigningKey, AgentError> {
-    let path: PathBuf = dir.join(KEY_FILE);
+    load_or_create_key(&dir.join(KEY_FILE))
+}
+
+/// An Ed25519 key kept as its 32-byte seed in `path`, created (owner-only) if missing.
+pub fn load_or_create_key(path: &Path) -> Result<SigningKey, AgentError> {
+    let path: PathBuf = path.to_owned();
     match std::fs::read(&path) {
         Ok(bytes) => {
             let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| AgentError::State {

@@ -10,7 +10,8 @@ pub mod identity;
 pub mod runner;
 pub mod transport;
 
-pub use runner::{AgentConfig, Collectors, run, run_with_ready};
+pub use collect::{Collectors, Governance};
+pub use runner::{AgentConfig, run, run_with_ready};
 
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 

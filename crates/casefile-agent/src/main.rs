@@ -34,10 +34,33 @@ enum Command {
         #[arg(long)]
         host_id: Option<String>,
     },
-    /// Collect a package into a file without any server (air-gapped hosts).
+    /// Collect a package into a file without any server (air-gapped hosts). The package
+    /// is signed; `casefile package verify --public-key` checks it, `casefile package
+    /// import` records it on a server.
     Collect {
+        /// The package to write, e.g. host.zip
         #[arg(long)]
         output: PathBuf,
+        /// The Ed25519 signing key (32 raw bytes, as the agent keeps it in its state
+        /// directory). Created there, readable by the owner only, if the file does not
+        /// exist. Default: the agent's key in --state-dir, else a new key next to the output.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// An enrolled agent's state directory: sign with its registered key.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Longest one collector may run, in seconds.
+        #[arg(long, default_value_t = 300)]
+        collector_timeout: u64,
+        /// Stop adding files once the package is this large, in bytes.
+        #[arg(long, default_value_t = 4 << 30)]
+        max_package_bytes: u64,
+        /// Largest single file copied, in bytes (larger ones are cut and marked partial).
+        #[arg(long, default_value_t = 32 << 20)]
+        max_file_bytes: u64,
+        /// Most bytes kept of each log source, newest first.
+        #[arg(long, default_value_t = 64 << 20)]
+        max_log_bytes: u64,
     },
 }
 
@@ -59,14 +82,40 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             config.host_id = host_id;
             casefile_agent::run(config, shutdown).await?;
         }
-        Command::Collect { output } => {
-            let ctx = casefile_collectors::Context::live(CancellationToken::new());
-            let meta = casefile_agent::collect::package_meta(None, None);
-            let package = tokio::task::spawn_blocking(move || {
-                casefile_agent::collect::write_package(&output, meta, &ctx, &casefile_collectors::all())
-            })
-            .await??;
+        Command::Collect {
+            output,
+            key,
+            state_dir,
+            collector_timeout,
+            max_package_bytes,
+            max_file_bytes,
+            max_log_bytes,
+        } => {
+            let key_path = match (key, state_dir) {
+                (Some(key), _) => key,
+                (None, Some(dir)) => dir.join(casefile_agent::identity::KEY_FILE),
+                (None, None) => output.with_extension("key"),
+            };
+            let signer = casefile_agent::identity::load_or_create_key(&key_path)?;
+            let public_key = casefile_agent::identity::public_key_base64(&signer);
+            let mut ctx = casefile_collectors::Context::live(CancellationToken::new());
+            ctx.limits.max_file_bytes = max_file_bytes;
+            ctx.limits.max_log_bytes = max_log_bytes;
+            let collection = casefile_agent::collect::Collection {
+                output,
+                meta: casefile_agent::collect::package_meta(None, None),
+                ctx,
+                collectors: casefile_agent::Collectors::all(),
+                governance: casefile_agent::Governance {
+                    collector_timeout: std::time::Duration::from_secs(collector_timeout),
+                    max_package_bytes,
+                    low_priority: true,
+                },
+                signer,
+            };
+            let package = collection.run().await?;
             println!("{}  {} bytes  {}", package.sha256, package.size, package.path.display());
+            println!("signed by public key {public_key} (signing key in {})", key_path.display());
         }
     }
     Ok(())

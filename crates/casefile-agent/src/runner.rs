@@ -6,13 +6,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use casefile_collectors::{Collector, Context};
+use casefile_collectors::Context;
 use casefile_proto::action::hresult;
 use casefile_proto::agent::{ActionFailure, AgentTask, EnrollRequest, HelloRequest};
+use ed25519_dalek::SigningKey;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::collect::{Collection, Collectors, Governance};
 use crate::identity::{self, Identity};
 use crate::transport::Transport;
 use crate::{AgentError, collect, host};
@@ -28,6 +30,10 @@ pub struct AgentConfig {
     pub collect_root: PathBuf,
     /// What a collection runs: every collector, unless a test narrows it.
     pub collectors: Collectors,
+    /// Collector limits (file, log and command caps).
+    pub limits: casefile_collectors::Limits,
+    /// Collection limits (collector timeout, package cap, priority).
+    pub governance: Governance,
 }
 
 impl AgentConfig {
@@ -38,18 +44,10 @@ impl AgentConfig {
             state_dir,
             host_id: None,
             collect_root: PathBuf::from("/"),
-            collectors: Collectors(Arc::new(casefile_collectors::all())),
+            collectors: Collectors::all(),
+            limits: Default::default(),
+            governance: Governance::default(),
         }
-    }
-}
-
-/// The collectors a collection runs, shared by every collection.
-#[derive(Clone)]
-pub struct Collectors(pub Arc<Vec<Box<dyn Collector>>>);
-
-impl std::fmt::Debug for Collectors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.iter().map(|c| c.name())).finish()
     }
 }
 
@@ -81,6 +79,8 @@ pub async fn run_with_ready(
         let _ = ready.send(me.clone());
     }
     let wait = Duration::from_secs(hello.poll_wait_seconds.max(1));
+    // Every package is signed with the key registered at enrollment.
+    let signer = identity::signing_key(&config.state_dir)?;
     let config = Arc::new(config);
     let mut collections = JoinSet::new();
     // The cancel switch of each running collection, by action id.
@@ -109,6 +109,7 @@ pub async fn run_with_ready(
                     machine_id: me.machine_id.clone(),
                     cancel,
                     shutdown: shutdown.clone(),
+                    signer: signer.clone(),
                 };
                 collections.spawn(job.execute(action_id, requestor));
             }
@@ -199,6 +200,7 @@ struct Job {
     /// Cancelled by the server's request or by the agent stopping.
     cancel: CancellationToken,
     shutdown: CancellationToken,
+    signer: SigningKey,
 }
 
 impl Job {
@@ -235,20 +237,22 @@ impl Job {
         let work = self.config.state_dir.join("work");
         identity::ensure_dir(&work)?;
         let output = work.join(format!("{action_id}.zip"));
-        let ctx = Context {
-            root: self.config.collect_root.clone(),
-            cancel: self.cancel.clone(),
-            limits: casefile_collectors::Limits::default(),
+        let collection = Collection {
+            output: output.clone(),
+            meta: collect::package_meta(Some(action_id), Some(self.machine_id.clone())),
+            ctx: Context {
+                root: self.config.collect_root.clone(),
+                cancel: self.cancel.clone(),
+                limits: self.config.limits,
+            },
+            collectors: self.config.collectors.clone(),
+            governance: self.config.governance,
+            signer: self.signer.clone(),
         };
-        let meta = collect::package_meta(Some(action_id), Some(self.machine_id.clone()));
-        let path = output.clone();
-        let collectors = self.config.collectors.clone();
-        let written = tokio::task::spawn_blocking(move || collect::write_package(&path, meta, &ctx, &collectors.0))
-            .await
-            .map_err(|e| AgentError::Collection(format!("the collection thread failed: {e}")));
+        let written = collection.run().await;
         let result = match written {
-            Ok(Ok(package)) => self.upload(action_id, &package).await,
-            Ok(Err(e)) | Err(e) => Err(e),
+            Ok(package) => self.upload(action_id, &package).await,
+            Err(e) => Err(e),
         };
         let _ = tokio::fs::remove_file(&output).await;
         result

@@ -1,8 +1,12 @@
 //! Package storage behind `object_store`: a local directory by default; an
-//! S3-compatible bucket slots in as another `ObjectStore`. Uploads stream through a
-//! hash and a byte count, and are multipart uploads, so a half-written package is never
-//! visible under its key.
+//! S3-compatible bucket slots in as another `ObjectStore`.
+//!
+//! An upload is first received into a staging file through a hash and a byte count, so it
+//! can be checked whole (size, SHA-256, then every file against the signed manifest)
+//! before anything is published; only a package that passed is copied into the store,
+//! as a multipart upload, so a half-written package is never visible under its key.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -11,10 +15,13 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 /// Parts in flight per upload: bounds memory to a few multipart chunks.
 const MAX_PARTS_IN_FLIGHT: usize = 2;
+/// Bytes read from a staged file per part (S3's smallest part size).
+const PART: usize = 5 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -28,18 +35,43 @@ pub enum IngestError {
     Interrupted(String),
     #[error("package storage failed: {0}")]
     Storage(#[from] object_store::Error),
+    #[error("staging the upload failed: {0}")]
+    Staging(#[from] std::io::Error),
+}
+
+/// An upload received whole and matching its announced size and SHA-256, not yet
+/// published. Dropping it removes the staging file.
+pub struct Staged {
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 #[derive(Clone)]
 pub struct Blobs {
     store: Arc<dyn ObjectStore>,
+    staging: PathBuf,
 }
 
 impl Blobs {
-    pub fn local(dir: &std::path::Path) -> Result<Self, object_store::Error> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| object_store::Error::Generic { store: "local", source: Box::new(e) })?;
-        Ok(Self { store: Arc::new(LocalFileSystem::new_with_prefix(dir)?) })
+    /// Packages in `dir`, uploads staged in `staging` (local to this server, private).
+    pub fn local(dir: &std::path::Path, staging: &std::path::Path) -> Result<Self, object_store::Error> {
+        let io = |e: std::io::Error| object_store::Error::Generic { store: "local", source: Box::new(e) };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::create_dir_all(staging).map_err(io)?;
+        // Leftovers of an interrupted upload are never resumed from here.
+        if let Ok(entries) = std::fs::read_dir(staging) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(Self { store: Arc::new(LocalFileSystem::new_with_prefix(dir)?), staging: staging.to_owned() })
     }
 
     /// Where one upload attempt of a tenant's package is stored. Each attempt has its own
@@ -48,51 +80,69 @@ impl Blobs {
         format!("{tenant}/{action_id}/{}.zip", Uuid::new_v4())
     }
 
-    /// Streams `body` into `key`, keeping it only if it has exactly `expected_size`
-    /// bytes with SHA-256 `expected_sha256`; otherwise nothing stays stored.
-    pub async fn put_verified<E: std::fmt::Display>(
+    /// Receives `body` into a staging file, keeping it only if it has exactly
+    /// `expected_size` bytes with SHA-256 `expected_sha256`.
+    pub async fn stage<E: std::fmt::Display>(
         &self,
-        key: &str,
         body: impl Stream<Item = Result<Bytes, E>>,
         expected_size: u64,
         expected_sha256: &str,
         limit: u64,
-    ) -> Result<(), IngestError> {
+    ) -> Result<Staged, IngestError> {
         if expected_size > limit {
             return Err(IngestError::TooLarge { limit });
         }
-        let path = Path::from(key);
-        let mut upload = WriteMultipart::new(self.store.put_multipart(&path).await?);
+        let path = self.staging.join(format!("{}.zip", Uuid::new_v4()));
+        let mut options = tokio::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let mut file = options.open(&path).await?;
+        // From here on, dropping `staged` removes the file, whatever happens.
+        let mut staged = Staged { path, size: 0, sha256: String::new() };
         let mut hasher = Sha256::new();
-        let mut received = 0u64;
         let mut body = std::pin::pin!(body);
-        let outcome: Result<(), IngestError> = async {
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| IngestError::Interrupted(e.to_string()))?;
-                received += chunk.len() as u64;
-                if received > expected_size {
-                    return Err(IngestError::SizeMismatch { expected: expected_size, actual: received });
-                }
-                hasher.update(&chunk);
-                upload.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await?;
-                upload.put(chunk);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| IngestError::Interrupted(e.to_string()))?;
+            staged.size += chunk.len() as u64;
+            if staged.size > expected_size {
+                return Err(IngestError::SizeMismatch { expected: expected_size, actual: staged.size });
             }
-            Ok(())
+            hasher.update(&chunk);
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        file.sync_all().await?;
+        staged.sha256 = hex::encode(hasher.finalize());
+        if staged.size != expected_size {
+            return Err(IngestError::SizeMismatch { expected: expected_size, actual: staged.size });
+        }
+        if !staged.sha256.eq_ignore_ascii_case(expected_sha256) {
+            return Err(IngestError::HashMismatch {
+                expected: expected_sha256.to_owned(),
+                actual: staged.sha256.clone(),
+            });
+        }
+        Ok(staged)
+    }
+
+    /// Publishes a checked upload under `key` (a multipart upload: all or nothing).
+    pub async fn publish(&self, staged: Staged, key: &str) -> Result<(), IngestError> {
+        let mut file = tokio::fs::File::open(&staged.path).await?;
+        let mut upload = WriteMultipart::new(self.store.put_multipart(&Path::from(key)).await?);
+        let copied: Result<(), IngestError> = async {
+            loop {
+                let mut part = Vec::with_capacity(PART);
+                (&mut file).take(PART as u64).read_to_end(&mut part).await?;
+                if part.is_empty() {
+                    return Ok(());
+                }
+                upload.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await?;
+                upload.put(Bytes::from(part));
+            }
         }
         .await;
-        if let Err(e) = outcome {
-            let _ = upload.abort().await;
-            return Err(e);
-        }
-        let actual = hex::encode(hasher.finalize());
-        let mismatch = if received != expected_size {
-            Some(IngestError::SizeMismatch { expected: expected_size, actual: received })
-        } else if !actual.eq_ignore_ascii_case(expected_sha256) {
-            Some(IngestError::HashMismatch { expected: expected_sha256.to_owned(), actual })
-        } else {
-            None
-        };
-        if let Some(e) = mismatch {
+        if let Err(e) = copied {
             let _ = upload.abort().await;
             return Err(e);
         }

@@ -188,6 +188,11 @@ impl Config {
         self.data_dir.join("packages")
     }
 
+    /// Where uploads wait while they are checked, before they are published.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.data_dir.join("incoming")
+    }
+
     pub fn retention(&self) -> Duration {
         Duration::from_secs(self.packages.retention_seconds)
     }

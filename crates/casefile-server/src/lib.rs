@@ -11,6 +11,7 @@ pub mod config;
 pub mod correlation;
 pub mod dispatch;
 pub mod error;
+pub mod ingest;
 pub mod lifecycle;
 pub mod links;
 pub mod ratelimit;
@@ -79,7 +80,7 @@ impl Server {
         create_private_dir(&config.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_url(&config.database_url()).await?);
         let keyring = Keyring::load_or_create(store.as_ref()).await?;
-        let blobs = Blobs::local(&config.packages_dir())?;
+        let blobs = Blobs::local(&config.packages_dir(), &config.staging_dir())?;
         let access_validation = auth::caller::access_validation(
             &config.auth.issuer,
             &config.auth.extra_audiences,
@@ -90,6 +91,7 @@ impl Server {
             store,
             keyring,
             access_validation,
+            verified_tokens: Default::default(),
             blobs,
             dispatcher: Default::default(),
             clock,

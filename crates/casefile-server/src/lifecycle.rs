@@ -13,6 +13,8 @@ use casefile_store::Transition;
 use crate::clock::seconds_before;
 use crate::state::AppState;
 
+const OPTIMIZE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Packages deleted per batch, so one sweep never holds a long list in memory.
 const DELETE_BATCH: u32 = 256;
 
@@ -29,10 +31,18 @@ pub async fn run(state: AppState) {
     // Check often enough that an action overstays its window by at most a quarter.
     let period = (silent / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
     let mut ticker = tokio::time::interval(period);
+    let mut optimized = tokio::time::Instant::now();
     loop {
         ticker.tick().await;
         if let Err(e) = sweep(&state).await {
             tracing::error!("lifecycle sweep failed: {e}");
+        }
+        // The planner's statistics follow the data as it grows.
+        if optimized.elapsed() >= OPTIMIZE_EVERY {
+            optimized = tokio::time::Instant::now();
+            if let Err(e) = state.store.optimize().await {
+                tracing::warn!("database upkeep failed: {e}");
+            }
         }
     }
 }

@@ -36,6 +36,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Periodic upkeep (planner statistics); cheap when nothing changed.
+    async fn optimize(&self) -> Result<()>;
+
     // Signing keys.
     async fn signing_keys(&self, purpose: &str) -> Result<Vec<SigningKeyRecord>>;
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<()>;

@@ -97,7 +97,17 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers)
             .ok_or_else(|| ApiError::unauthorized("Authorization header is missing or is not 'Bearer <token>'"))?;
-        let claims: AccessClaims = state.keyring.verify(token, &state.access_validation).map_err(token_error)?;
+        let now = chrono::Utc::now().timestamp();
+        let leeway = state.config.auth.leeway_seconds.min(i64::MAX as u64) as i64;
+        let claims = match state.verified_tokens.get(token, now, leeway) {
+            Some(claims) => claims,
+            None => {
+                let claims: AccessClaims =
+                    state.keyring.verify(token, &state.access_validation).map_err(token_error)?;
+                state.verified_tokens.insert(token, &claims, now);
+                claims
+            }
+        };
         if !valid_tenant_id(&claims.tid) {
             return Err(ApiError::unauthorized("The access token's tenant id (tid) is invalid"));
         }

@@ -2,10 +2,12 @@
 //! (checked for signature, `exp`, `nbf`, `iss`, `aud` and the permission each API needs);
 //! agents present the credential they got at enrollment.
 
+mod cache;
 pub mod caller;
 mod keys;
 pub mod permissions;
 
+pub use cache::VerifiedTokens;
 pub use caller::{AccessClaims, Caller};
 pub use keys::{KEY_PURPOSE_TOKENS, Keyring};
 pub use permissions::Api;

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use casefile_proto::ErrorCode;
 use casefile_proto::action::{ActionStatus, ActionType, hresult};
 use casefile_proto::agent::{
-    ActionFailure, AgentTask, EnrollRequest, EnrollResponse, HelloRequest, HelloResponse, SHA256_HEADER, UploadReceipt,
+    ActionFailure, AgentTask, EnrollRequest, EnrollResponse, HelloRequest, HelloResponse, UploadReceipt,
 };
 use casefile_proto::time::Timestamp;
 use casefile_store::{HostFacts, MachineEnrollment, MachineRecord, PackageRecord, Transition};
@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 
 use super::{Json, Path, action_id};
 use crate::auth::caller::bearer;
-use crate::blobs::{Blobs, IngestError};
 use crate::error::{ApiError, ApiResult};
+use crate::ingest::{self, Refusal, Signer};
 use crate::secrets;
 use crate::state::AppState;
 
@@ -205,41 +205,25 @@ pub async fn upload_package(
             format!("MachineAction {id} is being cancelled: the package is not accepted"),
         ));
     }
-    let size = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .ok_or_else(|| ApiError::new(ErrorCode::MissingRequiredParameter, "Content-Length is required"))?;
-    let sha256 = headers
-        .get(SHA256_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_ascii_lowercase)
-        .ok_or_else(|| {
-            ApiError::new(ErrorCode::MissingRequiredParameter, format!("{SHA256_HEADER} (hex SHA-256) is required"))
-        })?;
-
-    let key = Blobs::package_key(&machine.tenant_id, id);
-    let ingest =
-        state.blobs.put_verified(&key, body.into_data_stream(), size, &sha256, state.config.packages.max_bytes).await;
-    if let Err(e) = ingest {
-        tracing::warn!(action_id = %id, "package upload failed: {e}");
-        let why = format!("The package upload was rejected: {e}");
-        let (code, hresult) = match &e {
-            // Transport and storage trouble: the action stays InProgress so the agent
-            // can retry; a silent agent still ends in TimeOut.
-            IngestError::Interrupted(_) => return Err(ApiError::new(ErrorCode::BadRequest, why)),
-            IngestError::Storage(_) => return Err(ApiError::internal_from(e)),
-            IngestError::TooLarge { .. } => (ErrorCode::PayloadTooLarge, hresult::PACKAGE_REJECTED),
-            IngestError::SizeMismatch { .. } | IngestError::HashMismatch { .. } => {
-                (ErrorCode::InvalidInput, hresult::PACKAGE_REJECTED)
-            }
-        };
-        let change = Transition::failure(ActionStatus::Failed, state.now(), hresult, why.clone());
-        state.store.transition(id, Some(&machine.id), &change).await?;
-        state.dispatcher.action_changed();
-        return Err(ApiError::new(code, why));
-    }
+    let enrolled = machine.agent_public_key.as_deref().map(casefile_package::signature::parse_public_key).transpose();
+    let enrolled =
+        enrolled.map_err(|e| ApiError::internal_from(format!("machine {} has a bad agent key: {e}", machine.id)))?;
+    let signer = enrolled.as_ref().map_or(Signer::Any, Signer::Enrolled);
+    let received = match ingest::receive(&state, &machine.tenant_id, id, &headers, body, signer).await {
+        Ok(received) => received,
+        // The action stays InProgress so the agent can retry; a silent agent still ends
+        // in TimeOut.
+        Err(Refusal::Transient(e)) => return Err(e),
+        Err(Refusal::Invalid { code, hresult, why }) => {
+            tracing::warn!(action_id = %id, "package rejected: {why}");
+            let why = format!("The package upload was rejected: {why}");
+            let change = Transition::failure(ActionStatus::Failed, state.now(), hresult, why.clone());
+            state.store.transition(id, Some(&machine.id), &change).await?;
+            state.dispatcher.action_changed();
+            return Err(ApiError::new(code, why));
+        }
+    };
+    let (key, size, sha256) = (received.key, received.size, received.sha256);
     let record = PackageRecord {
         action_id: id,
         tenant_id: machine.tenant_id.clone(),

@@ -227,21 +227,12 @@ pub fn respond<T: Serialize>(
 ) -> ApiResult<Response> {
     let returned = listed.items.len() as u64;
     let next_link = listed.more.then(|| next_link(base, path, raw_query, request.query.skip + returned));
-    let (context, value) = match &request.select {
-        None => (
-            base.context(&format!("$metadata#{entity_set}")),
-            listed
-                .items
-                .iter()
-                .map(serde_json::to_value)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(ApiError::internal_from)?,
-        ),
-        Some(keys) => (
-            base.context(&format!("$metadata#{entity_set}({})", keys.join(","))),
-            listed.items.iter().map(|item| project(item, keys)).collect::<ApiResult<Vec<_>>>()?,
-        ),
+    let Some(keys) = &request.select else {
+        let context = base.context(&format!("$metadata#{entity_set}"));
+        return Ok(reply(StatusCode::OK, &Collection { context, count: listed.total, value: listed.items, next_link }));
     };
+    let context = base.context(&format!("$metadata#{entity_set}({})", keys.join(",")));
+    let value = listed.items.iter().map(|item| project(item, keys)).collect::<ApiResult<Vec<_>>>()?;
     Ok(reply(StatusCode::OK, &Collection { context, count: listed.total, value, next_link }))
 }
 

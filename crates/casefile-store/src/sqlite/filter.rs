@@ -31,10 +31,12 @@ const fn col(property: &'static str, sql: &'static str, stored: Stored) -> Colum
 }
 
 pub(super) const ACTION_COLUMNS: &[Column] = &[
-    col("id", "id", Stored::TextNoCase),
+    // GUIDs arrive normalized to lower case and machine ids are folded by the API layer:
+    // an exact comparison keeps these lookups on their indexes.
+    col("id", "id", Stored::Text),
     col("type", "type", Stored::Text),
     col("status", "status", Stored::Text),
-    col("machineId", "machine_id", Stored::TextNoCase),
+    col("machineId", "machine_id", Stored::Text),
     col("computerDnsName", "computer_dns_name", Stored::TextNoCase),
     col("requestor", "requestor", Stored::TextNoCase),
     col("requestorComment", "requestor_comment", Stored::Text),

@@ -96,7 +96,8 @@ impl Collector for Gate {
     fn collect(&self, ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), CollectError> {
         sink.file("started.txt", "test", |w| w.write_all(b"collecting").map(|()| ItemOutcome::ok()))?;
         self.started.notify_one();
-        tokio::runtime::Handle::current().block_on(ctx.cancel.cancelled());
+        // Collectors run on plain threads: wait for the cancellation on a runtime of its own.
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(ctx.cancel.cancelled());
         self.stopped.store(true, Ordering::SeqCst);
         Err(CollectError::Cancelled)
     }

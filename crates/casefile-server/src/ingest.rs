@@ -1,0 +1,135 @@
+//! Receiving a package, for an agent's upload and for an import: staged through its
+//! announced size and SHA-256, then re-read whole: every file against `manifest.json`,
+//! and the manifest's signature against the expected key. Only a package that passes
+//! all of it is published to package storage.
+
+use axum::body::Body;
+use axum::http::HeaderMap;
+use casefile_package::SignatureCheck;
+use casefile_proto::ErrorCode;
+use casefile_proto::action::hresult;
+use casefile_proto::agent::SHA256_HEADER;
+use ed25519_dalek::VerifyingKey;
+use uuid::Uuid;
+
+use crate::blobs::{Blobs, IngestError, Staged};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Whose signature a package must carry.
+#[derive(Debug, Clone, Copy)]
+pub enum Signer<'a> {
+    /// The machine's enrolled agent key.
+    Enrolled(&'a VerifyingKey),
+    /// Any key, reported back (offline collections sign with a key of their own).
+    Any,
+}
+
+/// A package that passed every check and is stored under `key`.
+#[derive(Debug)]
+pub struct Received {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+    /// The manifest's signer (base64 public key).
+    pub signed_by: String,
+}
+
+/// Why a package was not taken.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The transfer broke or storage failed: nothing is decided about the package, the
+    /// sender may retry.
+    Transient(ApiError),
+    /// The package itself is wrong (size, hash, content, signature); it will never pass.
+    Invalid { code: ErrorCode, hresult: i32, why: String },
+}
+
+impl Refusal {
+    fn invalid(code: ErrorCode, why: impl Into<String>) -> Self {
+        Self::Invalid { code, hresult: hresult::PACKAGE_REJECTED, why: why.into() }
+    }
+}
+
+/// Receives the request body as a package of `tenant`'s action `action_id`.
+pub async fn receive(
+    state: &AppState,
+    tenant: &str,
+    action_id: Uuid,
+    headers: &HeaderMap,
+    body: Body,
+    signer: Signer<'_>,
+) -> Result<Received, Refusal> {
+    let size = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| {
+            Refusal::Transient(ApiError::new(ErrorCode::MissingRequiredParameter, "Content-Length is required"))
+        })?;
+    let sha256 = headers
+        .get(SHA256_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| {
+            Refusal::Transient(ApiError::new(
+                ErrorCode::MissingRequiredParameter,
+                format!("{SHA256_HEADER} (hex SHA-256) is required"),
+            ))
+        })?;
+    let staged =
+        state.blobs.stage(body.into_data_stream(), size, &sha256, state.config.packages.max_bytes).await.map_err(
+            |e| match e {
+                IngestError::Interrupted(_) => {
+                    Refusal::Transient(ApiError::bad_request(format!("The upload broke off: {e}")))
+                }
+                IngestError::Storage(_) | IngestError::Staging(_) => Refusal::Transient(ApiError::internal_from(e)),
+                IngestError::TooLarge { .. } => Refusal::invalid(ErrorCode::PayloadTooLarge, e.to_string()),
+                IngestError::SizeMismatch { .. } | IngestError::HashMismatch { .. } => {
+                    Refusal::invalid(ErrorCode::InvalidInput, e.to_string())
+                }
+            },
+        )?;
+    let signed_by = check_content(&staged, signer).await?;
+    let key = Blobs::package_key(tenant, action_id);
+    let received = Received { key: key.clone(), size: staged.size, sha256: staged.sha256.clone(), signed_by };
+    state.blobs.publish(staged, &key).await.map_err(|e| Refusal::Transient(ApiError::internal_from(e)))?;
+    Ok(received)
+}
+
+/// Most problems named in a refusal; the rest are counted.
+const PROBLEMS_NAMED: usize = 5;
+
+async fn check_content(staged: &Staged, signer: Signer<'_>) -> Result<String, Refusal> {
+    let path = staged.path.clone();
+    let expected = match signer {
+        Signer::Enrolled(key) => Some(*key),
+        Signer::Any => None,
+    };
+    let report = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path)?;
+        casefile_package::verify_with(std::io::BufReader::new(file), expected.as_ref())
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    })
+    .await
+    .map_err(|e| Refusal::Transient(ApiError::internal_from(e)))?
+    .map_err(|e| {
+        Refusal::invalid(ErrorCode::InvalidInput, format!("The package is not a readable casefile package: {e}"))
+    })?;
+    if !report.is_ok() {
+        let named: Vec<String> = report.problems.iter().take(PROBLEMS_NAMED).map(ToString::to_string).collect();
+        let more = report.problems.len().saturating_sub(PROBLEMS_NAMED);
+        let tail = if more > 0 { format!("; and {more} more") } else { String::new() };
+        return Err(Refusal::invalid(
+            ErrorCode::InvalidInput,
+            format!("The package does not match its manifest: {}{tail}", named.join("; ")),
+        ));
+    }
+    match report.signature {
+        SignatureCheck::Valid { public_key, expected: None | Some(true) } => Ok(public_key),
+        other => {
+            Err(Refusal::invalid(ErrorCode::InvalidInput, format!("The package's signature does not hold: {other}")))
+        }
+    }
+}
