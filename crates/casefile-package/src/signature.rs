@@ -44,7 +44,10 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
 pub enum SignatureCheck {
     /// Valid, by `public_key`; `expected` tells whether that key was the one asked for
     /// (`None`: no key was given, so only the package's integrity is proven).
-    Valid { public_key: String, expected: Option<bool> },
+    Valid {
+        public_key: String,
+        expected: Option<bool>,
+    },
     Missing,
     Invalid(String),
 }

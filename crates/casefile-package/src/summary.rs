@@ -94,6 +94,9 @@ pub(crate) fn csv(m: &Manifest) -> std::io::Result<String> {
 mod tests {
     #[test]
     fn html_escapes_what_the_host_controls() {
-        assert_eq!(super::escape("<script>\"x\" & 'y'</script>"), "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/script&gt;");
+        assert_eq!(
+            super::escape("<script>\"x\" & 'y'</script>"),
+            "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/script&gt;"
+        );
     }
 }

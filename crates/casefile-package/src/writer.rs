@@ -213,8 +213,8 @@ impl<W: Write + Seek> PackageWriter<W> {
         self.zip.start_file(MANIFEST_PATH, self.options)?;
         self.zip.write_all(&manifest_bytes)?;
         if let Some(key) = key {
-            let signature = serde_json::to_vec_pretty(&crate::signature::sign(&manifest_bytes, key))
-                .map_err(io::Error::other)?;
+            let signature =
+                serde_json::to_vec_pretty(&crate::signature::sign(&manifest_bytes, key)).map_err(io::Error::other)?;
             self.zip.start_file(SIGNATURE_PATH, self.options)?;
             self.zip.write_all(&signature)?;
         }

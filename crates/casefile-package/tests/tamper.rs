@@ -81,7 +81,8 @@ fn an_untouched_signed_package_is_authentic() {
 fn an_altered_removed_or_added_file_is_named() {
     let signer = key(1);
     let original = package(Some(&signer));
-    let altered = rewrite(&original, &|n| (n == "Users and groups/users.csv").then(|| Some(b"user,uid\n".to_vec())), &[]);
+    let altered =
+        rewrite(&original, &|n| (n == "Users and groups/users.csv").then(|| Some(b"user,uid\n".to_vec())), &[]);
     let report = check(&altered, Some(&signer));
     assert!(!report.is_authentic());
     assert!(matches!(&report.problems[..], [Problem::Altered { path, .. }] if path == "Users and groups/users.csv"));
