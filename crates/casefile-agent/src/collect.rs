@@ -168,13 +168,16 @@ impl Collection {
             stopped: None,
         };
         let ended = loop {
-            if written.load(Ordering::Relaxed) >= self.governance.max_package_bytes {
-                break Some(format!(
-                    "stopped: the package reached its size cap of {} bytes",
-                    self.governance.max_package_bytes
-                ));
-            }
             match pump.next() {
+                // The cap is checked as each file starts: a file in progress is finished.
+                Next::Message(Message::Begin { .. })
+                    if written.load(Ordering::Relaxed) >= self.governance.max_package_bytes =>
+                {
+                    break Some(format!(
+                        "stopped: the package reached its size cap of {} bytes",
+                        self.governance.max_package_bytes
+                    ));
+                }
                 Next::Message(Message::Begin { name, source }) => {
                     let sink: &mut dyn ItemSink = writer;
                     sink.add_item(&name, &source, &mut |out| pump.copy_item(out)).map_err(package_error)?;

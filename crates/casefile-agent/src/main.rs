@@ -33,6 +33,8 @@ enum Command {
         /// Host identity to enroll with instead of /etc/machine-id (for cloned images).
         #[arg(long)]
         host_id: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Collect a package into a file without any server (air-gapped hosts). The package
     /// is signed; `casefile package verify --public-key` checks it, `casefile package
@@ -49,19 +51,51 @@ enum Command {
         /// An enrolled agent's state directory: sign with its registered key.
         #[arg(long)]
         state_dir: Option<PathBuf>,
-        /// Longest one collector may run, in seconds.
-        #[arg(long, default_value_t = 300)]
-        collector_timeout: u64,
-        /// Stop adding files once the package is this large, in bytes.
-        #[arg(long, default_value_t = 4 << 30)]
-        max_package_bytes: u64,
-        /// Largest single file copied, in bytes (larger ones are cut and marked partial).
-        #[arg(long, default_value_t = 32 << 20)]
-        max_file_bytes: u64,
-        /// Most bytes kept of each log source, newest first.
-        #[arg(long, default_value_t = 64 << 20)]
-        max_log_bytes: u64,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
+}
+
+/// The bounds of every collection, the same for `run` and `collect`.
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Longest one collector may run, in seconds; a collector still running then is
+    /// abandoned and recorded as timed out.
+    #[arg(long, default_value_t = 300)]
+    collector_timeout: u64,
+    /// Stop adding files once the package is this large, in bytes.
+    #[arg(long, default_value_t = 4 << 30)]
+    max_package_bytes: u64,
+    /// Largest single file copied, in bytes (larger ones are cut and marked partial).
+    #[arg(long, default_value_t = 32 << 20)]
+    max_file_bytes: u64,
+    /// Most bytes kept of each log source, newest first.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_log_bytes: u64,
+    /// Seconds an external command (e.g. `nft list ruleset`) may run.
+    #[arg(long, default_value_t = 30)]
+    command_timeout: u64,
+    /// Run collections at normal priority instead of nice 19.
+    #[arg(long)]
+    normal_priority: bool,
+}
+
+impl LimitArgs {
+    fn collector_limits(&self) -> casefile_collectors::Limits {
+        casefile_collectors::Limits {
+            max_file_bytes: self.max_file_bytes,
+            max_log_bytes: self.max_log_bytes,
+            command_timeout: std::time::Duration::from_secs(self.command_timeout),
+        }
+    }
+
+    fn governance(&self) -> casefile_agent::Governance {
+        casefile_agent::Governance {
+            collector_timeout: std::time::Duration::from_secs(self.collector_timeout),
+            max_package_bytes: self.max_package_bytes,
+            low_priority: !self.normal_priority,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -71,7 +105,7 @@ fn main() -> ExitCode {
 
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { server, enroll_token, state_dir, host_id } => {
+        Command::Run { server, enroll_token, state_dir, host_id, limits } => {
             let shutdown = CancellationToken::new();
             let trigger = shutdown.clone();
             tokio::spawn(async move {
@@ -80,17 +114,11 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             });
             let mut config = casefile_agent::AgentConfig::new(server, enroll_token, state_dir);
             config.host_id = host_id;
+            config.limits = limits.collector_limits();
+            config.governance = limits.governance();
             casefile_agent::run(config, shutdown).await?;
         }
-        Command::Collect {
-            output,
-            key,
-            state_dir,
-            collector_timeout,
-            max_package_bytes,
-            max_file_bytes,
-            max_log_bytes,
-        } => {
+        Command::Collect { output, key, state_dir, limits } => {
             let key_path = match (key, state_dir) {
                 (Some(key), _) => key,
                 (None, Some(dir)) => dir.join(casefile_agent::identity::KEY_FILE),
@@ -99,18 +127,13 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let signer = casefile_agent::identity::load_or_create_key(&key_path)?;
             let public_key = casefile_agent::identity::public_key_base64(&signer);
             let mut ctx = casefile_collectors::Context::live(CancellationToken::new());
-            ctx.limits.max_file_bytes = max_file_bytes;
-            ctx.limits.max_log_bytes = max_log_bytes;
+            ctx.limits = limits.collector_limits();
             let collection = casefile_agent::collect::Collection {
                 output,
                 meta: casefile_agent::collect::package_meta(None, None),
                 ctx,
                 collectors: casefile_agent::Collectors::all(),
-                governance: casefile_agent::Governance {
-                    collector_timeout: std::time::Duration::from_secs(collector_timeout),
-                    max_package_bytes,
-                    low_priority: true,
-                },
+                governance: limits.governance(),
                 signer,
             };
             let package = collection.run().await?;

@@ -176,6 +176,8 @@ pub struct MachineAction {
 
 /// `requestSource` of every action created through the public API.
 pub const REQUEST_SOURCE_PUBLIC_API: &str = "PublicApi";
+/// `requestSource` of a collection made offline and imported (`casefile package import`).
+pub const REQUEST_SOURCE_IMPORT: &str = "PackageImport";
 
 impl MachineAction {
     /// A new `Pending` action requested through the public API, created `now`.

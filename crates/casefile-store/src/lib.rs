@@ -85,6 +85,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<MachineAction>>;
     /// The package of an action, including one that retention has deleted.
     async fn package(&self, tenant: &str, action_id: Uuid) -> Result<Option<PackageRecord>>;
+    /// Records an imported package and its (already `Succeeded`) action, in one transaction.
+    async fn import_package(&self, tenant: &str, action: &MachineAction, package: &PackageRecord) -> Result<()>;
     /// Packages stored before `stored_before` and not yet deleted, oldest first.
     async fn expired_packages(&self, stored_before: Timestamp, limit: u32) -> Result<Vec<PackageRecord>>;
     /// Marks a package deleted; downloads and links refuse it from then on.

@@ -67,6 +67,32 @@ impl ApiClient {
         Ok(self.get::<Value<String>>(&format!("/api/machineactions/{id}/GetPackageUri")).await?.value)
     }
 
+    /// Uploads a package file as an offline collection of `machine`.
+    pub async fn import(
+        &self,
+        machine: &str,
+        file: &Path,
+        size: u64,
+        sha256: &str,
+        comment: Option<&str>,
+    ) -> anyhow::Result<MachineAction> {
+        let handle = tokio::fs::File::open(file).await.with_context(|| format!("cannot open {}", file.display()))?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(handle, 256 * 1024));
+        let mut request = self
+            .http
+            .post(format!("{}/api/machines/{machine}/importInvestigationPackage", self.base))
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/zip")
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .header(casefile_proto::agent::SHA256_HEADER, sha256)
+            .body(body);
+        if let Some(comment) = comment {
+            request = request.query(&[("comment", comment)]);
+        }
+        let response = request.send().await.with_context(|| format!("cannot reach {}", self.base))?;
+        Ok(Self::check(response).await?.json().await?)
+    }
+
     /// Streams `url` (a signed link, no bearer token) to `path`; returns the byte count.
     pub async fn download(&self, url: &str, path: &Path) -> anyhow::Result<u64> {
         let response = Self::check(self.http.get(url).send().await?).await?;

@@ -60,6 +60,11 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
+    /// Check or import investigation packages.
+    Package {
+        #[command(subcommand)]
+        command: PackageCommand,
+    },
     /// Start a server and an agent here and walk the whole collection flow.
     Demo {
         #[arg(long, default_value = "casefile-data")]
@@ -69,6 +74,38 @@ enum Command {
         /// Exit after the download (0 on success) instead of serving on.
         #[arg(long)]
         exit_after_collect: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PackageCommand {
+    /// Check a package offline: every file against manifest.json, and the manifest's
+    /// signature. Exits 1 and names each failing file when it is not authentic.
+    Verify {
+        /// The package zip.
+        file: PathBuf,
+        /// The signer's Ed25519 public key (base64, or a file holding it): the package must
+        /// be signed by it. Without it, only the package's integrity is checked.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Upload a package collected offline (`casefile-agent collect`) as a collection of
+    /// MACHINE; the server verifies it and records a Succeeded action.
+    Import {
+        /// The package zip.
+        file: PathBuf,
+        /// Machine id or computer name the package was collected on.
+        #[arg(long)]
+        machine: String,
+        /// Base URL of the casefile server.
+        #[arg(long, env = "CASEFILE_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Bearer token with Machine.CollectForensics (see `casefile token`).
+        #[arg(long, env = "CASEFILE_TOKEN")]
+        token: String,
+        /// Recorded as the action's requestorComment.
+        #[arg(long)]
+        comment: Option<String>,
     },
 }
 
@@ -112,6 +149,21 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::EnrollToken { data_dir, tenant, ttl } => {
             let server = open_existing(data_dir).await?;
             println!("{}", server.create_enrollment_token(&tenant, ttl.map(Duration::from_secs)).await?);
+        }
+        Command::Package { command: PackageCommand::Verify { file, public_key } } => {
+            let authentic = casefile::package::verify(&file, public_key.as_deref(), &mut std::io::stdout())?;
+            if !authentic {
+                anyhow::bail!("{} did not verify", file.display());
+            }
+        }
+        Command::Package { command: PackageCommand::Import { file, machine, server, token, comment } } => {
+            let action = casefile::package::import(&server, &token, &machine, &file, comment.as_deref()).await?;
+            println!(
+                "imported as action {} ({}): {}",
+                action.id,
+                action.status,
+                action.troubleshoot_info.unwrap_or_default()
+            );
         }
         Command::Demo { data_dir, listen, exit_after_collect } => {
             casefile::demo::run(casefile::demo::DemoOptions { data_dir, listen, exit_after_collect }).await?;

@@ -29,6 +29,7 @@ pub const ALL: &[&str] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
     CollectInvestigationPackage,
+    ImportInvestigationPackage,
     GetMachineAction,
     ListMachineActions,
     GetPackageUri,
@@ -40,6 +41,7 @@ pub enum Api {
 impl Api {
     pub const ALL: &[Api] = &[
         Self::CollectInvestigationPackage,
+        Self::ImportInvestigationPackage,
         Self::GetMachineAction,
         Self::ListMachineActions,
         Self::GetPackageUri,
@@ -52,6 +54,7 @@ impl Api {
     pub fn name(self) -> &'static str {
         match self {
             Self::CollectInvestigationPackage => "CollectInvestigationPackage",
+            Self::ImportInvestigationPackage => "ImportInvestigationPackage",
             Self::GetMachineAction => "GetMachineAction",
             Self::ListMachineActions => "ListMachineActions",
             Self::GetPackageUri => "GetPackageUri",
@@ -63,7 +66,7 @@ impl Api {
 
     pub fn application_permissions(self) -> &'static [&'static str] {
         match self {
-            Self::CollectInvestigationPackage => &[MACHINE_COLLECT_FORENSICS],
+            Self::CollectInvestigationPackage | Self::ImportInvestigationPackage => &[MACHINE_COLLECT_FORENSICS],
             Self::GetMachineAction
             | Self::ListMachineActions
             | Self::GetPackageUri

@@ -3,6 +3,7 @@
 mod actions;
 mod agent;
 mod download;
+mod import;
 mod machines;
 mod odata;
 mod openapi;
@@ -29,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/machines/{id}", get(machines::get))
         .route("/api/machines/{id}/collectinvestigationpackage", post(actions::collect))
         .route("/api/machines/{id}/machineactions", get(actions::list_for_machine))
+        .route("/api/machines/{id}/importinvestigationpackage", post(import::import))
         .route("/api/machineactions", get(actions::list))
         .route("/api/machineactions/{id}", get(actions::get))
         .route("/api/machineactions/{id}/cancel", post(actions::cancel))

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, ResponseBuilder};
 use utoipa::{IntoParams, Modify, OpenApi, PartialSchema};
 
-use super::{actions, download, machines};
+use super::{actions, download, import, machines};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,6 +26,7 @@ use super::{actions, download, machines};
         actions::list,
         actions::list_for_machine,
         actions::cancel,
+        import::import,
         download::package_uri,
         download::download,
         machines::get,

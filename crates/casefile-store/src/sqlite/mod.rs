@@ -201,6 +201,52 @@ impl<T> Listed<T> {
     }
 }
 
+async fn insert_action(conn: &mut sqlx::SqliteConnection, tenant: &str, a: &MachineAction) -> Result<()> {
+    let result = sqlx::query(
+        "INSERT INTO machine_actions (id, tenant_id, machine_id, type, status, title, requestor, \
+             requestor_comment, external_id, request_source, computer_dns_name, created_at, updated_at, \
+             error_hresult, troubleshoot_info) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(a.id.to_string())
+    .bind(tenant)
+    .bind(&a.machine_id)
+    .bind(a.action_type.as_str())
+    .bind(a.status.as_str())
+    .bind(&a.title)
+    .bind(&a.requestor)
+    .bind(&a.requestor_comment)
+    .bind(&a.external_id)
+    .bind(&a.request_source)
+    .bind(&a.computer_dns_name)
+    .bind(micros(a.creation_date_time_utc))
+    .bind(micros(a.last_update_date_time_utc))
+    .bind(a.error_h_result)
+    .bind(&a.troubleshoot_info)
+    .execute(conn)
+    .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::ActiveRequestExists),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn insert_package(conn: &mut sqlx::SqliteConnection, p: &PackageRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO packages (action_id, tenant_id, blob_key, size, sha256, stored_at) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(p.action_id.to_string())
+    .bind(&p.tenant_id)
+    .bind(&p.blob_key)
+    .bind(p.size as i64)
+    .bind(&p.sha256)
+    .bind(micros(p.stored_at))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
@@ -422,34 +468,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_action(&self, tenant: &str, a: &MachineAction) -> Result<()> {
-        let result = sqlx::query(
-            "INSERT INTO machine_actions (id, tenant_id, machine_id, type, status, title, requestor, \
-                 requestor_comment, external_id, request_source, computer_dns_name, created_at, updated_at, \
-                 error_hresult, troubleshoot_info) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(a.id.to_string())
-        .bind(tenant)
-        .bind(&a.machine_id)
-        .bind(a.action_type.as_str())
-        .bind(a.status.as_str())
-        .bind(&a.title)
-        .bind(&a.requestor)
-        .bind(&a.requestor_comment)
-        .bind(&a.external_id)
-        .bind(&a.request_source)
-        .bind(&a.computer_dns_name)
-        .bind(micros(a.creation_date_time_utc))
-        .bind(micros(a.last_update_date_time_utc))
-        .bind(a.error_h_result)
-        .bind(&a.troubleshoot_info)
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::ActiveRequestExists),
-            Err(e) => Err(e.into()),
-        }
+        let mut conn = self.pool.acquire().await?;
+        insert_action(&mut conn, tenant, a).await
     }
 
     async fn action(&self, tenant: &str, id: Uuid) -> Result<Option<MachineAction>> {
@@ -514,17 +534,7 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         let action = action_from_row(&row)?;
-        sqlx::query(
-            "INSERT INTO packages (action_id, tenant_id, blob_key, size, sha256, stored_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(p.action_id.to_string())
-        .bind(&p.tenant_id)
-        .bind(&p.blob_key)
-        .bind(p.size as i64)
-        .bind(&p.sha256)
-        .bind(micros(p.stored_at))
-        .execute(&mut *tx)
-        .await?;
+        insert_package(&mut tx, p).await?;
         tx.commit().await?;
         Ok(Some(action))
     }
@@ -534,6 +544,14 @@ impl Store for SqliteStore {
         let row =
             sqlx::query(AssertSqlSafe(sql)).bind(action_id.to_string()).bind(tenant).fetch_optional(&self.pool).await?;
         row.as_ref().map(package_from_row).transpose()
+    }
+
+    async fn import_package(&self, tenant: &str, action: &MachineAction, package: &PackageRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_action(&mut tx, tenant, action).await?;
+        insert_package(&mut tx, package).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn expired_packages(&self, stored_before: Timestamp, limit: u32) -> Result<Vec<PackageRecord>> {

@@ -1,13 +1,58 @@
 //! The agent API: enrollment, identity, long-poll, upload verification, failures and
 //! timeouts. Some tests speak the agent protocol by hand to play a misbehaving agent.
 
+use std::io::Write;
 use std::time::Duration;
 
+use casefile_package::writer::PackageMeta;
+use casefile_package::{ItemOutcome, ItemSink, ManifestHost, PackageWriter};
 use casefile_proto::ActionStatus;
 use casefile_proto::agent::{AgentTask, EnrollRequest, EnrollResponse, HostInfo};
+use ed25519_dalek::SigningKey;
 use serde_json::Value;
+use sha2::Digest;
 
 use crate::support::*;
+
+/// A small real package, signed by `key`, with one extra unlisted file when `smuggle`.
+fn signed_package(key: &SigningKey, smuggle: bool) -> Vec<u8> {
+    let meta = PackageMeta {
+        tool: "raw-agent".into(),
+        agent_version: "test".into(),
+        host: ManifestHost {
+            hostname: "raw".into(),
+            machine_id: None,
+            os: "linux".into(),
+            kernel: "6".into(),
+            architecture: "x86_64".into(),
+        },
+        action_id: None,
+    };
+    let mut writer = PackageWriter::new(std::io::Cursor::new(Vec::new()), meta);
+    writer.begin_collector("system", "System information");
+    let sink: &mut dyn ItemSink = &mut writer;
+    sink.file("os.json", "/etc/os-release", |w| w.write_all(b"{}").map(|()| ItemOutcome::ok())).unwrap();
+    if smuggle {
+        // Written past the manifest's knowledge: an entry the writer does not list.
+        sink.file("../../unlisted.txt", "x", |w| w.write_all(b"x").map(|()| ItemOutcome::ok())).unwrap();
+    }
+    writer.end_collector(None);
+    let bytes = writer.finish_signed(key).unwrap().0.into_inner();
+    if !smuggle {
+        return bytes;
+    }
+    // Drop the smuggled file from the manifest's view by renaming it in the zip: the
+    // manifest and signature stay intact, the file becomes unlisted.
+    let needle = b"System information/unlisted.txt";
+    let replacement = b"System information/unlisted.TXT";
+    let mut out = bytes.clone();
+    let mut i = 0;
+    while let Some(pos) = out[i..].windows(needle.len()).position(|w| w == needle) {
+        out[i + pos..i + pos + needle.len()].copy_from_slice(replacement);
+        i += pos + needle.len();
+    }
+    out
+}
 
 /// An agent driven by hand over the agent API.
 struct RawAgent {
@@ -19,6 +64,11 @@ struct RawAgent {
 
 impl RawAgent {
     async fn enroll(server: &TestServer, host_id: &str) -> Self {
+        Self::enroll_with_key(server, host_id, None).await
+    }
+
+    /// Enrolls registering `key`'s public half as the agent key.
+    async fn enroll_with_key(server: &TestServer, host_id: &str, key: Option<&SigningKey>) -> Self {
         let request = EnrollRequest {
             host_id: host_id.to_owned(),
             host: HostInfo {
@@ -30,7 +80,7 @@ impl RawAgent {
                 agent_version: "test".into(),
                 ip_addresses: vec![],
             },
-            public_key: None,
+            public_key: key.map(|k| casefile_package::signature::public_key_base64(&k.verifying_key())),
         };
         let response = server
             .http
@@ -65,7 +115,7 @@ impl RawAgent {
         }
     }
 
-    async fn upload(&self, action: &str, body: &'static [u8], sha256: &str) -> reqwest::Response {
+    async fn upload(&self, action: &str, body: impl Into<reqwest::Body>, sha256: &str) -> reqwest::Response {
         self.http
             .put(format!("{}/agent/v1/actions/{action}/package", self.base))
             .bearer_auth(&self.credential)
@@ -115,7 +165,8 @@ async fn a_package_that_does_not_match_its_hash_fails_the_action() {
     let id = action_id(agent.poll(0).await.unwrap());
     assert_eq!(id, created["id"].as_str().unwrap());
 
-    let (status, error) = error_of(agent.upload(&id, b"not the package you announced", &"0".repeat(64)).await).await;
+    let (status, error) =
+        error_of(agent.upload(&id, b"not the package you announced".as_slice(), &"0".repeat(64)).await).await;
     assert_eq!((status, error["code"].as_str().unwrap()), (400, "InvalidInput"));
     let action = server.action(&id).await;
     assert_eq!(action.status, ActionStatus::Failed);
@@ -148,7 +199,7 @@ async fn agents_only_touch_their_own_actions() {
     server.collect(&owner.machine_id, &server.token(ALL)).await;
     assert!(intruder.poll(0).await.is_none(), "another machine's action is not handed out");
     let id = action_id(owner.poll(0).await.unwrap());
-    let (status, _) = error_of(intruder.upload(&id, b"x", &"0".repeat(64)).await).await;
+    let (status, _) = error_of(intruder.upload(&id, b"x".as_slice(), &"0".repeat(64)).await).await;
     assert_eq!(status, 404);
     let response = intruder
         .http
@@ -287,4 +338,52 @@ async fn a_restarted_agent_fails_the_action_it_abandoned() {
     let action = server.action(&id).await;
     assert_eq!(action.status, ActionStatus::Failed);
     assert!(action.troubleshoot_info.unwrap().contains("restarted"));
+}
+
+#[tokio::test]
+async fn uploads_are_checked_file_by_file_and_against_the_enrolled_key() {
+    let server = TestServer::start().await;
+    let key = SigningKey::from_bytes(&[3; 32]);
+    let agent = RawAgent::enroll_with_key(&server, "checked", Some(&key)).await;
+    let token = server.token(ALL);
+
+    // Signed by another key: refused, the action fails with the reason.
+    server.collect(&agent.machine_id, &token).await;
+    let id = action_id(agent.poll(0).await.unwrap());
+    let foreign = signed_package(&SigningKey::from_bytes(&[4; 32]), false);
+    let sha = hex::encode(sha2::Sha256::digest(&foreign));
+    let (status, error) = error_of(agent.upload(&id, foreign, &sha).await).await;
+    assert_eq!((status, error["code"].as_str().unwrap()), (400, "InvalidInput"));
+    let action = server.action(&id).await;
+    assert_eq!(action.status, ActionStatus::Failed);
+    assert!(action.troubleshoot_info.unwrap().contains("not the expected key"));
+
+    // A file the manifest does not list: refused, named.
+    server.collect(&agent.machine_id, &token).await;
+    let id = action_id(agent.poll(0).await.unwrap());
+    let smuggled = signed_package(&key, true);
+    let sha = hex::encode(sha2::Sha256::digest(&smuggled));
+    let (status, _) = error_of(agent.upload(&id, smuggled, &sha).await).await;
+    assert_eq!(status, 400);
+    let info = server.action(&id).await.troubleshoot_info.unwrap();
+    assert!(info.contains("unlisted.TXT: present but not in the manifest"), "{info}");
+
+    // Not a zip at all: refused.
+    server.collect(&agent.machine_id, &token).await;
+    let id = action_id(agent.poll(0).await.unwrap());
+    let garbage = b"certainly not a zip".to_vec();
+    let sha = hex::encode(sha2::Sha256::digest(&garbage));
+    let (status, _) = error_of(agent.upload(&id, garbage, &sha).await).await;
+    assert_eq!(status, 400);
+    assert!(server.action(&id).await.troubleshoot_info.unwrap().contains("not a readable casefile package"));
+
+    // The right key and an intact package: Succeeded.
+    server.collect(&agent.machine_id, &token).await;
+    let id = action_id(agent.poll(0).await.unwrap());
+    let good = signed_package(&key, false);
+    let sha = hex::encode(sha2::Sha256::digest(&good));
+    assert_eq!(agent.upload(&id, good, &sha).await.status(), 200);
+    assert_eq!(server.action(&id).await.status, ActionStatus::Succeeded);
+    let staged = std::fs::read_dir(server.dir.path().join("data/incoming")).unwrap().count();
+    assert_eq!(staged, 0, "no staging file is left behind");
 }

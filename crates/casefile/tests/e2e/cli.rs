@@ -9,13 +9,13 @@ use serde_json::Value;
 
 use crate::support::*;
 
-fn casefile() -> Command {
+pub fn casefile() -> Command {
     Command::new(env!("CARGO_BIN_EXE_casefile"))
 }
 
 /// `casefile-agent` is built beside `casefile` by `cargo test --workspace` (its own
 /// integration tests make cargo build the binary).
-fn agent_binary() -> PathBuf {
+pub fn agent_binary() -> PathBuf {
     let path = PathBuf::from(env!("CARGO_BIN_EXE_casefile")).with_file_name("casefile-agent");
     assert!(path.exists(), "{} is missing: run the tests with `cargo test --workspace`", path.display());
     path
@@ -23,9 +23,15 @@ fn agent_binary() -> PathBuf {
 
 #[test]
 fn every_command_has_help_and_bad_flags_give_one_line() {
-    for args in
-        [&["--help"][..], &["server", "--help"], &["token", "--help"], &["enroll-token", "--help"], &["demo", "--help"]]
-    {
+    for args in [
+        &["--help"][..],
+        &["server", "--help"],
+        &["token", "--help"],
+        &["enroll-token", "--help"],
+        &["demo", "--help"],
+        &["package", "verify", "--help"],
+        &["package", "import", "--help"],
+    ] {
         let out = casefile().args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");

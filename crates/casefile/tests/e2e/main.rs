@@ -9,5 +9,6 @@ mod cli;
 mod lifecycle;
 mod limits;
 mod odata;
+mod offline;
 mod openapi;
 mod support;

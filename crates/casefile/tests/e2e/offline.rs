@@ -1,0 +1,99 @@
+//! The air-gapped path on the real binaries: `casefile-agent collect` writes a signed
+//! package without any server, `casefile package verify` checks it offline, `casefile
+//! package import` records it on the server, which verifies it again; a tampered copy is
+//! refused by both.
+
+use std::io::{Cursor, Read, Write};
+use std::process::Command;
+
+use casefile_proto::ActionStatus;
+use serde_json::Value;
+
+use crate::cli::{agent_binary, casefile};
+use crate::support::*;
+
+fn run(command: &mut Command) -> (bool, String) {
+    let out = command.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// The package with one file's bytes changed (the manifest left as it was).
+fn tampered(original: &[u8], victim: &str) -> Vec<u8> {
+    let mut zip = zip::ZipArchive::new(Cursor::new(original)).unwrap();
+    let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).unwrap();
+        let name = entry.name().unwrap().into_owned();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        if name == victim {
+            bytes.extend_from_slice(b"\nappended by an attacker\n");
+        }
+        out.start_file(name.as_str(), zip::write::SimpleFileOptions::default()).unwrap();
+        out.write_all(&bytes).unwrap();
+    }
+    out.finish().unwrap().into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_collect_then_verify_then_import_then_download_verifies() {
+    let server = TestServer::start().await;
+    let machine = server.seed_machine("airgapped.example").await;
+    let dir = server.dir.path();
+    let package = dir.join("airgapped.zip");
+    let key = dir.join("offline.key");
+
+    let (ok, out) = run(Command::new(agent_binary())
+        .args(["collect", "--collector-timeout", "120", "--output"])
+        .arg(&package)
+        .arg("--key")
+        .arg(&key));
+    assert!(ok, "{out}");
+    let public_key = out.lines().find_map(|l| l.strip_prefix("signed by public key ")).unwrap();
+    let public_key = public_key.split_whitespace().next().unwrap().to_owned();
+
+    let (ok, out) = run(casefile().args(["package", "verify", "--public-key", &public_key]).arg(&package));
+    assert!(ok, "{out}");
+    assert!(out.contains("verdict:   AUTHENTIC"), "{out}");
+    let (ok, out) = run(casefile().args(["package", "verify"]).arg(&package));
+    assert!(ok && out.contains("INTACT"), "without a key only integrity is proven: {out}");
+    let (ok, out) = run(casefile()
+        .args(["package", "verify", "--public-key", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="])
+        .arg(&package));
+    assert!(!ok && out.contains("not the expected key"), "{out}");
+
+    // A tampered copy is named file by file, offline and by the server.
+    let bad = dir.join("tampered.zip");
+    std::fs::write(&bad, tampered(&std::fs::read(&package).unwrap(), "Users and groups/users.csv")).unwrap();
+    let (ok, out) = run(casefile().args(["package", "verify", "--public-key", &public_key]).arg(&bad));
+    assert!(!ok, "{out}");
+    assert!(out.contains("FAILED     Users and groups/users.csv: altered"), "{out}");
+
+    let token = server.token(&[COLLECT, READ]);
+    let import = |file: &std::path::Path| {
+        run(casefile()
+            .args(["package", "import", "--server", &server.base, "--token", &token, "--machine", "AIRGAPPED.example"])
+            .args(["--comment", "carried out on a USB stick"])
+            .arg(file))
+    };
+    let (ok, out) = tokio::task::block_in_place(|| import(&bad));
+    assert!(!ok, "{out}");
+    assert!(out.contains("does not match its manifest") && out.contains("users.csv"), "{out}");
+
+    let (ok, out) = tokio::task::block_in_place(|| import(&package));
+    assert!(ok, "{out}");
+    let id = out.split_whitespace().nth(3).unwrap().to_owned();
+    let action = server.action(&id).await;
+    assert_eq!(action.status, ActionStatus::Succeeded);
+    assert_eq!(action.machine_id, machine);
+    assert_eq!(action.request_source, "PackageImport");
+    assert_eq!(action.requestor_comment, "carried out on a USB stick");
+    assert!(action.troubleshoot_info.unwrap().contains(&public_key));
+
+    // Downloaded through getPackageUri, it is byte for byte the package collected.
+    let link: Value =
+        server.get(&format!("/api/machineactions/{id}/getPackageUri"), &token).await.json().await.unwrap();
+    let downloaded = server.http.get(link["value"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(&downloaded[..], &std::fs::read(&package).unwrap()[..]);
+}
