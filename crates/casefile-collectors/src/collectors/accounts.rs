@@ -1,11 +1,19 @@
 //! `/etc/passwd` and `/etc/group` parsing, shared by the users collector (which lists
-//! them) and the process collectors (which turn uids into names).
+//! them), the process collectors (which turn uids into names) and the collectors that
+//! read files in users' homes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path};
+
+use casefile_package::{ItemOutcome, ItemSink, PackageError};
 
 use crate::Context;
 
-use super::common::open_lines;
+use super::common::{Copied, is_missing, name_part, open_lines, open_regular, unavailable};
+use super::disks::Mounts;
 
 pub(crate) const PASSWD: &str = "/etc/passwd";
 pub(crate) const GROUP: &str = "/etc/group";
@@ -62,9 +70,198 @@ impl UserNames {
     }
 }
 
+/// A user's home directory, where per-user files are looked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Home {
+    pub(crate) user: String,
+    pub(crate) uid: u32,
+    /// Absolute host path.
+    pub(crate) dir: String,
+    /// The folder of this home's files in the package: the user name made a safe path
+    /// part, with `~uid` added when another home already has it.
+    pub(crate) label: String,
+}
+
+/// Most homes looked into: a passwd file with a million entries must not make a
+/// million-entry list.
+const MAX_HOMES: usize = 65_536;
+
+/// The homes of the accounts in `/etc/passwd` that exist below the root, `/root` first
+/// (also when passwd is unreadable). A directory shared by several accounts is listed
+/// once, for the first. Paths that are not absolute or climb with `..` are skipped: on
+/// an image they could lead out of its root. So are homes on network, FUSE and automount
+/// file systems: merely looking at one can block for as long as its server is away.
+pub(crate) fn homes(ctx: &Context) -> Vec<Home> {
+    let root = Home { user: "root".to_owned(), uid: 0, dir: "/root".to_owned(), label: "root".to_owned() };
+    let mut homes = vec![root];
+    let mut seen: HashSet<String> = HashSet::from(["/root".to_owned()]);
+    let mut labels: HashSet<String> = HashSet::from(["root".to_owned()]);
+    if let Ok(mut lines) = open_lines(&ctx.path(PASSWD)) {
+        while let Ok(Some(line)) = lines.next_line() {
+            if homes.len() >= MAX_HOMES {
+                break;
+            }
+            let line = String::from_utf8_lossy(line);
+            let Some([user, _, uid, _, _, dir, _]) = passwd_fields(&line) else {
+                continue;
+            };
+            let Ok(uid) = uid.parse::<u32>() else {
+                continue;
+            };
+            let dir = dir.trim_end_matches('/');
+            let dir = if dir.is_empty() { "/" } else { dir };
+            let climbs = Path::new(dir).components().any(|c| c == Component::ParentDir);
+            if !dir.starts_with('/') || climbs || seen.contains(dir) {
+                continue;
+            }
+            seen.insert(dir.to_owned());
+            let mut label = name_part(user);
+            if !labels.insert(label.clone()) {
+                label = format!("{label}~{uid}");
+                labels.insert(label.clone());
+            }
+            homes.push(Home { user: user.to_owned(), uid, dir: dir.to_owned(), label });
+        }
+    }
+    let mounts = Mounts::load(ctx);
+    homes.retain(|home| mounts.slow_file_system(&home.dir).is_none() && ctx.path(&home.dir).is_dir());
+    homes
+}
+
+/// Opens a regular file in the home of user `owner`. A symbolic link is followed only
+/// to a file that user owns (root's to any file): otherwise a user could link
+/// `~/.bash_history` to `/etc/shadow` and have the agent collect it.
+pub(crate) fn open_home_file(path: &Path, owner: u32) -> io::Result<File> {
+    let file = open_regular(path)?;
+    let link = path.symlink_metadata()?.file_type().is_symlink();
+    let target_owner = file.metadata()?.uid();
+    if link && owner != 0 && target_owner != owner {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("links to a file of uid {target_owner}, not followed"),
+        ));
+    }
+    Ok(file)
+}
+
+/// Copies file `rel` of `home` into the package as `name` if it exists (a link counts,
+/// whatever it points to); returns whether it did. `copy` is
+/// [`copy_head`](super::common::copy_head) or, for
+/// files that grow at the end, [`copy_tail`](super::common::copy_tail).
+pub(crate) fn copy_home_file(
+    ctx: &Context,
+    sink: &mut dyn ItemSink,
+    home: &Home,
+    (rel, name): (&str, &str),
+    copy: fn(File, &mut dyn Write, u64) -> io::Result<Copied>,
+) -> Result<bool, PackageError> {
+    let abs = format!("{}/{rel}", home.dir.trim_end_matches('/'));
+    let path = ctx.path(&abs);
+    match path.symlink_metadata() {
+        Err(e) if is_missing(&e) => return Ok(false),
+        // An unreadable home (an unprivileged agent) fails the file, with the reason.
+        Err(e) => {
+            sink.file(name, &abs, |_| Ok(unavailable(&abs, &e)))?;
+            return Ok(true);
+        }
+        Ok(_) => {}
+    }
+    sink.file(name, &abs, |out| match open_home_file(&path, home.uid) {
+        Ok(opened) => Ok(copy(opened, out, ctx.limits.max_file_bytes)?.outcome()),
+        Err(e) => Ok(home_file_unavailable(&abs, &path, &e)),
+    })?;
+    Ok(true)
+}
+
+/// The outcome for a home file [`open_home_file`] refused or could not open. A link
+/// to something that is not the user's regular file (`~/.bash_history -> /dev/null`
+/// is a classic) is worth knowing but no failure: `not-applicable`, with the target.
+fn home_file_unavailable(source: &str, path: &Path, e: &io::Error) -> ItemOutcome {
+    if e.kind() != io::ErrorKind::InvalidInput {
+        return unavailable(source, e);
+    }
+    match std::fs::read_link(path) {
+        Ok(target) => ItemOutcome::not_applicable(format!("{source}: symbolic link to {}: {e}", target.display())),
+        Err(_) => ItemOutcome::not_applicable(format!("{source}: {e}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collectors::test_support::Fixture;
+    use tokio_util::sync::CancellationToken;
+
+    #[test]
+    fn homes_come_from_passwd_root_first_once_each_and_only_existing() {
+        let f = Fixture::new();
+        f.write(
+            "/etc/passwd",
+            "daemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n\
+             toor:x:0:0::/root/:/bin/sh\n\
+             alice:x:1000:1000::/home/alice:/bin/bash\n\
+             alias:x:1002:1002::/home/alice:/bin/bash\n\
+             ghost:x:1003:1003::/home/ghost:/bin/bash\n\
+             sneaky:x:1004:1004::/home/../etc:/bin/bash\n\
+             relative:x:1005:1005::home/rel:/bin/bash\n\
+             bad:x:notanumber:1::/home/bad:/bin/sh\n\
+             alice:x:1006:1006::/home/alice2:/bin/sh\n\
+             ..:x:1007:1007::/home/dots:/bin/sh\n\
+             carol:x:1008:1008::/home/nfs/carol:/bin/sh\n",
+        );
+        f.write("/proc/mounts", "/dev/vda / ext4 rw 0 0\nsrv:/nfs /home/nfs nfs4 rw 0 0\n");
+        for dir in
+            ["/root", "/usr/sbin", "/home/alice", "/etc", "/home/bad", "/home/alice2", "/home/dots", "/home/nfs/carol"]
+        {
+            f.mkdir(dir);
+        }
+        let ctx =
+            Context { root: f.root().to_path_buf(), cancel: CancellationToken::new(), limits: Default::default() };
+        let homes: Vec<(String, u32, String, String)> =
+            homes(&ctx).into_iter().map(|h| (h.user, h.uid, h.dir, h.label)).collect();
+        let home = |user: &str, uid, dir: &str, label: &str| (user.to_owned(), uid, dir.to_owned(), label.to_owned());
+        assert_eq!(
+            homes,
+            [
+                home("root", 0, "/root", "root"),
+                home("daemon", 1, "/usr/sbin", "daemon"),
+                home("alice", 1000, "/home/alice", "alice"),
+                home("alice", 1006, "/home/alice2", "alice~1006"),
+                home("..", 1007, "/home/dots", "_.."),
+            ]
+        );
+    }
+
+    #[test]
+    fn home_files_follow_links_only_to_the_users_own_files() {
+        use std::os::unix::fs::{chown, symlink};
+        let f = Fixture::new();
+        f.write("/etc/shadow", "root:secret\n");
+        f.write("/home/alice/.dotfiles/bashrc", "alias ll='ls -l'\n");
+        symlink(f.path("/etc/shadow"), f.path("/home/alice/.bash_history")).unwrap();
+        symlink(f.path("/home/alice/.dotfiles/bashrc"), f.path("/home/alice/.bashrc")).unwrap();
+        symlink("/dev/null", f.path("/home/alice/.zsh_history")).unwrap();
+        let own = f.path("/home/alice/.dotfiles/bashrc");
+        // Ownership can only be given away as root; otherwise the test runs as alice.
+        let alice = if chown(&own, Some(1000), None).is_ok() { 1000 } else { rustix::process::getuid().as_raw() };
+
+        let refused = open_home_file(&f.path("/home/alice/.bash_history"), alice);
+        if rustix::process::getuid().as_raw() == 0 {
+            let e = refused.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+            let outcome = home_file_unavailable("~alice/.bash_history", &f.path("/home/alice/.bash_history"), &e);
+            assert_eq!(outcome.status, casefile_package::ItemStatus::NotApplicable);
+            assert!(outcome.error.unwrap().contains("symbolic link to "));
+        }
+        assert!(open_home_file(&f.path("/home/alice/.bashrc"), alice).is_ok());
+        let null = f.path("/home/alice/.zsh_history");
+        let e = open_home_file(&null, alice).unwrap_err();
+        let outcome = home_file_unavailable("~alice/.zsh_history", &null, &e);
+        assert_eq!(
+            outcome,
+            ItemOutcome::not_applicable("~alice/.zsh_history: symbolic link to /dev/null: not a regular file")
+        );
+    }
 
     #[test]
     fn passwd_lines_split_into_seven_fields() {

@@ -2,17 +2,21 @@
 //! files and streaming CSV into the package, reading lines of bounded length, counting
 //! problems into an item outcome, and formatting UTC timestamps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsString;
 use std::fmt::Display;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use casefile_package::{ItemOutcome, ItemSink, PackageError};
+use sha2::{Digest, Sha256};
 
-/// A copied file is cut at this size: the files we copy are small configuration files,
-/// and a planted multi-gigabyte file must not fill the package.
+use crate::{Context, Limits};
+
+/// Most of a configuration file that is parsed rather than copied: a planted
+/// multi-gigabyte file must not exhaust memory or time.
 pub(crate) const COPY_LIMIT: u64 = 32 * 1024 * 1024;
 
 /// Longest line the line reader keeps; the rest of a longer line is dropped so a file
@@ -102,26 +106,162 @@ impl<R: BufRead> Lines<R> {
     }
 }
 
-/// Copies the file at `path` into the package as `name`. A missing file becomes a
-/// `not-applicable` item, an unreadable one a `failed` item with the reason.
-pub(crate) fn copy_file(sink: &mut dyn ItemSink, name: &str, path: &Path, source: &str) -> Result<(), PackageError> {
+/// Copies the file at `path` into the package as `name`, cut at `limit` bytes. A missing
+/// file becomes a `not-applicable` item, an unreadable one a `failed` item with the reason.
+pub(crate) fn copy_file(
+    sink: &mut dyn ItemSink,
+    name: &str,
+    path: &Path,
+    source: &str,
+    limit: u64,
+) -> Result<(), PackageError> {
     sink.file(name, source, |out| {
         let file = match open_regular(path) {
             Ok(file) => file,
             Err(e) => return Ok(unavailable(source, &e)),
         };
-        copy_capped(file, out)
+        Ok(copy_head(file, out, limit)?.outcome())
     })
 }
 
-fn copy_capped(file: File, out: &mut dyn Write) -> io::Result<ItemOutcome> {
-    let mut limited = file.take(COPY_LIMIT);
-    io::copy(&mut limited, out)?;
-    let mut rest = limited.into_inner();
-    if rest.read(&mut [0u8; 1])? > 0 {
-        return Ok(ItemOutcome::partial(format!("truncated at {} MiB", COPY_LIMIT >> 20)));
+/// How much of a file went into the package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Copied {
+    /// Size of the file when it was opened.
+    pub(crate) size: u64,
+    /// Bytes written into the package.
+    pub(crate) bytes: u64,
+    /// Part of the file was left out.
+    pub(crate) truncated: bool,
+    /// What was kept of a cut file: its beginning or its newest part.
+    tail: bool,
+}
+
+impl Copied {
+    /// `ok`, or `partial` saying which part was kept.
+    pub(crate) fn outcome(&self) -> ItemOutcome {
+        match (self.truncated, self.tail) {
+            (false, _) => ItemOutcome::ok(),
+            (true, false) => ItemOutcome::partial(format!("truncated at {} bytes", self.bytes)),
+            (true, true) => ItemOutcome::partial(format!("kept the newest {} of {} bytes", self.bytes, self.size)),
+        }
     }
-    Ok(ItemOutcome::ok())
+}
+
+/// Copies the first `limit` bytes of `file`.
+pub(crate) fn copy_head(file: File, out: &mut dyn Write, limit: u64) -> io::Result<Copied> {
+    let size = file.metadata()?.len();
+    let mut limited = file.take(limit);
+    let bytes = io::copy(&mut limited, out)?;
+    // A file that grew while we read is cut too, whatever its size was at the start.
+    let truncated = limited.into_inner().read(&mut [0u8; 1])? > 0;
+    Ok(Copied { size, bytes, truncated, tail: false })
+}
+
+/// Copies the newest `limit` bytes of `file` (logs and histories grow at the end). The
+/// kept part starts after the first line break inside it, so it begins with a whole
+/// line; a file without line breaks near the cut is kept byte-exact.
+pub(crate) fn copy_tail(file: File, out: &mut dyn Write, limit: u64) -> io::Result<Copied> {
+    let size = file.metadata()?.len();
+    if size <= limit {
+        return copy_head(file, out, limit);
+    }
+    let mut reader = BufReader::new(file);
+    reader.seek(SeekFrom::Start(size - limit))?;
+    let mut skipped = 0u64;
+    let head = reader.fill_buf()?;
+    if let Some(newline) = head.iter().take(MAX_LINE).position(|&b| b == b'\n') {
+        skipped = newline as u64 + 1;
+        reader.consume(newline + 1);
+    }
+    let bytes = io::copy(&mut reader.take(limit - skipped), out)?;
+    Ok(Copied { size, bytes, truncated: true, tail: true })
+}
+
+/// How many files of the per-file cap one collector may hash in total, so a host full
+/// of large binaries costs bounded time.
+const HASH_BUDGET_FILES: u64 = 16;
+
+/// The outcome of hashing one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FileHash {
+    Sha256([u8; 32]),
+    /// Larger than the per-file cap. A hash of only the first part would match no
+    /// threat-intelligence lookup, so none is given.
+    TooLarge {
+        size: u64,
+        limit: u64,
+    },
+    /// The collector's hashing budget is used up.
+    OverBudget {
+        budget: u64,
+    },
+    /// Not read, for the reason given.
+    Skipped(String),
+}
+
+impl FileHash {
+    /// The hex digest, or "" when the file was not hashed.
+    pub(crate) fn hex(&self) -> String {
+        match self {
+            Self::Sha256(digest) => hex::encode(digest),
+            _ => String::new(),
+        }
+    }
+
+    /// Why there is no digest, or "".
+    pub(crate) fn note(&self) -> String {
+        match self {
+            Self::Sha256(_) => String::new(),
+            Self::TooLarge { size, limit } => format!("not hashed: {size} bytes is over the {limit}-byte cap"),
+            Self::OverBudget { budget } => format!("not hashed: the {budget}-byte hashing budget is used up"),
+            Self::Skipped(why) => format!("not hashed: {why}"),
+        }
+    }
+}
+
+/// SHA-256 of files, each up to the per-file cap, against a total budget.
+#[derive(Debug)]
+pub(crate) struct FileHasher {
+    limit: u64,
+    budget: u64,
+    remaining: u64,
+}
+
+impl FileHasher {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        let budget = limits.max_file_bytes.saturating_mul(HASH_BUDGET_FILES);
+        Self { limit: limits.max_file_bytes, budget, remaining: budget }
+    }
+
+    pub(crate) fn hash(&mut self, mut file: File) -> io::Result<FileHash> {
+        let size = file.metadata()?.len();
+        if size > self.limit {
+            return Ok(FileHash::TooLarge { size, limit: self.limit });
+        }
+        if size > self.remaining {
+            return Ok(FileHash::OverBudget { budget: self.budget });
+        }
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut read = 0u64;
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            read += n as u64;
+            self.remaining = self.remaining.saturating_sub(n as u64);
+            // The file grew while we read it.
+            if read > self.limit {
+                return Ok(FileHash::TooLarge { size: read, limit: self.limit });
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(FileHash::Sha256(hasher.finalize().into()))
+    }
 }
 
 /// A CSV file being written into the package.
@@ -159,6 +299,81 @@ pub(crate) fn csv_file(
     })
 }
 
+/// A file or folder name from the host (a user, a file name) made safe as one part of a
+/// package path: no separators, and never empty, `.` or `..` (which the package writer
+/// would drop, making two names one).
+pub(crate) fn name_part(name: &str) -> String {
+    let name = name.replace(['/', '\\'], "_");
+    if name.is_empty() || name == "." || name == ".." { format!("_{name}") } else { name }
+}
+
+/// Passes items on, renaming any whose name was already used (`name~2`, `name~3`, …).
+/// Names taken from the host can collide once made UTF-8 (`a\xff` and `a\xfe` both
+/// become `a\u{fffd}`), and a zip cannot hold two files of one name.
+pub(crate) struct UniqueNames<'a> {
+    inner: &'a mut dyn ItemSink,
+    used: HashSet<String>,
+}
+
+impl<'a> UniqueNames<'a> {
+    pub(crate) fn new(inner: &'a mut dyn ItemSink) -> Self {
+        Self { inner, used: HashSet::new() }
+    }
+}
+
+impl ItemSink for UniqueNames<'_> {
+    fn add_item(
+        &mut self,
+        name: &str,
+        source: &str,
+        fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<ItemOutcome>,
+    ) -> Result<(), PackageError> {
+        let mut unique = name.to_owned();
+        let mut n = 1;
+        while !self.used.insert(unique.clone()) {
+            n += 1;
+            unique = format!("{name}~{n}");
+        }
+        self.inner.add_item(&unique, source, fill)
+    }
+}
+
+/// A CSV item made from a table file line by line (`/proc/mounts`, `/proc/modules`):
+/// `row` turns a line into a record, or `None` for a line it cannot parse, which is
+/// counted; blank lines are skipped. A missing file is `not-applicable`.
+pub(crate) fn csv_from_lines<R, T>(
+    ctx: &Context,
+    sink: &mut dyn ItemSink,
+    (name, abs, source): (&str, &str, &str),
+    header: &[&str],
+    mut row: impl FnMut(&[u8], &mut Problems) -> Option<R>,
+) -> Result<(), PackageError>
+where
+    R: IntoIterator<Item = T>,
+    T: AsRef<[u8]>,
+{
+    csv_file(sink, name, source, header, |csv| {
+        let mut lines = match open_lines(&ctx.path(abs)) {
+            Ok(lines) => lines,
+            Err(e) => return Ok(unavailable(abs, &e)),
+        };
+        let mut problems = Problems::default();
+        while let Some(line) = lines.next_line()? {
+            if ctx.cancel.is_cancelled() {
+                return Ok(ItemOutcome::partial(CANCELLED));
+            }
+            if trim_bytes(line).is_empty() {
+                continue;
+            }
+            match row(line, &mut problems) {
+                Some(record) => csv.row(record)?,
+                None => problems.add("unparseable lines skipped", abs),
+            }
+        }
+        Ok(problems.outcome())
+    })
+}
+
 /// Problems met while writing one item, counted per kind with the first example of each,
 /// so that 3,000 unreadable processes make one short note and not 3,000.
 #[derive(Debug, Default, Clone)]
@@ -193,12 +408,55 @@ impl Problems {
     }
 }
 
+/// The outcome of an item read from several sources (tables, files): `not-applicable`
+/// when none exists, `failed` when none could be read, otherwise what the problems say.
+pub(crate) fn table_outcome(tables_read: usize, problems: Problems, none_why: &str) -> ItemOutcome {
+    if tables_read == 0 && problems.is_empty() {
+        ItemOutcome::not_applicable(none_why)
+    } else if tables_read == 0 {
+        ItemOutcome::failed(problems.outcome().error.unwrap_or_default())
+    } else {
+        problems.outcome()
+    }
+}
+
+/// Most entries of one directory listed; a directory of a million planted files costs
+/// no more than this.
+pub(crate) const MAX_DIR_ENTRIES: usize = 10_000;
+
+/// The names in directory `abs` (a host path below the root), sorted, at most
+/// [`MAX_DIR_ENTRIES`]. A missing directory has none; an unreadable or cut one is
+/// counted in `problems`.
+pub(crate) fn dir_entries(ctx: &Context, abs: &str, problems: &mut Problems) -> Vec<OsString> {
+    let entries = match std::fs::read_dir(ctx.path(abs)) {
+        Ok(entries) => entries,
+        Err(e) if is_missing(&e) => return Vec::new(),
+        Err(e) => {
+            problems.add("unreadable directories", format!("{abs}: {e}"));
+            return Vec::new();
+        }
+    };
+    let mut names: Vec<OsString> =
+        entries.filter_map(|e| e.ok()).map(|e| e.file_name()).take(MAX_DIR_ENTRIES + 1).collect();
+    if names.len() > MAX_DIR_ENTRIES {
+        names.truncate(MAX_DIR_ENTRIES);
+        problems.add("directories listed only in part", format!("{abs}: first {MAX_DIR_ENTRIES} entries"));
+    }
+    names.sort();
+    names
+}
+
 /// `2024-05-01T12:34:56Z` for seconds since the Unix epoch.
 pub(crate) fn utc_timestamp(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let in_day = secs.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", in_day / 3600, in_day % 3600 / 60, in_day % 60)
+}
+
+/// A file's modification time as [`utc_timestamp`].
+pub(crate) fn mtime_utc(meta: &std::fs::Metadata) -> String {
+    utc_timestamp(std::os::unix::fs::MetadataExt::mtime(meta))
 }
 
 /// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
@@ -283,6 +541,21 @@ mod tests {
         rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::RUSR).unwrap();
         let err = open_regular(&fifo).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn host_names_become_safe_unique_package_names() {
+        assert_eq!(name_part("alice"), "alice");
+        assert_eq!(name_part(".."), "_..");
+        assert_eq!(name_part(""), "_");
+        assert_eq!(name_part("a/b\\c"), "a_b_c");
+        let mut memory = crate::collectors::test_support::MemorySink::default();
+        let mut unique = UniqueNames::new(&mut memory);
+        let sink: &mut dyn ItemSink = &mut unique;
+        for _ in 0..3 {
+            sink.file("a\u{fffd}", "src", |_| Ok(ItemOutcome::ok())).unwrap();
+        }
+        assert_eq!(memory.names(), ["a\u{fffd}", "a\u{fffd}~2", "a\u{fffd}~3"]);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use casefile_package::{ItemOutcome, ItemSink, PackageError};
 use crate::{CollectError, Collector, Context};
 
 use super::common::{
-    CANCELLED, Problems, ascii_str, copy_file, csv_file, open_lines, read_value, split_fields, trim_bytes, unavailable,
+    Problems, ascii_str, copy_file, csv_file, csv_from_lines, open_lines, read_value, split_fields, unavailable,
 };
 
 pub struct Disks;
@@ -25,7 +25,7 @@ impl Collector for Disks {
         ctx.check_cancelled()?;
         write_partitions(ctx, sink)?;
         write_block_devices(ctx, sink)?;
-        copy_file(sink, "fstab", &ctx.path("/etc/fstab"), "/etc/fstab")?;
+        copy_file(sink, "fstab", &ctx.path("/etc/fstab"), "/etc/fstab", ctx.limits.max_file_bytes)?;
         ctx.check_cancelled()
     }
 }
@@ -47,27 +47,46 @@ fn size_may_hang(fs_type: &str) -> bool {
 }
 
 fn write_mounts(ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), PackageError> {
-    let source = "/proc/mounts, statvfs(2)";
-    csv_file(sink, "mounts.csv", source, &MOUNTS_HEADER, |csv| {
-        let mut lines = match open_lines(&ctx.path(MOUNTS)) {
-            Ok(lines) => lines,
-            Err(e) => return Ok(unavailable(MOUNTS, &e)),
-        };
-        let mut problems = Problems::default();
-        while let Some(line) = lines.next_line()? {
-            if ctx.cancel.is_cancelled() {
-                return Ok(ItemOutcome::partial(CANCELLED));
-            }
-            if trim_bytes(line).is_empty() {
-                continue;
-            }
-            match Mount::parse(line) {
-                Some(mount) => csv.row(mount.fields(ctx))?,
-                None => problems.add("unparseable lines skipped", MOUNTS),
+    let item = ("mounts.csv", MOUNTS, "/proc/mounts, statvfs(2)");
+    csv_from_lines(ctx, sink, item, &MOUNTS_HEADER, |line, _| Some(Mount::parse(line)?.fields(ctx)))
+}
+
+/// The mount table, for collectors that open files wherever the host puts them: a file
+/// on a remote or FUSE file system can block the agent for minutes.
+#[derive(Debug, Default)]
+pub(crate) struct Mounts {
+    /// (mount point, file system type), in `/proc/mounts` order.
+    points: Vec<(String, String)>,
+}
+
+impl Mounts {
+    /// Empty when `/proc/mounts` cannot be read.
+    pub(crate) fn load(ctx: &Context) -> Self {
+        let mut points = Vec::new();
+        if let Ok(mut lines) = open_lines(&ctx.path(MOUNTS)) {
+            while let Ok(Some(line)) = lines.next_line() {
+                if let Some(mount) = Mount::parse(line) {
+                    points.push((mount.mount_point, mount.fs_type));
+                }
             }
         }
-        Ok(problems.outcome())
-    })
+        Self { points }
+    }
+
+    /// The type of the file system mounted at `path`, if one is.
+    pub(crate) fn at(&self, path: &str) -> Option<&str> {
+        self.points.iter().rev().find(|(point, _)| point == path).map(|(_, fs_type)| fs_type.as_str())
+    }
+
+    /// The type of the file system `path` lies on when it is one that may block (see
+    /// [`size_may_hang`]): the innermost mount above it decides.
+    pub(crate) fn slow_file_system(&self, path: &str) -> Option<&str> {
+        let under =
+            |point: &str| point == "/" || path == point || path.strip_prefix(point).is_some_and(|r| r.starts_with('/'));
+        let (_, fs_type) =
+            self.points.iter().rev().filter(|(point, _)| under(point)).max_by_key(|(point, _)| point.len())?;
+        size_may_hang(fs_type).then_some(fs_type.as_str())
+    }
 }
 
 /// One line of `/proc/mounts`: `device mount_point fs_type options dump pass`.
@@ -221,6 +240,27 @@ fn flag(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_innermost_mount_tells_whether_a_path_may_block() {
+        let f = crate::collectors::test_support::Fixture::new();
+        f.write(
+            MOUNTS,
+            "/dev/vda / ext4 rw 0 0\nauto.home /home autofs rw 0 0\nsrv:/alice /home/alice nfs4 rw 0 0\n\
+             tmpfs /home/alice/cache tmpfs rw 0 0\nsshfs /mnt/remote\\040x fuse.sshfs rw 0 0\n",
+        );
+        let ctx = Context { root: f.root().to_path_buf(), cancel: Default::default(), limits: Default::default() };
+        let mounts = Mounts::load(&ctx);
+        assert_eq!(mounts.slow_file_system("/usr/bin/ls"), None);
+        assert_eq!(mounts.slow_file_system("/home/bob"), Some("autofs"));
+        assert_eq!(mounts.slow_file_system("/home/alice/.bashrc"), Some("nfs4"));
+        assert_eq!(mounts.slow_file_system("/home/alice/cache/x"), None);
+        assert_eq!(mounts.slow_file_system("/home/alicex"), Some("autofs"));
+        assert_eq!(mounts.slow_file_system("/mnt/remote x/bin"), Some("fuse.sshfs"));
+        assert_eq!(mounts.at("/home"), Some("autofs"));
+        assert_eq!(mounts.at("/home/bob"), None);
+        assert_eq!(Mounts::default().slow_file_system("/x"), None);
+    }
     use crate::collectors::test_support::{Fixture, run, run_live};
     use casefile_package::ItemStatus;
 

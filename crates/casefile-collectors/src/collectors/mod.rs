@@ -4,10 +4,15 @@
 use crate::Collector;
 
 mod accounts;
+mod command;
 mod common;
 pub mod disks;
+pub mod histories;
+pub mod logs;
 pub mod network;
 pub mod open_files;
+pub mod packages;
+pub mod persistence;
 pub mod processes;
 mod procs;
 pub mod system;
@@ -24,6 +29,10 @@ pub fn all() -> Vec<Box<dyn Collector>> {
         Box::new(users::Users),
         Box::new(disks::Disks),
         Box::new(open_files::OpenFiles),
+        Box::new(persistence::Persistence),
+        Box::new(packages::Packages),
+        Box::new(histories::Histories),
+        Box::new(logs::Logs),
     ]
 }
 
@@ -65,6 +74,10 @@ mod tests {
                 ("users", "Users and groups"),
                 ("disks", "Disk volumes"),
                 ("open_files", "Open files"),
+                ("persistence", "Persistence"),
+                ("packages", "Installed packages"),
+                ("histories", "Shell histories"),
+                ("logs", "Logs"),
             ]
         );
     }
@@ -93,6 +106,18 @@ mod tests {
             "Users and groups/users.csv",
             "Disk volumes/mounts.csv",
             "Open files/open_files.csv",
+            "Network connections/commands.csv",
+            "Users and groups/lastlog.csv",
+            "Users and groups/ssh_authorized_keys.csv",
+            "Persistence/systemd_units.csv",
+            "Persistence/timers.csv",
+            "Persistence/cron.csv",
+            "Persistence/at_jobs.csv",
+            "Persistence/kernel_modules.csv",
+            "Installed packages/dpkg.csv",
+            "Installed packages/rpm.csv",
+            "Shell histories/temp_executables.csv",
+            "Logs/logs.csv",
         ] {
             assert!(paths.contains(&expected), "{expected} missing from {paths:?}");
         }

@@ -3,18 +3,21 @@
 //!
 //! - [`sockets`]: `connections.csv`, `unix_sockets.csv`
 //! - [`interfaces`]: `arp.csv`, `routes.csv`, `ip_addresses.csv`, `interfaces.csv`
-//! - [`settings`]: `proxy.csv`, `firewall/*`; `resolv.conf`, `hosts` and `environment`
-//!   are copied here.
+//! - [`settings`]: `proxy.csv`, `firewall/*` (saved rule files, and the rules in force
+//!   from `nft` and `iptables-save`, with `commands.csv`); `resolv.conf`, `hosts` and
+//!   `environment` are copied here.
 
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::BufReader;
 
-use casefile_package::{ItemOutcome, ItemSink};
+use casefile_package::ItemSink;
 
 use crate::{CollectError, Collector, Context};
 
 use super::accounts::UserNames;
+use super::command::CommandLog;
+use super::common::table_outcome;
 use super::common::{Lines, Problems, copy_file, is_missing, open_lines, trim_bytes};
 
 mod interfaces;
@@ -22,7 +25,7 @@ mod settings;
 mod sockets;
 
 use interfaces::{IpAddresses, write_arp, write_interfaces, write_ip_addresses, write_routes};
-use settings::{copy_firewall_rules, write_proxy_settings};
+use settings::{copy_firewall_rules, write_live_firewall_rules, write_proxy_settings};
 use sockets::{SocketOwners, write_connections, write_unix_sockets};
 
 pub struct Network;
@@ -48,13 +51,19 @@ impl Collector for Network {
         write_ip_addresses(sink, &addresses)?;
         write_interfaces(ctx, sink, &addresses)?;
         write_routes(ctx, sink)?;
-        for (name, abs) in
-            [("resolv.conf", "/etc/resolv.conf"), ("hosts", "/etc/hosts"), ("environment", "/etc/environment")]
-        {
-            copy_file(sink, name, &ctx.path(abs), abs)?;
+        for (name, abs) in [
+            ("resolv.conf", "/etc/resolv.conf"),
+            ("nsswitch.conf", "/etc/nsswitch.conf"),
+            ("hosts", "/etc/hosts"),
+            ("environment", "/etc/environment"),
+        ] {
+            copy_file(sink, name, &ctx.path(abs), abs, ctx.limits.max_file_bytes)?;
         }
         write_proxy_settings(ctx, sink)?;
         copy_firewall_rules(ctx, sink)?;
+        let mut commands = CommandLog::default();
+        write_live_firewall_rules(ctx, sink, &mut commands)?;
+        commands.write(sink)?;
         ctx.check_cancelled()
     }
 }
@@ -82,15 +91,4 @@ fn open_table(ctx: &Context, abs: &str, problems: &mut Problems) -> Option<Lines
 fn line_text(line: &[u8]) -> Option<Cow<'_, str>> {
     let line = trim_bytes(line);
     (!line.is_empty()).then(|| String::from_utf8_lossy(line))
-}
-
-/// `not-applicable` when none of the tables exists, otherwise what the problems say.
-fn table_outcome(tables_read: usize, problems: Problems, none_why: &str) -> ItemOutcome {
-    if tables_read == 0 && problems.is_empty() {
-        ItemOutcome::not_applicable(none_why)
-    } else if tables_read == 0 {
-        ItemOutcome::failed(problems.outcome().error.unwrap_or_default())
-    } else {
-        problems.outcome()
-    }
 }

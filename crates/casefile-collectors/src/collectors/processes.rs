@@ -1,5 +1,6 @@
-//! `Processes/processes.csv`: every process with its parent, owner, start time, command
-//! line, executable and working directory.
+//! `Processes/processes.csv`: every process with its parent, owner, start time, memory,
+//! command line, executable and its SHA-256, working directory, container and
+//! namespaces. Rows are streamed; what is held is one process and the hash cache.
 
 use std::io;
 
@@ -8,15 +9,21 @@ use procfs::process::Process;
 
 use crate::{CollectError, Collector, Context};
 
+mod executables;
+mod isolation;
+
+use executables::ExecutableHashes;
+use isolation::{NAMESPACES, container, namespaces};
+
 use super::accounts::UserNames;
-use super::common::{CANCELLED, Csv, Problems, csv_file, utc_timestamp};
+use super::common::{CANCELLED, Csv, FileHash, Problems, csv_file, utc_timestamp};
 use super::procs::{
     self, BootClock, Link, ProcessWalk, ReadError, Stat, command_line, parse_stat, read_file, read_link,
 };
 
 pub struct Processes;
 
-const HEADER: [&str; 13] = [
+const HEADER: [&str; 25] = [
     "pid",
     "ppid",
     "name",
@@ -25,17 +32,32 @@ const HEADER: [&str; 13] = [
     "user",
     "start_time_utc",
     "threads",
+    "vm_size_bytes",
     "rss_bytes",
     "executable",
     "executable_deleted",
+    "executable_sha256",
+    "executable_hash_note",
     "cwd",
     "command_line",
+    "container_id",
+    "container_runtime",
+    "pid_ns",
+    "mnt_ns",
+    "net_ns",
+    "user_ns",
+    "uts_ns",
+    "ipc_ns",
+    "cgroup_ns",
 ];
 
-const SOURCE: &str = "/proc/*/{stat,status,cmdline,exe,cwd}, /proc/stat, /etc/passwd";
+const SOURCE: &str = "/proc/*/{stat,status,cmdline,exe,cwd,cgroup,ns/*}, /proc/stat, /etc/passwd";
 
 /// Command lines longer than this are cut (the kernel allows several MiB).
 const CMDLINE_LIMIT: u64 = 1 << 20;
+
+/// `/proc/<pid>/cgroup` is a line per hierarchy: a few hundred bytes.
+const CGROUP_LIMIT: u64 = 64 * 1024;
 
 /// The kernel appends this to `exe` when the executable was deleted after it started.
 const DELETED_SUFFIX: &str = " (deleted)";
@@ -67,16 +89,25 @@ fn write_processes(ctx: &Context, users: &UserNames, csv: &mut Csv<'_>) -> io::R
     let mut problems = Problems::default();
     // Without the boot time start times stay empty; the rest is still worth having.
     let clock = BootClock::load(ctx).map_err(|e| problems.add("start times unknown", format!("/proc/stat: {e}"))).ok();
+    let mut hashes = ExecutableHashes::new(ctx);
     for process in &mut walk {
         if ctx.cancel.is_cancelled() {
             return Ok(ItemOutcome::partial(CANCELLED));
         }
-        if let Some(row) = ProcessRow::read(&process, clock.as_ref(), users, &mut problems) {
+        let known = Known { clock: clock.as_ref(), users };
+        if let Some(row) = ProcessRow::read(&process, known, &mut hashes, &mut problems) {
             csv.row(row.into_fields())?;
         }
     }
     problems.merge(&walk.problems);
     Ok(problems.outcome())
+}
+
+/// What every row is read with.
+#[derive(Clone, Copy)]
+struct Known<'a> {
+    clock: Option<&'a BootClock>,
+    users: &'a UserNames,
 }
 
 /// One line of `processes.csv`.
@@ -89,17 +120,28 @@ struct ProcessRow {
     user: String,
     start_time: String,
     threads: String,
+    vm_size_bytes: String,
     rss_bytes: String,
     executable: String,
     executable_deleted: bool,
+    executable_sha256: String,
+    executable_hash_note: String,
     cwd: String,
     command_line: String,
+    container_id: String,
+    container_runtime: String,
+    namespaces: [String; NAMESPACES.len()],
 }
 
 impl ProcessRow {
     /// `None` when the process exited before its `stat` could be read. Fields that
     /// cannot be read stay empty and count once per process in `problems`.
-    fn read(process: &Process, clock: Option<&BootClock>, users: &UserNames, problems: &mut Problems) -> Option<Self> {
+    fn read(
+        process: &Process,
+        known: Known<'_>,
+        hashes: &mut ExecutableHashes,
+        problems: &mut Problems,
+    ) -> Option<Self> {
         let mut errors = FieldErrors::default();
         let stat = match read_file(process, "stat", 4096) {
             Ok(raw) => parse_stat(&raw).unwrap_or_else(|| {
@@ -120,11 +162,23 @@ impl ProcessRow {
         let executable =
             read_link(process, Link::Exe).map_err(|e| errors.note("exe", e)).ok().flatten().unwrap_or_default();
         let cwd = read_link(process, Link::Cwd).map_err(|e| errors.note("cwd", e)).ok().flatten().unwrap_or_default();
+        // Kernel threads have no executable.
+        let hash = if executable.is_empty() {
+            None
+        } else {
+            hashes.of(process, &executable).map_err(|e| errors.note("exe (hash)", e)).ok().flatten()
+        };
+        let container = read_file(process, "cgroup", CGROUP_LIMIT)
+            .map_err(|e| errors.note("cgroup", e))
+            .ok()
+            .and_then(|raw| container(&raw));
+        let namespaces = namespaces(process).map_err(|e| errors.note("ns", e)).unwrap_or_default();
         if let Some(why) = errors.first {
             problems.add("processes with unreadable fields", why);
         }
 
-        let start_time = clock
+        let start_time = known
+            .clock
             .zip(stat.start_ticks)
             .and_then(|(clock, ticks)| clock.at(ticks))
             .map(utc_timestamp)
@@ -134,21 +188,27 @@ impl ProcessRow {
             ppid: text(stat.ppid),
             state: stat.state.map(String::from).unwrap_or_default(),
             uid: text(uid),
-            user: uid.map(|u| users.name(u).to_owned()).unwrap_or_default(),
+            user: uid.map(|u| known.users.name(u).to_owned()).unwrap_or_default(),
             start_time,
             threads: text(stat.threads),
+            vm_size_bytes: text(stat.vm_size),
             rss_bytes: text(
                 stat.rss_pages.and_then(|p| u64::try_from(p).ok()).map(|p| p.saturating_mul(procfs::page_size())),
             ),
             executable_deleted: executable.ends_with(DELETED_SUFFIX),
             executable,
+            executable_sha256: hash.as_ref().map(FileHash::hex).unwrap_or_default(),
+            executable_hash_note: hash.as_ref().map(FileHash::note).unwrap_or_default(),
             cwd,
             command_line,
+            container_id: container.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
+            container_runtime: container.map(|c| c.runtime.to_owned()).unwrap_or_default(),
+            namespaces,
             name: stat.name,
         })
     }
 
-    fn into_fields(self) -> [String; 13] {
+    fn into_fields(self) -> impl Iterator<Item = String> {
         [
             self.pid.to_string(),
             self.ppid,
@@ -158,12 +218,19 @@ impl ProcessRow {
             self.user,
             self.start_time,
             self.threads,
+            self.vm_size_bytes,
             self.rss_bytes,
             self.executable,
             self.executable_deleted.to_string(),
+            self.executable_sha256,
+            self.executable_hash_note,
             self.cwd,
             self.command_line,
+            self.container_id,
+            self.container_runtime,
         ]
+        .into_iter()
+        .chain(self.namespaces)
     }
 }
 
@@ -189,8 +256,11 @@ fn text<T: ToString>(value: Option<T>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collectors::test_support::{FakeProcess, Fixture, PASSWD_FIXTURE, run, run_live};
+    use crate::collectors::test_support::{FakeProcess, Fixture, PASSWD_FIXTURE, StreamProbe, run, run_live, run_with};
+    use crate::{Context, Limits};
     use casefile_package::ItemStatus;
+    use sha2::{Digest, Sha256};
+    use tokio_util::sync::CancellationToken;
 
     const BOOT: i64 = 1_700_000_000;
 
@@ -317,7 +387,9 @@ mod tests {
 
     #[test]
     fn live_host_lists_this_test_process() {
-        let sink = run_live(&Processes);
+        // A debug test binary is larger than the default cap.
+        let limits = Limits { max_file_bytes: 1 << 30, ..Limits::default() };
+        let sink = run_with(&Processes, std::path::Path::new("/"), limits);
         let item = sink.item("processes.csv");
         assert_ne!(item.status(), ItemStatus::Failed, "{:?}", item.outcome);
         let rows = item.rows();
@@ -325,6 +397,153 @@ mod tests {
         let exe = std::env::current_exe().unwrap();
         assert_eq!(me["executable"], exe.to_string_lossy());
         assert!(!me["start_time_utc"].is_empty());
+        let own = hex::encode(Sha256::digest(std::fs::read(&exe).unwrap()));
+        assert_eq!(me["executable_sha256"], own);
+        assert!(me["vm_size_bytes"].parse::<u64>().unwrap() > 0);
         assert!(rows.iter().any(|r| r["pid"] == "1"));
+    }
+
+    /// A process of the fixture whose `exe` link points at a file inside the fixture.
+    fn process_running(f: &Fixture, pid: i32, exe_abs: &str) {
+        let exe = f.path(exe_abs).to_string_lossy().into_owned();
+        f.process(&FakeProcess { exe: Some(exe), ..FakeProcess::new(pid, "tool") });
+    }
+
+    #[test]
+    fn executables_are_hashed_once_per_file() {
+        let f = fixture();
+        f.write("/usr/bin/tool", b"\x7fELF tool");
+        f.write("/usr/bin/other", b"\x7fELF other");
+        for pid in [100, 101, 102] {
+            process_running(&f, pid, "/usr/bin/tool");
+        }
+        process_running(&f, 103, "/usr/bin/other");
+        let ctx = Context { root: f.root().to_path_buf(), cancel: CancellationToken::new(), limits: Limits::default() };
+        let mut hashes = ExecutableHashes::new(&ctx);
+        let mut walk = ProcessWalk::new(&ctx).unwrap();
+        let digests: Vec<String> =
+            (&mut walk).map(|p| hashes.of(&p, "/usr/bin/tool").unwrap().unwrap().hex()).collect();
+        assert_eq!(digests.len(), 4);
+        assert_eq!(hashes.cached(), 2, "three processes share one binary");
+
+        let rows = run(&Processes, f.root()).item("processes.csv").rows();
+        let tool = hex::encode(Sha256::digest(b"\x7fELF tool"));
+        for pid in ["100", "101", "102"] {
+            assert_eq!(by_pid(&rows, pid)["executable_sha256"], tool);
+            assert_eq!(by_pid(&rows, pid)["executable_hash_note"], "");
+        }
+        assert_eq!(by_pid(&rows, "103")["executable_sha256"], hex::encode(Sha256::digest(b"\x7fELF other")));
+    }
+
+    #[test]
+    fn an_executable_on_a_fuse_mount_is_not_opened() {
+        let f = fixture();
+        f.write("/tmp/.mount_app/AppRun", b"\x7fELF");
+        process_running(&f, 7, "/tmp/.mount_app/AppRun");
+        // The fixture's exe link names the fixture path; the mount table names it too.
+        let exe = f.path("/tmp/.mount_app").to_string_lossy().into_owned();
+        f.write("/proc/mounts", format!("/dev/vda / ext4 rw 0 0\nApp {exe} fuse.App ro 0 0\n"));
+        let row = by_pid(&run(&Processes, f.root()).item("processes.csv").rows(), "7");
+        assert_eq!(row["executable_sha256"], "");
+        assert_eq!(row["executable_hash_note"], "not hashed: on a fuse.App file system");
+    }
+
+    #[test]
+    fn an_executable_over_the_cap_is_not_hashed_and_says_why() {
+        let f = fixture();
+        f.write("/opt/big", vec![0u8; 4096]);
+        process_running(&f, 9, "/opt/big");
+        let limits = Limits { max_file_bytes: 1024, ..Limits::default() };
+        let item = run_with(&Processes, f.root(), limits);
+        let row = by_pid(&item.item("processes.csv").rows(), "9");
+        assert_eq!(row["executable_sha256"], "");
+        assert_eq!(row["executable_hash_note"], "not hashed: 4096 bytes is over the 1024-byte cap");
+    }
+
+    #[test]
+    fn memory_namespaces_and_container_land_in_their_columns() {
+        let f = fixture();
+        f.process(&FakeProcess { rss_pages: 3, ..FakeProcess::new(42, "nginx") });
+        for (kind, inode) in [("pid", 4026532201u64), ("mnt", 4026532199), ("net", 4026532204), ("user", 4026531837)] {
+            f.symlink(format!("{kind}:[{inode}]"), &format!("/proc/42/ns/{kind}"));
+        }
+        let id = "a".repeat(64);
+        f.write("/proc/42/cgroup", format!("0::/system.slice/docker-{id}.scope\n"));
+        let sink = run(&Processes, f.root());
+        let item = sink.item("processes.csv");
+        assert_eq!(item.status(), ItemStatus::Ok, "{:?}", item.outcome);
+        let row = by_pid(&item.rows(), "42");
+        assert_eq!(row["vm_size_bytes"], "1000000");
+        assert_eq!(row["rss_bytes"], (3 * procfs::page_size()).to_string());
+        assert_eq!(row["container_id"], id);
+        assert_eq!(row["container_runtime"], "docker");
+        assert_eq!(row["pid_ns"], "4026532201");
+        assert_eq!(row["net_ns"], "4026532204");
+        assert_eq!(row["user_ns"], "4026531837");
+        // Kinds this kernel (fixture) lacks stay empty without a problem.
+        assert_eq!(row["cgroup_ns"], "");
+    }
+
+    /// A host with 10,000 processes: every one is listed, and the CSV reaches the sink
+    /// in many small writes rather than one buffer of the whole table.
+    #[test]
+    fn ten_thousand_processes_are_streamed() {
+        let f = Fixture::in_memory();
+        f.write("/etc/passwd", PASSWD_FIXTURE);
+        f.write("/proc/stat", format!("btime {BOOT}\n"));
+        for pid in 1..=10_000 {
+            f.write(
+                &format!("/proc/{pid}/stat"),
+                format!("{pid} (p{pid}) S 1 {pid} {pid} 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {pid} 4096 1\n"),
+            );
+            f.write(&format!("/proc/{pid}/status"), format!("Name:\tp{pid}\nUid:\t0\t0\t0\t0\n"));
+            f.write(&format!("/proc/{pid}/cmdline"), format!("/bin/p{pid}\0--flag\0"));
+        }
+        let ctx = Context { root: f.root().to_path_buf(), cancel: CancellationToken::new(), limits: Limits::default() };
+        let mut probe = StreamProbe::default();
+        Processes.collect(&ctx, &mut probe).unwrap();
+        let item = probe.sink.item("processes.csv");
+        assert_eq!(item.status(), ItemStatus::Ok, "{:?}", item.outcome);
+        let rows = item.rows();
+        assert_eq!(rows.len(), 10_000);
+        assert_eq!(by_pid(&rows, "9999")["command_line"], "/bin/p9999 --flag");
+        assert!(probe.writes > 50, "{} writes", probe.writes);
+        assert!(probe.largest_write <= 64 * 1024, "largest write {}", probe.largest_write);
+    }
+
+    /// A copy of `sleep` started and then deleted: the row is flagged and the deleted
+    /// file is still hashed through `/proc/<pid>/exe`.
+    #[test]
+    fn live_deleted_executable_is_flagged_and_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("deleted-sleep");
+        std::fs::copy("/bin/sleep", &copy).unwrap();
+        let expected = hex::encode(Sha256::digest(std::fs::read(&copy).unwrap()));
+        // Another test thread forking while the copy was open for writing makes exec
+        // fail with ETXTBSY for a moment; a /tmp mounted noexec makes it impossible.
+        let mut child = None;
+        for _ in 0..50 {
+            match std::process::Command::new(&copy).arg("30").spawn() {
+                Ok(c) => {
+                    child = Some(c);
+                    break;
+                }
+                Err(e) if e.raw_os_error() == Some(26) => std::thread::yield_now(),
+                Err(e) => {
+                    eprintln!("skipped: cannot run a copy in {}: {e}", dir.path().display());
+                    return;
+                }
+            }
+        }
+        let mut child = child.expect("spawned");
+        std::fs::remove_file(&copy).unwrap();
+        let sink = run_live(&Processes);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let row = by_pid(&sink.item("processes.csv").rows(), &child.id().to_string());
+        assert_eq!(row["executable_deleted"], "true");
+        assert!(row["executable"].ends_with(" (deleted)"), "{}", row["executable"]);
+        assert_eq!(row["executable_sha256"], expected);
+        assert!(!row["mnt_ns"].is_empty());
     }
 }

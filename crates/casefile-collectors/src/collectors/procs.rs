@@ -104,6 +104,16 @@ pub(crate) fn read_file(process: &Process, name: &str, limit: u64) -> Result<Vec
     Ok(buf)
 }
 
+/// Opens an entry of the process's directory (`exe` opens the executable itself, `ns`
+/// the namespace directory); `None` when it or the process is gone.
+pub(crate) fn open_entry(process: &Process, name: &str, flags: OFlags) -> Result<Option<File>, ReadError> {
+    match process.open_relative_flags(name, flags | OFlags::CLOEXEC).map_err(ReadError::from) {
+        Ok(file) => Ok(Some(file)),
+        Err(ReadError::Gone) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The links of a process directory the collectors read.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Link {
@@ -135,6 +145,8 @@ pub(crate) struct Stat {
     pub(crate) threads: Option<i64>,
     /// Clock ticks after boot.
     pub(crate) start_ticks: Option<u64>,
+    /// Virtual memory size in bytes.
+    pub(crate) vm_size: Option<u64>,
     pub(crate) rss_pages: Option<i64>,
 }
 
@@ -157,6 +169,7 @@ pub(crate) fn parse_stat(raw: &[u8]) -> Option<Stat> {
         ppid: field(4).and_then(|s| s.parse().ok()),
         threads: field(20).and_then(|s| s.parse().ok()),
         start_ticks: field(22).and_then(|s| s.parse().ok()),
+        vm_size: field(23).and_then(|s| s.parse().ok()),
         rss_pages: field(24).and_then(|s| s.parse().ok()),
     })
 }
@@ -271,6 +284,7 @@ mod tests {
         assert_eq!(stat.ppid, Some(1));
         assert_eq!(stat.threads, Some(3));
         assert_eq!(stat.start_ticks, Some(1234));
+        assert_eq!(stat.vm_size, Some(0));
         assert_eq!(stat.rss_pages, Some(56));
     }
 

@@ -25,8 +25,8 @@ impl Collector for SystemInfo {
 
     fn collect(&self, ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), CollectError> {
         write_os_json(ctx, sink)?;
-        copy_file(sink, "cpuinfo.txt", &ctx.path("/proc/cpuinfo"), "/proc/cpuinfo")?;
-        copy_file(sink, "meminfo.txt", &ctx.path("/proc/meminfo"), "/proc/meminfo")?;
+        copy_file(sink, "cpuinfo.txt", &ctx.path("/proc/cpuinfo"), "/proc/cpuinfo", ctx.limits.max_file_bytes)?;
+        copy_file(sink, "meminfo.txt", &ctx.path("/proc/meminfo"), "/proc/meminfo", ctx.limits.max_file_bytes)?;
         write_hardware(ctx, sink)?;
         ctx.check_cancelled()
     }

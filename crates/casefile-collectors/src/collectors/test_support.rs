@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use casefile_package::{ItemOutcome, ItemSink, ItemStatus, PackageError};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Collector, Context};
+use crate::{Collector, Context, Limits};
 
 /// One file a collector produced.
 #[derive(Debug)]
@@ -66,6 +66,48 @@ impl ItemSink for MemorySink {
     }
 }
 
+/// A [`MemorySink`] that also records how each file arrived: the number of writes and
+/// the largest one. Many small writes show a file was streamed, not built in memory.
+#[derive(Debug, Default)]
+pub struct StreamProbe {
+    pub sink: MemorySink,
+    pub writes: usize,
+    pub largest_write: usize,
+}
+
+impl ItemSink for StreamProbe {
+    fn add_item(
+        &mut self,
+        name: &str,
+        source: &str,
+        fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<ItemOutcome>,
+    ) -> Result<(), PackageError> {
+        let (writes, largest) = (&mut self.writes, &mut self.largest_write);
+        self.sink.add_item(name, source, &mut |out| {
+            let mut counting = CountingWriter { inner: out, writes, largest };
+            fill(&mut counting)
+        })
+    }
+}
+
+struct CountingWriter<'a> {
+    inner: &'a mut dyn Write,
+    writes: &'a mut usize,
+    largest: &'a mut usize,
+}
+
+impl Write for CountingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        *self.writes += 1;
+        *self.largest = (*self.largest).max(buf.len());
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 impl MemorySink {
     pub fn item(&self, name: &str) -> &MemItem {
         self.items.iter().find(|i| i.name == name).unwrap_or_else(|| {
@@ -86,7 +128,12 @@ pub fn find_row<'a>(rows: &'a [HashMap<String, String>], column: &str, value: &s
 
 /// Runs `collector` over `root`, failing the test if it returns an error.
 pub fn run(collector: &dyn Collector, root: &Path) -> MemorySink {
-    let ctx = Context { root: root.to_path_buf(), cancel: CancellationToken::new(), limits: Default::default() };
+    run_with(collector, root, Limits::default())
+}
+
+/// [`run`] with other caps.
+pub fn run_with(collector: &dyn Collector, root: &Path, limits: Limits) -> MemorySink {
+    let ctx = Context { root: root.to_path_buf(), cancel: CancellationToken::new(), limits };
     let mut sink = MemorySink::default();
     collector.collect(&ctx, &mut sink).unwrap_or_else(|e| panic!("{} failed: {e}", collector.name()));
     sink
@@ -107,6 +154,13 @@ impl Fixture {
         Self { dir: tempfile::tempdir().expect("tempdir") }
     }
 
+    /// A fixture in memory (`/dev/shm`) where there is one, for trees of many thousand
+    /// files: on a slow disk creating them takes longer than the test itself.
+    pub fn in_memory() -> Self {
+        let dir = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).expect("tempdir");
+        Self { dir }
+    }
+
     pub fn root(&self) -> &Path {
         self.dir.path()
     }
@@ -125,6 +179,14 @@ impl Fixture {
 
     pub fn mkdir(&self, abs: &str) -> &Self {
         std::fs::create_dir_all(self.path(abs)).unwrap();
+        self
+    }
+
+    /// A FIFO at `abs`, planted where a file is expected: reading it would block.
+    pub fn fifo(&self, abs: &str) -> &Self {
+        let path = self.path(abs);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        rustix::fs::mkfifoat(rustix::fs::CWD, &path, rustix::fs::Mode::RUSR).unwrap();
         self
     }
 

@@ -1,5 +1,8 @@
 //! `Users and groups/`: local accounts and groups, sign-in history from the utmp-format
-//! logs, and sudo rules.
+//! logs and lastlog, sudo rules, and the SSH keys that may sign in as each user.
+//!
+//! - [`lastlog`]: last sign-in per uid (`lastlog.csv`)
+//! - [`ssh_keys`]: authorized SSH keys (`ssh_authorized_keys.csv`)
 
 use std::io::{self, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -8,9 +11,13 @@ use casefile_package::{ItemOutcome, ItemSink, PackageError};
 
 use crate::{CollectError, Collector, Context};
 
-use super::accounts::{GROUP, PASSWD, group_fields, passwd_fields};
+mod lastlog;
+mod ssh_keys;
+
+use super::accounts::{GROUP, PASSWD, UserNames, group_fields, homes, passwd_fields};
 use super::common::{
-    CANCELLED, Csv, Problems, copy_file, csv_file, is_missing, open_lines, open_regular, unavailable, utc_timestamp,
+    CANCELLED, Csv, Problems, UniqueNames, copy_file, csv_file, is_missing, name_part, open_lines, open_regular,
+    unavailable, utc_timestamp,
 };
 
 pub struct Users;
@@ -25,6 +32,8 @@ impl Collector for Users {
     }
 
     fn collect(&self, ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), CollectError> {
+        // `sudoers.d` names come from the host.
+        let sink: &mut dyn ItemSink = &mut UniqueNames::new(sink);
         write_colon_file(ctx, sink, "users.csv", PASSWD, &USERS_HEADER, |line| {
             passwd_fields(line).map(|f| f.to_vec())
         })?;
@@ -35,8 +44,12 @@ impl Collector for Users {
             write_session_log(ctx, sink, name, candidates)?;
             ctx.check_cancelled()?;
         }
-        copy_file(sink, "sudoers", &ctx.path(SUDOERS), SUDOERS)?;
+        lastlog::write_lastlog(ctx, sink, &UserNames::load(ctx))?;
+        copy_session_databases(ctx, sink)?;
+        copy_file(sink, "sudoers", &ctx.path(SUDOERS), SUDOERS, ctx.limits.max_file_bytes)?;
         copy_sudoers_d(ctx, sink)?;
+        ctx.check_cancelled()?;
+        ssh_keys::write_authorized_keys(ctx, sink, &homes(ctx))?;
         ctx.check_cancelled()
     }
 }
@@ -171,6 +184,7 @@ impl UtmpRecord {
 }
 
 /// A fixed-size C string field: up to the first NUL (the field need not have one).
+/// Shared with [`lastlog`].
 fn c_string(field: &[u8]) -> String {
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
     String::from_utf8_lossy(&field[..end]).into_owned()
@@ -242,6 +256,21 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// The SQLite databases that replace wtmp and lastlog on newer systems (wtmpdb,
+/// lastlog2). Parsing them needs SQLite, so they are copied as they are, when present.
+const SESSION_DATABASES: [(&str, &str); 2] =
+    [("wtmp.db", "/var/lib/wtmpdb/wtmp.db"), ("lastlog2.db", "/var/lib/lastlog/lastlog2.db")];
+
+fn copy_session_databases(ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), PackageError> {
+    for (name, abs) in SESSION_DATABASES {
+        let path = ctx.path(abs);
+        if path.symlink_metadata().is_ok() {
+            copy_file(sink, name, &path, abs, ctx.limits.max_file_bytes)?;
+        }
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------
 // sudo
 
@@ -272,7 +301,7 @@ fn copy_sudoers_d(ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), PackageE
         }
         let name = name.to_string_lossy();
         let source = format!("{SUDOERS_D}/{name}");
-        copy_file(sink, &format!("sudoers.d/{name}"), &path, &source)?;
+        copy_file(sink, &format!("sudoers.d/{}", name_part(&name)), &path, &source, ctx.limits.max_file_bytes)?;
     }
     Ok(())
 }
@@ -406,9 +435,17 @@ mod tests {
     fn missing_files_are_not_applicable() {
         let f = Fixture::new();
         let sink = run(&Users, f.root());
-        for name in
-            ["users.csv", "groups.csv", "logins.csv", "failed_logins.csv", "logged_in.csv", "sudoers", "sudoers.d"]
-        {
+        for name in [
+            "users.csv",
+            "groups.csv",
+            "logins.csv",
+            "failed_logins.csv",
+            "logged_in.csv",
+            "lastlog.csv",
+            "sudoers",
+            "sudoers.d",
+            "ssh_authorized_keys.csv",
+        ] {
             assert_eq!(sink.item(name).status(), ItemStatus::NotApplicable, "{name}");
         }
     }
@@ -434,5 +471,8 @@ mod tests {
         assert_eq!(users.status(), ItemStatus::Ok, "{:?}", users.outcome);
         assert!(users.rows().iter().any(|r| r["user"] == "root" && r["uid"] == "0"));
         assert_eq!(sink.item("groups.csv").status(), ItemStatus::Ok);
+        for name in ["lastlog.csv", "ssh_authorized_keys.csv"] {
+            assert_ne!(sink.item(name).status(), ItemStatus::Failed, "{name}: {:?}", sink.item(name).outcome);
+        }
     }
 }

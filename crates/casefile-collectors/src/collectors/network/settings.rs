@@ -1,4 +1,5 @@
-//! Proxy settings (`proxy.csv`) and saved firewall rules (`firewall/*`).
+//! Proxy settings (`proxy.csv`) and firewall rules (`firewall/*`): saved rule files and
+//! the rule sets in force.
 
 use std::io::{self, BufReader, Read};
 use std::path::Path;
@@ -8,7 +9,10 @@ use casefile_package::{ItemOutcome, ItemSink, PackageError};
 use crate::Context;
 
 use super::table_outcome;
-use crate::collectors::common::{COPY_LIMIT, Lines, Problems, copy_file, csv_file, is_missing, open_regular};
+use crate::collectors::command::CommandLog;
+use crate::collectors::common::{
+    COPY_LIMIT, Lines, Problems, copy_file, csv_file, dir_entries, is_missing, open_regular,
+};
 
 const PROXY_HEADER: [&str; 3] = ["source", "setting", "value"];
 
@@ -47,21 +51,11 @@ pub(super) fn write_proxy_settings(ctx: &Context, sink: &mut dyn ItemSink) -> Re
 
 /// The regular files of a directory, as absolute host paths, sorted by name.
 fn dir_files(ctx: &Context, dir: &str, problems: &mut Problems) -> Vec<String> {
-    let entries = match std::fs::read_dir(ctx.path(dir)) {
-        Ok(entries) => entries,
-        Err(e) if is_missing(&e) => return Vec::new(),
-        Err(e) => {
-            problems.add("unreadable directories", format!("{dir}: {e}"));
-            return Vec::new();
-        }
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names.into_iter().map(|n| format!("{dir}/{n}")).collect()
+    dir_entries(ctx, dir, problems)
+        .into_iter()
+        .filter(|name| ctx.path(dir).join(name).is_file())
+        .map(|name| format!("{dir}/{}", name.to_string_lossy()))
+        .collect()
 }
 
 /// The proxy settings of one file: a handful of lines, held until written. Only the
@@ -108,8 +102,8 @@ fn unquote(value: &str) -> &str {
 // ---------------------------------------------------------------------------------------
 // Firewall rules
 
-/// Saved firewall rule sets, by host path and name in the package. The live kernel rule
-/// set needs netlink (`nft list ruleset`) and is not read.
+/// Saved firewall rule sets, by host path and name in the package. The rules the kernel
+/// enforces now are read by [`write_live_firewall_rules`].
 const FIREWALL_FILES: [(&str, &str); 9] = [
     ("/etc/nftables.conf", "firewall/nftables.conf"),
     ("/etc/sysconfig/nftables.conf", "firewall/sysconfig-nftables.conf"),
@@ -123,20 +117,42 @@ const FIREWALL_FILES: [(&str, &str); 9] = [
 ];
 
 /// Copies the rule files that exist; when none does, one `not-applicable` item says so.
+/// It sits inside `firewall/`, next to the rule sets in force: a file named `firewall`
+/// could not share the package with a folder of that name.
 pub(super) fn copy_firewall_rules(ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), PackageError> {
     let mut copied = 0;
     for (abs, name) in FIREWALL_FILES {
         let path = ctx.path(abs);
         if path.symlink_metadata().is_ok() {
-            copy_file(sink, name, &path, abs)?;
+            copy_file(sink, name, &path, abs, ctx.limits.max_file_bytes)?;
             copied += 1;
         }
     }
     if copied == 0 {
         let checked: Vec<&str> = FIREWALL_FILES.iter().map(|(abs, _)| *abs).collect();
-        sink.file("firewall", &checked.join(", "), |_| {
+        sink.file("firewall/saved_rules", &checked.join(", "), |_| {
             Ok(ItemOutcome::not_applicable("no saved firewall rules found"))
         })?;
+    }
+    Ok(())
+}
+
+/// Programs that print the kernel's rule sets (only they speak netlink), with their
+/// arguments and the package file for their output.
+const FIREWALL_COMMANDS: [(&[&str], &[&str], &str); 3] = [
+    (&["/usr/sbin/nft", "/sbin/nft"], &["list", "ruleset"], "firewall/nft_ruleset.txt"),
+    (&["/usr/sbin/iptables-save", "/sbin/iptables-save"], &[], "firewall/iptables_save.txt"),
+    (&["/usr/sbin/ip6tables-save", "/sbin/ip6tables-save"], &[], "firewall/ip6tables_save.txt"),
+];
+
+/// The rule sets in force, from `nft` and `iptables-save` on the live host.
+pub(super) fn write_live_firewall_rules(
+    ctx: &Context,
+    sink: &mut dyn ItemSink,
+    log: &mut CommandLog,
+) -> Result<(), PackageError> {
+    for (candidates, args, name) in FIREWALL_COMMANDS {
+        log.output_file(ctx, sink, name, candidates, args)?;
     }
     Ok(())
 }
@@ -157,15 +173,20 @@ mod tests {
         assert_eq!(sink.item("resolv.conf").source, "/etc/resolv.conf");
         assert_eq!(sink.item("hosts").status(), ItemStatus::NotApplicable);
         assert_eq!(sink.item("firewall/nftables.conf").text(), "table inet filter {}\n");
-        assert!(!sink.names().contains(&"firewall"));
+        assert!(!sink.names().contains(&"firewall/saved_rules"));
         // No /proc at all: socket tables are not applicable, not failed.
         assert_eq!(sink.item("connections.csv").status(), ItemStatus::NotApplicable);
         assert_eq!(sink.item("interfaces.csv").status(), ItemStatus::NotApplicable);
 
         let bare = Fixture::new();
         let sink = run(&Network, bare.root());
-        assert_eq!(sink.item("firewall").status(), ItemStatus::NotApplicable);
+        assert_eq!(sink.item("firewall/saved_rules").status(), ItemStatus::NotApplicable);
         assert_eq!(sink.item("proxy.csv").status(), ItemStatus::NotApplicable);
+        // Programs of a fixture root are never run.
+        for name in ["firewall/nft_ruleset.txt", "firewall/iptables_save.txt", "firewall/ip6tables_save.txt"] {
+            assert_eq!(sink.item(name).status(), ItemStatus::NotApplicable, "{name}");
+        }
+        assert_eq!(sink.item("commands.csv").status(), ItemStatus::NotApplicable);
     }
 
     #[test]
