@@ -1,6 +1,7 @@
 //! Streaming package writer: collectors add files one at a time, each hashed as it is
 //! written into the zip; `finish` appends the summary reports and the manifest.
 
+use std::collections::HashSet;
 use std::io::{self, Seek, Write};
 use std::time::Instant;
 
@@ -88,6 +89,7 @@ pub struct PackageWriter<W: Write + Seek> {
     items: Vec<ManifestItem>,
     collectors: Vec<CollectorRun>,
     current: Option<OpenCollector>,
+    names: EntryNames,
 }
 
 impl<W: Write + Seek> PackageWriter<W> {
@@ -104,6 +106,7 @@ impl<W: Write + Seek> PackageWriter<W> {
             items: Vec::new(),
             collectors: Vec::new(),
             current: None,
+            names: EntryNames::default(),
         }
     }
 
@@ -234,7 +237,46 @@ impl<W: Write + Seek> ItemSink for PackageWriter<W> {
             Some(open) => (open.name.clone(), format!("{}/{}", open.folder, safe_name(name))),
             None => ("casefile".to_owned(), safe_name(name)),
         };
+        let path = self.names.claim(path);
         self.write_item(path, source, collector, fill)
+    }
+}
+
+/// The entry names taken so far. Names from a host can coincide (two file names that are
+/// the same after lossy UTF-8 conversion) or collide with a folder (`firewall` beside
+/// `firewall/rules`); a zip with either is refused by unzip tools, so later ones get `~2`,
+/// `~3`, ... on the clashing part. The manifest records each file's exact source.
+#[derive(Default)]
+struct EntryNames {
+    files: HashSet<String>,
+    folders: HashSet<String>,
+}
+
+impl EntryNames {
+    fn claim(&mut self, wanted: String) -> String {
+        let mut path = wanted;
+        while let Some(end) = self.clash(&path) {
+            let (head, tail) = path.split_at(end);
+            // A free name for the clashing part: no file, and no folder either when it is
+            // the file's own name.
+            let free = |h: &String| !self.files.contains(h) && (!tail.is_empty() || !self.folders.contains(h));
+            let head = (2..).map(|n| format!("{head}~{n}")).find(free).unwrap_or_default();
+            path = format!("{head}{tail}");
+        }
+        for (i, _) in path.match_indices('/') {
+            self.folders.insert(path[..i].to_owned());
+        }
+        self.files.insert(path.clone());
+        path
+    }
+
+    /// Where `path` clashes: the end of a prefix that is a file, or of the whole path when
+    /// it is a file or folder already.
+    fn clash(&self, path: &str) -> Option<usize> {
+        if let Some((i, _)) = path.match_indices('/').find(|(i, _)| self.files.contains(&path[..*i])) {
+            return Some(i);
+        }
+        (self.files.contains(path) || self.folders.contains(path)).then_some(path.len())
     }
 }
 
@@ -259,6 +301,17 @@ fn zip_time(t: DateTime<Utc>) -> zip::DateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clashing_entry_names_get_a_suffix() {
+        let mut names = EntryNames::default();
+        assert_eq!(names.claim("a/b".into()), "a/b");
+        assert_eq!(names.claim("a/b".into()), "a/b~2");
+        assert_eq!(names.claim("a/b".into()), "a/b~3");
+        assert_eq!(names.claim("a".into()), "a~2", "a file cannot take a folder's name");
+        assert_eq!(names.claim("a/b/c".into()), "a/b~4/c", "nor sit below a file");
+        assert_eq!(names.claim("a/b~4/d".into()), "a/b~4/d", "folders are shared");
+    }
     use crate::verify::verify;
     use std::io::Cursor;
 
