@@ -117,7 +117,9 @@ async fn walk(base: &str, token: &str, data_dir: &Path) -> anyhow::Result<()> {
     let bytes = client.download(&url, &file).await?;
     println!("    {bytes} bytes");
 
-    summarize(&file)?;
+    // The key the agent registered at enrollment: the package must be signed by it.
+    let agent_key = casefile_agent::identity::signing_key(&data_dir.join("agent"))?.verifying_key();
+    summarize(&file, &agent_key)?;
     print_curl(base, token, machine.id.as_str(), action.id);
     Ok(())
 }
@@ -140,8 +142,8 @@ where
     }
 }
 
-fn summarize(file: &Path) -> anyhow::Result<()> {
-    let report = casefile_package::verify(std::fs::File::open(file)?)?;
+fn summarize(file: &Path, agent_key: &ed25519_dalek::VerifyingKey) -> anyhow::Result<()> {
+    let report = casefile_package::verify_with(std::io::BufReader::new(std::fs::File::open(file)?), Some(agent_key))?;
     let m = &report.manifest;
     step("Package summary");
     println!("    host {} ({}, kernel {})", m.host.hostname, m.host.os, m.host.kernel);
@@ -156,10 +158,12 @@ fn summarize(file: &Path) -> anyhow::Result<()> {
             c.error.as_deref().unwrap_or("")
         );
     }
-    if report.is_ok() {
+    if report.is_authentic() {
         println!("    all {} files match their SHA-256 in manifest.json", report.files_checked);
+        println!("    manifest {}", report.signature);
         Ok(())
     } else {
+        println!("    manifest {}", report.signature);
         for p in &report.problems {
             println!("    PROBLEM: {p}");
         }
