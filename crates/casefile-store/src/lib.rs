@@ -20,6 +20,9 @@ pub enum StoreError {
     /// A collection is already `Pending` or `InProgress` on that machine.
     #[error("an action of this type is already pending or in progress on the machine")]
     ActiveRequestExists,
+    /// A name that must be unique is taken (an application name within its tenant).
+    #[error("{0} already exists")]
+    Duplicate(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -42,6 +45,44 @@ pub trait Store: Send + Sync + 'static {
     // Signing keys.
     async fn signing_keys(&self, purpose: &str) -> Result<Vec<SigningKeyRecord>>;
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<()>;
+    /// Marks a key retired from `at` on: it neither signs nor verifies any more.
+    /// `false` when no such key was in service.
+    async fn retire_signing_key(&self, kid: &str, at: Timestamp) -> Result<bool>;
+
+    // Applications (clients of the token endpoint; secrets stored as argon2 hashes).
+    /// Inserts a new application; [`StoreError::Duplicate`] when its tenant already has one
+    /// of that name (letter case aside).
+    async fn create_application(&self, app: &ApplicationRecord) -> Result<()>;
+    async fn application(&self, tenant: &str, client_id: Uuid) -> Result<Option<ApplicationRecord>>;
+    /// By client id alone (client ids are unique across tenants): the token endpoint
+    /// compares the tenant itself.
+    async fn application_by_client_id(&self, client_id: Uuid) -> Result<Option<ApplicationRecord>>;
+    /// The tenant's applications, by name.
+    async fn applications(&self, tenant: &str) -> Result<Vec<ApplicationRecord>>;
+    /// Replaces the application's roles. `None`: no such application in the tenant.
+    async fn update_application_roles(
+        &self,
+        tenant: &str,
+        client_id: Uuid,
+        roles: &[String],
+    ) -> Result<Option<ApplicationRecord>>;
+    /// Disables the application from `Some(at)` on (an already disabled one keeps its
+    /// first `disabled_at`), or enables it with `None`. `None`: no such application.
+    async fn set_application_disabled(
+        &self,
+        tenant: &str,
+        client_id: Uuid,
+        disabled_at: Option<Timestamp>,
+    ) -> Result<Option<ApplicationRecord>>;
+    /// Replaces the secret's hash; the old secret stops working at once. `None`: no such
+    /// application.
+    async fn rotate_application_secret(
+        &self,
+        tenant: &str,
+        client_id: Uuid,
+        secret_hash: &str,
+        at: Timestamp,
+    ) -> Result<Option<ApplicationRecord>>;
 
     // Enrollment tokens (stored as hashes).
     async fn insert_enrollment_token(&self, token: &EnrollmentTokenRecord) -> Result<()>;

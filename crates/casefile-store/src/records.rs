@@ -17,6 +17,25 @@ pub struct SigningKeyRecord {
     pub retired_at: Option<Timestamp>,
 }
 
+/// An application registration: a client of the token endpoint (client credentials).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApplicationRecord {
+    /// The OAuth2 `client_id`, also the tokens' `appid` and `oid`.
+    pub client_id: Uuid,
+    pub tenant_id: String,
+    /// Unique within the tenant, compared without letter case; the tokens' `app_displayname`.
+    pub name: String,
+    /// argon2 PHC string of the client secret; the secret itself is never stored.
+    pub secret_hash: String,
+    /// Application permissions granted: the tokens' `roles`.
+    pub roles: Vec<String>,
+    pub created_at: Timestamp,
+    /// When the secret was last replaced; `None` while it is the one made at creation.
+    pub secret_rotated_at: Option<Timestamp>,
+    /// Set while the application is disabled: it gets no tokens.
+    pub disabled_at: Option<Timestamp>,
+}
+
 #[derive(Debug, Clone)]
 pub struct EnrollmentTokenRecord {
     pub id: Uuid,

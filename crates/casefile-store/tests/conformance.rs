@@ -268,6 +268,90 @@ async fn pending_actions_expire_and_packages_retire(store: &dyn Store) {
     assert!(store.package("t", fresh.id).await.unwrap().unwrap().deleted_at.is_some());
 }
 
+fn application(tenant: &str, name: &str) -> ApplicationRecord {
+    ApplicationRecord {
+        client_id: Uuid::new_v4(),
+        tenant_id: tenant.into(),
+        name: name.into(),
+        secret_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        roles: vec!["Machine.Read.All".into()],
+        created_at: Utc::now(),
+        secret_rotated_at: None,
+        disabled_at: None,
+    }
+}
+
+async fn applications_are_per_tenant_with_unique_names(store: &dyn Store) {
+    let soar = application("t", "SOAR playbook");
+    store.create_application(&soar).await.unwrap();
+    let stored = store.application("t", soar.client_id).await.unwrap().unwrap();
+    assert_eq!(stored.name, "SOAR playbook");
+    assert_eq!(stored.roles, soar.roles);
+    assert_eq!(stored.created_at.timestamp_micros(), soar.created_at.timestamp_micros());
+    assert_eq!((stored.secret_rotated_at, stored.disabled_at), (None, None));
+
+    // Names are unique per tenant without letter case; other tenants may reuse them.
+    let twin = application("t", "soar PLAYBOOK");
+    assert!(matches!(store.create_application(&twin).await, Err(StoreError::Duplicate(_))));
+    store.create_application(&application("other", "SOAR playbook")).await.unwrap();
+    store.create_application(&application("t", "Another")).await.unwrap();
+
+    assert!(store.application("other", soar.client_id).await.unwrap().is_none(), "tenants are separate");
+    assert_eq!(store.application_by_client_id(soar.client_id).await.unwrap().unwrap().tenant_id, "t");
+    assert!(store.application_by_client_id(Uuid::new_v4()).await.unwrap().is_none());
+    let names: Vec<_> = store.applications("t").await.unwrap().into_iter().map(|a| a.name).collect();
+    assert_eq!(names, vec!["Another", "SOAR playbook"], "by name");
+    assert_eq!(store.applications("nobody").await.unwrap().len(), 0);
+}
+
+async fn applications_change_roles_state_and_secret(store: &dyn Store) {
+    let app = application("t", "playbook");
+    store.create_application(&app).await.unwrap();
+    let roles = vec!["Machine.CollectForensics".to_owned(), "Machine.Read.All".to_owned()];
+    let changed = store.update_application_roles("t", app.client_id, &roles).await.unwrap().unwrap();
+    assert_eq!(changed.roles, roles);
+    assert!(store.update_application_roles("other", app.client_id, &roles).await.unwrap().is_none());
+
+    let first = Utc::now();
+    let disabled = store.set_application_disabled("t", app.client_id, Some(first)).await.unwrap().unwrap();
+    assert_eq!(disabled.disabled_at.map(|t| t.timestamp_micros()), Some(first.timestamp_micros()));
+    let again =
+        store.set_application_disabled("t", app.client_id, Some(first + Duration::seconds(5))).await.unwrap().unwrap();
+    assert_eq!(again.disabled_at, disabled.disabled_at, "disabling twice keeps the first time");
+    let enabled = store.set_application_disabled("t", app.client_id, None).await.unwrap().unwrap();
+    assert_eq!(enabled.disabled_at, None);
+    assert!(store.set_application_disabled("other", app.client_id, None).await.unwrap().is_none());
+
+    let rotated_at = Utc::now();
+    let rotated = store.rotate_application_secret("t", app.client_id, "new-hash", rotated_at).await.unwrap().unwrap();
+    assert_eq!(rotated.secret_hash, "new-hash");
+    assert_eq!(rotated.secret_rotated_at.map(|t| t.timestamp_micros()), Some(rotated_at.timestamp_micros()));
+    assert_eq!(store.application("t", app.client_id).await.unwrap().unwrap().secret_hash, "new-hash");
+    assert!(store.rotate_application_secret("t", Uuid::new_v4(), "x", rotated_at).await.unwrap().is_none());
+}
+
+async fn signing_keys_retire_once(store: &dyn Store) {
+    let key = |kid: &str, age: i64| SigningKeyRecord {
+        kid: kid.into(),
+        purpose: "token".into(),
+        algorithm: "EdDSA".into(),
+        private_key: vec![1; 32],
+        public_key: vec![2; 32],
+        created_at: Utc::now() - Duration::seconds(age),
+        retired_at: None,
+    };
+    store.insert_signing_key(&key("old", 60)).await.unwrap();
+    store.insert_signing_key(&key("new", 0)).await.unwrap();
+    assert!(store.retire_signing_key("old", Utc::now()).await.unwrap());
+    assert!(!store.retire_signing_key("old", Utc::now()).await.unwrap(), "already retired");
+    assert!(!store.retire_signing_key("missing", Utc::now()).await.unwrap());
+    let keys = store.signing_keys("token").await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| (k.kid.as_str(), k.retired_at.is_some())).collect::<Vec<_>>(),
+        vec![("new", false), ("old", true)]
+    );
+}
+
 macro_rules! sqlite_conformance {
     ($($check:ident),* $(,)?) => {$(
         #[tokio::test]
@@ -289,5 +373,8 @@ mod sqlite {
         lists_filter_order_count_and_page_in_the_store,
         cancellation_is_immediate_when_pending_and_confirmed_when_running,
         pending_actions_expire_and_packages_retire,
+        applications_are_per_tenant_with_unique_names,
+        applications_change_roles_state_and_secret,
+        signing_keys_retire_once,
     );
 }

@@ -195,6 +195,50 @@ fn package_from_row(row: &SqliteRow) -> Result<PackageRecord> {
     })
 }
 
+const APPLICATION_COLUMNS: &str =
+    "client_id, tenant_id, name, secret_hash, roles, created_at, secret_rotated_at, disabled_at";
+
+fn application_from_row(row: &SqliteRow) -> Result<ApplicationRecord> {
+    Ok(ApplicationRecord {
+        client_id: uuid_column(row, "client_id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        name: row.try_get("name")?,
+        secret_hash: row.try_get("secret_hash")?,
+        roles: json_list(row.try_get::<&str, _>("roles")?)?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+        secret_rotated_at: opt_from_micros(row.try_get("secret_rotated_at")?)?,
+        disabled_at: opt_from_micros(row.try_get("disabled_at")?)?,
+    })
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
+
+fn roles_json(roles: &[String]) -> Result<String> {
+    serde_json::to_string(roles).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl SqliteStore {
+    /// Runs `UPDATE applications SET {set} ... RETURNING` on one application of `tenant`;
+    /// `bind` adds the values of `set`'s placeholders.
+    async fn update_application<'q>(
+        &self,
+        set: &str,
+        tenant: &str,
+        client_id: Uuid,
+        bind: impl FnOnce(SqliteQuery<'q>) -> SqliteQuery<'q>,
+    ) -> Result<Option<ApplicationRecord>> {
+        let sql = format!(
+            "UPDATE applications SET {set} WHERE client_id = ? AND tenant_id = ? RETURNING {APPLICATION_COLUMNS}"
+        );
+        let row = bind(sqlx::query(AssertSqlSafe(sql)))
+            .bind(client_id.to_string())
+            .bind(tenant.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(application_from_row).transpose()
+    }
+}
+
 impl<T> Listed<T> {
     fn try_map<U>(self, f: impl Fn(&T) -> Result<U>) -> Result<Listed<U>> {
         Ok(Listed { items: self.items.iter().map(f).collect::<Result<_>>()?, total: self.total, more: self.more })
@@ -326,6 +370,101 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn retire_signing_key(&self, kid: &str, at: Timestamp) -> Result<bool> {
+        let done = sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE kid = ? AND retired_at IS NULL")
+            .bind(micros(at))
+            .bind(kid)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn create_application(&self, a: &ApplicationRecord) -> Result<()> {
+        let result = sqlx::query(
+            "INSERT INTO applications (client_id, tenant_id, name, secret_hash, roles, created_at, \
+                 secret_rotated_at, disabled_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(a.client_id.to_string())
+        .bind(&a.tenant_id)
+        .bind(&a.name)
+        .bind(&a.secret_hash)
+        .bind(roles_json(&a.roles)?)
+        .bind(micros(a.created_at))
+        .bind(a.secret_rotated_at.map(micros))
+        .bind(a.disabled_at.map(micros))
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => {
+                Err(StoreError::Duplicate(format!("an application named '{}' in tenant '{}'", a.name, a.tenant_id)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn application(&self, tenant: &str, client_id: Uuid) -> Result<Option<ApplicationRecord>> {
+        let sql = format!("SELECT {APPLICATION_COLUMNS} FROM applications WHERE client_id = ? AND tenant_id = ?");
+        let row =
+            sqlx::query(AssertSqlSafe(sql)).bind(client_id.to_string()).bind(tenant).fetch_optional(&self.pool).await?;
+        row.as_ref().map(application_from_row).transpose()
+    }
+
+    async fn application_by_client_id(&self, client_id: Uuid) -> Result<Option<ApplicationRecord>> {
+        let sql = format!("SELECT {APPLICATION_COLUMNS} FROM applications WHERE client_id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(client_id.to_string()).fetch_optional(&self.pool).await?;
+        row.as_ref().map(application_from_row).transpose()
+    }
+
+    async fn applications(&self, tenant: &str) -> Result<Vec<ApplicationRecord>> {
+        let sql =
+            format!("SELECT {APPLICATION_COLUMNS} FROM applications WHERE tenant_id = ? ORDER BY name, client_id");
+        let rows = sqlx::query(AssertSqlSafe(sql)).bind(tenant).fetch_all(&self.pool).await?;
+        rows.iter().map(application_from_row).collect()
+    }
+
+    async fn update_application_roles(
+        &self,
+        tenant: &str,
+        client_id: Uuid,
+        roles: &[String],
+    ) -> Result<Option<ApplicationRecord>> {
+        let roles = roles_json(roles)?;
+        self.update_application("roles = ?", tenant, client_id, |q| q.bind(roles)).await
+    }
+
+    async fn set_application_disabled(
+        &self,
+        tenant: &str,
+        client_id: Uuid,
+        disabled_at: Option<Timestamp>,
+    ) -> Result<Option<ApplicationRecord>> {
+        match disabled_at {
+            Some(at) => {
+                self.update_application("disabled_at = COALESCE(disabled_at, ?)", tenant, client_id, |q| {
+                    q.bind(micros(at))
+                })
+                .await
+            }
+            None => self.update_application("disabled_at = NULL", tenant, client_id, |q| q).await,
+        }
+    }
+
+    async fn rotate_application_secret(
+        &self,
+        tenant: &str,
+        client_id: Uuid,
+        secret_hash: &str,
+        at: Timestamp,
+    ) -> Result<Option<ApplicationRecord>> {
+        let hash = secret_hash.to_owned();
+        self.update_application("secret_hash = ?, secret_rotated_at = ?", tenant, client_id, |q| {
+            q.bind(hash).bind(micros(at))
+        })
+        .await
     }
 
     async fn insert_enrollment_token(&self, t: &EnrollmentTokenRecord) -> Result<()> {
