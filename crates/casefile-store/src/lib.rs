@@ -154,4 +154,9 @@ pub trait Store: Send + Sync + 'static {
         started_before: Timestamp,
         change: &Transition,
     ) -> Result<u64>;
+
+    // Audit trail (append-only).
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<i64>;
+    /// Entries matching `filter`, oldest first.
+    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
 }

@@ -140,3 +140,47 @@ pub enum CancelOutcome {
     /// The action had already ended; nothing changed.
     AlreadyFinal(MachineAction),
 }
+
+/// One entry of the audit trail, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: Timestamp,
+    /// `None` when the tenant is unknown (a token that did not verify).
+    pub tenant_id: Option<String>,
+    /// `application`, `user`, `agent`, `link` or `anonymous`.
+    pub actor_kind: String,
+    /// Who: an application id, a user's UPN, a machine id; `-` when unknown.
+    pub actor: String,
+    /// What happened, e.g. `collect`, `cancel`, `token.issue`, `package.ingest`.
+    pub event: String,
+    /// What it concerned: an action id, a machine id, an application id.
+    pub target: Option<String>,
+    /// `ok`, or why it was refused.
+    pub outcome: String,
+    pub http_status: Option<u16>,
+    pub source_ip: Option<String>,
+    pub correlation_id: Option<String>,
+    /// Event-specific facts as JSON (sizes, hashes, comments).
+    pub detail: Option<serde_json::Value>,
+}
+
+/// A stored audit entry with its sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub entry: AuditEntry,
+}
+
+/// Which audit entries to read; every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub tenant_id: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub event: Option<String>,
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    /// Entries after this sequence number (for paging).
+    pub after_seq: Option<i64>,
+    pub limit: u32,
+}

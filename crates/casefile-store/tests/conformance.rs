@@ -352,6 +352,37 @@ async fn signing_keys_retire_once(store: &dyn Store) {
     );
 }
 
+async fn the_audit_trail_keeps_entries_in_order_and_filters_them(store: &dyn Store) {
+    let entry = |tenant: &str, event: &str, target: &str, at: chrono::DateTime<Utc>| AuditEntry {
+        at,
+        tenant_id: Some(tenant.into()),
+        actor_kind: "application".into(),
+        actor: "SOAR".into(),
+        event: event.into(),
+        target: Some(target.into()),
+        outcome: "ok".into(),
+        http_status: Some(201),
+        source_ip: Some("10.0.0.9".into()),
+        correlation_id: Some("c-1".into()),
+        detail: Some(serde_json::json!({"comment": "x"})),
+    };
+    let t0 = Utc::now() - Duration::minutes(10);
+    let first = store.append_audit(&entry("a", "collect", "act-1", t0)).await.unwrap();
+    let second = store.append_audit(&entry("a", "package.download", "act-1", t0 + Duration::minutes(1))).await.unwrap();
+    store.append_audit(&entry("b", "collect", "act-2", t0 + Duration::minutes(2))).await.unwrap();
+    assert!(second > first);
+    let all_a =
+        store.audit(&AuditFilter { tenant_id: Some("a".into()), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(all_a.iter().map(|r| r.entry.event.as_str()).collect::<Vec<_>>(), ["collect", "package.download"]);
+    assert_eq!(all_a[0].entry, entry("a", "collect", "act-1", all_a[0].entry.at));
+    let downloads = AuditFilter { event: Some("package.download".into()), limit: 10, ..Default::default() };
+    assert_eq!(store.audit(&downloads).await.unwrap().len(), 1);
+    let later = AuditFilter { since: Some(t0 + Duration::seconds(30)), limit: 10, ..Default::default() };
+    assert_eq!(store.audit(&later).await.unwrap().len(), 2);
+    let page = AuditFilter { after_seq: Some(first), limit: 1, ..Default::default() };
+    assert_eq!(store.audit(&page).await.unwrap()[0].seq, second);
+}
+
 macro_rules! sqlite_conformance {
     ($($check:ident),* $(,)?) => {$(
         #[tokio::test]

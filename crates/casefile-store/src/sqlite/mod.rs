@@ -332,6 +332,84 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn append_audit(&self, e: &AuditEntry) -> Result<i64> {
+        let detail = e.detail.as_ref().map(|d| d.to_string());
+        let row = sqlx::query(
+            "INSERT INTO audit_log (at, tenant_id, actor_kind, actor, event, target, outcome, http_status, \
+                 source_ip, correlation_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+        )
+        .bind(micros(e.at))
+        .bind(&e.tenant_id)
+        .bind(&e.actor_kind)
+        .bind(&e.actor)
+        .bind(&e.event)
+        .bind(&e.target)
+        .bind(&e.outcome)
+        .bind(e.http_status.map(i64::from))
+        .bind(&e.source_ip)
+        .bind(&e.correlation_id)
+        .bind(detail)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("seq")?)
+    }
+
+    async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT seq, at, tenant_id, actor_kind, actor, event, target, outcome, http_status, source_ip, \
+             correlation_id, detail FROM audit_log WHERE 1 = 1",
+        );
+        if let Some(t) = &f.tenant_id {
+            q.push(" AND tenant_id = ").push_bind(t.clone());
+        }
+        if let Some(t) = f.since {
+            q.push(" AND at >= ").push_bind(micros(t));
+        }
+        if let Some(t) = f.until {
+            q.push(" AND at < ").push_bind(micros(t));
+        }
+        if let Some(v) = &f.event {
+            q.push(" AND event = ").push_bind(v.clone());
+        }
+        if let Some(v) = &f.actor {
+            q.push(" AND actor = ").push_bind(v.clone()).push(" COLLATE NOCASE");
+        }
+        if let Some(v) = &f.target {
+            q.push(" AND target = ").push_bind(v.clone());
+        }
+        if let Some(seq) = f.after_seq {
+            q.push(" AND seq > ").push_bind(seq);
+        }
+        q.push(" ORDER BY seq LIMIT ").push_bind(i64::from(f.limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let status: Option<i64> = r.try_get("http_status")?;
+                let detail: Option<String> = r.try_get("detail")?;
+                Ok(AuditRecord {
+                    seq: r.try_get("seq")?,
+                    entry: AuditEntry {
+                        at: from_micros(r.try_get("at")?)?,
+                        tenant_id: r.try_get("tenant_id")?,
+                        actor_kind: r.try_get("actor_kind")?,
+                        actor: r.try_get("actor")?,
+                        event: r.try_get("event")?,
+                        target: r.try_get("target")?,
+                        outcome: r.try_get("outcome")?,
+                        http_status: status.and_then(|s| u16::try_from(s).ok()),
+                        source_ip: r.try_get("source_ip")?,
+                        correlation_id: r.try_get("correlation_id")?,
+                        detail: detail
+                            .map(|d| {
+                                serde_json::from_str(&d).map_err(|e| StoreError::Corrupt(format!("audit detail: {e}")))
+                            })
+                            .transpose()?,
+                    },
+                })
+            })
+            .collect()
+    }
+
     async fn signing_keys(&self, purpose: &str) -> Result<Vec<SigningKeyRecord>> {
         let rows = sqlx::query(
             "SELECT kid, purpose, algorithm, private_key, public_key, created_at, retired_at \
