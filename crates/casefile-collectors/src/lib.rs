@@ -35,11 +35,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_file_bytes: 32 << 20,
-            max_log_bytes: 64 << 20,
-            command_timeout: std::time::Duration::from_secs(30),
-        }
+        Self { max_file_bytes: 32 << 20, max_log_bytes: 64 << 20, command_timeout: std::time::Duration::from_secs(30) }
     }
 }
 
