@@ -4,8 +4,10 @@
 
 pub mod action;
 pub mod agent;
+pub mod application;
 pub mod error;
 pub mod machine;
+pub mod oauth;
 pub mod odata;
 pub mod time;
 

@@ -40,6 +40,11 @@ pub struct AuthConfig {
     pub extra_audiences: Vec<String>,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_seconds: u64,
+    /// Lifetime of the access tokens the token endpoint issues.
+    pub token_ttl_seconds: u64,
+    /// How often a running server reloads its signing keys from the store, so that a
+    /// rotation or retirement made with the CLI applies without a restart.
+    pub key_refresh_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,7 +112,13 @@ impl Default for Config {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { issuer: "casefile".to_owned(), extra_audiences: Vec::new(), leeway_seconds: 60 }
+        Self {
+            issuer: "casefile".to_owned(),
+            extra_audiences: Vec::new(),
+            leeway_seconds: 60,
+            token_ttl_seconds: 3600,
+            key_refresh_seconds: 60,
+        }
     }
 }
 

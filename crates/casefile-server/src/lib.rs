@@ -116,10 +116,12 @@ impl Server {
             .layer(tower::util::MapRequestLayer::new(routes::normalize_path))
             .service(router);
         let sweeper = tokio::spawn(lifecycle::run(self.state.clone()));
+        let key_refresh = tokio::spawn(auth::keys::run_refresh(self.state.clone()));
         let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await;
         sweeper.abort();
+        key_refresh.abort();
         result
     }
 
@@ -144,10 +146,9 @@ impl Server {
             exp: now + request.ttl.as_secs() as i64,
             appid: Some(request.requestor.clone()),
             app_displayname: Some(request.requestor.clone()),
-            upn: None,
-            oid: None,
             roles: request.roles.clone(),
             ver: Some("1.0".to_owned()),
+            ..Default::default()
         };
         Ok(self.state.keyring.sign(auth::caller::ACCESS_TOKEN_TYPE, &claims)?)
     }

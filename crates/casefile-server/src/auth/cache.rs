@@ -2,8 +2,8 @@
 //! not pay an Ed25519 verification per call. An entry holds the token's claims only
 //! until the token expires; entries are keyed by the token's SHA-256, not the token.
 //!
-//! Signing keys are never withdrawn while the server runs; when key retirement comes, it
-//! must clear this cache.
+//! When a signing key is retired the keyring's reload clears this cache, so no token that
+//! key signed is taken on trust any more.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,6 +37,11 @@ impl VerifiedTokens {
             }
         }
         entries.insert(key(token), claims.clone());
+    }
+
+    /// Forgets every token (a signing key was retired).
+    pub fn clear(&self) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 

@@ -1,4 +1,6 @@
-//! The public API's caller, from its bearer token.
+//! The public API's caller, from its bearer token: an application (client credentials,
+//! permissions in `roles`) or a user signed in through an application (delegated,
+//! permissions in `scp`), as Entra ID issues them (`../shared/spec/mde-api.md` §6.2).
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderValue;
@@ -17,7 +19,7 @@ use crate::state::AppState;
 pub const ACCESS_TOKEN_TYPE: &str = "JWT";
 
 /// Claims of an access token, named as Entra ID names them (§6.2).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub iss: String,
     pub aud: String,
@@ -34,10 +36,35 @@ pub struct AccessClaims {
     pub upn: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oid: Option<String>,
+    /// Application permissions (app tokens).
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Delegated permissions, space-separated: its presence makes the token a user's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scp: Option<String>,
+    /// The user's name in v1 tokens without `upn` (e.g. guest accounts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_name: Option<String>,
+    /// Object ids of the user's groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The client the token was issued to (v2 tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azp: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ver: Option<String>,
+}
+
+/// The signed-in user behind a delegated token. Device-group RBAC will decide on these
+/// fields; for now only the delegated permissions (`scp`) are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserIdentity {
+    /// The user's object id (`oid`).
+    pub oid: Option<String>,
+    /// `upn`, else `unique_name`.
+    pub upn: Option<String>,
+    /// Object ids of the user's groups (`groups`).
+    pub groups: Vec<String>,
 }
 
 /// An authenticated caller of the public API.
@@ -47,9 +74,15 @@ pub struct Caller {
     /// Who calls: the application id, else the user's object id, UPN or subject. Quotas
     /// are kept per principal.
     pub principal: String,
-    /// What `requestor` shows on the actions this caller creates.
+    /// What `requestor` shows on the actions this caller creates, as MDE fills it: an
+    /// application's display name (else its id); a user's UPN (else `unique_name`).
     pub requestor: String,
+    /// Application permissions (`roles`); what an application may do.
     pub roles: Vec<String>,
+    /// Delegated permissions (`scp`, split); what a user's token may do.
+    pub scopes: Vec<String>,
+    /// The signed-in user, for delegated tokens; `None` for an application.
+    pub user: Option<UserIdentity>,
 }
 
 impl Caller {
@@ -71,16 +104,43 @@ impl Caller {
         self.authorize(api)
     }
 
-    /// Allows the call if the token carries any permission `api` accepts.
+    /// Allows the call if the token carries any permission `api` accepts: for an
+    /// application in `roles`, for a user in `scp`.
     pub fn authorize(&self, api: Api) -> Result<(), ApiError> {
-        let accepted = api.application_permissions();
-        if accepted.iter().any(|p| self.roles.iter().any(|r| r == p)) {
+        let (accepted, held, kind) = match self.user {
+            None => (api.application_permissions(), &self.roles, "application"),
+            Some(_) => (api.delegated_permissions(), &self.scopes, "delegated"),
+        };
+        if accepted.iter().any(|p| held.iter().any(|r| r == p)) {
             return Ok(());
         }
         Err(ApiError::forbidden(format!(
-            "The application does not have any of the required application permissions ({}) to access the resource.",
+            "The application does not have any of the required {kind} permissions ({}) to access the resource.",
             accepted.join(", ")
         )))
+    }
+
+    /// The caller a verified token describes. A token with `scp` is a user's (delegated);
+    /// any other is an application's.
+    pub fn from_claims(claims: AccessClaims) -> Self {
+        let subject = claims.sub.clone();
+        let user = claims.scp.is_some().then(|| UserIdentity {
+            oid: claims.oid.clone(),
+            upn: claims.upn.clone().or_else(|| claims.unique_name.clone()),
+            groups: claims.groups.clone(),
+        });
+        let requestor = match &user {
+            None => claims.app_displayname.clone().or_else(|| claims.appid.clone()),
+            Some(user) => user.upn.clone(),
+        }
+        .unwrap_or_else(|| subject.clone());
+        let principal = match &user {
+            None => claims.appid.clone().or_else(|| claims.oid.clone()),
+            Some(user) => user.oid.clone().or_else(|| user.upn.clone()),
+        }
+        .unwrap_or(subject);
+        let scopes = claims.scp.as_deref().unwrap_or("").split_whitespace().map(str::to_owned).collect();
+        Caller { tenant_id: claims.tid, principal, requestor, roles: claims.roles, scopes, user }
     }
 }
 
@@ -102,8 +162,7 @@ impl FromRequestParts<AppState> for Caller {
         let claims = match state.verified_tokens.get(token, now, leeway) {
             Some(claims) => claims,
             None => {
-                let claims: AccessClaims =
-                    state.keyring.verify(token, &state.access_validation).map_err(token_error)?;
+                let claims = super::keys::verify_access(state, token).await.map_err(token_error)?;
                 state.verified_tokens.insert(token, &claims, now);
                 claims
             }
@@ -111,19 +170,7 @@ impl FromRequestParts<AppState> for Caller {
         if !valid_tenant_id(&claims.tid) {
             return Err(ApiError::unauthorized("The access token's tenant id (tid) is invalid"));
         }
-        let requestor = claims
-            .app_displayname
-            .clone()
-            .or_else(|| claims.upn.clone())
-            .or_else(|| claims.appid.clone())
-            .unwrap_or_else(|| claims.sub.clone());
-        let principal = claims
-            .appid
-            .clone()
-            .or_else(|| claims.oid.clone())
-            .or_else(|| claims.upn.clone())
-            .unwrap_or_else(|| claims.sub.clone());
-        Ok(Caller { tenant_id: claims.tid, principal, requestor, roles: claims.roles })
+        Ok(Caller::from_claims(claims))
     }
 }
 

@@ -1,5 +1,14 @@
 //! The server's signing keys: Ed25519, each with a `kid`, kept in the store so that
 //! every replica and the CLI sign and verify with the same set. Created on first use.
+//!
+//! Rotation without downtime: `casefile keys rotate` adds a key, which signs from then on;
+//! older keys keep verifying until `casefile keys retire` takes them out of service. A
+//! running server reloads the set from the store periodically ([`run_refresh`]) and at
+//! once when a token names a `kid` it does not know yet ([`verify_access`]); when a reload
+//! finds a key gone, the verified-token cache is cleared so its tokens stop working.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,10 +19,14 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::AuthError;
+use super::{AccessClaims, AuthError};
+use crate::state::AppState;
 
 pub const KEY_PURPOSE_TOKENS: &str = "token";
 const ALGORITHM: &str = "EdDSA";
+/// Least time between two reloads caused by unknown `kid`s, so tokens with made-up key
+/// ids cannot turn every request into a database read.
+const MISS_RELOAD_EVERY: Duration = Duration::from_secs(5);
 
 struct Key {
     kid: String,
@@ -23,30 +36,67 @@ struct Key {
     x: String,
 }
 
+/// The keys in service (never retired), newest first: the first signs, all verify.
+type KeySet = Arc<[Key]>;
+
 pub struct Keyring {
-    /// Newest first; the first signs.
-    keys: Vec<Key>,
+    keys: RwLock<KeySet>,
+    /// When an unknown `kid` last caused a reload.
+    last_miss_reload: Mutex<Option<Instant>>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyChanges {
+    pub added: usize,
+    pub removed: usize,
 }
 
 impl Keyring {
     pub async fn load_or_create(store: &dyn Store) -> Result<Self, AuthError> {
-        let mut records = store.signing_keys(KEY_PURPOSE_TOKENS).await?;
-        if records.iter().all(|r| r.retired_at.is_some()) {
-            let record = generate()?;
-            store.insert_signing_key(&record).await?;
-            records.insert(0, record);
-        }
-        let keys = records.iter().map(key_from_record).collect::<Result<_, _>>()?;
-        Ok(Self { keys })
+        Ok(Self { keys: RwLock::new(load_in_service(store).await?), last_miss_reload: Mutex::new(None) })
     }
 
-    fn current(&self) -> &Key {
-        &self.keys[0]
+    /// Replaces the set with the keys in service in the store now.
+    pub async fn reload(&self, store: &dyn Store) -> Result<KeyChanges, AuthError> {
+        let fresh = load_in_service(store).await?;
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        let changes = KeyChanges {
+            added: fresh.iter().filter(|k| !keys.iter().any(|old| old.kid == k.kid)).count(),
+            removed: keys.iter().filter(|old| !fresh.iter().any(|k| k.kid == old.kid)).count(),
+        };
+        *keys = fresh;
+        Ok(changes)
+    }
+
+    fn snapshot(&self) -> KeySet {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The `kid`s in service, newest (the signing key) first.
+    pub fn kids(&self) -> Vec<String> {
+        self.snapshot().iter().map(|k| k.kid.clone()).collect()
+    }
+
+    /// Whether `kid` is one of the keys in service.
+    pub fn knows(&self, kid: &str) -> bool {
+        self.snapshot().iter().any(|k| k.kid == kid)
+    }
+
+    /// True at most once per [`MISS_RELOAD_EVERY`]: whether an unknown `kid` may reload now.
+    fn may_reload_on_miss(&self) -> bool {
+        let mut last = self.last_miss_reload.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < MISS_RELOAD_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     /// Signs `claims` with the current key; `typ` separates token kinds.
     pub fn sign<T: Serialize>(&self, typ: &str, claims: &T) -> Result<String, AuthError> {
-        let key = self.current();
+        let keys = self.snapshot();
+        let key = &keys[0];
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());
         header.typ = Some(typ.to_owned());
@@ -66,7 +116,8 @@ impl Keyring {
             return Err(ErrorKind::InvalidAlgorithm.into());
         }
         let kid = header.kid.ok_or(ErrorKind::InvalidToken)?;
-        let key = self.keys.iter().find(|k| k.kid == kid).ok_or(ErrorKind::InvalidSignature)?;
+        let keys = self.snapshot();
+        let key = keys.iter().find(|k| k.kid == kid).ok_or(ErrorKind::InvalidSignature)?;
         Ok(jsonwebtoken::decode::<T>(token, &key.decoding, validation)?.claims)
     }
 
@@ -78,7 +129,7 @@ impl Keyring {
     /// The public keys as a JWKS document.
     pub fn jwks(&self) -> serde_json::Value {
         let keys: Vec<_> = self
-            .keys
+            .snapshot()
             .iter()
             .map(|k| {
                 serde_json::json!({
@@ -88,6 +139,115 @@ impl Keyring {
             .collect();
         serde_json::json!({ "keys": keys })
     }
+}
+
+/// The store's keys in service, newest first; creates one when there is none.
+async fn load_in_service(store: &dyn Store) -> Result<KeySet, AuthError> {
+    let mut records = store.signing_keys(KEY_PURPOSE_TOKENS).await?;
+    records.retain(|r| r.retired_at.is_none());
+    if records.is_empty() {
+        let record = generate()?;
+        store.insert_signing_key(&record).await?;
+        records.push(record);
+    }
+    records.iter().map(key_from_record).collect()
+}
+
+/// Verifies an access token against the keyring. A `kid` the keyring does not know (a
+/// key rotated in by the CLI or another replica since the last reload) reloads it from
+/// the store first, at most once every few seconds.
+pub async fn verify_access(state: &AppState, token: &str) -> Result<AccessClaims, jsonwebtoken::errors::Error> {
+    let unknown_kid =
+        jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid).is_some_and(|kid| !state.keyring.knows(&kid));
+    if unknown_kid
+        && state.keyring.may_reload_on_miss()
+        && let Err(e) = refresh(state).await
+    {
+        tracing::warn!("reloading the signing keys failed: {e}");
+    }
+    state.keyring.verify(token, &state.access_validation)
+}
+
+/// Reloads the keyring from the store; when a key went out of service, forgets every
+/// verified token so none that it signed is accepted any more.
+pub async fn refresh(state: &AppState) -> Result<KeyChanges, AuthError> {
+    let changes = state.keyring.reload(state.store.as_ref()).await?;
+    if changes.removed > 0 {
+        state.verified_tokens.clear();
+    }
+    if changes != KeyChanges::default() {
+        tracing::info!(added = changes.added, retired = changes.removed, kids = ?state.keyring.kids(), "signing keys reloaded");
+    }
+    Ok(changes)
+}
+
+/// Reloads the keyring every `auth.key_refresh_seconds`, so a rotation or a retirement
+/// made by the CLI (or another replica) applies without a restart.
+pub async fn run_refresh(state: AppState) {
+    let period = Duration::from_secs(state.config.auth.key_refresh_seconds.max(1));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = refresh(&state).await {
+            tracing::warn!("reloading the signing keys failed: {e}");
+        }
+    }
+}
+
+/// A signing key as `casefile keys list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    pub kid: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The newest key in service: it signs new tokens.
+    pub signing: bool,
+}
+
+/// Every token signing key, newest first.
+pub async fn list(store: &dyn Store) -> Result<Vec<KeyInfo>, AuthError> {
+    let records = store.signing_keys(KEY_PURPOSE_TOKENS).await?;
+    let signer = records.iter().find(|r| r.retired_at.is_none()).map(|r| r.kid.clone());
+    Ok(records
+        .into_iter()
+        .map(|r| KeyInfo {
+            signing: Some(&r.kid) == signer.as_ref(),
+            kid: r.kid,
+            created_at: r.created_at,
+            retired_at: r.retired_at,
+        })
+        .collect())
+}
+
+/// Adds a signing key that signs from now on; the older keys keep verifying.
+pub async fn rotate(store: &dyn Store) -> Result<KeyInfo, AuthError> {
+    // A first key, if the store has none yet, so that the new one has a predecessor.
+    load_in_service(store).await?;
+    let record = generate()?;
+    store.insert_signing_key(&record).await?;
+    Ok(KeyInfo { kid: record.kid, created_at: record.created_at, retired_at: None, signing: true })
+}
+
+/// Takes `kid` out of service: the tokens and links it signed stop verifying. The
+/// newest key in service (the one that signs) cannot be retired; rotate first.
+pub async fn retire(store: &dyn Store, kid: &str) -> Result<(), AuthError> {
+    let keys = list(store).await?;
+    let Some(key) = keys.iter().find(|k| k.kid == kid) else {
+        return Err(AuthError::Key(format!("no signing key has kid '{kid}'")));
+    };
+    if key.retired_at.is_some() {
+        return Err(AuthError::Key(format!("key '{kid}' is already retired")));
+    }
+    if key.signing {
+        return Err(AuthError::Key(format!(
+            "key '{kid}' is the newest key and signs new tokens; run `casefile keys rotate` first"
+        )));
+    }
+    if !store.retire_signing_key(kid, chrono::Utc::now()).await? {
+        return Err(AuthError::Key(format!("key '{kid}' is already retired")));
+    }
+    Ok(())
 }
 
 fn generate() -> Result<SigningKeyRecord, AuthError> {

@@ -1,14 +1,23 @@
 //! Who is calling and what they may do. Public API callers present a bearer JWT
 //! (checked for signature, `exp`, `nbf`, `iss`, `aud` and the permission each API needs);
 //! agents present the credential they got at enrollment.
+//!
+//! - `keys`: the signing keys (rotation, retirement, reload while running);
+//! - `caller`: bearer token → `Caller` (application or delegated user, `requestor`);
+//! - `permissions`: API → accepted `roles` and `scp`;
+//! - `applications`: app registrations, the clients of the token endpoint;
+//! - `tokens`: the access tokens the token endpoint issues;
+//! - `cache`: tokens already verified.
 
+pub mod applications;
 mod cache;
 pub mod caller;
-mod keys;
+pub mod keys;
 pub mod permissions;
+pub mod tokens;
 
 pub use cache::VerifiedTokens;
-pub use caller::{AccessClaims, Caller};
+pub use caller::{AccessClaims, Caller, UserIdentity};
 pub use keys::{KEY_PURPOSE_TOKENS, Keyring};
 pub use permissions::Api;
 

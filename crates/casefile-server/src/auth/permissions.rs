@@ -1,6 +1,7 @@
-//! The permission table: which application permissions (`roles` claim) each public API
-//! accepts, as `../shared/spec/mde-api.md` §1–§4 list them. One table, used by every
-//! handler and by the CLI's defaults.
+//! The permission table: which application permissions (`roles` claim of app tokens) and
+//! which delegated permissions (`scp` claim of user tokens) each public API accepts, as
+//! `../shared/spec/mde-api.md` §1–§4 list them. One table, used by every handler, the
+//! application registrations and the CLI's defaults.
 
 pub const MACHINE_COLLECT_FORENSICS: &str = "Machine.CollectForensics";
 pub const MACHINE_READ_ALL: &str = "Machine.Read.All";
@@ -11,12 +12,30 @@ pub const MACHINE_SCAN: &str = "Machine.Scan";
 pub const MACHINE_OFFBOARD: &str = "Machine.Offboard";
 pub const MACHINE_STOP_AND_QUARANTINE: &str = "Machine.StopAndQuarantine";
 pub const MACHINE_LIVE_RESPONSE: &str = "Machine.LiveResponse";
+/// casefile's own: manage the tenant's application registrations (`/api/admin/...`).
+pub const CASEFILE_ADMIN: &str = "Casefile.Admin";
 
-/// Every application permission casefile knows.
+/// Delegated permissions (the `scp` claim) that differ from the application ones.
+pub const MACHINE_READ: &str = "Machine.Read";
+pub const MACHINE_READ_WRITE: &str = "Machine.ReadWrite";
+
+/// Every application permission casefile knows: the roles an application may be given.
 pub const ALL: &[&str] = &[
     MACHINE_COLLECT_FORENSICS,
     MACHINE_READ_ALL,
     MACHINE_READ_WRITE_ALL,
+    MACHINE_ISOLATE,
+    MACHINE_RESTRICT_EXECUTION,
+    MACHINE_SCAN,
+    MACHINE_OFFBOARD,
+    MACHINE_STOP_AND_QUARANTINE,
+    MACHINE_LIVE_RESPONSE,
+    CASEFILE_ADMIN,
+];
+
+/// Permissions that allow cancelling an action, application and delegated alike (§4.3).
+const CANCEL: &[&str] = &[
+    MACHINE_COLLECT_FORENSICS,
     MACHINE_ISOLATE,
     MACHINE_RESTRICT_EXECUTION,
     MACHINE_SCAN,
@@ -36,6 +55,12 @@ pub enum Api {
     CancelMachineAction,
     GetMachine,
     ListMachines,
+    /// `GET /api/admin/applications`.
+    ListApplications,
+    /// `POST /api/admin/applications`.
+    CreateApplication,
+    /// Disable, enable, rotate the secret, change the roles.
+    UpdateApplication,
 }
 
 impl Api {
@@ -48,6 +73,9 @@ impl Api {
         Self::CancelMachineAction,
         Self::GetMachine,
         Self::ListMachines,
+        Self::ListApplications,
+        Self::CreateApplication,
+        Self::UpdateApplication,
     ];
 
     /// The API's name in configuration and logs.
@@ -61,26 +89,44 @@ impl Api {
             Self::CancelMachineAction => "CancelMachineAction",
             Self::GetMachine => "GetMachine",
             Self::ListMachines => "ListMachines",
+            Self::ListApplications => "ListApplications",
+            Self::CreateApplication => "CreateApplication",
+            Self::UpdateApplication => "UpdateApplication",
         }
     }
 
+    /// The application permissions (`roles`) that allow the API; any one suffices.
     pub fn application_permissions(self) -> &'static [&'static str] {
         match self {
+            Self::ListApplications | Self::CreateApplication | Self::UpdateApplication => &[CASEFILE_ADMIN],
             Self::CollectInvestigationPackage | Self::ImportInvestigationPackage => &[MACHINE_COLLECT_FORENSICS],
             Self::GetMachineAction
             | Self::ListMachineActions
             | Self::GetPackageUri
             | Self::GetMachine
             | Self::ListMachines => &[MACHINE_READ_ALL, MACHINE_READ_WRITE_ALL],
-            Self::CancelMachineAction => &[
-                MACHINE_COLLECT_FORENSICS,
-                MACHINE_ISOLATE,
-                MACHINE_RESTRICT_EXECUTION,
-                MACHINE_SCAN,
-                MACHINE_OFFBOARD,
-                MACHINE_STOP_AND_QUARANTINE,
-                MACHINE_LIVE_RESPONSE,
-            ],
+            Self::CancelMachineAction => CANCEL,
         }
     }
+
+    /// The delegated permissions (`scp`) that allow the API for a signed-in user; any one
+    /// suffices. `getPackageUri` needs `Machine.CollectForensics` here, not a read
+    /// permission (§3).
+    pub fn delegated_permissions(self) -> &'static [&'static str] {
+        match self {
+            Self::CollectInvestigationPackage | Self::ImportInvestigationPackage | Self::GetPackageUri => {
+                &[MACHINE_COLLECT_FORENSICS]
+            }
+            Self::GetMachineAction | Self::ListMachineActions | Self::GetMachine | Self::ListMachines => {
+                &[MACHINE_READ, MACHINE_READ_WRITE]
+            }
+            Self::CancelMachineAction => CANCEL,
+            Self::ListApplications | Self::CreateApplication | Self::UpdateApplication => &[CASEFILE_ADMIN],
+        }
+    }
+}
+
+/// The names in `roles` that are not application permissions casefile knows.
+pub fn unknown_roles(roles: &[String]) -> Vec<&str> {
+    roles.iter().map(String::as_str).filter(|r| !ALL.contains(r)).collect()
 }

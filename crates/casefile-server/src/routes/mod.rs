@@ -1,10 +1,12 @@
 //! The route list: every public, agent and download route in one place.
 
 mod actions;
+mod admin;
 mod agent;
 mod download;
 mod import;
 mod machines;
+mod oauth;
 mod odata;
 mod openapi;
 
@@ -35,6 +37,24 @@ pub fn router(state: AppState) -> Router {
         .route("/api/machineactions/{id}", get(actions::get))
         .route("/api/machineactions/{id}/cancel", post(actions::cancel))
         .route("/api/machineactions/{id}/getpackageuri", get(download::package_uri));
+    let admin_api = Router::new()
+        .route("/api/admin/applications", get(admin::list).post(admin::create))
+        .route("/api/admin/applications/{id}", get(admin::get))
+        .route("/api/admin/applications/{id}/disable", post(admin::disable))
+        .route("/api/admin/applications/{id}/enable", post(admin::enable))
+        .route("/api/admin/applications/{id}/rotatesecret", post(admin::rotate_secret))
+        .route("/api/admin/applications/{id}/roles", post(admin::set_roles).put(admin::set_roles));
+    // Where Entra ID serves them: clients change only their login host.
+    let login = Router::new()
+        .route("/{tenant}/oauth2/v2.0/token", post(oauth::token_v2))
+        .route("/{tenant}/oauth2/token", post(oauth::token_v1))
+        .route("/{tenant}/oauth2/v2.0/authorize", get(oauth::authorize).post(oauth::authorize))
+        .route("/{tenant}/oauth2/authorize", get(oauth::authorize).post(oauth::authorize))
+        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(oauth::openid_configuration_v2))
+        .route("/{tenant}/.well-known/openid-configuration", get(oauth::openid_configuration_v1))
+        .route("/{tenant}/discovery/v2.0/keys", get(jwks))
+        .route("/{tenant}/discovery/keys", get(jwks))
+        .route("/discovery/v2.0/keys", get(jwks));
     let agent = Router::new()
         .route("/enroll", post(agent::enroll))
         .route("/hello", post(agent::hello))
@@ -44,6 +64,8 @@ pub fn router(state: AppState) -> Router {
         .route("/actions/{id}/cancelled", post(agent::confirm_cancel));
     Router::new()
         .merge(public)
+        .merge(admin_api)
+        .merge(login)
         .nest(casefile_proto::agent::PREFIX, agent)
         .route(DOWNLOAD_PATH, get(download::download))
         .route("/.well-known/jwks.json", get(jwks))

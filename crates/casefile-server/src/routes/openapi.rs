@@ -11,7 +11,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, ResponseBuilder};
 use utoipa::{IntoParams, Modify, OpenApi, PartialSchema};
 
-use super::{actions, download, import, machines};
+use super::{actions, admin, download, import, machines};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,6 +31,13 @@ use super::{actions, download, import, machines};
         download::download,
         machines::get,
         machines::list,
+        admin::list,
+        admin::get,
+        admin::create,
+        admin::disable,
+        admin::enable,
+        admin::rotate_secret,
+        admin::set_roles,
         jwks_doc,
         healthz_doc,
     ),
@@ -39,6 +46,8 @@ use super::{actions, download, import, machines};
     tags(
         (name = "MachineActions", description = "Collect investigation packages and follow the actions"),
         (name = "Machines", description = "Enrolled machines"),
+        (name = "Applications", description = "casefile's own: the tenant's application registrations, the clients of \
+                                              the token endpoint (`Casefile.Admin`)"),
         (name = "Server", description = "Keys and health"),
     )
 )]
@@ -107,7 +116,7 @@ impl Modify for Conventions {
             if !path.starts_with("/api/") {
                 continue;
             }
-            let operations = [&mut item.get, &mut item.post];
+            let operations = [&mut item.get, &mut item.post, &mut item.put];
             for operation in operations.into_iter().flatten() {
                 let responses = &mut operation.responses.responses;
                 for (status, description) in [

@@ -122,10 +122,9 @@ impl TestServer {
             exp: now + 600,
             appid: Some("tester".into()),
             app_displayname: Some("tester".into()),
-            upn: None,
-            oid: None,
             roles: roles.iter().map(|r| r.to_string()).collect(),
             ver: Some("1.0".into()),
+            ..Default::default()
         }
     }
 
