@@ -60,6 +60,16 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
+    /// Manage application registrations: the clients of the token endpoint.
+    App {
+        #[command(subcommand)]
+        command: casefile::identity::AppCommand,
+    },
+    /// Manage the token signing keys: rotate, retire, list.
+    Keys {
+        #[command(subcommand)]
+        command: casefile::identity::KeysCommand,
+    },
     /// Check or import investigation packages.
     Package {
         #[command(subcommand)]
@@ -150,6 +160,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let server = open_existing(data_dir).await?;
             println!("{}", server.create_enrollment_token(&tenant, ttl.map(Duration::from_secs)).await?);
         }
+        Command::App { command } => casefile::identity::run_app(command, &mut std::io::stdout()).await?,
+        Command::Keys { command } => casefile::identity::run_keys(command, &mut std::io::stdout()).await?,
         Command::Package { command: PackageCommand::Verify { file, public_key } } => {
             let authentic = casefile::package::verify(&file, public_key.as_deref(), &mut std::io::stdout())?;
             if !authentic {
@@ -174,5 +186,5 @@ async fn execute(command: Command) -> anyhow::Result<()> {
 
 /// Opens the data directory a server uses (creating it, like the server's first start).
 async fn open_existing(data_dir: PathBuf) -> anyhow::Result<Server> {
-    Ok(Server::open(ServerConfig { data_dir, ..Default::default() }).await?)
+    casefile::open_data_dir(data_dir).await
 }

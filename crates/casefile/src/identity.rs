@@ -1,0 +1,246 @@
+//! `casefile app ...` and `casefile keys ...`: application registrations (the clients of
+//! the token endpoint) and token signing keys, managed on the server's data directory.
+//! `--json` prints what the admin API answers for the same operation.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use casefile_proto::application::{Application, ApplicationList};
+use casefile_server::Server;
+use casefile_server::auth::{applications, keys};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+/// Which data directory and tenant an `app` command works on.
+#[derive(Args)]
+pub struct AppTarget {
+    /// The server's data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Tenant the application belongs to.
+    #[arg(long, default_value = casefile_proto::DEFAULT_TENANT)]
+    tenant: String,
+    /// Print JSON (as the admin API answers) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum AppCommand {
+    /// Register an application; prints its client id and its client secret, this once.
+    Create {
+        #[command(flatten)]
+        target: AppTarget,
+        /// Unique within the tenant; shown as `requestor` on the actions it creates.
+        #[arg(long)]
+        name: String,
+        /// Application permissions, e.g. Machine.CollectForensics,Machine.Read.All
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+    },
+    /// List the tenant's applications.
+    List {
+        #[command(flatten)]
+        target: AppTarget,
+    },
+    /// Disable an application: the token endpoint refuses it.
+    Disable {
+        #[command(flatten)]
+        target: AppTarget,
+        #[arg(long)]
+        client_id: String,
+    },
+    /// Enable a disabled application again.
+    Enable {
+        #[command(flatten)]
+        target: AppTarget,
+        #[arg(long)]
+        client_id: String,
+    },
+    /// Replace an application's client secret; prints the new one, this once.
+    RotateSecret {
+        #[command(flatten)]
+        target: AppTarget,
+        #[arg(long)]
+        client_id: String,
+    },
+    /// Replace an application's roles (tokens issued from now on carry them).
+    SetRoles {
+        #[command(flatten)]
+        target: AppTarget,
+        #[arg(long)]
+        client_id: String,
+        /// Application permissions, e.g. Machine.Read.All
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Add a signing key that signs from now on; older keys keep verifying until retired.
+    Rotate {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retire a key: tokens and links it signed stop working. The newest key cannot be
+    /// retired (rotate first).
+    Retire {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The key's id (`kid`), as `casefile keys list` shows it.
+        #[arg(long)]
+        kid: String,
+    },
+    /// List the signing keys, newest first.
+    List {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What `app create --json` and `app rotate-secret --json` print: the credentials a
+/// client needs, and nothing else.
+#[derive(Serialize)]
+struct Credentials<'a> {
+    client_id: String,
+    client_secret: &'a str,
+}
+
+pub async fn run_app(command: AppCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    match command {
+        AppCommand::Create { target, name, roles } => {
+            let (server, now) = open(&target).await?;
+            let created = applications::create(store(&server), &target.tenant, &name, &roles, now).await?;
+            let app = &created.application;
+            if target.json {
+                return print_json(
+                    out,
+                    &Credentials { client_id: app.client_id.to_string(), client_secret: &created.client_secret },
+                );
+            }
+            writeln!(out, "Application '{}' registered in tenant '{}'.", app.name, app.tenant_id)?;
+            writeln!(out, "client id:     {}", app.client_id)?;
+            writeln!(out, "client secret: {}", created.client_secret)?;
+            writeln!(out, "roles:         {}", app.roles.join(", "))?;
+            writeln!(out, "The secret is shown only this once: store it now.")?;
+            writeln!(
+                out,
+                "Tokens: POST {{server}}/{}/oauth2/v2.0/token with grant_type=client_credentials, client_id, \
+                 client_secret and scope=https://api.securitycenter.microsoft.com/.default",
+                app.tenant_id
+            )?;
+        }
+        AppCommand::List { target } => {
+            let (server, _) = open(&target).await?;
+            let value = applications::list(store(&server), &target.tenant).await?;
+            if target.json {
+                return print_json(out, &ApplicationList { value });
+            }
+            if value.is_empty() {
+                writeln!(out, "No applications in tenant '{}'.", target.tenant)?;
+            }
+            for app in &value {
+                let state = if app.enabled { "enabled" } else { "disabled" };
+                writeln!(out, "{}  {:<8}  {}  [{}]", app.client_id, state, app.name, app.roles.join(", "))?;
+            }
+        }
+        AppCommand::Disable { target, client_id } => set_enabled(target, &client_id, false, out).await?,
+        AppCommand::Enable { target, client_id } => set_enabled(target, &client_id, true, out).await?,
+        AppCommand::RotateSecret { target, client_id } => {
+            let (server, now) = open(&target).await?;
+            let rotated = applications::rotate_secret(store(&server), &target.tenant, &client_id, now).await?;
+            let app = &rotated.application;
+            if target.json {
+                return print_json(
+                    out,
+                    &Credentials { client_id: app.client_id.to_string(), client_secret: &rotated.client_secret },
+                );
+            }
+            writeln!(out, "New client secret for '{}' ({}): {}", app.name, app.client_id, rotated.client_secret)?;
+            writeln!(out, "The old secret no longer works. The new one is shown only this once: store it now.")?;
+        }
+        AppCommand::SetRoles { target, client_id, roles } => {
+            let (server, _) = open(&target).await?;
+            let app = applications::set_roles(store(&server), &target.tenant, &client_id, &roles).await?;
+            report(out, target.json, &app, &format!("now has the roles [{}]", app.roles.join(", ")))?;
+        }
+    }
+    Ok(())
+}
+
+async fn set_enabled(target: AppTarget, client_id: &str, enabled: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let (server, now) = open(&target).await?;
+    let app = applications::set_enabled(store(&server), &target.tenant, client_id, enabled, now).await?;
+    report(out, target.json, &app, if enabled { "enabled" } else { "disabled: it gets no new tokens" })
+}
+
+/// One changed application: as JSON, or one line of text.
+fn report(out: &mut dyn Write, json: bool, app: &Application, what: &str) -> anyhow::Result<()> {
+    if json {
+        return print_json(out, app);
+    }
+    writeln!(out, "Application '{}' ({}) {what}.", app.name, app.client_id)?;
+    Ok(())
+}
+
+pub async fn run_keys(command: KeysCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Rotate { data_dir, json } => {
+            let server = crate::open_data_dir(data_dir).await?;
+            let key = keys::rotate(store(&server)).await?;
+            if json {
+                return print_json(out, &key);
+            }
+            writeln!(out, "New signing key {} signs from now on; older keys keep verifying until retired.", key.kid)?;
+            writeln!(
+                out,
+                "Running servers pick it up within a minute (auth.key_refresh_seconds), or at its first token."
+            )?;
+        }
+        KeysCommand::Retire { data_dir, kid } => {
+            let server = crate::open_data_dir(data_dir).await?;
+            keys::retire(store(&server), &kid).await?;
+            writeln!(
+                out,
+                "Key {kid} retired: the tokens and links it signed stop working on running servers within a minute."
+            )?;
+        }
+        KeysCommand::List { data_dir, json } => {
+            let server = crate::open_data_dir(data_dir).await?;
+            let value = keys::list(store(&server)).await?;
+            if json {
+                return print_json(out, &serde_json::json!({ "value": value }));
+            }
+            for key in &value {
+                let state = match (key.signing, key.retired_at) {
+                    (true, _) => "signing".to_owned(),
+                    (false, None) => "verifying".to_owned(),
+                    (false, Some(at)) => format!("retired {}", casefile_proto::time::format(&at)),
+                };
+                writeln!(out, "{}  created {}  {state}", key.kid, casefile_proto::time::format(&key.created_at))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn open(target: &AppTarget) -> anyhow::Result<(Server, casefile_proto::time::Timestamp)> {
+    let server = crate::open_data_dir(target.data_dir.clone()).await?;
+    let now = server.state().now();
+    Ok((server, now))
+}
+
+fn store(server: &Server) -> &dyn casefile_store::Store {
+    server.state().store.as_ref()
+}
+
+fn print_json<T: Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> anyhow::Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
