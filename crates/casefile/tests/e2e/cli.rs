@@ -31,6 +31,15 @@ fn every_command_has_help_and_bad_flags_give_one_line() {
         &["demo", "--help"],
         &["package", "verify", "--help"],
         &["package", "import", "--help"],
+        &["app", "create", "--help"],
+        &["app", "list", "--help"],
+        &["app", "disable", "--help"],
+        &["app", "enable", "--help"],
+        &["app", "rotate-secret", "--help"],
+        &["app", "set-roles", "--help"],
+        &["keys", "rotate", "--help"],
+        &["keys", "retire", "--help"],
+        &["keys", "list", "--help"],
     ] {
         let out = casefile().args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");

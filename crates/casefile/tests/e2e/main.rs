@@ -6,6 +6,7 @@ mod api;
 mod auth;
 mod cancel;
 mod cli;
+mod identity;
 mod lifecycle;
 mod limits;
 mod odata;
