@@ -82,7 +82,8 @@ async fn grant(
         Ok(app) => app,
         Err(rejected) => return Err(refusal(tenant, &client_id, rejected, secret.in_header)),
     };
-    let now = state.now().timestamp();
+    // Wall-clock time, as token verification uses.
+    let now = chrono::Utc::now().timestamp();
     let issued = tokens::issue(&state.keyring, &state.config.auth, &app, &audience, version, now)
         .map_err(|e| Failure::internal(format!("signing the token: {e}")))?;
     tracing::info!(tenant = %app.tenant_id, client_id = %app.client_id, app = %app.name, %audience, "token issued");
