@@ -2,7 +2,6 @@
 //! its deadline, one that crashes is recorded, the size cap stops the package growing,
 //! and in every case the package completes, signed, and verifies.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 

@@ -40,6 +40,8 @@ impl std::fmt::Display for Problem {
 #[derive(Debug, Clone)]
 pub struct VerifyReport {
     pub manifest: Manifest,
+    /// SHA-256 (hex) of `manifest.json` as stored: what the signature covers.
+    pub manifest_sha256: String,
     pub files_checked: usize,
     pub problems: Vec<Problem>,
     pub signature: SignatureCheck,
@@ -101,7 +103,8 @@ pub fn verify_with<R: Read + Seek>(reader: R, expected: Option<&VerifyingKey>) -
             problems.push(Problem::Unlisted { path: name.into_owned() });
         }
     }
-    Ok(VerifyReport { files_checked: manifest.items.len(), manifest, problems, signature })
+    let manifest_sha256 = hash_reader(&manifest_bytes[..])?.0;
+    Ok(VerifyReport { files_checked: manifest.items.len(), manifest, manifest_sha256, problems, signature })
 }
 
 /// An entry read whole, refusing one larger than [`MAX_MANIFEST_BYTES`]; `None` if absent.

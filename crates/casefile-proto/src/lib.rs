@@ -5,6 +5,7 @@
 pub mod action;
 pub mod agent;
 pub mod application;
+pub mod audit;
 pub mod error;
 pub mod machine;
 pub mod oauth;

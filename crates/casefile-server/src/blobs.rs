@@ -65,12 +65,6 @@ impl Blobs {
         let io = |e: std::io::Error| object_store::Error::Generic { store: "local", source: Box::new(e) };
         std::fs::create_dir_all(dir).map_err(io)?;
         std::fs::create_dir_all(staging).map_err(io)?;
-        // Leftovers of an interrupted upload are never resumed from here.
-        if let Ok(entries) = std::fs::read_dir(staging) {
-            for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
         Ok(Self { store: Arc::new(LocalFileSystem::new_with_prefix(dir)?), staging: staging.to_owned() })
     }
 
@@ -78,6 +72,16 @@ impl Blobs {
     /// key, so a losing concurrent attempt can never overwrite or delete the kept one.
     pub fn package_key(tenant: &str, action_id: Uuid) -> String {
         format!("{tenant}/{action_id}/{}.zip", Uuid::new_v4())
+    }
+
+    /// Removes what interrupted uploads left in the staging directory. Only for a server
+    /// about to serve: the CLI opens the same data directory while a server runs.
+    pub fn clear_staging(&self) {
+        if let Ok(entries) = std::fs::read_dir(&self.staging) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// Receives `body` into a staging file, keeping it only if it has exactly

@@ -33,6 +33,10 @@ pub struct Received {
     pub sha256: String,
     /// The manifest's signer (base64 public key).
     pub signed_by: String,
+    /// SHA-256 of `manifest.json`, which lists every file's hash.
+    pub manifest_sha256: String,
+    /// The manifest's collection times.
+    pub collected: (casefile_proto::time::Timestamp, casefile_proto::time::Timestamp),
 }
 
 /// Why a package was not taken.
@@ -91,9 +95,16 @@ pub async fn receive(
                 }
             },
         )?;
-    let signed_by = check_content(&staged, signer).await?;
+    let checked = check_content(&staged, signer).await?;
     let key = Blobs::package_key(tenant, action_id);
-    let received = Received { key: key.clone(), size: staged.size, sha256: staged.sha256.clone(), signed_by };
+    let received = Received {
+        key: key.clone(),
+        size: staged.size,
+        sha256: staged.sha256.clone(),
+        signed_by: checked.signed_by,
+        manifest_sha256: checked.manifest_sha256,
+        collected: checked.collected,
+    };
     state.blobs.publish(staged, &key).await.map_err(|e| Refusal::Transient(ApiError::internal_from(e)))?;
     Ok(received)
 }
@@ -101,7 +112,14 @@ pub async fn receive(
 /// Most problems named in a refusal; the rest are counted.
 const PROBLEMS_NAMED: usize = 5;
 
-async fn check_content(staged: &Staged, signer: Signer<'_>) -> Result<String, Refusal> {
+/// What the content check established.
+struct Checked {
+    signed_by: String,
+    manifest_sha256: String,
+    collected: (casefile_proto::time::Timestamp, casefile_proto::time::Timestamp),
+}
+
+async fn check_content(staged: &Staged, signer: Signer<'_>) -> Result<Checked, Refusal> {
     let path = staged.path.clone();
     let expected = match signer {
         Signer::Enrolled(key) => Some(*key),
@@ -127,9 +145,26 @@ async fn check_content(staged: &Staged, signer: Signer<'_>) -> Result<String, Re
         ));
     }
     match report.signature {
-        SignatureCheck::Valid { public_key, expected: None | Some(true) } => Ok(public_key),
+        SignatureCheck::Valid { public_key, expected: None | Some(true) } => Ok(Checked {
+            signed_by: public_key,
+            manifest_sha256: report.manifest_sha256,
+            collected: (report.manifest.started_utc, report.manifest.finished_utc),
+        }),
         other => {
             Err(Refusal::invalid(ErrorCode::InvalidInput, format!("The package's signature does not hold: {other}")))
         }
     }
+}
+
+/// What the chain of custody keeps of a received package.
+pub fn custody_detail(machine_id: &str, received: &Received) -> serde_json::Value {
+    serde_json::json!({
+        "machineId": machine_id,
+        "size": received.size,
+        "sha256": received.sha256,
+        "manifestSha256": received.manifest_sha256,
+        "signedBy": received.signed_by,
+        "collectionStarted": casefile_proto::time::format(&received.collected.0),
+        "collectionFinished": casefile_proto::time::format(&received.collected.1),
+    })
 }

@@ -4,6 +4,7 @@
 //! keys, package store); [`Server::serve`] answers on a listener until shutdown. Tests
 //! bind port 0 and drive it over real HTTP.
 
+pub mod audit;
 pub mod auth;
 pub mod blobs;
 pub mod clock;
@@ -115,6 +116,8 @@ impl Server {
             .layer(axum::middleware::from_fn(correlation::middleware))
             .layer(tower::util::MapRequestLayer::new(routes::normalize_path))
             .service(router);
+        // Leftovers of uploads a previous run was receiving are never resumed.
+        self.state.blobs.clear_staging();
         let sweeper = tokio::spawn(lifecycle::run(self.state.clone()));
         let key_refresh = tokio::spawn(auth::keys::run_refresh(self.state.clone()));
         let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())

@@ -10,6 +10,7 @@ use casefile_proto::action::{ActionStatus, hresult};
 use casefile_proto::time::Timestamp;
 use casefile_store::Transition;
 
+use crate::audit;
 use crate::clock::seconds_before;
 use crate::state::AppState;
 
@@ -107,6 +108,15 @@ async fn delete_expired(
                 tracing::error!(action_id = %package.action_id, key = %package.blob_key, "removing an expired package failed: {e}");
             }
             tracing::info!(action_id = %package.action_id, stored_at = %package.stored_at, "package deleted after its retention period");
+            let detail = serde_json::json!({"sha256": package.sha256, "storedAt": casefile_proto::time::format(&package.stored_at)});
+            let entry = audit::system_entry(
+                state,
+                Some(&package.tenant_id),
+                "package.delete",
+                &package.action_id.to_string(),
+                detail,
+            );
+            audit::record(state, entry).await;
             deleted += 1;
         }
         if (batch.len() as u32) < DELETE_BATCH {

@@ -23,39 +23,38 @@ pub struct LinkClaims {
     pub act: Uuid,
     /// SHA-256 of that package.
     pub sha: String,
+    /// Who asked for the link: downloads are attributed to them in the audit trail.
+    #[serde(default)]
+    pub sub: String,
     pub iat: i64,
     pub exp: i64,
 }
 
+/// What a link opens, and for whom.
+#[derive(Debug, Clone)]
+pub struct Link<'a> {
+    pub tenant: &'a str,
+    pub action: Uuid,
+    pub sha256: &'a str,
+    pub requestor: &'a str,
+}
+
 /// A download URL below `base` valid for `ttl`.
-pub fn issue(
-    keyring: &Keyring,
-    base: &str,
-    tenant: &str,
-    action: Uuid,
-    sha256: &str,
-    ttl: std::time::Duration,
-) -> Result<String, ApiError> {
+pub fn issue(keyring: &Keyring, base: &str, link: &Link<'_>, ttl: std::time::Duration) -> Result<String, ApiError> {
     let expires = chrono::Utc::now().timestamp() + ttl.as_secs() as i64;
-    issue_until(keyring, base, tenant, action, sha256, expires)
+    issue_until(keyring, base, link, expires)
 }
 
 /// A download URL valid until `expires` (Unix seconds).
-pub fn issue_until(
-    keyring: &Keyring,
-    base: &str,
-    tenant: &str,
-    action: Uuid,
-    sha256: &str,
-    expires: i64,
-) -> Result<String, ApiError> {
+pub fn issue_until(keyring: &Keyring, base: &str, link: &Link<'_>, expires: i64) -> Result<String, ApiError> {
     debug_assert!(DOWNLOAD_PATH.ends_with(PACKAGE_FILE_NAME));
     let now = chrono::Utc::now().timestamp();
     let claims = LinkClaims {
         aud: LINK_AUDIENCE.to_owned(),
-        tid: tenant.to_owned(),
-        act: action,
-        sha: sha256.to_owned(),
+        tid: link.tenant.to_owned(),
+        act: link.action,
+        sha: link.sha256.to_owned(),
+        sub: link.requestor.to_owned(),
         iat: now,
         exp: expires,
     };

@@ -407,5 +407,20 @@ mod sqlite {
         applications_are_per_tenant_with_unique_names,
         applications_change_roles_state_and_secret,
         signing_keys_retire_once,
+        the_audit_trail_keeps_entries_in_order_and_filters_them,
     );
+
+    /// The database itself refuses to change or remove audit rows, whatever code runs.
+    #[tokio::test]
+    async fn audit_rows_cannot_be_changed_or_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("test.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        super::the_audit_trail_keeps_entries_in_order_and_filters_them(&store).await;
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        for sql in ["UPDATE audit_log SET outcome = 'forged'", "DELETE FROM audit_log"] {
+            let error = sqlx::query(sql).execute(&pool).await.unwrap_err();
+            assert!(error.to_string().contains("append-only"), "{sql}: {error}");
+        }
+    }
 }

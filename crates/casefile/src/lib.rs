@@ -1,6 +1,7 @@
 //! The `casefile` command's building blocks: the API client the demo (and later client
 //! commands) use, the demo itself, and the commands that manage a data directory.
 
+pub mod audit;
 pub mod client;
 pub mod demo;
 pub mod identity;

@@ -70,6 +70,9 @@ enum Command {
         #[command(subcommand)]
         command: casefile::identity::KeysCommand,
     },
+    /// Read the audit trail: every state-changing call, token issued, refused access, link
+    /// issued and package download.
+    Audit(casefile::audit::AuditArgs),
     /// Check or import investigation packages.
     Package {
         #[command(subcommand)]
@@ -162,6 +165,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::App { command } => casefile::identity::run_app(command, &mut std::io::stdout()).await?,
         Command::Keys { command } => casefile::identity::run_keys(command, &mut std::io::stdout()).await?,
+        Command::Audit(args) => casefile::audit::run(args, &mut std::io::stdout()).await?,
         Command::Package { command: PackageCommand::Verify { file, public_key } } => {
             let authentic = casefile::package::verify(&file, public_key.as_deref(), &mut std::io::stdout())?;
             if !authentic {

@@ -162,7 +162,11 @@ impl FromRequestParts<AppState> for Caller {
         let claims = match state.verified_tokens.get(token, now, leeway) {
             Some(claims) => claims,
             None => {
-                let claims = super::keys::verify_access(state, token).await.map_err(token_error)?;
+                let claims = super::keys::verify_access(state, token).await.map_err(|e| {
+                    let refused = token_error(e);
+                    crate::audit::note_detail(serde_json::json!({"reason": refused.message}));
+                    refused
+                })?;
                 state.verified_tokens.insert(token, &claims, now);
                 claims
             }
@@ -170,7 +174,10 @@ impl FromRequestParts<AppState> for Caller {
         if !valid_tenant_id(&claims.tid) {
             return Err(ApiError::unauthorized("The access token's tenant id (tid) is invalid"));
         }
-        Ok(Caller::from_claims(claims))
+        let caller = Caller::from_claims(claims);
+        let kind = if caller.user.is_some() { "user" } else { "application" };
+        crate::audit::note_actor(kind, &caller.requestor, &caller.tenant_id);
+        Ok(caller)
     }
 }
 

@@ -258,7 +258,8 @@ fn generate() -> Result<SigningKeyRecord, AuthError> {
     // kid: a short fingerprint of the public key, stable and unique per key.
     let kid = {
         use sha2::{Digest, Sha256};
-        URL_SAFE_NO_PAD.encode(&Sha256::digest(public)[..12])
+        // Hex, so a kid never starts with `-` and reads as a command-line flag.
+        hex::encode(&Sha256::digest(public)[..12])
     };
     Ok(SigningKeyRecord {
         kid,

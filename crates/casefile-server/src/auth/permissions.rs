@@ -57,6 +57,7 @@ pub enum Api {
     ListMachines,
     /// `GET /api/admin/applications`.
     ListApplications,
+    ReadAudit,
     /// `POST /api/admin/applications`.
     CreateApplication,
     /// Disable, enable, rotate the secret, change the roles.
@@ -74,6 +75,7 @@ impl Api {
         Self::GetMachine,
         Self::ListMachines,
         Self::ListApplications,
+        Self::ReadAudit,
         Self::CreateApplication,
         Self::UpdateApplication,
     ];
@@ -90,6 +92,7 @@ impl Api {
             Self::GetMachine => "GetMachine",
             Self::ListMachines => "ListMachines",
             Self::ListApplications => "ListApplications",
+            Self::ReadAudit => "ReadAudit",
             Self::CreateApplication => "CreateApplication",
             Self::UpdateApplication => "UpdateApplication",
         }
@@ -98,7 +101,9 @@ impl Api {
     /// The application permissions (`roles`) that allow the API; any one suffices.
     pub fn application_permissions(self) -> &'static [&'static str] {
         match self {
-            Self::ListApplications | Self::CreateApplication | Self::UpdateApplication => &[CASEFILE_ADMIN],
+            Self::ListApplications | Self::CreateApplication | Self::UpdateApplication | Self::ReadAudit => {
+                &[CASEFILE_ADMIN]
+            }
             Self::CollectInvestigationPackage | Self::ImportInvestigationPackage => &[MACHINE_COLLECT_FORENSICS],
             Self::GetMachineAction
             | Self::ListMachineActions
@@ -121,7 +126,9 @@ impl Api {
                 &[MACHINE_READ, MACHINE_READ_WRITE]
             }
             Self::CancelMachineAction => CANCEL,
-            Self::ListApplications | Self::CreateApplication | Self::UpdateApplication => &[CASEFILE_ADMIN],
+            Self::ListApplications | Self::CreateApplication | Self::UpdateApplication | Self::ReadAudit => {
+                &[CASEFILE_ADMIN]
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use casefile_store::{CancelOutcome, CancelRequest};
 
 use super::openapi::ListOptions;
 use super::{BaseUrl, Path, action_id, caller_action, caller_machine, odata, reply};
+use crate::audit;
 use crate::auth::{Api, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -52,6 +53,8 @@ pub async fn collect(
         state.now(),
     );
     state.store.create_action(&caller.tenant_id, &action).await?;
+    audit::note_target(action.id);
+    audit::note_detail(serde_json::json!({"machineId": machine.id, "comment": action.requestor_comment}));
     state.dispatcher.notify(&machine.id);
     state.dispatcher.action_changed();
     tracing::info!(action_id = %action.id, machine_id = %machine.id, requestor = %caller.requestor, "collection requested");
@@ -255,6 +258,7 @@ pub async fn cancel(
     caller.admit(&state, Api::CancelMachineAction).await?;
     let id = action_id(&id)?;
     let comment = optional_comment(&headers, body).await?;
+    audit::note_detail(serde_json::json!({"comment": comment}));
     let request = CancelRequest { requestor: caller.requestor.clone(), comment, at: state.now() };
     let outcome = state
         .store

@@ -10,7 +10,7 @@ use casefile_proto::application::{
     Application, ApplicationList, ApplicationSecret, CreateApplicationRequest, SetRolesRequest,
 };
 
-use super::{Json, Path};
+use super::{Json, Path, Query};
 use crate::auth::applications::{self, ApplicationError};
 use crate::auth::{Api, Caller};
 use crate::error::{ApiError, ApiResult};
@@ -162,4 +162,70 @@ fn api_error(e: ApplicationError) -> ApiError {
         ApplicationError::Hash(cause) => ApiError::internal_from(cause),
         invalid => ApiError::new(ErrorCode::InvalidInput, invalid.to_string()),
     }
+}
+
+/// Filters of the audit trail (all optional; every one narrows).
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Entries at or after this time (RFC 3339).
+    since: Option<String>,
+    /// Entries before this time (RFC 3339).
+    until: Option<String>,
+    /// An event name, e.g. `collect`, `package.download`, `token.issue`, `access.refused`.
+    event: Option<String>,
+    /// Who acted (an application's name or id, a user's UPN, a machine id).
+    actor: Option<String>,
+    /// What it concerned (an action id, a machine id, an application id).
+    target: Option<String>,
+    /// Continue after this sequence number (`nextAfter` of the previous page).
+    after: Option<i64>,
+    /// Page size, at most 10,000 (default 1,000).
+    top: Option<u32>,
+}
+
+/// The tenant's audit trail, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/admin/audit",
+    tag = "Applications",
+    params(AuditQuery),
+    responses((status = 200, description = "A page of the audit trail", body = casefile_proto::audit::AuditList)),
+    security(("bearer" = ["Casefile.Admin"]))
+)]
+pub async fn audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<AuditQuery>,
+) -> ApiResult<Response> {
+    caller.admit(&state, Api::ReadAudit).await?;
+    let time = |name: &str, raw: &Option<String>| {
+        raw.as_deref()
+            .map(|t| {
+                chrono::DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&chrono::Utc)).map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::InvalidInput,
+                        format!("Invalid input {name}: '{t}' is not an RFC 3339 time: {e}"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let top = query.top.unwrap_or(1000).min(10_000);
+    let filter = casefile_store::AuditFilter {
+        tenant_id: Some(caller.tenant_id.clone()),
+        since: time("since", &query.since)?,
+        until: time("until", &query.until)?,
+        event: query.event,
+        actor: query.actor,
+        target: query.target,
+        after_seq: query.after,
+        limit: top.saturating_add(1),
+    };
+    let mut records = state.store.audit(&filter).await?;
+    let more = records.len() > top as usize;
+    records.truncate(top as usize);
+    let next_after = if more { records.last().map(|r| r.seq) } else { None };
+    let value = records.into_iter().map(crate::audit::to_wire).collect();
+    Ok(Json(casefile_proto::audit::AuditList { value, next_after }).into_response())
 }

@@ -18,6 +18,7 @@ use casefile_store::{HostFacts, MachineEnrollment, MachineRecord, PackageRecord,
 use sha2::{Digest, Sha256};
 
 use super::{Json, Path, action_id};
+use crate::audit;
 use crate::auth::caller::bearer;
 use crate::error::{ApiError, ApiResult};
 use crate::ingest::{self, Refusal, Signer};
@@ -40,6 +41,7 @@ impl FromRequestParts<AppState> for AgentIdentity {
             .ok_or_else(|| ApiError::unauthorized("The agent credential is not valid; enroll the agent again"))?;
         let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
         state.store.touch_machine(&machine.id, state.now(), ip.as_deref()).await?;
+        audit::note_actor("agent", &machine.id, &machine.tenant_id);
         Ok(Self(machine))
     }
 }
@@ -104,6 +106,11 @@ pub async fn enroll(
             at: now,
         })
         .await?;
+    audit::note_actor("agent", &machine.id, &machine.tenant_id);
+    audit::note_target(&machine.id);
+    audit::note_detail(
+        serde_json::json!({"computerDnsName": machine.facts.computer_dns_name, "agentKey": machine.agent_public_key}),
+    );
     // A host that enrolls again is a fresh agent: it runs none of the old collections.
     state.store.fail_in_progress(&machine.id, &restarted(now)).await?;
     state.dispatcher.action_changed();
@@ -148,6 +155,15 @@ pub async fn next_task(
         }
         if let Some(action) = state.store.claim_next_action(&machine.id, state.now()).await? {
             tracing::info!(action_id = %action.id, machine_id = %machine.id, "action dispatched");
+            let mut dispatched = audit::system_entry(
+                &state,
+                Some(&machine.tenant_id),
+                "action.dispatch",
+                &action.id.to_string(),
+                serde_json::json!({"machineId": machine.id}),
+            );
+            (dispatched.actor_kind, dispatched.actor) = ("agent".to_owned(), machine.id.clone());
+            audit::record(&state, dispatched).await;
             state.dispatcher.action_changed();
             let task = match action.action_type {
                 ActionType::CollectInvestigationPackage => AgentTask::CollectInvestigationPackage {
@@ -223,6 +239,7 @@ pub async fn upload_package(
             return Err(ApiError::new(code, why));
         }
     };
+    audit::note_detail(ingest::custody_detail(&machine.id, &received));
     let (key, size, sha256) = (received.key, received.size, received.sha256);
     let record = PackageRecord {
         action_id: id,

@@ -10,6 +10,7 @@ use casefile_proto::odata::{Value, context};
 use casefile_proto::{ErrorCode, PACKAGE_FILE_NAME};
 
 use super::{BaseUrl, Path, caller_action, reply};
+use crate::audit;
 use crate::auth::{Api, Caller};
 use crate::error::{ApiError, ApiResult};
 use crate::links;
@@ -57,7 +58,12 @@ pub async fn package_uri(
             period(state.config.packages.retention_seconds)
         )));
     }
-    let url = links::issue(&state.keyring, &base.0, &caller.tenant_id, id, &package.sha256, state.config.link_ttl())?;
+    let link =
+        links::Link { tenant: &caller.tenant_id, action: id, sha256: &package.sha256, requestor: &caller.requestor };
+    let url = links::issue(&state.keyring, &base.0, &link, state.config.link_ttl())?;
+    audit::note_detail(
+        serde_json::json!({"sha256": package.sha256, "validSeconds": state.config.packages.link_ttl_seconds}),
+    );
     Ok(reply(StatusCode::OK, &Value { context: base.context(context::STRING), value: url }))
 }
 
@@ -79,6 +85,8 @@ pub async fn download(State(state): State<AppState>, RawQuery(query): RawQuery) 
         .map(|(_, v)| v.into_owned())
         .ok_or_else(|| ApiError::forbidden("The download link has no token; request one with getPackageUri"))?;
     let claims = links::verify(&state.keyring, &token)?;
+    audit::note_actor("link", if claims.sub.is_empty() { "-" } else { &claims.sub }, &claims.tid);
+    audit::note_target(claims.act);
     let package = state
         .store
         .package(&claims.tid, claims.act)

@@ -12,9 +12,10 @@ use casefile_store::PackageRecord;
 use uuid::Uuid;
 
 use super::{BaseUrl, Path, caller_machine, reply};
+use crate::audit;
 use crate::auth::{Api, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::ingest::{self, Refusal, Signer};
+use crate::ingest::{self, Refusal, Signer, custody_detail};
 use crate::state::AppState;
 
 /// Imports an offline-collected package (`Machine.CollectForensics`).
@@ -27,7 +28,11 @@ use crate::state::AppState;
         ("comment" = Option<String>, Query, description = "Becomes the action's requestorComment"),
         ("x-casefile-sha256" = String, Header, description = "Hex SHA-256 of the zip"),
     ),
-    request_body(content = Vec<u8>, content_type = "application/zip", description = "The package zip"),
+    request_body(
+        content = Vec<u8>,
+        content_type = "application/octet-stream",
+        description = "The package zip (sent as application/zip or application/octet-stream)"
+    ),
     responses((status = 201, description = "The new action, `Succeeded`; the package is downloadable", body = Entity<MachineAction>)),
     security(("bearer" = ["Machine.CollectForensics"]))
 )]
@@ -87,6 +92,8 @@ pub async fn import(
         return Err(e.into());
     }
     state.dispatcher.action_changed();
+    audit::note_target(action_id);
+    audit::note_detail(custody_detail(&machine.id, &received));
     tracing::info!(%action_id, machine_id = %machine.id, size = received.size, signer = %received.signed_by, "package imported");
     Ok(reply(StatusCode::CREATED, &Entity { context: base.context(context::ACTION), value: action }))
 }

@@ -3,6 +3,7 @@
 mod actions;
 mod admin;
 mod agent;
+mod custody;
 mod download;
 mod import;
 mod machines;
@@ -36,14 +37,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/machineactions", get(actions::list))
         .route("/api/machineactions/{id}", get(actions::get))
         .route("/api/machineactions/{id}/cancel", post(actions::cancel))
-        .route("/api/machineactions/{id}/getpackageuri", get(download::package_uri));
+        .route("/api/machineactions/{id}/getpackageuri", get(download::package_uri))
+        .route("/api/machineactions/{id}/custody", get(custody::custody));
     let admin_api = Router::new()
         .route("/api/admin/applications", get(admin::list).post(admin::create))
         .route("/api/admin/applications/{id}", get(admin::get))
         .route("/api/admin/applications/{id}/disable", post(admin::disable))
         .route("/api/admin/applications/{id}/enable", post(admin::enable))
         .route("/api/admin/applications/{id}/rotatesecret", post(admin::rotate_secret))
-        .route("/api/admin/applications/{id}/roles", post(admin::set_roles).put(admin::set_roles));
+        .route("/api/admin/applications/{id}/roles", post(admin::set_roles).put(admin::set_roles))
+        .route("/api/admin/audit", get(admin::audit));
     // Where Entra ID serves them: clients change only their login host.
     let login = Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(oauth::token_v2))
@@ -72,6 +75,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/openapi.json", get(openapi::document))
         .fallback(not_found)
+        // Inside the router, where the matched route is known.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::audit::middleware))
         .with_state(state)
 }
 
@@ -130,6 +135,22 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Query` whose rejections answer in the API's error shape.
+pub(crate) struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                Err(ApiError::new(ErrorCode::InvalidInput, format!("Invalid query: {}", rejection.body_text())))
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, ResponseBuilder};
 use utoipa::{IntoParams, Modify, OpenApi, PartialSchema};
 
-use super::{actions, admin, download, import, machines};
+use super::{actions, admin, custody, download, import, machines};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -38,6 +38,8 @@ use super::{actions, admin, download, import, machines};
         admin::enable,
         admin::rotate_secret,
         admin::set_roles,
+        admin::audit,
+        custody::custody,
         jwks_doc,
         healthz_doc,
     ),

@@ -1,7 +1,6 @@
 //! The agent API: enrollment, identity, long-poll, upload verification, failures and
 //! timeouts. Some tests speak the agent protocol by hand to play a misbehaving agent.
 
-use std::io::Write;
 use std::time::Duration;
 
 use casefile_package::writer::PackageMeta;

@@ -290,12 +290,16 @@ async fn download_links_refuse_tampering_and_expiry() {
 
     // An expired link for the very same package.
     let package = server.server().state().store.package("default", id.parse().unwrap()).await.unwrap().unwrap();
+    let link = casefile_server::links::Link {
+        tenant: "default",
+        action: package.action_id,
+        sha256: &package.sha256,
+        requestor: "e2e tests",
+    };
     let expired = casefile_server::links::issue_until(
         &server.server().state().keyring,
         &server.base,
-        "default",
-        package.action_id,
-        &package.sha256,
+        &link,
         chrono::Utc::now().timestamp() - 5,
     )
     .unwrap();

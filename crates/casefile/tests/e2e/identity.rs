@@ -317,7 +317,9 @@ async fn the_token_endpoint_fails_in_entra_shapes() {
     assert_oauth_error(request_v2(&server, "default", &client_id, "cfs_wrong").await, 401, "invalid_client", 7000215)
         .await;
     cli(&data_dir(&server), &["app", "enable", "--client-id", &client_id]);
-    assert_eq!(post_form(&server, v2, &base).await.status(), 200);
+    let again = post_form(&server, v2, &base).await;
+    let status = again.status();
+    assert_eq!(status, 200, "{}", again.text().await.unwrap());
 
     // A parameter sent twice is a malformed request.
     let mut twice = base.to_vec();

@@ -3,6 +3,7 @@
 
 mod agent;
 mod api;
+mod audit;
 mod auth;
 mod cancel;
 mod cli;

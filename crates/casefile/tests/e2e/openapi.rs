@@ -45,5 +45,5 @@ async fn every_documented_operation_is_served() {
             }
         }
     }
-    assert_eq!(operations, 19, "the public operations, the admin API, the download, JWKS and health");
+    assert_eq!(operations, 21, "the public operations, the admin API, the download, JWKS and health");
 }

@@ -1,0 +1,136 @@
+//! The audit trail and a package's chain of custody, as a SOC lead reads them: who asked,
+//! which agent collected, what was verified, who downloaded, from where; refused calls too.
+
+use casefile_proto::ActionStatus;
+use serde_json::Value;
+
+use crate::support::*;
+
+fn events(custody: &Value) -> Vec<(String, String, String)> {
+    custody["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["actorKind"].as_str().unwrap().to_owned(),
+                e["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_package_has_its_whole_chain_of_custody() {
+    let server = TestServer::start().await;
+    let mut agent = server.start_agent("custody").await;
+    let token = server.token(ALL);
+    let created: Value = server.collect(&agent.identity.machine_id, &token).await.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(server.wait_final(&id).await.status, ActionStatus::Succeeded);
+    let link: Value =
+        server.get(&format!("/api/machineactions/{id}/getPackageUri"), &token).await.json().await.unwrap();
+    let download = server.http.get(link["value"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(download.status(), 200);
+    let bytes = download.bytes().await.unwrap();
+    agent.stop().await;
+
+    let response = server.get(&format!("/api/machineactions/{id}/custody"), &token).await;
+    assert_eq!(response.status(), 200);
+    let custody: Value = response.json().await.unwrap();
+    assert_eq!(custody["requestedBy"], "e2e tests");
+    assert_eq!(custody["requestComment"], "e2e collection");
+    assert_eq!(custody["status"], "Succeeded");
+    use sha2::Digest;
+    let sha = hex::encode(sha2::Sha256::digest(&bytes));
+    assert_eq!(custody["package"]["sha256"], sha.as_str());
+    assert_eq!(
+        events(&custody),
+        [
+            ("collect".into(), "application".into(), "ok".into()),
+            ("action.dispatch".into(), "agent".into(), "ok".into()),
+            ("package.upload".into(), "agent".into(), "ok".into()),
+            ("link.issue".into(), "application".into(), "ok".into()),
+            ("package.download".into(), "link".into(), "ok".into()),
+        ]
+    );
+    let all = custody["events"].as_array().unwrap();
+    assert_eq!(all[0]["actor"], "e2e tests");
+    assert_eq!(all[1]["actor"], agent.identity.machine_id.as_str());
+    let upload = &all[2]["detail"];
+    assert_eq!(upload["sha256"], sha.as_str());
+    assert_eq!(upload["manifestSha256"].as_str().unwrap().len(), 64);
+    let enrolled = server.server().state().store.machine("default", &agent.identity.machine_id).await.unwrap().unwrap();
+    assert_eq!(upload["signedBy"].as_str(), enrolled.agent_public_key.as_deref(), "signed by the enrolled key");
+    assert_eq!(all[4]["actor"], "e2e tests", "the download is attributed to whoever asked for the link");
+    assert_eq!(all[4]["sourceIp"], "127.0.0.1");
+    for event in all {
+        assert!(event["correlationId"].is_string() || event["event"] == "action.dispatch", "{event}");
+    }
+
+    // Another tenant learns nothing.
+    let (status, _) =
+        error_of(server.get(&format!("/api/machineactions/{id}/custody"), &server.token_for("other", ALL)).await).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn refused_calls_are_in_the_trail_with_their_source() {
+    let server = TestServer::start().await;
+    let response = server.get("/api/machineactions", "not-a-token").await;
+    let correlation = response.headers()["x-correlation-id"].to_str().unwrap().to_owned();
+    assert_eq!(response.status(), 401);
+    let machine = server.seed_machine("audited.example").await;
+    let (status, _) = error_of(server.collect(&machine, &server.token(&[READ])).await).await;
+    assert_eq!(status, 403);
+
+    let trail = server
+        .server()
+        .state()
+        .store
+        .audit(&casefile_store::AuditFilter { limit: 100, ..Default::default() })
+        .await
+        .unwrap();
+    let refused = trail.iter().find(|r| r.entry.correlation_id.as_deref() == Some(correlation.as_str())).unwrap();
+    assert_eq!(refused.entry.event, "access.refused");
+    assert_eq!(refused.entry.http_status, Some(401));
+    assert_eq!(refused.entry.source_ip.as_deref(), Some("127.0.0.1"));
+    let forbidden = trail.iter().find(|r| r.entry.event == "collect").unwrap();
+    assert_eq!((forbidden.entry.outcome.as_str(), forbidden.entry.actor.as_str()), ("refused (403)", "e2e tests"));
+    assert_eq!(forbidden.entry.tenant_id.as_deref(), Some("default"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trail_is_read_by_the_cli_and_the_admin_api_per_tenant() {
+    let server = TestServer::start().await;
+    let machine = server.seed_machine("trail.example").await;
+    let created: Value = server.collect(&machine, &server.token(ALL)).await.json().await.unwrap();
+    let other = server.seed_machine("other-tenant.example").await;
+    let _ = server.collect(&other, &server.token_for("other", ALL)).await;
+
+    let out = tokio::task::block_in_place(|| {
+        crate::cli::casefile()
+            .args(["audit", "--tenant", "default", "--event", "collect", "--json", "--data-dir"])
+            .arg(server.dir.path().join("data"))
+            .output()
+            .unwrap()
+    });
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["target"], created["id"]);
+    assert_eq!(lines[0]["actor"], "e2e tests");
+    assert_eq!(lines[0]["detail"]["comment"], "e2e collection");
+
+    let admin = server.token(&["Casefile.Admin"]);
+    let page: Value = server.get("/api/admin/audit?event=collect&top=10", &admin).await.json().await.unwrap();
+    let entries = page["value"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "only the caller's tenant: {page}");
+    assert_eq!(entries[0]["tenantId"], "default");
+    let (status, _) = error_of(server.get("/api/admin/audit", &server.token(ALL)).await).await;
+    assert_eq!(status, 403, "reading the trail takes Casefile.Admin");
+    let (status, error) = error_of(server.get("/api/admin/audit?since=yesterday", &admin).await).await;
+    assert_eq!((status, error["code"].as_str().unwrap()), (400, "InvalidInput"));
+}
