@@ -264,14 +264,7 @@ async fn routing_quirks_of_mde_clients_are_tolerated() {
 #[tokio::test]
 async fn download_links_refuse_tampering_and_expiry() {
     let server = TestServer::start().await;
-    let mut agent = server.start_agent("host-links").await;
-    let token = server.token(ALL);
-    let created: Value = server.collect(&agent.identity.machine_id, &token).await.json().await.unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
-    assert_eq!(server.wait_final(&id).await.status, ActionStatus::Succeeded);
-    let link: Value =
-        server.get(&format!("/api/machineactions/{id}/getPackageUri"), &token).await.json().await.unwrap();
-    let url = link["value"].as_str().unwrap().to_owned();
+    let Collected { mut agent, token, id, url } = server.succeeded_collection("host-links").await;
 
     // Flip one character of the signature.
     let mut tampered = url.clone().into_bytes();

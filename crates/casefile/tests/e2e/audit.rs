@@ -1,7 +1,6 @@
 //! The audit trail and a package's chain of custody, as a SOC lead reads them: who asked,
 //! which agent collected, what was verified, who downloaded, from where; refused calls too.
 
-use casefile_proto::ActionStatus;
 use serde_json::Value;
 
 use crate::support::*;
@@ -24,14 +23,8 @@ fn events(custody: &Value) -> Vec<(String, String, String)> {
 #[tokio::test]
 async fn a_package_has_its_whole_chain_of_custody() {
     let server = TestServer::start().await;
-    let mut agent = server.start_agent("custody").await;
-    let token = server.token(ALL);
-    let created: Value = server.collect(&agent.identity.machine_id, &token).await.json().await.unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
-    assert_eq!(server.wait_final(&id).await.status, ActionStatus::Succeeded);
-    let link: Value =
-        server.get(&format!("/api/machineactions/{id}/getPackageUri"), &token).await.json().await.unwrap();
-    let download = server.http.get(link["value"].as_str().unwrap()).send().await.unwrap();
+    let Collected { mut agent, token, id, url } = server.succeeded_collection("custody").await;
+    let download = server.http.get(&url).send().await.unwrap();
     assert_eq!(download.status(), 200);
     let bytes = download.bytes().await.unwrap();
     agent.stop().await;

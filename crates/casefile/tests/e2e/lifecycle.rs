@@ -40,15 +40,8 @@ async fn a_pending_action_no_agent_takes_times_out_after_three_days() {
 #[tokio::test]
 async fn packages_are_deleted_after_their_retention_and_links_then_refuse() {
     let server = TestServer::start_with_clock(|c| c.packages.retention_seconds = 30 * 24 * 3600).await;
-    let mut agent = server.start_agent("retained").await;
-    let token = server.token(ALL);
-    let created: Value = server.collect(&agent.identity.machine_id, &token).await.json().await.unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
-    assert_eq!(server.wait_final(&id).await.status, ActionStatus::Succeeded);
+    let Collected { mut agent, token, id, url } = server.succeeded_collection("retained").await;
     agent.stop().await;
-    let link: Value =
-        server.get(&format!("/api/machineactions/{id}/getPackageUri"), &token).await.json().await.unwrap();
-    let url = link["value"].as_str().unwrap().to_owned();
     let package = server.server().state().store.package("default", id.parse().unwrap()).await.unwrap().unwrap();
     let file = server.dir.path().join("data/packages").join(&package.blob_key);
     assert!(file.exists());

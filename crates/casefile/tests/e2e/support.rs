@@ -35,6 +35,13 @@ pub struct TestServer {
     shutdown: CancellationToken,
 }
 
+pub struct Collected {
+    pub agent: TestAgent,
+    pub token: String,
+    pub id: String,
+    pub url: String,
+}
+
 pub struct TestAgent {
     pub identity: Identity,
     pub state_dir: PathBuf,
@@ -238,6 +245,21 @@ impl TestServer {
         let response = self.get(&format!("/api/machineactions/{id}"), &self.token(ALL)).await;
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
+    }
+
+    /// A real agent on `host_id` collects a package to `Succeeded`; returns the agent (still
+    /// running), a token with every permission, the action id and a download link.
+    pub async fn succeeded_collection(&self, host_id: &str) -> Collected {
+        let agent = self.start_agent(host_id).await;
+        let token = self.token(ALL);
+        let created: Value = self.collect(&agent.identity.machine_id, &token).await.json().await.unwrap();
+        let id = created["id"].as_str().unwrap().to_owned();
+        let done = self.wait_final(&id).await;
+        assert_eq!(done.status, ActionStatus::Succeeded, "{:?}", done.troubleshoot_info);
+        let link: Value =
+            self.get(&format!("/api/machineactions/{id}/getPackageUri"), &token).await.json().await.unwrap();
+        let url = link["value"].as_str().unwrap().to_owned();
+        Collected { agent, token, id, url }
     }
 
     /// Waits until the action reaches a final status, woken by the server's change
