@@ -45,6 +45,63 @@ pub struct AuthConfig {
     /// How often a running server reloads its signing keys from the store, so that a
     /// rotation or retirement made with the CLI applies without a restart.
     pub key_refresh_seconds: u64,
+    /// External identity providers whose access tokens are accepted besides the server's
+    /// own (`[[auth.trusted_issuers]]`): Entra ID, Keycloak, any OIDC provider.
+    pub trusted_issuers: Vec<TrustedIssuerConfig>,
+}
+
+/// Placeholder in a trusted issuer for the token's `tid`, as Entra ID writes its
+/// multi-tenant issuers (`https://login.microsoftonline.com/{tenantid}/v2.0`).
+pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
+
+/// An identity provider whose tokens are accepted: its `iss`, the audiences its tokens
+/// may carry, where its public keys (JWKS) are, and which casefile tenant its tokens
+/// belong to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuerConfig {
+    /// The token's `iss`, exactly; may hold [`TENANT_PLACEHOLDER`] once, which must then
+    /// be the token's `tid`.
+    pub issuer: String,
+    /// Accepted `aud` values; unset: the MDE audiences and `auth.extra_audiences`.
+    #[serde(default)]
+    pub audiences: Option<Vec<String>>,
+    /// The provider's JWKS in a file (read at start, re-read like a URL).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// The provider's JWKS URL (`https://`, or `http://` on a loopback host only).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// The casefile tenant every token of this issuer belongs to; unset: the token's
+    /// `tid`, which must then be a valid tenant id.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// When set, only tokens whose `tid` is listed are accepted (e.g. the customer
+    /// tenants of an Entra multi-tenant issuer).
+    #[serde(default)]
+    pub allowed_tids: Option<Vec<String>>,
+    /// How often the JWKS is fetched again (a key the provider rotated in is also
+    /// fetched at once, at most once a minute, when a token names it).
+    #[serde(default = "default_issuer_refresh_seconds")]
+    pub refresh_seconds: u64,
+}
+
+fn default_issuer_refresh_seconds() -> u64 {
+    3600
+}
+
+impl Default for TrustedIssuerConfig {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            audiences: None,
+            jwks_file: None,
+            jwks_url: None,
+            tenant: None,
+            allowed_tids: None,
+            refresh_seconds: default_issuer_refresh_seconds(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +175,7 @@ impl Default for AuthConfig {
             leeway_seconds: 60,
             token_ttl_seconds: 3600,
             key_refresh_seconds: 60,
+            trusted_issuers: Vec::new(),
         }
     }
 }

@@ -29,7 +29,7 @@ use axum::ServiceExt;
 use casefile_store::{EnrollmentTokenRecord, SqliteStore, Store};
 use tokio::net::TcpListener;
 
-use crate::auth::{AccessClaims, Keyring};
+use crate::auth::{AccessClaims, Keyring, TrustedIssuers};
 use crate::blobs::Blobs;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -78,6 +78,7 @@ impl Server {
     /// [`Server::open`] with another clock (tests move a [`clock::ManualClock`]).
     pub async fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, ServerError> {
         config.rate_limits.validate().map_err(ServerError::Invalid)?;
+        let issuers = TrustedIssuers::load(&config.auth).await?;
         create_private_dir(&config.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_url(&config.database_url()).await?);
         let keyring = Keyring::load_or_create(store.as_ref()).await?;
@@ -92,6 +93,7 @@ impl Server {
             store,
             keyring,
             access_validation,
+            issuers,
             verified_tokens: Default::default(),
             blobs,
             dispatcher: Default::default(),
@@ -120,11 +122,13 @@ impl Server {
         self.state.blobs.clear_staging();
         let sweeper = tokio::spawn(lifecycle::run(self.state.clone()));
         let key_refresh = tokio::spawn(auth::keys::run_refresh(self.state.clone()));
+        let issuer_refresh = tokio::spawn(auth::issuers::run_refresh(self.state.clone()));
         let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await;
         sweeper.abort();
         key_refresh.abort();
+        issuer_refresh.abort();
         result
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use casefile_proto::time::Timestamp;
 use casefile_store::Store;
 
-use crate::auth::{Keyring, VerifiedTokens};
+use crate::auth::{Keyring, TrustedIssuers, VerifiedTokens};
 use crate::blobs::Blobs;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -21,6 +21,8 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub keyring: Keyring,
     pub access_validation: jsonwebtoken::Validation,
+    /// External identity providers whose tokens are accepted (`auth.trusted_issuers`).
+    pub issuers: TrustedIssuers,
     pub verified_tokens: VerifiedTokens,
     pub blobs: Blobs,
     pub dispatcher: Dispatcher,

@@ -10,7 +10,7 @@ use casefile_proto::ErrorCode;
 use jsonwebtoken::errors::ErrorKind;
 use serde::{Deserialize, Serialize};
 
-use super::{Api, Keyring, MDE_AUDIENCES};
+use super::{Api, Keyring, MDE_AUDIENCES, TokenRejected};
 use crate::error::ApiError;
 use crate::ratelimit::retry_after_seconds;
 use crate::state::AppState;
@@ -61,7 +61,8 @@ pub struct AccessClaims {
 pub struct UserIdentity {
     /// The user's object id (`oid`).
     pub oid: Option<String>,
-    /// `upn`, else `unique_name`.
+    /// `upn`, else `unique_name`; for a trusted issuer's token, `preferred_username`
+    /// stands in for a missing `upn` (Entra v2, Keycloak).
     pub upn: Option<String>,
     /// Object ids of the user's groups (`groups`).
     pub groups: Vec<String>,
@@ -75,7 +76,8 @@ pub struct Caller {
     /// are kept per principal.
     pub principal: String,
     /// What `requestor` shows on the actions this caller creates, as MDE fills it: an
-    /// application's display name (else its id); a user's UPN (else `unique_name`).
+    /// application's display name (else its id, `appid` or `azp`); a user's UPN (else
+    /// `unique_name`).
     pub requestor: String,
     /// Application permissions (`roles`); what an application may do.
     pub roles: Vec<String>,
@@ -129,13 +131,15 @@ impl Caller {
             upn: claims.upn.clone().or_else(|| claims.unique_name.clone()),
             groups: claims.groups.clone(),
         });
+        // v2 and Keycloak application tokens name the client in `azp` only.
+        let client = claims.appid.clone().or_else(|| claims.azp.clone());
         let requestor = match &user {
-            None => claims.app_displayname.clone().or_else(|| claims.appid.clone()),
+            None => claims.app_displayname.clone().or_else(|| client.clone()),
             Some(user) => user.upn.clone(),
         }
         .unwrap_or_else(|| subject.clone());
         let principal = match &user {
-            None => claims.appid.clone().or_else(|| claims.oid.clone()),
+            None => client.or_else(|| claims.oid.clone()),
             Some(user) => user.oid.clone().or_else(|| user.upn.clone()),
         }
         .unwrap_or(subject);
@@ -202,16 +206,38 @@ pub fn access_validation(issuer: &str, extra_audiences: &[String], leeway: u64) 
     v
 }
 
-fn token_error(e: jsonwebtoken::errors::Error) -> ApiError {
-    let message = match e.kind() {
-        ErrorKind::ExpiredSignature => "The access token has expired",
-        ErrorKind::ImmatureSignature => "The access token is not valid yet (nbf)",
-        ErrorKind::InvalidAudience => "The access token's audience (aud) is not accepted by this server",
-        ErrorKind::InvalidIssuer => "The access token's issuer (iss) is not trusted by this server",
-        ErrorKind::InvalidSignature => "The access token's signature is invalid or its signing key is unknown",
-        ErrorKind::InvalidAlgorithm => "The access token's signing algorithm is not accepted",
-        ErrorKind::MissingRequiredClaim(_) => "The access token lacks a required claim (exp, nbf, iss or aud)",
-        _ => "The access token is malformed",
+fn token_error(e: TokenRejected) -> ApiError {
+    let message = match e {
+        TokenRejected::Invalid(e) => match e.kind() {
+            ErrorKind::ExpiredSignature => "The access token has expired",
+            ErrorKind::ImmatureSignature => "The access token is not valid yet (nbf)",
+            ErrorKind::InvalidAudience => "The access token's audience (aud) is not accepted by this server",
+            ErrorKind::InvalidIssuer => "The access token's issuer (iss) is not trusted by this server",
+            ErrorKind::InvalidSignature => "The access token's signature is invalid or its signing key is unknown",
+            ErrorKind::InvalidAlgorithm => "The access token's signing algorithm is not accepted",
+            ErrorKind::MissingRequiredClaim(_) => "The access token lacks a required claim (exp, nbf, iss or aud)",
+            _ => "The access token is malformed",
+        },
+        TokenRejected::Malformed => "The access token is malformed",
+        TokenRejected::UntrustedIssuer => "The access token's issuer (iss) is not trusted by this server",
+        TokenRejected::IssuerTenantMismatch => {
+            "The access token's issuer (iss) is not trusted by this server: the tenant it names is not the token's tenant (tid)"
+        }
+        TokenRejected::TenantNotAllowed => {
+            "The access token's tenant (tid) is not one its issuer is trusted for (allowed_tids)"
+        }
+        TokenRejected::NoTenant => "The access token has no tenant id (tid) and its issuer is mapped to no tenant",
+        TokenRejected::Unsigned => {
+            "The access token's signing algorithm is not accepted: unsigned tokens (alg none) never are"
+        }
+        TokenRejected::AlgorithmNotAccepted => {
+            "The access token's signing algorithm is not accepted: it is not the algorithm of the key it names"
+        }
+        TokenRejected::NoKeyId => "The access token names no signing key (kid)",
+        TokenRejected::UnknownKey => "The access token's signing key is unknown: its issuer has no key with this kid",
+        TokenRejected::KeysUnavailable => {
+            "The signing keys of the access token's issuer could not be fetched yet; retry later"
+        }
     };
     ApiError::unauthorized(message)
 }

@@ -15,11 +15,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use casefile_store::{SigningKeyRecord, Store};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{AccessClaims, AuthError};
+use super::{AccessClaims, AuthError, TokenRejected, issuers};
 use crate::state::AppState;
 
 pub const KEY_PURPOSE_TOKENS: &str = "token";
@@ -110,7 +111,6 @@ impl Keyring {
         token: &str,
         validation: &Validation,
     ) -> Result<T, jsonwebtoken::errors::Error> {
-        use jsonwebtoken::errors::ErrorKind;
         let header = jsonwebtoken::decode_header(token)?;
         if header.alg != Algorithm::EdDSA {
             return Err(ErrorKind::InvalidAlgorithm.into());
@@ -153,19 +153,44 @@ async fn load_in_service(store: &dyn Store) -> Result<KeySet, AuthError> {
     records.iter().map(key_from_record).collect()
 }
 
-/// Verifies an access token against the keyring. A `kid` the keyring does not know (a
-/// key rotated in by the CLI or another replica since the last reload) reloads it from
-/// the store first, at most once every few seconds.
-pub async fn verify_access(state: &AppState, token: &str) -> Result<AccessClaims, jsonwebtoken::errors::Error> {
-    let unknown_kid =
-        jsonwebtoken::decode_header(token).ok().and_then(|h| h.kid).is_some_and(|kid| !state.keyring.knows(&kid));
-    if unknown_kid
+/// Verifies an access token: routed by its (unverified) `iss` to this server's keyring
+/// or to the trusted issuer it names (`issuers.rs`); any other issuer is refused.
+pub async fn verify_access(state: &AppState, token: &str) -> Result<AccessClaims, TokenRejected> {
+    let unverified = issuers::peek(token)?;
+    let Some(iss) = unverified.iss.as_deref() else {
+        return Err(TokenRejected::Invalid(ErrorKind::MissingRequiredClaim("iss".to_owned()).into()));
+    };
+    if iss == state.config.auth.issuer {
+        return verify_own(state, token, &unverified).await;
+    }
+    match state.issuers.route(iss) {
+        Some(issuer) => issuers::verify(state, issuer, token, &unverified).await,
+        None => Err(TokenRejected::UntrustedIssuer),
+    }
+}
+
+/// Verifies a token of this server's issuer against the keyring. A `kid` the keyring
+/// does not know (a key rotated in by the CLI or another replica since the last reload)
+/// reloads it from the store first, at most once every few seconds.
+async fn verify_own(
+    state: &AppState,
+    token: &str,
+    unverified: &issuers::Unverified,
+) -> Result<AccessClaims, TokenRejected> {
+    if issuers::named_algorithm(&unverified.alg)? != Algorithm::EdDSA {
+        return Err(TokenRejected::AlgorithmNotAccepted);
+    }
+    let kid = unverified.kid.as_deref().ok_or(TokenRejected::NoKeyId)?;
+    if !state.keyring.knows(kid)
         && state.keyring.may_reload_on_miss()
         && let Err(e) = refresh(state).await
     {
         tracing::warn!("reloading the signing keys failed: {e}");
     }
-    state.keyring.verify(token, &state.access_validation)
+    if !state.keyring.knows(kid) {
+        return Err(TokenRejected::UnknownKey);
+    }
+    Ok(state.keyring.verify(token, &state.access_validation)?)
 }
 
 /// Reloads the keyring from the store; when a key went out of service, forgets every

@@ -8,6 +8,7 @@ mod auth;
 mod cancel;
 mod cli;
 mod identity;
+mod issuers;
 mod lifecycle;
 mod limits;
 mod odata;
