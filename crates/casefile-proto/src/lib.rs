@@ -10,6 +10,7 @@ pub mod error;
 pub mod machine;
 pub mod oauth;
 pub mod odata;
+pub mod rbac;
 pub mod time;
 
 pub use action::{ActionStatus, ActionType, CancelActionRequest, CollectRequest, MachineAction};

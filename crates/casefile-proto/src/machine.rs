@@ -97,3 +97,18 @@ pub struct Machine {
 
 /// `onboardingStatus` of every enrolled agent.
 pub const ONBOARDED: &str = "Onboarded";
+
+/// Body of `POST /api/machines/{id}/tags`, as MDE takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TagRequest {
+    #[serde(rename = "Value")]
+    pub value: String,
+    #[serde(rename = "Action")]
+    pub action: TagAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum TagAction {
+    Add,
+    Remove,
+}

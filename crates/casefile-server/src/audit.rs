@@ -133,6 +133,8 @@ fn event_of(method: &Method, route: &str, status: u16) -> Option<String> {
 /// Records the call if it is one the trail keeps. Runs inside the router, where the
 /// matched route is known.
 pub async fn middleware(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    // Entries carry when the call arrived: steps it set off (a dispatch) come after it.
+    let arrived = state.now();
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
@@ -149,7 +151,7 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
     };
     let outcome = if response.status().is_success() { "ok".to_owned() } else { format!("refused ({status})") };
     let entry = AuditEntry {
-        at: state.now(),
+        at: arrived,
         tenant_id: noted.tenant,
         actor_kind: noted.kind.unwrap_or("anonymous").to_owned(),
         actor: noted.actor.unwrap_or_else(|| "-".to_owned()),

@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod lifecycle;
 pub mod links;
 pub mod ratelimit;
+pub mod rbac;
 mod routes;
 pub mod secrets;
 pub mod state;

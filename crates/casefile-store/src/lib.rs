@@ -11,7 +11,7 @@ use casefile_proto::action::MachineAction;
 use casefile_proto::time::Timestamp;
 use uuid::Uuid;
 
-pub use query::{ListQuery, Listed};
+pub use query::{ListQuery, Listed, Visibility};
 pub use records::*;
 pub use sqlite::SqliteStore;
 
@@ -159,4 +159,21 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, entry: &AuditEntry) -> Result<i64>;
     /// Entries matching `filter`, oldest first.
     async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+
+    // Roles and device groups (delegated users).
+    async fn roles(&self, tenant: &str) -> Result<Vec<casefile_proto::rbac::Role>>;
+    /// Creates or replaces the role of that name.
+    async fn put_role(&self, tenant: &str, role: &casefile_proto::rbac::Role) -> Result<()>;
+    async fn delete_role(&self, tenant: &str, name: &str) -> Result<bool>;
+    /// The tenant's groups, best rank first.
+    async fn device_groups(&self, tenant: &str) -> Result<Vec<casefile_proto::rbac::DeviceGroup>>;
+    /// Creates a group (its `id` is assigned); [`StoreError::Duplicate`] for a taken name.
+    async fn create_device_group(
+        &self,
+        tenant: &str,
+        group: &casefile_proto::rbac::DeviceGroup,
+    ) -> Result<casefile_proto::rbac::DeviceGroup>;
+    async fn delete_device_group(&self, tenant: &str, id: i64) -> Result<bool>;
+    async fn set_machine_group(&self, machine_id: &str, group: Option<i64>) -> Result<()>;
+    async fn set_machine_tags(&self, machine_id: &str, tags: &[String]) -> Result<()>;
 }

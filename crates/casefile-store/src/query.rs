@@ -14,6 +14,16 @@ pub struct ListQuery {
     pub top: u64,
     /// Also count every match (`$count=true`).
     pub count: bool,
+    /// Only machines (and their actions) of these device groups; `None`: all.
+    pub visible: Option<Visibility>,
+}
+
+/// The device groups a delegated user may see.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Visibility {
+    pub groups: Vec<i64>,
+    /// Whether machines in no group ("Ungrouped devices") are visible.
+    pub ungrouped: bool,
 }
 
 impl ListQuery {

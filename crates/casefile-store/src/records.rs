@@ -79,6 +79,8 @@ pub struct MachineRecord {
     pub first_seen: Timestamp,
     pub last_seen: Timestamp,
     pub agent_public_key: Option<String>,
+    /// Its device group; `None`: ungrouped.
+    pub rbac_group_id: Option<i64>,
 }
 
 /// A status change, with the fields the new status carries.

@@ -6,6 +6,7 @@ pub mod client;
 pub mod demo;
 pub mod identity;
 pub mod package;
+pub mod rbac;
 
 /// Opens the data directory a server uses (creating it, like the server's first start),
 /// for the commands that work on it directly: tokens, applications, keys.

@@ -73,6 +73,11 @@ enum Command {
     /// Read the audit trail: every state-changing call, token issued, refused access, link
     /// issued and package download.
     Audit(casefile::audit::AuditArgs),
+    /// Manage roles and device groups for delegated users.
+    Rbac {
+        #[command(subcommand)]
+        command: casefile::rbac::RbacCommand,
+    },
     /// Check or import investigation packages.
     Package {
         #[command(subcommand)]
@@ -166,6 +171,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::App { command } => casefile::identity::run_app(command, &mut std::io::stdout()).await?,
         Command::Keys { command } => casefile::identity::run_keys(command, &mut std::io::stdout()).await?,
         Command::Audit(args) => casefile::audit::run(args, &mut std::io::stdout()).await?,
+        Command::Rbac { command } => casefile::rbac::run(command, &mut std::io::stdout()).await?,
         Command::Package { command: PackageCommand::Verify { file, public_key } } => {
             let authentic = casefile::package::verify(&file, public_key.as_deref(), &mut std::io::stdout())?;
             if !authentic {

@@ -89,8 +89,16 @@ pub struct Caller {
 
 impl Caller {
     /// Counts the call against the caller's quota for `api` (refused calls count too),
-    /// then checks its permission.
-    pub async fn admit(&self, state: &AppState, api: Api) -> Result<(), ApiError> {
+    /// checks its token permission and, for a user, the role permission; returns what the
+    /// caller may see.
+    pub async fn admit(&self, state: &AppState, api: Api) -> Result<crate::rbac::Access, ApiError> {
+        self.count_and_authorize(state, api).await?;
+        let access = crate::rbac::Access::of(state, self).await?;
+        access.require(api)?;
+        Ok(access)
+    }
+
+    async fn count_and_authorize(&self, state: &AppState, api: Api) -> Result<(), ApiError> {
         let windows = state.config.rate_limits.windows(api);
         if !windows.is_empty() {
             let key = format!("{}\n{}\n{}", self.tenant_id, self.principal, api.name());

@@ -58,6 +58,8 @@ pub enum Api {
     /// `GET /api/admin/applications`.
     ListApplications,
     ReadAudit,
+    TagMachine,
+    ManageAccess,
     /// `POST /api/admin/applications`.
     CreateApplication,
     /// Disable, enable, rotate the secret, change the roles.
@@ -76,6 +78,8 @@ impl Api {
         Self::ListMachines,
         Self::ListApplications,
         Self::ReadAudit,
+        Self::TagMachine,
+        Self::ManageAccess,
         Self::CreateApplication,
         Self::UpdateApplication,
     ];
@@ -93,6 +97,8 @@ impl Api {
             Self::ListMachines => "ListMachines",
             Self::ListApplications => "ListApplications",
             Self::ReadAudit => "ReadAudit",
+            Self::TagMachine => "TagMachine",
+            Self::ManageAccess => "ManageAccess",
             Self::CreateApplication => "CreateApplication",
             Self::UpdateApplication => "UpdateApplication",
         }
@@ -101,9 +107,11 @@ impl Api {
     /// The application permissions (`roles`) that allow the API; any one suffices.
     pub fn application_permissions(self) -> &'static [&'static str] {
         match self {
-            Self::ListApplications | Self::CreateApplication | Self::UpdateApplication | Self::ReadAudit => {
-                &[CASEFILE_ADMIN]
-            }
+            Self::ListApplications
+            | Self::CreateApplication
+            | Self::UpdateApplication
+            | Self::ReadAudit
+            | Self::ManageAccess => &[CASEFILE_ADMIN],
             Self::CollectInvestigationPackage | Self::ImportInvestigationPackage => &[MACHINE_COLLECT_FORENSICS],
             Self::GetMachineAction
             | Self::ListMachineActions
@@ -111,6 +119,7 @@ impl Api {
             | Self::GetMachine
             | Self::ListMachines => &[MACHINE_READ_ALL, MACHINE_READ_WRITE_ALL],
             Self::CancelMachineAction => CANCEL,
+            Self::TagMachine => &[MACHINE_READ_WRITE_ALL],
         }
     }
 
@@ -126,9 +135,32 @@ impl Api {
                 &[MACHINE_READ, MACHINE_READ_WRITE]
             }
             Self::CancelMachineAction => CANCEL,
-            Self::ListApplications | Self::CreateApplication | Self::UpdateApplication | Self::ReadAudit => {
-                &[CASEFILE_ADMIN]
-            }
+            Self::TagMachine => &[MACHINE_READ_WRITE],
+            Self::ListApplications
+            | Self::CreateApplication
+            | Self::UpdateApplication
+            | Self::ReadAudit
+            | Self::ManageAccess => &[CASEFILE_ADMIN],
+        }
+    }
+}
+
+impl Api {
+    /// The role permission a delegated user needs for this API (§6.3).
+    pub fn role_permission(self) -> &'static str {
+        use casefile_proto::rbac::permission::*;
+        match self {
+            Self::CollectInvestigationPackage
+            | Self::ImportInvestigationPackage
+            | Self::GetPackageUri
+            | Self::CancelMachineAction
+            | Self::TagMachine => ALERTS_INVESTIGATION,
+            Self::GetMachineAction | Self::ListMachineActions | Self::GetMachine | Self::ListMachines => VIEW_DATA,
+            Self::ListApplications
+            | Self::CreateApplication
+            | Self::UpdateApplication
+            | Self::ReadAudit
+            | Self::ManageAccess => ADMINISTRATOR,
         }
     }
 }

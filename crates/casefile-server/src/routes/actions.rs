@@ -12,10 +12,11 @@ use casefile_proto::odata::{Collection, Entity, context};
 use casefile_store::{CancelOutcome, CancelRequest};
 
 use super::openapi::ListOptions;
-use super::{BaseUrl, Path, action_id, caller_action, caller_machine, odata, reply};
+use super::{BaseUrl, Intent, Path, caller_action, caller_machine, odata, reply};
 use crate::audit;
 use crate::auth::{Api, Caller};
 use crate::error::{ApiError, ApiResult};
+use crate::rbac::Access;
 use crate::state::AppState;
 
 /// Largest request body the collect call reads.
@@ -41,9 +42,9 @@ pub async fn collect(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    caller.admit(&state, Api::CollectInvestigationPackage).await?;
+    let access = caller.admit(&state, Api::CollectInvestigationPackage).await?;
     let comment = comment_from_body(&headers, body).await?;
-    let machine = caller_machine(&state, &caller, &machine).await?;
+    let machine = caller_machine(&state, &caller, &access, &machine, Intent::Act).await?;
     let action = MachineAction::new_pending(
         ActionType::CollectInvestigationPackage,
         &machine.id,
@@ -151,8 +152,8 @@ pub async fn get(
     base: BaseUrl,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    caller.admit(&state, Api::GetMachineAction).await?;
-    let action = caller_action(&state, &caller, &id).await?;
+    let access = caller.admit(&state, Api::GetMachineAction).await?;
+    let action = caller_action(&state, &caller, &access, &id, Intent::Read).await?;
     Ok(reply(StatusCode::OK, &Entity { context: base.context(context::ACTION), value: action }))
 }
 
@@ -172,8 +173,8 @@ pub async fn list(
     uri: Uri,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    caller.admit(&state, Api::ListMachineActions).await?;
-    list_actions(&state, &caller, &base, &uri, query.as_deref(), None).await
+    let access = caller.admit(&state, Api::ListMachineActions).await?;
+    list_actions(&state, &caller, &access, &base, &uri, query.as_deref(), None).await
 }
 
 /// `GET /api/machines/{id}/machineactions`: the machine's actions, with the same OData
@@ -194,14 +195,15 @@ pub async fn list_for_machine(
     Path(machine): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    caller.admit(&state, Api::ListMachineActions).await?;
-    let machine = caller_machine(&state, &caller, &machine).await?;
-    list_actions(&state, &caller, &base, &uri, query.as_deref(), Some(&machine.id)).await
+    let access = caller.admit(&state, Api::ListMachineActions).await?;
+    let machine = caller_machine(&state, &caller, &access, &machine, Intent::Read).await?;
+    list_actions(&state, &caller, &access, &base, &uri, query.as_deref(), Some(&machine.id)).await
 }
 
 async fn list_actions(
     state: &AppState,
     caller: &Caller,
+    access: &Access,
     base: &BaseUrl,
     uri: &Uri,
     raw_query: Option<&str>,
@@ -218,6 +220,7 @@ async fn list_actions(
         (Some(m), Some(f)) => Some(Expr::And(Box::new(m), Box::new(f))),
         (m, f) => m.or(f),
     };
+    access.restrict(&mut request.query);
     let listed = state.store.actions(&caller.tenant_id, &request.query).await?;
     odata::respond(base, uri.path(), raw_query, "MachineActions", &request, listed)
 }
@@ -255,8 +258,8 @@ pub async fn cancel(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    caller.admit(&state, Api::CancelMachineAction).await?;
-    let id = action_id(&id)?;
+    let access = caller.admit(&state, Api::CancelMachineAction).await?;
+    let id = caller_action(&state, &caller, &access, &id, Intent::Act).await?.id;
     let comment = optional_comment(&headers, body).await?;
     audit::note_detail(serde_json::json!({"comment": comment}));
     let request = CancelRequest { requestor: caller.requestor.clone(), comment, at: state.now() };

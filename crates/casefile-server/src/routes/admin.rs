@@ -9,6 +9,7 @@ use casefile_proto::ErrorCode;
 use casefile_proto::application::{
     Application, ApplicationList, ApplicationSecret, CreateApplicationRequest, SetRolesRequest,
 };
+use casefile_proto::rbac::{DeviceGroup, DeviceGroupList, Role, RoleList};
 
 use super::{Json, Path, Query};
 use crate::auth::applications::{self, ApplicationError};
@@ -228,4 +229,108 @@ pub async fn audit(
     let next_after = if more { records.last().map(|r| r.seq) } else { None };
     let value = records.into_iter().map(crate::audit::to_wire).collect();
     Ok(Json(casefile_proto::audit::AuditList { value, next_after }).into_response())
+}
+
+/// The tenant's roles for delegated users.
+#[utoipa::path(
+    get,
+    path = "/api/admin/roles",
+    tag = "Access",
+    responses((status = 200, description = "The tenant's roles", body = RoleList)),
+    security(("bearer" = ["Casefile.Admin"]))
+)]
+pub async fn roles(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    caller.admit(&state, Api::ManageAccess).await?;
+    let value = state.store.roles(&caller.tenant_id).await?;
+    Ok(Json(RoleList { value }).into_response())
+}
+
+/// Creates or replaces the role `name`.
+#[utoipa::path(
+    put,
+    path = "/api/admin/roles/{name}",
+    tag = "Access",
+    params(("name" = String, Path, description = "The role's name")),
+    request_body(content = Role, content_type = "application/json"),
+    responses((status = 200, description = "The role as stored", body = Role)),
+    security(("bearer" = ["Casefile.Admin"]))
+)]
+pub async fn put_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(role): Json<Role>,
+) -> ApiResult<Response> {
+    caller.admit(&state, Api::ManageAccess).await?;
+    let role = crate::rbac::put_role(&state, &caller.tenant_id, Role { name, ..role }).await?;
+    Ok(Json(role).into_response())
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/admin/roles/{name}",
+    tag = "Access",
+    params(("name" = String, Path, description = "The role's name")),
+    responses((status = 204, description = "Deleted")),
+    security(("bearer" = ["Casefile.Admin"]))
+)]
+pub async fn delete_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.admit(&state, Api::ManageAccess).await?;
+    crate::rbac::delete_role(&state, &caller.tenant_id, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The tenant's device groups, best rank first.
+#[utoipa::path(
+    get,
+    path = "/api/admin/devicegroups",
+    tag = "Access",
+    responses((status = 200, description = "The tenant's device groups", body = DeviceGroupList)),
+    security(("bearer" = ["Casefile.Admin"]))
+)]
+pub async fn device_groups(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    caller.admit(&state, Api::ManageAccess).await?;
+    let value = state.store.device_groups(&caller.tenant_id).await?;
+    Ok(Json(DeviceGroupList { value }).into_response())
+}
+
+/// Creates a device group; machines are regrouped at once.
+#[utoipa::path(
+    post,
+    path = "/api/admin/devicegroups",
+    tag = "Access",
+    request_body(content = DeviceGroup, content_type = "application/json"),
+    responses((status = 201, description = "The group, with its id", body = DeviceGroup)),
+    security(("bearer" = ["Casefile.Admin"]))
+)]
+pub async fn create_device_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(group): Json<DeviceGroup>,
+) -> ApiResult<Response> {
+    caller.admit(&state, Api::ManageAccess).await?;
+    let group = crate::rbac::create_group(&state, &caller.tenant_id, group).await?;
+    Ok((StatusCode::CREATED, Json(group)).into_response())
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/admin/devicegroups/{id}",
+    tag = "Access",
+    params(("id" = i64, Path, description = "The group's id")),
+    responses((status = 204, description = "Deleted; its machines regrouped")),
+    security(("bearer" = ["Casefile.Admin"]))
+)]
+pub async fn delete_device_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    caller.admit(&state, Api::ManageAccess).await?;
+    crate::rbac::delete_group(&state, &caller.tenant_id, id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -106,6 +106,7 @@ pub async fn enroll(
             at: now,
         })
         .await?;
+    crate::rbac::regroup(&state, &machine).await?;
     audit::note_actor("agent", &machine.id, &machine.tenant_id);
     audit::note_target(&machine.id);
     audit::note_detail(
@@ -126,6 +127,10 @@ pub async fn hello(
 ) -> ApiResult<Json<HelloResponse>> {
     let now = state.now();
     state.store.update_host_facts(&machine.id, &facts(request.host), now).await?;
+    // A renamed host may belong to another device group now.
+    if let Some(updated) = state.store.machine(&machine.tenant_id, &machine.id).await? {
+        crate::rbac::regroup(&state, &updated).await?;
+    }
     let abandoned_actions = state.store.fail_in_progress(&machine.id, &restarted(now)).await?;
     state.dispatcher.action_changed();
     Ok(Json(HelloResponse {

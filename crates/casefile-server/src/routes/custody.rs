@@ -10,7 +10,7 @@ use casefile_proto::audit::{Custody, StoredPackage};
 use casefile_proto::time::format;
 use casefile_store::AuditFilter;
 
-use super::{Path, caller_action, reply};
+use super::{Intent, Path, caller_action, reply};
 use crate::audit;
 use crate::auth::{Api, Caller};
 use crate::error::ApiResult;
@@ -29,8 +29,8 @@ const MAX_EVENTS: u32 = 10_000;
     security(("bearer" = ["Machine.Read.All", "Machine.ReadWrite.All"]))
 )]
 pub async fn custody(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    caller.admit(&state, Api::GetMachineAction).await?;
-    let action = caller_action(&state, &caller, &id).await?;
+    let access = caller.admit(&state, Api::GetMachineAction).await?;
+    let action = caller_action(&state, &caller, &access, &id, Intent::Read).await?;
     let package = state.store.package(&caller.tenant_id, action.id).await?.map(|p| StoredPackage {
         size: p.size,
         sha256: p.sha256,
@@ -43,7 +43,11 @@ pub async fn custody(State(state): State<AppState>, caller: Caller, Path(id): Pa
         limit: MAX_EVENTS,
         ..AuditFilter::default()
     };
-    let events = state.store.audit(&filter).await?.into_iter().map(audit::to_wire).collect();
+    let mut records = state.store.audit(&filter).await?;
+    // In the order things happened: a call's entry is written when it ends, after the
+    // steps it set off may have been written.
+    records.sort_by(|a, b| (a.entry.at, a.seq).cmp(&(b.entry.at, b.seq)));
+    let events = records.into_iter().map(audit::to_wire).collect();
     let record = Custody {
         action_id: action.id,
         machine_id: action.machine_id,

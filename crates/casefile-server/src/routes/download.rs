@@ -9,7 +9,7 @@ use casefile_proto::action::{ActionStatus, ActionType};
 use casefile_proto::odata::{Value, context};
 use casefile_proto::{ErrorCode, PACKAGE_FILE_NAME};
 
-use super::{BaseUrl, Path, caller_action, reply};
+use super::{BaseUrl, Intent, Path, caller_action, reply};
 use crate::audit;
 use crate::auth::{Api, Caller};
 use crate::error::{ApiError, ApiResult};
@@ -31,8 +31,8 @@ pub async fn package_uri(
     base: BaseUrl,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    caller.admit(&state, Api::GetPackageUri).await?;
-    let action = caller_action(&state, &caller, &id).await?;
+    let access = caller.admit(&state, Api::GetPackageUri).await?;
+    let action = caller_action(&state, &caller, &access, &id, Intent::Read).await?;
     let id = action.id;
     if action.action_type != ActionType::CollectInvestigationPackage {
         return Err(ApiError::new(

@@ -11,7 +11,7 @@ use casefile_proto::odata::{Entity, context};
 use casefile_store::PackageRecord;
 use uuid::Uuid;
 
-use super::{BaseUrl, Path, caller_machine, reply};
+use super::{BaseUrl, Intent, Path, caller_machine, reply};
 use crate::audit;
 use crate::auth::{Api, Caller};
 use crate::error::{ApiError, ApiResult};
@@ -45,8 +45,8 @@ pub async fn import(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    caller.admit(&state, Api::ImportInvestigationPackage).await?;
-    let machine = caller_machine(&state, &caller, &machine).await?;
+    let access = caller.admit(&state, Api::ImportInvestigationPackage).await?;
+    let machine = caller_machine(&state, &caller, &access, &machine, Intent::Act).await?;
     let comment = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .find(|(k, _)| k.eq_ignore_ascii_case("comment"))
         .map(|(_, v)| v.trim().to_owned())

@@ -3,13 +3,17 @@
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
+use casefile_proto::ErrorCode;
 use casefile_proto::machine::{HealthStatus, Machine, MachineId, ONBOARDED};
+use casefile_proto::machine::{TagAction, TagRequest};
 use casefile_proto::odata::{Collection, Entity, context};
+use casefile_proto::rbac::{DeviceGroup, UNGROUPED};
 use casefile_proto::time::Timestamp;
 use casefile_store::{Listed, MachineRecord};
 
 use super::openapi::ListOptions;
-use super::{BaseUrl, Path, caller_machine, odata, reply};
+use super::{BaseUrl, Intent, Json, Path, caller_machine, odata, reply};
+use crate::audit;
 use crate::auth::{Api, Caller};
 use crate::clock::seconds_before;
 use crate::error::{ApiError, ApiResult};
@@ -31,14 +35,16 @@ pub async fn list(
     uri: Uri,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    caller.admit(&state, Api::ListMachines).await?;
+    let access = caller.admit(&state, Api::ListMachines).await?;
     let mut request = odata::parse(query.as_deref(), &odata::MACHINE_SCHEMA)?;
     let active_since = active_since(&state);
     request.query.filter =
         request.query.filter.take().map(|f| odata::lower_machine_filter(f, active_since)).transpose()?;
+    access.restrict(&mut request.query);
     let listed = state.store.machines(&caller.tenant_id, &request.query).await?;
+    let groups = state.store.device_groups(&caller.tenant_id).await?;
     let machines = Listed {
-        items: listed.items.into_iter().map(|r| to_machine(&state, r)).collect::<Result<Vec<_>, _>>()?,
+        items: listed.items.into_iter().map(|r| to_machine(&state, &groups, r)).collect::<Result<Vec<_>, _>>()?,
         total: listed.total,
         more: listed.more,
     };
@@ -60,9 +66,10 @@ pub async fn get(
     base: BaseUrl,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    caller.admit(&state, Api::GetMachine).await?;
-    let record = caller_machine(&state, &caller, &id).await?;
-    let machine = to_machine(&state, record)?;
+    let access = caller.admit(&state, Api::GetMachine).await?;
+    let record = caller_machine(&state, &caller, &access, &id, Intent::Read).await?;
+    let groups = state.store.device_groups(&caller.tenant_id).await?;
+    let machine = to_machine(&state, &groups, record)?;
     Ok(reply(StatusCode::OK, &Entity { context: base.context(context::MACHINE), value: machine }))
 }
 
@@ -71,7 +78,60 @@ fn active_since(state: &AppState) -> Timestamp {
     seconds_before(state.now(), state.config.agents.inactive_after_seconds)
 }
 
-fn to_machine(state: &AppState, r: MachineRecord) -> ApiResult<Machine> {
+/// Adds or removes a machine tag (MDE's `POST /api/machines/{id}/tags`); the machine's
+/// device group follows its tags.
+#[utoipa::path(
+    post,
+    path = "/api/machines/{id}/tags",
+    tag = "Machines",
+    params(("id" = String, Path, description = "Machine id (40 hex characters) or computer name")),
+    request_body(content = TagRequest, content_type = "application/json"),
+    responses((status = 200, description = "The machine with its tags", body = Entity<Machine>)),
+    security(("bearer" = ["Machine.ReadWrite.All"]))
+)]
+pub async fn tags(
+    State(state): State<AppState>,
+    caller: Caller,
+    base: BaseUrl,
+    Path(id): Path<String>,
+    Json(request): Json<TagRequest>,
+) -> ApiResult<Response> {
+    let access = caller.admit(&state, Api::TagMachine).await?;
+    let mut record = caller_machine(&state, &caller, &access, &id, Intent::Act).await?;
+    let tag = request.value.trim();
+    if tag.is_empty() || tag.chars().count() > MAX_TAG_CHARS {
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
+            format!("Invalid input Value: a tag has 1 to {MAX_TAG_CHARS} characters"),
+        ));
+    }
+    let present = record.machine_tags.iter().position(|t| t.eq_ignore_ascii_case(tag));
+    match (request.action, present) {
+        (TagAction::Add, None) => record.machine_tags.push(tag.to_owned()),
+        (TagAction::Remove, Some(at)) => {
+            record.machine_tags.remove(at);
+        }
+        // Adding a tag it has, or removing one it lacks, changes nothing.
+        _ => {}
+    }
+    state.store.set_machine_tags(&record.id, &record.machine_tags).await?;
+    crate::rbac::regroup(&state, &record).await?;
+    audit::note_target(&record.id);
+    audit::note_detail(serde_json::json!({"tag": tag, "action": format!("{:?}", request.action)}));
+    let record = caller_machine(&state, &caller, &crate::rbac::Access::Unrestricted, &record.id, Intent::Read).await?;
+    let groups = state.store.device_groups(&caller.tenant_id).await?;
+    let machine = to_machine(&state, &groups, record)?;
+    Ok(reply(StatusCode::OK, &Entity { context: base.context(context::MACHINE), value: machine }))
+}
+
+/// Longest machine tag accepted.
+const MAX_TAG_CHARS: usize = 200;
+
+fn to_machine(state: &AppState, groups: &[DeviceGroup], r: MachineRecord) -> ApiResult<Machine> {
+    let group_name = match r.rbac_group_id {
+        Some(id) => groups.iter().find(|g| g.id == id).map(|g| g.name.clone()),
+        None => Some(UNGROUPED.to_owned()),
+    };
     let health = if r.last_seen >= active_since(state) { HealthStatus::Active } else { HealthStatus::Inactive };
     let id = MachineId::parse(&r.id)
         .ok_or_else(|| ApiError::internal_from(format!("stored machine id {} is malformed", r.id)))?;
@@ -90,8 +150,8 @@ fn to_machine(state: &AppState, r: MachineRecord) -> ApiResult<Machine> {
         os_build: r.facts.os_build,
         health_status: health,
         device_value: None,
-        rbac_group_id: None,
-        rbac_group_name: None,
+        rbac_group_id: r.rbac_group_id,
+        rbac_group_name: group_name,
         risk_score: None,
         exposure_level: None,
         is_aad_joined: false,

@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::links::DOWNLOAD_PATH;
+use crate::rbac::Access;
 use crate::state::AppState;
 
 /// Routes are written in lower case: [`normalize_path`] folds public API paths to it.
@@ -33,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/machines/{id}", get(machines::get))
         .route("/api/machines/{id}/collectinvestigationpackage", post(actions::collect))
         .route("/api/machines/{id}/machineactions", get(actions::list_for_machine))
+        .route("/api/machines/{id}/tags", post(machines::tags))
         .route("/api/machines/{id}/importinvestigationpackage", post(import::import))
         .route("/api/machineactions", get(actions::list))
         .route("/api/machineactions/{id}", get(actions::get))
@@ -46,7 +48,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/admin/applications/{id}/enable", post(admin::enable))
         .route("/api/admin/applications/{id}/rotatesecret", post(admin::rotate_secret))
         .route("/api/admin/applications/{id}/roles", post(admin::set_roles).put(admin::set_roles))
-        .route("/api/admin/audit", get(admin::audit));
+        .route("/api/admin/audit", get(admin::audit))
+        .route("/api/admin/roles", get(admin::roles))
+        .route("/api/admin/roles/{name}", put(admin::put_role).delete(admin::delete_role))
+        .route("/api/admin/devicegroups", get(admin::device_groups).post(admin::create_device_group))
+        .route("/api/admin/devicegroups/{id}", axum::routing::delete(admin::delete_device_group));
     // Where Entra ID serves them: clients change only their login host.
     let login = Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(oauth::token_v2))
@@ -225,29 +231,55 @@ pub(crate) fn action_id(raw: &str) -> Result<Uuid, ApiError> {
     })
 }
 
+/// What a call does with the machine or action it names: for a user outside its device
+/// group, a read answers `404` (as if it did not exist, like the filtered lists) and an
+/// action `403` (§6.3 DECISION).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Intent {
+    Read,
+    Act,
+}
+
+fn out_of_reach(intent: Intent, not_found: String) -> ApiError {
+    match intent {
+        Intent::Read => ApiError::not_found(not_found),
+        Intent::Act => ApiError::forbidden("The machine is outside the device groups this user may act on"),
+    }
+}
+
 /// The caller's machine, by id or computer name, or `404`.
 pub(crate) async fn caller_machine(
     state: &AppState,
     caller: &crate::auth::Caller,
+    access: &Access,
     id_or_name: &str,
+    intent: Intent,
 ) -> Result<casefile_store::MachineRecord, ApiError> {
-    state
-        .store
-        .machine(&caller.tenant_id, id_or_name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("Machine {id_or_name} was not found")))
+    let missing = || format!("Machine {id_or_name} was not found");
+    let machine =
+        state.store.machine(&caller.tenant_id, id_or_name).await?.ok_or_else(|| ApiError::not_found(missing()))?;
+    if !access.sees(&machine) {
+        return Err(out_of_reach(intent, missing()));
+    }
+    Ok(machine)
 }
 
 /// The caller's action `raw` (an `Edm.Guid`), or the MDE errors for a bad or unknown id.
 pub(crate) async fn caller_action(
     state: &AppState,
     caller: &crate::auth::Caller,
+    access: &Access,
     raw: &str,
+    intent: Intent,
 ) -> Result<casefile_proto::MachineAction, ApiError> {
     let id = action_id(raw)?;
-    state
-        .store
-        .action(&caller.tenant_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("MachineAction {id} was not found")))
+    let missing = || format!("MachineAction {id} was not found");
+    let action = state.store.action(&caller.tenant_id, id).await?.ok_or_else(|| ApiError::not_found(missing()))?;
+    if let Access::User { .. } = access {
+        let machine = state.store.machine(&caller.tenant_id, &action.machine_id).await?;
+        if !machine.is_some_and(|m| access.sees(&m)) {
+            return Err(out_of_reach(intent, missing()));
+        }
+    }
+    Ok(action)
 }

@@ -68,7 +68,7 @@ pub const MACHINE_SCHEMA: Schema = Schema {
         prop("osBuild", Kind::Int, true, true),
         prop("healthStatus", Kind::Enum(HEALTH), true, false),
         prop("deviceValue", Kind::Enum(&["Normal", "Low", "High"]), true, false),
-        prop("rbacGroupId", Kind::Int, true, false),
+        prop("rbacGroupId", Kind::Int, true, true),
         prop("rbacGroupName", Kind::String, false, false),
         prop("riskScore", Kind::Enum(&["None", "Informational", "Low", "Medium", "High"]), true, false),
         prop("exposureLevel", Kind::Enum(&["None", "Low", "Medium", "High"]), true, false),
@@ -116,6 +116,7 @@ pub fn parse(raw: Option<&str>, schema: &Schema) -> ApiResult<ListRequest> {
             skip: parsed.skip,
             top: parsed.top.unwrap_or(casefile_store::query::MAX_TOP),
             count: parsed.count,
+            visible: None,
         },
         select: parsed.select,
     })
@@ -150,7 +151,7 @@ pub fn lower_machine_filter(expr: Expr, active_since: Timestamp) -> ApiResult<Ex
         let constant = match property {
             "healthStatus" => return health(e, active_since),
             "onboardingStatus" => Value::String(casefile_proto::machine::ONBOARDED.to_owned()),
-            "deviceValue" | "rbacGroupId" | "riskScore" | "exposureLevel" | "aadDeviceId" => Value::Null,
+            "deviceValue" | "riskScore" | "exposureLevel" | "aadDeviceId" => Value::Null,
             _ => return Ok(e),
         };
         Ok(Expr::Const(matches_constant(&e, &constant)?))

@@ -31,6 +31,7 @@ use super::{actions, admin, custody, download, import, machines};
         download::download,
         machines::get,
         machines::list,
+        machines::tags,
         admin::list,
         admin::get,
         admin::create,
@@ -39,6 +40,12 @@ use super::{actions, admin, custody, download, import, machines};
         admin::rotate_secret,
         admin::set_roles,
         admin::audit,
+        admin::roles,
+        admin::put_role,
+        admin::delete_role,
+        admin::device_groups,
+        admin::create_device_group,
+        admin::delete_device_group,
         custody::custody,
         jwks_doc,
         healthz_doc,
@@ -48,6 +55,7 @@ use super::{actions, admin, custody, download, import, machines};
     tags(
         (name = "MachineActions", description = "Collect investigation packages and follow the actions"),
         (name = "Machines", description = "Enrolled machines"),
+        (name = "Access", description = "casefile's own: roles and device groups for delegated users (MDE RBAC)"),
         (name = "Applications", description = "casefile's own: the tenant's application registrations, the clients of \
                                               the token endpoint (`Casefile.Admin`)"),
         (name = "Server", description = "Keys and health"),
@@ -118,7 +126,7 @@ impl Modify for Conventions {
             if !path.starts_with("/api/") {
                 continue;
             }
-            let operations = [&mut item.get, &mut item.post, &mut item.put];
+            let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete];
             for operation in operations.into_iter().flatten() {
                 let responses = &mut operation.responses.responses;
                 for (status, description) in [

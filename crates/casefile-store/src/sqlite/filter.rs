@@ -63,6 +63,7 @@ pub(super) const MACHINE_COLUMNS: &[Column] = &[
     col("agentVersion", "agent_version", Stored::Text),
     col("lastIpAddress", "last_ip_address", Stored::Text),
     col("machineTags", "machine_tags", Stored::JsonList),
+    col("rbacGroupId", "rbac_group_id", Stored::Integer),
 ];
 
 fn column(columns: &[Column], property: &str) -> Result<Column> {

@@ -62,6 +62,9 @@ impl SqliteStore {
         if let Some(f) = &query.filter {
             filter::push_filter(&mut q, columns, f)?;
         }
+        if let Some(visible) = &query.visible {
+            push_visibility(&mut q, table, tenant, visible);
+        }
         filter::push_order(&mut q, columns, &query.order_by, default_order)?;
         q.push(" LIMIT ").push_bind(query.top.saturating_add(1).min(i64::MAX as u64) as i64);
         q.push(" OFFSET ").push_bind(query.skip.min(i64::MAX as u64) as i64);
@@ -74,6 +77,9 @@ impl SqliteStore {
             q.push_bind(tenant.to_owned());
             if let Some(f) = &query.filter {
                 filter::push_filter(&mut q, columns, f)?;
+            }
+            if let Some(visible) = &query.visible {
+                push_visibility(&mut q, table, tenant, visible);
             }
             let n: i64 = q.build().fetch_one(&self.pool).await?.try_get(0)?;
             Some(n as u64)
@@ -152,7 +158,8 @@ fn action_from_row(row: &SqliteRow) -> Result<MachineAction> {
 }
 
 const MACHINE_COLUMNS: &str = "id, tenant_id, computer_dns_name, os_platform, os_version, os_architecture, \
-     os_build, agent_version, last_ip_address, ip_addresses, machine_tags, first_seen, last_seen, agent_public_key";
+     os_build, agent_version, last_ip_address, ip_addresses, machine_tags, first_seen, last_seen, agent_public_key, \
+     rbac_group_id";
 
 fn machine_from_row(row: &SqliteRow) -> Result<MachineRecord> {
     Ok(MachineRecord {
@@ -172,7 +179,39 @@ fn machine_from_row(row: &SqliteRow) -> Result<MachineRecord> {
         first_seen: from_micros(row.try_get("first_seen")?)?,
         last_seen: from_micros(row.try_get("last_seen")?)?,
         agent_public_key: row.try_get("agent_public_key")?,
+        rbac_group_id: row.try_get("rbac_group_id")?,
     })
+}
+
+/// ` AND <the row's machine is in a visible group>`: machines by their own group, actions
+/// by their machine's.
+fn push_visibility(q: &mut QueryBuilder<Sqlite>, table: &str, tenant: &str, visible: &Visibility) {
+    let machine_filter = |q: &mut QueryBuilder<Sqlite>| {
+        q.push("(rbac_group_id IN (");
+        let mut list = q.separated(", ");
+        list.push("NULL");
+        for g in &visible.groups {
+            list.push_bind(*g);
+        }
+        list.push_unseparated(")");
+        if visible.ungrouped {
+            q.push(" OR rbac_group_id IS NULL");
+        }
+        q.push(")");
+    };
+    if table == "machines" {
+        q.push(" AND ");
+        machine_filter(q);
+    } else {
+        q.push(" AND machine_id IN (SELECT id FROM machines WHERE tenant_id = ").push_bind(tenant.to_owned());
+        q.push(" AND ");
+        machine_filter(q);
+        q.push(")");
+    }
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn uuid_column(row: &SqliteRow, name: &str) -> Result<Uuid> {
@@ -329,6 +368,127 @@ fn push_transition_set(q: &mut QueryBuilder<Sqlite>, change: &Transition) {
 impl Store for SqliteStore {
     async fn optimize(&self) -> Result<()> {
         sqlx::query("PRAGMA optimize").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn roles(&self, tenant: &str) -> Result<Vec<casefile_proto::rbac::Role>> {
+        let rows =
+            sqlx::query("SELECT name, permissions, users, groups FROM rbac_roles WHERE tenant_id = ? ORDER BY name")
+                .bind(tenant)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(casefile_proto::rbac::Role {
+                    name: r.try_get("name")?,
+                    permissions: json_list(r.try_get::<&str, _>("permissions")?)?,
+                    users: json_list(r.try_get::<&str, _>("users")?)?,
+                    groups: json_list(r.try_get::<&str, _>("groups")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_role(&self, tenant: &str, role: &casefile_proto::rbac::Role) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO rbac_roles (tenant_id, name, permissions, users, groups) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (tenant_id, name) DO UPDATE SET permissions = excluded.permissions, \
+                 users = excluded.users, groups = excluded.groups",
+        )
+        .bind(tenant)
+        .bind(&role.name)
+        .bind(json_text(&role.permissions)?)
+        .bind(json_text(&role.users)?)
+        .bind(json_text(&role.groups)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_role(&self, tenant: &str, name: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM rbac_roles WHERE tenant_id = ? AND name = ?")
+            .bind(tenant)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn device_groups(&self, tenant: &str) -> Result<Vec<casefile_proto::rbac::DeviceGroup>> {
+        let rows = sqlx::query(
+            "SELECT id, name, rank, rules, user_groups FROM device_groups WHERE tenant_id = ? ORDER BY rank, id",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(casefile_proto::rbac::DeviceGroup {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    rank: r.try_get("rank")?,
+                    rules: json_list(r.try_get::<&str, _>("rules")?)?,
+                    user_groups: json_list(r.try_get::<&str, _>("user_groups")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_device_group(
+        &self,
+        tenant: &str,
+        g: &casefile_proto::rbac::DeviceGroup,
+    ) -> Result<casefile_proto::rbac::DeviceGroup> {
+        let inserted = sqlx::query(
+            "INSERT INTO device_groups (tenant_id, name, rank, rules, user_groups) VALUES (?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(tenant)
+        .bind(&g.name)
+        .bind(g.rank)
+        .bind(json_text(&g.rules)?)
+        .bind(json_text(&g.user_groups)?)
+        .fetch_one(&self.pool)
+        .await;
+        match inserted {
+            Ok(row) => Ok(casefile_proto::rbac::DeviceGroup { id: row.try_get("id")?, ..g.clone() }),
+            Err(e) if is_unique_violation(&e) => {
+                Err(StoreError::Duplicate(format!("a device group named '{}' exists already", g.name)))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete_device_group(&self, tenant: &str, id: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM device_groups WHERE tenant_id = ? AND id = ?")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE machines SET rbac_group_id = NULL WHERE tenant_id = ? AND rbac_group_id = ?")
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_machine_group(&self, machine_id: &str, group: Option<i64>) -> Result<()> {
+        sqlx::query("UPDATE machines SET rbac_group_id = ? WHERE id = ?")
+            .bind(group)
+            .bind(machine_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_machine_tags(&self, machine_id: &str, tags: &[String]) -> Result<()> {
+        sqlx::query("UPDATE machines SET machine_tags = ? WHERE id = ?")
+            .bind(json_text(&tags)?)
+            .bind(machine_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

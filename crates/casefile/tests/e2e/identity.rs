@@ -560,6 +560,18 @@ async fn delegated_tokens_are_checked_by_scp_and_requested_by_the_user() {
         claims.app_displayname = Some("Analyst portal".into());
         server.sign(&claims)
     };
+    // Under RBAC a user also needs a role (see rbac.rs); this one may read and collect.
+    let role =
+        json!({"permissions": ["ViewData", "AlertsInvestigation"], "users": ["alice@contoso.com", "bob@contoso.com"]});
+    let granted = server
+        .http
+        .put(format!("{}/api/admin/roles/analysts", server.base))
+        .bearer_auth(server.token(&["Casefile.Admin"]))
+        .json(&role)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(granted.status(), 200);
 
     // Machine.Read lists, but does not collect, whatever roles the app has.
     let reader = user("Machine.Read");

@@ -14,4 +14,5 @@ mod limits;
 mod odata;
 mod offline;
 mod openapi;
+mod rbac;
 mod support;

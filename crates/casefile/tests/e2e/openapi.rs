@@ -34,6 +34,8 @@ async fn every_documented_operation_is_served() {
                 "post" => {
                     server.http.post(format!("{}{concrete}", server.base)).json(&serde_json::json!({"Comment": "doc"}))
                 }
+                "put" => server.http.put(format!("{}{concrete}", server.base)).json(&serde_json::json!({})),
+                "delete" => server.http.delete(format!("{}{concrete}", server.base)),
                 other => panic!("unexpected method {other}"),
             };
             let response = request.bearer_auth(&token).send().await.unwrap();
@@ -45,5 +47,5 @@ async fn every_documented_operation_is_served() {
             }
         }
     }
-    assert_eq!(operations, 21, "the public operations, the admin API, the download, JWKS and health");
+    assert_eq!(operations, 28, "the public operations, the admin API, the download, JWKS and health");
 }

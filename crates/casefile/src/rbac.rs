@@ -1,0 +1,170 @@
+//! `casefile rbac ...`: roles and device groups for delegated users, managed on the
+//! server's data directory as the admin API manages them.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use casefile_proto::rbac::{DeviceGroup, GroupRule, Role, RuleProperty};
+use casefile_server::{Server, ServerConfig};
+use clap::{Args, Subcommand};
+
+#[derive(Args)]
+pub struct Target {
+    /// The server's data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long, default_value = casefile_proto::DEFAULT_TENANT)]
+    tenant: String,
+    /// Print JSON (as the admin API answers) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum RbacCommand {
+    /// List the roles.
+    Roles {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Create or replace a role.
+    RolePut {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        name: String,
+        /// ViewData, AlertsInvestigation, ActiveRemediation, ManageSecuritySettings, Administrator
+        #[arg(long, value_delimiter = ',', required = true)]
+        permissions: Vec<String>,
+        /// Users holding it: object ids or UPNs.
+        #[arg(long, value_delimiter = ',')]
+        users: Vec<String>,
+        /// Identity-provider groups (`groups` claim) whose members hold it.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+    },
+    RoleDelete {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        name: String,
+    },
+    /// List the device groups, best rank first.
+    Groups {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Create a device group; machines are regrouped at once.
+    GroupCreate {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        name: String,
+        /// 1 is the highest; a machine joins the best-ranked group it matches.
+        #[arg(long)]
+        rank: i64,
+        /// PROPERTY=VALUE[,VALUE...] with PROPERTY one of Name (with * wildcards), Domain,
+        /// Tag, OsPlatform; repeat for more rules (all must hold).
+        #[arg(long = "rule", required = true)]
+        rules: Vec<String>,
+        /// Identity-provider groups whose members see the group's machines (default: all users).
+        #[arg(long, value_delimiter = ',')]
+        user_groups: Vec<String>,
+    },
+    GroupDelete {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        id: i64,
+    },
+}
+
+fn parse_rule(text: &str) -> anyhow::Result<GroupRule> {
+    let (property, values) =
+        text.split_once('=').with_context(|| format!("--rule '{text}': PROPERTY=VALUE[,VALUE...]"))?;
+    let property = match property.trim().to_ascii_lowercase().as_str() {
+        "name" => RuleProperty::Name,
+        "domain" => RuleProperty::Domain,
+        "tag" => RuleProperty::Tag,
+        "osplatform" | "os" => RuleProperty::OsPlatform,
+        other => bail!("--rule '{text}': unknown property '{other}' (Name, Domain, Tag, OsPlatform)"),
+    };
+    let values = values.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect();
+    Ok(GroupRule { property, values })
+}
+
+async fn open(target: &Target) -> anyhow::Result<Server> {
+    Ok(Server::open(ServerConfig { data_dir: target.data_dir.clone(), ..Default::default() }).await?)
+}
+
+fn print<T: serde::Serialize>(
+    out: &mut dyn Write,
+    json: bool,
+    value: &T,
+    text: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
+    } else {
+        text(out)?;
+    }
+    Ok(())
+}
+
+pub async fn run(command: RbacCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    let api = |e: casefile_server::error::ApiError| anyhow::anyhow!("{}", e.message);
+    match command {
+        RbacCommand::Roles { target } => {
+            let roles = open(&target).await?.state().store.roles(&target.tenant).await?;
+            print(out, target.json, &roles, |out| {
+                for r in &roles {
+                    writeln!(
+                        out,
+                        "{}: {} (users: {}; groups: {})",
+                        r.name,
+                        r.permissions.join(", "),
+                        r.users.join(", "),
+                        r.groups.join(", ")
+                    )?;
+                }
+                Ok(())
+            })
+        }
+        RbacCommand::RolePut { target, name, permissions, users, groups } => {
+            let server = open(&target).await?;
+            let role = Role { name, permissions, users, groups };
+            let role = casefile_server::rbac::put_role(server.state(), &target.tenant, role).await.map_err(api)?;
+            print(out, target.json, &role, |out| writeln!(out, "role {} stored", role.name))
+        }
+        RbacCommand::RoleDelete { target, name } => {
+            let server = open(&target).await?;
+            casefile_server::rbac::delete_role(server.state(), &target.tenant, &name).await.map_err(api)?;
+            Ok(writeln!(out, "role {name} deleted")?)
+        }
+        RbacCommand::Groups { target } => {
+            let groups = open(&target).await?.state().store.device_groups(&target.tenant).await?;
+            print(out, target.json, &groups, |out| {
+                for g in &groups {
+                    writeln!(out, "{} rank {} {} (user groups: {})", g.id, g.rank, g.name, g.user_groups.join(", "))?;
+                }
+                Ok(())
+            })
+        }
+        RbacCommand::GroupCreate { target, name, rank, rules, user_groups } => {
+            let rules = rules.iter().map(|r| parse_rule(r)).collect::<anyhow::Result<Vec<_>>>()?;
+            let server = open(&target).await?;
+            let group = DeviceGroup { id: 0, name, rank, rules, user_groups };
+            let group =
+                casefile_server::rbac::create_group(server.state(), &target.tenant, group).await.map_err(api)?;
+            print(out, target.json, &group, |out| {
+                writeln!(out, "device group {} created with id {}", group.name, group.id)
+            })
+        }
+        RbacCommand::GroupDelete { target, id } => {
+            let server = open(&target).await?;
+            casefile_server::rbac::delete_group(server.state(), &target.tenant, id).await.map_err(api)?;
+            Ok(writeln!(out, "device group {id} deleted")?)
+        }
+    }
+}
