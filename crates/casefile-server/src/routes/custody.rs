@@ -46,7 +46,7 @@ pub async fn custody(State(state): State<AppState>, caller: Caller, Path(id): Pa
     let mut records = state.store.audit(&filter).await?;
     // In the order things happened: a call's entry is written when it ends, after the
     // steps it set off may have been written.
-    records.sort_by(|a, b| (a.entry.at, a.seq).cmp(&(b.entry.at, b.seq)));
+    records.sort_by_key(|r| (r.entry.at, r.seq));
     let events = records.into_iter().map(audit::to_wire).collect();
     let record = Custody {
         action_id: action.id,
