@@ -127,3 +127,57 @@ async fn the_trail_is_read_by_the_cli_and_the_admin_api_per_tenant() {
     let (status, error) = error_of(server.get("/api/admin/audit?since=yesterday", &admin).await).await;
     assert_eq!((status, error["code"].as_str().unwrap()), (400, "InvalidInput"));
 }
+
+#[tokio::test]
+async fn token_requests_are_audited_granted_or_refused() {
+    let server = TestServer::start().await;
+    let admin = server.token(&["Casefile.Admin"]);
+    let created: Value = server
+        .post_json("/api/admin/applications", &admin, &serde_json::json!({"name": "SOAR", "roles": [READ]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let client_id = created["client_id"].as_str().unwrap();
+    // Every value here is form-safe as it is (a GUID, a base64url secret, a URL).
+    let request = |secret: &str| {
+        let body = format!(
+            "grant_type=client_credentials&client_id={client_id}&client_secret={secret}\
+             &scope=https://api.securitycenter.microsoft.com/.default"
+        );
+        server
+            .http
+            .post(format!("{}/default/oauth2/v2.0/token", server.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    assert_eq!(request("wrong").await.unwrap().status(), 401);
+    assert_eq!(request(created["client_secret"].as_str().unwrap()).await.unwrap().status(), 200);
+
+    let filter = casefile_store::AuditFilter { event: Some("token.issue".into()), limit: 10, ..Default::default() };
+    let trail = server.server().state().store.audit(&filter).await.unwrap();
+    let outcomes: Vec<(&str, &str, Option<&str>)> = trail
+        .iter()
+        .map(|r| (r.entry.outcome.as_str(), r.entry.actor.as_str(), r.entry.tenant_id.as_deref()))
+        .collect();
+    assert_eq!(outcomes, [("refused (401)", client_id, Some("default")), ("ok", client_id, Some("default"))]);
+}
+
+#[tokio::test]
+async fn another_tenant_learns_nothing_through_a_filter() {
+    let server = TestServer::start().await;
+    let machine = server.seed_machine("tenant-a.example").await;
+    let created: Value = server.collect(&machine, &server.token(ALL)).await.json().await.unwrap();
+    let other = server.token_for("other", ALL);
+    for query in [
+        format!("$filter=machineId eq '{machine}'&$count=true"),
+        format!("$filter=id eq {}&$count=true", created["id"].as_str().unwrap()),
+    ] {
+        let page: Value = server.get(&format!("/api/machineactions?{query}"), &other).await.json().await.unwrap();
+        assert_eq!((page["@odata.count"].as_u64(), page["value"].as_array().unwrap().len()), (Some(0), 0), "{query}");
+    }
+    let machines: Value =
+        server.get("/api/machines?$filter=startswith(computerDnsName,'tenant-a')", &other).await.json().await.unwrap();
+    assert!(machines["value"].as_array().unwrap().is_empty());
+}
