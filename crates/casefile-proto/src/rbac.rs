@@ -78,8 +78,18 @@ pub struct RoleList {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct DeviceGroupList {
     pub value: Vec<DeviceGroup>,
+    /// Who sees "Ungrouped devices (default)"; empty: every user.
+    pub ungrouped_user_groups: Vec<String>,
+}
+
+/// Body of `PUT /api/admin/devicegroups/ungrouped`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UngroupedAccess {
+    pub user_groups: Vec<String>,
 }
 
 /// The name of the group of machines no device group matches.

@@ -3,10 +3,10 @@
 //! everything their permissions allow.
 //!
 //! A user holds a role when the role names the user (object id or UPN) or one of the
-//! user's identity-provider groups (`groups` claim). A device group is visible to a user
-//! in one of its user groups, or to every user when it names none; ungrouped machines are
-//! visible to every user. `Administrator` ignores device groups. A tenant without roles
-//! gives delegated users nothing (security by default).
+//! user's identity-provider groups (`groups` claim). A device group, and "Ungrouped devices
+//! (default)" alike, is visible to a user in one of its user groups, or to every user when
+//! it names none. `Administrator` ignores device groups. A tenant without roles gives
+//! delegated users nothing (security by default).
 
 use std::collections::HashSet;
 
@@ -44,17 +44,13 @@ impl Access {
         if permissions.contains(permission::ADMINISTRATOR) {
             return Ok(Self::Unrestricted);
         }
+        let member = |wanted: &[String]| {
+            wanted.is_empty() || wanted.iter().any(|want| user.groups.iter().any(|has| has.eq_ignore_ascii_case(want)))
+        };
         let groups = state.store.device_groups(&caller.tenant_id).await?;
         let visible = Visibility {
-            groups: groups
-                .iter()
-                .filter(|g| {
-                    g.user_groups.is_empty()
-                        || g.user_groups.iter().any(|want| user.groups.iter().any(|has| has.eq_ignore_ascii_case(want)))
-                })
-                .map(|g| g.id)
-                .collect(),
-            ungrouped: true,
+            groups: groups.iter().filter(|g| member(&g.user_groups)).map(|g| g.id).collect(),
+            ungrouped: member(&state.store.ungrouped_user_groups(&caller.tenant_id).await?),
         };
         Ok(Self::User { permissions, visible })
     }
@@ -192,5 +188,11 @@ pub async fn delete_group(state: &AppState, tenant: &str, id: i64) -> Result<(),
         return Err(ApiError::not_found(format!("Device group {id} was not found")));
     }
     regroup_tenant(state, tenant).await?;
+    Ok(())
+}
+
+/// Sets who sees "Ungrouped devices (default)" (empty: every user).
+pub async fn set_ungrouped_access(state: &AppState, tenant: &str, user_groups: Vec<String>) -> Result<(), ApiError> {
+    state.store.set_ungrouped_user_groups(tenant, &user_groups).await?;
     Ok(())
 }

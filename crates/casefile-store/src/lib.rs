@@ -175,5 +175,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<casefile_proto::rbac::DeviceGroup>;
     async fn delete_device_group(&self, tenant: &str, id: i64) -> Result<bool>;
     async fn set_machine_group(&self, machine_id: &str, group: Option<i64>) -> Result<()>;
+    /// User groups that see the tenant's ungrouped machines; empty: every user.
+    async fn ungrouped_user_groups(&self, tenant: &str) -> Result<Vec<String>>;
+    async fn set_ungrouped_user_groups(&self, tenant: &str, groups: &[String]) -> Result<()>;
     async fn set_machine_tags(&self, machine_id: &str, tags: &[String]) -> Result<()>;
 }

@@ -78,6 +78,13 @@ pub enum RbacCommand {
         #[arg(long)]
         id: i64,
     },
+    /// Set which user groups see "Ungrouped devices (default)" (none given: every user).
+    Ungrouped {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, value_delimiter = ',')]
+        user_groups: Vec<String>,
+    },
 }
 
 fn parse_rule(text: &str) -> anyhow::Result<GroupRule> {
@@ -160,6 +167,14 @@ pub async fn run(command: RbacCommand, out: &mut dyn Write) -> anyhow::Result<()
             print(out, target.json, &group, |out| {
                 writeln!(out, "device group {} created with id {}", group.name, group.id)
             })
+        }
+        RbacCommand::Ungrouped { target, user_groups } => {
+            let server = open(&target).await?;
+            casefile_server::rbac::set_ungrouped_access(server.state(), &target.tenant, user_groups.clone())
+                .await
+                .map_err(api)?;
+            let who = if user_groups.is_empty() { "every user".to_owned() } else { user_groups.join(", ") };
+            Ok(writeln!(out, "ungrouped devices are visible to {who}")?)
         }
         RbacCommand::GroupDelete { target, id } => {
             let server = open(&target).await?;

@@ -9,7 +9,7 @@ use casefile_proto::ErrorCode;
 use casefile_proto::application::{
     Application, ApplicationList, ApplicationSecret, CreateApplicationRequest, SetRolesRequest,
 };
-use casefile_proto::rbac::{DeviceGroup, DeviceGroupList, Role, RoleList};
+use casefile_proto::rbac::{DeviceGroup, DeviceGroupList, Role, RoleList, UngroupedAccess};
 
 use super::{Json, Path, Query};
 use crate::auth::applications::{self, ApplicationError};
@@ -295,7 +295,27 @@ pub async fn delete_role(
 pub async fn device_groups(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     caller.admit(&state, Api::ManageAccess).await?;
     let value = state.store.device_groups(&caller.tenant_id).await?;
-    Ok(Json(DeviceGroupList { value }).into_response())
+    let ungrouped_user_groups = state.store.ungrouped_user_groups(&caller.tenant_id).await?;
+    Ok(Json(DeviceGroupList { value, ungrouped_user_groups }).into_response())
+}
+
+/// Sets the user groups that see "Ungrouped devices (default)" (empty: every user).
+#[utoipa::path(
+    put,
+    path = "/api/admin/devicegroups/ungrouped",
+    tag = "Access",
+    request_body(content = UngroupedAccess, content_type = "application/json"),
+    responses((status = 200, description = "Stored", body = UngroupedAccess)),
+    security(("bearer" = ["Casefile.Admin"]))
+)]
+pub async fn set_ungrouped(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(access): Json<UngroupedAccess>,
+) -> ApiResult<Response> {
+    caller.admit(&state, Api::ManageAccess).await?;
+    crate::rbac::set_ungrouped_access(&state, &caller.tenant_id, access.user_groups.clone()).await?;
+    Ok(Json(access).into_response())
 }
 
 /// Creates a device group; machines are regrouped at once.

@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/admin/roles", get(admin::roles))
         .route("/api/admin/roles/{name}", put(admin::put_role).delete(admin::delete_role))
         .route("/api/admin/devicegroups", get(admin::device_groups).post(admin::create_device_group))
+        .route("/api/admin/devicegroups/ungrouped", put(admin::set_ungrouped))
         .route("/api/admin/devicegroups/{id}", axum::routing::delete(admin::delete_device_group));
     // Where Entra ID serves them: clients change only their login host.
     let login = Router::new()

@@ -46,6 +46,7 @@ use super::{actions, admin, custody, download, import, machines};
         admin::device_groups,
         admin::create_device_group,
         admin::delete_device_group,
+        admin::set_ungrouped,
         custody::custody,
         jwks_doc,
         healthz_doc,

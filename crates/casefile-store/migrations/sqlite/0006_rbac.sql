@@ -19,5 +19,12 @@ CREATE TABLE device_groups (
     UNIQUE (tenant_id, name)
 );
 
+-- Who sees "Ungrouped devices (default)": that group is no row of its own (it cannot be
+-- deleted or ranked), only its user groups are kept; none means every user.
+CREATE TABLE ungrouped_access (
+    tenant_id    TEXT PRIMARY KEY,
+    user_groups  TEXT NOT NULL DEFAULT '[]'
+);
+
 ALTER TABLE machines ADD COLUMN rbac_group_id INTEGER;
 CREATE INDEX machines_by_tenant_group ON machines (tenant_id, rbac_group_id);

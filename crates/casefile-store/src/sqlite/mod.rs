@@ -483,6 +483,29 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn ungrouped_user_groups(&self, tenant: &str) -> Result<Vec<String>> {
+        let row = sqlx::query("SELECT user_groups FROM ungrouped_access WHERE tenant_id = ?")
+            .bind(tenant)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => json_list(row.try_get::<&str, _>("user_groups")?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    async fn set_ungrouped_user_groups(&self, tenant: &str, groups: &[String]) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO ungrouped_access (tenant_id, user_groups) VALUES (?, ?) \
+             ON CONFLICT (tenant_id) DO UPDATE SET user_groups = excluded.user_groups",
+        )
+        .bind(tenant)
+        .bind(json_text(&groups)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn set_machine_tags(&self, machine_id: &str, tags: &[String]) -> Result<()> {
         sqlx::query("UPDATE machines SET machine_tags = ? WHERE id = ?")
             .bind(json_text(&tags)?)

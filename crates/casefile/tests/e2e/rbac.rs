@@ -132,6 +132,13 @@ async fn users_see_and_act_only_where_their_roles_and_device_groups_allow() {
     assert_eq!(deleted.status(), 204);
     assert_eq!(names(&server, &analyst).await.len(), 3);
 
+    // The ungrouped machines can be kept for some user groups too.
+    let restricted = json!({"userGroups": ["ops"]});
+    assert_eq!(put(&server, "/api/admin/devicegroups/ungrouped", &admin, &restricted).await.status(), 200);
+    assert_eq!(names(&server, &analyst).await, ["web-01.corp.example"]);
+    let listed: Value = server.get("/api/admin/devicegroups", &admin).await.json().await.unwrap();
+    assert_eq!(listed["ungroupedUserGroups"], json!(["ops"]));
+
     // The admin API itself needs Casefile.Admin.
     let (status, _) = error_of(server.get("/api/admin/roles", &server.token(ALL)).await).await;
     assert_eq!(status, 403);
