@@ -8,29 +8,17 @@ use std::path::PathBuf;
 use casefile_proto::application::{Application, ApplicationList};
 use casefile_server::Server;
 use casefile_server::auth::{applications, keys};
-use clap::{Args, Subcommand};
-use serde::Serialize;
+use clap::Subcommand;
 
-/// Which data directory and tenant an `app` command works on.
-#[derive(Args)]
-pub struct AppTarget {
-    /// The server's data directory.
-    #[arg(long)]
-    data_dir: PathBuf,
-    /// Tenant the application belongs to.
-    #[arg(long, default_value = casefile_proto::DEFAULT_TENANT)]
-    tenant: String,
-    /// Print JSON (as the admin API answers) instead of text.
-    #[arg(long)]
-    json: bool,
-}
+pub use crate::target::Target;
+use serde::Serialize;
 
 #[derive(Subcommand)]
 pub enum AppCommand {
     /// Register an application; prints its client id and its client secret, this once.
     Create {
         #[command(flatten)]
-        target: AppTarget,
+        target: Target,
         /// Unique within the tenant; shown as `requestor` on the actions it creates.
         #[arg(long)]
         name: String,
@@ -41,33 +29,33 @@ pub enum AppCommand {
     /// List the tenant's applications.
     List {
         #[command(flatten)]
-        target: AppTarget,
+        target: Target,
     },
     /// Disable an application: the token endpoint refuses it.
     Disable {
         #[command(flatten)]
-        target: AppTarget,
+        target: Target,
         #[arg(long)]
         client_id: String,
     },
     /// Enable a disabled application again.
     Enable {
         #[command(flatten)]
-        target: AppTarget,
+        target: Target,
         #[arg(long)]
         client_id: String,
     },
     /// Replace an application's client secret; prints the new one, this once.
     RotateSecret {
         #[command(flatten)]
-        target: AppTarget,
+        target: Target,
         #[arg(long)]
         client_id: String,
     },
     /// Replace an application's roles (tokens issued from now on carry them).
     SetRoles {
         #[command(flatten)]
-        target: AppTarget,
+        target: Target,
         #[arg(long)]
         client_id: String,
         /// Application permissions, e.g. Machine.Read.All
@@ -173,7 +161,7 @@ pub async fn run_app(command: AppCommand, out: &mut dyn Write) -> anyhow::Result
     Ok(())
 }
 
-async fn set_enabled(target: AppTarget, client_id: &str, enabled: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+async fn set_enabled(target: Target, client_id: &str, enabled: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     let (server, now) = open(&target).await?;
     let app = applications::set_enabled(store(&server), &target.tenant, client_id, enabled, now).await?;
     report(out, target.json, &app, if enabled { "enabled" } else { "disabled: it gets no new tokens" })
@@ -229,7 +217,7 @@ pub async fn run_keys(command: KeysCommand, out: &mut dyn Write) -> anyhow::Resu
     Ok(())
 }
 
-async fn open(target: &AppTarget) -> anyhow::Result<(Server, casefile_proto::time::Timestamp)> {
+async fn open(target: &Target) -> anyhow::Result<(Server, casefile_proto::time::Timestamp)> {
     let server = crate::open_data_dir(target.data_dir.clone()).await?;
     let now = server.state().now();
     Ok((server, now))

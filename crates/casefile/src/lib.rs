@@ -7,6 +7,7 @@ pub mod demo;
 pub mod identity;
 pub mod package;
 pub mod rbac;
+pub mod target;
 
 /// Opens the data directory a server uses (creating it, like the server's first start),
 /// for the commands that work on it directly: tokens, applications, keys.

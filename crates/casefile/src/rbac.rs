@@ -2,24 +2,13 @@
 //! server's data directory as the admin API manages them.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use casefile_proto::rbac::{DeviceGroup, GroupRule, Role, RuleProperty};
 use casefile_server::{Server, ServerConfig};
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 
-#[derive(Args)]
-pub struct Target {
-    /// The server's data directory.
-    #[arg(long)]
-    data_dir: PathBuf,
-    #[arg(long, default_value = casefile_proto::DEFAULT_TENANT)]
-    tenant: String,
-    /// Print JSON (as the admin API answers) instead of text.
-    #[arg(long)]
-    json: bool,
-}
+use crate::target::Target;
 
 #[derive(Subcommand)]
 pub enum RbacCommand {
