@@ -13,9 +13,10 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use casefile_proto::audit::AuditEvent;
 use casefile_store::{AuditEntry, AuditRecord};
+use tracing::Instrument;
 
 use crate::correlation;
 use crate::state::AppState;
@@ -132,7 +133,24 @@ fn event_of(method: &Method, route: &str, status: u16) -> Option<String> {
 
 /// Records the call if it is one the trail keeps. Runs inside the router, where the
 /// matched route is known.
+///
+/// A state-changing call runs to its end, entry included, on a task of its own: a client
+/// that hangs up must not leave a change without its entry (or a stored package without its
+/// record). Reads stay on the connection, so a long-poll whose agent left is dropped before
+/// it can hand work to nobody.
 pub async fn middleware(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return audited(state, request, next).await;
+    }
+    let call =
+        correlation::scope(correlation::current(), audited(state, request, next)).instrument(tracing::Span::current());
+    match tokio::spawn(call).await {
+        Ok(response) => response,
+        Err(e) => crate::error::ApiError::internal_from(format!("a request task failed: {e}")).into_response(),
+    }
+}
+
+async fn audited(state: AppState, request: Request, next: Next) -> Response {
     // Entries carry when the call arrived: steps it set off (a dispatch) come after it.
     let arrived = state.now();
     let method = request.method().clone();

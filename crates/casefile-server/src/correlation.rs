@@ -18,6 +18,11 @@ pub fn current() -> String {
     CURRENT.try_with(Clone::clone).unwrap_or_default()
 }
 
+/// Runs `future` with `id` as its correlation id (for work moved to another task).
+pub async fn scope<F: std::future::Future>(id: String, future: F) -> F::Output {
+    CURRENT.scope(id, future).await
+}
+
 pub async fn middleware(request: Request, next: Next) -> Response {
     let id = uuid::Uuid::new_v4().to_string();
     let span =

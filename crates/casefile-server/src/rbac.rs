@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 
 use casefile_proto::rbac::{self, DeviceGroup, Role, permission};
+use casefile_store::query::{CmpOp, Expr, OrderBy, Value};
 use casefile_store::{ListQuery, MachineRecord, StoreError, Visibility};
 
 use crate::auth::{Api, Caller};
@@ -110,19 +111,26 @@ async fn regroup_with(state: &AppState, groups: &[DeviceGroup], machine: &Machin
     Ok(())
 }
 
-/// Regroups every machine of `tenant` (after its groups changed), a page at a time.
-pub async fn regroup_tenant(state: &AppState, tenant: &str) -> Result<u64, StoreError> {
+/// Regroups every machine of `tenant` among `groups`, a page at a time. Pages follow the
+/// machine id, which never changes (`lastSeen` order would move under polling agents).
+async fn regroup_tenant(state: &AppState, tenant: &str, groups: &[DeviceGroup]) -> Result<u64, StoreError> {
     const PAGE: u64 = 1000;
-    let groups = state.store.device_groups(tenant).await?;
-    let mut skip = 0;
+    let mut after: Option<String> = None;
+    let mut done = 0;
     loop {
-        let page = state.store.machines(tenant, &ListQuery { skip, ..ListQuery::first(PAGE) }).await?;
+        let query = ListQuery {
+            filter: after.map(|id| Expr::Compare { property: "id", op: CmpOp::Gt, value: Value::String(id) }),
+            order_by: vec![OrderBy { property: "id", descending: false }],
+            ..ListQuery::first(PAGE)
+        };
+        let page = state.store.machines(tenant, &query).await?;
         for machine in &page.items {
-            regroup_with(state, &groups, machine).await?;
+            regroup_with(state, groups, machine).await?;
         }
-        skip += page.items.len() as u64;
-        if !page.more {
-            return Ok(skip);
+        done += page.items.len() as u64;
+        match page.items.last() {
+            Some(last) if page.more => after = Some(last.id.clone()),
+            _ => return Ok(done),
         }
     }
 }
@@ -178,16 +186,21 @@ pub async fn create_group(state: &AppState, tenant: &str, group: DeviceGroup) ->
         Err(StoreError::Duplicate(why)) => return Err(invalid(why)),
         other => other?,
     };
-    regroup_tenant(state, tenant).await?;
+    regroup_tenant(state, tenant, &state.store.device_groups(tenant).await?).await?;
     Ok(created)
 }
 
 /// Deletes a device group; its machines join whatever group they match next.
 pub async fn delete_group(state: &AppState, tenant: &str, id: i64) -> Result<(), ApiError> {
-    if !state.store.delete_device_group(tenant, id).await? {
+    let mut groups = state.store.device_groups(tenant).await?;
+    if !groups.iter().any(|g| g.id == id) {
         return Err(ApiError::not_found(format!("Device group {id} was not found")));
     }
-    regroup_tenant(state, tenant).await?;
+    // Its machines move to their next group first, so none is ungrouped (visible to more
+    // users) in between.
+    groups.retain(|g| g.id != id);
+    regroup_tenant(state, tenant, &groups).await?;
+    state.store.delete_device_group(tenant, id).await?;
     Ok(())
 }
 

@@ -178,5 +178,7 @@ pub trait Store: Send + Sync + 'static {
     /// User groups that see the tenant's ungrouped machines; empty: every user.
     async fn ungrouped_user_groups(&self, tenant: &str) -> Result<Vec<String>>;
     async fn set_ungrouped_user_groups(&self, tenant: &str, groups: &[String]) -> Result<()>;
-    async fn set_machine_tags(&self, machine_id: &str, tags: &[String]) -> Result<()>;
+    /// Adds `tag` (if no tag equal to it, case aside, is there) or removes it, in one
+    /// statement so concurrent changes are not lost; the machine afterwards.
+    async fn change_machine_tag(&self, machine_id: &str, tag: &str, add: bool) -> Result<Option<MachineRecord>>;
 }

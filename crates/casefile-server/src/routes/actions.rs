@@ -260,6 +260,7 @@ pub async fn cancel(
 ) -> ApiResult<Response> {
     let access = caller.admit(&state, Api::CancelMachineAction).await?;
     let id = caller_action(&state, &caller, &access, &id, Intent::Act).await?.id;
+    audit::note_target(id);
     let comment = optional_comment(&headers, body).await?;
     audit::note_detail(serde_json::json!({"comment": comment}));
     let request = CancelRequest { requestor: caller.requestor.clone(), comment, at: state.now() };

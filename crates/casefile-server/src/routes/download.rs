@@ -33,6 +33,7 @@ pub async fn package_uri(
 ) -> ApiResult<Response> {
     let access = caller.admit(&state, Api::GetPackageUri).await?;
     let action = caller_action(&state, &caller, &access, &id, Intent::Read).await?;
+    audit::note_target(action.id);
     let id = action.id;
     if action.action_type != ActionType::CollectInvestigationPackage {
         return Err(ApiError::new(

@@ -97,7 +97,7 @@ pub async fn tags(
     Json(request): Json<TagRequest>,
 ) -> ApiResult<Response> {
     let access = caller.admit(&state, Api::TagMachine).await?;
-    let mut record = caller_machine(&state, &caller, &access, &id, Intent::Act).await?;
+    let record = caller_machine(&state, &caller, &access, &id, Intent::Act).await?;
     let tag = request.value.trim();
     if tag.is_empty() || tag.chars().count() > MAX_TAG_CHARS {
         return Err(ApiError::new(
@@ -105,16 +105,12 @@ pub async fn tags(
             format!("Invalid input Value: a tag has 1 to {MAX_TAG_CHARS} characters"),
         ));
     }
-    let present = record.machine_tags.iter().position(|t| t.eq_ignore_ascii_case(tag));
-    match (request.action, present) {
-        (TagAction::Add, None) => record.machine_tags.push(tag.to_owned()),
-        (TagAction::Remove, Some(at)) => {
-            record.machine_tags.remove(at);
-        }
-        // Adding a tag it has, or removing one it lacks, changes nothing.
-        _ => {}
-    }
-    state.store.set_machine_tags(&record.id, &record.machine_tags).await?;
+    // Adding a tag it has, or removing one it lacks, changes nothing.
+    let record = state
+        .store
+        .change_machine_tag(&record.id, tag, request.action == TagAction::Add)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("Machine {id} was not found")))?;
     crate::rbac::regroup(&state, &record).await?;
     audit::note_target(&record.id);
     audit::note_detail(serde_json::json!({"tag": tag, "action": format!("{:?}", request.action)}));

@@ -191,7 +191,10 @@ fn health(e: Expr, active_since: Timestamp) -> ApiResult<Expr> {
     match e {
         Expr::Compare { op: CmpOp::Eq, value, .. } => Ok(is(&value)),
         Expr::Compare { op: CmpOp::Ne, value, .. } => Ok(Expr::Not(Box::new(is(&value)))),
-        Expr::In { values, .. } => {
+        Expr::In { mut values, .. } => {
+            // Only two states exist: repeating them must not build a deep expression.
+            values.sort_by_key(|v| format!("{v:?}"));
+            values.dedup();
             Ok(values.iter().map(is).reduce(|a, b| Expr::Or(Box::new(a), Box::new(b))).unwrap_or(Expr::Const(false)))
         }
         _ => Err(odata_error("only eq, ne and in are supported on 'healthStatus'")),

@@ -104,13 +104,15 @@ fn push_expr(q: &mut QueryBuilder<Sqlite>, columns: &[Column], expr: &Expr) -> R
         Expr::Compare { property, op, value } => push_compare(q, column(columns, property)?, *op, value)?,
         Expr::In { property, values } => {
             let c = column(columns, property)?;
-            q.push(c.sql).push(" IN (");
+            // The collation goes on the column: after the list it would apply to the result.
+            q.push(c.sql);
+            push_collation(q, c);
+            q.push(" IN (");
             let mut list = q.separated(", ");
             for v in values {
                 push_value(&mut list, c, v)?;
             }
             list.push_unseparated(")");
-            push_collation(q, c);
         }
         Expr::StartsWith { property, prefix } => push_like(q, column(columns, property)?, "", prefix, "%"),
         Expr::EndsWith { property, suffix } => push_like(q, column(columns, property)?, "%", suffix, ""),

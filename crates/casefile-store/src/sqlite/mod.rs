@@ -506,13 +506,20 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn set_machine_tags(&self, machine_id: &str, tags: &[String]) -> Result<()> {
-        sqlx::query("UPDATE machines SET machine_tags = ? WHERE id = ?")
-            .bind(json_text(&tags)?)
-            .bind(machine_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    async fn change_machine_tag(&self, machine_id: &str, tag: &str, add: bool) -> Result<Option<MachineRecord>> {
+        let change = if add {
+            "CASE WHEN EXISTS (SELECT 1 FROM json_each(machine_tags) WHERE value = ? COLLATE NOCASE) \
+             THEN machine_tags ELSE json_insert(machine_tags, '$[#]', ?) END"
+        } else {
+            "(SELECT json_group_array(value) FROM json_each(machine_tags) WHERE value <> ? COLLATE NOCASE)"
+        };
+        let sql = format!("UPDATE machines SET machine_tags = {change} WHERE id = ? RETURNING {MACHINE_COLUMNS}");
+        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(tag);
+        if add {
+            query = query.bind(tag);
+        }
+        let row = query.bind(machine_id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(machine_from_row).transpose()
     }
 
     async fn append_audit(&self, e: &AuditEntry) -> Result<i64> {

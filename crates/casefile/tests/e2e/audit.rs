@@ -62,6 +62,13 @@ async fn a_package_has_its_whole_chain_of_custody() {
         assert!(event["correlationId"].is_string() || event["event"] == "action.dispatch", "{event}");
     }
 
+    // An id in another spelling (32 hex digits) is still this action's custody.
+    let simple = uuid::Uuid::parse_str(&id).unwrap().simple().to_string();
+    let response = server.get(&format!("/api/machineactions/{simple}/getPackageUri"), &token).await;
+    assert_eq!(response.status(), 200);
+    let again: Value = server.get(&format!("/api/machineactions/{id}/custody"), &token).await.json().await.unwrap();
+    assert_eq!(events(&again).last().unwrap().0, "link.issue");
+
     // Another tenant learns nothing.
     let (status, _) =
         error_of(server.get(&format!("/api/machineactions/{id}/custody"), &server.token_for("other", ALL)).await).await;

@@ -89,6 +89,7 @@ async fn every_filter_operator_and_client_quirk_is_understood() {
         ("$filter=requestor eq 'Analyst@contoso.com' and type eq 'RunAntiVirusScan'".into(), vec![]),
         ("$filter=requestor eq 'automation' and type eq 'RunAntiVirusScan'".into(), vec![4]),
         ("$filter=requestor eq 'analyst@CONTOSO.com'".into(), vec![1, 3, 5]),
+        ("$filter=requestor in ('ANALYST@contoso.com','nobody')".into(), vec![1, 3, 5]),
         ("$filter=Status eq 'Pending' AND Type eq 'CollectInvestigationPackage'".into(), vec![3]),
         (format!("$filter=machineId eq '{m2}'and type eq 'CollectInvestigationPackage'"), vec![3]),
         ("$filter=status ne 'Succeeded'".into(), vec![2, 3, 4, 5]),
@@ -173,10 +174,14 @@ async fn machine_lists_filter_on_stored_computed_and_constant_properties() {
         ("$filter=lastSeen gt 2099-01-01Z", &[]),
         ("$filter=lastSeen gt 2020-01-01", &all),
         ("$filter=machineTags/any(tag: tag eq 'Test Tag')", &[]),
+        ("$filter=computerDnsName in ('BETA.EXAMPLE')", &["beta.example"]),
     ];
     for (query, expected) in cases {
         assert_eq!(names(s.body(&format!("/api/machines?{query}")).await), *expected, "{query}");
     }
+    // A long list of the two health states stays a short query.
+    let many = vec!["'Active'"; 1000].join(",");
+    assert_eq!(names(s.body(&format!("/api/machines?$filter=healthStatus in ({many})")).await), all);
     let counted = s.body("/api/machines?$count=true&$top=1&$orderby=computerDnsName").await;
     assert_eq!(counted["@odata.count"], 3);
     assert_eq!(counted["value"][0]["computerDnsName"], "alpha.example");

@@ -176,3 +176,26 @@ async fn the_cli_manages_roles_and_device_groups() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Colour"));
 }
+
+#[tokio::test]
+async fn concurrent_tag_changes_are_all_kept() {
+    let server = TestServer::start().await;
+    let machine = server.seed_machine("tagged.example").await;
+    let token = server.token(&["Machine.ReadWrite.All", READ]);
+    let adds = (0..10).map(|i| {
+        let body = json!({"Value": format!("tag-{i}"), "Action": "Add"});
+        let (server, token, machine) = (&server, &token, &machine);
+        async move { server.post_json(&format!("/api/machines/{machine}/tags"), token, &body).await.status() }
+    });
+    for status in futures::future::join_all(adds).await {
+        assert_eq!(status, 200);
+    }
+    let got: Value = server.get(&format!("/api/machines/{machine}"), &token).await.json().await.unwrap();
+    let mut tags: Vec<String> = serde_json::from_value(got["machineTags"].clone()).unwrap();
+    tags.sort();
+    assert_eq!(tags, (0..10).map(|i| format!("tag-{i}")).collect::<Vec<_>>());
+    let again = json!({"Value": "TAG-3", "Action": "Add"});
+    let after: Value =
+        server.post_json(&format!("/api/machines/{machine}/tags"), &token, &again).await.json().await.unwrap();
+    assert_eq!(after["machineTags"].as_array().unwrap().len(), 10, "a tag differing only in case is the same tag");
+}
