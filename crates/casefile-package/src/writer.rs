@@ -74,6 +74,25 @@ pub struct PackageMeta {
     pub action_id: Option<Uuid>,
 }
 
+impl PackageMeta {
+    /// A package made by `tool` that describes no particular host: for tests and tools
+    /// that package fixtures rather than a live system.
+    pub fn detached(tool: &str) -> Self {
+        Self {
+            tool: tool.to_owned(),
+            agent_version: "0".to_owned(),
+            host: ManifestHost {
+                hostname: "unknown".to_owned(),
+                machine_id: None,
+                os: "linux".to_owned(),
+                kernel: "unknown".to_owned(),
+                architecture: std::env::consts::ARCH.to_owned(),
+            },
+            action_id: None,
+        }
+    }
+}
+
 struct OpenCollector {
     name: String,
     folder: String,
@@ -315,24 +334,9 @@ mod tests {
     use crate::verify::verify;
     use std::io::Cursor;
 
-    fn meta() -> PackageMeta {
-        PackageMeta {
-            tool: "test".into(),
-            agent_version: "0".into(),
-            host: ManifestHost {
-                hostname: "h".into(),
-                machine_id: None,
-                os: "linux".into(),
-                kernel: "6".into(),
-                architecture: "x86_64".into(),
-            },
-            action_id: None,
-        }
-    }
-
     #[test]
     fn items_are_hashed_and_statuses_roll_up() {
-        let mut w = PackageWriter::new(Cursor::new(Vec::new()), meta());
+        let mut w = PackageWriter::new(Cursor::new(Vec::new()), PackageMeta::detached("test"));
         w.begin_collector("users", "Users and groups");
         let sink: &mut dyn ItemSink = &mut w;
         sink.file("passwd.csv", "/etc/passwd", |out| {

@@ -4,7 +4,7 @@
 use std::io::{Cursor, Read, Write};
 
 use casefile_package::writer::PackageMeta;
-use casefile_package::{ItemOutcome, ItemSink, ManifestHost, PackageWriter, Problem, SignatureCheck, verify_with};
+use casefile_package::{ItemOutcome, ItemSink, PackageWriter, Problem, SignatureCheck, verify_with};
 use ed25519_dalek::SigningKey;
 use zip::write::SimpleFileOptions;
 
@@ -13,18 +13,7 @@ fn key(seed: u8) -> SigningKey {
 }
 
 fn package(signer: Option<&SigningKey>) -> Vec<u8> {
-    let meta = PackageMeta {
-        tool: "test".into(),
-        agent_version: "0".into(),
-        host: ManifestHost {
-            hostname: "h".into(),
-            machine_id: None,
-            os: "linux".into(),
-            kernel: "6".into(),
-            architecture: "x86_64".into(),
-        },
-        action_id: None,
-    };
+    let meta = PackageMeta::detached("test");
     let mut writer = PackageWriter::new(Cursor::new(Vec::new()), meta);
     writer.begin_collector("users", "Users and groups");
     for (name, body) in [("users.csv", "user,uid\nroot,0\n"), ("groups.csv", "group,gid\nroot,0\n")] {

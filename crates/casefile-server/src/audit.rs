@@ -155,7 +155,8 @@ async fn audited(state: AppState, request: Request, next: Next) -> Response {
     let arrived = state.now();
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+    // Kept as an address: most reads are not recorded, so no string is made for them.
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let path_id = route.as_deref().filter(|r| r.contains("{id}")).and_then(|_| id_in(request.uri().path()));
     let (response, noted) = NOTED
         .scope(RefCell::new(Noted::default()), async {
@@ -177,7 +178,7 @@ async fn audited(state: AppState, request: Request, next: Next) -> Response {
         target: noted.target.or(path_id),
         outcome,
         http_status: Some(status),
-        source_ip: peer,
+        source_ip: peer.map(|ip| ip.to_string()),
         correlation_id: Some(correlation::current()).filter(|c| !c.is_empty()),
         detail: noted.detail,
     };

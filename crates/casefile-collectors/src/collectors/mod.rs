@@ -41,26 +41,11 @@ mod tests {
     use std::io::Cursor;
 
     use casefile_package::writer::PackageMeta;
-    use casefile_package::{ItemStatus, ManifestHost, PackageWriter, verify};
+    use casefile_package::{ItemStatus, PackageWriter, verify};
     use tokio_util::sync::CancellationToken;
 
     use super::*;
     use crate::{CollectError, Context};
-
-    fn meta() -> PackageMeta {
-        PackageMeta {
-            tool: "test".into(),
-            agent_version: "0".into(),
-            host: ManifestHost {
-                hostname: "h".into(),
-                machine_id: None,
-                os: "linux".into(),
-                kernel: "6".into(),
-                architecture: "x86_64".into(),
-            },
-            action_id: None,
-        }
-    }
 
     #[test]
     fn collectors_run_in_the_documented_order_with_their_folders() {
@@ -87,7 +72,7 @@ mod tests {
     #[test]
     fn live_collection_makes_a_package_that_verifies() {
         let ctx = Context::live(CancellationToken::new());
-        let mut writer = PackageWriter::new(Cursor::new(Vec::new()), meta());
+        let mut writer = PackageWriter::new(Cursor::new(Vec::new()), PackageMeta::detached("test"));
         for collector in all() {
             writer.begin_collector(collector.name(), collector.folder());
             let result = collector.collect(&ctx, &mut writer);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use casefile_package::writer::PackageMeta;
-use casefile_package::{ItemOutcome, ItemSink, ManifestHost, PackageWriter};
+use casefile_package::{ItemOutcome, ItemSink, PackageWriter};
 use casefile_proto::ActionStatus;
 use casefile_proto::agent::{AgentTask, EnrollRequest, EnrollResponse, HostInfo};
 use ed25519_dalek::SigningKey;
@@ -15,18 +15,7 @@ use crate::support::*;
 
 /// A small real package, signed by `key`, with one extra unlisted file when `smuggle`.
 fn signed_package(key: &SigningKey, smuggle: bool) -> Vec<u8> {
-    let meta = PackageMeta {
-        tool: "raw-agent".into(),
-        agent_version: "test".into(),
-        host: ManifestHost {
-            hostname: "raw".into(),
-            machine_id: None,
-            os: "linux".into(),
-            kernel: "6".into(),
-            architecture: "x86_64".into(),
-        },
-        action_id: None,
-    };
+    let meta = PackageMeta::detached("raw-agent");
     let mut writer = PackageWriter::new(std::io::Cursor::new(Vec::new()), meta);
     writer.begin_collector("system", "System information");
     let sink: &mut dyn ItemSink = &mut writer;
