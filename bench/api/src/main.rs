@@ -273,7 +273,7 @@ async fn seed(server: &Server, args: &Args) -> anyhow::Result<Seeded> {
         // Only final statuses: the store allows one live collection per machine. Drawn at
         // random, not from `n`, which would tie each machine to one status.
         action.status = if rng.below(10) == 0 { ActionStatus::Failed } else { ActionStatus::Succeeded };
-        store.create_action(TENANT, &action).await?;
+        store.create_action(TENANT, &action, None).await?;
         actions.push(action.id);
     }
     Ok(Seeded { machines, actions, fresh, oldest })

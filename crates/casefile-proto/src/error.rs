@@ -21,6 +21,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     TooManyRequests,
     InternalServerError,
+    /// The server's disk is full: nothing was written; retry once space is freed.
+    InsufficientStorage,
 }
 
 impl ErrorCode {
@@ -39,6 +41,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => 415,
             Self::TooManyRequests => 429,
             Self::InternalServerError => 500,
+            Self::InsufficientStorage => 507,
         }
     }
 }

@@ -29,6 +29,20 @@ struct Noted {
     tenant: Option<String>,
     target: Option<String>,
     detail: Option<serde_json::Value>,
+    /// The request itself, set by the middleware before the handler runs.
+    call: Option<Call>,
+    /// The status with which the handler's store transaction already wrote this call's
+    /// entry ([`entry_for_call`]); the middleware writes none when the answer has it.
+    written_with: Option<u16>,
+}
+
+#[derive(Debug, Clone)]
+struct Call {
+    arrived: casefile_proto::time::Timestamp,
+    method: Method,
+    route: String,
+    peer: Option<std::net::IpAddr>,
+    path_id: Option<String>,
 }
 
 tokio::task_local! {
@@ -58,11 +72,74 @@ pub fn note_detail(detail: serde_json::Value) {
     note(|n| n.detail = Some(detail));
 }
 
-/// Writes an entry. A failure to write is logged as an error: the call it records has
-/// already happened and cannot be undone.
+/// Writes an entry for a step the server took on its own. A failure to write is logged
+/// as an error: the step has already happened and cannot be undone.
 pub async fn record(state: &AppState, entry: AuditEntry) {
     if let Err(e) = state.store.append_audit(&entry).await {
-        tracing::error!(event = %entry.event, target = ?entry.target, "the audit trail could not be written: {e}");
+        crate::error::log_store_failure(&e, &format!("the audit trail could not be written ({})", entry.event));
+    }
+}
+
+/// This call's entry, as it will be answered with `status`, for the handler to hand to the
+/// store so that the change and its entry commit in one transaction (a `kill -9` between
+/// two separate writes would leave a change nobody is recorded to have made). Notes made
+/// so far (actor, target, detail) are in it. `None` outside an audited call.
+pub fn entry_for_call(status: u16) -> Option<AuditEntry> {
+    NOTED
+        .try_with(|n| {
+            let mut n = n.borrow_mut();
+            let call = n.call.clone()?;
+            let entry = build_entry(&n, &call, status)?;
+            n.written_with = Some(status);
+            Some(entry)
+        })
+        .ok()
+        .flatten()
+}
+
+fn build_entry(noted: &Noted, call: &Call, status: u16) -> Option<AuditEntry> {
+    let event = event_of(&call.method, &call.route, status)?;
+    let outcome = if (200..300).contains(&status) { "ok".to_owned() } else { format!("refused ({status})") };
+    Some(AuditEntry {
+        at: call.arrived,
+        tenant_id: noted.tenant.clone(),
+        actor_kind: noted.kind.unwrap_or("anonymous").to_owned(),
+        actor: noted.actor.clone().unwrap_or_else(|| "-".to_owned()),
+        event,
+        target: noted.target.clone().or_else(|| call.path_id.clone()).map(|t| cap(&t, MAX_TARGET_CHARS)),
+        outcome,
+        http_status: Some(status),
+        source_ip: call.peer.map(|ip| ip.to_string()),
+        correlation_id: Some(correlation::current()).filter(|c| !c.is_empty()),
+        detail: noted.detail.clone(),
+    })
+}
+
+/// Longest target kept: ids are far shorter, and a hostile path must not make every
+/// refused call store kilobytes.
+const MAX_TARGET_CHARS: usize = 200;
+
+fn cap(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// Writes the summaries of refused calls whose minute is over (all of them when `all`).
+pub async fn write_refusal_summaries(state: &AppState, all: bool) {
+    let summaries = if all { state.refusals.drain() } else { state.refusals.finished(state.now()) };
+    for entry in summaries {
+        record(state, entry).await;
+    }
+}
+
+/// Writes refusal summaries as their minutes end.
+pub async fn run_refusal_summaries(state: AppState) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        ticker.tick().await;
+        write_refusal_summaries(&state, false).await;
     }
 }
 
@@ -151,39 +228,62 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
 }
 
 async fn audited(state: AppState, request: Request, next: Next) -> Response {
-    // Entries carry when the call arrived: steps it set off (a dispatch) come after it.
-    let arrived = state.now();
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-    // Kept as an address: most reads are not recorded, so no string is made for them.
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let path_id = route.as_deref().filter(|r| r.contains("{id}")).and_then(|_| id_in(request.uri().path()));
+    let Some(route) = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()) else {
+        return next.run(request).await;
+    };
+    let call = Call {
+        // Entries carry when the call arrived: steps it set off (a dispatch) come after it.
+        arrived: state.now(),
+        method: request.method().clone(),
+        path_id: Some(&route).filter(|r| r.contains("{id}")).and_then(|_| id_in(request.uri().path())),
+        route,
+        // Kept as an address: most reads are not recorded, so no string is made for them.
+        peer: request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()),
+    };
+    let limits = &state.config.rate_limits;
+    if limits.enabled
+        && let Some(wait) = state.refusals.over_quota(call.peer, call.arrived, limits.refusals_per_source_per_minute)
+    {
+        let refused =
+            crate::error::ApiError::too_many_requests("Too many refused calls from this address; retry later", wait);
+        let noted = Noted::default();
+        if let Some(mut entry) = build_entry(&noted, &call, 429) {
+            entry.event = "access.refused".to_owned();
+            state.refusals.count(&entry);
+        }
+        return refused.into_response();
+    }
+    let noted = Noted { call: Some(call.clone()), ..Noted::default() };
     let (response, noted) = NOTED
-        .scope(RefCell::new(Noted::default()), async {
+        .scope(RefCell::new(noted), async {
             let response = next.run(request).await;
             (response, NOTED.with(|n| n.take()))
         })
         .await;
     let status = response.status().as_u16();
-    let Some(event) = route.as_deref().and_then(|r| event_of(&method, r, status)) else {
+    if noted.written_with == Some(status) {
+        return response;
+    }
+    let Some(entry) = build_entry(&noted, &call, status) else {
         return response;
     };
-    let outcome = if response.status().is_success() { "ok".to_owned() } else { format!("refused ({status})") };
-    let entry = AuditEntry {
-        at: arrived,
-        tenant_id: noted.tenant,
-        actor_kind: noted.kind.unwrap_or("anonymous").to_owned(),
-        actor: noted.actor.unwrap_or_else(|| "-".to_owned()),
-        event,
-        target: noted.target.or(path_id),
-        outcome,
-        http_status: Some(status),
-        source_ip: peer.map(|ip| ip.to_string()),
-        correlation_id: Some(correlation::current()).filter(|c| !c.is_empty()),
-        detail: noted.detail,
-    };
-    record(&state, entry).await;
-    response
+    // Refusals of callers nobody knows are aggregated per source and minute, so that an
+    // outsider cannot write a row per request.
+    if (status == 401 || (status == 403 && noted.kind.is_none()))
+        && state.refusals.count(&entry) == crate::refusals::Disposition::Counted
+    {
+        return response;
+    }
+    match state.store.append_audit(&entry).await {
+        Ok(_) => response,
+        // What the trail cannot show did not happen: a link, a token or a download whose
+        // entry failed is refused. (Changes that commit with their entry never get here.)
+        Err(e) if response.status().is_success() => crate::error::ApiError::from(e).into_response(),
+        Err(e) => {
+            crate::error::log_store_failure(&e, &format!("the audit trail could not be written ({})", entry.event));
+            response
+        }
+    }
 }
 
 /// The `{id}` segment of an action or machine route: the segment after `machines` or

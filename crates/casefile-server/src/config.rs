@@ -143,6 +143,14 @@ pub struct RateLimitConfig {
     pub default: Quota,
     /// Per-API quotas, keyed by API name (`GetPackageUri`, `ListMachineActions`, ...).
     pub apis: BTreeMap<String, Quota>,
+    /// Calls refused for missing or bad credentials one source address may make in a
+    /// minute; past it, its calls are answered `429` without being looked at.
+    pub refusals_per_source_per_minute: u32,
+    /// Token requests one source address may make in a minute.
+    pub token_requests_per_source_per_minute: u32,
+    /// Token requests naming one client id in a minute, from anywhere: bounds the secret
+    /// checks an outsider can make a client's id cost.
+    pub token_requests_per_client_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -205,6 +213,9 @@ impl Default for RateLimitConfig {
             enabled: true,
             default: Quota { per_minute: 100, per_hour: 1500 },
             apis: BTreeMap::from([(Api::GetPackageUri.name().to_owned(), Quota { per_minute: 2, per_hour: 120 })]),
+            refusals_per_source_per_minute: 60,
+            token_requests_per_source_per_minute: 60,
+            token_requests_per_client_per_minute: 120,
         }
     }
 }
@@ -269,4 +280,34 @@ impl Config {
     pub fn link_ttl(&self) -> Duration {
         Duration::from_secs(self.packages.link_ttl_seconds)
     }
+
+    /// Refuses settings that would break the server's promises rather than letting it start
+    /// and misbehave.
+    pub fn validate(&self) -> Result<(), String> {
+        self.rate_limits.validate()?;
+        let a = &self.agents;
+        // A poll parks for up to poll_wait_seconds between two signs of life: a silent
+        // window not well above it would time out healthy agents.
+        if a.silent_timeout_seconds < a.poll_wait_seconds.saturating_mul(2) {
+            return Err(format!(
+                "agents.silent_timeout_seconds ({}) must be at least twice agents.poll_wait_seconds ({}): \
+                 agents that are waiting on a poll would be taken for silent",
+                a.silent_timeout_seconds, a.poll_wait_seconds
+            ));
+        }
+        for (name, value, max) in [
+            ("auth.token_ttl_seconds", self.auth.token_ttl_seconds, MAX_TOKEN_TTL_SECONDS),
+            ("packages.link_ttl_seconds", self.packages.link_ttl_seconds, MAX_LINK_TTL_SECONDS),
+        ] {
+            if value == 0 || value > max {
+                return Err(format!("{name} must be between 1 and {max} seconds, not {value}"));
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Longest lifetime of an access token (Entra ID's own tokens live at most a day).
+pub const MAX_TOKEN_TTL_SECONDS: u64 = DAY;
+/// Longest lifetime of a download link: a link is a bearer credential for evidence.
+pub const MAX_LINK_TTL_SECONDS: u64 = DAY;

@@ -57,13 +57,60 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// Over a quota: `429` with the whole seconds to wait in `Retry-After`.
+    pub fn too_many_requests(message: impl std::fmt::Display, wait: std::time::Duration) -> Self {
+        let seconds = crate::ratelimit::retry_after_seconds(wait);
+        Self::new(ErrorCode::TooManyRequests, format!("{message}. Try again in {seconds} seconds."))
+            .with_header(header::RETRY_AFTER, HeaderValue::from(seconds))
+    }
+
+    /// The disk is full: nothing was written.
+    pub fn insufficient_storage() -> Self {
+        Self::new(
+            ErrorCode::InsufficientStorage,
+            "The server's storage is full: nothing was written; retry once space has been freed",
+        )
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::ActiveRequestExists => {
                 Self::new(ErrorCode::ActiveRequestAlreadyExists, "Action is already in progress")
             }
+            StoreError::Full(_) => {
+                log_store_failure(&e, "a write was refused");
+                Self::insufficient_storage()
+            }
             other => Self::internal_from(other),
+        }
+    }
+}
+
+/// When the last "storage is full" line was logged, and how many refusals since.
+static FULL_LOGGED: std::sync::Mutex<Option<(std::time::Instant, u64)>> = std::sync::Mutex::new(None);
+/// A full disk refuses every write: one line a minute says so, with the count.
+const FULL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Logs a store failure that is being answered or swallowed: a full disk once a minute
+/// (it refuses every write until space is freed), anything else every time.
+pub fn log_store_failure(e: &StoreError, what: &str) {
+    if !matches!(e, StoreError::Full(_)) {
+        tracing::error!(correlation_id = %correlation::current(), "{what}: {e}");
+        return;
+    }
+    let mut last = FULL_LOGGED.lock().unwrap_or_else(|p| p.into_inner());
+    match last.as_mut() {
+        Some((at, refused)) if at.elapsed() < FULL_LOG_EVERY => *refused += 1,
+        Some((at, refused)) => {
+            tracing::error!("storage is still full: {} writes refused in the last minute ({what}: {e})", *refused + 1);
+            (*at, *refused) = (std::time::Instant::now(), 0);
+        }
+        None => {
+            tracing::error!("storage is full: writes are refused with 507 until space is freed ({what}: {e})");
+            *last = Some((std::time::Instant::now(), 0));
         }
     }
 }

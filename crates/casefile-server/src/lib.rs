@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod links;
 pub mod ratelimit;
 pub mod rbac;
+pub mod refusals;
 mod routes;
 pub mod secrets;
 pub mod state;
@@ -78,7 +79,7 @@ impl Server {
 
     /// [`Server::open`] with another clock (tests move a [`clock::ManualClock`]).
     pub async fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, ServerError> {
-        config.rate_limits.validate().map_err(ServerError::Invalid)?;
+        config.validate().map_err(ServerError::Invalid)?;
         let issuers = TrustedIssuers::load(&config.auth).await?;
         create_private_dir(&config.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_url(&config.database_url()).await?);
@@ -100,6 +101,7 @@ impl Server {
             dispatcher: Default::default(),
             clock,
             limiter: Arc::new(InMemoryLimiter::default()),
+            refusals: Default::default(),
         });
         Ok(Self { state })
     }
@@ -124,9 +126,12 @@ impl Server {
         let sweeper = tokio::spawn(lifecycle::run(self.state.clone()));
         let key_refresh = tokio::spawn(auth::keys::run_refresh(self.state.clone()));
         let issuer_refresh = tokio::spawn(auth::issuers::run_refresh(self.state.clone()));
+        let refusals = tokio::spawn(audit::run_refusal_summaries(self.state.clone()));
         let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await;
+        refusals.abort();
+        audit::write_refusal_summaries(&self.state, true).await;
         sweeper.abort();
         key_refresh.abort();
         issuer_refresh.abort();
@@ -143,6 +148,13 @@ impl Server {
         if !auth::caller::valid_tenant_id(&request.tenant) {
             return Err(ServerError::Invalid(format!("'{}' is not a valid tenant id", request.tenant)));
         }
+        let ttl = request.ttl.as_secs();
+        if ttl == 0 || ttl > config::MAX_TOKEN_TTL_SECONDS {
+            return Err(ServerError::Invalid(format!(
+                "a token's lifetime must be between 1 and {} seconds, not {ttl}",
+                config::MAX_TOKEN_TTL_SECONDS
+            )));
+        }
         let now = chrono::Utc::now().timestamp();
         let claims = AccessClaims {
             iss: self.state.config.auth.issuer.clone(),
@@ -151,7 +163,7 @@ impl Server {
             tid: request.tenant.clone(),
             iat: now,
             nbf: now,
-            exp: now + request.ttl.as_secs() as i64,
+            exp: now.saturating_add(ttl as i64),
             appid: Some(request.requestor.clone()),
             app_displayname: Some(request.requestor.clone()),
             roles: request.roles.clone(),

@@ -41,7 +41,7 @@ pub struct Link<'a> {
 
 /// A download URL below `base` valid for `ttl`.
 pub fn issue(keyring: &Keyring, base: &str, link: &Link<'_>, ttl: std::time::Duration) -> Result<String, ApiError> {
-    let expires = chrono::Utc::now().timestamp() + ttl.as_secs() as i64;
+    let expires = chrono::Utc::now().timestamp().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
     issue_until(keyring, base, link, expires)
 }
 

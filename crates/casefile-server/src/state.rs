@@ -28,6 +28,8 @@ pub struct Shared {
     pub dispatcher: Dispatcher,
     pub clock: Arc<dyn Clock>,
     pub limiter: Arc<dyn RateLimiter>,
+    /// Refused calls per source address: aggregated in the audit trail, and limited.
+    pub refusals: crate::refusals::Refusals,
 }
 
 impl AppState {

@@ -23,8 +23,11 @@ pub enum StoreError {
     /// A name that must be unique is taken (an application name within its tenant).
     #[error("{0} already exists")]
     Duplicate(String),
+    /// The disk (or the database's size limit) is full: the write did not happen.
+    #[error("storage is full: {0}")]
+    Full(String),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
@@ -33,6 +36,20 @@ pub enum StoreError {
     /// caller's property table, never user input (the API layer checks that first).
     #[error("unsupported query: {0}")]
     Query(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        // SQLITE_FULL (13) also stands for a write that met ENOSPC; 53100 is PostgreSQL's
+        // disk_full. Both mean "nothing was written", which callers answer differently
+        // from other database failures.
+        if let sqlx::Error::Database(db) = &e
+            && matches!(db.code().as_deref(), Some("13" | "53100"))
+        {
+            return Self::Full(db.message().to_owned());
+        }
+        Self::Database(e)
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -103,7 +120,9 @@ pub trait Store: Send + Sync + 'static {
     // Machine actions.
     /// Inserts a new `Pending` action; [`StoreError::ActiveRequestExists`] when the
     /// machine already has a live action of that type.
-    async fn create_action(&self, tenant: &str, action: &MachineAction) -> Result<()>;
+    /// `audit`, when given, is written in the same transaction: the change and its entry
+    /// persist together or not at all (likewise on every method that takes one).
+    async fn create_action(&self, tenant: &str, action: &MachineAction, audit: Option<&AuditEntry>) -> Result<()>;
     async fn action(&self, tenant: &str, id: Uuid) -> Result<Option<MachineAction>>;
     /// Filter and order use the MachineAction entity's wire names (`status`, `machineId`).
     async fn actions(&self, tenant: &str, query: &ListQuery) -> Result<Listed<MachineAction>>;
@@ -116,6 +135,7 @@ pub trait Store: Send + Sync + 'static {
         id: Uuid,
         machine_id: Option<&str>,
         change: &Transition,
+        audit: Option<&AuditEntry>,
     ) -> Result<Option<MachineAction>>;
     /// Records the verified package and marks the action `Succeeded`, in one transaction.
     async fn complete_with_package(
@@ -123,11 +143,18 @@ pub trait Store: Send + Sync + 'static {
         machine_id: &str,
         package: &PackageRecord,
         at: Timestamp,
+        audit: Option<&AuditEntry>,
     ) -> Result<Option<MachineAction>>;
     /// The package of an action, including one that retention has deleted.
     async fn package(&self, tenant: &str, action_id: Uuid) -> Result<Option<PackageRecord>>;
     /// Records an imported package and its (already `Succeeded`) action, in one transaction.
-    async fn import_package(&self, tenant: &str, action: &MachineAction, package: &PackageRecord) -> Result<()>;
+    async fn import_package(
+        &self,
+        tenant: &str,
+        action: &MachineAction,
+        package: &PackageRecord,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()>;
     /// Packages stored before `stored_before` and not yet deleted, oldest first.
     async fn expired_packages(&self, stored_before: Timestamp, limit: u32) -> Result<Vec<PackageRecord>>;
     /// Marks a package deleted; downloads and links refuse it from then on.
@@ -136,11 +163,24 @@ pub trait Store: Send + Sync + 'static {
     // Cancellation.
     /// Cancels a `Pending` action at once; for an `InProgress` one, records the request
     /// so its agent is told to stop. `None`: no such action in the tenant.
-    async fn request_cancel(&self, tenant: &str, id: Uuid, request: &CancelRequest) -> Result<Option<CancelOutcome>>;
+    /// `audit` is written only when something changed.
+    async fn request_cancel(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        request: &CancelRequest,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Option<CancelOutcome>>;
     /// `InProgress` actions of the machine whose cancellation awaits the agent.
     async fn cancel_requests(&self, machine_id: &str) -> Result<Vec<Uuid>>;
     /// The agent stopped a collection it was asked to cancel: the action ends `Cancelled`.
-    async fn confirm_cancel(&self, machine_id: &str, id: Uuid, at: Timestamp) -> Result<Option<MachineAction>>;
+    async fn confirm_cancel(
+        &self,
+        machine_id: &str,
+        id: Uuid,
+        at: Timestamp,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Option<MachineAction>>;
     /// Fails every `InProgress` action of a machine (its agent restarted without them);
     /// returns their ids.
     async fn fail_in_progress(&self, machine_id: &str, change: &Transition) -> Result<Vec<Uuid>>;

@@ -50,30 +50,33 @@ fn package(action: Uuid, tenant: &str) -> PackageRecord {
 async fn transitions_never_go_backwards(store: &dyn Store) {
     machine(store, "t", "m1").await;
     let action = pending("m1", Utc::now());
-    store.create_action("t", &action).await.unwrap();
+    store.create_action("t", &action, None).await.unwrap();
 
     // Pending cannot jump to Succeeded, with or without a package.
     assert!(
         store
-            .transition(action.id, None, &Transition::to(ActionStatus::Succeeded, Utc::now()))
+            .transition(action.id, None, &Transition::to(ActionStatus::Succeeded, Utc::now()), None)
             .await
             .unwrap()
             .is_none()
     );
-    assert!(store.complete_with_package("m1", &package(action.id, "t"), Utc::now()).await.unwrap().is_none());
+    assert!(store.complete_with_package("m1", &package(action.id, "t"), Utc::now(), None).await.unwrap().is_none());
     assert!(store.package("t", action.id).await.unwrap().is_none(), "no package without Succeeded");
 
     let claimed = store.claim_next_action("m1", Utc::now()).await.unwrap().unwrap();
     assert_eq!((claimed.id, claimed.status), (action.id, ActionStatus::InProgress));
     // Another machine cannot complete it.
-    assert!(store.complete_with_package("m2", &package(action.id, "t"), Utc::now()).await.unwrap().is_none());
-    let done = store.complete_with_package("m1", &package(action.id, "t"), Utc::now()).await.unwrap().unwrap();
+    assert!(store.complete_with_package("m2", &package(action.id, "t"), Utc::now(), None).await.unwrap().is_none());
+    let done = store.complete_with_package("m1", &package(action.id, "t"), Utc::now(), None).await.unwrap().unwrap();
     assert_eq!(done.status, ActionStatus::Succeeded);
     assert!(store.package("t", action.id).await.unwrap().is_some());
 
     // Final is final.
     for to in [ActionStatus::Failed, ActionStatus::Cancelled, ActionStatus::TimeOut, ActionStatus::InProgress] {
-        assert!(store.transition(action.id, None, &Transition::to(to, Utc::now())).await.unwrap().is_none(), "{to}");
+        assert!(
+            store.transition(action.id, None, &Transition::to(to, Utc::now()), None).await.unwrap().is_none(),
+            "{to}"
+        );
     }
     assert_eq!(store.action("t", action.id).await.unwrap().unwrap().status, ActionStatus::Succeeded);
 }
@@ -81,16 +84,16 @@ async fn transitions_never_go_backwards(store: &dyn Store) {
 async fn one_live_collection_per_machine(store: &dyn Store) {
     machine(store, "t", "m1").await;
     let first = pending("m1", Utc::now());
-    store.create_action("t", &first).await.unwrap();
+    store.create_action("t", &first, None).await.unwrap();
     let second = pending("m1", Utc::now());
-    assert!(matches!(store.create_action("t", &second).await, Err(StoreError::ActiveRequestExists)));
+    assert!(matches!(store.create_action("t", &second, None).await, Err(StoreError::ActiveRequestExists)));
     store.claim_next_action("m1", Utc::now()).await.unwrap().unwrap();
-    assert!(matches!(store.create_action("t", &second).await, Err(StoreError::ActiveRequestExists)));
+    assert!(matches!(store.create_action("t", &second, None).await, Err(StoreError::ActiveRequestExists)));
 
     let failed = Transition::failure(ActionStatus::Failed, Utc::now(), 1, "broken");
-    let after = store.transition(first.id, Some("m1"), &failed).await.unwrap().unwrap();
+    let after = store.transition(first.id, Some("m1"), &failed, None).await.unwrap().unwrap();
     assert_eq!((after.error_h_result, after.troubleshoot_info.as_deref()), (1, Some("broken")));
-    store.create_action("t", &second).await.unwrap();
+    store.create_action("t", &second, None).await.unwrap();
 }
 
 async fn claims_are_oldest_first_per_machine_and_tenants_are_separate(store: &dyn Store) {
@@ -100,8 +103,8 @@ async fn claims_are_oldest_first_per_machine_and_tenants_are_separate(store: &dy
     let older = pending("m1", now - Duration::seconds(10));
     let mut other_type = pending("m1", now);
     other_type.action_type = ActionType::Isolate;
-    store.create_action("a", &older).await.unwrap();
-    store.create_action("a", &other_type).await.unwrap();
+    store.create_action("a", &older, None).await.unwrap();
+    store.create_action("a", &other_type, None).await.unwrap();
     assert!(store.claim_next_action("m2", now).await.unwrap().is_none());
     assert_eq!(store.claim_next_action("m1", now).await.unwrap().unwrap().id, older.id);
 
@@ -118,8 +121,8 @@ async fn silent_machines_time_out_and_restarts_fail(store: &dyn Store) {
     machine(store, "t", "chatty").await;
     let quiet = pending("quiet", Utc::now());
     let chatty = pending("chatty", Utc::now());
-    store.create_action("t", &quiet).await.unwrap();
-    store.create_action("t", &chatty).await.unwrap();
+    store.create_action("t", &quiet, None).await.unwrap();
+    store.create_action("t", &chatty, None).await.unwrap();
     store.claim_next_action("quiet", Utc::now()).await.unwrap().unwrap();
     store.claim_next_action("chatty", Utc::now()).await.unwrap().unwrap();
     store.touch_machine("chatty", Utc::now() + Duration::seconds(60), Some("10.0.0.1")).await.unwrap();
@@ -176,7 +179,7 @@ async fn lists_filter_order_count_and_page_in_the_store(store: &dyn Store) {
     for i in 0..5 {
         let mut action = pending(if i % 2 == 0 { "m1" } else { "m2" }, base + Duration::seconds(i));
         action.status = if i == 4 { ActionStatus::Pending } else { ActionStatus::Failed };
-        store.create_action("t", &action).await.unwrap();
+        store.create_action("t", &action, None).await.unwrap();
         ids.push(action.id);
     }
     let on_m1 = Expr::Compare { property: "machineId", op: CmpOp::Eq, value: Value::String("m1".into()) };
@@ -211,9 +214,10 @@ async fn cancellation_is_immediate_when_pending_and_confirmed_when_running(store
     machine(store, "t", "m1").await;
     let request = CancelRequest { requestor: "analyst".into(), comment: Some("stop".into()), at: Utc::now() };
     let waiting = pending("m1", Utc::now());
-    store.create_action("t", &waiting).await.unwrap();
-    assert!(store.request_cancel("other", waiting.id, &request).await.unwrap().is_none(), "tenants are separate");
-    let Some(CancelOutcome::Cancelled(done)) = store.request_cancel("t", waiting.id, &request).await.unwrap() else {
+    store.create_action("t", &waiting, None).await.unwrap();
+    assert!(store.request_cancel("other", waiting.id, &request, None).await.unwrap().is_none(), "tenants are separate");
+    let Some(CancelOutcome::Cancelled(done)) = store.request_cancel("t", waiting.id, &request, None).await.unwrap()
+    else {
         panic!("a pending action is cancelled at once");
     };
     assert_eq!(done.status, ActionStatus::Cancelled);
@@ -222,23 +226,27 @@ async fn cancellation_is_immediate_when_pending_and_confirmed_when_running(store
         (Some("analyst"), Some("stop"))
     );
     assert!(matches!(
-        store.request_cancel("t", waiting.id, &request).await.unwrap(),
+        store.request_cancel("t", waiting.id, &request, None).await.unwrap(),
         Some(CancelOutcome::AlreadyFinal(_))
     ));
 
     let running = pending("m1", Utc::now());
-    store.create_action("t", &running).await.unwrap();
+    store.create_action("t", &running, None).await.unwrap();
     store.claim_next_action("m1", Utc::now()).await.unwrap().unwrap();
-    assert!(store.confirm_cancel("m1", running.id, Utc::now()).await.unwrap().is_none(), "nothing to confirm yet");
-    let Some(CancelOutcome::Requested(asked)) = store.request_cancel("t", running.id, &request).await.unwrap() else {
+    assert!(
+        store.confirm_cancel("m1", running.id, Utc::now(), None).await.unwrap().is_none(),
+        "nothing to confirm yet"
+    );
+    let Some(CancelOutcome::Requested(asked)) = store.request_cancel("t", running.id, &request, None).await.unwrap()
+    else {
         panic!("a running action waits for its agent");
     };
     assert_eq!(asked.status, ActionStatus::InProgress);
     assert_eq!(store.cancel_requests("m1").await.unwrap(), vec![running.id]);
     // A package arriving now is refused; the agent's confirmation ends the action.
-    assert!(store.complete_with_package("m1", &package(running.id, "t"), Utc::now()).await.unwrap().is_none());
-    assert!(store.confirm_cancel("m2", running.id, Utc::now()).await.unwrap().is_none(), "only its own machine");
-    let confirmed = store.confirm_cancel("m1", running.id, Utc::now()).await.unwrap().unwrap();
+    assert!(store.complete_with_package("m1", &package(running.id, "t"), Utc::now(), None).await.unwrap().is_none());
+    assert!(store.confirm_cancel("m2", running.id, Utc::now(), None).await.unwrap().is_none(), "only its own machine");
+    let confirmed = store.confirm_cancel("m1", running.id, Utc::now(), None).await.unwrap().unwrap();
     assert_eq!(confirmed.status, ActionStatus::Cancelled);
     assert_eq!(confirmed.cancellation_requestor.as_deref(), Some("analyst"));
     assert!(confirmed.cancellation_date_time_utc.is_some());
@@ -250,8 +258,8 @@ async fn pending_actions_expire_and_packages_retire(store: &dyn Store) {
     machine(store, "t", "m2").await;
     let old = pending("m1", Utc::now() - Duration::days(4));
     let fresh = pending("m2", Utc::now());
-    store.create_action("t", &old).await.unwrap();
-    store.create_action("t", &fresh).await.unwrap();
+    store.create_action("t", &old, None).await.unwrap();
+    store.create_action("t", &fresh, None).await.unwrap();
     let timeout = Transition::failure(ActionStatus::TimeOut, Utc::now(), 2, "unclaimed");
     assert_eq!(store.time_out_pending(Utc::now() - Duration::days(3), &timeout).await.unwrap(), 1);
     assert_eq!(store.action("t", old.id).await.unwrap().unwrap().status, ActionStatus::TimeOut);
@@ -260,7 +268,7 @@ async fn pending_actions_expire_and_packages_retire(store: &dyn Store) {
     store.claim_next_action("m2", Utc::now()).await.unwrap().unwrap();
     let mut stored = package(fresh.id, "t");
     stored.stored_at = Utc::now() - Duration::days(31);
-    store.complete_with_package("m2", &stored, Utc::now()).await.unwrap().unwrap();
+    store.complete_with_package("m2", &stored, Utc::now(), None).await.unwrap().unwrap();
     let expired = store.expired_packages(Utc::now() - Duration::days(30), 10).await.unwrap();
     assert_eq!(expired.iter().map(|p| p.action_id).collect::<Vec<_>>(), vec![fresh.id]);
     store.mark_package_deleted(fresh.id, Utc::now()).await.unwrap();
@@ -383,6 +391,71 @@ async fn the_audit_trail_keeps_entries_in_order_and_filters_them(store: &dyn Sto
     assert_eq!(store.audit(&page).await.unwrap()[0].seq, second);
 }
 
+fn audit_entry(event: &str, target: &str) -> AuditEntry {
+    AuditEntry {
+        at: Utc::now(),
+        tenant_id: Some("t".into()),
+        actor_kind: "application".into(),
+        actor: "SOAR".into(),
+        event: event.into(),
+        target: Some(target.into()),
+        outcome: "ok".into(),
+        http_status: Some(201),
+        source_ip: None,
+        correlation_id: None,
+        detail: None,
+    }
+}
+
+async fn entries_for(store: &dyn Store, target: &str) -> usize {
+    let filter = AuditFilter { target: Some(target.into()), limit: 100, ..Default::default() };
+    store.audit(&filter).await.unwrap().len()
+}
+
+/// Issue 9 item 9: a change and its audit entry commit in one transaction, and a change
+/// that does not happen leaves no entry.
+async fn changes_and_their_audit_entries_commit_together(store: &dyn Store) {
+    machine(store, "t", "m1").await;
+    let first = pending("m1", Utc::now());
+    let target = first.id.to_string();
+    store.create_action("t", &first, Some(&audit_entry("collect", &target))).await.unwrap();
+    assert_eq!(entries_for(store, &target).await, 1);
+    let refused = pending("m1", Utc::now());
+    let refused_target = refused.id.to_string();
+    let conflict = store.create_action("t", &refused, Some(&audit_entry("collect", &refused_target))).await;
+    assert!(matches!(conflict, Err(StoreError::ActiveRequestExists)));
+    assert_eq!(entries_for(store, &refused_target).await, 0, "no entry for an action that was not created");
+
+    let request = CancelRequest { requestor: "analyst".into(), comment: None, at: Utc::now() };
+    let cancelled = store.request_cancel("t", first.id, &request, Some(&audit_entry("cancel", &target))).await;
+    assert!(matches!(cancelled, Ok(Some(CancelOutcome::Cancelled(_)))));
+    assert_eq!(entries_for(store, &target).await, 2);
+    let again = store.request_cancel("t", first.id, &request, Some(&audit_entry("cancel", &target))).await;
+    assert!(matches!(again, Ok(Some(CancelOutcome::AlreadyFinal(_)))));
+    let failed = Transition::to(ActionStatus::Failed, Utc::now());
+    let moved = store.transition(first.id, Some("m1"), &failed, Some(&audit_entry("action.fail", &target))).await;
+    assert!(moved.unwrap().is_none());
+    assert!(
+        store.confirm_cancel("m1", first.id, Utc::now(), Some(&audit_entry("x", &target))).await.unwrap().is_none()
+    );
+    assert!(
+        store
+            .complete_with_package("m1", &package(first.id, "t"), Utc::now(), Some(&audit_entry("x", &target)))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(entries_for(store, &target).await, 2, "refused changes leave no entry");
+
+    let running = pending("m1", Utc::now());
+    let running_target = running.id.to_string();
+    store.create_action("t", &running, None).await.unwrap();
+    store.claim_next_action("m1", Utc::now()).await.unwrap().unwrap();
+    let entry = audit_entry("package.upload", &running_target);
+    store.complete_with_package("m1", &package(running.id, "t"), Utc::now(), Some(&entry)).await.unwrap().unwrap();
+    assert_eq!(entries_for(store, &running_target).await, 1);
+}
+
 macro_rules! sqlite_conformance {
     ($($check:ident),* $(,)?) => {$(
         #[tokio::test]
@@ -408,7 +481,45 @@ mod sqlite {
         applications_change_roles_state_and_secret,
         signing_keys_retire_once,
         the_audit_trail_keeps_entries_in_order_and_filters_them,
+        changes_and_their_audit_entries_commit_together,
     );
+
+    /// Issue 9 item 8: sustained writes beside readers keep the WAL bounded (checkpoints
+    /// happen), while the database itself grows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_stays_bounded_under_sustained_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("test.db");
+        let store = std::sync::Arc::new(SqliteStore::open(&path).await.unwrap());
+        machine(&*store, "t", "m1").await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut readers = Vec::new();
+        for _ in 0..4 {
+            let (store, stop) = (store.clone(), stop.clone());
+            readers.push(tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    store.machine("t", "m1").await.unwrap().unwrap();
+                    store.audit(&AuditFilter { limit: 5, ..Default::default() }).await.unwrap();
+                }
+            }));
+        }
+        let pad = "y".repeat(8 * 1024);
+        let wal = dir.path().join("test.db-wal");
+        let mut largest = 0;
+        for i in 0..4_000 {
+            let mut entry = audit_entry("access.refused", &format!("r{i}"));
+            entry.detail = Some(serde_json::json!({ "pad": pad }));
+            store.append_audit(&entry).await.unwrap();
+            largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            r.await.unwrap();
+        }
+        let database = std::fs::metadata(&path).unwrap().len();
+        assert!(largest <= 16 << 20, "the WAL grew to {largest} bytes");
+        assert!(database >= 24 << 20, "the entries were checkpointed into the database ({database} bytes)");
+    }
 
     /// The database itself refuses to change or remove audit rows, whatever code runs.
     #[tokio::test]

@@ -3,16 +3,13 @@
 //! permissions in `scp`), as Entra ID issues them (`../shared/spec/mde-api.md` §6.2).
 
 use axum::extract::FromRequestParts;
-use axum::http::HeaderValue;
-use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
+use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use casefile_proto::ErrorCode;
 use jsonwebtoken::errors::ErrorKind;
 use serde::{Deserialize, Serialize};
 
 use super::{Api, Keyring, MDE_AUDIENCES, TokenRejected};
 use crate::error::ApiError;
-use crate::ratelimit::retry_after_seconds;
 use crate::state::AppState;
 
 /// `typ` header of access tokens.
@@ -103,12 +100,10 @@ impl Caller {
         if !windows.is_empty() {
             let key = format!("{}\n{}\n{}", self.tenant_id, self.principal, api.name());
             if let Err(wait) = state.limiter.hit(&key, &windows, state.now()).await {
-                let seconds = retry_after_seconds(wait);
-                return Err(ApiError::new(
-                    ErrorCode::TooManyRequests,
-                    format!("Rate limit is exceeded for {}. Try again in {seconds} seconds.", api.name()),
-                )
-                .with_header(RETRY_AFTER, HeaderValue::from(seconds)));
+                return Err(ApiError::too_many_requests(
+                    format_args!("Rate limit is exceeded for {}", api.name()),
+                    wait,
+                ));
             }
         }
         self.authorize(api)

@@ -53,9 +53,10 @@ pub async fn collect(
         comment,
         state.now(),
     );
-    state.store.create_action(&caller.tenant_id, &action).await?;
     audit::note_target(action.id);
     audit::note_detail(serde_json::json!({"machineId": machine.id, "comment": action.requestor_comment}));
+    let entry = audit::entry_for_call(StatusCode::CREATED.as_u16());
+    state.store.create_action(&caller.tenant_id, &action, entry.as_ref()).await?;
     state.dispatcher.notify(&machine.id);
     state.dispatcher.action_changed();
     tracing::info!(action_id = %action.id, machine_id = %machine.id, requestor = %caller.requestor, "collection requested");
@@ -125,6 +126,19 @@ fn comment_of(object: &serde_json::Map<String, serde_json::Value>) -> ApiResult<
         }
         None => return Ok(None),
     };
+    checked_comment(comment).map(Some)
+}
+
+/// A comment as it is stored and shown back: not empty, not too long, and free of control
+/// characters (a NUL or an escape sequence would reach analysts' terminals and CSV
+/// exports); tab and line breaks are text.
+pub(super) fn checked_comment(comment: String) -> ApiResult<String> {
+    if let Some(c) = comment.chars().find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
+            format!("Invalid input Comment: it contains the control character U+{:04X}", u32::from(c)),
+        ));
+    }
     if comment.is_empty() {
         return Err(ApiError::new(ErrorCode::InvalidInput, "Invalid input Comment: it must not be empty"));
     }
@@ -134,7 +148,7 @@ fn comment_of(object: &serde_json::Map<String, serde_json::Value>) -> ApiResult<
             format!("Invalid input Comment: it is longer than {MAX_COMMENT_CHARS} characters"),
         ));
     }
-    Ok(Some(comment))
+    Ok(comment)
 }
 
 /// One machine action (`Machine.Read.All` or `Machine.ReadWrite.All`).
@@ -264,9 +278,10 @@ pub async fn cancel(
     let comment = optional_comment(&headers, body).await?;
     audit::note_detail(serde_json::json!({"comment": comment}));
     let request = CancelRequest { requestor: caller.requestor.clone(), comment, at: state.now() };
+    let entry = audit::entry_for_call(StatusCode::OK.as_u16());
     let outcome = state
         .store
-        .request_cancel(&caller.tenant_id, id, &request)
+        .request_cancel(&caller.tenant_id, id, &request, entry.as_ref())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("MachineAction {id} was not found")))?;
     let action = match outcome {

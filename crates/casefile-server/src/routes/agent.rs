@@ -184,7 +184,7 @@ pub async fn next_task(
                         hresult::COLLECTION_FAILED,
                         format!("casefile agents do not support {other} actions"),
                     );
-                    state.store.transition(action.id, Some(&machine.id), &change).await?;
+                    state.store.transition(action.id, Some(&machine.id), &change, None).await?;
                     state.dispatcher.action_changed();
                     continue;
                 }
@@ -239,7 +239,8 @@ pub async fn upload_package(
             tracing::warn!(action_id = %id, "package rejected: {why}");
             let why = format!("The package upload was rejected: {why}");
             let change = Transition::failure(ActionStatus::Failed, state.now(), hresult, why.clone());
-            state.store.transition(id, Some(&machine.id), &change).await?;
+            let entry = audit::entry_for_call(code.http_status());
+            state.store.transition(id, Some(&machine.id), &change, entry.as_ref()).await?;
             state.dispatcher.action_changed();
             return Err(ApiError::new(code, why));
         }
@@ -255,7 +256,8 @@ pub async fn upload_package(
         stored_at: state.now(),
         deleted_at: None,
     };
-    let completed = state.store.complete_with_package(&machine.id, &record, state.now()).await?;
+    let entry = audit::entry_for_call(StatusCode::OK.as_u16());
+    let completed = state.store.complete_with_package(&machine.id, &record, state.now(), entry.as_ref()).await?;
     state.dispatcher.action_changed();
     if completed.is_none() {
         // Cancelled or timed out while uploading: the package must not linger.
@@ -278,13 +280,14 @@ pub async fn report_failure(
     let id = action_id(&id)?;
     // A collection that ends while its cancellation is pending has stopped: that is the
     // confirmation, whatever the agent saw (e.g. its upload refused for the cancellation).
-    if state.store.confirm_cancel(&machine.id, id, state.now()).await?.is_some() {
+    let entry = audit::entry_for_call(StatusCode::NO_CONTENT.as_u16());
+    if state.store.confirm_cancel(&machine.id, id, state.now(), entry.as_ref()).await?.is_some() {
         state.dispatcher.action_changed();
         return Ok(StatusCode::NO_CONTENT);
     }
     let change =
         Transition::failure(ActionStatus::Failed, state.now(), failure.error_h_result, failure.troubleshoot_info);
-    match state.store.transition(id, Some(&machine.id), &change).await? {
+    match state.store.transition(id, Some(&machine.id), &change, entry.as_ref()).await? {
         Some(_) => {
             state.dispatcher.action_changed();
             Ok(StatusCode::NO_CONTENT)
@@ -303,7 +306,8 @@ pub async fn confirm_cancel(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = action_id(&id)?;
-    match state.store.confirm_cancel(&machine.id, id, state.now()).await? {
+    let entry = audit::entry_for_call(StatusCode::NO_CONTENT.as_u16());
+    match state.store.confirm_cancel(&machine.id, id, state.now(), entry.as_ref()).await? {
         Some(_) => {
             state.dispatcher.action_changed();
             tracing::info!(action_id = %id, machine_id = %machine.id, "collection stopped by its agent: cancelled");

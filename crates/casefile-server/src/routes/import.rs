@@ -87,13 +87,14 @@ pub async fn import(
         stored_at: now,
         deleted_at: None,
     };
-    if let Err(e) = state.store.import_package(&caller.tenant_id, &action, &package).await {
+    audit::note_target(action_id);
+    audit::note_detail(custody_detail(&machine.id, &received));
+    let entry = audit::entry_for_call(StatusCode::CREATED.as_u16());
+    if let Err(e) = state.store.import_package(&caller.tenant_id, &action, &package, entry.as_ref()).await {
         let _ = state.blobs.delete(&received.key).await;
         return Err(e.into());
     }
     state.dispatcher.action_changed();
-    audit::note_target(action_id);
-    audit::note_detail(custody_detail(&machine.id, &received));
     tracing::info!(%action_id, machine_id = %machine.id, size = received.size, signer = %received.signed_by, "package imported");
     Ok(reply(StatusCode::CREATED, &Entity { context: base.context(context::ACTION), value: action }))
 }

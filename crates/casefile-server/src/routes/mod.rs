@@ -89,20 +89,33 @@ pub fn router(state: AppState) -> Router {
 
 /// MDE clients send `GetPackageUri` and `getPackageUri`, `/api/v1.0/...` and `/api/...`,
 /// and trailing slashes: fold public API paths to one lower-case form before routing.
-/// (Machine names compare case-insensitively and GUIDs parse in any case, so folding ids
-/// loses nothing.)
+/// Only the routes' fixed segments are folded: a parameter (the segment after a
+/// collection, see [`COLLECTIONS`]) keeps its case, so a role created as `SOC-Analysts`
+/// stays so and errors echo ids as they were sent.
 pub fn normalize_path(mut request: Request) -> Request {
     let uri = request.uri();
     let path = uri.path();
     if !path.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("/api/")) && !path.eq_ignore_ascii_case("/api") {
         return request;
     }
-    let mut folded = path.to_ascii_lowercase();
-    if let Some(rest) = folded.strip_prefix("/api/v1.0") {
-        folded = format!("/api{rest}");
+    let mut segments: Vec<&str> = path.split('/').skip(1).collect();
+    if segments.get(1).is_some_and(|s| s.eq_ignore_ascii_case("v1.0")) {
+        segments.remove(1);
     }
-    while folded.len() > 1 && folded.ends_with('/') {
-        folded.pop();
+    while segments.len() > 1 && segments.last() == Some(&"") {
+        segments.pop();
+    }
+    let mut folded = String::with_capacity(path.len());
+    let mut after_collection = false;
+    for segment in segments {
+        folded.push('/');
+        let fixed = !after_collection || FIXED_AFTER_COLLECTION.iter().any(|f| segment.eq_ignore_ascii_case(f));
+        if fixed {
+            folded.push_str(&segment.to_ascii_lowercase());
+        } else {
+            folded.push_str(segment);
+        }
+        after_collection = fixed && COLLECTIONS.iter().any(|c| segment.eq_ignore_ascii_case(c));
     }
     let rebuilt = match uri.query() {
         Some(q) => format!("{folded}?{q}"),
@@ -113,6 +126,11 @@ pub fn normalize_path(mut request: Request) -> Request {
     }
     request
 }
+
+/// Path segments followed by a parameter (`/machines/{id}`, `/roles/{name}`).
+const COLLECTIONS: &[&str] = &["machines", "machineactions", "applications", "roles", "devicegroups"];
+/// Fixed segments that stand where a parameter could (`/devicegroups/ungrouped`).
+const FIXED_AFTER_COLLECTION: &[&str] = &["ungrouped"];
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("No resource matches '{}'", uri.path()))

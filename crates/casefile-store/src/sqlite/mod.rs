@@ -34,7 +34,10 @@ impl SqliteStore {
             .foreign_keys(true)
             // Bounds the work of the periodic `PRAGMA optimize` (see `optimize`); until it
             // has measured the data, the planner uses the hints of migration 0003.
-            .pragma("analysis_limit", "1000");
+            .pragma("analysis_limit", "1000")
+            // After a checkpoint resets the WAL, its file is cut back to this size: a burst
+            // of writes does not leave a large file behind for good.
+            .pragma("journal_size_limit", "67108864");
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
@@ -269,11 +272,13 @@ impl SqliteStore {
         let sql = format!(
             "UPDATE applications SET {set} WHERE client_id = ? AND tenant_id = ? RETURNING {APPLICATION_COLUMNS}"
         );
+        let mut tx = self.pool.begin().await?;
         let row = bind(sqlx::query(AssertSqlSafe(sql)))
             .bind(client_id.to_string())
             .bind(tenant.to_owned())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
+        tx.commit().await?;
         row.as_ref().map(application_from_row).transpose()
     }
 }
@@ -313,6 +318,37 @@ async fn insert_action(conn: &mut sqlx::SqliteConnection, tenant: &str, a: &Mach
         Err(e) if is_unique_violation(&e) => Err(StoreError::ActiveRequestExists),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Appends an audit entry on `conn` (inside the caller's transaction, when it has one).
+async fn insert_audit(conn: &mut sqlx::SqliteConnection, e: &AuditEntry) -> Result<i64> {
+    let detail = e.detail.as_ref().map(|d| d.to_string());
+    let done = sqlx::query(
+        "INSERT INTO audit_log (at, tenant_id, actor_kind, actor, event, target, outcome, http_status, \
+             source_ip, correlation_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(micros(e.at))
+    .bind(&e.tenant_id)
+    .bind(&e.actor_kind)
+    .bind(&e.actor)
+    .bind(&e.event)
+    .bind(&e.target)
+    .bind(&e.outcome)
+    .bind(e.http_status.map(i64::from))
+    .bind(&e.source_ip)
+    .bind(&e.correlation_id)
+    .bind(detail)
+    .execute(conn)
+    .await?;
+    Ok(done.last_insert_rowid())
+}
+
+/// Writes `audit` (when given) on the same connection as the change it records.
+async fn insert_audit_opt(conn: &mut sqlx::SqliteConnection, audit: Option<&AuditEntry>) -> Result<()> {
+    if let Some(entry) = audit {
+        insert_audit(conn, entry).await?;
+    }
+    Ok(())
 }
 
 async fn insert_package(conn: &mut sqlx::SqliteConnection, p: &PackageRecord) -> Result<()> {
@@ -368,6 +404,9 @@ fn push_transition_set(q: &mut QueryBuilder<Sqlite>, change: &Transition) {
 impl Store for SqliteStore {
     async fn optimize(&self) -> Result<()> {
         sqlx::query("PRAGMA optimize").execute(&self.pool).await?;
+        // Automatic checkpoints are passive; a truncating one now and then returns the
+        // WAL's space even after a long burst (it gives up at once if readers need it).
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await?;
         Ok(())
     }
 
@@ -439,18 +478,17 @@ impl Store for SqliteStore {
         tenant: &str,
         g: &casefile_proto::rbac::DeviceGroup,
     ) -> Result<casefile_proto::rbac::DeviceGroup> {
-        let inserted = sqlx::query(
-            "INSERT INTO device_groups (tenant_id, name, rank, rules, user_groups) VALUES (?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(tenant)
-        .bind(&g.name)
-        .bind(g.rank)
-        .bind(json_text(&g.rules)?)
-        .bind(json_text(&g.user_groups)?)
-        .fetch_one(&self.pool)
-        .await;
+        let inserted =
+            sqlx::query("INSERT INTO device_groups (tenant_id, name, rank, rules, user_groups) VALUES (?, ?, ?, ?, ?)")
+                .bind(tenant)
+                .bind(&g.name)
+                .bind(g.rank)
+                .bind(json_text(&g.rules)?)
+                .bind(json_text(&g.user_groups)?)
+                .execute(&self.pool)
+                .await;
         match inserted {
-            Ok(row) => Ok(casefile_proto::rbac::DeviceGroup { id: row.try_get("id")?, ..g.clone() }),
+            Ok(done) => Ok(casefile_proto::rbac::DeviceGroup { id: done.last_insert_rowid(), ..g.clone() }),
             Err(e) if is_unique_violation(&e) => {
                 Err(StoreError::Duplicate(format!("a device group named '{}' exists already", g.name)))
             }
@@ -518,30 +556,15 @@ impl Store for SqliteStore {
         if add {
             query = query.bind(tag);
         }
-        let row = query.bind(machine_id).fetch_optional(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        let row = query.bind(machine_id).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
         row.as_ref().map(machine_from_row).transpose()
     }
 
     async fn append_audit(&self, e: &AuditEntry) -> Result<i64> {
-        let detail = e.detail.as_ref().map(|d| d.to_string());
-        let row = sqlx::query(
-            "INSERT INTO audit_log (at, tenant_id, actor_kind, actor, event, target, outcome, http_status, \
-                 source_ip, correlation_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
-        )
-        .bind(micros(e.at))
-        .bind(&e.tenant_id)
-        .bind(&e.actor_kind)
-        .bind(&e.actor)
-        .bind(&e.event)
-        .bind(&e.target)
-        .bind(&e.outcome)
-        .bind(e.http_status.map(i64::from))
-        .bind(&e.source_ip)
-        .bind(&e.correlation_id)
-        .bind(detail)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get("seq")?)
+        let mut conn = self.pool.acquire().await?;
+        insert_audit(&mut conn, e).await
     }
 
     async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
@@ -788,6 +811,7 @@ impl Store for SqliteStore {
                  credential_hash = excluded.credential_hash, agent_public_key = excluded.agent_public_key \
              RETURNING {MACHINE_COLUMNS}"
         );
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(&m.id)
             .bind(&m.tenant_id)
@@ -803,8 +827,9 @@ impl Store for SqliteStore {
             .bind(micros(m.at))
             .bind(&m.credential_hash)
             .bind(&m.agent_public_key)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
+        tx.commit().await?;
         machine_from_row(&row)
     }
 
@@ -874,9 +899,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn create_action(&self, tenant: &str, a: &MachineAction) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        insert_action(&mut conn, tenant, a).await
+    async fn create_action(&self, tenant: &str, a: &MachineAction, audit: Option<&AuditEntry>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_action(&mut tx, tenant, a).await?;
+        insert_audit_opt(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn action(&self, tenant: &str, id: Uuid) -> Result<Option<MachineAction>> {
@@ -899,7 +927,9 @@ impl Store for SqliteStore {
                          ORDER BY created_at LIMIT 1) AND status = 'Pending' \
              RETURNING {ACTION_COLUMNS}"
         );
-        let row = sqlx::query(AssertSqlSafe(sql)).bind(micros(at)).bind(machine_id).fetch_optional(&self.pool).await?;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(micros(at)).bind(machine_id).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
         row.as_ref().map(action_from_row).transpose()
     }
 
@@ -908,6 +938,7 @@ impl Store for SqliteStore {
         id: Uuid,
         machine_id: Option<&str>,
         change: &Transition,
+        audit: Option<&AuditEntry>,
     ) -> Result<Option<MachineAction>> {
         let mut q = QueryBuilder::<Sqlite>::new("");
         push_transition_set(&mut q, change);
@@ -918,8 +949,13 @@ impl Store for SqliteStore {
         q.push(" AND");
         push_predecessors(&mut q, change.to);
         q.push(format!(" RETURNING {ACTION_COLUMNS}"));
-        let row = q.build().fetch_optional(&self.pool).await?;
-        row.as_ref().map(action_from_row).transpose()
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = q.build().fetch_optional(&mut *tx).await? else {
+            return Ok(None);
+        };
+        insert_audit_opt(&mut tx, audit).await?;
+        tx.commit().await?;
+        action_from_row(&row).map(Some)
     }
 
     async fn complete_with_package(
@@ -927,6 +963,7 @@ impl Store for SqliteStore {
         machine_id: &str,
         p: &PackageRecord,
         at: Timestamp,
+        audit: Option<&AuditEntry>,
     ) -> Result<Option<MachineAction>> {
         let mut tx = self.pool.begin().await?;
         let mut q = QueryBuilder::<Sqlite>::new("");
@@ -942,6 +979,7 @@ impl Store for SqliteStore {
         };
         let action = action_from_row(&row)?;
         insert_package(&mut tx, p).await?;
+        insert_audit_opt(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(Some(action))
     }
@@ -953,10 +991,17 @@ impl Store for SqliteStore {
         row.as_ref().map(package_from_row).transpose()
     }
 
-    async fn import_package(&self, tenant: &str, action: &MachineAction, package: &PackageRecord) -> Result<()> {
+    async fn import_package(
+        &self,
+        tenant: &str,
+        action: &MachineAction,
+        package: &PackageRecord,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         insert_action(&mut tx, tenant, action).await?;
         insert_package(&mut tx, package).await?;
+        insert_audit_opt(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -983,7 +1028,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn request_cancel(&self, tenant: &str, id: Uuid, r: &CancelRequest) -> Result<Option<CancelOutcome>> {
+    async fn request_cancel(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        r: &CancelRequest,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Option<CancelOutcome>> {
         let mut q = QueryBuilder::<Sqlite>::new("");
         let change = Transition {
             cancellation_requestor: Some(r.requestor.clone()),
@@ -994,7 +1045,10 @@ impl Store for SqliteStore {
         q.push(" WHERE id = ").push_bind(id.to_string());
         q.push(" AND tenant_id = ").push_bind(tenant.to_owned());
         q.push(format!(" AND status = 'Pending' RETURNING {ACTION_COLUMNS}"));
-        if let Some(row) = q.build().fetch_optional(&self.pool).await? {
+        let mut tx = self.pool.begin().await?;
+        if let Some(row) = q.build().fetch_optional(&mut *tx).await? {
+            insert_audit_opt(&mut tx, audit).await?;
+            tx.commit().await?;
             return Ok(Some(CancelOutcome::Cancelled(action_from_row(&row)?)));
         }
         // Running: record the first request; the agent confirms the stop.
@@ -1010,11 +1064,14 @@ impl Store for SqliteStore {
             .bind(&r.comment)
             .bind(id.to_string())
             .bind(tenant)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
         if let Some(row) = row {
+            insert_audit_opt(&mut tx, audit).await?;
+            tx.commit().await?;
             return Ok(Some(CancelOutcome::Requested(action_from_row(&row)?)));
         }
+        drop(tx);
         Ok(self.action(tenant, id).await?.map(CancelOutcome::AlreadyFinal))
     }
 
@@ -1029,14 +1086,25 @@ impl Store for SqliteStore {
         rows.iter().map(|r| uuid_column(r, "id")).collect()
     }
 
-    async fn confirm_cancel(&self, machine_id: &str, id: Uuid, at: Timestamp) -> Result<Option<MachineAction>> {
+    async fn confirm_cancel(
+        &self,
+        machine_id: &str,
+        id: Uuid,
+        at: Timestamp,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Option<MachineAction>> {
         let mut q = QueryBuilder::<Sqlite>::new("");
         push_transition_set(&mut q, &Transition::to(ActionStatus::Cancelled, at));
         q.push(" WHERE id = ").push_bind(id.to_string());
         q.push(" AND machine_id = ").push_bind(machine_id.to_owned());
         q.push(format!(" AND status = 'InProgress' AND cancel_requested_at IS NOT NULL RETURNING {ACTION_COLUMNS}"));
-        let row = q.build().fetch_optional(&self.pool).await?;
-        row.as_ref().map(action_from_row).transpose()
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = q.build().fetch_optional(&mut *tx).await? else {
+            return Ok(None);
+        };
+        insert_audit_opt(&mut tx, audit).await?;
+        tx.commit().await?;
+        action_from_row(&row).map(Some)
     }
 
     async fn time_out_pending(&self, created_before: Timestamp, change: &Transition) -> Result<u64> {

@@ -187,7 +187,7 @@ impl TestServer {
         action.status = status;
         let machine = self.server.state().store.machine("default", machine_id).await.unwrap().unwrap();
         action.computer_dns_name = Some(machine.facts.computer_dns_name);
-        self.server.state().store.create_action("default", &action).await.unwrap();
+        self.server.state().store.create_action("default", &action, None).await.unwrap();
         action.id.to_string()
     }
 
