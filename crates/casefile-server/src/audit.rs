@@ -89,7 +89,7 @@ pub fn entry_for_call(status: u16) -> Option<AuditEntry> {
         .try_with(|n| {
             let mut n = n.borrow_mut();
             let call = n.call.clone()?;
-            let entry = build_entry(&n, &call, status)?;
+            let entry = build_entry(&n, &call, status, event_of(&call.method, &call.route, status)?);
             n.written_with = Some(status);
             Some(entry)
         })
@@ -97,10 +97,14 @@ pub fn entry_for_call(status: u16) -> Option<AuditEntry> {
         .flatten()
 }
 
-fn build_entry(noted: &Noted, call: &Call, status: u16) -> Option<AuditEntry> {
-    let event = event_of(&call.method, &call.route, status)?;
+/// The address the current call came from, as the trail records it.
+pub fn source_address() -> Option<std::net::IpAddr> {
+    NOTED.try_with(|n| n.borrow().call.as_ref().and_then(|c| c.peer)).ok().flatten()
+}
+
+fn build_entry(noted: &Noted, call: &Call, status: u16, event: String) -> AuditEntry {
     let outcome = if (200..300).contains(&status) { "ok".to_owned() } else { format!("refused ({status})") };
-    Some(AuditEntry {
+    AuditEntry {
         at: call.arrived,
         tenant_id: noted.tenant.clone(),
         actor_kind: noted.kind.unwrap_or("anonymous").to_owned(),
@@ -112,7 +116,7 @@ fn build_entry(noted: &Noted, call: &Call, status: u16) -> Option<AuditEntry> {
         source_ip: call.peer.map(|ip| ip.to_string()),
         correlation_id: Some(correlation::current()).filter(|c| !c.is_empty()),
         detail: noted.detail.clone(),
-    })
+    }
 }
 
 /// Longest target kept: ids are far shorter, and a hostile path must not make every
@@ -246,11 +250,7 @@ async fn audited(state: AppState, request: Request, next: Next) -> Response {
     {
         let refused =
             crate::error::ApiError::too_many_requests("Too many refused calls from this address; retry later", wait);
-        let noted = Noted::default();
-        if let Some(mut entry) = build_entry(&noted, &call, 429) {
-            entry.event = "access.refused".to_owned();
-            state.refusals.count(&entry);
-        }
+        state.refusals.count(&build_entry(&Noted::default(), &call, 429, "access.refused".to_owned()));
         return refused.into_response();
     }
     let noted = Noted { call: Some(call.clone()), ..Noted::default() };
@@ -264,12 +264,13 @@ async fn audited(state: AppState, request: Request, next: Next) -> Response {
     if noted.written_with == Some(status) {
         return response;
     }
-    let Some(entry) = build_entry(&noted, &call, status) else {
+    let Some(event) = event_of(&call.method, &call.route, status) else {
         return response;
     };
+    let entry = build_entry(&noted, &call, status, event);
     // Refusals of callers nobody knows are aggregated per source and minute, so that an
     // outsider cannot write a row per request.
-    if (status == 401 || (status == 403 && noted.kind.is_none()))
+    if (status == 401 || (matches!(status, 403 | 429) && noted.kind.is_none()))
         && state.refusals.count(&entry) == crate::refusals::Disposition::Counted
     {
         return response;

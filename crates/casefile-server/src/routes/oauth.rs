@@ -59,6 +59,9 @@ async fn grant(
     body: Body,
     version: TokenVersion,
 ) -> Result<Response, Failure> {
+    let limits = &state.config.rate_limits;
+    let source = crate::audit::source_address().map(|ip| ip.to_string()).unwrap_or_default();
+    throttle(state, "source", &source, limits.token_requests_per_source_per_minute).await?;
     let form = Form::read(headers, body).await?;
     let basic = basic_credentials(headers)?;
     let grant_type = form.required("grant_type")?;
@@ -74,6 +77,9 @@ async fn grant(
         ));
     }
     let (client_id, secret) = client_credentials(&form, basic)?;
+    // Before the secret is checked: an outsider flooding one client id must not buy a
+    // secret check (argon2, two at a time) per request.
+    throttle(state, "client", &client_id.to_ascii_lowercase(), limits.token_requests_per_client_per_minute).await?;
     let audience = match version {
         TokenVersion::V2 => audience_of_scope(state, tenant, form.required("scope")?)?,
         TokenVersion::V1 => accepted_resource(state, tenant, form.required("resource")?)?,
@@ -115,6 +121,27 @@ async fn grant(
             },
         ),
     })
+}
+
+/// Counts a token request against `key`'s quota for a minute; `429` with `Retry-After`
+/// past it, as Entra ID throttles a client-credentials flood.
+async fn throttle(state: &AppState, kind: &str, key: &str, per_minute: u32) -> Result<(), Failure> {
+    if !state.config.rate_limits.enabled {
+        return Ok(());
+    }
+    let window = [crate::ratelimit::Window { length: std::time::Duration::from_secs(60), limit: per_minute }];
+    let Err(wait) = state.limiter.hit(&format!("token\n{kind}\n{key}"), &window, state.now()).await else {
+        return Ok(());
+    };
+    let seconds = crate::ratelimit::retry_after_seconds(wait);
+    let mut failure = Failure::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "temporarily_unavailable",
+        50196,
+        format!("Too many token requests from this {kind}; retry after {seconds} seconds."),
+    );
+    failure.retry_after = Some(seconds);
+    Err(failure)
 }
 
 /// The answer to a refused client. An unknown client, another tenant's client and a
@@ -293,11 +320,13 @@ struct Failure {
     code: u32,
     message: String,
     basic_challenge: bool,
+    /// Seconds for `Retry-After` (throttled requests).
+    retry_after: Option<u64>,
 }
 
 impl Failure {
     fn new(status: StatusCode, error: &'static str, code: u32, message: impl Into<String>) -> Self {
-        Self { status, error, code, message: message.into(), basic_challenge: false }
+        Self { status, error, code, message: message.into(), basic_challenge: false, retry_after: None }
     }
 
     fn internal(cause: String) -> Self {
@@ -336,6 +365,9 @@ impl IntoResponse for Failure {
         let mut response = oauth_json(self.status, &body);
         if self.basic_challenge {
             response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"casefile\""));
+        }
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

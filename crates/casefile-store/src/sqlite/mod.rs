@@ -38,9 +38,29 @@ impl SqliteStore {
             // After a checkpoint resets the WAL, its file is cut back to this size: a burst
             // of writes does not leave a large file behind for good.
             .pragma("journal_size_limit", "67108864");
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            // A COMMIT refused for a full disk is rolled back by SQLite itself; sqlx's
+            // own ROLLBACK then fails and it keeps counting the transaction as open, so
+            // the next user of that connection would start inside it. Such a connection
+            // is closed instead of reused (after the queued rollback had its chance).
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Connection::ping(conn).await?;
+                    Ok(!sqlx::Connection::is_in_transaction(conn))
+                })
+            })
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
+    }
+
+    /// A write transaction holding the write lock from its start (`BEGIN IMMEDIATE`): a
+    /// deferred one that reads first may find its snapshot stale when it comes to write,
+    /// and SQLite answers that with `SQLITE_BUSY_SNAPSHOT` at once instead of waiting.
+    async fn write(&self) -> Result<sqlx::Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     /// Opens from a `sqlite://` URL or a plain path.
@@ -272,7 +292,7 @@ impl SqliteStore {
         let sql = format!(
             "UPDATE applications SET {set} WHERE client_id = ? AND tenant_id = ? RETURNING {APPLICATION_COLUMNS}"
         );
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let row = bind(sqlx::query(AssertSqlSafe(sql)))
             .bind(client_id.to_string())
             .bind(tenant.to_owned())
@@ -497,7 +517,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_device_group(&self, tenant: &str, id: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let done = sqlx::query("DELETE FROM device_groups WHERE tenant_id = ? AND id = ?")
             .bind(tenant)
             .bind(id)
@@ -556,7 +576,7 @@ impl Store for SqliteStore {
         if add {
             query = query.bind(tag);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let row = query.bind(machine_id).fetch_optional(&mut *tx).await?;
         tx.commit().await?;
         row.as_ref().map(machine_from_row).transpose()
@@ -811,7 +831,7 @@ impl Store for SqliteStore {
                  credential_hash = excluded.credential_hash, agent_public_key = excluded.agent_public_key \
              RETURNING {MACHINE_COLUMNS}"
         );
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(&m.id)
             .bind(&m.tenant_id)
@@ -900,7 +920,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_action(&self, tenant: &str, a: &MachineAction, audit: Option<&AuditEntry>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         insert_action(&mut tx, tenant, a).await?;
         insert_audit_opt(&mut tx, audit).await?;
         tx.commit().await?;
@@ -927,7 +947,7 @@ impl Store for SqliteStore {
                          ORDER BY created_at LIMIT 1) AND status = 'Pending' \
              RETURNING {ACTION_COLUMNS}"
         );
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let row = sqlx::query(AssertSqlSafe(sql)).bind(micros(at)).bind(machine_id).fetch_optional(&mut *tx).await?;
         tx.commit().await?;
         row.as_ref().map(action_from_row).transpose()
@@ -949,7 +969,7 @@ impl Store for SqliteStore {
         q.push(" AND");
         push_predecessors(&mut q, change.to);
         q.push(format!(" RETURNING {ACTION_COLUMNS}"));
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let Some(row) = q.build().fetch_optional(&mut *tx).await? else {
             return Ok(None);
         };
@@ -965,7 +985,7 @@ impl Store for SqliteStore {
         at: Timestamp,
         audit: Option<&AuditEntry>,
     ) -> Result<Option<MachineAction>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let mut q = QueryBuilder::<Sqlite>::new("");
         push_transition_set(&mut q, &Transition::to(ActionStatus::Succeeded, at));
         q.push(" WHERE id = ").push_bind(p.action_id.to_string());
@@ -998,7 +1018,7 @@ impl Store for SqliteStore {
         package: &PackageRecord,
         audit: Option<&AuditEntry>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         insert_action(&mut tx, tenant, action).await?;
         insert_package(&mut tx, package).await?;
         insert_audit_opt(&mut tx, audit).await?;
@@ -1045,7 +1065,7 @@ impl Store for SqliteStore {
         q.push(" WHERE id = ").push_bind(id.to_string());
         q.push(" AND tenant_id = ").push_bind(tenant.to_owned());
         q.push(format!(" AND status = 'Pending' RETURNING {ACTION_COLUMNS}"));
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         if let Some(row) = q.build().fetch_optional(&mut *tx).await? {
             insert_audit_opt(&mut tx, audit).await?;
             tx.commit().await?;
@@ -1098,7 +1118,7 @@ impl Store for SqliteStore {
         q.push(" WHERE id = ").push_bind(id.to_string());
         q.push(" AND machine_id = ").push_bind(machine_id.to_owned());
         q.push(format!(" AND status = 'InProgress' AND cancel_requested_at IS NOT NULL RETURNING {ACTION_COLUMNS}"));
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write().await?;
         let Some(row) = q.build().fetch_optional(&mut *tx).await? else {
             return Ok(None);
         };

@@ -43,21 +43,21 @@ fn signed_package(key: &SigningKey, smuggle: bool) -> Vec<u8> {
 }
 
 /// An agent driven by hand over the agent API.
-struct RawAgent {
+pub(crate) struct RawAgent {
     base: String,
     http: reqwest::Client,
-    machine_id: String,
-    credential: String,
+    pub(crate) machine_id: String,
+    pub(crate) credential: String,
 }
 
 impl RawAgent {
-    async fn enroll(server: &TestServer, host_id: &str) -> Self {
+    pub(crate) async fn enroll(server: &TestServer, host_id: &str) -> Self {
         Self::enroll_with_key(server, host_id, None).await
     }
 
-    /// Enrolls registering `key`'s public half as the agent key.
-    async fn enroll_with_key(server: &TestServer, host_id: &str, key: Option<&SigningKey>) -> Self {
-        let request = EnrollRequest {
+    /// What an agent on `host_id` sends to enroll, registering `key`'s public half.
+    pub(crate) fn enroll_request(host_id: &str, key: Option<&SigningKey>) -> EnrollRequest {
+        EnrollRequest {
             host_id: host_id.to_owned(),
             host: HostInfo {
                 computer_dns_name: format!("{host_id}.example"),
@@ -69,7 +69,12 @@ impl RawAgent {
                 ip_addresses: vec![],
             },
             public_key: key.map(|k| casefile_package::signature::public_key_base64(&k.verifying_key())),
-        };
+        }
+    }
+
+    /// Enrolls registering `key`'s public half as the agent key.
+    async fn enroll_with_key(server: &TestServer, host_id: &str, key: Option<&SigningKey>) -> Self {
+        let request = Self::enroll_request(host_id, key);
         let response = server
             .http
             .post(format!("{}/agent/v1/enroll", server.base))
@@ -88,7 +93,7 @@ impl RawAgent {
         }
     }
 
-    async fn poll(&self, wait: u64) -> Option<AgentTask> {
+    pub(crate) async fn poll(&self, wait: u64) -> Option<AgentTask> {
         let response = self
             .http
             .get(format!("{}/agent/v1/actions/next?wait={wait}", self.base))
