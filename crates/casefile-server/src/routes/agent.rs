@@ -151,6 +151,9 @@ pub async fn enroll(
         casefile_package::signature::parse_public_key(key)
             .map_err(|e| ApiError::new(ErrorCode::InvalidRequestBody, format!("public_key: {e}")))?;
     }
+    if request.proof.as_ref().is_some_and(|p| p.nonce.len() > 128 || p.signature.len() > 128) {
+        return Err(ApiError::new(ErrorCode::InvalidRequestBody, "proof.nonce and proof.signature are too long"));
+    }
     let id = machine_id(&record.tenant_id, host_id);
     audit::note_target(&id);
     let mut detail = serde_json::json!({

@@ -388,3 +388,50 @@ async fn a_name_change_reported_in_hello_is_audited() {
     let (status, _) = error_of(say("").await).await;
     assert_eq!(status, 400, "an empty name is refused");
 }
+
+/// Issue 9 item 1: a re-enrollment challenge works once, expires (server clock), and its
+/// signature covers the key registered next.
+#[tokio::test]
+async fn a_reenrollment_challenge_is_single_use_expires_and_binds_the_new_key() {
+    let server = TestServer::start_with_clock(|_| {}).await;
+    let (token, _) = token_with(&server, Duration::from_secs(3600), 10).await;
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let public = casefile_package::signature::public_key_base64(&key.verifying_key());
+    assert_eq!(enroll_raw(&server, &token, "proving", &key).await.status(), 201);
+
+    let challenge = || async {
+        let response =
+            server.post_json("/agent/v1/enroll/challenge", &token, &serde_json::json!({"host_id": "proving"})).await;
+        assert_eq!(response.status(), 200);
+        response.json::<casefile_proto::agent::EnrollChallenge>().await.unwrap()
+    };
+    let enroll = |signed_for: String, sent: String, challenge: casefile_proto::agent::EnrollChallenge| {
+        let request = EnrollRequest {
+            host_id: "proving".into(),
+            host: host("proving.example"),
+            public_key: Some(sent),
+            proof: Some(casefile_agent::identity::prove(&key, &challenge, Some(&signed_for))),
+        };
+        let post = server.http.post(format!("{}/agent/v1/enroll", server.base)).bearer_auth(&token).json(&request);
+        async move { post.send().await.unwrap() }
+    };
+
+    let first = challenge().await;
+    assert_eq!(enroll(public.clone(), public.clone(), first.clone()).await.status(), 201);
+    let (status, error) = error_of(enroll(public.clone(), public.clone(), first).await).await;
+    assert_eq!(status, 401, "replayed: {error}");
+
+    let late = challenge().await;
+    server.advance(Duration::from_secs(late.expires_in_seconds + 1));
+    let (status, error) = error_of(enroll(public.clone(), public.clone(), late).await).await;
+    assert_eq!(status, 401, "expired: {error}");
+
+    let other = casefile_package::signature::public_key_base64(&SigningKey::from_bytes(&[8; 32]).verifying_key());
+    let bound = challenge().await;
+    let (status, _) = error_of(enroll(public.clone(), other, bound).await).await;
+    assert_eq!(status, 401, "signed for one key, sent with another");
+
+    let unknown =
+        server.post_json("/agent/v1/enroll/challenge", &token, &serde_json::json!({"host_id": "nobody"})).await;
+    assert_eq!(error_of(unknown).await.0, 404, "no registered key to prove");
+}
