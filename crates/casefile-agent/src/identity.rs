@@ -93,3 +93,18 @@ pub fn load_or_create_key(path: &Path) -> Result<SigningKey, AgentError> {
 pub fn public_key_base64(key: &SigningKey) -> String {
     STANDARD.encode(key.verifying_key().to_bytes())
 }
+
+/// Answers a re-enrollment challenge: the machine's registered key signs the challenge,
+/// the machine id and the key the agent registers next (issue 9 item 1).
+pub fn prove(
+    key: &SigningKey,
+    challenge: &casefile_proto::agent::EnrollChallenge,
+    new_public_key: Option<&str>,
+) -> casefile_proto::agent::EnrollProof {
+    use ed25519_dalek::Signer;
+    let message = casefile_proto::agent::reenroll_message(&challenge.nonce, &challenge.machine_id, new_public_key);
+    casefile_proto::agent::EnrollProof {
+        nonce: challenge.nonce.clone(),
+        signature: STANDARD.encode(key.sign(&message).to_bytes()),
+    }
+}

@@ -179,9 +179,13 @@ async fn connect(config: &AgentConfig) -> Result<(Transport, Identity), AgentErr
         Some(id) => id.clone(),
         None => host::host_id(&config.state_dir)?,
     };
-    let request =
-        EnrollRequest { host_id, host: host::info(base.base()), public_key: Some(identity::public_key_base64(&key)) };
-    let enrolled = base.enroll(token, &request).await?;
+    let request = EnrollRequest {
+        host_id,
+        host: host::info(base.base()),
+        public_key: Some(identity::public_key_base64(&key)),
+        proof: None,
+    };
+    let enrolled = enroll_proving(&base, token, &key, request).await?;
     let me = Identity {
         server: config.server.clone(),
         machine_id: enrolled.machine_id,
@@ -191,6 +195,21 @@ async fn connect(config: &AgentConfig) -> Result<(Transport, Identity), AgentErr
     identity::save(&config.state_dir, &me)?;
     tracing::info!(machine_id = %me.machine_id, "enrolled");
     Ok((base.with_credential(me.credential.clone()), me))
+}
+
+/// Enrolls; a host the server already knows proves its registered key by signing a
+/// challenge, since a token alone never re-keys an enrolled machine (issue 9 item 1).
+async fn enroll_proving(
+    base: &Transport,
+    token: &str,
+    key: &SigningKey,
+    mut request: EnrollRequest,
+) -> Result<casefile_proto::agent::EnrollResponse, AgentError> {
+    let ask = casefile_proto::agent::EnrollChallengeRequest { host_id: request.host_id.clone() };
+    if let Some(challenge) = base.enroll_challenge(token, &ask).await? {
+        request.proof = Some(identity::prove(key, &challenge, request.public_key.as_deref()));
+    }
+    base.enroll(token, &request).await
 }
 
 struct Job {

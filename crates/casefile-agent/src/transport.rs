@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use casefile_proto::ErrorBody;
 use casefile_proto::agent::{
-    ActionFailure, AgentTask, EnrollRequest, EnrollResponse, HelloRequest, HelloResponse, PREFIX, SHA256_HEADER,
-    UploadReceipt,
+    ActionFailure, AgentTask, EnrollChallenge, EnrollChallengeRequest, EnrollRequest, EnrollResponse, HelloRequest,
+    HelloResponse, PREFIX, SHA256_HEADER, UploadReceipt,
 };
 use reqwest::{StatusCode, Url};
 use uuid::Uuid;
@@ -74,6 +74,21 @@ impl Transport {
     pub async fn enroll(&self, token: &str, request: &EnrollRequest) -> Result<EnrollResponse, AgentError> {
         let builder = self.http.post(self.url("/enroll")).bearer_auth(token).json(request);
         self.decode(self.send(builder).await?).await
+    }
+
+    /// A challenge to prove the registered key when re-enrolling; `None` when the server
+    /// knows no key for this host (a first enrollment, or after an identity reset).
+    pub async fn enroll_challenge(
+        &self,
+        token: &str,
+        request: &EnrollChallengeRequest,
+    ) -> Result<Option<EnrollChallenge>, AgentError> {
+        let builder = self.http.post(self.url("/enroll/challenge")).bearer_auth(token).json(request);
+        match self.send(builder).await {
+            Ok(response) => self.decode(response).await.map(Some),
+            Err(AgentError::Server { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn hello(&self, request: &HelloRequest) -> Result<HelloResponse, AgentError> {

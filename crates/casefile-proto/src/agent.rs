@@ -34,6 +34,62 @@ pub struct EnrollRequest {
     pub host: HostInfo,
     /// The agent's Ed25519 public key (base64), for verifying what it signs.
     pub public_key: Option<String>,
+    /// Required to enroll a machine that is already enrolled: proof that the agent holds
+    /// the machine's registered key (see [`EnrollChallenge`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<EnrollProof>,
+}
+
+/// `POST /agent/v1/enroll/challenge` with `Authorization: Bearer <enrollment token>`: asks
+/// for a challenge to re-enroll the (already enrolled) machine of `host_id`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollChallengeRequest {
+    pub host_id: String,
+}
+
+/// A single-use challenge, valid for `expires_in_seconds`. The agent signs
+/// [`reenroll_message`] with the machine's registered key and sends it as the
+/// enrollment's [`EnrollProof`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollChallenge {
+    pub machine_id: String,
+    pub nonce: String,
+    pub expires_in_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrollProof {
+    pub nonce: String,
+    /// Ed25519 signature (base64) over [`reenroll_message`].
+    pub signature: String,
+}
+
+/// What a re-enrolling agent signs: domain-separated, binding the challenge to the machine
+/// and to the key it registers next (`""` when it registers none), so a signature is good
+/// for that one enrollment only.
+pub fn reenroll_message(nonce: &str, machine_id: &str, new_public_key: Option<&str>) -> Vec<u8> {
+    format!("casefile-reenroll-v1\0{nonce}\0{machine_id}\0{}", new_public_key.unwrap_or_default()).into_bytes()
+}
+
+/// An enrollment token as `casefile enroll-token list --json` shows it (never the secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollmentToken {
+    pub id: Uuid,
+    pub tenant_id: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub revoked_at: Option<String>,
+    pub uses_allowed: u32,
+    pub uses: u32,
+    pub last_used_at: Option<String>,
+    /// `usable`, `revoked`, `expired` or `used up`.
+    pub state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnrollmentTokenList {
+    pub value: Vec<EnrollmentToken>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

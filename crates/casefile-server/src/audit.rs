@@ -29,6 +29,9 @@ struct Noted {
     tenant: Option<String>,
     target: Option<String>,
     detail: Option<serde_json::Value>,
+    /// The actor was authenticated (a verified token, credential or link), not only named
+    /// by the caller.
+    verified: bool,
     /// The request itself, set by the middleware before the handler runs.
     call: Option<Call>,
     /// The status with which the handler's store transaction already wrote this call's
@@ -55,6 +58,16 @@ fn note(update: impl FnOnce(&mut Noted)) {
 
 /// The caller is `actor` of `kind` (`application`, `user`, `agent`, `link`) in `tenant`.
 pub fn note_actor(kind: &'static str, actor: &str, tenant: &str) {
+    note(|n| {
+        n.kind = Some(kind);
+        n.actor = Some(actor.to_owned());
+        n.tenant = Some(tenant.to_owned());
+        n.verified = true;
+    });
+}
+
+/// The caller says it is `actor` (a client id on the token endpoint), not yet proven.
+pub fn note_claimed_actor(kind: &'static str, actor: &str, tenant: &str) {
     note(|n| {
         n.kind = Some(kind);
         n.actor = Some(actor.to_owned());
@@ -268,9 +281,10 @@ async fn audited(state: AppState, request: Request, next: Next) -> Response {
         return response;
     };
     let entry = build_entry(&noted, &call, status, event);
-    // Refusals of callers nobody knows are aggregated per source and minute, so that an
-    // outsider cannot write a row per request.
-    if (status == 401 || (matches!(status, 403 | 429) && noted.kind.is_none()))
+    // Refusals of callers nobody authenticated are aggregated per source and minute, so
+    // that an outsider cannot write a row per request.
+    if matches!(status, 401 | 403 | 429)
+        && !noted.verified
         && state.refusals.count(&entry) == crate::refusals::Disposition::Counted
     {
         return response;

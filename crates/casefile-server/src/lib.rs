@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod correlation;
 pub mod dispatch;
+pub mod enrollment;
 pub mod error;
 pub mod ingest;
 pub mod lifecycle;
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::ServiceExt;
-use casefile_store::{EnrollmentTokenRecord, SqliteStore, Store};
+use casefile_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
 
 use crate::auth::{AccessClaims, Keyring, TrustedIssuers};
@@ -173,29 +174,26 @@ impl Server {
         Ok(self.state.keyring.sign(auth::caller::ACCESS_TOKEN_TYPE, &claims)?)
     }
 
-    /// A new enrollment token for `tenant`, valid for `ttl` (default from config).
+    /// A new single-use enrollment token for `tenant`, valid for `ttl` (default from config).
     pub async fn create_enrollment_token(&self, tenant: &str, ttl: Option<Duration>) -> Result<String, ServerError> {
-        if !auth::caller::valid_tenant_id(tenant) {
-            return Err(ServerError::Invalid(format!("'{tenant}' is not a valid tenant id")));
-        }
+        self.create_enrollment_token_with(tenant, ttl, 1).await
+    }
+
+    /// A new enrollment token for `tenant` allowing `uses` enrollments, valid for `ttl`
+    /// (default from config, at most [`enrollment::MAX_TOKEN_TTL`]).
+    pub async fn create_enrollment_token_with(
+        &self,
+        tenant: &str,
+        ttl: Option<Duration>,
+        uses: u32,
+    ) -> Result<String, ServerError> {
         let ttl = ttl.unwrap_or(Duration::from_secs(self.state.config.agents.enrollment_token_ttl_seconds));
-        let token = secrets::generate(secrets::ENROLLMENT_PREFIX);
-        let now = self.state.now();
-        self.state
-            .store
-            .insert_enrollment_token(&EnrollmentTokenRecord {
-                id: uuid::Uuid::new_v4(),
-                tenant_id: tenant.to_owned(),
-                token_hash: secrets::hash(&token),
-                created_at: now,
-                expires_at: chrono::Duration::from_std(ttl)
-                    .ok()
-                    .and_then(|d| now.checked_add_signed(d))
-                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
-                revoked_at: None,
-            })
-            .await?;
-        Ok(token)
+        let created = enrollment::create_token(self.state.store.as_ref(), tenant, ttl, uses, self.state.now()).await;
+        match created {
+            Ok((token, _)) => Ok(token),
+            Err(enrollment::EnrollmentError::Store(e)) => Err(e.into()),
+            Err(e) => Err(ServerError::Invalid(e.to_string())),
+        }
     }
 }
 

@@ -26,6 +26,10 @@ pub enum StoreError {
     /// The disk (or the database's size limit) is full: the write did not happen.
     #[error("storage is full: {0}")]
     Full(String),
+    /// A computer name that several machines of the tenant report: names are reported
+    /// facts, not identities (issue 9 item 2).
+    #[error("the name '{name}' matches several machines: {}", candidates.join(", "))]
+    AmbiguousName { name: String, candidates: Vec<String> },
     #[error("database error: {0}")]
     Database(sqlx::Error),
     #[error("database migration failed: {0}")]
@@ -110,7 +114,8 @@ pub trait Store: Send + Sync + 'static {
     /// and host facts while keeping `first_seen`.
     async fn enroll_machine(&self, machine: &MachineEnrollment) -> Result<MachineRecord>;
     async fn machine_by_credential(&self, hash: &str) -> Result<Option<MachineRecord>>;
-    /// By id, or by computer name (case-insensitive; the most recently seen wins).
+    /// By id, or by computer name (case-insensitive). An id always wins over a name; a name
+    /// that more than one of the tenant's machines reports is [`StoreError::AmbiguousName`].
     async fn machine(&self, tenant: &str, id_or_name: &str) -> Result<Option<MachineRecord>>;
     /// Filter and order use the Machine entity's wire names (`computerDnsName`, `lastSeen`).
     async fn machines(&self, tenant: &str, query: &ListQuery) -> Result<Listed<MachineRecord>>;
@@ -221,4 +226,33 @@ pub trait Store: Send + Sync + 'static {
     /// Adds `tag` (if no tag equal to it, case aside, is there) or removes it, in one
     /// statement so concurrent changes are not lost; the machine afterwards.
     async fn change_machine_tag(&self, machine_id: &str, tag: &str, add: bool) -> Result<Option<MachineRecord>>;
+
+    // Enrollment (issue 9 items 1 and 2), added at the end.
+    /// Enrolls by token in one transaction: takes one use of the token, then creates the
+    /// machine, or re-keys an existing one only with a valid [`KeyProof`] (consuming its
+    /// challenge) or after [`Store::reset_machine_identity`]. Anything else changes nothing.
+    async fn enroll_with_token(&self, enrollment: &TokenEnrollment) -> Result<EnrollOutcome>;
+    /// Issues a challenge for the machine (replacing an outstanding one). `false`: no such
+    /// machine in the tenant with a registered key.
+    async fn create_enroll_challenge(&self, tenant: &str, challenge: &EnrollChallengeRecord) -> Result<bool>;
+    /// Voids the machine's credential and key; its next enrollment by token creates the
+    /// identity afresh. `entry` is appended to the audit trail in the same transaction.
+    /// `None`: no such machine in the tenant.
+    async fn reset_machine_identity(
+        &self,
+        tenant: &str,
+        machine_id: &str,
+        entry: &AuditEntry,
+    ) -> Result<Option<MachineRecord>>;
+    /// The tenant's enrollment tokens, newest first.
+    async fn enrollment_tokens(&self, tenant: &str) -> Result<Vec<EnrollmentTokenRecord>>;
+    /// Revokes the token (a revoked one keeps its first `revoked_at`). `None`: no such token.
+    async fn revoke_enrollment_token(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<Option<EnrollmentTokenRecord>>;
+    /// The tenant's machines reporting `name` (case-insensitive), most recently seen first.
+    async fn machines_named(&self, tenant: &str, name: &str) -> Result<Vec<MachineRecord>>;
 }

@@ -44,6 +44,72 @@ pub struct EnrollmentTokenRecord {
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// How many enrollments the token allows (1 unless made with more).
+    pub uses_allowed: u32,
+    /// How many enrollments it has made.
+    pub uses: u32,
+    pub last_used_at: Option<Timestamp>,
+}
+
+impl EnrollmentTokenRecord {
+    /// Why the token cannot enroll at `now`, or `None` when it can.
+    pub fn unusable(&self, now: Timestamp) -> Option<&'static str> {
+        if self.revoked_at.is_some() {
+            Some("revoked")
+        } else if self.expires_at <= now {
+            Some("expired")
+        } else if self.uses >= self.uses_allowed {
+            Some("used up")
+        } else {
+            None
+        }
+    }
+}
+
+/// A proof that the enrolling agent holds the machine's registered key: the server
+/// checked the signature over `nonce` with `key`; the store checks that `key` is still the
+/// machine's and consumes the challenge, in the enrollment's transaction.
+#[derive(Debug, Clone)]
+pub struct KeyProof {
+    pub key: String,
+    pub nonce: String,
+}
+
+/// An enrollment by token: one use of the token, and the machine created, or re-keyed when
+/// it proved its registered key or an administrator reset its identity.
+#[derive(Debug, Clone)]
+pub struct TokenEnrollment {
+    pub token_hash: String,
+    pub machine: MachineEnrollment,
+    pub proof: Option<KeyProof>,
+    /// Written in the same transaction when the enrollment succeeds.
+    pub audit: Option<AuditEntry>,
+}
+
+/// How an enrollment by token ended.
+#[derive(Debug, Clone)]
+pub enum EnrollOutcome {
+    /// A machine that did not exist.
+    Created(MachineRecord),
+    /// An existing machine whose agent proved its registered key.
+    Rekeyed(MachineRecord),
+    /// An existing machine whose identity an administrator had reset.
+    Recreated(MachineRecord),
+    /// The token is unknown, revoked, expired or used up (nothing changed).
+    TokenUnusable,
+    /// The machine exists and neither a valid proof nor a reset allows re-keying it
+    /// (nothing changed, the token's use included).
+    MachineEnrolled,
+    /// The challenge is unknown, expired, already used or for another machine.
+    ChallengeInvalid,
+}
+
+/// A challenge issued to a machine's agent for re-enrollment.
+#[derive(Debug, Clone)]
+pub struct EnrollChallengeRecord {
+    pub machine_id: String,
+    pub nonce: String,
+    pub expires_at: Timestamp,
 }
 
 /// Host facts an agent reports at enrollment and at every start.

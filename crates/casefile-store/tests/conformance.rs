@@ -456,6 +456,198 @@ async fn changes_and_their_audit_entries_commit_together(store: &dyn Store) {
     assert_eq!(entries_for(store, &running_target).await, 1);
 }
 
+fn token(tenant: &str, hash: &str, uses_allowed: u32, expires_in: Duration) -> EnrollmentTokenRecord {
+    EnrollmentTokenRecord {
+        id: Uuid::new_v4(),
+        tenant_id: tenant.into(),
+        token_hash: hash.into(),
+        created_at: Utc::now(),
+        expires_at: Utc::now() + expires_in,
+        revoked_at: None,
+        uses_allowed,
+        uses: 0,
+        last_used_at: None,
+    }
+}
+
+fn by_token(hash: &str, id: &str, key: Option<&str>, proof: Option<KeyProof>) -> TokenEnrollment {
+    TokenEnrollment {
+        token_hash: hash.into(),
+        machine: MachineEnrollment {
+            id: id.into(),
+            tenant_id: "t".into(),
+            facts: HostFacts {
+                computer_dns_name: format!("{id}-host"),
+                os_platform: "Linux".into(),
+                ..Default::default()
+            },
+            credential_hash: format!("cred-{}", Uuid::new_v4()),
+            agent_public_key: key.map(str::to_owned),
+            last_ip_address: None,
+            at: Utc::now(),
+        },
+        proof,
+        audit: Some(audit_entry("agent.enroll", id)),
+    }
+}
+
+async fn uses(store: &dyn Store, hash: &str) -> u32 {
+    store.enrollment_token_by_hash(hash).await.unwrap().unwrap().uses
+}
+
+/// Issue 9 item 1: a token creates machines, never re-keys one without proof of its key.
+async fn enrollment_tokens_never_rekey_a_machine_without_proof(store: &dyn Store) {
+    store.insert_enrollment_token(&token("t", "tok", 3, Duration::hours(1))).await.unwrap();
+    let created = store.enroll_with_token(&by_token("tok", "m1", Some("key-1"), None)).await.unwrap();
+    assert!(matches!(created, EnrollOutcome::Created(ref m) if m.agent_public_key.as_deref() == Some("key-1")));
+    assert_eq!(uses(store, "tok").await, 1);
+
+    // The takeover: same machine id, token alone, or a proof by another key.
+    let takeover = store.enroll_with_token(&by_token("tok", "m1", Some("evil"), None)).await.unwrap();
+    assert!(matches!(takeover, EnrollOutcome::MachineEnrolled));
+    let wrong_key = KeyProof { key: "evil".into(), nonce: "n".into() };
+    let takeover = store.enroll_with_token(&by_token("tok", "m1", Some("evil"), Some(wrong_key))).await.unwrap();
+    assert!(matches!(takeover, EnrollOutcome::MachineEnrolled));
+    assert_eq!(uses(store, "tok").await, 1, "a refused enrollment takes no use");
+    assert_eq!(entries_for(store, "m1").await, 1, "only the enrollment that happened is in the trail");
+    let kept = store.machine("t", "m1").await.unwrap().unwrap();
+    assert_eq!(kept.agent_public_key.as_deref(), Some("key-1"));
+
+    // The registered key with a challenge: once, before it expires, for that machine only.
+    assert!(!store.create_enroll_challenge("t", &challenge("nobody", "n0")).await.unwrap(), "no such machine");
+    assert!(!store.create_enroll_challenge("other", &challenge("m1", "n0")).await.unwrap(), "other tenant");
+    let mut stale = challenge("m1", "stale");
+    stale.expires_at = Utc::now() - Duration::seconds(1);
+    assert!(store.create_enroll_challenge("t", &stale).await.unwrap());
+    let proof = |nonce: &str| Some(KeyProof { key: "key-1".into(), nonce: nonce.into() });
+    let late = store.enroll_with_token(&by_token("tok", "m1", Some("key-2"), proof("stale"))).await.unwrap();
+    assert!(matches!(late, EnrollOutcome::ChallengeInvalid), "expired");
+    assert!(store.create_enroll_challenge("t", &challenge("m1", "fresh")).await.unwrap());
+    let unknown = store.enroll_with_token(&by_token("tok", "m1", Some("key-2"), proof("guessed"))).await.unwrap();
+    assert!(matches!(unknown, EnrollOutcome::ChallengeInvalid));
+    let rekeyed = store.enroll_with_token(&by_token("tok", "m1", Some("key-2"), proof("fresh"))).await.unwrap();
+    assert!(matches!(rekeyed, EnrollOutcome::Rekeyed(ref m) if m.agent_public_key.as_deref() == Some("key-2")));
+    assert_eq!(rekeyed_first_seen(&rekeyed), kept.first_seen);
+    let replayed = store.enroll_with_token(&by_token("tok", "m1", Some("key-3"), proof("fresh"))).await.unwrap();
+    assert!(matches!(replayed, EnrollOutcome::MachineEnrolled), "the old key proves nothing any more");
+    assert_eq!(uses(store, "tok").await, 2);
+}
+
+fn rekeyed_first_seen(outcome: &EnrollOutcome) -> chrono::DateTime<Utc> {
+    match outcome {
+        EnrollOutcome::Rekeyed(m) | EnrollOutcome::Created(m) | EnrollOutcome::Recreated(m) => m.first_seen,
+        other => panic!("not enrolled: {other:?}"),
+    }
+}
+
+fn challenge(machine: &str, nonce: &str) -> EnrollChallengeRecord {
+    EnrollChallengeRecord {
+        machine_id: machine.into(),
+        nonce: nonce.into(),
+        expires_at: Utc::now() + Duration::minutes(5),
+    }
+}
+
+/// Issue 9 item 1: tokens are single-use by default, expire, can be revoked, and a use is
+/// taken atomically.
+async fn enrollment_tokens_are_counted_expire_and_revoke(store: &dyn Store) {
+    store.insert_enrollment_token(&token("t", "once", 1, Duration::hours(1))).await.unwrap();
+    let racers: Vec<_> = (1..=4).map(|i| by_token("once", &format!("r{i}"), None, None)).collect();
+    let (a, b, c, d) = tokio::join!(
+        store.enroll_with_token(&racers[0]),
+        store.enroll_with_token(&racers[1]),
+        store.enroll_with_token(&racers[2]),
+        store.enroll_with_token(&racers[3]),
+    );
+    let won = [a, b, c, d].into_iter().filter(|o| matches!(o.as_ref().unwrap(), EnrollOutcome::Created(_))).count();
+    assert_eq!(won, 1, "exactly one racing enrollment wins a single-use token");
+    assert_eq!(uses(store, "once").await, 1);
+
+    store.insert_enrollment_token(&token("t", "old", 5, Duration::seconds(-1))).await.unwrap();
+    let expired = store.enroll_with_token(&by_token("old", "e1", None, None)).await.unwrap();
+    assert!(matches!(expired, EnrollOutcome::TokenUnusable));
+    let wrong_tenant = TokenEnrollment {
+        machine: MachineEnrollment { tenant_id: "u".into(), ..by_token("once", "x", None, None).machine },
+        ..by_token("once", "x", None, None)
+    };
+    assert!(matches!(store.enroll_with_token(&wrong_tenant).await.unwrap(), EnrollOutcome::TokenUnusable));
+
+    let many = token("t", "many", 5, Duration::hours(1));
+    store.insert_enrollment_token(&many).await.unwrap();
+    assert!(store.revoke_enrollment_token("other", many.id, Utc::now()).await.unwrap().is_none());
+    let revoked = store.revoke_enrollment_token("t", many.id, Utc::now()).await.unwrap().unwrap();
+    assert!(revoked.revoked_at.is_some());
+    let again = store.revoke_enrollment_token("t", many.id, Utc::now() + Duration::hours(1)).await.unwrap().unwrap();
+    assert_eq!(again.revoked_at, revoked.revoked_at, "the first revocation stands");
+    let refused = store.enroll_with_token(&by_token("many", "v1", None, None)).await.unwrap();
+    assert!(matches!(refused, EnrollOutcome::TokenUnusable));
+
+    let listed = store.enrollment_tokens("t").await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|t| t.tenant_id == "t"));
+    assert!(store.enrollment_tokens("other").await.unwrap().is_empty());
+}
+
+/// Issue 9 item 1: an administrator's reset voids the key and credential; the next
+/// enrollment by token makes the identity afresh, once.
+async fn identity_reset_voids_the_key_and_allows_one_fresh_enrollment(store: &dyn Store) {
+    store.insert_enrollment_token(&token("t", "tok", 5, Duration::hours(1))).await.unwrap();
+    let enrolled = by_token("tok", "m1", Some("key-1"), None);
+    store.enroll_with_token(&enrolled).await.unwrap();
+    assert!(store.machine_by_credential(&enrolled.machine.credential_hash).await.unwrap().is_some());
+    let entry = AuditEntry {
+        at: Utc::now(),
+        tenant_id: Some("t".into()),
+        actor_kind: "admin".into(),
+        actor: "cli".into(),
+        event: "machine.reset-identity".into(),
+        target: Some("m1".into()),
+        outcome: "ok".into(),
+        http_status: None,
+        source_ip: None,
+        correlation_id: None,
+        detail: None,
+    };
+    assert!(store.reset_machine_identity("other", "m1", &entry).await.unwrap().is_none());
+    let reset = store.reset_machine_identity("t", "M1", &entry).await.unwrap().unwrap();
+    assert_eq!(reset.agent_public_key, None);
+    assert!(store.machine_by_credential(&enrolled.machine.credential_hash).await.unwrap().is_none());
+    assert!(!store.create_enroll_challenge("t", &challenge("m1", "n")).await.unwrap(), "no key to prove");
+    let filter = AuditFilter { event: Some("machine.reset-identity".into()), limit: 10, ..Default::default() };
+    assert_eq!(store.audit(&filter).await.unwrap().len(), 1, "the reset is on record");
+
+    let fresh = store.enroll_with_token(&by_token("tok", "m1", Some("key-2"), None)).await.unwrap();
+    assert!(matches!(fresh, EnrollOutcome::Recreated(ref m) if m.agent_public_key.as_deref() == Some("key-2")));
+    let second = store.enroll_with_token(&by_token("tok", "m1", Some("key-3"), None)).await.unwrap();
+    assert!(matches!(second, EnrollOutcome::MachineEnrolled), "a reset allows one enrollment");
+}
+
+/// Issue 9 item 2: a name several machines report identifies none of them.
+async fn shared_names_are_ambiguous_and_ids_win(store: &dyn Store) {
+    machine(store, "t", "m1").await;
+    machine(store, "t", "m2").await;
+    store
+        .update_host_facts(
+            "m2",
+            &HostFacts { computer_dns_name: "M1-host".into(), os_platform: "Linux".into(), ..Default::default() },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    match store.machine("t", "m1-host").await {
+        Err(StoreError::AmbiguousName { candidates, .. }) => {
+            let mut candidates = candidates;
+            candidates.sort();
+            assert_eq!(candidates, vec!["m1".to_owned(), "m2".to_owned()]);
+        }
+        other => panic!("expected an ambiguous name, got {other:?}"),
+    }
+    assert_eq!(store.machine("t", "m2").await.unwrap().unwrap().id, "m2", "an id always wins");
+    assert_eq!(store.machines_named("t", "M1-HOST").await.unwrap().len(), 2);
+    assert!(store.machines_named("u", "m1-host").await.unwrap().is_empty());
+    assert_eq!(store.machine("t", "m2-host").await.unwrap().map(|m| m.id), None, "m2 no longer reports it");
+}
+
 macro_rules! sqlite_conformance {
     ($($check:ident),* $(,)?) => {$(
         #[tokio::test]
@@ -482,6 +674,10 @@ mod sqlite {
         signing_keys_retire_once,
         the_audit_trail_keeps_entries_in_order_and_filters_them,
         changes_and_their_audit_entries_commit_together,
+        enrollment_tokens_never_rekey_a_machine_without_proof,
+        enrollment_tokens_are_counted_expire_and_revoke,
+        identity_reset_voids_the_key_and_allows_one_fresh_enrollment,
+        shared_names_are_ambiguous_and_ids_win,
     );
 
     /// Issue 9 item 8: sustained writes beside readers keep the WAL bounded (checkpoints

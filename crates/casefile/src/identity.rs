@@ -1,13 +1,17 @@
-//! `casefile app ...` and `casefile keys ...`: application registrations (the clients of
-//! the token endpoint) and token signing keys, managed on the server's data directory.
+//! `casefile app ...`, `casefile keys ...`, `casefile enroll-token list|revoke` and
+//! `casefile machine reset-identity`: application registrations (the clients of the token
+//! endpoint), token signing keys, enrollment tokens and machine identities, managed on the
+//! server's data directory.
 //! `--json` prints what the admin API answers for the same operation.
 
 use std::io::Write;
 use std::path::PathBuf;
 
+use casefile_proto::agent::EnrollmentTokenList;
 use casefile_proto::application::{Application, ApplicationList};
 use casefile_server::Server;
 use casefile_server::auth::{applications, keys};
+use casefile_server::enrollment;
 use clap::Subcommand;
 
 pub use crate::target::Target;
@@ -230,5 +234,93 @@ fn store(server: &Server) -> &dyn casefile_store::Store {
 fn print_json<T: Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> anyhow::Result<()> {
     serde_json::to_writer(&mut *out, value)?;
     writeln!(out)?;
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum EnrollTokenCommand {
+    /// List the tenant's enrollment tokens (ids, uses, state; never the secrets).
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Revoke an enrollment token: no agent enrolls with it from now on.
+    Revoke {
+        #[command(flatten)]
+        target: Target,
+        /// The token's id, as `casefile enroll-token list` shows it.
+        id: String,
+    },
+}
+
+pub async fn run_enroll_tokens(command: EnrollTokenCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    match command {
+        EnrollTokenCommand::List { target } => {
+            let (server, now) = open(&target).await?;
+            let value = enrollment::list_tokens(store(&server), &target.tenant, now).await?;
+            if target.json {
+                return print_json(out, &EnrollmentTokenList { value });
+            }
+            if value.is_empty() {
+                writeln!(out, "No enrollment tokens in tenant '{}'.", target.tenant)?;
+            }
+            for t in &value {
+                writeln!(
+                    out,
+                    "{}  {:<8}  used {}/{}  created {}  expires {}",
+                    t.id, t.state, t.uses, t.uses_allowed, t.created_at, t.expires_at
+                )?;
+            }
+        }
+        EnrollTokenCommand::Revoke { target, id } => {
+            let (server, now) = open(&target).await?;
+            let token = enrollment::revoke_token(store(&server), &target.tenant, &id, now).await?;
+            if target.json {
+                return print_json(out, &token);
+            }
+            writeln!(out, "Enrollment token {} revoked: no agent enrolls with it from now on.", token.id)?;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum MachineCommand {
+    /// Void a machine's agent credential and key (audited): its agent is refused from now
+    /// on, and the next enrollment by token for that host creates its identity afresh.
+    ResetIdentity {
+        #[command(flatten)]
+        target: Target,
+        /// The machine's id (40 hex characters).
+        id: String,
+        /// Who asks, for the audit trail [default: the login name].
+        #[arg(long)]
+        actor: Option<String>,
+    },
+}
+
+pub async fn run_machine(command: MachineCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    match command {
+        MachineCommand::ResetIdentity { target, id, actor } => {
+            let (server, now) = open(&target).await?;
+            let actor = actor
+                .or_else(|| std::env::var("USER").ok())
+                .map(|who| format!("cli:{who}"))
+                .unwrap_or_else(|| "cli".to_owned());
+            let machine = enrollment::reset_identity(store(&server), &target.tenant, &id, &actor, now).await?;
+            if target.json {
+                return print_json(
+                    out,
+                    &serde_json::json!({"machineId": machine.id, "computerDnsName": machine.facts.computer_dns_name, "identityReset": true}),
+                );
+            }
+            writeln!(
+                out,
+                "Machine {} ('{}'): credential and agent key voided. Its agent is refused from now on; the next \
+                 enrollment by token for this host creates its identity afresh.",
+                machine.id, machine.facts.computer_dns_name
+            )?;
+        }
+    }
     Ok(())
 }

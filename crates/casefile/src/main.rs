@@ -50,15 +50,27 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },
-    /// Print a token an agent uses to enroll.
+    /// Print a token an agent uses to enroll (single-use unless --uses); `list` and
+    /// `revoke` manage the tokens.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     EnrollToken {
+        #[command(subcommand)]
+        command: Option<casefile::identity::EnrollTokenCommand>,
         #[arg(long)]
-        data_dir: PathBuf,
+        data_dir: Option<PathBuf>,
         #[arg(long, default_value = casefile_proto::DEFAULT_TENANT)]
         tenant: String,
-        /// Lifetime in seconds [default: 7 days]
+        /// Lifetime in seconds [default: 7 days; at most 365 days]
         #[arg(long)]
         ttl: Option<u64>,
+        /// How many agents may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+    },
+    /// Manage machines' identities.
+    Machine {
+        #[command(subcommand)]
+        command: casefile::identity::MachineCommand,
     },
     /// Manage application registrations: the clients of the token endpoint.
     App {
@@ -164,10 +176,15 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 server.mint_access_token(&TokenRequest { tenant, roles, requestor, ttl: Duration::from_secs(ttl) })?;
             println!("{token}");
         }
-        Command::EnrollToken { data_dir, tenant, ttl } => {
-            let server = open_existing(data_dir).await?;
-            println!("{}", server.create_enrollment_token(&tenant, ttl.map(Duration::from_secs)).await?);
+        Command::EnrollToken { command: Some(command), .. } => {
+            casefile::identity::run_enroll_tokens(command, &mut std::io::stdout()).await?
         }
+        Command::EnrollToken { command: None, data_dir, tenant, ttl, uses } => {
+            let data_dir = data_dir.context("--data-dir is required")?;
+            let server = open_existing(data_dir).await?;
+            println!("{}", server.create_enrollment_token_with(&tenant, ttl.map(Duration::from_secs), uses).await?);
+        }
+        Command::Machine { command } => casefile::identity::run_machine(command, &mut std::io::stdout()).await?,
         Command::App { command } => casefile::identity::run_app(command, &mut std::io::stdout()).await?,
         Command::Keys { command } => casefile::identity::run_keys(command, &mut std::io::stdout()).await?,
         Command::Audit(args) => casefile::audit::run(args, &mut std::io::stdout()).await?,

@@ -11,15 +11,20 @@ use axum::response::{IntoResponse, Response};
 use casefile_proto::ErrorCode;
 use casefile_proto::action::{ActionStatus, ActionType, hresult};
 use casefile_proto::agent::{
-    ActionFailure, AgentTask, EnrollRequest, EnrollResponse, HelloRequest, HelloResponse, UploadReceipt,
+    ActionFailure, AgentTask, EnrollChallenge, EnrollChallengeRequest, EnrollRequest, EnrollResponse, HelloRequest,
+    HelloResponse, UploadReceipt,
 };
 use casefile_proto::time::Timestamp;
-use casefile_store::{HostFacts, MachineEnrollment, MachineRecord, PackageRecord, Transition};
+use casefile_store::{
+    EnrollChallengeRecord, EnrollOutcome, HostFacts, KeyProof, MachineEnrollment, MachineRecord, PackageRecord,
+    TokenEnrollment, Transition,
+};
 use sha2::{Digest, Sha256};
 
 use super::{Json, Path, action_id};
 use crate::audit;
 use crate::auth::caller::bearer;
+use crate::enrollment;
 use crate::error::{ApiError, ApiResult};
 use crate::ingest::{self, Refusal, Signer};
 use crate::secrets;
@@ -74,29 +79,126 @@ fn restarted(now: Timestamp) -> Transition {
     )
 }
 
+/// The enrollment token of the request, if it can still enroll; `401` naming why not.
+async fn usable_token(
+    state: &AppState,
+    headers: &HeaderMap,
+    now: Timestamp,
+) -> Result<casefile_store::EnrollmentTokenRecord, ApiError> {
+    let token = bearer(headers).ok_or_else(|| ApiError::unauthorized("An enrollment token is required"))?;
+    let record = state
+        .store
+        .enrollment_token_by_hash(&secrets::hash(token))
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("The enrollment token is not valid"))?;
+    // Named by its id (never the secret) in the audit entry, whatever the outcome.
+    audit::note_actor("enrollment-token", &record.id.to_string(), &record.tenant_id);
+    if let Some(why) = record.unusable(now) {
+        return Err(ApiError::unauthorized(format!("The enrollment token is {why}")));
+    }
+    Ok(record)
+}
+
+fn valid_host(host_id: &str, name: &str) -> Result<(), ApiError> {
+    if host_id.is_empty() || host_id.len() > 256 || name.trim().is_empty() || name.len() > 255 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequestBody,
+            "host_id (at most 256 bytes) and host.computer_dns_name (at most 255) are required",
+        ));
+    }
+    Ok(())
+}
+
+/// Issues a single-use challenge for re-enrolling an enrolled machine (issue 9 item 1):
+/// the agent signs it with the machine's registered key.
+pub async fn enroll_challenge(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(request): Json<EnrollChallengeRequest>,
+) -> ApiResult<Json<EnrollChallenge>> {
+    let now = state.now();
+    let token = usable_token(&state, &headers, now).await?;
+    let host_id = request.host_id.trim();
+    valid_host(host_id, "-")?;
+    let id = machine_id(&token.tenant_id, host_id);
+    audit::note_target(&id);
+    let nonce = secrets::generate("cfn_");
+    let expires_at = now + chrono::Duration::from_std(enrollment::CHALLENGE_TTL).map_err(ApiError::internal_from)?;
+    let challenge = EnrollChallengeRecord { machine_id: id.clone(), nonce: nonce.clone(), expires_at };
+    if !state.store.create_enroll_challenge(&token.tenant_id, &challenge).await? {
+        return Err(ApiError::not_found(format!(
+            "Machine {id} has no registered key to prove: it is not enrolled (or its identity was reset), so it \
+             enrolls without a proof"
+        )));
+    }
+    Ok(Json(EnrollChallenge { machine_id: id, nonce, expires_in_seconds: enrollment::CHALLENGE_TTL.as_secs() }))
+}
+
+/// Enrolls an agent with an enrollment token (one use of it). A machine that does not
+/// exist is created; an existing one is re-keyed only when the agent proves the machine's
+/// registered key or an administrator reset its identity (issue 9 item 1).
 pub async fn enroll(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(request): Json<EnrollRequest>,
 ) -> ApiResult<Response> {
-    let token = bearer(&headers).ok_or_else(|| ApiError::unauthorized("An enrollment token is required"))?;
     let now = state.now();
-    let record = state
-        .store
-        .enrollment_token_by_hash(&secrets::hash(token))
-        .await?
-        .filter(|t| t.revoked_at.is_none() && t.expires_at > now)
-        .ok_or_else(|| ApiError::unauthorized("The enrollment token is not valid, expired or revoked"))?;
+    let record = usable_token(&state, &headers, now).await?;
     let host_id = request.host_id.trim();
-    if host_id.is_empty() || host_id.len() > 256 || request.host.computer_dns_name.trim().is_empty() {
-        return Err(ApiError::new(ErrorCode::InvalidRequestBody, "host_id and host.computer_dns_name are required"));
+    valid_host(host_id, &request.host.computer_dns_name)?;
+    if let Some(key) = &request.public_key {
+        casefile_package::signature::parse_public_key(key)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidRequestBody, format!("public_key: {e}")))?;
+    }
+    if request.proof.as_ref().is_some_and(|p| p.nonce.len() > 128 || p.signature.len() > 128) {
+        return Err(ApiError::new(ErrorCode::InvalidRequestBody, "proof.nonce and proof.signature are too long"));
     }
     let id = machine_id(&record.tenant_id, host_id);
+    audit::note_target(&id);
+    let mut detail = serde_json::json!({
+        "enrollmentToken": record.id,
+        "computerDnsName": request.host.computer_dns_name,
+        "agentKey": request.public_key,
+    });
+    audit::note_detail(detail.clone());
+    let before = match state.store.machine(&record.tenant_id, &id).await {
+        Ok(found) => found.filter(|m| m.id == id),
+        Err(casefile_store::StoreError::AmbiguousName { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let proof = match (&request.proof, before.as_ref().and_then(|m| m.agent_public_key.clone())) {
+        (Some(proof), Some(key)) => {
+            let new_key = request.public_key.as_deref();
+            if !enrollment::proof_holds(&key, &proof.signature, &proof.nonce, &id, new_key) {
+                tracing::warn!(machine_id = %id, "re-enrollment refused: the proof does not verify with the registered key");
+                return Err(ApiError::unauthorized(
+                    "The proof does not verify with the machine's registered key: enrollment refused",
+                ));
+            }
+            Some(KeyProof { key, nonce: proof.nonce.clone() })
+        }
+        _ => None,
+    };
     let credential = secrets::generate(secrets::AGENT_PREFIX);
-    let machine = state
-        .store
-        .enroll_machine(&MachineEnrollment {
+    detail["requested"] = match (&before, &proof) {
+        (None, _) => "new machine",
+        (Some(_), Some(_)) => "re-key with proof of the registered key",
+        (Some(_), None) => "fresh identity after a reset",
+    }
+    .into();
+    if let Some(old) = before.as_ref().filter(|b| b.facts.computer_dns_name != request.host.computer_dns_name) {
+        detail["previousComputerDnsName"] = old.facts.computer_dns_name.clone().into();
+    }
+    audit::note_detail(detail);
+    // Refusals stay on the token's record; the enrollment itself is the new agent's.
+    let entry = audit::entry_for_call(StatusCode::CREATED.as_u16()).map(|mut e| {
+        (e.actor_kind, e.actor) = ("agent".to_owned(), id.clone());
+        e
+    });
+    let enrollment = TokenEnrollment {
+        token_hash: record.token_hash.clone(),
+        machine: MachineEnrollment {
             id: id.clone(),
             tenant_id: record.tenant_id.clone(),
             facts: facts(request.host),
@@ -104,18 +206,39 @@ pub async fn enroll(
             agent_public_key: request.public_key,
             last_ip_address: Some(peer.ip().to_string()),
             at: now,
-        })
-        .await?;
+        },
+        proof,
+        audit: entry,
+    };
+    let (machine, how) = match state.store.enroll_with_token(&enrollment).await? {
+        EnrollOutcome::Created(m) => (m, "created"),
+        EnrollOutcome::Rekeyed(m) => (m, "re-keyed with proof of the registered key"),
+        EnrollOutcome::Recreated(m) => (m, "created afresh after an identity reset"),
+        EnrollOutcome::TokenUnusable => {
+            return Err(ApiError::unauthorized("The enrollment token is not valid, expired, revoked or used up"));
+        }
+        EnrollOutcome::ChallengeInvalid => {
+            return Err(ApiError::unauthorized(
+                "The re-enrollment challenge is unknown, expired or already used: ask for a new one",
+            ));
+        }
+        EnrollOutcome::MachineEnrolled => {
+            tracing::warn!(machine_id = %id, token = %record.id, "enrollment over an enrolled machine refused");
+            return Err(ApiError::forbidden(format!(
+                "Machine {id} is already enrolled: re-enrolling it needs proof of its registered key (the agent \
+                 signs a challenge from /agent/v1/enroll/challenge), or an administrator resets its identity \
+                 first (casefile machine reset-identity {id})"
+            )));
+        }
+    };
     crate::rbac::regroup(&state, &machine).await?;
     audit::note_actor("agent", &machine.id, &machine.tenant_id);
-    audit::note_target(&machine.id);
-    audit::note_detail(
-        serde_json::json!({"computerDnsName": machine.facts.computer_dns_name, "agentKey": machine.agent_public_key}),
-    );
-    // A host that enrolls again is a fresh agent: it runs none of the old collections.
-    state.store.fail_in_progress(&machine.id, &restarted(now)).await?;
-    state.dispatcher.action_changed();
-    tracing::info!(machine_id = %machine.id, name = %machine.facts.computer_dns_name, "agent enrolled");
+    if before.is_some() {
+        // A host that enrolls again is a fresh agent: it runs none of the old collections.
+        state.store.fail_in_progress(&machine.id, &restarted(now)).await?;
+        state.dispatcher.action_changed();
+    }
+    tracing::info!(machine_id = %machine.id, name = %machine.facts.computer_dns_name, token = %record.id, "agent enrolled: {how}");
     Ok((StatusCode::CREATED, Json(EnrollResponse { machine_id: machine.id, tenant_id: machine.tenant_id, credential }))
         .into_response())
 }
@@ -126,7 +249,18 @@ pub async fn hello(
     Json(request): Json<HelloRequest>,
 ) -> ApiResult<Json<HelloResponse>> {
     let now = state.now();
+    valid_host("-", &request.host.computer_dns_name)?;
+    let renamed = (machine.facts.computer_dns_name != request.host.computer_dns_name)
+        .then(|| serde_json::json!({"from": machine.facts.computer_dns_name, "to": request.host.computer_dns_name}));
     state.store.update_host_facts(&machine.id, &facts(request.host), now).await?;
+    if let Some(renamed) = renamed {
+        // Names are reported facts, not identities (issue 9 item 2): a change is on record.
+        tracing::info!(machine_id = %machine.id, "machine reports a new name: {renamed}");
+        audit::note_detail(serde_json::json!({ "renamed": renamed.clone() }));
+        let mut entry = audit::system_entry(&state, Some(&machine.tenant_id), "machine.rename", &machine.id, renamed);
+        (entry.actor_kind, entry.actor) = ("agent".to_owned(), machine.id.clone());
+        audit::record(&state, entry).await;
+    }
     // A renamed host may belong to another device group now.
     if let Some(updated) = state.store.machine(&machine.tenant_id, &machine.id).await? {
         crate::rbac::regroup(&state, &updated).await?;

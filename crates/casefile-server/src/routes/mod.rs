@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/discovery/v2.0/keys", get(jwks));
     let agent = Router::new()
         .route("/enroll", post(agent::enroll))
+        .route("/enroll/challenge", post(agent::enroll_challenge))
         .route("/hello", post(agent::hello))
         .route("/actions/next", get(agent::next_task))
         .route("/actions/{id}/package", put(agent::upload_package))
@@ -266,7 +267,8 @@ fn out_of_reach(intent: Intent, not_found: String) -> ApiError {
     }
 }
 
-/// The caller's machine, by id or computer name, or `404`.
+/// The caller's machine, by id or computer name, or `404`; `400` listing the candidate
+/// ids for a name that several machines report.
 pub(crate) async fn caller_machine(
     state: &AppState,
     caller: &crate::auth::Caller,
@@ -275,8 +277,25 @@ pub(crate) async fn caller_machine(
     intent: Intent,
 ) -> Result<casefile_store::MachineRecord, ApiError> {
     let missing = || format!("Machine {id_or_name} was not found");
-    let machine =
-        state.store.machine(&caller.tenant_id, id_or_name).await?.ok_or_else(|| ApiError::not_found(missing()))?;
+    let machine = match state.store.machine(&caller.tenant_id, id_or_name).await {
+        Ok(found) => found.ok_or_else(|| ApiError::not_found(missing()))?,
+        // Any agent can report any name, so a shared name identifies none of the machines
+        // (issue 9 item 2): the caller picks one by id.
+        Err(casefile_store::StoreError::AmbiguousName { candidates, .. }) => {
+            // Only the candidates the caller may see are listed.
+            let named = state.store.machines_named(&caller.tenant_id, id_or_name).await?;
+            let visible: Vec<_> = named.iter().filter(|m| access.sees(m)).map(|m| m.id.as_str()).collect();
+            return Err(ApiError::new(
+                ErrorCode::InvalidInput,
+                format!(
+                    "The name '{id_or_name}' matches {} machines; name one by id: {}",
+                    candidates.len(),
+                    if visible.is_empty() { "none of them is visible to you".to_owned() } else { visible.join(", ") }
+                ),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if !access.sees(&machine) {
         return Err(out_of_reach(intent, missing()));
     }

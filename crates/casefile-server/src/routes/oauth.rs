@@ -85,7 +85,7 @@ async fn grant(
         TokenVersion::V1 => accepted_resource(state, tenant, form.required("resource")?)?,
     };
     // Who asked, as far as they said: the trail keeps refused attempts too.
-    crate::audit::note_actor("application", &client_id.chars().take(64).collect::<String>(), tenant);
+    crate::audit::note_claimed_actor("application", &client_id.chars().take(64).collect::<String>(), tenant);
     crate::audit::note_target(client_id.chars().take(64).collect::<String>());
     crate::audit::note_detail(serde_json::json!({"audience": audience, "version": format!("{version:?}")}));
     let app = match applications::authenticate(state.store.as_ref(), tenant, &client_id, &secret.value).await {

@@ -206,6 +206,88 @@ fn machine_from_row(row: &SqliteRow) -> Result<MachineRecord> {
     })
 }
 
+const TOKEN_COLUMNS: &str =
+    "id, tenant_id, token_hash, created_at, expires_at, revoked_at, uses_allowed, uses, last_used_at";
+
+fn token_from_row(r: &SqliteRow) -> Result<EnrollmentTokenRecord> {
+    let id: String = r.try_get("id")?;
+    let count = |column: &str| -> Result<u32> {
+        let v: i64 = r.try_get(column)?;
+        u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("enrollment token {column} {v}")))
+    };
+    Ok(EnrollmentTokenRecord {
+        id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        tenant_id: r.try_get("tenant_id")?,
+        token_hash: r.try_get("token_hash")?,
+        created_at: from_micros(r.try_get("created_at")?)?,
+        expires_at: from_micros(r.try_get("expires_at")?)?,
+        revoked_at: opt_from_micros(r.try_get("revoked_at")?)?,
+        uses_allowed: count("uses_allowed")?,
+        uses: count("uses")?,
+        last_used_at: opt_from_micros(r.try_get("last_used_at")?)?,
+    })
+}
+
+/// Writes a machine's new identity over its row: host facts, credential and key, keeping
+/// `first_seen` and history; clears a pending identity reset.
+async fn rekey_machine(conn: &mut sqlx::SqliteConnection, m: &MachineEnrollment) -> Result<()> {
+    let ips = serde_json::to_string(&m.facts.ip_addresses).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    sqlx::query(
+        "UPDATE machines SET computer_dns_name = ?, os_platform = ?, os_version = ?, os_architecture = ?, \
+             os_build = ?, agent_version = ?, last_ip_address = ?, ip_addresses = ?, last_seen = MAX(last_seen, ?), \
+             credential_hash = ?, agent_public_key = ?, identity_reset_at = NULL WHERE id = ?",
+    )
+    .bind(&m.facts.computer_dns_name)
+    .bind(&m.facts.os_platform)
+    .bind(&m.facts.os_version)
+    .bind(&m.facts.os_architecture)
+    .bind(m.facts.os_build)
+    .bind(&m.facts.agent_version)
+    .bind(&m.last_ip_address)
+    .bind(ips)
+    .bind(micros(m.at))
+    .bind(&m.credential_hash)
+    .bind(&m.agent_public_key)
+    .bind(&m.id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM enroll_challenges WHERE machine_id = ?").bind(&m.id).execute(&mut *conn).await?;
+    Ok(())
+}
+
+async fn insert_machine(conn: &mut sqlx::SqliteConnection, m: &MachineEnrollment) -> Result<()> {
+    let ips = serde_json::to_string(&m.facts.ip_addresses).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO machines (id, tenant_id, computer_dns_name, os_platform, os_version, os_architecture, \
+             os_build, agent_version, last_ip_address, ip_addresses, first_seen, last_seen, credential_hash, \
+             agent_public_key) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&m.id)
+    .bind(&m.tenant_id)
+    .bind(&m.facts.computer_dns_name)
+    .bind(&m.facts.os_platform)
+    .bind(&m.facts.os_version)
+    .bind(&m.facts.os_architecture)
+    .bind(m.facts.os_build)
+    .bind(&m.facts.agent_version)
+    .bind(&m.last_ip_address)
+    .bind(ips)
+    .bind(micros(m.at))
+    .bind(micros(m.at))
+    .bind(&m.credential_hash)
+    .bind(&m.agent_public_key)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn machine_in(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<MachineRecord> {
+    let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE id = ?");
+    let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_one(&mut *conn).await?;
+    machine_from_row(&row)
+}
+
 /// ` AND <the row's machine is in a visible group>`: machines by their own group, actions
 /// by their machine's.
 fn push_visibility(q: &mut QueryBuilder<Sqlite>, table: &str, tenant: &str, visible: &Visibility) {
@@ -780,8 +862,9 @@ impl Store for SqliteStore {
 
     async fn insert_enrollment_token(&self, t: &EnrollmentTokenRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO enrollment_tokens (id, tenant_id, token_hash, created_at, expires_at, revoked_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO enrollment_tokens (id, tenant_id, token_hash, created_at, expires_at, revoked_at, \
+                 uses_allowed, uses, last_used_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(t.id.to_string())
         .bind(&t.tenant_id)
@@ -789,31 +872,18 @@ impl Store for SqliteStore {
         .bind(micros(t.created_at))
         .bind(micros(t.expires_at))
         .bind(t.revoked_at.map(micros))
+        .bind(i64::from(t.uses_allowed))
+        .bind(i64::from(t.uses))
+        .bind(t.last_used_at.map(micros))
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn enrollment_token_by_hash(&self, hash: &str) -> Result<Option<EnrollmentTokenRecord>> {
-        let row = sqlx::query(
-            "SELECT id, tenant_id, token_hash, created_at, expires_at, revoked_at \
-             FROM enrollment_tokens WHERE token_hash = ?",
-        )
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            let id: String = r.try_get("id")?;
-            Ok(EnrollmentTokenRecord {
-                id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                tenant_id: r.try_get("tenant_id")?,
-                token_hash: r.try_get("token_hash")?,
-                created_at: from_micros(r.try_get("created_at")?)?,
-                expires_at: from_micros(r.try_get("expires_at")?)?,
-                revoked_at: opt_from_micros(r.try_get("revoked_at")?)?,
-            })
-        })
-        .transpose()
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE token_hash = ?");
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(hash).fetch_optional(&self.pool).await?;
+        row.as_ref().map(token_from_row).transpose()
     }
 
     async fn enroll_machine(&self, m: &MachineEnrollment) -> Result<MachineRecord> {
@@ -871,12 +941,13 @@ impl Store for SqliteStore {
         if let Some(row) = row {
             return machine_from_row(&row).map(Some);
         }
-        let by_name = format!(
-            "SELECT {MACHINE_COLUMNS} FROM machines WHERE tenant_id = ? AND computer_dns_name = ? COLLATE NOCASE \
-             ORDER BY last_seen DESC LIMIT 1"
-        );
-        let row = sqlx::query(AssertSqlSafe(by_name)).bind(tenant).bind(id_or_name).fetch_optional(&self.pool).await?;
-        row.as_ref().map(machine_from_row).transpose()
+        let mut named = self.machines_named(tenant, id_or_name).await?;
+        if named.len() > 1 {
+            // Any agent can report any name: a shared name identifies none of them.
+            let candidates = named.into_iter().map(|m| m.id).collect();
+            return Err(StoreError::AmbiguousName { name: id_or_name.to_owned(), candidates });
+        }
+        Ok(named.pop())
     }
 
     async fn machines(&self, tenant: &str, query: &ListQuery) -> Result<Listed<MachineRecord>> {
@@ -1157,5 +1228,156 @@ impl Store for SqliteStore {
         q.push_bind(micros(silent_since));
         q.push("))");
         Ok(q.build().execute(&self.pool).await?.rows_affected())
+    }
+
+    async fn enroll_with_token(&self, e: &TokenEnrollment) -> Result<EnrollOutcome> {
+        let m = &e.machine;
+        let mut tx = self.write().await?;
+        // The token's use is taken first, by a write: concurrent enrollments queue on the
+        // database's write lock, so exactly as many succeed as the token has uses.
+        let used = sqlx::query(
+            "UPDATE enrollment_tokens SET uses = uses + 1, last_used_at = ? WHERE token_hash = ? AND tenant_id = ? \
+             AND revoked_at IS NULL AND expires_at > ? AND uses < uses_allowed",
+        )
+        .bind(micros(m.at))
+        .bind(&e.token_hash)
+        .bind(&m.tenant_id)
+        .bind(micros(m.at))
+        .execute(&mut *tx)
+        .await?;
+        if used.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(EnrollOutcome::TokenUnusable);
+        }
+        let existing = sqlx::query("SELECT tenant_id, agent_public_key, identity_reset_at FROM machines WHERE id = ?")
+            .bind(&m.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let made: fn(MachineRecord) -> EnrollOutcome = match existing {
+            None => {
+                insert_machine(&mut tx, m).await?;
+                EnrollOutcome::Created
+            }
+            Some(row) => {
+                let tenant: String = row.try_get("tenant_id")?;
+                let key: Option<String> = row.try_get("agent_public_key")?;
+                let reset: Option<i64> = row.try_get("identity_reset_at")?;
+                let refusal = if tenant != m.tenant_id {
+                    Some(EnrollOutcome::MachineEnrolled)
+                } else if reset.is_some() {
+                    None
+                } else {
+                    match &e.proof {
+                        Some(proof) if key.as_deref() == Some(proof.key.as_str()) => {
+                            let consumed = sqlx::query(
+                                "DELETE FROM enroll_challenges WHERE machine_id = ? AND nonce = ? AND expires_at > ?",
+                            )
+                            .bind(&m.id)
+                            .bind(&proof.nonce)
+                            .bind(micros(m.at))
+                            .execute(&mut *tx)
+                            .await?;
+                            (consumed.rows_affected() != 1).then_some(EnrollOutcome::ChallengeInvalid)
+                        }
+                        _ => Some(EnrollOutcome::MachineEnrolled),
+                    }
+                };
+                if let Some(refusal) = refusal {
+                    tx.rollback().await?;
+                    return Ok(refusal);
+                }
+                rekey_machine(&mut tx, m).await?;
+                if reset.is_some() { EnrollOutcome::Recreated } else { EnrollOutcome::Rekeyed }
+            }
+        };
+        let machine = machine_in(&mut tx, &m.id).await?;
+        insert_audit_opt(&mut tx, e.audit.as_ref()).await?;
+        tx.commit().await?;
+        Ok(made(machine))
+    }
+
+    async fn create_enroll_challenge(&self, tenant: &str, c: &EnrollChallengeRecord) -> Result<bool> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query(
+            "INSERT INTO enroll_challenges (machine_id, nonce, expires_at) \
+             SELECT id, ?, ? FROM machines WHERE id = ? AND tenant_id = ? AND agent_public_key IS NOT NULL \
+                 AND identity_reset_at IS NULL \
+             ON CONFLICT (machine_id) DO UPDATE SET nonce = excluded.nonce, expires_at = excluded.expires_at",
+        )
+        .bind(&c.nonce)
+        .bind(micros(c.expires_at))
+        .bind(&c.machine_id)
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn reset_machine_identity(
+        &self,
+        tenant: &str,
+        machine_id: &str,
+        entry: &AuditEntry,
+    ) -> Result<Option<MachineRecord>> {
+        let id = machine_id.to_ascii_lowercase();
+        let mut tx = self.write().await?;
+        // A hash no secret has: the old credential, and any other, is refused from now on.
+        let void = format!("void:{}", Uuid::new_v4());
+        let done = sqlx::query(
+            "UPDATE machines SET credential_hash = ?, agent_public_key = NULL, identity_reset_at = ? \
+             WHERE id = ? AND tenant_id = ?",
+        )
+        .bind(void)
+        .bind(micros(entry.at))
+        .bind(&id)
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        sqlx::query("DELETE FROM enroll_challenges WHERE machine_id = ?").bind(&id).execute(&mut *tx).await?;
+        insert_audit(&mut tx, entry).await?;
+        let machine = machine_in(&mut tx, &id).await?;
+        tx.commit().await?;
+        Ok(Some(machine))
+    }
+
+    async fn enrollment_tokens(&self, tenant: &str) -> Result<Vec<EnrollmentTokenRecord>> {
+        let sql =
+            format!("SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE tenant_id = ? ORDER BY created_at DESC, id");
+        let rows = sqlx::query(AssertSqlSafe(sql)).bind(tenant).fetch_all(&self.pool).await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn revoke_enrollment_token(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<Option<EnrollmentTokenRecord>> {
+        let mut tx = self.write().await?;
+        sqlx::query("UPDATE enrollment_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND tenant_id = ?")
+            .bind(micros(at))
+            .bind(id.to_string())
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await?;
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE id = ? AND tenant_id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(id.to_string()).bind(tenant).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn machines_named(&self, tenant: &str, name: &str) -> Result<Vec<MachineRecord>> {
+        // Bounded: the list only ever names candidates in an error.
+        let sql = format!(
+            "SELECT {MACHINE_COLUMNS} FROM machines WHERE tenant_id = ? AND computer_dns_name = ? COLLATE NOCASE \
+             ORDER BY last_seen DESC, id LIMIT 100"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql)).bind(tenant).bind(name).fetch_all(&self.pool).await?;
+        rows.iter().map(machine_from_row).collect()
     }
 }

@@ -69,6 +69,7 @@ impl RawAgent {
                 ip_addresses: vec![],
             },
             public_key: key.map(|k| casefile_package::signature::public_key_base64(&k.verifying_key())),
+            proof: None,
         }
     }
 
@@ -250,10 +251,12 @@ async fn enrollment_needs_a_valid_token_and_keeps_the_machine_id() {
     assert_eq!(restarted.identity.credential, credential);
     restarted.stop().await;
 
-    // Enrolling the same host again from scratch gives the same machine id, a new credential.
-    let mut fresh = server
-        .start_agent_in("stable-host", server.dir.path().join("fresh-state"), Some(server.enroll_token().await))
-        .await;
+    // Enrolling the same host again from scratch, with its key (issue 9 item 1: a token alone
+    // never re-keys an enrolled machine), gives the same machine id, a new credential.
+    let fresh_state = server.dir.path().join("fresh-state");
+    std::fs::create_dir_all(&fresh_state).unwrap();
+    std::fs::copy(first.state_dir.join("agent.key"), fresh_state.join("agent.key")).unwrap();
+    let mut fresh = server.start_agent_in("stable-host", fresh_state, Some(server.enroll_token().await)).await;
     assert_eq!(fresh.identity.machine_id, machine_id);
     assert_ne!(fresh.identity.credential, credential);
     fresh.stop().await;

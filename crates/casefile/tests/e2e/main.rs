@@ -19,3 +19,4 @@ mod offline;
 mod openapi;
 mod rbac;
 mod support;
+mod takeover;
