@@ -119,7 +119,14 @@ pub trait Store: Send + Sync + 'static {
     async fn machine(&self, tenant: &str, id_or_name: &str) -> Result<Option<MachineRecord>>;
     /// Filter and order use the Machine entity's wire names (`computerDnsName`, `lastSeen`).
     async fn machines(&self, tenant: &str, query: &ListQuery) -> Result<Listed<MachineRecord>>;
-    async fn update_host_facts(&self, machine_id: &str, facts: &HostFacts, at: Timestamp) -> Result<()>;
+    /// `audit` (a rename's entry) is written in the same transaction.
+    async fn update_host_facts(
+        &self,
+        machine_id: &str,
+        facts: &HostFacts,
+        at: Timestamp,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()>;
     async fn touch_machine(&self, machine_id: &str, at: Timestamp, ip: Option<&str>) -> Result<()>;
 
     // Machine actions.

@@ -631,6 +631,7 @@ async fn shared_names_are_ambiguous_and_ids_win(store: &dyn Store) {
             "m2",
             &HostFacts { computer_dns_name: "M1-host".into(), os_platform: "Linux".into(), ..Default::default() },
             Utc::now(),
+            Some(&audit_entry("machine.rename", "m2")),
         )
         .await
         .unwrap();

@@ -252,14 +252,18 @@ pub async fn hello(
     valid_host("-", &request.host.computer_dns_name)?;
     let renamed = (machine.facts.computer_dns_name != request.host.computer_dns_name)
         .then(|| serde_json::json!({"from": machine.facts.computer_dns_name, "to": request.host.computer_dns_name}));
-    state.store.update_host_facts(&machine.id, &facts(request.host), now).await?;
-    if let Some(renamed) = renamed {
-        // Names are reported facts, not identities (issue 9 item 2): a change is on record.
-        tracing::info!(machine_id = %machine.id, "machine reports a new name: {renamed}");
-        audit::note_detail(serde_json::json!({ "renamed": renamed.clone() }));
-        let mut entry = audit::system_entry(&state, Some(&machine.tenant_id), "machine.rename", &machine.id, renamed);
+    // Names are reported facts, not identities (issue 9 item 2): a change is on record,
+    // committed with the change itself.
+    let rename = renamed.as_ref().map(|renamed| {
+        let mut entry =
+            audit::system_entry(&state, Some(&machine.tenant_id), "machine.rename", &machine.id, renamed.clone());
         (entry.actor_kind, entry.actor) = ("agent".to_owned(), machine.id.clone());
-        audit::record(&state, entry).await;
+        entry
+    });
+    state.store.update_host_facts(&machine.id, &facts(request.host), now, rename.as_ref()).await?;
+    if let Some(renamed) = renamed {
+        tracing::info!(machine_id = %machine.id, "machine reports a new name: {renamed}");
+        audit::note_detail(serde_json::json!({ "renamed": renamed }));
     }
     // A renamed host may belong to another device group now.
     if let Some(updated) = state.store.machine(&machine.tenant_id, &machine.id).await? {

@@ -957,8 +957,15 @@ impl Store for SqliteStore {
         listed.try_map(machine_from_row)
     }
 
-    async fn update_host_facts(&self, machine_id: &str, f: &HostFacts, at: Timestamp) -> Result<()> {
+    async fn update_host_facts(
+        &self,
+        machine_id: &str,
+        f: &HostFacts,
+        at: Timestamp,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
         let ips = serde_json::to_string(&f.ip_addresses).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut tx = self.write().await?;
         sqlx::query(
             "UPDATE machines SET computer_dns_name = ?, os_platform = ?, os_version = ?, os_architecture = ?, \
                  os_build = ?, agent_version = ?, ip_addresses = ?, last_seen = MAX(last_seen, ?) WHERE id = ?",
@@ -972,8 +979,10 @@ impl Store for SqliteStore {
         .bind(ips)
         .bind(micros(at))
         .bind(machine_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        insert_audit_opt(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 
