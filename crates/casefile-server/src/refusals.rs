@@ -137,7 +137,8 @@ mod tests {
 
     fn refused(ip: &str, second: i64) -> AuditEntry {
         AuditEntry {
-            at: chrono::DateTime::from_timestamp(1_800_000_000 - 1_800_000_000 % 60 + second, 0).unwrap(),
+            // 1,800,000,000 is a whole minute (30,000,000 × 60).
+            at: chrono::DateTime::from_timestamp(1_800_000_000 + second, 0).unwrap(),
             tenant_id: None,
             actor_kind: "anonymous".into(),
             actor: "-".into(),

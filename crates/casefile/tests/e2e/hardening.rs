@@ -88,7 +88,8 @@ fn a_huge_token_lifetime_is_refused_not_wrapped() {
 /// link and token lifetimes overflowed.
 #[tokio::test]
 async fn settings_that_break_promises_refuse_to_start() {
-    let cases: [(&str, fn(&mut casefile_server::ServerConfig)); 3] = [
+    type Tweak = fn(&mut casefile_server::ServerConfig);
+    let cases: [(&str, Tweak); 3] = [
         ("silent_timeout_seconds", |c| {
             c.agents.poll_wait_seconds = 25;
             c.agents.silent_timeout_seconds = 20;
