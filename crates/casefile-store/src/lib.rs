@@ -181,4 +181,26 @@ pub trait Store: Send + Sync + 'static {
     /// Adds `tag` (if no tag equal to it, case aside, is there) or removes it, in one
     /// statement so concurrent changes are not lost; the machine afterwards.
     async fn change_machine_tag(&self, machine_id: &str, tag: &str, add: bool) -> Result<Option<MachineRecord>>;
+
+    // Leased claims (issue 9 item 11) and restarts that keep held results (item 10).
+    /// Hands out the machine's next action under a lease ending at `lease_until`: an
+    /// `InProgress` action whose earlier claim was never accepted and whose lease ended by
+    /// `at` (offered again, oldest claim first), else the oldest `Pending` one (now
+    /// `InProgress`). In one transaction.
+    async fn claim_leased(&self, machine_id: &str, at: Timestamp, lease_until: Timestamp) -> Result<Option<Claim>>;
+    /// The agent confirms it received the action: its claim is no longer offered again.
+    /// `false` when the action is not `InProgress` on that machine.
+    async fn accept_action(&self, machine_id: &str, id: Uuid, at: Timestamp) -> Result<bool>;
+    /// [`Store::fail_in_progress`] sparing `keep`: the actions whose results the restarted
+    /// agent still holds and is delivering.
+    async fn fail_in_progress_except(&self, machine_id: &str, keep: &[Uuid], change: &Transition) -> Result<Vec<Uuid>>;
+}
+
+/// An action handed to an agent by [`Store::claim_leased`].
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub action: MachineAction,
+    /// How many times the action has been handed out, this time included: more than one
+    /// means an earlier answer never reached the agent.
+    pub offers: u32,
 }

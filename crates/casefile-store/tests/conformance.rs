@@ -383,6 +383,58 @@ async fn the_audit_trail_keeps_entries_in_order_and_filters_them(store: &dyn Sto
     assert_eq!(store.audit(&page).await.unwrap()[0].seq, second);
 }
 
+/// Issue 9 item 11: a claim whose answer never reached the agent is offered again once
+/// its lease ends; an accepted one never is.
+async fn unaccepted_claims_are_offered_again_after_their_lease(store: &dyn Store) {
+    machine(store, "t", "m1").await;
+    let t0 = Utc::now();
+    let action = pending("m1", t0);
+    store.create_action("t", &action).await.unwrap();
+    let lease = Duration::seconds(30);
+
+    let first = store.claim_leased("m1", t0, t0 + lease).await.unwrap().unwrap();
+    assert_eq!((first.action.id, first.action.status, first.offers), (action.id, ActionStatus::InProgress, 1));
+    // Within the lease nothing is handed out again.
+    assert!(store.claim_leased("m1", t0 + Duration::seconds(29), t0 + lease * 2).await.unwrap().is_none());
+    // Past it, the same action comes again, still InProgress, counted.
+    let t1 = t0 + Duration::seconds(31);
+    let again = store.claim_leased("m1", t1, t1 + lease).await.unwrap().unwrap();
+    assert_eq!((again.action.id, again.action.status, again.offers), (action.id, ActionStatus::InProgress, 2));
+    assert_eq!(again.action.last_update_date_time_utc, first.action.last_update_date_time_utc, "started once");
+
+    // Accepted: never offered again, whatever the time; other machines cannot accept it.
+    assert!(!store.accept_action("m2", action.id, t1).await.unwrap());
+    assert!(store.accept_action("m1", action.id, t1).await.unwrap());
+    assert!(store.claim_leased("m1", t1 + Duration::days(1), t1 + Duration::days(2)).await.unwrap().is_none());
+
+    // A cancellation awaiting the agent is not handed out as work.
+    machine(store, "t", "m2").await;
+    let other = pending("m2", t0);
+    store.create_action("t", &other).await.unwrap();
+    store.claim_leased("m2", t0, t0 + lease).await.unwrap().unwrap();
+    let cancel = CancelRequest { requestor: "r".into(), comment: None, at: t0 };
+    store.request_cancel("t", other.id, &cancel).await.unwrap().unwrap();
+    assert!(store.claim_leased("m2", t1, t1 + lease).await.unwrap().is_none());
+
+    // Final actions cannot be accepted.
+    let done = Transition::failure(ActionStatus::Failed, t1, 3, "x");
+    store.transition(action.id, None, &done).await.unwrap().unwrap();
+    assert!(!store.accept_action("m1", action.id, t1).await.unwrap());
+}
+
+/// Issue 9 item 10: a restarted agent that still holds a result keeps that action running.
+async fn a_restart_spares_the_actions_whose_results_the_agent_holds(store: &dyn Store) {
+    machine(store, "t", "m1").await;
+    let held = pending("m1", Utc::now());
+    store.create_action("t", &held).await.unwrap();
+    store.claim_leased("m1", Utc::now(), Utc::now()).await.unwrap().unwrap();
+    let restart = Transition::failure(ActionStatus::Failed, Utc::now(), 3, "restarted");
+    assert!(store.fail_in_progress_except("m1", &[held.id], &restart).await.unwrap().is_empty());
+    assert_eq!(store.action("t", held.id).await.unwrap().unwrap().status, ActionStatus::InProgress);
+    assert_eq!(store.fail_in_progress_except("m1", &[Uuid::new_v4()], &restart).await.unwrap(), vec![held.id]);
+    assert_eq!(store.action("t", held.id).await.unwrap().unwrap().status, ActionStatus::Failed);
+}
+
 macro_rules! sqlite_conformance {
     ($($check:ident),* $(,)?) => {$(
         #[tokio::test]
@@ -408,6 +460,8 @@ mod sqlite {
         applications_change_roles_state_and_secret,
         signing_keys_retire_once,
         the_audit_trail_keeps_entries_in_order_and_filters_them,
+        unaccepted_claims_are_offered_again_after_their_lease,
+        a_restart_spares_the_actions_whose_results_the_agent_holds,
     );
 
     /// The database itself refuses to change or remove audit rows, whatever code runs.

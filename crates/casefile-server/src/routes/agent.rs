@@ -14,7 +14,7 @@ use casefile_proto::agent::{
     ActionFailure, AgentTask, EnrollRequest, EnrollResponse, HelloRequest, HelloResponse, UploadReceipt,
 };
 use casefile_proto::time::Timestamp;
-use casefile_store::{HostFacts, MachineEnrollment, MachineRecord, PackageRecord, Transition};
+use casefile_store::{Claim, HostFacts, MachineEnrollment, MachineRecord, PackageRecord, Transition};
 use sha2::{Digest, Sha256};
 
 use super::{Json, Path, action_id};
@@ -64,6 +64,18 @@ fn facts(host: casefile_proto::agent::HostInfo) -> HostFacts {
         ip_addresses: host.ip_addresses,
     }
 }
+
+/// When a claim made at `now` ends; a huge configured lease saturates instead of overflowing.
+fn lease_end(now: Timestamp, seconds: u64) -> Timestamp {
+    i64::try_from(seconds)
+        .ok()
+        .and_then(chrono::Duration::try_seconds)
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
+/// Most held results a restarted agent can keep running (see [`hello`]).
+const MAX_HELD: usize = 16;
 
 fn restarted(now: Timestamp) -> Transition {
     Transition::failure(
@@ -131,12 +143,16 @@ pub async fn hello(
     if let Some(updated) = state.store.machine(&machine.tenant_id, &machine.id).await? {
         crate::rbac::regroup(&state, &updated).await?;
     }
-    let abandoned_actions = state.store.fail_in_progress(&machine.id, &restarted(now)).await?;
+    // Results the agent kept across its restart are still coming (one live action per
+    // machine: a few ids at most are meaningful).
+    let holding = &request.holding[..request.holding.len().min(MAX_HELD)];
+    let abandoned_actions = state.store.fail_in_progress_except(&machine.id, holding, &restarted(now)).await?;
     state.dispatcher.action_changed();
     Ok(Json(HelloResponse {
         machine_id: machine.id,
         abandoned_actions,
         poll_wait_seconds: state.config.agents.poll_wait_seconds,
+        silent_timeout_seconds: state.config.agents.silent_timeout_seconds,
     }))
 }
 
@@ -158,14 +174,21 @@ pub async fn next_task(
         if let Some(&action_id) = state.store.cancel_requests(&machine.id).await?.first() {
             return Ok(Json(AgentTask::Cancel { action_id }).into_response());
         }
-        if let Some(action) = state.store.claim_next_action(&machine.id, state.now()).await? {
-            tracing::info!(action_id = %action.id, machine_id = %machine.id, "action dispatched");
+        let now = state.now();
+        let lease = lease_end(now, state.config.agents.claim_lease_seconds);
+        if let Some(Claim { action, offers }) = state.store.claim_leased(&machine.id, now, lease).await? {
+            if offers > 1 {
+                // The earlier answer never reached the agent (it did not confirm).
+                tracing::warn!(action_id = %action.id, machine_id = %machine.id, offers, "unconfirmed action offered again");
+            } else {
+                tracing::info!(action_id = %action.id, machine_id = %machine.id, "action dispatched");
+            }
             let mut dispatched = audit::system_entry(
                 &state,
                 Some(&machine.tenant_id),
                 "action.dispatch",
                 &action.id.to_string(),
-                serde_json::json!({"machineId": machine.id}),
+                serde_json::json!({"machineId": machine.id, "offer": offers}),
             );
             (dispatched.actor_kind, dispatched.actor) = ("agent".to_owned(), machine.id.clone());
             audit::record(&state, dispatched).await;
@@ -255,7 +278,17 @@ pub async fn upload_package(
         stored_at: state.now(),
         deleted_at: None,
     };
-    let completed = state.store.complete_with_package(&machine.id, &record, state.now()).await?;
+    let completed = match state.store.complete_with_package(&machine.id, &record, state.now()).await {
+        Ok(completed) => completed,
+        Err(e) => {
+            // Nothing records the published package: it must not stay behind. The action
+            // stays InProgress, so the agent retries.
+            if let Err(removal) = state.blobs.delete(&key).await {
+                tracing::error!(action_id = %id, %key, "removing an unrecorded package failed: {removal}");
+            }
+            return Err(e.into());
+        }
+    };
     state.dispatcher.action_changed();
     if completed.is_none() {
         // Cancelled or timed out while uploading: the package must not linger.
@@ -313,5 +346,20 @@ pub async fn confirm_cancel(
             ErrorCode::DisallowedOperation,
             format!("MachineAction {id} has no cancellation pending on this machine"),
         )),
+    }
+}
+
+/// The agent received the action handed to it by a poll: its claim is confirmed and is
+/// not offered again.
+pub async fn accept(
+    State(state): State<AppState>,
+    AgentIdentity(machine): AgentIdentity,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = action_id(&id)?;
+    if state.store.accept_action(&machine.id, id, state.now()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(ErrorCode::DisallowedOperation, format!("MachineAction {id} is not running on this machine")))
     }
 }

@@ -1070,4 +1070,73 @@ impl Store for SqliteStore {
         q.push("))");
         Ok(q.build().execute(&self.pool).await?.rows_affected())
     }
+
+    async fn claim_leased(&self, machine_id: &str, at: Timestamp, lease_until: Timestamp) -> Result<Option<Claim>> {
+        // The UPDATE comes first so the transaction takes the write lock at once (a read
+        // first could not be upgraded when another writer got in between).
+        let sql = format!(
+            "UPDATE machine_actions SET status = 'InProgress', lease_expires_at = ?, offers = offers + 1, \
+                 updated_at = CASE WHEN status = 'Pending' THEN ? ELSE updated_at END \
+             WHERE id = (SELECT id FROM machine_actions WHERE machine_id = ? AND \
+                             (status = 'Pending' OR (status = 'InProgress' AND accepted_at IS NULL \
+                              AND cancel_requested_at IS NULL AND lease_expires_at <= ?)) \
+                         ORDER BY status = 'Pending', created_at LIMIT 1) \
+               AND status IN ('Pending', 'InProgress') \
+             RETURNING {ACTION_COLUMNS}, offers"
+        );
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(micros(lease_until))
+            .bind(micros(at))
+            .bind(machine_id)
+            .bind(micros(at))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let claim = match row {
+            Some(row) => {
+                let offers: i64 = row.try_get("offers")?;
+                Some(Claim { action: action_from_row(&row)?, offers: u32::try_from(offers).unwrap_or(u32::MAX) })
+            }
+            None => None,
+        };
+        tx.commit().await?;
+        Ok(claim)
+    }
+
+    async fn accept_action(&self, machine_id: &str, id: Uuid, at: Timestamp) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE machine_actions SET accepted_at = COALESCE(accepted_at, ?) \
+             WHERE id = ? AND machine_id = ? AND status = 'InProgress'",
+        )
+        .bind(micros(at))
+        .bind(id.to_string())
+        .bind(machine_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(changed > 0)
+    }
+
+    async fn fail_in_progress_except(&self, machine_id: &str, keep: &[Uuid], change: &Transition) -> Result<Vec<Uuid>> {
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        push_transition_set(&mut q, change);
+        q.push(" WHERE machine_id = ").push_bind(machine_id.to_owned());
+        q.push(" AND status = 'InProgress'");
+        if !keep.is_empty() {
+            q.push(" AND id NOT IN (");
+            let mut list = q.separated(", ");
+            for id in keep {
+                list.push_bind(id.to_string());
+            }
+            list.push_unseparated(")");
+        }
+        q.push(" RETURNING id");
+        let mut tx = self.pool.begin().await?;
+        let rows = q.build().fetch_all(&mut *tx).await?;
+        let failed = rows.iter().map(|r| uuid_column(r, "id")).collect::<Result<Vec<_>>>()?;
+        tx.commit().await?;
+        Ok(failed)
+    }
 }
