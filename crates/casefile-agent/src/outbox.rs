@@ -70,8 +70,12 @@ impl Outbox {
         self.dir.join(format!("{action}{ENTRY_SUFFIX}"))
     }
 
-    /// Records (or replaces) what is owed for the entry's action; returns once it is on disk.
+    /// Records (or replaces) what is owed for the entry's action; returns once it is on disk
+    /// (with the package it names, for an upload).
     pub fn put(&self, entry: &Entry) -> Result<(), AgentError> {
+        if matches!(entry.report, Report::Upload { .. }) {
+            sync_dir(&self.work)?;
+        }
         let path = self.entry_path(entry.action_id);
         let tmp = self.dir.join(format!("{}.tmp", entry.action_id));
         let json = serde_json::to_vec(entry)
@@ -101,11 +105,8 @@ impl Outbox {
         let _ = std::fs::remove_file(self.package_path(action));
     }
 
-    /// A rename is durable only once its directory is.
     fn sync_dir(&self) -> Result<(), AgentError> {
-        #[cfg(unix)]
-        std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(state_error(&self.dir))?;
-        Ok(())
+        sync_dir(&self.dir)
     }
 
     /// Every entry on disk. A file that cannot be read as an entry is logged and removed:
@@ -176,6 +177,13 @@ impl Outbox {
         }
         removed
     }
+}
+
+/// A new or renamed file is durable only once its directory is.
+fn sync_dir(dir: &Path) -> Result<(), AgentError> {
+    #[cfg(unix)]
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(state_error(dir))?;
+    Ok(())
 }
 
 /// Seconds since the Unix epoch, `window` from now.
