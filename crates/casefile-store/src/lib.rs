@@ -194,6 +194,9 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::fail_in_progress`] sparing `keep`: the actions whose results the restarted
     /// agent still holds and is delivering.
     async fn fail_in_progress_except(&self, machine_id: &str, keep: &[Uuid], change: &Transition) -> Result<Vec<Uuid>>;
+    /// When the machine's earliest unconfirmed claim can be offered again, if it has one: a
+    /// waiting poll wakes then.
+    async fn next_lease_end(&self, machine_id: &str) -> Result<Option<Timestamp>>;
 }
 
 /// An action handed to an agent by [`Store::claim_leased`].

@@ -392,8 +392,11 @@ async fn unaccepted_claims_are_offered_again_after_their_lease(store: &dyn Store
     store.create_action("t", &action).await.unwrap();
     let lease = Duration::seconds(30);
 
+    assert_eq!(store.next_lease_end("m1").await.unwrap(), None);
     let first = store.claim_leased("m1", t0, t0 + lease).await.unwrap().unwrap();
     assert_eq!((first.action.id, first.action.status, first.offers), (action.id, ActionStatus::InProgress, 1));
+    let end = store.next_lease_end("m1").await.unwrap().unwrap();
+    assert_eq!(end.timestamp_micros(), (t0 + lease).timestamp_micros());
     // Within the lease nothing is handed out again.
     assert!(store.claim_leased("m1", t0 + Duration::seconds(29), t0 + lease * 2).await.unwrap().is_none());
     // Past it, the same action comes again, still InProgress, counted.
@@ -405,6 +408,7 @@ async fn unaccepted_claims_are_offered_again_after_their_lease(store: &dyn Store
     // Accepted: never offered again, whatever the time; other machines cannot accept it.
     assert!(!store.accept_action("m2", action.id, t1).await.unwrap());
     assert!(store.accept_action("m1", action.id, t1).await.unwrap());
+    assert_eq!(store.next_lease_end("m1").await.unwrap(), None, "nothing left to offer again");
     assert!(store.claim_leased("m1", t1 + Duration::days(1), t1 + Duration::days(2)).await.unwrap().is_none());
 
     // A cancellation awaiting the agent is not handed out as work.

@@ -214,8 +214,14 @@ pub async fn next_task(
             };
             return Ok(Json(task).into_response());
         }
+        // An unconfirmed claim becomes available again when its lease ends: wake then.
+        let lease_wake = state.store.next_lease_end(&machine.id).await?.map(|end| {
+            let left = (end - state.now()).to_std().unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
+        let wake_at = lease_wake.map_or(deadline, |at| at.min(deadline));
         let _parked = state.dispatcher.park();
-        if tokio::time::timeout_at(deadline, wake.notified()).await.is_err() {
+        if tokio::time::timeout_at(wake_at, wake.notified()).await.is_err() && wake_at == deadline {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
     }

@@ -1139,4 +1139,15 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(failed)
     }
+
+    async fn next_lease_end(&self, machine_id: &str) -> Result<Option<Timestamp>> {
+        let end: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(lease_expires_at) FROM machine_actions WHERE machine_id = ? AND status = 'InProgress' \
+             AND accepted_at IS NULL AND cancel_requested_at IS NULL",
+        )
+        .bind(machine_id)
+        .fetch_one(&self.pool)
+        .await?;
+        opt_from_micros(end)
+    }
 }

@@ -375,6 +375,22 @@ async fn an_action_whose_answer_was_lost_is_offered_again() {
     assert_eq!(poll(&agent).await, None, "a confirmed action is not offered again");
 }
 
+/// Issue 9 item 11: a poll already waiting when an unconfirmed claim's lease ends gets the
+/// action then, rather than an empty answer at the end of its wait.
+#[tokio::test]
+async fn a_waiting_poll_gets_the_unconfirmed_action_when_its_lease_ends() {
+    let server = TestServer::start_with(|c| {
+        c.agents.claim_lease_seconds = 1;
+        c.agents.poll_wait_seconds = 600;
+    })
+    .await;
+    let (agent, _, machine) = raw_agent(&server, "lossy-waiting").await;
+    server.collect(&machine, &server.token(ALL)).await;
+    let first = poll(&agent).await.expect("handed out");
+    let again = tokio::time::timeout(WAIT_LIMIT, agent.next_task(Duration::from_secs(600))).await.unwrap().unwrap();
+    assert_eq!(again, Some(first));
+}
+
 /// Issue 9 item 13: an agent process killed (`kill -9`) during a collection leaves a
 /// partial zip; at its next start it removes it (and any other leftover), and the server
 /// fails the abandoned action.
