@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use casefile_proto::ErrorBody;
 use casefile_proto::agent::{
-    ActionFailure, AgentTask, EnrollRequest, EnrollResponse, HelloRequest, HelloResponse, PREFIX, SHA256_HEADER,
-    UploadReceipt,
+    ActionFailure, AgentTask, CONFIRM_PARAM, EnrollRequest, EnrollResponse, HelloRequest, HelloResponse, PREFIX,
+    SHA256_HEADER, UploadReceipt,
 };
 use reqwest::{StatusCode, Url};
 use uuid::Uuid;
@@ -117,7 +117,7 @@ impl Transport {
     pub async fn next_task(&self, wait: Duration) -> Result<Option<AgentTask>, AgentError> {
         let builder = self
             .authed(self.http.get(self.url("/actions/next")))
-            .query(&[("wait", wait.as_secs())])
+            .query(&[("wait", wait.as_secs().to_string()), (CONFIRM_PARAM, "1".to_owned())])
             .timeout(wait + self.timeouts.request);
         let response = self.send(builder).await?;
         if response.status() == StatusCode::NO_CONTENT {

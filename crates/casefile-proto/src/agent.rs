@@ -9,6 +9,9 @@ use crate::machine::IpAddress;
 
 /// Path prefix of the agent API.
 pub const PREFIX: &str = "/agent/v1";
+/// Query parameter (`=1`) of `GET /agent/v1/actions/next` by which an agent says it confirms
+/// receipt of what the poll hands out (`POST /agent/v1/actions/{id}/accepted`).
+pub const CONFIRM_PARAM: &str = "confirm";
 /// Header carrying the hex SHA-256 of an uploaded package.
 pub const SHA256_HEADER: &str = "x-casefile-sha256";
 
@@ -74,9 +77,10 @@ pub struct HelloResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AgentTask {
-    /// The action is already `InProgress` when the agent receives it. The agent confirms
-    /// receipt with `POST /agent/v1/actions/{id}/accepted`; an unconfirmed hand-out is
-    /// offered again after a short lease (the answer may have been lost on the way).
+    /// The action is already `InProgress` when the agent receives it. An agent that polled
+    /// with [`CONFIRM_PARAM`] confirms receipt with `POST /agent/v1/actions/{id}/accepted`;
+    /// an unconfirmed hand-out is offered again after a short lease (the answer may have
+    /// been lost on the way).
     CollectInvestigationPackage { action_id: Uuid, requestor: String, comment: String },
     /// Stop that collection, discard what it wrote, then confirm with
     /// `POST /agent/v1/actions/{id}/cancelled`. Repeated until confirmed.

@@ -186,8 +186,14 @@ pub trait Store: Send + Sync + 'static {
     /// Hands out the machine's next action under a lease ending at `lease_until`: an
     /// `InProgress` action whose earlier claim was never accepted and whose lease ended by
     /// `at` (offered again, oldest claim first), else the oldest `Pending` one (now
-    /// `InProgress`). In one transaction.
-    async fn claim_leased(&self, machine_id: &str, at: Timestamp, lease_until: Timestamp) -> Result<Option<Claim>>;
+    /// `InProgress`). Without a lease (an agent that does not confirm receipt) the claim
+    /// counts as accepted at once. In one transaction.
+    async fn claim_leased(
+        &self,
+        machine_id: &str,
+        at: Timestamp,
+        lease_until: Option<Timestamp>,
+    ) -> Result<Option<Claim>>;
     /// The agent confirms it received the action: its claim is no longer offered again.
     /// `false` when the action is not `InProgress` on that machine.
     async fn accept_action(&self, machine_id: &str, id: Uuid, at: Timestamp) -> Result<bool>;

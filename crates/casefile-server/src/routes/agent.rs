@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use casefile_proto::ErrorCode;
 use casefile_proto::action::{ActionStatus, ActionType, hresult};
 use casefile_proto::agent::{
-    ActionFailure, AgentTask, EnrollRequest, EnrollResponse, HelloRequest, HelloResponse, UploadReceipt,
+    ActionFailure, AgentTask, CONFIRM_PARAM, EnrollRequest, EnrollResponse, HelloRequest, HelloResponse, UploadReceipt,
 };
 use casefile_proto::time::Timestamp;
 use casefile_store::{Claim, HostFacts, MachineEnrollment, MachineRecord, PackageRecord, Transition};
@@ -163,10 +163,12 @@ pub async fn next_task(
     AgentIdentity(machine): AgentIdentity,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let requested = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == "wait")
-        .and_then(|(_, v)| v.parse::<u64>().ok())
-        .unwrap_or(state.config.agents.poll_wait_seconds);
+    let query = query.unwrap_or_default();
+    let param = |name: &str| url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v);
+    let requested = param("wait").and_then(|v| v.parse::<u64>().ok()).unwrap_or(state.config.agents.poll_wait_seconds);
+    // Agents that confirm receipt say so; older ones get claims that count as accepted at
+    // once (offered again, they would run the collection twice).
+    let confirms = param(CONFIRM_PARAM).is_some_and(|v| v == "1");
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(requested.min(state.config.agents.poll_wait_seconds));
     let wake = state.dispatcher.subscribe(&machine.id);
@@ -175,7 +177,7 @@ pub async fn next_task(
             return Ok(Json(AgentTask::Cancel { action_id }).into_response());
         }
         let now = state.now();
-        let lease = lease_end(now, state.config.agents.claim_lease_seconds);
+        let lease = confirms.then(|| lease_end(now, state.config.agents.claim_lease_seconds));
         if let Some(Claim { action, offers }) = state.store.claim_leased(&machine.id, now, lease).await? {
             if offers > 1 {
                 // The earlier answer never reached the agent (it did not confirm).

@@ -1071,11 +1071,17 @@ impl Store for SqliteStore {
         Ok(q.build().execute(&self.pool).await?.rows_affected())
     }
 
-    async fn claim_leased(&self, machine_id: &str, at: Timestamp, lease_until: Timestamp) -> Result<Option<Claim>> {
+    async fn claim_leased(
+        &self,
+        machine_id: &str,
+        at: Timestamp,
+        lease_until: Option<Timestamp>,
+    ) -> Result<Option<Claim>> {
         // The UPDATE comes first so the transaction takes the write lock at once (a read
         // first could not be upgraded when another writer got in between).
         let sql = format!(
-            "UPDATE machine_actions SET status = 'InProgress', lease_expires_at = ?, offers = offers + 1, \
+            "UPDATE machine_actions SET status = 'InProgress', lease_expires_at = ?, accepted_at = ?, \
+                 offers = offers + 1, \
                  updated_at = CASE WHEN status = 'Pending' THEN ? ELSE updated_at END \
              WHERE id = (SELECT id FROM machine_actions WHERE machine_id = ? AND \
                              (status = 'Pending' OR (status = 'InProgress' AND accepted_at IS NULL \
@@ -1086,7 +1092,8 @@ impl Store for SqliteStore {
         );
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(micros(lease_until))
+            .bind(lease_until.map(micros))
+            .bind(lease_until.is_none().then(|| micros(at)))
             .bind(micros(at))
             .bind(machine_id)
             .bind(micros(at))
