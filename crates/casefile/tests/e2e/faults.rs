@@ -121,6 +121,19 @@ impl Drop for Instance {
     }
 }
 
+/// A free port below the usual ephemeral range (32768 and up), so that while the server is
+/// down neither another test's port-0 listener nor an outgoing connection can take it.
+fn stable_addr() -> SocketAddr {
+    for _ in 0..1000 {
+        let random = uuid::Uuid::new_v4();
+        let port = 20_000 + u16::from_le_bytes([random.as_bytes()[0], random.as_bytes()[1]]) % 12_000;
+        if let Ok(probe) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return probe.local_addr().unwrap();
+        }
+    }
+    panic!("no free port below the ephemeral range")
+}
+
 fn config(dir: &Path) -> ServerConfig {
     let mut config = ServerConfig { data_dir: dir.join("data"), ..Default::default() };
     config.rate_limits.enabled = false;
@@ -246,7 +259,7 @@ async fn attempts(seen: &mut tokio::sync::mpsc::UnboundedReceiver<String>, count
 #[tokio::test]
 async fn a_package_outlives_a_server_outage_and_an_agent_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Instance::launch(config(dir.path()), "127.0.0.1:0".parse().unwrap()).await;
+    let server = Instance::launch(config(dir.path()), stable_addr()).await;
     let addr = server.addr;
     let state_dir = dir.path().join("agent");
     let (started, release) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
@@ -271,9 +284,10 @@ async fn a_package_outlives_a_server_outage_and_an_agent_restart() {
     let agent = GatedAgent::start(&server.base(), &state_dir, None, None).await;
     let done = server.wait_final(&id).await;
     assert_eq!(done.status, ActionStatus::Succeeded, "{:?}", done.troubleshoot_info);
+    // The agent forgets a report once it has the server's answer: stopping waits for that.
+    agent.stop().await;
     assert!(files_in(&state_dir.join("work")).is_empty(), "the delivered package is gone from the agent");
     assert!(files_in(&state_dir.join("outbox")).is_empty());
-    agent.stop().await;
 }
 
 /// Issue 9 item 10: a collection fails while the server is down; its failure report is
@@ -282,7 +296,7 @@ async fn a_package_outlives_a_server_outage_and_an_agent_restart() {
 #[tokio::test]
 async fn a_failure_report_outlives_a_server_outage() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Instance::launch(config(dir.path()), "127.0.0.1:0".parse().unwrap()).await;
+    let server = Instance::launch(config(dir.path()), stable_addr()).await;
     let addr = server.addr;
     let state_dir = dir.path().join("agent");
     let (started, release) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
@@ -303,8 +317,8 @@ async fn a_failure_report_outlives_a_server_outage() {
     let done = server.wait_final(&id).await;
     assert_eq!(done.status, ActionStatus::Failed, "{:?}", done.troubleshoot_info);
     assert_eq!(done.error_h_result, hresult::COLLECTION_FAILED);
-    assert!(files_in(&state_dir.join("outbox")).is_empty(), "delivered reports are forgotten");
     agent.stop().await;
+    assert!(files_in(&state_dir.join("outbox")).is_empty(), "delivered reports are forgotten");
 }
 
 /// An agent that speaks the protocol by hand.
