@@ -7,6 +7,7 @@ pub mod cli;
 pub mod collect;
 pub mod host;
 pub mod identity;
+pub mod outbox;
 pub mod runner;
 pub mod transport;
 
@@ -31,4 +32,16 @@ pub enum AgentError {
     Collection(String),
     #[error("invalid server URL '{0}'")]
     BadUrl(String),
+    #[error("timed out: {0}")]
+    TimedOut(String),
+}
+
+impl AgentError {
+    /// The server answered this request for good: sending it again cannot change the
+    /// answer (the action is no longer running, the request is wrong). Connection errors,
+    /// timeouts, 5xx, `408`, `429` and a refused credential are worth retrying.
+    pub fn is_definitive(&self) -> bool {
+        matches!(self, Self::Server { status: 400..=499, .. })
+            && !matches!(self, Self::Server { status: 408 | 429, .. })
+    }
 }

@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use crate::collect::{Collection, Collectors, Governance};
 use crate::identity::{self, Identity};
-use crate::transport::Transport;
+use crate::outbox::{self, Backoff, Entry, Outbox, Report};
+use crate::transport::{Timeouts, Transport};
 use crate::{AgentError, collect, host};
 
 #[derive(Debug, Clone)]
@@ -34,6 +35,8 @@ pub struct AgentConfig {
     pub limits: casefile_collectors::Limits,
     /// Collection limits (collector timeout, package cap, priority).
     pub governance: Governance,
+    /// How long each request may wait on the server.
+    pub timeouts: Timeouts,
 }
 
 impl AgentConfig {
@@ -47,6 +50,7 @@ impl AgentConfig {
             collectors: Collectors::all(),
             limits: Default::default(),
             governance: Governance::default(),
+            timeouts: Timeouts::default(),
         }
     }
 }
@@ -54,12 +58,22 @@ impl AgentConfig {
 /// How long a stopping agent waits for its collections to report that they stopped.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-const UPLOAD_ATTEMPTS: u32 = 3;
+/// Reports are retried with backoff from this pause up to the cap, until delivered.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_CAP: Duration = Duration::from_secs(60);
+/// Uploads are retried at least this long, and at least the server's silent-agent window.
+const MIN_UPLOAD_WINDOW: Duration = Duration::from_secs(600);
 
 /// Runs until `shutdown` is cancelled, or fails at start if the server cannot be reached
 /// or refuses the agent.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
     run_with_ready(config, shutdown, None).await
+}
+
+/// The start-up announcement, naming the actions whose reports this agent still holds.
+fn hello_request(config: &AgentConfig, base: &reqwest::Url) -> HelloRequest {
+    let holding = Outbox::open(&config.state_dir).map(|o| o.held()).unwrap_or_default();
+    HelloRequest { host: host::info(base), holding }
 }
 
 /// [`run`], telling `ready` the agent's identity once it is enrolled and online.
@@ -69,8 +83,12 @@ pub async fn run_with_ready(
     ready: Option<tokio::sync::oneshot::Sender<Identity>>,
 ) -> Result<(), AgentError> {
     identity::ensure_dir(&config.state_dir)?;
+    // Partial packages of an interrupted run are never resumed (issue 9 item 13).
+    let outbox = Outbox::open(&config.state_dir)?;
+    outbox.sweep();
     let (transport, me) = connect(&config).await?;
-    let hello = transport.hello(&HelloRequest { host: host::info(transport.base()) }).await?;
+    let transport = transport.with_timeouts(config.timeouts);
+    let hello = transport.hello(&hello_request(&config, transport.base())).await?;
     for id in &hello.abandoned_actions {
         tracing::warn!(action_id = %id, "a collection interrupted by the last stop was reported failed");
     }
@@ -79,12 +97,30 @@ pub async fn run_with_ready(
         let _ = ready.send(me.clone());
     }
     let wait = Duration::from_secs(hello.poll_wait_seconds.max(1));
+    let upload_window = Duration::from_secs(hello.silent_timeout_seconds).max(MIN_UPLOAD_WINDOW);
     // Every package is signed with the key registered at enrollment.
     let signer = identity::signing_key(&config.state_dir)?;
     let config = Arc::new(config);
     let mut collections = JoinSet::new();
-    // The cancel switch of each running collection, by action id.
+    // The cancel switch of each running collection or report delivery, by action id.
     let mut running: HashMap<Uuid, CancellationToken> = HashMap::new();
+    let job = |cancel: CancellationToken| Job {
+        transport: transport.clone(),
+        config: config.clone(),
+        outbox: outbox.clone(),
+        machine_id: me.machine_id.clone(),
+        cancel,
+        shutdown: shutdown.clone(),
+        signer: signer.clone(),
+        upload_window,
+    };
+    // Reports the last run could not deliver go out first (the server kept their actions
+    // running because `hello` named them).
+    for entry in outbox.entries() {
+        let cancel = shutdown.child_token();
+        running.insert(entry.action_id, cancel.clone());
+        collections.spawn(job(cancel).settle(entry.action_id, entry.report));
+    }
     let mut backoff = Duration::from_millis(500);
     loop {
         // Reap finished collections without racing them against the poll: a poll answer
@@ -101,17 +137,17 @@ pub async fn run_with_ready(
         match polled {
             Ok(Some(AgentTask::CollectInvestigationPackage { action_id, requestor, .. })) => {
                 backoff = Duration::from_millis(500);
-                let cancel = shutdown.child_token();
-                running.insert(action_id, cancel.clone());
-                let job = Job {
-                    transport: transport.clone(),
-                    config: config.clone(),
-                    machine_id: me.machine_id.clone(),
-                    cancel,
-                    shutdown: shutdown.clone(),
-                    signer: signer.clone(),
-                };
-                collections.spawn(job.execute(action_id, requestor));
+                match running.entry(action_id) {
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        let cancel = slot.insert(shutdown.child_token()).clone();
+                        collections.spawn(job(cancel).execute(action_id, requestor));
+                    }
+                    // Offered again because this agent's confirmation was lost: it runs
+                    // already; confirm again, off the loop.
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        tokio::spawn(confirm_receipt(transport.clone(), action_id));
+                    }
+                }
             }
             Ok(Some(AgentTask::Cancel { action_id })) => {
                 backoff = Duration::from_millis(500);
@@ -133,11 +169,12 @@ pub async fn run_with_ready(
                         })
                         .await;
                     }
-                    // Nothing of it runs here (any more): confirm straight away.
+                    // Nothing of it runs here (any more): confirm, through the outbox so a
+                    // lost confirmation is retried, off the loop so it cannot hang it.
                     None => {
-                        if let Err(e) = transport.confirm_cancel(action_id).await {
-                            tracing::info!(%action_id, "cancel confirmation not applied: {e}");
-                        }
+                        let cancel = shutdown.child_token();
+                        running.insert(action_id, cancel.clone());
+                        collections.spawn(job(cancel).settle(action_id, Report::Cancelled));
                     }
                 }
             }
@@ -159,13 +196,21 @@ pub async fn run_with_ready(
     Ok(())
 }
 
+/// Tells the server the action handed out by a poll arrived (issue 9 item 11). A lost
+/// confirmation only means the action is offered again, which the agent recognises.
+async fn confirm_receipt(transport: Transport, action_id: Uuid) {
+    if let Err(e) = transport.accept(action_id).await {
+        tracing::info!(%action_id, "confirming receipt failed (the server will offer it again): {e}");
+    }
+}
+
 /// Uses the saved identity, enrolling first when there is none (or the server no longer
 /// knows it and an enrollment token was given).
 async fn connect(config: &AgentConfig) -> Result<(Transport, Identity), AgentError> {
     let base = Transport::new(&config.server)?;
     if let Some(saved) = identity::load(&config.state_dir)? {
         let transport = base.clone().with_credential(saved.credential.clone());
-        match transport.hello(&HelloRequest { host: host::info(transport.base()) }).await {
+        match transport.hello(&hello_request(config, transport.base())).await {
             Ok(_) => return Ok((transport, saved)),
             Err(AgentError::Refused(why)) if config.enroll_token.is_some() => {
                 tracing::warn!("the saved enrollment was refused ({why}); enrolling again");
@@ -215,47 +260,54 @@ async fn enroll_proving(
 struct Job {
     transport: Transport,
     config: Arc<AgentConfig>,
+    outbox: Outbox,
     machine_id: String,
     /// Cancelled by the server's request or by the agent stopping.
     cancel: CancellationToken,
     shutdown: CancellationToken,
     signer: SigningKey,
+    upload_window: Duration,
+}
+
+/// How one delivery of a report ended.
+enum Delivery {
+    Delivered,
+    /// The server answered for good that it will not take it.
+    Refused(AgentError),
+    /// The server asked to cancel the collection while its package waited for upload.
+    Cancelled,
+    /// The upload window passed; the last error.
+    Expired(AgentError),
+    /// The agent is stopping; the report stays in the outbox for the next start.
+    Stopped,
 }
 
 impl Job {
     /// Runs one collection and reports how it ended; returns its action id.
     async fn execute(self, action_id: Uuid, requestor: String) -> Uuid {
         tracing::info!(%action_id, %requestor, "collecting investigation package");
-        let outcome = self.collect_and_upload(action_id).await;
-        if outcome.is_err() && self.cancel.is_cancelled() && !self.shutdown.is_cancelled() {
+        // Confirmed before the work starts, so the receipt precedes the package in the
+        // action's chain of custody.
+        confirm_receipt(self.transport.clone(), action_id).await;
+        let report = match self.collect(action_id).await {
+            Ok(package) => Report::Upload {
+                size: package.size,
+                sha256: package.sha256,
+                until: outbox::deadline_after(self.upload_window),
+            },
             // Cancelled by the server: the work has stopped and its file is gone.
-            match self.transport.confirm_cancel(action_id).await {
-                Ok(()) => tracing::info!(%action_id, "collection cancelled"),
-                Err(e) => tracing::warn!(%action_id, "confirming the cancellation failed: {e}"),
-            }
-            return action_id;
-        }
-        let failure = match outcome {
-            Ok(()) => return action_id,
-            Err(_) if self.cancel.is_cancelled() => ActionFailure {
+            Err(_) if self.cancel.is_cancelled() && !self.shutdown.is_cancelled() => Report::Cancelled,
+            Err(_) if self.cancel.is_cancelled() => Report::Failure {
                 error_h_result: hresult::ABORTED,
                 troubleshoot_info: "The agent was stopped during the collection".to_owned(),
             },
-            Err(e) => ActionFailure { error_h_result: hresult::COLLECTION_FAILED, troubleshoot_info: e.to_string() },
+            Err(e) => Report::Failure { error_h_result: hresult::COLLECTION_FAILED, troubleshoot_info: e.to_string() },
         };
-        tracing::warn!(%action_id, "collection failed: {}", failure.troubleshoot_info);
-        // When the server already ended the action (it rejected the package), it refuses
-        // this report; that is expected and harmless.
-        if let Err(e) = self.transport.report_failure(action_id, &failure).await {
-            tracing::info!(%action_id, "failure report not applied: {e}");
-        }
-        action_id
+        self.settle(action_id, report).await
     }
 
-    async fn collect_and_upload(&self, action_id: Uuid) -> Result<(), AgentError> {
-        let work = self.config.state_dir.join("work");
-        identity::ensure_dir(&work)?;
-        let output = work.join(format!("{action_id}.zip"));
+    async fn collect(&self, action_id: Uuid) -> Result<collect::CollectedPackage, AgentError> {
+        let output = self.outbox.package_path(action_id);
         let collection = Collection {
             output: output.clone(),
             meta: collect::package_meta(Some(action_id), Some(self.machine_id.clone())),
@@ -269,40 +321,125 @@ impl Job {
             signer: self.signer.clone(),
         };
         let written = collection.run().await;
-        let result = match written {
-            Ok(package) => self.upload(action_id, &package).await,
-            Err(e) => Err(e),
-        };
-        let _ = tokio::fs::remove_file(&output).await;
-        result
+        if written.is_err() {
+            let _ = tokio::fs::remove_file(&output).await;
+        }
+        written
     }
 
-    async fn upload(&self, action_id: Uuid, package: &collect::CollectedPackage) -> Result<(), AgentError> {
-        let mut attempt = 1;
+    /// Keeps `report` in the outbox and delivers it, retrying with backoff, until the
+    /// server takes it or answers for good; returns the action id.
+    async fn settle(self, action_id: Uuid, mut report: Report) -> Uuid {
         loop {
-            if self.cancel.is_cancelled() {
-                return Err(AgentError::Collection("cancelled".to_owned()));
+            if let Report::Failure { troubleshoot_info, .. } = &report {
+                tracing::warn!(%action_id, "collection failed: {troubleshoot_info}");
             }
-            let upload = tokio::select! {
-                _ = self.cancel.cancelled() => return Err(AgentError::Collection("cancelled".to_owned())),
-                upload = self.transport.upload_package(action_id, &package.path, package.size, &package.sha256) => upload,
-            };
-            match upload {
-                Ok(receipt) => {
-                    tracing::info!(%action_id, size = receipt.size, sha256 = %receipt.sha256, "package uploaded and verified");
-                    return Ok(());
+            let entry = Entry { action_id, report: report.clone() };
+            if let Err(e) = self.outbox.put(&entry) {
+                // Still worth one delivery now; it just will not survive a restart.
+                tracing::error!(%action_id, "cannot keep the report on disk: {e}");
+            }
+            let delivery = self.deliver(&entry).await;
+            report = match (delivery, report) {
+                (Delivery::Stopped, _) => {
+                    tracing::info!(%action_id, "stopping; the report is kept for the next start");
+                    return action_id;
                 }
-                Err(e @ (AgentError::Unreachable { .. } | AgentError::Server { status: 500.., .. }))
-                    if attempt < UPLOAD_ATTEMPTS =>
-                {
-                    tracing::warn!(%action_id, attempt, "upload failed, retrying: {e}");
-                    tokio::select! {
-                        _ = self.cancel.cancelled() => {}
-                        _ = tokio::time::sleep(Duration::from_secs(2u64.pow(attempt))) => {}
+                (Delivery::Delivered, Report::Upload { .. }) => {
+                    tracing::info!(%action_id, "package uploaded and verified");
+                    break;
+                }
+                (Delivery::Delivered, Report::Cancelled) => {
+                    tracing::info!(%action_id, "collection cancelled");
+                    break;
+                }
+                (Delivery::Delivered, Report::Failure { .. }) => break,
+                // Whatever the server made of the package, the action must end: a report
+                // tells it (refused when it already ended the action, which is harmless).
+                (Delivery::Refused(e), Report::Upload { .. }) => {
+                    self.outbox.discard_package(action_id);
+                    Report::Failure {
+                        error_h_result: hresult::COLLECTION_FAILED,
+                        troubleshoot_info: format!("The server refused the package: {e}"),
                     }
-                    attempt += 1;
                 }
-                Err(e) => return Err(e),
+                (Delivery::Expired(e), _) => {
+                    self.outbox.discard_package(action_id);
+                    Report::Failure {
+                        error_h_result: hresult::COLLECTION_FAILED,
+                        troubleshoot_info: format!("The package could not be uploaded in time: {e}"),
+                    }
+                }
+                (Delivery::Cancelled, _) => {
+                    self.outbox.discard_package(action_id);
+                    Report::Cancelled
+                }
+                (Delivery::Refused(e), _) => {
+                    tracing::info!(%action_id, "report not applied: {e}");
+                    break;
+                }
+            };
+        }
+        if let Err(e) = self.outbox.remove(action_id) {
+            tracing::warn!(%action_id, "cannot remove a delivered report: {e}");
+        }
+        action_id
+    }
+
+    /// One report, tried until it is delivered or refused for good. Only an upload gives
+    /// way to a cancellation; every report stops trying when the agent stops (after at
+    /// least one try).
+    async fn deliver(&self, entry: &Entry) -> Delivery {
+        let action_id = entry.action_id;
+        let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
+        let is_upload = matches!(entry.report, Report::Upload { .. });
+        let cancelled = || if is_upload { self.cancel.clone() } else { self.shutdown.clone() };
+        loop {
+            if is_upload && self.cancel.is_cancelled() {
+                return if self.shutdown.is_cancelled() { Delivery::Stopped } else { Delivery::Cancelled };
+            }
+            let attempt = async {
+                match &entry.report {
+                    Report::Upload { size, sha256, .. } => {
+                        let path = self.outbox.package_path(action_id);
+                        self.transport.upload_package(action_id, &path, *size, sha256).await.map(|_| ())
+                    }
+                    Report::Failure { error_h_result, troubleshoot_info } => {
+                        let failure = ActionFailure {
+                            error_h_result: *error_h_result,
+                            troubleshoot_info: troubleshoot_info.clone(),
+                        };
+                        self.transport.report_failure(action_id, &failure).await
+                    }
+                    Report::Cancelled => self.transport.confirm_cancel(action_id).await,
+                }
+            };
+            let stop = cancelled();
+            let outcome = tokio::select! {
+                _ = stop.cancelled(), if is_upload => {
+                    return if self.shutdown.is_cancelled() { Delivery::Stopped } else { Delivery::Cancelled };
+                }
+                outcome = attempt => outcome,
+            };
+            let error = match outcome {
+                Ok(()) => return Delivery::Delivered,
+                Err(e @ AgentError::State { .. }) => return Delivery::Refused(e),
+                Err(e) if e.is_definitive() => return Delivery::Refused(e),
+                Err(e) => e,
+            };
+            if self.shutdown.is_cancelled() {
+                return Delivery::Stopped;
+            }
+            if let Report::Upload { until, .. } = entry.report
+                && outbox::unix_now() >= until
+            {
+                return Delivery::Expired(error);
+            }
+            let pause = backoff.pause();
+            tracing::warn!(%action_id, "delivering the report failed, retrying in {pause:?}: {error}");
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }

@@ -9,6 +9,9 @@ use crate::machine::IpAddress;
 
 /// Path prefix of the agent API.
 pub const PREFIX: &str = "/agent/v1";
+/// Query parameter (`=1`) of `GET /agent/v1/actions/next` by which an agent says it confirms
+/// receipt of what the poll hands out (`POST /agent/v1/actions/{id}/accepted`).
+pub const CONFIRM_PARAM: &str = "confirm";
 /// Header carrying the hex SHA-256 of an uploaded package.
 pub const SHA256_HEADER: &str = "x-casefile-sha256";
 
@@ -104,6 +107,11 @@ pub struct EnrollResponse {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HelloRequest {
     pub host: HostInfo,
+    /// Actions whose result (package, failure report, cancel confirmation) the agent kept
+    /// across its restart and is still delivering: the server does not fail them as
+    /// abandoned. Older agents send none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holding: Vec<Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,13 +122,21 @@ pub struct HelloResponse {
     pub abandoned_actions: Vec<Uuid>,
     /// How long the server holds a poll open, in seconds.
     pub poll_wait_seconds: u64,
+    /// How long a running action's agent may stay silent before the action ends
+    /// `TimeOut`: the agent keeps retrying an upload at least this long. 0 from servers
+    /// that do not say.
+    #[serde(default)]
+    pub silent_timeout_seconds: u64,
 }
 
 /// Work handed to an agent by `GET /agent/v1/actions/next`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AgentTask {
-    /// The action is already `InProgress` when the agent receives it.
+    /// The action is already `InProgress` when the agent receives it. An agent that polled
+    /// with [`CONFIRM_PARAM`] confirms receipt with `POST /agent/v1/actions/{id}/accepted`;
+    /// an unconfirmed hand-out is offered again after a short lease (the answer may have
+    /// been lost on the way).
     CollectInvestigationPackage { action_id: Uuid, requestor: String, comment: String },
     /// Stop that collection, discard what it wrote, then confirm with
     /// `POST /agent/v1/actions/{id}/cancelled`. Repeated until confirmed.

@@ -215,6 +215,7 @@ fn event_of(method: &Method, route: &str, status: u16) -> Option<String> {
         ("PUT", "/agent/v1/actions/{id}/package") => "package.upload",
         ("POST", "/agent/v1/actions/{id}/failure") => "action.fail",
         ("POST", "/agent/v1/actions/{id}/cancelled") => "cancel.confirm",
+        ("POST", "/agent/v1/actions/{id}/accepted") => "action.accept",
         _ if route.ends_with("/oauth2/token") || route.ends_with("/oauth2/v2.0/token") => "token.issue",
         // Every other state-changing call is recorded under its route.
         (m, _) if m != "GET" && m != "HEAD" => return Some(format!("{m} {route}")),

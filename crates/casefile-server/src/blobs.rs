@@ -3,8 +3,9 @@
 //!
 //! An upload is first received into a staging file through a hash and a byte count, so it
 //! can be checked whole (size, SHA-256, then every file against the signed manifest)
-//! before anything is published; only a package that passed is copied into the store,
-//! as a multipart upload, so a half-written package is never visible under its key.
+//! before anything is published; only a package that passed is published: into the local
+//! directory by a rename (no second copy of the bytes), into any other store as a
+//! multipart upload. Either way a half-written package is never visible under its key.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,6 +57,9 @@ impl Drop for Staged {
 #[derive(Clone)]
 pub struct Blobs {
     store: Arc<dyn ObjectStore>,
+    /// The same store when it is a local directory, and that directory: publishing
+    /// renames into it.
+    local: Option<(Arc<LocalFileSystem>, PathBuf)>,
     staging: PathBuf,
 }
 
@@ -65,7 +69,9 @@ impl Blobs {
         let io = |e: std::io::Error| object_store::Error::Generic { store: "local", source: Box::new(e) };
         std::fs::create_dir_all(dir).map_err(io)?;
         std::fs::create_dir_all(staging).map_err(io)?;
-        Ok(Self { store: Arc::new(LocalFileSystem::new_with_prefix(dir)?), staging: staging.to_owned() })
+        // Packages are evidence: a stored one survives a power cut.
+        let local = Arc::new(LocalFileSystem::new_with_prefix(dir)?.with_fsync(true));
+        Ok(Self { store: local.clone(), local: Some((local, dir.to_owned())), staging: staging.to_owned() })
     }
 
     /// Where one upload attempt of a tenant's package is stored. Each attempt has its own
@@ -74,14 +80,24 @@ impl Blobs {
         format!("{tenant}/{action_id}/{}.zip", Uuid::new_v4())
     }
 
-    /// Removes what interrupted uploads left in the staging directory. Only for a server
-    /// about to serve: the CLI opens the same data directory while a server runs.
-    pub fn clear_staging(&self) {
+    /// Removes what interrupted uploads left: staging files, and the temporaries of a
+    /// publish cut short in the local package directory (issue 9 item 13). Only for a
+    /// server about to serve: the CLI opens the same data directory while a server runs.
+    /// Returns how many files went.
+    pub fn clear_staging(&self) -> usize {
+        let mut removed = 0;
         if let Ok(entries) = std::fs::read_dir(&self.staging) {
             for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
+                removed += usize::from(std::fs::remove_file(entry.path()).is_ok());
             }
         }
+        if let Some((_, root)) = &self.local {
+            removed += remove_publish_temporaries(root);
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed leftovers of interrupted uploads");
+        }
+        removed
     }
 
     /// Receives `body` into a staging file, keeping it only if it has exactly
@@ -130,10 +146,30 @@ impl Blobs {
         Ok(staged)
     }
 
-    /// Publishes a checked upload under `key` (a multipart upload: all or nothing).
+    /// Publishes a checked upload under `key`, all or nothing: a rename into the local
+    /// directory, else a multipart upload.
     pub async fn publish(&self, staged: Staged, key: &str) -> Result<(), IngestError> {
+        let location = Path::parse(key).map_err(object_store::Error::from)?;
+        if let Some((local, _)) = &self.local {
+            let target = local.path_to_filesystem(&location)?;
+            if let Some(parent) = target.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            match tokio::fs::rename(&staged.path, &target).await {
+                Ok(()) => {
+                    // The new name is durable once its directory is.
+                    if let Some(parent) = target.parent() {
+                        tokio::fs::File::open(parent).await?.sync_all().await?;
+                    }
+                    return Ok(());
+                }
+                // Staging on another file system: copy instead.
+                Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let mut file = tokio::fs::File::open(&staged.path).await?;
-        let mut upload = WriteMultipart::new(self.store.put_multipart(&Path::from(key)).await?);
+        let mut upload = WriteMultipart::new(self.store.put_multipart(&location).await?);
         let copied: Result<(), IngestError> = async {
             loop {
                 let mut part = Vec::with_capacity(PART);
@@ -168,5 +204,84 @@ impl Blobs {
             Err(object_store::Error::NotFound { .. }) => Ok(()),
             other => other,
         }
+    }
+}
+
+/// Deletes the local store's staged parts (`<name>#<digits>`, as `object_store` names them
+/// while it writes) below `dir`. Package keys never contain `#`.
+fn remove_publish_temporaries(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => removed += remove_publish_temporaries(&path),
+            Ok(t) if t.is_file() => {
+                let name = entry.file_name();
+                let temporary = name
+                    .to_str()
+                    .and_then(|n| n.rsplit_once('#'))
+                    .is_some_and(|(_, suffix)| !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()));
+                if temporary && std::fs::remove_file(&path).is_ok() {
+                    tracing::info!(path = %path.display(), "removed the temporary of an interrupted publish");
+                    removed += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blobs() -> (tempfile::TempDir, Blobs) {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::local(&dir.path().join("packages"), &dir.path().join("staging")).unwrap();
+        (dir, blobs)
+    }
+
+    async fn staged(blobs: &Blobs, bytes: &'static [u8]) -> Staged {
+        let sha = hex::encode(Sha256::digest(bytes));
+        let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(bytes))]);
+        blobs.stage(body, bytes.len() as u64, &sha, 1 << 20).await.unwrap()
+    }
+
+    /// Issue 9 item 13: a kill during a publish leaves `<key>#<n>` in the package store;
+    /// the next start removes it and nothing else.
+    #[tokio::test]
+    async fn leftovers_of_an_interrupted_publish_are_swept_at_start() {
+        let (dir, blobs) = blobs();
+        let kept = Blobs::package_key("default", Uuid::new_v4());
+        blobs.publish(staged(&blobs, b"kept").await, &kept).await.unwrap();
+        let packages = dir.path().join("packages");
+        let action = packages.join("default").join(Uuid::new_v4().to_string());
+        std::fs::create_dir_all(&action).unwrap();
+        std::fs::write(action.join(format!("{}.zip#1", Uuid::new_v4())), b"half a package").unwrap();
+        std::fs::write(action.join(format!("{}.zip#17", Uuid::new_v4())), b"another").unwrap();
+        std::fs::write(dir.path().join("staging").join("x.zip"), b"staged").unwrap();
+        assert_eq!(blobs.clear_staging(), 3);
+        assert_eq!(std::fs::read_dir(&action).unwrap().count(), 0);
+        assert_eq!(std::fs::read(packages.join(&kept)).unwrap(), b"kept");
+        assert_eq!(blobs.clear_staging(), 0);
+    }
+
+    /// Issue 9 item 13: the local store publishes by renaming the staged file, so a package
+    /// never needs twice its size on disk.
+    #[tokio::test]
+    async fn a_local_publish_renames_the_staged_file() {
+        let (dir, blobs) = blobs();
+        let staged = staged(&blobs, b"package bytes").await;
+        let staged_path = staged.path.clone();
+        let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&staged_path).unwrap());
+        let key = Blobs::package_key("default", Uuid::new_v4());
+        blobs.publish(staged, &key).await.unwrap();
+        let stored = dir.path().join("packages").join(&key);
+        assert_eq!(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&stored).unwrap()), inode, "same file");
+        assert!(!staged_path.exists());
+        let (size, _) = blobs.get(&key).await.unwrap();
+        assert_eq!(size, 13);
     }
 }

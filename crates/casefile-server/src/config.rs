@@ -111,6 +111,9 @@ pub struct AgentConfig {
     pub pending_timeout_seconds: u64,
     /// How long a poll is held open waiting for work.
     pub poll_wait_seconds: u64,
+    /// An action handed to an agent that does not confirm receipt within this window is
+    /// offered again on its next poll (the answer may have been lost).
+    pub claim_lease_seconds: u64,
     /// An `InProgress` action whose agent is silent this long ends `TimeOut`.
     pub silent_timeout_seconds: u64,
     /// An `InProgress` action running longer than this ends `TimeOut`, even if its agent
@@ -193,6 +196,7 @@ impl Default for AgentConfig {
         Self {
             pending_timeout_seconds: 3 * DAY,
             poll_wait_seconds: 25,
+            claim_lease_seconds: 30,
             silent_timeout_seconds: 10 * 60,
             max_collection_seconds: 3600,
             inactive_after_seconds: 7 * DAY,

@@ -3,6 +3,10 @@
 //! - an `InProgress` action whose agent went silent, or that runs past the longest
 //!   collection allowed, ends `TimeOut`;
 //! - a package older than the retention period is deleted (its action keeps its record).
+//!
+//! One time rule is applied where it matters instead: an action handed to an agent that
+//! did not confirm receipt within `claim_lease_seconds` is offered again by that machine's
+//! next poll (`routes::agent::next_task`, issue 9 item 11), with the server clock's time.
 
 use std::time::Duration;
 

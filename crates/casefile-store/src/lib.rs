@@ -262,4 +262,43 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<EnrollmentTokenRecord>>;
     /// The tenant's machines reporting `name` (case-insensitive), most recently seen first.
     async fn machines_named(&self, tenant: &str, name: &str) -> Result<Vec<MachineRecord>>;
+    // Leased claims (issue 9 item 11) and restarts that keep held results (item 10).
+    /// Hands out the machine's next action under a lease ending at `lease_until`: an
+    /// `InProgress` action whose earlier claim was never accepted and whose lease ended by
+    /// `at` (offered again, oldest claim first), else the oldest `Pending` one (now
+    /// `InProgress`). Without a lease (an agent that does not confirm receipt) the claim
+    /// counts as accepted at once. In one transaction.
+    /// `audit` makes the claim's entry once the claimed action is known; it commits with the
+    /// claim.
+    async fn claim_leased(
+        &self,
+        machine_id: &str,
+        at: Timestamp,
+        lease_until: Option<Timestamp>,
+        audit: Option<&(dyn for<'c> Fn(&'c Claim) -> AuditEntry + Sync)>,
+    ) -> Result<Option<Claim>>;
+    /// The agent confirms it received the action: its claim is no longer offered again.
+    /// `false` when the action is not `InProgress` on that machine.
+    async fn accept_action(
+        &self,
+        machine_id: &str,
+        id: Uuid,
+        at: Timestamp,
+        audit: Option<&AuditEntry>,
+    ) -> Result<bool>;
+    /// [`Store::fail_in_progress`] sparing `keep`: the actions whose results the restarted
+    /// agent still holds and is delivering.
+    async fn fail_in_progress_except(&self, machine_id: &str, keep: &[Uuid], change: &Transition) -> Result<Vec<Uuid>>;
+    /// When the machine's earliest unconfirmed claim can be offered again, if it has one: a
+    /// waiting poll wakes then.
+    async fn next_lease_end(&self, machine_id: &str) -> Result<Option<Timestamp>>;
+}
+
+/// An action handed to an agent by [`Store::claim_leased`].
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub action: MachineAction,
+    /// How many times the action has been handed out, this time included: more than one
+    /// means an earlier answer never reached the agent.
+    pub offers: u32,
 }

@@ -649,6 +649,71 @@ async fn shared_names_are_ambiguous_and_ids_win(store: &dyn Store) {
     assert_eq!(store.machine("t", "m2-host").await.unwrap().map(|m| m.id), None, "m2 no longer reports it");
 }
 
+/// Issue 9 item 11: a claim whose answer never reached the agent is offered again once
+/// its lease ends; an accepted one never is.
+async fn unaccepted_claims_are_offered_again_after_their_lease(store: &dyn Store) {
+    machine(store, "t", "m1").await;
+    let t0 = Utc::now();
+    let action = pending("m1", t0);
+    store.create_action("t", &action, None).await.unwrap();
+    let lease = Duration::seconds(30);
+
+    assert_eq!(store.next_lease_end("m1").await.unwrap(), None);
+    let first = store.claim_leased("m1", t0, Some(t0 + lease), None).await.unwrap().unwrap();
+    assert_eq!((first.action.id, first.action.status, first.offers), (action.id, ActionStatus::InProgress, 1));
+    let end = store.next_lease_end("m1").await.unwrap().unwrap();
+    assert_eq!(end.timestamp_micros(), (t0 + lease).timestamp_micros());
+    // Within the lease nothing is handed out again.
+    assert!(store.claim_leased("m1", t0 + Duration::seconds(29), Some(t0 + lease * 2), None).await.unwrap().is_none());
+    // Past it, the same action comes again, still InProgress, counted.
+    let t1 = t0 + Duration::seconds(31);
+    let again = store.claim_leased("m1", t1, Some(t1 + lease), None).await.unwrap().unwrap();
+    assert_eq!((again.action.id, again.action.status, again.offers), (action.id, ActionStatus::InProgress, 2));
+    assert_eq!(again.action.last_update_date_time_utc, first.action.last_update_date_time_utc, "started once");
+
+    // Accepted: never offered again, whatever the time; other machines cannot accept it.
+    assert!(!store.accept_action("m2", action.id, t1, None).await.unwrap());
+    assert!(store.accept_action("m1", action.id, t1, None).await.unwrap());
+    assert_eq!(store.next_lease_end("m1").await.unwrap(), None, "nothing left to offer again");
+    assert!(
+        store.claim_leased("m1", t1 + Duration::days(1), Some(t1 + Duration::days(2)), None).await.unwrap().is_none()
+    );
+
+    // A cancellation awaiting the agent is not handed out as work.
+    machine(store, "t", "m2").await;
+    let other = pending("m2", t0);
+    store.create_action("t", &other, None).await.unwrap();
+    store.claim_leased("m2", t0, Some(t0 + lease), None).await.unwrap().unwrap();
+    let cancel = CancelRequest { requestor: "r".into(), comment: None, at: t0 };
+    store.request_cancel("t", other.id, &cancel, None).await.unwrap().unwrap();
+    assert!(store.claim_leased("m2", t1, Some(t1 + lease), None).await.unwrap().is_none());
+
+    // Final actions cannot be accepted.
+    let done = Transition::failure(ActionStatus::Failed, t1, 3, "x");
+    store.transition(action.id, None, &done, None).await.unwrap().unwrap();
+    assert!(!store.accept_action("m1", action.id, t1, None).await.unwrap());
+
+    // A claim without a lease (an agent that does not confirm) counts as accepted.
+    let unleased = pending("m1", t1);
+    store.create_action("t", &unleased, None).await.unwrap();
+    assert_eq!(store.claim_leased("m1", t1, None, None).await.unwrap().unwrap().action.id, unleased.id);
+    assert_eq!(store.next_lease_end("m1").await.unwrap(), None);
+    assert!(store.claim_leased("m1", t1 + Duration::days(1), None, None).await.unwrap().is_none());
+}
+
+/// Issue 9 item 10: a restarted agent that still holds a result keeps that action running.
+async fn a_restart_spares_the_actions_whose_results_the_agent_holds(store: &dyn Store) {
+    machine(store, "t", "m1").await;
+    let held = pending("m1", Utc::now());
+    store.create_action("t", &held, None).await.unwrap();
+    store.claim_leased("m1", Utc::now(), Some(Utc::now()), None).await.unwrap().unwrap();
+    let restart = Transition::failure(ActionStatus::Failed, Utc::now(), 3, "restarted");
+    assert!(store.fail_in_progress_except("m1", &[held.id], &restart).await.unwrap().is_empty());
+    assert_eq!(store.action("t", held.id).await.unwrap().unwrap().status, ActionStatus::InProgress);
+    assert_eq!(store.fail_in_progress_except("m1", &[Uuid::new_v4()], &restart).await.unwrap(), vec![held.id]);
+    assert_eq!(store.action("t", held.id).await.unwrap().unwrap().status, ActionStatus::Failed);
+}
+
 macro_rules! sqlite_conformance {
     ($($check:ident),* $(,)?) => {$(
         #[tokio::test]
@@ -679,6 +744,8 @@ mod sqlite {
         enrollment_tokens_are_counted_expire_and_revoke,
         identity_reset_voids_the_key_and_allows_one_fresh_enrollment,
         shared_names_are_ambiguous_and_ids_win,
+        unaccepted_claims_are_offered_again_after_their_lease,
+        a_restart_spares_the_actions_whose_results_the_agent_holds,
     );
 
     /// Issue 9 item 8: sustained writes beside readers keep the WAL bounded (checkpoints

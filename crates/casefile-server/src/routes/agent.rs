@@ -11,12 +11,12 @@ use axum::response::{IntoResponse, Response};
 use casefile_proto::ErrorCode;
 use casefile_proto::action::{ActionStatus, ActionType, hresult};
 use casefile_proto::agent::{
-    ActionFailure, AgentTask, EnrollChallenge, EnrollChallengeRequest, EnrollRequest, EnrollResponse, HelloRequest,
-    HelloResponse, UploadReceipt,
+    ActionFailure, AgentTask, CONFIRM_PARAM, EnrollChallenge, EnrollChallengeRequest, EnrollRequest, EnrollResponse,
+    HelloRequest, HelloResponse, UploadReceipt,
 };
 use casefile_proto::time::Timestamp;
 use casefile_store::{
-    EnrollChallengeRecord, EnrollOutcome, HostFacts, KeyProof, MachineEnrollment, MachineRecord, PackageRecord,
+    Claim, EnrollChallengeRecord, EnrollOutcome, HostFacts, KeyProof, MachineEnrollment, MachineRecord, PackageRecord,
     TokenEnrollment, Transition,
 };
 use sha2::{Digest, Sha256};
@@ -69,6 +69,18 @@ fn facts(host: casefile_proto::agent::HostInfo) -> HostFacts {
         ip_addresses: host.ip_addresses,
     }
 }
+
+/// When a claim made at `now` ends; a huge configured lease saturates instead of overflowing.
+fn lease_end(now: Timestamp, seconds: u64) -> Timestamp {
+    i64::try_from(seconds)
+        .ok()
+        .and_then(chrono::Duration::try_seconds)
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
+/// Most held results a restarted agent can keep running (see [`hello`]).
+const MAX_HELD: usize = 16;
 
 fn restarted(now: Timestamp) -> Transition {
     Transition::failure(
@@ -269,12 +281,16 @@ pub async fn hello(
     if let Some(updated) = state.store.machine(&machine.tenant_id, &machine.id).await? {
         crate::rbac::regroup(&state, &updated).await?;
     }
-    let abandoned_actions = state.store.fail_in_progress(&machine.id, &restarted(now)).await?;
+    // Results the agent kept across its restart are still coming (one live action per
+    // machine: a few ids at most are meaningful).
+    let holding = &request.holding[..request.holding.len().min(MAX_HELD)];
+    let abandoned_actions = state.store.fail_in_progress_except(&machine.id, holding, &restarted(now)).await?;
     state.dispatcher.action_changed();
     Ok(Json(HelloResponse {
         machine_id: machine.id,
         abandoned_actions,
         poll_wait_seconds: state.config.agents.poll_wait_seconds,
+        silent_timeout_seconds: state.config.agents.silent_timeout_seconds,
     }))
 }
 
@@ -285,10 +301,12 @@ pub async fn next_task(
     AgentIdentity(machine): AgentIdentity,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let requested = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == "wait")
-        .and_then(|(_, v)| v.parse::<u64>().ok())
-        .unwrap_or(state.config.agents.poll_wait_seconds);
+    let query = query.unwrap_or_default();
+    let param = |name: &str| url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v);
+    let requested = param("wait").and_then(|v| v.parse::<u64>().ok()).unwrap_or(state.config.agents.poll_wait_seconds);
+    // Agents that confirm receipt say so; older ones get claims that count as accepted at
+    // once (offered again, they would run the collection twice).
+    let confirms = param(CONFIRM_PARAM).is_some_and(|v| v == "1");
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(requested.min(state.config.agents.poll_wait_seconds));
     let wake = state.dispatcher.subscribe(&machine.id);
@@ -296,17 +314,28 @@ pub async fn next_task(
         if let Some(&action_id) = state.store.cancel_requests(&machine.id).await?.first() {
             return Ok(Json(AgentTask::Cancel { action_id }).into_response());
         }
-        if let Some(action) = state.store.claim_next_action(&machine.id, state.now()).await? {
-            tracing::info!(action_id = %action.id, machine_id = %machine.id, "action dispatched");
-            let mut dispatched = audit::system_entry(
+        let now = state.now();
+        let lease = confirms.then(|| lease_end(now, state.config.agents.claim_lease_seconds));
+        let dispatched = |claim: &Claim| {
+            let mut entry = audit::system_entry(
                 &state,
                 Some(&machine.tenant_id),
                 "action.dispatch",
-                &action.id.to_string(),
-                serde_json::json!({"machineId": machine.id}),
+                &claim.action.id.to_string(),
+                serde_json::json!({"machineId": machine.id, "offer": claim.offers}),
             );
-            (dispatched.actor_kind, dispatched.actor) = ("agent".to_owned(), machine.id.clone());
-            audit::record(&state, dispatched).await;
+            (entry.actor_kind, entry.actor) = ("agent".to_owned(), machine.id.clone());
+            entry
+        };
+        // The claim and its entry commit together: no action leaves for an agent unrecorded.
+        let claimed = state.store.claim_leased(&machine.id, now, lease, Some(&dispatched)).await?;
+        if let Some(Claim { action, offers }) = claimed {
+            if offers > 1 {
+                // The earlier answer never reached the agent (it did not confirm).
+                tracing::warn!(action_id = %action.id, machine_id = %machine.id, offers, "unconfirmed action offered again");
+            } else {
+                tracing::info!(action_id = %action.id, machine_id = %machine.id, "action dispatched");
+            }
             state.dispatcher.action_changed();
             let task = match action.action_type {
                 ActionType::CollectInvestigationPackage => AgentTask::CollectInvestigationPackage {
@@ -329,8 +358,14 @@ pub async fn next_task(
             };
             return Ok(Json(task).into_response());
         }
+        // An unconfirmed claim becomes available again when its lease ends: wake then.
+        let lease_wake = state.store.next_lease_end(&machine.id).await?.map(|end| {
+            let left = (end - state.now()).to_std().unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
+        let wake_at = lease_wake.map_or(deadline, |at| at.min(deadline));
         let _parked = state.dispatcher.park();
-        if tokio::time::timeout_at(deadline, wake.notified()).await.is_err() {
+        if tokio::time::timeout_at(wake_at, wake.notified()).await.is_err() && wake_at == deadline {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
     }
@@ -395,7 +430,17 @@ pub async fn upload_package(
         deleted_at: None,
     };
     let entry = audit::entry_for_call(StatusCode::OK.as_u16());
-    let completed = state.store.complete_with_package(&machine.id, &record, state.now(), entry.as_ref()).await?;
+    let completed = match state.store.complete_with_package(&machine.id, &record, state.now(), entry.as_ref()).await {
+        Ok(completed) => completed,
+        Err(e) => {
+            // Nothing records the published package: it must not stay behind. The action
+            // stays InProgress, so the agent retries.
+            if let Err(removal) = state.blobs.delete(&key).await {
+                tracing::error!(action_id = %id, %key, "removing an unrecorded package failed: {removal}");
+            }
+            return Err(e.into());
+        }
+    };
     state.dispatcher.action_changed();
     if completed.is_none() {
         // Cancelled or timed out while uploading: the package must not linger.
@@ -455,5 +500,21 @@ pub async fn confirm_cancel(
             ErrorCode::DisallowedOperation,
             format!("MachineAction {id} has no cancellation pending on this machine"),
         )),
+    }
+}
+
+/// The agent received the action handed to it by a poll: its claim is confirmed and is
+/// not offered again.
+pub async fn accept(
+    State(state): State<AppState>,
+    AgentIdentity(machine): AgentIdentity,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = action_id(&id)?;
+    let entry = audit::entry_for_call(StatusCode::NO_CONTENT.as_u16());
+    if state.store.accept_action(&machine.id, id, state.now(), entry.as_ref()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(ErrorCode::DisallowedOperation, format!("MachineAction {id} is not running on this machine")))
     }
 }

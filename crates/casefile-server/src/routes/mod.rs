@@ -72,7 +72,8 @@ pub fn router(state: AppState) -> Router {
         .route("/actions/next", get(agent::next_task))
         .route("/actions/{id}/package", put(agent::upload_package))
         .route("/actions/{id}/failure", post(agent::report_failure))
-        .route("/actions/{id}/cancelled", post(agent::confirm_cancel));
+        .route("/actions/{id}/cancelled", post(agent::confirm_cancel))
+        .route("/actions/{id}/accepted", post(agent::accept));
     Router::new()
         .merge(public)
         .merge(admin_api)

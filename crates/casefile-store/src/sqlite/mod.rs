@@ -1389,4 +1389,104 @@ impl Store for SqliteStore {
         let rows = sqlx::query(AssertSqlSafe(sql)).bind(tenant).bind(name).fetch_all(&self.pool).await?;
         rows.iter().map(machine_from_row).collect()
     }
+
+    async fn claim_leased(
+        &self,
+        machine_id: &str,
+        at: Timestamp,
+        lease_until: Option<Timestamp>,
+        audit: Option<&(dyn for<'c> Fn(&'c Claim) -> AuditEntry + Sync)>,
+    ) -> Result<Option<Claim>> {
+        // The UPDATE comes first so the transaction takes the write lock at once (a read
+        // first could not be upgraded when another writer got in between).
+        let sql = format!(
+            "UPDATE machine_actions SET status = 'InProgress', lease_expires_at = ?, accepted_at = ?, \
+                 offers = offers + 1, \
+                 updated_at = CASE WHEN status = 'Pending' THEN ? ELSE updated_at END \
+             WHERE id = (SELECT id FROM machine_actions WHERE machine_id = ? AND \
+                             (status = 'Pending' OR (status = 'InProgress' AND accepted_at IS NULL \
+                              AND cancel_requested_at IS NULL AND lease_expires_at <= ?)) \
+                         ORDER BY status = 'Pending', created_at LIMIT 1) \
+               AND status IN ('Pending', 'InProgress') \
+             RETURNING {ACTION_COLUMNS}, offers"
+        );
+        let mut tx = self.write().await?;
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(lease_until.map(micros))
+            .bind(lease_until.is_none().then(|| micros(at)))
+            .bind(micros(at))
+            .bind(machine_id)
+            .bind(micros(at))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let claim = match row {
+            Some(row) => {
+                let offers: i64 = row.try_get("offers")?;
+                Some(Claim { action: action_from_row(&row)?, offers: u32::try_from(offers).unwrap_or(u32::MAX) })
+            }
+            None => None,
+        };
+        if let (Some(claim), Some(entry)) = (&claim, audit) {
+            insert_audit(&mut tx, &entry(claim)).await?;
+        }
+        tx.commit().await?;
+        Ok(claim)
+    }
+
+    async fn accept_action(
+        &self,
+        machine_id: &str,
+        id: Uuid,
+        at: Timestamp,
+        audit: Option<&AuditEntry>,
+    ) -> Result<bool> {
+        let mut tx = self.write().await?;
+        let changed = sqlx::query(
+            "UPDATE machine_actions SET accepted_at = COALESCE(accepted_at, ?) \
+             WHERE id = ? AND machine_id = ? AND status = 'InProgress'",
+        )
+        .bind(micros(at))
+        .bind(id.to_string())
+        .bind(machine_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed > 0 {
+            insert_audit_opt(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(changed > 0)
+    }
+
+    async fn fail_in_progress_except(&self, machine_id: &str, keep: &[Uuid], change: &Transition) -> Result<Vec<Uuid>> {
+        let mut q = QueryBuilder::<Sqlite>::new("");
+        push_transition_set(&mut q, change);
+        q.push(" WHERE machine_id = ").push_bind(machine_id.to_owned());
+        q.push(" AND status = 'InProgress'");
+        if !keep.is_empty() {
+            q.push(" AND id NOT IN (");
+            let mut list = q.separated(", ");
+            for id in keep {
+                list.push_bind(id.to_string());
+            }
+            list.push_unseparated(")");
+        }
+        q.push(" RETURNING id");
+        let mut tx = self.write().await?;
+        let rows = q.build().fetch_all(&mut *tx).await?;
+        let failed = rows.iter().map(|r| uuid_column(r, "id")).collect::<Result<Vec<_>>>()?;
+        tx.commit().await?;
+        Ok(failed)
+    }
+
+    async fn next_lease_end(&self, machine_id: &str) -> Result<Option<Timestamp>> {
+        let end: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(lease_expires_at) FROM machine_actions WHERE machine_id = ? AND status = 'InProgress' \
+             AND accepted_at IS NULL AND cancel_requested_at IS NULL",
+        )
+        .bind(machine_id)
+        .fetch_one(&self.pool)
+        .await?;
+        opt_from_micros(end)
+    }
 }

@@ -43,6 +43,7 @@ async fn a_package_has_its_whole_chain_of_custody() {
         [
             ("collect".into(), "application".into(), "ok".into()),
             ("action.dispatch".into(), "agent".into(), "ok".into()),
+            ("action.accept".into(), "agent".into(), "ok".into()),
             ("package.upload".into(), "agent".into(), "ok".into()),
             ("link.issue".into(), "application".into(), "ok".into()),
             ("package.download".into(), "link".into(), "ok".into()),
@@ -51,13 +52,13 @@ async fn a_package_has_its_whole_chain_of_custody() {
     let all = custody["events"].as_array().unwrap();
     assert_eq!(all[0]["actor"], "e2e tests");
     assert_eq!(all[1]["actor"], agent.identity.machine_id.as_str());
-    let upload = &all[2]["detail"];
+    let upload = &all[3]["detail"];
     assert_eq!(upload["sha256"], sha.as_str());
     assert_eq!(upload["manifestSha256"].as_str().unwrap().len(), 64);
     let enrolled = server.server().state().store.machine("default", &agent.identity.machine_id).await.unwrap().unwrap();
     assert_eq!(upload["signedBy"].as_str(), enrolled.agent_public_key.as_deref(), "signed by the enrolled key");
-    assert_eq!(all[4]["actor"], "e2e tests", "the download is attributed to whoever asked for the link");
-    assert_eq!(all[4]["sourceIp"], "127.0.0.1");
+    assert_eq!(all[5]["actor"], "e2e tests", "the download is attributed to whoever asked for the link");
+    assert_eq!(all[5]["sourceIp"], "127.0.0.1");
     for event in all {
         assert!(event["correlationId"].is_string() || event["event"] == "action.dispatch", "{event}");
     }

@@ -8,6 +8,7 @@ mod auth;
 mod cancel;
 mod cli;
 mod durability;
+mod faults;
 mod flood;
 mod hardening;
 mod identity;
