@@ -181,4 +181,6 @@ pub trait Store: Send + Sync + 'static {
     /// Adds `tag` (if no tag equal to it, case aside, is there) or removes it, in one
     /// statement so concurrent changes are not lost; the machine afterwards.
     async fn change_machine_tag(&self, machine_id: &str, tag: &str, add: bool) -> Result<Option<MachineRecord>>;
+    /// A live (not deleted) package of `tenant` whose zip has this SHA-256 (hex, lower case).
+    async fn package_by_sha256(&self, tenant: &str, sha256: &str) -> Result<Option<PackageRecord>>;
 }

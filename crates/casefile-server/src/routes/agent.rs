@@ -21,7 +21,7 @@ use super::{Json, Path, action_id};
 use crate::audit;
 use crate::auth::caller::bearer;
 use crate::error::{ApiError, ApiResult};
-use crate::ingest::{self, Refusal, Signer};
+use crate::ingest::{self, Claim, Refusal, Signer};
 use crate::secrets;
 use crate::state::AppState;
 
@@ -230,7 +230,8 @@ pub async fn upload_package(
     let enrolled =
         enrolled.map_err(|e| ApiError::internal_from(format!("machine {} has a bad agent key: {e}", machine.id)))?;
     let signer = enrolled.as_ref().map_or(Signer::Any, Signer::Enrolled);
-    let received = match ingest::receive(&state, &machine.tenant_id, id, &headers, body, signer).await {
+    let claim = Claim::Upload { action: &action, machine_id: &machine.id };
+    let received = match ingest::receive(&state, &machine.tenant_id, id, &headers, body, signer, claim).await {
         Ok(received) => received,
         // The action stays InProgress so the agent can retry; a silent agent still ends
         // in TimeOut.

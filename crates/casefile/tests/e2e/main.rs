@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod cancel;
 mod cli;
+mod hostile;
 mod identity;
 mod issuers;
 mod lifecycle;
