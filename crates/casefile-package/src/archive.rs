@@ -245,7 +245,7 @@ impl<R: Read + Seek> Archive<R> {
             total += n as u64;
             if total > ceiling {
                 let why = if ceiling < entry.size {
-                    format!("it inflates past its manifest size of {limit} bytes")
+                    format!("it inflates past the {limit} bytes allowed for it")
                 } else {
                     format!("it inflates past its declared size of {} bytes", entry.size)
                 };
@@ -254,7 +254,8 @@ impl<R: Read + Seek> Archive<R> {
             crc.update(&buf[..n]);
             sink(&buf[..n]);
         }
-        if total != entry.size && total < limit {
+        // `total` never passes the declared size, so any difference is a shortfall.
+        if total != entry.size {
             return Err(refused(&entry.name, format!("it inflates to {total} bytes, not the {} declared", entry.size)));
         }
         if crc.finalize() != entry.crc32 {

@@ -274,3 +274,32 @@ async fn an_import_naming_another_machine_or_an_action_or_already_held_is_refuse
     let message = error["message"].as_str().unwrap();
     assert!(message.contains("Duplicate import") && message.contains(first["id"].as_str().unwrap()), "{message}");
 }
+
+/// Figures for issue 9's closing note, not a test of speed: each case's time per request
+/// through upload and import on this machine. Run with `--ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn hostile_corpus_request_times() {
+    let server = TestServer::start().await;
+    let agent = Uploader::enroll(&server, "timings").await;
+    let machine = server.seed_machine("timings-import.example").await;
+    println!("| case | bytes | upload | upload ms | import | import ms |\n|---|---|---|---|---|---|");
+    for name in case_names() {
+        let action = agent.claim(&server).await;
+        let upload_case = case_named(corpus::cases(&key(), &meta(Some(action), Some(&agent.machine_id))), name);
+        let import_case = case_named(corpus::cases(&key(), &meta(None, Some(&machine))), name);
+        let bytes = upload_case.bytes.len();
+        let started = std::time::Instant::now();
+        let uploaded = agent.upload(action, upload_case.bytes).await.status().as_u16();
+        let upload_ms = started.elapsed().as_millis();
+        let started = std::time::Instant::now();
+        let imported = import(&server, &machine, import_case.bytes).await.status().as_u16();
+        let import_ms = started.elapsed().as_millis();
+        let verdict = |status: u16| if status == 400 { "refused" } else { "NOT REFUSED" };
+        println!(
+            "| {name} | {bytes} | {} ({uploaded}) | {upload_ms} | {} ({imported}) | {import_ms} |",
+            verdict(uploaded),
+            verdict(imported)
+        );
+    }
+}
