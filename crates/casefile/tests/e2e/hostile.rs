@@ -302,4 +302,23 @@ async fn hostile_corpus_request_times() {
             verdict(imported)
         );
     }
+    // Replays (item 6): a genuine package for a second action, a random action id, and
+    // an import of a zip already held.
+    let first = agent.claim(&server).await;
+    let package = corpus::genuine(&key(), meta(Some(first), Some(&agent.machine_id)));
+    assert_eq!(agent.upload(first, package.clone()).await.status(), 200);
+    let second = agent.claim(&server).await;
+    let started = std::time::Instant::now();
+    let replayed = agent.upload(second, package).await.status().as_u16();
+    println!("| replayed-for-second-action | upload {replayed} | {} ms |", started.elapsed().as_millis());
+    let action = agent.claim(&server).await;
+    let random = corpus::genuine(&key(), meta(Some(Uuid::new_v4()), Some(&agent.machine_id)));
+    let started = std::time::Instant::now();
+    let status = agent.upload(action, random).await.status().as_u16();
+    println!("| random-action-id | upload {status} | {} ms |", started.elapsed().as_millis());
+    let offline = corpus::genuine(&key(), meta(None, Some(&machine)));
+    assert_eq!(import(&server, &machine, offline.clone()).await.status(), 201);
+    let started = std::time::Instant::now();
+    let status = import(&server, &machine, offline).await.status().as_u16();
+    println!("| duplicate-import | import {status} | {} ms |", started.elapsed().as_millis());
 }
