@@ -637,3 +637,40 @@ impl NameTree {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+    use crate::writer::PackageMeta;
+    use crate::{ItemOutcome, ItemSink, PackageWriter};
+
+    #[test]
+    fn a_package_past_the_classic_zip_entry_count_opens_through_zip64() {
+        let mut writer = PackageWriter::new(Cursor::new(Vec::new()), PackageMeta::detached("test"));
+        writer.begin_collector("many", "Many");
+        for i in 0..66_000 {
+            let sink: &mut dyn ItemSink = &mut writer;
+            sink.file(&format!("{i}"), "x", |w| w.write_all(b"x").map(|()| ItemOutcome::ok())).unwrap();
+        }
+        writer.end_collector(None);
+        let bytes = writer.finish().unwrap().0.into_inner();
+        let end = &bytes[bytes.len() - 22..];
+        assert_eq!(u16_at(end, 10), u16::MAX, "the classic end record is saturated: zip64 is in use");
+        let report = crate::verify(Cursor::new(&bytes[..])).unwrap();
+        assert!(report.is_ok(), "{:?}", &report.problems[..report.problems.len().min(3)]);
+        assert_eq!(report.files_checked, 66_002);
+    }
+
+    #[test]
+    fn names_are_folded_per_part_and_files_are_not_folders() {
+        let mut tree = NameTree::default();
+        tree.try_claim("a/b.csv").unwrap();
+        assert!(tree.try_claim("A/B.CSV").unwrap_err().contains("duplicate"));
+        assert!(tree.try_claim("a").unwrap_err().contains("folder"));
+        assert!(tree.try_claim("a/b.csv/c").unwrap_err().contains("file"));
+        tree.try_claim("a/\u{212a}elvin").unwrap();
+        assert!(tree.try_claim("a/kelvin").unwrap_err().contains("duplicate"), "the Kelvin sign folds to k");
+    }
+}
