@@ -522,8 +522,28 @@ pub fn unsafe_name(name: &str) -> Option<String> {
             }
             _ => {}
         }
+        if let Some(c) = part.chars().find(|c| folds_unsafe(*c)) {
+            return Some(format!(
+                "its name holds {c:?}, which folds (NFKC) to a separator, a colon or a control character"
+            ));
+        }
+        if folds_to_dots(part) {
+            return Some("its name has a part that folds (NFKC) to `.` or `..`".to_owned());
+        }
     }
     None
+}
+
+/// A character that reads as a separator, a colon or a control character once folded
+/// to its compatibility form (fullwidth `／`, `＼`, `：`).
+pub fn folds_unsafe(c: char) -> bool {
+    std::iter::once(c).nfkc().any(|f| matches!(f, '/' | '\\' | ':') || f.is_control())
+}
+
+/// A name part that folds to `.` or `..` (`‥`, fullwidth full stops).
+pub fn folds_to_dots(part: &str) -> bool {
+    let folded: String = part.nfkc().collect();
+    folded == "." || folded == ".."
 }
 
 fn check_name(name: &str) -> Result<(), PackageError> {

@@ -325,17 +325,22 @@ const KEPT_SEGMENT_BYTES: usize = 200;
 
 /// Keeps entry names inside the package and readable alike by every extractor (see
 /// [`crate::archive::unsafe_name`]): no absolute paths, no `..` or `.`, no empty parts;
-/// backslashes separate parts; colons and control characters become `_`; long parts
-/// are cut. Deterministic: the same name always gives the same entry.
+/// backslashes separate parts; colons, control characters and characters that fold to
+/// either or to a separator become `_`; a part that folds to `..` gets a `_` in front;
+/// long parts are cut. Deterministic: the same name always gives the same entry.
 fn safe_name(name: &str) -> String {
     let parts: Vec<String> = name
         .split(['/', '\\'])
         .filter(|p| !p.is_empty() && *p != "." && *p != "..")
         .map(|p| {
-            let mut part: String = p.chars().map(|c| if c == ':' || c.is_control() { '_' } else { c }).collect();
+            let unsafe_char = |c: char| c == ':' || c.is_control() || crate::archive::folds_unsafe(c);
+            let mut part: String = p.chars().map(|c| if unsafe_char(c) { '_' } else { c }).collect();
             if part.len() > KEPT_SEGMENT_BYTES {
                 let cut = (0..=KEPT_SEGMENT_BYTES).rev().find(|i| part.is_char_boundary(*i)).unwrap_or(0);
                 part.truncate(cut);
+            }
+            if crate::archive::folds_to_dots(&part) {
+                part.insert(0, '_');
             }
             part
         })

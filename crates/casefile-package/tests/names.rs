@@ -15,7 +15,7 @@ use proptest::prelude::*;
 /// fullwidth letters, ß).
 const ALPHABET: &[char] = &[
     'a', 'A', 'b', '/', '\\', '.', ':', '\0', '\n', '\u{7f}', 'é', 'e', '\u{301}', '~', '2', ' ', 'Ａ', 'ß', 'S', 'K',
-    '\u{212a}', 'C',
+    '\u{212a}', 'C', '\u{ff0f}', '\u{ff3c}', '\u{ff1a}', '\u{2025}', '\u{ff0e}', '\u{2024}',
 ];
 
 fn hostile_name() -> impl Strategy<Value = String> {
