@@ -6,6 +6,9 @@
 //! not grow with file sizes. The verifier re-reads a package and names every file that
 //! does not match its manifest. Agent, server and CLI share both.
 
+pub mod archive;
+#[doc(hidden)]
+pub mod corpus;
 mod hashing;
 pub mod manifest;
 pub mod signature;
@@ -13,10 +16,11 @@ mod summary;
 pub mod verify;
 pub mod writer;
 
+pub use archive::Limits;
 pub use hashing::hash_reader;
 pub use manifest::{CollectorRun, ItemStatus, Manifest, ManifestHost, ManifestItem};
 pub use signature::SignatureCheck;
-pub use verify::{Problem, VerifyReport, verify, verify_with};
+pub use verify::{Problem, VerifyReport, verify, verify_with, verify_with_limits};
 pub use writer::{ItemOutcome, ItemSink, PackageWriter};
 
 /// Names of the files at the package root that the writer adds itself.
@@ -27,12 +31,19 @@ pub const SUMMARY_CSV_PATH: &str = "CollectionSummaryReport.csv";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
-    #[error("writing the package failed: {0}")]
+    #[error("reading or writing the package failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("the zip container is invalid: {0}")]
     Zip(#[from] zip::result::ZipError),
     #[error("manifest.json is missing or unreadable: {0}")]
     Manifest(String),
+    /// The zip is not one the package writer could have made (truncated, not a zip,
+    /// records outside its directory).
+    #[error("the zip is refused: {0}")]
+    Malformed(String),
+    /// One entry is refused; `entry` is its name as stored.
+    #[error("entry {entry:?} is refused: {why}")]
+    Refused { entry: String, why: String },
     #[error("the collection was cancelled")]
     Cancelled,
 }

@@ -3,11 +3,10 @@
 use std::collections::HashSet;
 use std::io::{Read, Seek};
 
-use zip::ZipArchive;
-
 use ed25519_dalek::VerifyingKey;
+use sha2::{Digest, Sha256};
 
-use crate::hashing::hash_reader;
+use crate::archive::{Archive, Limits};
 use crate::manifest::Manifest;
 use crate::signature::{self, SignatureCheck};
 use crate::{MANIFEST_PATH, PackageError, SIGNATURE_PATH};
@@ -19,9 +18,25 @@ const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 /// A file that does not match the manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
-    Missing { path: String },
-    Altered { path: String, expected_sha256: String, actual_sha256: String, expected_size: u64, actual_size: u64 },
-    Unlisted { path: String },
+    Missing {
+        path: String,
+    },
+    Altered {
+        path: String,
+        expected_sha256: String,
+        actual_sha256: String,
+        expected_size: u64,
+        actual_size: u64,
+    },
+    Unlisted {
+        path: String,
+    },
+    /// The zip declares the file larger than the manifest lists it (it is not inflated).
+    Oversized {
+        path: String,
+        expected_size: u64,
+        declared_size: u64,
+    },
 }
 
 impl std::fmt::Display for Problem {
@@ -33,6 +48,10 @@ impl std::fmt::Display for Problem {
                 "{path}: altered (manifest {expected_sha256}, {expected_size} bytes; file {actual_sha256}, {actual_size} bytes)"
             ),
             Self::Unlisted { path } => write!(f, "{path}: present but not in the manifest"),
+            Self::Oversized { path, expected_size, declared_size } => write!(
+                f,
+                "{path}: altered (manifest {expected_size} bytes; the zip declares {declared_size} bytes, not inflated)"
+            ),
         }
     }
 }
@@ -67,7 +86,18 @@ pub fn verify<R: Read + Seek>(reader: R) -> Result<VerifyReport, PackageError> {
 
 /// [`verify`], also checking `manifest.sig`, against `expected` when given.
 pub fn verify_with<R: Read + Seek>(reader: R, expected: Option<&VerifyingKey>) -> Result<VerifyReport, PackageError> {
-    let mut zip = ZipArchive::new(reader)?;
+    verify_with_limits(reader, expected, Limits::default())
+}
+
+/// [`verify_with`] under explicit [`Limits`]. The zip's structure is refused first (see
+/// [`crate::archive`]); then every listed file is inflated once, never past its manifest
+/// size, and hashed.
+pub fn verify_with_limits<R: Read + Seek>(
+    reader: R,
+    expected: Option<&VerifyingKey>,
+    limits: Limits,
+) -> Result<VerifyReport, PackageError> {
+    let mut zip = Archive::open(reader, limits)?;
     let manifest_bytes =
         read_small(&mut zip, MANIFEST_PATH)?.ok_or_else(|| PackageError::Manifest("not in the package".to_owned()))?;
     let manifest: Manifest =
@@ -77,16 +107,26 @@ pub fn verify_with<R: Read + Seek>(reader: R, expected: Option<&VerifyingKey>) -
     let mut problems = Vec::new();
     let mut listed = HashSet::new();
     for item in &manifest.items {
-        listed.insert(item.path.as_str());
-        let entry = match zip.by_name(&item.path) {
-            Ok(entry) => entry,
-            Err(zip::result::ZipError::FileNotFound) => {
-                problems.push(Problem::Missing { path: item.path.clone() });
-                continue;
-            }
-            Err(e) => return Err(e.into()),
+        if !listed.insert(item.path.as_str()) {
+            return Err(PackageError::Manifest(format!("it lists {:?} twice", item.path)));
+        }
+        let Some(index) = zip.index_of(&item.path) else {
+            problems.push(Problem::Missing { path: item.path.clone() });
+            continue;
         };
-        let (sha, size) = hash_reader(entry)?;
+        let declared = zip.entries()[index].size;
+        if declared > item.size {
+            // Not inflated at all: the zip itself says the file is not the one listed.
+            problems.push(Problem::Oversized {
+                path: item.path.clone(),
+                expected_size: item.size,
+                declared_size: declared,
+            });
+            continue;
+        }
+        let mut hasher = Sha256::new();
+        let size = zip.stream(index, item.size, &mut |chunk| hasher.update(chunk))?;
+        let sha = hex::encode(hasher.finalize());
         if sha != item.sha256 || size != item.size {
             problems.push(Problem::Altered {
                 path: item.path.clone(),
@@ -97,27 +137,20 @@ pub fn verify_with<R: Read + Seek>(reader: R, expected: Option<&VerifyingKey>) -
             });
         }
     }
-    for name in zip.file_names() {
-        let name = name?;
-        if name != MANIFEST_PATH && name != SIGNATURE_PATH && !name.ends_with('/') && !listed.contains(name.as_ref()) {
-            problems.push(Problem::Unlisted { path: name.into_owned() });
+    for entry in zip.entries() {
+        let name = entry.name.as_str();
+        if name != MANIFEST_PATH && name != SIGNATURE_PATH && !listed.contains(name) {
+            problems.push(Problem::Unlisted { path: name.to_owned() });
         }
     }
-    let manifest_sha256 = hash_reader(&manifest_bytes[..])?.0;
+    let manifest_sha256 = hex::encode(Sha256::digest(&manifest_bytes));
     Ok(VerifyReport { files_checked: manifest.items.len(), manifest, manifest_sha256, problems, signature })
 }
 
 /// An entry read whole, refusing one larger than [`MAX_MANIFEST_BYTES`]; `None` if absent.
-fn read_small<R: Read + Seek>(zip: &mut ZipArchive<R>, name: &str) -> Result<Option<Vec<u8>>, PackageError> {
-    let entry = match zip.by_name(name) {
-        Ok(entry) => entry,
-        Err(zip::result::ZipError::FileNotFound) => return Ok(None),
-        Err(e) => return Err(e.into()),
+fn read_small<R: Read + Seek>(zip: &mut Archive<R>, name: &str) -> Result<Option<Vec<u8>>, PackageError> {
+    let Some(index) = zip.index_of(name) else {
+        return Ok(None);
     };
-    let mut bytes = Vec::new();
-    entry.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-        return Err(PackageError::Manifest(format!("{name} is larger than {MAX_MANIFEST_BYTES} bytes")));
-    }
-    Ok(Some(bytes))
+    zip.read_to_vec(index, MAX_MANIFEST_BYTES).map(Some)
 }

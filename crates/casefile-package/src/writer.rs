@@ -125,7 +125,7 @@ impl<W: Write + Seek> PackageWriter<W> {
             items: Vec::new(),
             collectors: Vec::new(),
             current: None,
-            names: EntryNames::default(),
+            names: EntryNames::reserving(&[MANIFEST_PATH, SIGNATURE_PATH, SUMMARY_HTML_PATH, SUMMARY_CSV_PATH]),
         }
     }
 
@@ -253,7 +253,7 @@ impl<W: Write + Seek> ItemSink for PackageWriter<W> {
         fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<ItemOutcome>,
     ) -> Result<(), PackageError> {
         let (collector, path) = match &self.current {
-            Some(open) => (open.name.clone(), format!("{}/{}", open.folder, safe_name(name))),
+            Some(open) => (open.name.clone(), format!("{}/{}", safe_name(&open.folder), safe_name(name))),
             None => ("casefile".to_owned(), safe_name(name)),
         };
         let path = self.names.claim(path);
@@ -262,46 +262,89 @@ impl<W: Write + Seek> ItemSink for PackageWriter<W> {
 }
 
 /// The entry names taken so far. Names from a host can coincide (two file names that are
-/// the same after lossy UTF-8 conversion) or collide with a folder (`firewall` beside
-/// `firewall/rules`); a zip with either is refused by unzip tools, so later ones get `~2`,
-/// `~3`, ... on the clashing part. The manifest records each file's exact source.
+/// the same after lossy UTF-8 conversion, or that differ only in letter case or Unicode
+/// form, which extractors on macOS and Windows fold) or collide with a folder (`firewall`
+/// beside `firewall/rules`); the reader refuses a zip with either, so later ones get `~2`,
+/// `~3`, ... on the clashing part. Names are compared folded as the reader folds them.
+/// The manifest records each file's exact source.
 #[derive(Default)]
 struct EntryNames {
     files: HashSet<String>,
     folders: HashSet<String>,
 }
 
+/// `path` folded part by part, as [`crate::archive`] compares names.
+fn folded(path: &str) -> String {
+    path.split('/').map(crate::archive::fold).collect::<Vec<_>>().join("/")
+}
+
 impl EntryNames {
+    /// Names the writer adds itself at the package root: no collector file may take them.
+    fn reserving(names: &[&str]) -> Self {
+        let mut taken = Self::default();
+        for name in names {
+            taken.files.insert(folded(name));
+        }
+        taken
+    }
+
     fn claim(&mut self, wanted: String) -> String {
         let mut path = wanted;
         while let Some(end) = self.clash(&path) {
             let (head, tail) = path.split_at(end);
             // A free name for the clashing part: no file, and no folder either when it is
             // the file's own name.
-            let free = |h: &String| !self.files.contains(h) && (!tail.is_empty() || !self.folders.contains(h));
+            let free = |h: &String| {
+                let key = folded(h);
+                !self.files.contains(&key) && (!tail.is_empty() || !self.folders.contains(&key))
+            };
             let head = (2..).map(|n| format!("{head}~{n}")).find(free).unwrap_or_default();
             path = format!("{head}{tail}");
         }
         for (i, _) in path.match_indices('/') {
-            self.folders.insert(path[..i].to_owned());
+            self.folders.insert(folded(&path[..i]));
         }
-        self.files.insert(path.clone());
+        self.files.insert(folded(&path));
         path
     }
 
     /// Where `path` clashes: the end of a prefix that is a file, or of the whole path when
     /// it is a file or folder already.
     fn clash(&self, path: &str) -> Option<usize> {
-        if let Some((i, _)) = path.match_indices('/').find(|(i, _)| self.files.contains(&path[..*i])) {
+        if let Some((i, _)) = path.match_indices('/').find(|(i, _)| self.files.contains(&folded(&path[..*i]))) {
             return Some(i);
         }
-        (self.files.contains(path) || self.folders.contains(path)).then_some(path.len())
+        let key = folded(path);
+        (self.files.contains(&key) || self.folders.contains(&key)).then_some(path.len())
     }
 }
 
-/// Keeps entry names inside the package: no absolute paths, no `..`, no empty parts.
+/// Longest name part the writer keeps, leaving room for a `~N` suffix below the
+/// reader's limit.
+const KEPT_SEGMENT_BYTES: usize = 200;
+
+/// Keeps entry names inside the package and readable alike by every extractor (see
+/// [`crate::archive::unsafe_name`]): no absolute paths, no `..` or `.`, no empty parts;
+/// backslashes separate parts; colons, control characters and characters that fold to
+/// either or to a separator become `_`; a part that folds to `..` gets a `_` in front;
+/// long parts are cut. Deterministic: the same name always gives the same entry.
 fn safe_name(name: &str) -> String {
-    let parts: Vec<&str> = name.split(['/', '\\']).filter(|p| !p.is_empty() && *p != "." && *p != "..").collect();
+    let parts: Vec<String> = name
+        .split(['/', '\\'])
+        .filter(|p| !p.is_empty() && *p != "." && *p != "..")
+        .map(|p| {
+            let unsafe_char = |c: char| c == ':' || c.is_control() || crate::archive::folds_unsafe(c);
+            let mut part: String = p.chars().map(|c| if unsafe_char(c) { '_' } else { c }).collect();
+            if part.len() > KEPT_SEGMENT_BYTES {
+                let cut = (0..=KEPT_SEGMENT_BYTES).rev().find(|i| part.is_char_boundary(*i)).unwrap_or(0);
+                part.truncate(cut);
+            }
+            if crate::archive::folds_to_dots(&part) {
+                part.insert(0, '_');
+            }
+            part
+        })
+        .collect();
     if parts.is_empty() { "_".to_owned() } else { parts.join("/") }
 }
 

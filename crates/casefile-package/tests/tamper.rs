@@ -1,12 +1,12 @@
 //! A signed package verifies; any change to it is named: an altered, removed or added
 //! file, an edited manifest, a signature by another key, a missing signature.
 
-use std::io::{Cursor, Read, Write};
+use std::io::Cursor;
 
+use casefile_package::corpus::{self, RawEntry};
 use casefile_package::writer::PackageMeta;
 use casefile_package::{ItemOutcome, ItemSink, PackageWriter, Problem, SignatureCheck, verify_with};
 use ed25519_dalek::SigningKey;
-use zip::write::SimpleFileOptions;
 
 fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
@@ -30,26 +30,17 @@ fn package(signer: Option<&SigningKey>) -> Vec<u8> {
 
 /// The package with entries replaced (`Some(bytes)`), dropped (`None`) or added.
 fn rewrite(original: &[u8], change: &dyn Fn(&str) -> Option<Option<Vec<u8>>>, add: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut zip = zip::ZipArchive::new(Cursor::new(original)).unwrap();
-    let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).unwrap();
-        let name = entry.name().unwrap().into_owned();
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).unwrap();
-        let bytes = match change(&name) {
-            None => bytes,
-            Some(None) => continue,
-            Some(Some(replacement)) => replacement,
-        };
-        out.start_file(name.as_str(), SimpleFileOptions::default()).unwrap();
-        out.write_all(&bytes).unwrap();
+    let mut out = Vec::new();
+    for entry in corpus::entries_of(original) {
+        let name = String::from_utf8(entry.name.clone()).unwrap();
+        match change(&name) {
+            None => out.push(entry),
+            Some(None) => {}
+            Some(Some(replacement)) => out.push(RawEntry::file(&name, &replacement)),
+        }
     }
-    for (name, bytes) in add {
-        out.start_file(*name, SimpleFileOptions::default()).unwrap();
-        out.write_all(bytes).unwrap();
-    }
-    out.finish().unwrap().into_inner()
+    out.extend(add.iter().map(|(name, bytes)| RawEntry::file(name, bytes)));
+    corpus::assemble(&out, None)
 }
 
 fn check(bytes: &[u8], expected: Option<&SigningKey>) -> casefile_package::VerifyReport {
@@ -93,10 +84,9 @@ fn an_edited_manifest_breaks_the_signature() {
     // Re-hash a tampered file into the manifest: files match again, the signature does not.
     let tampered = b"user,uid\n".to_vec();
     let manifest = {
-        let mut zip = zip::ZipArchive::new(Cursor::new(&original[..])).unwrap();
-        let mut text = String::new();
-        zip.by_name("manifest.json").unwrap().read_to_string(&mut text).unwrap();
-        let mut manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let entries = corpus::entries_of(&original);
+        let text = &entries.iter().find(|e| e.name == b"manifest.json").unwrap().data;
+        let mut manifest: serde_json::Value = serde_json::from_slice(text).unwrap();
         for item in manifest["items"].as_array_mut().unwrap() {
             if item["path"] == "Users and groups/users.csv" {
                 use sha2::Digest;

@@ -1,12 +1,16 @@
 //! Receiving a package, for an agent's upload and for an import: staged through its
-//! announced size and SHA-256, then re-read whole: every file against `manifest.json`,
-//! and the manifest's signature against the expected key. Only a package that passes
-//! all of it is published to package storage.
+//! announced size and SHA-256, then re-read whole by the package reader (which refuses
+//! zips a casefile writer cannot make: duplicate or escaping names, links, overlapping
+//! records, entries past their manifest size), every file against `manifest.json`, the
+//! manifest's signature against the expected key, and the manifest's claims (machine,
+//! action, collection times) against the collection it is received for. Only a package
+//! that passes all of it is published to package storage.
 
 use axum::body::Body;
 use axum::http::HeaderMap;
 use casefile_package::SignatureCheck;
 use casefile_proto::ErrorCode;
+use casefile_proto::MachineAction;
 use casefile_proto::action::hresult;
 use casefile_proto::agent::SHA256_HEADER;
 use ed25519_dalek::VerifyingKey;
@@ -24,6 +28,21 @@ pub enum Signer<'a> {
     /// Any key, reported back (offline collections sign with a key of their own).
     Any,
 }
+
+/// What a package must be the collection of.
+#[derive(Debug, Clone, Copy)]
+pub enum Destination<'a> {
+    /// An agent's upload for `action`, running on machine `machine_id`: the manifest must
+    /// name both, and its times must fall within the action's life.
+    Upload { action: &'a MachineAction, machine_id: &'a str },
+    /// An offline collection imported to machine `machine_id`: the manifest may name no
+    /// other machine and no action (a package with an action id is an online
+    /// collection's), and the tenant must not hold the same zip already.
+    Import { machine_id: &'a str },
+}
+
+/// How far an agent's clock may be from the server's.
+const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 /// A package that passed every check and is stored under `key`.
 #[derive(Debug)]
@@ -63,6 +82,7 @@ pub async fn receive(
     headers: &HeaderMap,
     body: Body,
     signer: Signer<'_>,
+    claim: Destination<'_>,
 ) -> Result<Received, Refusal> {
     let size = headers
         .get(axum::http::header::CONTENT_LENGTH)
@@ -95,7 +115,11 @@ pub async fn receive(
                 }
             },
         )?;
+    if let Destination::Import { .. } = claim {
+        refuse_duplicate(state, tenant, &staged.sha256).await?;
+    }
     let checked = check_content(&staged, signer).await?;
+    check_claims(&checked, claim, state.now())?;
     let key = Blobs::package_key(tenant, action_id);
     let received = Received {
         key: key.clone(),
@@ -117,6 +141,90 @@ struct Checked {
     signed_by: String,
     manifest_sha256: String,
     collected: (casefile_proto::time::Timestamp, casefile_proto::time::Timestamp),
+    /// The manifest's claims, checked by [`check_claims`].
+    action_id: Option<Uuid>,
+    machine_id: Option<String>,
+}
+
+/// A replayed import: the same zip already stored for this tenant.
+async fn refuse_duplicate(state: &AppState, tenant: &str, sha256: &str) -> Result<(), Refusal> {
+    match state.store.package_by_sha256(tenant, sha256).await {
+        Ok(None) => Ok(()),
+        Ok(Some(existing)) => Err(Refusal::invalid(
+            ErrorCode::InvalidInput,
+            format!(
+                "Duplicate import: a package with SHA-256 {sha256} is already stored for MachineAction {}",
+                existing.action_id
+            ),
+        )),
+        Err(e) => Err(Refusal::Transient(e.into())),
+    }
+}
+
+/// The manifest's machine id, action id and collection times against `claim`; every
+/// failed check is named.
+fn check_claims(
+    checked: &Checked,
+    claim: Destination<'_>,
+    now: casefile_proto::time::Timestamp,
+) -> Result<(), Refusal> {
+    let mut failed = Vec::new();
+    let (started, finished) = checked.collected;
+    let named = |id: &Option<String>| id.as_deref().map_or_else(|| "none".to_owned(), str::to_owned);
+    match claim {
+        Destination::Upload { action, machine_id } => {
+            if checked.action_id != Some(action.id) {
+                failed.push(format!(
+                    "action id: the manifest names {}, not MachineAction {}",
+                    checked.action_id.map_or_else(|| "none".to_owned(), |id| id.to_string()),
+                    action.id
+                ));
+            }
+            if checked.machine_id.as_deref() != Some(machine_id) {
+                failed.push(format!(
+                    "machine id: the manifest names {}, not this machine {machine_id}",
+                    named(&checked.machine_id)
+                ));
+            }
+            if started < action.creation_date_time_utc - CLOCK_SKEW {
+                failed.push(format!(
+                    "collection times: started {} before the action was created at {}",
+                    casefile_proto::time::format(&started),
+                    casefile_proto::time::format(&action.creation_date_time_utc)
+                ));
+            }
+        }
+        Destination::Import { machine_id } => {
+            if let Some(action_id) = checked.action_id {
+                failed.push(format!(
+                    "action id: the manifest names MachineAction {action_id}, so it is an online collection's package, not an offline one"
+                ));
+            }
+            if checked.machine_id.as_deref().is_some_and(|m| m != machine_id) {
+                failed.push(format!(
+                    "machine id: the manifest names {}, not the target machine {machine_id}",
+                    named(&checked.machine_id)
+                ));
+            }
+        }
+    }
+    if started > finished {
+        failed.push(format!(
+            "collection times: started {} after it finished {}",
+            casefile_proto::time::format(&started),
+            casefile_proto::time::format(&finished)
+        ));
+    }
+    if finished > now + CLOCK_SKEW {
+        failed.push(format!("collection times: finished {} in the future", casefile_proto::time::format(&finished)));
+    }
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(Refusal::invalid(
+        ErrorCode::InvalidInput,
+        format!("The package is not this collection's: {}", failed.join("; ")),
+    ))
 }
 
 async fn check_content(staged: &Staged, signer: Signer<'_>) -> Result<Checked, Refusal> {
@@ -128,12 +236,13 @@ async fn check_content(staged: &Staged, signer: Signer<'_>) -> Result<Checked, R
     let report = tokio::task::spawn_blocking(move || {
         let file = std::fs::File::open(&path)?;
         casefile_package::verify_with(std::io::BufReader::new(file), expected.as_ref())
-            .map_err(|e| std::io::Error::other(e.to_string()))
     })
     .await
     .map_err(|e| Refusal::Transient(ApiError::internal_from(e)))?
-    .map_err(|e| {
-        Refusal::invalid(ErrorCode::InvalidInput, format!("The package is not a readable casefile package: {e}"))
+    .map_err(|e| match e {
+        // Our own disk failed reading the staged file: nothing is decided about the package.
+        casefile_package::PackageError::Io(e) => Refusal::Transient(ApiError::internal_from(e)),
+        e => Refusal::invalid(ErrorCode::InvalidInput, format!("The package is not a readable casefile package: {e}")),
     })?;
     if !report.is_ok() {
         let named: Vec<String> = report.problems.iter().take(PROBLEMS_NAMED).map(ToString::to_string).collect();
@@ -149,6 +258,8 @@ async fn check_content(staged: &Staged, signer: Signer<'_>) -> Result<Checked, R
             signed_by: public_key,
             manifest_sha256: report.manifest_sha256,
             collected: (report.manifest.started_utc, report.manifest.finished_utc),
+            action_id: report.manifest.action_id,
+            machine_id: report.manifest.host.machine_id,
         }),
         other => {
             Err(Refusal::invalid(ErrorCode::InvalidInput, format!("The package's signature does not hold: {other}")))

@@ -292,6 +292,8 @@ pub trait Store: Send + Sync + 'static {
     /// When the machine's earliest unconfirmed claim can be offered again, if it has one: a
     /// waiting poll wakes then.
     async fn next_lease_end(&self, machine_id: &str) -> Result<Option<Timestamp>>;
+    /// A live (not deleted) package of `tenant` whose zip has this SHA-256 (hex, lower case).
+    async fn package_by_sha256(&self, tenant: &str, sha256: &str) -> Result<Option<PackageRecord>>;
 }
 
 /// An action handed to an agent by [`Store::claim_leased`].

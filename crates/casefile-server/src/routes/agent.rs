@@ -26,7 +26,7 @@ use crate::audit;
 use crate::auth::caller::bearer;
 use crate::enrollment;
 use crate::error::{ApiError, ApiResult};
-use crate::ingest::{self, Refusal, Signer};
+use crate::ingest::{self, Destination, Refusal, Signer};
 use crate::secrets;
 use crate::state::AppState;
 
@@ -403,7 +403,8 @@ pub async fn upload_package(
     let enrolled =
         enrolled.map_err(|e| ApiError::internal_from(format!("machine {} has a bad agent key: {e}", machine.id)))?;
     let signer = enrolled.as_ref().map_or(Signer::Any, Signer::Enrolled);
-    let received = match ingest::receive(&state, &machine.tenant_id, id, &headers, body, signer).await {
+    let claim = Destination::Upload { action: &action, machine_id: &machine.id };
+    let received = match ingest::receive(&state, &machine.tenant_id, id, &headers, body, signer, claim).await {
         Ok(received) => received,
         // The action stays InProgress so the agent can retry; a silent agent still ends
         // in TimeOut.

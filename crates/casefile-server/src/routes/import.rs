@@ -15,7 +15,7 @@ use super::{BaseUrl, Intent, Path, caller_machine, reply};
 use crate::audit;
 use crate::auth::{Api, Caller};
 use crate::error::{ApiError, ApiResult};
-use crate::ingest::{self, Refusal, Signer, custody_detail};
+use crate::ingest::{self, Destination, Refusal, Signer, custody_detail};
 use crate::state::AppState;
 
 /// Imports an offline-collected package (`Machine.CollectForensics`).
@@ -53,7 +53,9 @@ pub async fn import(
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| "Imported offline collection".to_owned());
     let action_id = Uuid::new_v4();
-    let received = match ingest::receive(&state, &caller.tenant_id, action_id, &headers, body, Signer::Any).await {
+    let claim = Destination::Import { machine_id: &machine.id };
+    let received = match ingest::receive(&state, &caller.tenant_id, action_id, &headers, body, Signer::Any, claim).await
+    {
         Ok(received) => received,
         Err(Refusal::Transient(e)) => return Err(e),
         Err(Refusal::Invalid { code, why, .. }) => return Err(ApiError::new(code, why)),

@@ -1489,4 +1489,12 @@ impl Store for SqliteStore {
         .await?;
         opt_from_micros(end)
     }
+
+    async fn package_by_sha256(&self, tenant: &str, sha256: &str) -> Result<Option<PackageRecord>> {
+        let sql = format!(
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant_id = ? AND sha256 = ? AND deleted_at IS NULL LIMIT 1"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(tenant).bind(sha256).fetch_optional(&self.pool).await?;
+        row.as_ref().map(package_from_row).transpose()
+    }
 }

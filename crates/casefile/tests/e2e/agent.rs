@@ -13,9 +13,12 @@ use sha2::Digest;
 
 use crate::support::*;
 
-/// A small real package, signed by `key`, with one extra unlisted file when `smuggle`.
-fn signed_package(key: &SigningKey, smuggle: bool) -> Vec<u8> {
-    let meta = PackageMeta::detached("raw-agent");
+/// A small real package of `agent`'s action `action`, signed by `key`, with one extra
+/// unlisted file when `smuggle`.
+fn signed_package(key: &SigningKey, smuggle: bool, agent: &RawAgent, action: &str) -> Vec<u8> {
+    let mut meta = PackageMeta::detached("raw-agent");
+    meta.action_id = Some(action.parse().unwrap());
+    meta.host.machine_id = Some(agent.machine_id.clone());
     let mut writer = PackageWriter::new(std::io::Cursor::new(Vec::new()), meta);
     writer.begin_collector("system", "System information");
     let sink: &mut dyn ItemSink = &mut writer;
@@ -346,7 +349,7 @@ async fn uploads_are_checked_file_by_file_and_against_the_enrolled_key() {
     // Signed by another key: refused, the action fails with the reason.
     server.collect(&agent.machine_id, &token).await;
     let id = action_id(agent.poll(0).await.unwrap());
-    let foreign = signed_package(&SigningKey::from_bytes(&[4; 32]), false);
+    let foreign = signed_package(&SigningKey::from_bytes(&[4; 32]), false, &agent, &id);
     let sha = hex::encode(sha2::Sha256::digest(&foreign));
     let (status, error) = error_of(agent.upload(&id, foreign, &sha).await).await;
     assert_eq!((status, error["code"].as_str().unwrap()), (400, "InvalidInput"));
@@ -357,7 +360,7 @@ async fn uploads_are_checked_file_by_file_and_against_the_enrolled_key() {
     // A file the manifest does not list: refused, named.
     server.collect(&agent.machine_id, &token).await;
     let id = action_id(agent.poll(0).await.unwrap());
-    let smuggled = signed_package(&key, true);
+    let smuggled = signed_package(&key, true, &agent, &id);
     let sha = hex::encode(sha2::Sha256::digest(&smuggled));
     let (status, _) = error_of(agent.upload(&id, smuggled, &sha).await).await;
     assert_eq!(status, 400);
@@ -376,7 +379,7 @@ async fn uploads_are_checked_file_by_file_and_against_the_enrolled_key() {
     // The right key and an intact package: Succeeded.
     server.collect(&agent.machine_id, &token).await;
     let id = action_id(agent.poll(0).await.unwrap());
-    let good = signed_package(&key, false);
+    let good = signed_package(&key, false, &agent, &id);
     let sha = hex::encode(sha2::Sha256::digest(&good));
     assert_eq!(agent.upload(&id, good, &sha).await.status(), 200);
     assert_eq!(server.action(&id).await.status, ActionStatus::Succeeded);

@@ -11,6 +11,7 @@ mod durability;
 mod faults;
 mod flood;
 mod hardening;
+mod hostile;
 mod identity;
 mod issuers;
 mod lifecycle;

@@ -3,7 +3,6 @@
 //! package import` records it on the server, which verifies it again; a tampered copy is
 //! refused by both.
 
-use std::io::{Cursor, Read, Write};
 use std::process::Command;
 
 use casefile_proto::ActionStatus;
@@ -20,20 +19,12 @@ fn run(command: &mut Command) -> (bool, String) {
 
 /// The package with one file's bytes changed (the manifest left as it was).
 fn tampered(original: &[u8], victim: &str) -> Vec<u8> {
-    let mut zip = zip::ZipArchive::new(Cursor::new(original)).unwrap();
-    let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).unwrap();
-        let name = entry.name().unwrap().into_owned();
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).unwrap();
-        if name == victim {
-            bytes.extend_from_slice(b"\nappended by an attacker\n");
-        }
-        out.start_file(name.as_str(), zip::write::SimpleFileOptions::default()).unwrap();
-        out.write_all(&bytes).unwrap();
-    }
-    out.finish().unwrap().into_inner()
+    let mut entries = casefile_package::corpus::entries_of(original);
+    let entry = entries.iter_mut().find(|e| e.name == victim.as_bytes()).unwrap();
+    let mut bytes = entry.data.clone();
+    bytes.extend_from_slice(b"\nappended by an attacker\n");
+    *entry = casefile_package::corpus::RawEntry::file(victim, &bytes);
+    casefile_package::corpus::assemble(&entries, None)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
