@@ -34,6 +34,8 @@ pub struct AgentConfig {
     pub limits: casefile_collectors::Limits,
     /// Collection limits (collector timeout, package cap, priority).
     pub governance: Governance,
+    /// Whom the agent trusts as the server (pinned CA, saved CA or system roots).
+    pub trust: crate::trust::Trust,
 }
 
 impl AgentConfig {
@@ -47,6 +49,7 @@ impl AgentConfig {
             collectors: Collectors::all(),
             limits: Default::default(),
             governance: Governance::default(),
+            trust: Default::default(),
         }
     }
 }
@@ -162,7 +165,7 @@ pub async fn run_with_ready(
 /// Uses the saved identity, enrolling first when there is none (or the server no longer
 /// knows it and an enrollment token was given).
 async fn connect(config: &AgentConfig) -> Result<(Transport, Identity), AgentError> {
-    let base = Transport::new(&config.server)?;
+    let base = crate::trust::transport(config).await?;
     if let Some(saved) = identity::load(&config.state_dir)? {
         let transport = base.clone().with_credential(saved.credential.clone());
         match transport.hello(&HelloRequest { host: host::info(transport.base()) }).await {

@@ -50,10 +50,14 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },
-    /// Print a token an agent uses to enroll.
+    /// Print a token an agent uses to enroll, and the agent command that uses it (with
+    /// the server's public URL and the SHA-256 of the CA the agent pins).
     EnrollToken {
         #[arg(long)]
         data_dir: PathBuf,
+        /// The URL agents reach the server at [default: the server's public URL]
+        #[arg(long)]
+        server: Option<String>,
         #[arg(long, default_value = casefile_proto::DEFAULT_TENANT)]
         tenant: String,
         /// Lifetime in seconds [default: 7 days]
@@ -116,8 +120,12 @@ enum PackageCommand {
         #[arg(long)]
         machine: String,
         /// Base URL of the casefile server.
-        #[arg(long, env = "CASEFILE_SERVER", default_value = "http://127.0.0.1:8080")]
+        #[arg(long, env = "CASEFILE_SERVER", default_value = "https://127.0.0.1:8080")]
         server: String,
+        /// Trust only this CA certificate (PEM), e.g. the server's `<data_dir>/tls/ca.pem`;
+        /// default: the system's roots.
+        #[arg(long, env = "CASEFILE_CACERT")]
+        cacert: Option<PathBuf>,
         /// Bearer token with Machine.CollectForensics (see `casefile token`).
         #[arg(long, env = "CASEFILE_TOKEN")]
         token: String,
@@ -151,7 +159,11 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let server = Server::open(config).await?;
             let listener =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-            tracing::info!("casefile server listening on http://{}", listener.local_addr()?);
+            let scheme = if server.tls().is_some() { "https" } else { "http" };
+            tracing::info!("casefile server listening on {scheme}://{}", listener.local_addr()?);
+            if let Some(tls) = server.tls() {
+                tracing::info!(ca_sha256 = %tls.ca_pin(), "agents pin this CA (see `casefile enroll-token`)");
+            }
             server
                 .serve(listener, async {
                     let _ = tokio::signal::ctrl_c().await;
@@ -164,9 +176,12 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 server.mint_access_token(&TokenRequest { tenant, roles, requestor, ttl: Duration::from_secs(ttl) })?;
             println!("{token}");
         }
-        Command::EnrollToken { data_dir, tenant, ttl } => {
-            let server = open_existing(data_dir).await?;
-            println!("{}", server.create_enrollment_token(&tenant, ttl.map(Duration::from_secs)).await?);
+        Command::EnrollToken { data_dir, server: url, tenant, ttl } => {
+            let server = open_existing(data_dir.clone()).await?;
+            let token = server.create_enrollment_token(&tenant, ttl.map(Duration::from_secs)).await?;
+            println!("{token}");
+            let endpoint = casefile::enroll::endpoint_for(&data_dir, server.endpoint(), url);
+            println!("{}", casefile::enroll::agent_command(&endpoint, &token));
         }
         Command::App { command } => casefile::identity::run_app(command, &mut std::io::stdout()).await?,
         Command::Keys { command } => casefile::identity::run_keys(command, &mut std::io::stdout()).await?,
@@ -178,8 +193,10 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 anyhow::bail!("{} did not verify", file.display());
             }
         }
-        Command::Package { command: PackageCommand::Import { file, machine, server, token, comment } } => {
-            let action = casefile::package::import(&server, &token, &machine, &file, comment.as_deref()).await?;
+        Command::Package { command: PackageCommand::Import { file, machine, server, cacert, token, comment } } => {
+            let action =
+                casefile::package::import(&server, &token, &machine, &file, comment.as_deref(), cacert.as_deref())
+                    .await?;
             println!(
                 "imported as action {} ({}): {}",
                 action.id,

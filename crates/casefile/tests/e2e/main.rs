@@ -16,3 +16,4 @@ mod offline;
 mod openapi;
 mod rbac;
 mod support;
+mod transport;
