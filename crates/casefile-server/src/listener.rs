@@ -188,6 +188,9 @@ impl RefusalLog {
 pub(crate) struct Activity {
     in_flight: AtomicUsize,
     started: AtomicU64,
+    /// The read that saw the connection busy: woken when the request ends, so that the
+    /// idle timer starts then rather than at the next byte.
+    parked_read: std::sync::Mutex<Option<std::task::Waker>>,
 }
 
 pub(crate) struct Busy(Arc<Activity>);
@@ -202,7 +205,12 @@ impl Activity {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let parked = self.0.parked_read.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(waker) = parked {
+                waker.wake();
+            }
+        }
     }
 }
 
@@ -282,6 +290,12 @@ impl AsyncRead for TimedIo {
                 if this.busy() {
                     // A handler runs (a long poll, an upload): its body has its own timeout.
                     this.read_timer = None;
+                    *this.activity.parked_read.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+                    // The request may have ended between the check and the parking.
+                    if this.activity.in_flight.load(Ordering::Acquire) > 0 {
+                        return Poll::Pending;
+                    }
+                    cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
                 let idle = this.last_progress + this.limits.idle;
