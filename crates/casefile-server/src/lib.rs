@@ -55,7 +55,7 @@ pub enum ServerError {
     Invalid(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    #[error("TLS: {0}")]
+    #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Proxy(#[from] proxy::BadProxy),

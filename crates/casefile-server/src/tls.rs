@@ -46,8 +46,8 @@ macro_rules! ymd {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("creating the private CA: {0}")]
@@ -205,7 +205,7 @@ impl ResolvesServerCert for Tls {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Io { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| TlsError::Io { path: path.to_owned(), error: source })
 }
 
 fn invalid(path: &Path, message: impl Into<String>) -> TlsError {
@@ -346,7 +346,7 @@ fn create_dir(path: &Path) -> Result<(), TlsError> {
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(path).map_err(|source| TlsError::Io { path: path.to_owned(), source })
+    builder.create(path).map_err(|source| TlsError::Io { path: path.to_owned(), error: source })
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
@@ -357,7 +357,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
 /// old file or the new one, never half of one.
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     use std::io::Write as _;
-    let io = |source| TlsError::Io { path: path.to_owned(), source };
+    let io = |source| TlsError::Io { path: path.to_owned(), error: source };
     let tmp = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

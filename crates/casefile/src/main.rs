@@ -159,6 +159,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let server = Server::open(config).await?;
             let listener =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            casefile_server::tls::check_plain_http(&server.state().config, listener.local_addr()?.ip())?;
             let scheme = if server.tls().is_some() { "https" } else { "http" };
             tracing::info!("casefile server listening on {scheme}://{}", listener.local_addr()?);
             if let Some(tls) = server.tls() {
