@@ -369,3 +369,18 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     let _ = beyond.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(closed_by_server(&mut beyond).await.is_empty(), "closed without an answer");
 }
+
+#[tokio::test]
+async fn the_default_issuer_is_the_public_url_and_old_casefile_tokens_stay_valid() {
+    let server = TestServer::start().await;
+    assert_eq!(server.server().state().config.auth.issuer, server.base, "URL-shaped, as msal's OIDC mode wants");
+    // Minted before the default changed: `iss` "casefile", signed by the server's key.
+    let old = server.sign(&casefile_server::auth::AccessClaims {
+        iss: casefile_server::LEGACY_ISSUER.into(),
+        ..server.claims(&[READ])
+    });
+    assert_eq!(server.get("/api/machines", &old).await.status(), 200);
+    let other =
+        server.sign(&casefile_server::auth::AccessClaims { iss: "someone-else".into(), ..server.claims(&[READ]) });
+    assert_eq!(server.get("/api/machines", &other).await.status(), 401);
+}
