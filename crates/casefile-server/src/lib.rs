@@ -204,10 +204,11 @@ impl Server {
         let sweeper = tokio::spawn(lifecycle::run(self.state.clone()));
         let key_refresh = tokio::spawn(auth::keys::run_refresh(self.state.clone()));
         let issuer_refresh = tokio::spawn(auth::issuers::run_refresh(self.state.clone()));
-        let reload = self
-            .tls
-            .clone()
-            .map(|tls| tokio::spawn(tls.run_reload(Duration::from_secs(self.state.config.tls.reload_seconds))));
+        let reload = self.tls.clone().map(|tls| {
+            tokio::spawn(
+                tls.run_reload(Duration::from_secs(self.state.config.tls.reload_seconds), self.state.clock.clone()),
+            )
+        });
         let serving = listener::Serving {
             app,
             tls: self.tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.server_config())),

@@ -92,6 +92,8 @@ pub struct CertFiles {
 /// its files when they change.
 pub struct Tls {
     files: CertFiles,
+    /// The configuration the certificate was generated from; `None` for configured files.
+    generated_for: Option<Config>,
     current: RwLock<Loaded>,
     reloads: tokio::sync::watch::Sender<u64>,
 }
@@ -114,6 +116,7 @@ impl Tls {
     /// The configured certificate files, or the generated CA's (created on first start).
     pub fn prepare(config: &Config, now: chrono::DateTime<chrono::Utc>) -> Result<Arc<Self>, TlsError> {
         install_crypto_provider();
+        let generated_for = config.tls.cert_file.is_none().then(|| config.clone());
         let files = match (&config.tls.cert_file, &config.tls.key_file) {
             (Some(cert), Some(key)) => {
                 CertFiles { cert: cert.clone(), key: key.clone(), ca: config.tls.ca_file.clone() }
@@ -124,7 +127,12 @@ impl Tls {
             }
         };
         let loaded = load(&files)?;
-        Ok(Arc::new(Self { files, current: RwLock::new(loaded), reloads: tokio::sync::watch::channel(0).0 }))
+        Ok(Arc::new(Self {
+            files,
+            generated_for,
+            current: RwLock::new(loaded),
+            reloads: tokio::sync::watch::channel(0).0,
+        }))
     }
 
     /// A rustls server configuration resolving through `self` (HTTP/1.1 only).
@@ -162,8 +170,17 @@ impl Tls {
         Ok(true)
     }
 
+    /// [`Tls::reload`], after issuing the generated server certificate again if it nears
+    /// its expiry at `now` (a server that runs for years keeps a valid certificate).
+    pub fn renew_and_reload(&self, now: chrono::DateTime<chrono::Utc>) -> Result<bool, TlsError> {
+        if let Some(config) = &self.generated_for {
+            generated(config, now)?;
+        }
+        self.reload()
+    }
+
     /// Reloads every `every` and on SIGHUP until the task is aborted.
-    pub async fn run_reload(self: Arc<Self>, every: Duration) {
+    pub async fn run_reload(self: Arc<Self>, every: Duration, clock: Arc<dyn crate::clock::Clock>) {
         #[cfg(unix)]
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
@@ -185,7 +202,7 @@ impl Tls {
             }
             #[cfg(not(unix))]
             tick.tick().await;
-            match self.reload() {
+            match self.renew_and_reload(clock.now()) {
                 Ok(true) => tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded"),
                 Ok(false) => {}
                 Err(e) => tracing::warn!("TLS certificate not reloaded, still serving the previous one: {e}"),
@@ -405,6 +422,19 @@ mod tests {
         let third = Tls::prepare(&moved, chrono::Utc::now()).unwrap();
         assert_eq!(third.ca_pin(), first.ca_pin());
         assert_ne!(third.read().source, first.read().source);
+    }
+
+    #[test]
+    fn a_generated_certificate_is_renewed_before_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config { data_dir: dir.path().to_owned(), ..Default::default() };
+        let now = chrono::Utc::now();
+        let tls = Tls::prepare(&config, now).unwrap();
+        assert!(!tls.renew_and_reload(now + chrono::Duration::days(30)).unwrap(), "not due yet");
+        let pin = tls.ca_pin();
+        let late = now + chrono::Duration::days(SERVER_CERT_DAYS - RENEW_BEFORE_DAYS + 1);
+        assert!(tls.renew_and_reload(late).unwrap(), "reissued and served");
+        assert_eq!(tls.ca_pin(), pin, "by the same CA");
     }
 
     #[test]
