@@ -348,6 +348,8 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut config = ServerConfig { data_dir: dir.path().join("data"), ..Default::default() };
     config.rate_limits.enabled = false;
+    // Plain HTTP on loopback, as the baseline handler: the ratios compare handlers, not TLS.
+    config.tls.plain_http = true;
     // Nothing times out mid-run: the lifecycle sweeper must not write while we measure.
     config.agents.pending_timeout_seconds = u64::MAX;
     config.agents.max_collection_seconds = u64::MAX;

@@ -10,6 +10,7 @@ pub mod identity;
 pub mod outbox;
 pub mod runner;
 pub mod transport;
+pub mod trust;
 
 pub use collect::{Collectors, Governance};
 pub use runner::{AgentConfig, run, run_with_ready};
@@ -34,6 +35,16 @@ pub enum AgentError {
     BadUrl(String),
     #[error("timed out: {0}")]
     TimedOut(String),
+    #[error("refusing plain HTTP to {0}: only a loopback server may be reached without TLS; use https://")]
+    PlainHttp(String),
+    #[error(
+        "no CA is pinned for {0}: give --ca-sha256 (printed by `casefile enroll-token`), or --system-roots for a publicly trusted certificate"
+    )]
+    NoTrust(String),
+    #[error("the server's CA certificate is {got}, not the pinned {expected}: refusing to talk to it")]
+    CaMismatch { expected: String, got: String },
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl AgentError {

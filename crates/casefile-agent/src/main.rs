@@ -21,9 +21,17 @@ struct Cli {
 enum Command {
     /// Enroll (once) and then wait for actions and execute them until stopped.
     Run {
-        /// Base URL of the casefile server, e.g. http://127.0.0.1:8080
+        /// Base URL of the casefile server, e.g. https://casefile.example.com:8443
+        /// (plain http:// only to a loopback address)
         #[arg(long)]
         server: String,
+        /// SHA-256 of the server's CA certificate, `sha256:HEX` (printed by `casefile
+        /// enroll-token`): the agent trusts only that CA. Needed on the first start.
+        #[arg(long, value_name = "sha256:HEX", conflicts_with = "system_roots")]
+        ca_sha256: Option<casefile_agent::trust::CaPin>,
+        /// Trust the system's certificate store instead (a publicly trusted certificate).
+        #[arg(long)]
+        system_roots: bool,
         /// Enrollment token from `casefile enroll-token`; needed only for the first start.
         #[arg(long, env = "CASEFILE_ENROLL_TOKEN")]
         enroll_token: Option<String>,
@@ -105,7 +113,7 @@ fn main() -> ExitCode {
 
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { server, enroll_token, state_dir, host_id, limits } => {
+        Command::Run { server, ca_sha256, system_roots, enroll_token, state_dir, host_id, limits } => {
             let shutdown = CancellationToken::new();
             let trigger = shutdown.clone();
             tokio::spawn(async move {
@@ -114,6 +122,11 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             });
             let mut config = casefile_agent::AgentConfig::new(server, enroll_token, state_dir);
             config.host_id = host_id;
+            config.trust = match (ca_sha256, system_roots) {
+                (Some(pin), _) => casefile_agent::trust::Trust::Pinned(pin),
+                (None, true) => casefile_agent::trust::Trust::SystemRoots,
+                (None, false) => casefile_agent::trust::Trust::Saved,
+            };
             config.limits = limits.collector_limits();
             config.governance = limits.governance();
             casefile_agent::run(config, shutdown).await?;

@@ -37,6 +37,8 @@ pub struct AgentConfig {
     pub governance: Governance,
     /// How long each request may wait on the server.
     pub timeouts: Timeouts,
+    /// Whom the agent trusts as the server (pinned CA, saved CA or system roots).
+    pub trust: crate::trust::Trust,
 }
 
 impl AgentConfig {
@@ -51,6 +53,7 @@ impl AgentConfig {
             limits: Default::default(),
             governance: Governance::default(),
             timeouts: Timeouts::default(),
+            trust: Default::default(),
         }
     }
 }
@@ -207,7 +210,7 @@ async fn confirm_receipt(transport: Transport, action_id: Uuid) {
 /// Uses the saved identity, enrolling first when there is none (or the server no longer
 /// knows it and an enrollment token was given).
 async fn connect(config: &AgentConfig) -> Result<(Transport, Identity), AgentError> {
-    let base = Transport::new(&config.server)?;
+    let base = crate::trust::transport(config).await?;
     if let Some(saved) = identity::load(&config.state_dir)? {
         let transport = base.clone().with_credential(saved.credential.clone());
         match transport.hello(&hello_request(config, transport.base())).await {

@@ -48,11 +48,17 @@ pub struct Transport {
 
 impl Transport {
     pub fn new(server: &str) -> Result<Self, AgentError> {
+        Self::with_client_builder(server, reqwest::Client::builder())
+    }
+
+    /// [`Transport::new`] on a client builder that already knows whom to trust
+    /// (`crate::trust`).
+    pub fn with_client_builder(server: &str, builder: reqwest::ClientBuilder) -> Result<Self, AgentError> {
         let base = Url::parse(server.trim_end_matches('/')).map_err(|_| AgentError::BadUrl(server.to_owned()))?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(AgentError::BadUrl(server.to_owned()));
         }
-        let http = reqwest::Client::builder()
+        let http = builder
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("casefile-agent/", env!("CARGO_PKG_VERSION")))
             .build()

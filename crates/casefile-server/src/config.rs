@@ -29,12 +29,85 @@ pub struct Config {
     pub agents: AgentConfig,
     pub packages: PackageConfig,
     pub rate_limits: RateLimitConfig,
+    /// HTTPS: certificate files, or a private CA the server creates (`[tls]`).
+    pub tls: TlsConfig,
+    /// Timeouts and the cap of client connections (`[connections]`).
+    pub connections: ConnectionConfig,
+    /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For/-Proto/-Host` are
+    /// believed; from any other peer those headers are ignored.
+    pub trusted_proxies: Vec<String>,
+}
+
+/// How the server speaks TLS. No certificate files: the first start creates a private
+/// CA and a server certificate under `<data_dir>/tls/` (agents pin the CA).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first (with `key_file`). Re-read when it changes.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the leaf certificate.
+    pub key_file: Option<PathBuf>,
+    /// PEM certificate agents pin (`casefile-agent --ca-sha256`); unset: the last
+    /// certificate of `cert_file`.
+    pub ca_file: Option<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS: allowed on a loopback listen address (e.g.
+    /// behind a proxy on the same host).
+    pub plain_http: bool,
+    /// Also allow `plain_http` on a non-loopback address (a TLS-terminating proxy on
+    /// another host): traffic, tokens and packages then cross the network in the clear.
+    pub plain_http_on_network: bool,
+    /// How often the certificate files are checked for a change (SIGHUP checks at once).
+    pub reload_seconds: u64,
+}
+
+/// Bounds on client connections, so that slow or silent clients cannot hold the
+/// server's file descriptors (issue 9 item 14).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// Connections served at once; beyond it new connections are closed at accept.
+    pub max_connections: usize,
+    /// A TLS handshake must finish within this.
+    pub tls_handshake_timeout_seconds: u64,
+    /// A request's header must arrive within this from its first byte.
+    pub header_read_timeout_seconds: u64,
+    /// A connection silent this long between requests (or before its first) is closed.
+    pub idle_timeout_seconds: u64,
+    /// A request body that sends nothing this long, or a response the client stops
+    /// reading this long, is cut off (measured per read or write, not in total).
+    pub body_timeout_seconds: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            plain_http: false,
+            plain_http_on_network: false,
+            reload_seconds: 60,
+        }
+    }
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            tls_handshake_timeout_seconds: 10,
+            header_read_timeout_seconds: 30,
+            idle_timeout_seconds: 60,
+            body_timeout_seconds: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// `iss` of the tokens this server signs and accepts.
+    /// `iss` of the tokens this server signs and accepts; empty (the default): the public
+    /// URL ([`Config::public_base`]), as OIDC clients such as msal expect.
     pub issuer: String,
     /// Audiences accepted besides the MDE ones (`auth::MDE_AUDIENCES`).
     pub extra_audiences: Vec<String>,
@@ -174,6 +247,9 @@ impl Default for Config {
             agents: AgentConfig::default(),
             packages: PackageConfig::default(),
             rate_limits: RateLimitConfig::default(),
+            tls: TlsConfig::default(),
+            connections: ConnectionConfig::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -181,7 +257,7 @@ impl Default for Config {
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
-            issuer: "casefile".to_owned(),
+            issuer: String::new(),
             extra_audiences: Vec::new(),
             leeway_seconds: 60,
             token_ttl_seconds: 3600,
@@ -264,6 +340,31 @@ impl Config {
         toml::from_str(&raw).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
     }
 
+    /// The base URL clients reach the server at: `public_url`, else `https://` (or
+    /// `http://` with `tls.plain_http`) and the listen address, with this machine's
+    /// host name for an unspecified address.
+    pub fn public_base(&self) -> String {
+        if let Some(url) = &self.public_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let scheme = if self.tls.plain_http { "http" } else { "https" };
+        let port = self.listen.port();
+        match self.listen.ip() {
+            ip if ip.is_unspecified() => format!("{scheme}://{}:{port}", crate::tls::hostname()),
+            _ => format!("{scheme}://{}", self.listen),
+        }
+    }
+
+    /// The issuer of this server's tokens (see [`AuthConfig::issuer`]).
+    pub fn issuer(&self) -> String {
+        if self.auth.issuer.is_empty() { self.public_base() } else { self.auth.issuer.clone() }
+    }
+
+    /// Where the generated CA and server certificate live.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.data_dir.join("tls")
+    }
+
     pub fn database_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("casefile.db").display()))
     }
@@ -299,9 +400,19 @@ impl Config {
                 a.silent_timeout_seconds, a.poll_wait_seconds
             ));
         }
+        if a.claim_lease_seconds == 0 {
+            return Err(
+                "agents.claim_lease_seconds must be at least 1: with 0, every poll offers the action again".to_owned()
+            );
+        }
         for (name, value, max) in [
             ("auth.token_ttl_seconds", self.auth.token_ttl_seconds, MAX_TOKEN_TTL_SECONDS),
             ("packages.link_ttl_seconds", self.packages.link_ttl_seconds, MAX_LINK_TTL_SECONDS),
+            (
+                "agents.enrollment_token_ttl_seconds",
+                a.enrollment_token_ttl_seconds,
+                crate::enrollment::MAX_TOKEN_TTL.as_secs(),
+            ),
         ] {
             if value == 0 || value > max {
                 return Err(format!("{name} must be between 1 and {max} seconds, not {value}"));

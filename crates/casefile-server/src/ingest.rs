@@ -108,6 +108,14 @@ pub async fn receive(
                 IngestError::Interrupted(_) => {
                     Refusal::Transient(ApiError::bad_request(format!("The upload broke off: {e}")))
                 }
+                // A full disk refuses the package for now; the agent retries once there is room.
+                IngestError::Staging(ref io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                    crate::error::log_store_failure(
+                        &casefile_store::StoreError::Full(io.to_string()),
+                        "an upload could not be staged",
+                    );
+                    Refusal::Transient(ApiError::insufficient_storage())
+                }
                 IngestError::Storage(_) | IngestError::Staging(_) => Refusal::Transient(ApiError::internal_from(e)),
                 IngestError::TooLarge { .. } => Refusal::invalid(ErrorCode::PayloadTooLarge, e.to_string()),
                 IngestError::SizeMismatch { .. } | IngestError::HashMismatch { .. } => {

@@ -16,19 +16,21 @@ pub mod error;
 pub mod ingest;
 pub mod lifecycle;
 pub mod links;
+pub mod listener;
+pub mod proxy;
 pub mod ratelimit;
 pub mod rbac;
 pub mod refusals;
 mod routes;
 pub mod secrets;
 pub mod state;
+pub mod tls;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::ServiceExt;
+use axum::response::IntoResponse as _;
 use casefile_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
 
@@ -55,6 +57,10 @@ pub enum ServerError {
     Invalid(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Proxy(#[from] proxy::BadProxy),
 }
 
 /// What `casefile token` asks for.
@@ -69,6 +75,31 @@ pub struct TokenRequest {
 #[derive(Clone)]
 pub struct Server {
     state: AppState,
+    /// `None` when serving plain HTTP (`tls.plain_http`).
+    tls: Option<Arc<tls::Tls>>,
+    proxies: Arc<proxy::TrustedProxies>,
+}
+
+/// Issuer tokens carried before the default issuer became the public URL; still
+/// accepted from this server's own keys while `auth.issuer` is left to its default.
+pub const LEGACY_ISSUER: &str = "casefile";
+
+/// What a running server records in its data directory for the commands that work on
+/// it offline (`casefile token`, `casefile enroll-token`): its public URL, issuer and the
+/// CA agents pin.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Endpoint {
+    pub public_url: String,
+    pub issuer: String,
+    pub ca_sha256: Option<String>,
+}
+
+impl Endpoint {
+    pub const FILE: &str = "endpoint.json";
+
+    pub fn load(data_dir: &std::path::Path) -> Option<Self> {
+        serde_json::from_slice(&std::fs::read(data_dir.join(Self::FILE)).ok()?).ok()
+    }
 }
 
 impl Server {
@@ -79,18 +110,28 @@ impl Server {
     }
 
     /// [`Server::open`] with another clock (tests move a [`clock::ManualClock`]).
-    pub async fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, ServerError> {
+    pub async fn open_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Result<Self, ServerError> {
         config.validate().map_err(ServerError::Invalid)?;
+        let legacy_issuer = config.auth.issuer.is_empty();
+        config.auth.issuer = config.issuer();
+        let proxies = Arc::new(proxy::TrustedProxies::parse(&config.trusted_proxies)?);
         let issuers = TrustedIssuers::load(&config.auth).await?;
         create_private_dir(&config.data_dir)?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_url(&config.database_url()).await?);
         let keyring = Keyring::load_or_create(store.as_ref()).await?;
         let blobs = Blobs::local(&config.packages_dir(), &config.staging_dir())?;
-        let access_validation = auth::caller::access_validation(
+        let mut access_validation = auth::caller::access_validation(
             &config.auth.issuer,
             &config.auth.extra_audiences,
             config.auth.leeway_seconds,
         );
+        if legacy_issuer {
+            access_validation.set_issuer(&[config.auth.issuer.as_str(), LEGACY_ISSUER]);
+        }
+        let tls = match config.tls.plain_http {
+            true => None,
+            false => Some(tls::Tls::prepare(&config, clock.now())?),
+        };
         let state = AppState::new(Shared {
             config,
             store,
@@ -104,20 +145,59 @@ impl Server {
             limiter: Arc::new(InMemoryLimiter::default()),
             refusals: Default::default(),
         });
-        Ok(Self { state })
+        Ok(Self { state, tls, proxies })
+    }
+
+    /// Writes [`Endpoint`] into the data directory ([`Server::serve`] does at start).
+    pub fn record_endpoint(&self) {
+        let endpoint = serde_json::to_vec_pretty(&self.endpoint()).unwrap_or_default();
+        if let Err(e) = std::fs::write(self.state.config.data_dir.join(Endpoint::FILE), endpoint) {
+            tracing::warn!("cannot record the server's endpoint for the CLI: {e}");
+        }
     }
 
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
-    /// Serves on `listener` until `shutdown` resolves.
+    /// The server's certificate setup; `None` when it serves plain HTTP.
+    pub fn tls(&self) -> Option<&Arc<tls::Tls>> {
+        self.tls.as_ref()
+    }
+
+    /// What the commands that work on the data directory offline need to know (see
+    /// [`Endpoint`]).
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            public_url: self.state.config.public_base(),
+            issuer: self.state.config.auth.issuer.clone(),
+            ca_sha256: self.tls.as_ref().map(|t| t.ca_pin()),
+        }
+    }
+
+    /// Serves HTTPS (or plain HTTP where allowed) on `listener` until `shutdown` resolves.
     pub async fn serve(
         &self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let router = routes::router(self.state.clone());
+    ) -> Result<(), ServerError> {
+        tls::check_plain_http(&self.state.config, listener.local_addr()?.ip())?;
+        self.record_endpoint();
+        let ca_pem = self.tls.as_ref().map(|t| t.clone());
+        let router = routes::router(self.state.clone()).route(
+            tls::CA_PATH,
+            axum::routing::get(move || {
+                let ca = ca_pem.clone();
+                async move {
+                    match ca {
+                        Some(tls) => ([(axum::http::header::CONTENT_TYPE, "application/x-pem-file")], tls.ca_pem())
+                            .into_response(),
+                        None => error::ApiError::not_found("This server serves plain HTTP: there is no CA to pin")
+                            .into_response(),
+                    }
+                }
+            }),
+        );
         let app = tower::ServiceBuilder::new()
             .layer(axum::middleware::from_fn(correlation::middleware))
             .layer(tower::util::MapRequestLayer::new(routes::normalize_path))
@@ -128,15 +208,27 @@ impl Server {
         let key_refresh = tokio::spawn(auth::keys::run_refresh(self.state.clone()));
         let issuer_refresh = tokio::spawn(auth::issuers::run_refresh(self.state.clone()));
         let refusals = tokio::spawn(audit::run_refusal_summaries(self.state.clone()));
-        let result = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let reload = self.tls.clone().map(|tls| {
+            tokio::spawn(
+                tls.run_reload(Duration::from_secs(self.state.config.tls.reload_seconds), self.state.clock.clone()),
+            )
+        });
+        let serving = listener::Serving {
+            app,
+            tls: self.tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.server_config())),
+            limits: listener::Limits::from(&self.state.config.connections),
+            proxies: self.proxies.clone(),
+        };
+        let result = listener::run(listener, serving, shutdown).await;
         refusals.abort();
         audit::write_refusal_summaries(&self.state, true).await;
         sweeper.abort();
         key_refresh.abort();
         issuer_refresh.abort();
-        result
+        if let Some(reload) = reload {
+            reload.abort();
+        }
+        Ok(result?)
     }
 
     /// Runs the lifecycle rules once now (the server also runs them periodically).

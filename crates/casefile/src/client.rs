@@ -18,8 +18,20 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(base: &str, token: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), token: token.to_owned() })
+        Self::with_ca(base, token, None)
+    }
+
+    /// A client that trusts only the CA certificate in `cacert` (PEM), e.g. the server's
+    /// generated `<data_dir>/tls/ca.pem`; `None`: the system's roots.
+    pub fn with_ca(base: &str, token: &str, cacert: Option<&Path>) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        if let Some(path) = cacert {
+            let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let ca = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+            builder = builder.tls_certs_only([ca]);
+        }
+        Ok(Self { http: builder.build()?, base: base.trim_end_matches('/').to_owned(), token: token.to_owned() })
     }
 
     async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Response> {

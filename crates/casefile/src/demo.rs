@@ -1,5 +1,6 @@
 //! `casefile demo`: the whole product on one machine. Starts the server on embedded
-//! defaults, enrolls an agent for this host, and walks the real flow over HTTP exactly as
+//! defaults (HTTPS with the private CA it creates), enrolls an agent for this host that
+//! pins that CA, and walks the real flow exactly as
 //! an MDE script would: collect → wait for `Succeeded` → getPackageUri → download.
 
 use std::net::SocketAddr;
@@ -24,14 +25,16 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(300);
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
-    let config = ServerConfig { data_dir: options.data_dir.clone(), listen: options.listen, ..Default::default() };
-    step(&format!("Opening the data directory {}", options.data_dir.display()));
-    let server = Server::open(config).await?;
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let addr = listener.local_addr()?;
-    let base = format!("http://{addr}");
+    let config = ServerConfig { data_dir: options.data_dir.clone(), listen: addr, ..Default::default() };
+    step(&format!("Opening the data directory {}", options.data_dir.display()));
+    let server = Server::open(config).await?;
+    let tls = server.tls().context("the demo serves HTTPS")?.clone();
+    let ca_file = options.data_dir.join("tls").join("ca.pem");
+    let base = format!("https://{addr}");
     let token = server.mint_access_token(&TokenRequest {
         tenant: casefile_proto::DEFAULT_TENANT.to_owned(),
         roles: casefile_server::auth::permissions::ALL.iter().map(|r| r.to_string()).collect(),
@@ -45,13 +48,14 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let serving = server.clone();
     let server_task =
         tokio::spawn(async move { serving.serve(listener, async move { server_stop.cancelled().await }).await });
-    step(&format!("Server listening on {base}"));
+    step(&format!("Server listening on {base} (private CA {}, {})", ca_file.display(), tls.ca_pin()));
 
-    let agent_config =
+    let mut agent_config =
         casefile_agent::AgentConfig::new(base.clone(), Some(enroll_token), options.data_dir.join("agent"));
+    agent_config.trust = casefile_agent::trust::Trust::Pinned(tls.ca_pin().parse().map_err(anyhow::Error::msg)?);
     let agent_task = tokio::spawn(casefile_agent::run(agent_config, shutdown.child_token()));
 
-    let result = walk(&base, &token, &options.data_dir).await;
+    let result = walk(&base, &token, &options.data_dir, &ca_file).await;
     if let Err(e) = &result {
         eprintln!("casefile demo: {e:#}");
     }
@@ -70,8 +74,8 @@ fn step(text: &str) {
     println!("==> {text}");
 }
 
-async fn walk(base: &str, token: &str, data_dir: &Path) -> anyhow::Result<()> {
-    let client = ApiClient::new(base, token)?;
+async fn walk(base: &str, token: &str, data_dir: &Path, ca_file: &Path) -> anyhow::Result<()> {
+    let client = ApiClient::with_ca(base, token, Some(ca_file))?;
     let hostname = casefile_agent::host::hostname();
 
     step(&format!("Waiting for the agent on '{hostname}' to enroll"));
@@ -120,7 +124,7 @@ async fn walk(base: &str, token: &str, data_dir: &Path) -> anyhow::Result<()> {
     // The key the agent registered at enrollment: the package must be signed by it.
     let agent_key = casefile_agent::identity::signing_key(&data_dir.join("agent"))?.verifying_key();
     summarize(&file, &agent_key)?;
-    print_curl(base, token, machine.id.as_str(), action.id);
+    print_curl(base, token, machine.id.as_str(), action.id, ca_file);
     Ok(())
 }
 
@@ -171,13 +175,18 @@ fn summarize(file: &Path, agent_key: &ed25519_dalek::VerifyingKey) -> anyhow::Re
     }
 }
 
-fn print_curl(base: &str, token: &str, machine_id: &str, action_id: uuid::Uuid) {
-    step("Try the API by hand (the token is valid for one hour)");
+fn print_curl(base: &str, token: &str, machine_id: &str, action_id: uuid::Uuid, ca_file: &Path) {
+    step("Try the API by hand (the token is valid for one hour; curl trusts the demo's private CA)");
     println!("    export TOKEN='{token}'");
-    println!("    curl -s -H \"Authorization: Bearer $TOKEN\" {base}/api/machines");
+    println!("    export CASEFILE_CA='{}'", ca_file.display());
+    println!("    curl -s --cacert \"$CASEFILE_CA\" -H \"Authorization: Bearer $TOKEN\" {base}/api/machines");
     println!(
-        "    curl -s -X POST -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\\n         -d '{{\"Comment\":\"Collect forensics\"}}' {base}/api/machines/{machine_id}/collectInvestigationPackage"
+        "    curl -s --cacert \"$CASEFILE_CA\" -X POST -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\\n         -d '{{\"Comment\":\"Collect forensics\"}}' {base}/api/machines/{machine_id}/collectInvestigationPackage"
     );
-    println!("    curl -s -H \"Authorization: Bearer $TOKEN\" {base}/api/machineactions/{action_id}");
-    println!("    curl -s -H \"Authorization: Bearer $TOKEN\" {base}/api/machineactions/{action_id}/GetPackageUri");
+    println!(
+        "    curl -s --cacert \"$CASEFILE_CA\" -H \"Authorization: Bearer $TOKEN\" {base}/api/machineactions/{action_id}"
+    );
+    println!(
+        "    curl -s --cacert \"$CASEFILE_CA\" -H \"Authorization: Bearer $TOKEN\" {base}/api/machineactions/{action_id}/GetPackageUri"
+    );
 }

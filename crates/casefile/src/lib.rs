@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod client;
 pub mod demo;
+pub mod enroll;
 pub mod identity;
 pub mod package;
 pub mod rbac;
@@ -11,6 +12,13 @@ pub mod target;
 
 /// Opens the data directory a server uses (creating it, like the server's first start),
 /// for the commands that work on it directly: tokens, applications, keys.
+/// What a server recorded there (its issuer, whether it serves TLS) is kept, so that tokens
+/// minted here carry the issuer the server accepts.
 pub async fn open_data_dir(data_dir: std::path::PathBuf) -> anyhow::Result<casefile_server::Server> {
-    Ok(casefile_server::Server::open(casefile_server::ServerConfig { data_dir, ..Default::default() }).await?)
+    let mut config = casefile_server::ServerConfig { data_dir, ..Default::default() };
+    if let Some(endpoint) = casefile_server::Endpoint::load(&config.data_dir) {
+        config.auth.issuer = endpoint.issuer;
+        config.tls.plain_http = endpoint.ca_sha256.is_none();
+    }
+    Ok(casefile_server::Server::open(config).await?)
 }

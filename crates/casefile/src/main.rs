@@ -50,14 +50,18 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },
-    /// Print a token an agent uses to enroll (single-use unless --uses); `list` and
-    /// `revoke` manage the tokens.
+    /// Print a token an agent uses to enroll (single-use unless --uses) and the agent
+    /// command that uses it (with the server's public URL and the SHA-256 of the CA the
+    /// agent pins); `list` and `revoke` manage the tokens.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     EnrollToken {
         #[command(subcommand)]
         command: Option<casefile::identity::EnrollTokenCommand>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The URL agents reach the server at [default: the server's public URL]
+        #[arg(long)]
+        server: Option<String>,
         #[arg(long, default_value = casefile_proto::DEFAULT_TENANT)]
         tenant: String,
         /// Lifetime in seconds [default: 7 days; at most 365 days]
@@ -128,8 +132,12 @@ enum PackageCommand {
         #[arg(long)]
         machine: String,
         /// Base URL of the casefile server.
-        #[arg(long, env = "CASEFILE_SERVER", default_value = "http://127.0.0.1:8080")]
+        #[arg(long, env = "CASEFILE_SERVER", default_value = "https://127.0.0.1:8080")]
         server: String,
+        /// Trust only this CA certificate (PEM), e.g. the server's `<data_dir>/tls/ca.pem`;
+        /// default: the system's roots.
+        #[arg(long, env = "CASEFILE_CACERT")]
+        cacert: Option<PathBuf>,
         /// Bearer token with Machine.CollectForensics (see `casefile token`).
         #[arg(long, env = "CASEFILE_TOKEN")]
         token: String,
@@ -163,7 +171,12 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let server = Server::open(config).await?;
             let listener =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-            tracing::info!("casefile server listening on http://{}", listener.local_addr()?);
+            casefile_server::tls::check_plain_http(&server.state().config, listener.local_addr()?.ip())?;
+            let scheme = if server.tls().is_some() { "https" } else { "http" };
+            tracing::info!("casefile server listening on {scheme}://{}", listener.local_addr()?);
+            if let Some(tls) = server.tls() {
+                tracing::info!(ca_sha256 = %tls.ca_pin(), "agents pin this CA (see `casefile enroll-token`)");
+            }
             server
                 .serve(listener, async {
                     let _ = tokio::signal::ctrl_c().await;
@@ -179,10 +192,13 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::EnrollToken { command: Some(command), .. } => {
             casefile::identity::run_enroll_tokens(command, &mut std::io::stdout()).await?
         }
-        Command::EnrollToken { command: None, data_dir, tenant, ttl, uses } => {
+        Command::EnrollToken { command: None, data_dir, server: url, tenant, ttl, uses } => {
             let data_dir = data_dir.context("--data-dir is required")?;
-            let server = open_existing(data_dir).await?;
-            println!("{}", server.create_enrollment_token_with(&tenant, ttl.map(Duration::from_secs), uses).await?);
+            let server = open_existing(data_dir.clone()).await?;
+            let token = server.create_enrollment_token_with(&tenant, ttl.map(Duration::from_secs), uses).await?;
+            println!("{token}");
+            let endpoint = casefile::enroll::endpoint_for(&data_dir, server.endpoint(), url);
+            println!("{}", casefile::enroll::agent_command(&endpoint, &token));
         }
         Command::Machine { command } => casefile::identity::run_machine(command, &mut std::io::stdout()).await?,
         Command::App { command } => casefile::identity::run_app(command, &mut std::io::stdout()).await?,
@@ -195,8 +211,10 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 anyhow::bail!("{} did not verify", file.display());
             }
         }
-        Command::Package { command: PackageCommand::Import { file, machine, server, token, comment } } => {
-            let action = casefile::package::import(&server, &token, &machine, &file, comment.as_deref()).await?;
+        Command::Package { command: PackageCommand::Import { file, machine, server, cacert, token, comment } } => {
+            let action =
+                casefile::package::import(&server, &token, &machine, &file, comment.as_deref(), cacert.as_deref())
+                    .await?;
             println!(
                 "imported as action {} ({}): {}",
                 action.id,

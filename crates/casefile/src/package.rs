@@ -59,6 +59,7 @@ pub async fn import(
     machine: &str,
     file: &Path,
     comment: Option<&str>,
+    cacert: Option<&Path>,
 ) -> anyhow::Result<casefile_proto::MachineAction> {
     let (sha256, size) = std::fs::File::open(file)
         .and_then(casefile_package::hash_reader)
@@ -66,6 +67,6 @@ pub async fn import(
     if size == 0 {
         bail!("{} is empty", file.display());
     }
-    let client = crate::client::ApiClient::new(server, token)?;
+    let client = crate::client::ApiClient::with_ca(server, token, cacert)?;
     client.import(machine, file, size, &sha256, comment).await
 }

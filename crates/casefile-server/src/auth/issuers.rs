@@ -687,7 +687,7 @@ mod tests {
 
     #[test]
     fn configuration_mistakes_are_named() {
-        let auth = AuthConfig::default();
+        let auth = AuthConfig { issuer: "casefile".into(), ..Default::default() };
         let client = reqwest::Client::new();
         let refused = |config: TrustedIssuerConfig| match TrustedIssuer::from_config(&auth, &config, &client) {
             Ok(_) => panic!("accepted {config:?}"),

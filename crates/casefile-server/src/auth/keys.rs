@@ -160,7 +160,8 @@ pub async fn verify_access(state: &AppState, token: &str) -> Result<AccessClaims
     let Some(iss) = unverified.iss.as_deref() else {
         return Err(TokenRejected::Invalid(ErrorKind::MissingRequiredClaim("iss".to_owned()).into()));
     };
-    if iss == state.config.auth.issuer {
+    // The validation also holds the legacy issuer `casefile` while `auth.issuer` is defaulted.
+    if iss == state.config.auth.issuer || state.access_validation.iss.as_ref().is_some_and(|own| own.contains(iss)) {
         return verify_own(state, token, &unverified).await;
     }
     match state.issuers.route(iss) {

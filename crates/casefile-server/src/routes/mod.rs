@@ -214,8 +214,9 @@ pub(crate) fn reply<T: Serialize>(status: StatusCode, body: &T) -> Response {
     }
 }
 
-/// The base URL clients reached us at: `public_url` when configured, else the request's
-/// `Host` over plain HTTP (the embedded default listens on loopback without TLS).
+/// The base URL clients reached us at: `public_url` when configured; else the scheme
+/// and host the client used, as a trusted proxy forwarded them (`X-Forwarded-Proto/-Host`)
+/// or as the connection and its `Host` header show.
 pub(crate) struct BaseUrl(pub String);
 
 impl BaseUrl {
@@ -232,14 +233,21 @@ impl FromRequestParts<AppState> for BaseUrl {
         if let Some(url) = &state.config.public_url {
             return Ok(Self(url.trim_end_matches('/').to_owned()));
         }
-        let host = parts
-            .headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
-            .map(str::to_owned)
+        // Set by the accept loop, which alone knows the connection and the proxies.
+        let origin = parts.extensions.get::<crate::proxy::Origin>();
+        let scheme = origin.map_or(if state.config.tls.plain_http { "http" } else { "https" }, |o| o.scheme);
+        let host = origin
+            .and_then(|o| o.forwarded_host.clone())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .filter(|h| crate::proxy::valid_host(h))
+                    .map(str::to_owned)
+            })
             .unwrap_or_else(|| state.config.listen.to_string());
-        Ok(Self(format!("http://{host}")))
+        Ok(Self(format!("{scheme}://{host}")))
     }
 }
 

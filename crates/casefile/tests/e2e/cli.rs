@@ -74,12 +74,19 @@ async fn cli_tokens_work_against_the_server_of_their_data_dir_and_the_agent_bina
 
     let out = casefile().args(["enroll-token", "--data-dir"]).arg(&data_dir).output().unwrap();
     assert!(out.status.success());
-    let enroll = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let enroll = printed.lines().next().unwrap().trim().to_owned();
+    // issue 9 (transport): the whole agent command, with the public URL and the CA pin.
+    let command = printed.lines().nth(1).unwrap();
+    assert!(command.starts_with(&format!("casefile-agent run --server {}", server.base)), "{command}");
+    assert!(command.contains(&format!("--ca-sha256 {}", server.ca_pin.as_deref().unwrap())), "{command}");
+    assert!(command.contains(&format!("--enroll-token {enroll}")), "{command}");
 
     let state = server.dir.path().join("agent-process");
     let mut child = Command::new(agent_binary())
         .args(["run", "--server", &server.base, "--enroll-token", &enroll, "--host-id", "cli-process", "--state-dir"])
         .arg(&state)
+        .args(server.trust_args())
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()

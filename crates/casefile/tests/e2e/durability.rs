@@ -300,10 +300,12 @@ async fn seed_machines(database: &Path, count: usize) -> Vec<String> {
 async fn a_kill_during_a_burst_of_collections_leaves_no_action_unaudited() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir: PathBuf = dir.path().join("data");
-    let token = casefile_token(&data_dir);
+    std::fs::create_dir_all(&data_dir).unwrap();
     let machines = seed_machines(&data_dir.join("casefile.db"), 400).await;
     let server = ServerProcess::start(&data_dir);
-    let http = reqwest::Client::new();
+    // After the first start: the token names the issuer the server recorded.
+    let token = casefile_token(&data_dir);
+    let http = https_client(&std::fs::read_to_string(data_dir.join("tls").join("ca.pem")).unwrap());
     let (answered_tx, mut answered) = tokio::sync::mpsc::unbounded_channel();
     let mut burst = tokio::task::JoinSet::new();
     for machine in machines {
@@ -322,9 +324,10 @@ async fn a_kill_during_a_burst_of_collections_leaves_no_action_unaudited() {
             }
         });
     }
+    drop(answered_tx);
     // Kill it mid-burst: once some collections were acknowledged, well before all were.
     for _ in 0..50 {
-        answered.recv().await.unwrap();
+        answered.recv().await.expect("collections are acknowledged");
     }
     server.kill();
     burst.shutdown().await;

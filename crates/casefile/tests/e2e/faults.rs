@@ -137,6 +137,8 @@ fn stable_addr() -> SocketAddr {
 fn config(dir: &Path) -> ServerConfig {
     let mut config = ServerConfig { data_dir: dir.join("data"), ..Default::default() };
     config.rate_limits.enabled = false;
+    // These tests are about outages, not transport: plain HTTP on loopback.
+    config.tls.plain_http = true;
     config
 }
 
@@ -325,7 +327,7 @@ async fn a_failure_report_outlives_a_server_outage() {
 async fn raw_agent(server: &TestServer, host_id: &str) -> (Transport, ed25519_dalek::SigningKey, String) {
     let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
     let request = crate::agent::RawAgent::enroll_request(host_id, Some(&key));
-    let transport = Transport::new(&server.base).unwrap();
+    let transport = Transport::with_client_builder(&server.base, server.client_builder()).unwrap();
     let enrolled = transport.enroll(&server.enroll_token().await, &request).await.unwrap();
     (transport.with_credential(enrolled.credential), key, enrolled.machine_id)
 }
@@ -405,6 +407,7 @@ async fn a_killed_agent_leaves_no_partial_packages_after_its_restart() {
     let spawn = |token: Option<&str>| {
         let mut command = Command::new(agent_binary());
         command.args(["run", "--server", &server.base, "--host-id", "killed", "--state-dir"]).arg(&state);
+        command.args(server.trust_args());
         if let Some(token) = token {
             command.args(["--enroll-token", token]);
         }

@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-/// A client whose requests come from `source` (any 127.x address reaches the server).
-fn client_from(source: &str) -> reqwest::Client {
-    reqwest::Client::builder().local_address(source.parse::<IpAddr>().unwrap()).build().unwrap()
+/// A client of `server` whose requests come from `source` (any 127.x address reaches it).
+fn client_from(server: &TestServer, source: &str) -> reqwest::Client {
+    server.client_builder().local_address(source.parse::<IpAddr>().unwrap()).build().unwrap()
 }
 
 async fn refusals(server: &TestServer) -> Vec<casefile_store::AuditRecord> {
@@ -27,7 +27,7 @@ async fn refused_calls_are_aggregated_per_source_and_minute_and_limited() {
         c.rate_limits.refusals_per_source_per_minute = 20;
     })
     .await;
-    let outsider = client_from("127.0.0.2");
+    let outsider = client_from(&server, "127.0.0.2");
     // A 10 KB id: what the trail keeps of it is capped.
     let path = format!("{}/api/machines/{}", server.base, "a".repeat(10_000));
     let mut statuses = Vec::new();
@@ -89,7 +89,7 @@ async fn a_real_client_gets_its_token_while_an_outsider_floods_the_token_endpoin
         .unwrap();
     let (client_id, secret) = (app["client_id"].as_str().unwrap(), app["client_secret"].as_str().unwrap());
 
-    let outsider = client_from("127.0.0.2");
+    let outsider = client_from(&server, "127.0.0.2");
     let mut flood = tokio::task::JoinSet::new();
     for _ in 0..300 {
         let (http, base) = (outsider.clone(), server.base.clone());
@@ -124,15 +124,15 @@ async fn one_client_id_is_limited_whatever_the_source() {
     .await;
     let target = uuid::Uuid::new_v4().to_string();
     for i in 0..5 {
-        let http = client_from(&format!("127.0.1.{}", i + 1));
+        let http = client_from(&server, &format!("127.0.1.{}", i + 1));
         assert_eq!(request_token(&http, &server.base, &target, "guess").await.status(), 401);
     }
-    let response = request_token(&client_from("127.0.1.9"), &server.base, &target, "guess").await;
+    let response = request_token(&client_from(&server, "127.0.1.9"), &server.base, &target, "guess").await;
     assert_eq!(response.status(), 429);
     assert!(response.headers().contains_key("retry-after"));
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "temporarily_unavailable", "Entra's error shape: {body}");
     // Another client id from the same source is not affected.
-    let (again, other_id) = (client_from("127.0.1.9"), uuid::Uuid::new_v4().to_string());
+    let (again, other_id) = (client_from(&server, "127.0.1.9"), uuid::Uuid::new_v4().to_string());
     assert_eq!(request_token(&again, &server.base, &other_id, "x").await.status(), 401);
 }

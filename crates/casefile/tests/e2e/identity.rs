@@ -149,7 +149,8 @@ async fn cli_and_admin_api_apps_get_v2_and_v1_tokens_that_work() {
     let token = v2["access_token"].as_str().unwrap();
     let claims = claims_of(token);
     assert_eq!(claims["aud"], AUDIENCE);
-    assert_eq!(claims["iss"], "casefile");
+    // issue 9: the issuer is URL-shaped on the public URL (msal's OIDC-authority mode).
+    assert_eq!(claims["iss"], server.base.as_str());
     assert_eq!(claims["tid"], "default");
     assert_eq!(claims["appid"], client_id.as_str());
     assert_eq!(claims["azp"], client_id.as_str());
@@ -466,7 +467,7 @@ async fn discovery_points_at_the_token_endpoint_and_the_keys() {
         async move { http.get(url).send().await.unwrap() }
     };
     let v2: Value = get("/contoso/v2.0/.well-known/openid-configuration".into()).await.json().await.unwrap();
-    assert_eq!(v2["issuer"], "casefile");
+    assert_eq!(v2["issuer"], server.base.as_str());
     assert_eq!(v2["token_endpoint"], format!("{}/contoso/oauth2/v2.0/token", server.base));
     assert_eq!(v2["jwks_uri"], format!("{}/.well-known/jwks.json", server.base));
     assert_eq!(v2["id_token_signing_alg_values_supported"], json!(["EdDSA"]));

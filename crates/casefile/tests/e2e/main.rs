@@ -22,3 +22,4 @@ mod openapi;
 mod rbac;
 mod support;
 mod takeover;
+mod transport;

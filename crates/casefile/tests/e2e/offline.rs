@@ -65,6 +65,8 @@ async fn offline_collect_then_verify_then_import_then_download_verifies() {
     let import = |file: &std::path::Path| {
         run(casefile()
             .args(["package", "import", "--server", &server.base, "--token", &token, "--machine", "AIRGAPPED.example"])
+            .arg("--cacert")
+            .arg(server.dir.path().join("data/tls/ca.pem"))
             .args(["--comment", "carried out on a USB stick"])
             .arg(file))
     };

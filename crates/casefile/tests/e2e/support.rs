@@ -28,7 +28,10 @@ const WAIT_LIMIT: Duration = Duration::from_secs(120);
 pub struct TestServer {
     pub base: String,
     pub dir: TempDir,
+    /// Trusts the server's generated CA (and nothing else).
     pub http: reqwest::Client,
+    /// `sha256:HEX` of the server's CA; `None` when it serves plain HTTP.
+    pub ca_pin: Option<String>,
     server: Server,
     clock: Option<Arc<ManualClock>>,
     changes: tokio::sync::watch::Receiver<u64>,
@@ -74,22 +77,39 @@ impl TestServer {
 
     async fn launch(tweak: impl FnOnce(&mut ServerConfig), clock: Option<Arc<ManualClock>>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = ServerConfig { data_dir: dir.path().join("data"), ..Default::default() };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // The real address, so that the default public URL and issuer are this server's.
+        let listen = listener.local_addr().unwrap();
+        let mut config = ServerConfig { data_dir: dir.path().join("data"), listen, ..Default::default() };
         config.rate_limits.enabled = false;
         tweak(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if config.tls.plain_http { "http" } else { "https" };
+        let base = format!("{scheme}://{listen}");
         let server_clock: Arc<dyn Clock> = match &clock {
             Some(manual) => manual.clone(),
             None => Arc::new(SystemClock),
         };
         let server = Server::open_with_clock(config.clone(), server_clock).await.unwrap();
+        server.record_endpoint();
+        let ca_pin = server.tls().map(|tls| tls.ca_pin());
+        let http = match server.tls() {
+            Some(tls) => https_client(&tls.ca_pem()),
+            None => reqwest::Client::new(),
+        };
         let changes = server.state().dispatcher.watch_actions();
         let shutdown = CancellationToken::new();
         let serving = server.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move { serving.serve(listener, async move { stop.cancelled().await }).await });
-        Self { base, dir, http: reqwest::Client::new(), server, clock, changes, shutdown }
+        Self { base, dir, http, ca_pin, server, clock, changes, shutdown }
+    }
+
+    /// The `casefile-agent` flags that make it trust this server.
+    pub fn trust_args(&self) -> Vec<String> {
+        match &self.ca_pin {
+            Some(pin) => vec!["--ca-sha256".to_owned(), pin.clone()],
+            None => Vec::new(),
+        }
     }
 
     /// Moves the server's clock forward (servers from [`TestServer::start_with_clock`]).
@@ -120,7 +140,7 @@ impl TestServer {
     pub fn claims(&self, roles: &[&str]) -> AccessClaims {
         let now = chrono::Utc::now().timestamp();
         AccessClaims {
-            iss: "casefile".into(),
+            iss: self.server.state().config.auth.issuer.clone(),
             aud: "https://api.securitycenter.microsoft.com".into(),
             sub: "tester".into(),
             tid: "default".into(),
@@ -214,6 +234,9 @@ impl TestServer {
     ) -> TestAgent {
         let mut config = casefile_agent::AgentConfig::new(self.base.clone(), token, state_dir.clone());
         config.host_id = Some(host_id.to_owned());
+        if let Some(pin) = &self.ca_pin {
+            config.trust = casefile_agent::trust::Trust::Pinned(pin.parse().unwrap());
+        }
         tweak(&mut config);
         let stop = CancellationToken::new();
         let (ready, online) = tokio::sync::oneshot::channel();
@@ -285,6 +308,31 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// A client that trusts only the CA in `ca_pem`.
+impl TestServer {
+    /// A client builder that trusts this server's CA.
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        let ca = std::fs::read(self.dir.path().join("data").join("tls").join("ca.pem")).unwrap();
+        reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+    }
+
+    /// An agent configuration for this server, pinning its CA.
+    pub fn agent_config(&self, token: Option<String>, state_dir: PathBuf) -> casefile_agent::AgentConfig {
+        let mut config = casefile_agent::AgentConfig::new(self.base.clone(), token, state_dir);
+        if let Some(pin) = &self.ca_pin {
+            config.trust = casefile_agent::trust::Trust::Pinned(pin.parse().unwrap());
+        }
+        config
+    }
+}
+
+pub fn https_client(ca_pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+        .build()
+        .unwrap()
 }
 
 /// The error body of a response, checked for the MDE shape.

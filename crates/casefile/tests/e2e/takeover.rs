@@ -91,11 +91,7 @@ async fn machine_takeover_with_a_token_and_the_victims_machine_id_is_refused() {
 
     // A real agent with the token and the victim's host id, in its own state directory: it
     // answers the challenge with its own key, which proves nothing.
-    let mut config = casefile_agent::AgentConfig::new(
-        server.base.clone(),
-        Some(token.clone()),
-        server.dir.path().join("attacker-state"),
-    );
+    let mut config = server.agent_config(Some(token.clone()), server.dir.path().join("attacker-state"));
     config.host_id = Some("victim-host".to_owned());
     let refused = casefile_agent::run(config, tokio_util::sync::CancellationToken::new()).await;
     assert!(matches!(refused, Err(casefile_agent::AgentError::Refused(_))), "{refused:?}");
@@ -288,7 +284,7 @@ async fn enroll_tokens_are_listed_and_revoked_on_the_command_line() {
     let data_dir = server.dir.path().join("data");
     let out = casefile().args(["enroll-token", "--uses", "3", "--data-dir"]).arg(&data_dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let token = String::from_utf8(out.stdout).unwrap().lines().next().unwrap().trim().to_owned();
     let key = SigningKey::from_bytes(&[3; 32]);
     assert_eq!(enroll_raw(&server, &token, "listed", &key).await.status(), 201);
 
