@@ -138,8 +138,6 @@ pub trait Store: Send + Sync + 'static {
     async fn action(&self, tenant: &str, id: Uuid) -> Result<Option<MachineAction>>;
     /// Filter and order use the MachineAction entity's wire names (`status`, `machineId`).
     async fn actions(&self, tenant: &str, query: &ListQuery) -> Result<Listed<MachineAction>>;
-    /// Atomically moves the machine's oldest `Pending` action to `InProgress`.
-    async fn claim_next_action(&self, machine_id: &str, at: Timestamp) -> Result<Option<MachineAction>>;
     /// Applies `change` if the action is in one of the statuses allowed to precede it
     /// (and, with `machine_id`, belongs to that machine). `None`: nothing changed.
     async fn transition(

@@ -31,6 +31,11 @@ async fn machine(store: &dyn Store, tenant: &str, id: &str) -> MachineRecord {
         .unwrap()
 }
 
+/// Claims the machine's next action as an agent that does not confirm receipt.
+async fn claim(store: &dyn Store, machine_id: &str, at: chrono::DateTime<Utc>) -> Option<MachineAction> {
+    store.claim_leased(machine_id, at, None, None).await.unwrap().map(|c| c.action)
+}
+
 fn pending(machine_id: &str, created: chrono::DateTime<Utc>) -> MachineAction {
     MachineAction::new_pending(ActionType::CollectInvestigationPackage, machine_id, None, "tester", "c".into(), created)
 }
@@ -63,7 +68,7 @@ async fn transitions_never_go_backwards(store: &dyn Store) {
     assert!(store.complete_with_package("m1", &package(action.id, "t"), Utc::now(), None).await.unwrap().is_none());
     assert!(store.package("t", action.id).await.unwrap().is_none(), "no package without Succeeded");
 
-    let claimed = store.claim_next_action("m1", Utc::now()).await.unwrap().unwrap();
+    let claimed = claim(store, "m1", Utc::now()).await.unwrap();
     assert_eq!((claimed.id, claimed.status), (action.id, ActionStatus::InProgress));
     // Another machine cannot complete it.
     assert!(store.complete_with_package("m2", &package(action.id, "t"), Utc::now(), None).await.unwrap().is_none());
@@ -87,7 +92,7 @@ async fn one_live_collection_per_machine(store: &dyn Store) {
     store.create_action("t", &first, None).await.unwrap();
     let second = pending("m1", Utc::now());
     assert!(matches!(store.create_action("t", &second, None).await, Err(StoreError::ActiveRequestExists)));
-    store.claim_next_action("m1", Utc::now()).await.unwrap().unwrap();
+    claim(store, "m1", Utc::now()).await.unwrap();
     assert!(matches!(store.create_action("t", &second, None).await, Err(StoreError::ActiveRequestExists)));
 
     let failed = Transition::failure(ActionStatus::Failed, Utc::now(), 1, "broken");
@@ -105,8 +110,8 @@ async fn claims_are_oldest_first_per_machine_and_tenants_are_separate(store: &dy
     other_type.action_type = ActionType::Isolate;
     store.create_action("a", &older, None).await.unwrap();
     store.create_action("a", &other_type, None).await.unwrap();
-    assert!(store.claim_next_action("m2", now).await.unwrap().is_none());
-    assert_eq!(store.claim_next_action("m1", now).await.unwrap().unwrap().id, older.id);
+    assert!(claim(store, "m2", now).await.is_none());
+    assert_eq!(claim(store, "m1", now).await.unwrap().id, older.id);
 
     assert!(store.action("b", older.id).await.unwrap().is_none());
     assert!(store.machine("b", "m1").await.unwrap().is_none());
@@ -123,8 +128,8 @@ async fn silent_machines_time_out_and_restarts_fail(store: &dyn Store) {
     let chatty = pending("chatty", Utc::now());
     store.create_action("t", &quiet, None).await.unwrap();
     store.create_action("t", &chatty, None).await.unwrap();
-    store.claim_next_action("quiet", Utc::now()).await.unwrap().unwrap();
-    store.claim_next_action("chatty", Utc::now()).await.unwrap().unwrap();
+    claim(store, "quiet", Utc::now()).await.unwrap();
+    claim(store, "chatty", Utc::now()).await.unwrap();
     store.touch_machine("chatty", Utc::now() + Duration::seconds(60), Some("10.0.0.1")).await.unwrap();
 
     let cutoff = Utc::now() + Duration::seconds(30);
@@ -232,7 +237,7 @@ async fn cancellation_is_immediate_when_pending_and_confirmed_when_running(store
 
     let running = pending("m1", Utc::now());
     store.create_action("t", &running, None).await.unwrap();
-    store.claim_next_action("m1", Utc::now()).await.unwrap().unwrap();
+    claim(store, "m1", Utc::now()).await.unwrap();
     assert!(
         store.confirm_cancel("m1", running.id, Utc::now(), None).await.unwrap().is_none(),
         "nothing to confirm yet"
@@ -265,7 +270,7 @@ async fn pending_actions_expire_and_packages_retire(store: &dyn Store) {
     assert_eq!(store.action("t", old.id).await.unwrap().unwrap().status, ActionStatus::TimeOut);
     assert_eq!(store.action("t", fresh.id).await.unwrap().unwrap().status, ActionStatus::Pending);
 
-    store.claim_next_action("m2", Utc::now()).await.unwrap().unwrap();
+    claim(store, "m2", Utc::now()).await.unwrap();
     let mut stored = package(fresh.id, "t");
     stored.stored_at = Utc::now() - Duration::days(31);
     store.complete_with_package("m2", &stored, Utc::now(), None).await.unwrap().unwrap();
@@ -450,7 +455,7 @@ async fn changes_and_their_audit_entries_commit_together(store: &dyn Store) {
     let running = pending("m1", Utc::now());
     let running_target = running.id.to_string();
     store.create_action("t", &running, None).await.unwrap();
-    store.claim_next_action("m1", Utc::now()).await.unwrap().unwrap();
+    claim(store, "m1", Utc::now()).await.unwrap();
     let entry = audit_entry("package.upload", &running_target);
     store.complete_with_package("m1", &package(running.id, "t"), Utc::now(), Some(&entry)).await.unwrap().unwrap();
     assert_eq!(entries_for(store, &running_target).await, 1);

@@ -1020,19 +1020,6 @@ impl Store for SqliteStore {
         listed.try_map(action_from_row)
     }
 
-    async fn claim_next_action(&self, machine_id: &str, at: Timestamp) -> Result<Option<MachineAction>> {
-        let sql = format!(
-            "UPDATE machine_actions SET status = 'InProgress', updated_at = ? \
-             WHERE id = (SELECT id FROM machine_actions WHERE machine_id = ? AND status = 'Pending' \
-                         ORDER BY created_at LIMIT 1) AND status = 'Pending' \
-             RETURNING {ACTION_COLUMNS}"
-        );
-        let mut tx = self.write().await?;
-        let row = sqlx::query(AssertSqlSafe(sql)).bind(micros(at)).bind(machine_id).fetch_optional(&mut *tx).await?;
-        tx.commit().await?;
-        row.as_ref().map(action_from_row).transpose()
-    }
-
     async fn transition(
         &self,
         id: Uuid,
