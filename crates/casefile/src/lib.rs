@@ -18,7 +18,9 @@ pub async fn open_data_dir(data_dir: std::path::PathBuf) -> anyhow::Result<casef
     let mut config = casefile_server::ServerConfig { data_dir, ..Default::default() };
     if let Some(endpoint) = casefile_server::Endpoint::load(&config.data_dir) {
         config.auth.issuer = endpoint.issuer;
-        config.tls.plain_http = endpoint.ca_sha256.is_none();
+        // The CLI never serves: once a server has recorded its endpoint (with the CA's pin),
+        // a command must not touch the TLS material that server is using.
+        config.tls.plain_http = true;
     }
     Ok(casefile_server::Server::open(config).await?)
 }

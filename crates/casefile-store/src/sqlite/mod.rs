@@ -256,29 +256,44 @@ async fn rekey_machine(conn: &mut sqlx::SqliteConnection, m: &MachineEnrollment)
 }
 
 async fn insert_machine(conn: &mut sqlx::SqliteConnection, m: &MachineEnrollment) -> Result<()> {
+    write_machine(conn, m, "").await
+}
+
+/// `ON CONFLICT` clause of [`Store::enroll_machine`]: a host written again keeps its
+/// `first_seen` and takes everything else anew.
+const MACHINE_UPSERT: &str = " ON CONFLICT (id) DO UPDATE SET computer_dns_name = excluded.computer_dns_name, \
+     os_platform = excluded.os_platform, os_version = excluded.os_version, \
+     os_architecture = excluded.os_architecture, os_build = excluded.os_build, \
+     agent_version = excluded.agent_version, last_ip_address = excluded.last_ip_address, \
+     ip_addresses = excluded.ip_addresses, last_seen = excluded.last_seen, \
+     credential_hash = excluded.credential_hash, agent_public_key = excluded.agent_public_key";
+
+/// Inserts the machine, with `on_conflict` appended to the statement.
+async fn write_machine(conn: &mut sqlx::SqliteConnection, m: &MachineEnrollment, on_conflict: &str) -> Result<()> {
     let ips = serde_json::to_string(&m.facts.ip_addresses).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    sqlx::query(
+    let sql = format!(
         "INSERT INTO machines (id, tenant_id, computer_dns_name, os_platform, os_version, os_architecture, \
              os_build, agent_version, last_ip_address, ip_addresses, first_seen, last_seen, credential_hash, \
              agent_public_key) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&m.id)
-    .bind(&m.tenant_id)
-    .bind(&m.facts.computer_dns_name)
-    .bind(&m.facts.os_platform)
-    .bind(&m.facts.os_version)
-    .bind(&m.facts.os_architecture)
-    .bind(m.facts.os_build)
-    .bind(&m.facts.agent_version)
-    .bind(&m.last_ip_address)
-    .bind(ips)
-    .bind(micros(m.at))
-    .bind(micros(m.at))
-    .bind(&m.credential_hash)
-    .bind(&m.agent_public_key)
-    .execute(&mut *conn)
-    .await?;
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?){on_conflict}"
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(&m.id)
+        .bind(&m.tenant_id)
+        .bind(&m.facts.computer_dns_name)
+        .bind(&m.facts.os_platform)
+        .bind(&m.facts.os_version)
+        .bind(&m.facts.os_architecture)
+        .bind(m.facts.os_build)
+        .bind(&m.facts.agent_version)
+        .bind(&m.last_ip_address)
+        .bind(ips)
+        .bind(micros(m.at))
+        .bind(micros(m.at))
+        .bind(&m.credential_hash)
+        .bind(&m.agent_public_key)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -887,40 +902,11 @@ impl Store for SqliteStore {
     }
 
     async fn enroll_machine(&self, m: &MachineEnrollment) -> Result<MachineRecord> {
-        let ips = serde_json::to_string(&m.facts.ip_addresses).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let sql = format!(
-            "INSERT INTO machines (id, tenant_id, computer_dns_name, os_platform, os_version, os_architecture, \
-                 os_build, agent_version, last_ip_address, ip_addresses, first_seen, last_seen, credential_hash, \
-                 agent_public_key) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET computer_dns_name = excluded.computer_dns_name, \
-                 os_platform = excluded.os_platform, os_version = excluded.os_version, \
-                 os_architecture = excluded.os_architecture, os_build = excluded.os_build, \
-                 agent_version = excluded.agent_version, last_ip_address = excluded.last_ip_address, \
-                 ip_addresses = excluded.ip_addresses, last_seen = excluded.last_seen, \
-                 credential_hash = excluded.credential_hash, agent_public_key = excluded.agent_public_key \
-             RETURNING {MACHINE_COLUMNS}"
-        );
         let mut tx = self.write().await?;
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(&m.id)
-            .bind(&m.tenant_id)
-            .bind(&m.facts.computer_dns_name)
-            .bind(&m.facts.os_platform)
-            .bind(&m.facts.os_version)
-            .bind(&m.facts.os_architecture)
-            .bind(m.facts.os_build)
-            .bind(&m.facts.agent_version)
-            .bind(&m.last_ip_address)
-            .bind(ips)
-            .bind(micros(m.at))
-            .bind(micros(m.at))
-            .bind(&m.credential_hash)
-            .bind(&m.agent_public_key)
-            .fetch_one(&mut *tx)
-            .await?;
+        write_machine(&mut tx, m, MACHINE_UPSERT).await?;
+        let machine = machine_in(&mut tx, &m.id).await?;
         tx.commit().await?;
-        machine_from_row(&row)
+        Ok(machine)
     }
 
     async fn machine_by_credential(&self, hash: &str) -> Result<Option<MachineRecord>> {

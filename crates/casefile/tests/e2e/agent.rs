@@ -77,7 +77,7 @@ impl RawAgent {
     }
 
     /// Enrolls registering `key`'s public half as the agent key.
-    async fn enroll_with_key(server: &TestServer, host_id: &str, key: Option<&SigningKey>) -> Self {
+    pub(crate) async fn enroll_with_key(server: &TestServer, host_id: &str, key: Option<&SigningKey>) -> Self {
         let request = Self::enroll_request(host_id, key);
         let response = server
             .http
@@ -112,7 +112,7 @@ impl RawAgent {
         }
     }
 
-    async fn upload(&self, action: &str, body: impl Into<reqwest::Body>, sha256: &str) -> reqwest::Response {
+    pub(crate) async fn upload(&self, action: &str, body: impl Into<reqwest::Body>, sha256: &str) -> reqwest::Response {
         self.http
             .put(format!("{}/agent/v1/actions/{action}/package", self.base))
             .bearer_auth(&self.credential)

@@ -9,7 +9,9 @@ use std::path::Path;
 use casefile_package::corpus::{self, HostileCase, RawEntry, VICTIM};
 use casefile_package::writer::PackageMeta;
 use casefile_proto::ActionStatus;
-use casefile_proto::agent::{AgentTask, EnrollResponse};
+use casefile_proto::agent::AgentTask;
+
+use crate::agent::RawAgent;
 use ed25519_dalek::SigningKey;
 use serde_json::Value;
 use sha2::Digest;
@@ -30,62 +32,33 @@ fn meta(action: Option<Uuid>, machine: Option<&str>) -> PackageMeta {
 }
 
 /// An agent speaking the agent API by hand, with `key` registered at enrollment.
-struct Uploader {
-    server_base: String,
-    http: reqwest::Client,
-    machine_id: String,
-    credential: String,
+struct Uploader(RawAgent);
+
+impl std::ops::Deref for Uploader {
+    type Target = RawAgent;
+    fn deref(&self) -> &RawAgent {
+        &self.0
+    }
 }
 
 impl Uploader {
     async fn enroll(server: &TestServer, host_id: &str) -> Self {
-        let request = crate::agent::RawAgent::enroll_request(host_id, Some(&key()));
-        let response = server
-            .http
-            .post(format!("{}/agent/v1/enroll", server.base))
-            .bearer_auth(server.enroll_token().await)
-            .json(&request)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
-        let enrolled: EnrollResponse = response.json().await.unwrap();
-        Self {
-            server_base: server.base.clone(),
-            http: server.http.clone(),
-            machine_id: enrolled.machine_id,
-            credential: enrolled.credential,
-        }
+        Self(RawAgent::enroll_with_key(server, host_id, Some(&key())).await)
     }
 
     /// A new collection of this machine, claimed: its action id.
     async fn claim(&self, server: &TestServer) -> Uuid {
         let created = server.collect(&self.machine_id, &server.token(ALL)).await;
         assert_eq!(created.status(), 201);
-        let response = self
-            .http
-            .get(format!("{}/agent/v1/actions/next?wait=0", self.server_base))
-            .bearer_auth(&self.credential)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        match response.json().await.unwrap() {
-            AgentTask::CollectInvestigationPackage { action_id, .. } => action_id,
+        match self.0.poll(0).await {
+            Some(AgentTask::CollectInvestigationPackage { action_id, .. }) => action_id,
             other => panic!("expected a collection, got {other:?}"),
         }
     }
 
     async fn upload(&self, action: Uuid, body: Vec<u8>) -> reqwest::Response {
         let sha = hex::encode(sha2::Sha256::digest(&body));
-        self.http
-            .put(format!("{}/agent/v1/actions/{action}/package", self.server_base))
-            .bearer_auth(&self.credential)
-            .header("x-casefile-sha256", sha)
-            .body(body)
-            .send()
-            .await
-            .unwrap()
+        self.0.upload(&action.to_string(), body, &sha).await
     }
 }
 
