@@ -363,6 +363,12 @@ mod tests {
         let rows = item.rows();
         let row = find_row(&rows, "path", &planted.to_string_lossy());
         assert_eq!(row["is_executable"], "true");
-        assert_eq!(row["sha256"], hex::encode(Sha256::digest(b"#!/bin/sh\necho planted\n")));
+        // A live /tmp (a CI machine's holds whole build trees) may use up the hashing
+        // budget before the walk reaches the planted file; then the row must say so.
+        let expected = hex::encode(Sha256::digest(b"#!/bin/sh\necho planted\n"));
+        assert!(
+            row["sha256"] == expected || row["note"].contains("hashing budget is used up"),
+            "neither the hash nor the reason it is missing: {row:?}"
+        );
     }
 }
