@@ -1,5 +1,12 @@
 //! Server configuration: a TOML file (`--config`), with every field defaulted so that
 //! no file at all runs on embedded defaults under the data directory.
+//!
+//! Every setting also comes from the environment and from flags, with one precedence:
+//! flag > environment > file > default ([`Config::layered`]). The environment variable of
+//! a setting is derived from its place in these structs, so that a section added later
+//! gets its variables with no list to keep: `CASEFILE_` and the key's path, upper case,
+//! sections joined by `__` (`[auth] issuer` is `CASEFILE_AUTH__ISSUER`, `data_dir` is
+//! `CASEFILE_DATA_DIR`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,14 +14,14 @@ use std::time::Duration;
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Api;
 use crate::ratelimit::Window;
 
 const DAY: u64 = 24 * 3600;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where the database, packages and keys live.
@@ -24,6 +31,8 @@ pub struct Config {
     /// download links and `@odata.context`. Unset: taken from each request's `Host`.
     pub public_url: Option<String>,
     /// Database URL; unset: the SQLite file `casefile.db` in the data directory.
+    /// Secret-bearing (a password in the URL): redacted when printed.
+    #[serde(serialize_with = "redact::url")]
     pub database_url: Option<String>,
     pub auth: AuthConfig,
     pub agents: AgentConfig,
@@ -40,7 +49,7 @@ pub struct Config {
 
 /// How the server speaks TLS. No certificate files: the first start creates a private
 /// CA and a server certificate under `<data_dir>/tls/` (agents pin the CA).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain, leaf first (with `key_file`). Re-read when it changes.
@@ -62,7 +71,7 @@ pub struct TlsConfig {
 
 /// Bounds on client connections, so that slow or silent clients cannot hold the
 /// server's file descriptors (issue 9 item 14).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConnectionConfig {
     /// Connections served at once; beyond it new connections are closed at accept.
@@ -103,7 +112,7 @@ impl Default for ConnectionConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// `iss` of the tokens this server signs and accepts; empty (the default): the public
@@ -130,7 +139,7 @@ pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
 /// An identity provider whose tokens are accepted: its `iss`, the audiences its tokens
 /// may carry, where its public keys (JWKS) are, and which casefile tenant its tokens
 /// belong to.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustedIssuerConfig {
     /// The token's `iss`, exactly; may hold [`TENANT_PLACEHOLDER`] once, which must then
@@ -177,7 +186,7 @@ impl Default for TrustedIssuerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AgentConfig {
     /// A `Pending` action no agent picked up within this window ends `TimeOut`.
@@ -198,7 +207,7 @@ pub struct AgentConfig {
     pub enrollment_token_ttl_seconds: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PackageConfig {
     /// Lifetime of a `getPackageUri` link.
@@ -210,7 +219,7 @@ pub struct PackageConfig {
 }
 
 /// Call quotas per tenant, caller and API (`../shared/spec/mde-api.md` §1, §3, §4).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Off: no quotas at all (tests and benchmarks).
@@ -229,7 +238,7 @@ pub struct RateLimitConfig {
     pub token_requests_per_client_per_minute: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     pub per_minute: u32,
@@ -332,12 +341,128 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config file {path}: {source}")]
     Parse { path: PathBuf, source: Box<toml::de::Error> },
+    /// An environment variable or a flag that names no setting, or whose value does not
+    /// fit the setting's type.
+    #[error("{source_name} (setting {key}): {message}")]
+    Override { source_name: String, key: String, message: String },
+    /// Settings that contradict each other or break a bound.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Prefix of the environment variables that carry settings.
+pub const ENV_PREFIX: &str = "CASEFILE_";
+
+/// `CASEFILE_*` variables that are not settings: the `--config` flag's own, and those of
+/// the client commands and the log setup.
+pub const ENV_NOT_SETTINGS: &[&str] =
+    &["CASEFILE_CONFIG", "CASEFILE_SERVER", "CASEFILE_CACERT", "CASEFILE_TOKEN", "CASEFILE_LOG", "CASEFILE_LOG_FORMAT"];
+
+/// Where a configuration comes from, lowest precedence first after the defaults.
+#[derive(Debug, Default, Clone)]
+pub struct Layers {
+    /// The TOML file (`--config` / `CASEFILE_CONFIG`).
+    pub file: Option<PathBuf>,
+    /// The process environment (`std::env::vars()`); only `CASEFILE_*` is looked at.
+    pub env: Vec<(String, String)>,
+    /// Flags, as (flag name for messages, dotted key, raw value), in command-line order.
+    pub flags: Vec<(String, String, String)>,
+}
+
+/// A configuration and what was noticed while layering it (unknown variables).
+#[derive(Debug)]
+pub struct Layered {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// The environment variable of a dotted key (`auth.issuer` → `CASEFILE_AUTH__ISSUER`).
+pub fn env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.split('.').map(str::to_ascii_uppercase).collect::<Vec<_>>().join("__"))
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let raw = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         toml::from_str(&raw).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+    }
+
+    /// The configuration from defaults, then the file, then `CASEFILE_*` variables, then
+    /// flags, each overriding the one before; validated ([`Config::check`]).
+    ///
+    /// A value that does not fit its setting's type is refused naming the variable or
+    /// flag, the key and the expected type; a variable with a section (`__`) that names
+    /// no setting is refused; one without is warned about and ignored (it may belong to
+    /// another program).
+    pub fn layered(layers: &Layers) -> Result<Layered, ConfigError> {
+        let mut table = toml::Table::new();
+        if let Some(path) = &layers.file {
+            let raw =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            // Parsed as the struct first: toml's own errors name the line and the key.
+            toml::from_str::<Config>(&raw)
+                .map_err(|source| ConfigError::Parse { path: path.clone(), source: Box::new(source) })?;
+            table = toml::from_str(&raw)
+                .map_err(|source| ConfigError::Parse { path: path.clone(), source: Box::new(source) })?;
+        }
+        let mut warnings = Vec::new();
+        let mut env: Vec<_> = layers
+            .env
+            .iter()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX) && !ENV_NOT_SETTINGS.contains(&name.as_str()))
+            .collect();
+        env.sort();
+        for (name, raw) in env {
+            let path: Vec<String> =
+                name[ENV_PREFIX.len()..].split("__").map(str::to_ascii_lowercase).collect::<Vec<_>>();
+            let key = path.join(".");
+            match overlay(&mut table, &path, raw) {
+                Ok(()) => {}
+                Err(Refused::Unknown(message)) if path.len() == 1 => {
+                    warnings.push(format!("{name} is not a casefile setting ({message}); ignored"));
+                }
+                Err(Refused::Unknown(message) | Refused::Bad(message)) => {
+                    return Err(ConfigError::Override { source_name: name.clone(), key, message });
+                }
+            }
+        }
+        for (flag, key, raw) in &layers.flags {
+            let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+            overlay(&mut table, &path, raw).map_err(|(Refused::Unknown(message) | Refused::Bad(message))| {
+                ConfigError::Override { source_name: flag.clone(), key: key.clone(), message }
+            })?;
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        config.check().map_err(ConfigError::Invalid)?;
+        Ok(Layered { config, warnings })
+    }
+
+    /// The effective configuration as TOML, secrets redacted (`casefile config check`).
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    }
+
+    /// Every check a server makes of its configuration before it starts: bounds and
+    /// combinations ([`Config::validate`]), certificate files, plain HTTP on the listen
+    /// address, trusted proxies. `casefile config check` runs the same.
+    pub fn check(&self) -> Result<(), String> {
+        self.validate()?;
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err("tls.cert_file and tls.key_file go together: set both or neither".to_owned());
+        }
+        crate::tls::check_plain_http(self, self.listen.ip()).map_err(|e| e.to_string())?;
+        crate::proxy::TrustedProxies::parse(&self.trusted_proxies).map_err(|e| format!("trusted_proxies: {e}"))?;
+        for (i, issuer) in self.auth.trusted_issuers.iter().enumerate() {
+            if issuer.jwks_file.is_some() == issuer.jwks_url.is_some() {
+                return Err(format!(
+                    "auth.trusted_issuers[{i}] ({}): set exactly one of jwks_file and jwks_url",
+                    issuer.issuer
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The base URL clients reach the server at: `public_url`, else `https://` (or
@@ -426,3 +551,230 @@ impl Config {
 pub const MAX_TOKEN_TTL_SECONDS: u64 = DAY;
 /// Longest lifetime of a download link: a link is a bearer credential for evidence.
 pub const MAX_LINK_TTL_SECONDS: u64 = DAY;
+
+enum Refused {
+    /// The key names no setting.
+    Unknown(String),
+    /// The value does not fit the setting.
+    Bad(String),
+}
+
+/// Sets `path` in `table` to `raw` if the result still describes a valid [`Config`]
+/// (checked at once, so that the error names this variable or flag). `raw` is read as a
+/// TOML value (`25`, `true`, `["a", "b"]`, `{ per_minute = 1, per_hour = 2 }`), else,
+/// or when the setting wants text, as a string.
+fn overlay(table: &mut toml::Table, path: &[String], raw: &str) -> Result<(), Refused> {
+    if path.iter().any(|p| p.is_empty()) {
+        return Err(Refused::Unknown("an empty section or key".to_owned()));
+    }
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .filter(|t| t.len() == 1)
+        .and_then(|mut t| t.remove("v"));
+    let text = toml::Value::String(raw.to_owned());
+    let mut first: Option<String> = None;
+    for value in parsed.into_iter().chain([text]) {
+        let mut candidate = table.clone();
+        set(&mut candidate, path, value).map_err(Refused::Unknown)?;
+        match toml::Value::Table(candidate.clone()).try_into::<Config>() {
+            Ok(_) => {
+                *table = candidate;
+                return Ok(());
+            }
+            // The first reading's complaint is the telling one (`-1` for a count).
+            Err(e) => _ = first.get_or_insert_with(|| e.message().to_owned()),
+        }
+    }
+    let message = first.unwrap_or_default();
+    Err(match message.contains("unknown field") {
+        true => Refused::Unknown(message),
+        false => Refused::Bad(message),
+    })
+}
+
+fn set(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, sections) = path.split_last().ok_or("an empty key")?;
+    let mut at = table;
+    for section in sections {
+        let entry = at.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        at = entry.as_table_mut().ok_or_else(|| format!("{section} is a value, not a section"))?;
+    }
+    at.insert(last.clone(), value);
+    Ok(())
+}
+
+/// Serializers that keep secrets out of printed configurations. A setting that carries a
+/// secret gets `#[serde(serialize_with = "redact::...")]`.
+pub mod redact {
+    use serde::Serializer;
+
+    pub const REDACTED: &str = "<redacted>";
+
+    /// A URL with its password (`scheme://user:password@host`) replaced.
+    pub fn url<S: Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            None => s.serialize_none(),
+            Some(raw) => match url::Url::parse(raw) {
+                Ok(mut url) if url.password().is_some() => {
+                    let _ = url.set_password(Some(REDACTED));
+                    s.serialize_str(url.as_str())
+                }
+                Ok(_) => s.serialize_str(raw),
+                // Not a URL we can take apart: it may still hold a secret.
+                Err(_) if raw.contains('@') => s.serialize_str(REDACTED),
+                Err(_) => s.serialize_str(raw),
+            },
+        }
+    }
+
+    /// A value that is secret as a whole.
+    pub fn secret<S: Serializer, T>(value: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            None => s.serialize_none(),
+            Some(_) => s.serialize_str(REDACTED),
+        }
+    }
+}
+
+#[cfg(test)]
+mod layering_tests {
+    use super::*;
+
+    fn layered(file: Option<&str>, env: &[(&str, &str)], flags: &[(&str, &str)]) -> Result<Layered, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file.map(|text| {
+            let path = dir.path().join("casefile.toml");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
+        Config::layered(&Layers {
+            file: path,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            flags: flags.iter().map(|(k, v)| (format!("--set {k}"), k.to_string(), v.to_string())).collect(),
+        })
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file_beats_default() {
+        let file = "[agents]\npoll_wait_seconds = 11\nclaim_lease_seconds = 12\nsilent_timeout_seconds = 600\n";
+        let env = [("CASEFILE_AGENTS__POLL_WAIT_SECONDS", "21"), ("CASEFILE_AGENTS__CLAIM_LEASE_SECONDS", "22")];
+        let flags = [("agents.poll_wait_seconds", "31")];
+        let config = layered(Some(file), &env, &flags).unwrap().config;
+        assert_eq!(config.agents.poll_wait_seconds, 31, "flag");
+        assert_eq!(config.agents.claim_lease_seconds, 22, "environment");
+        assert_eq!(config.agents.silent_timeout_seconds, 600, "file");
+        assert_eq!(config.agents.max_collection_seconds, 3600, "default");
+    }
+
+    #[test]
+    fn every_kind_of_setting_comes_from_the_environment() {
+        let env = [
+            ("CASEFILE_DATA_DIR", "/srv/casefile"),
+            ("CASEFILE_LISTEN", "127.0.0.1:9443"),
+            ("CASEFILE_PUBLIC_URL", "https://casefile.example.com"),
+            ("CASEFILE_AUTH__ISSUER", "https://issuer.example"),
+            // A text setting whose value reads as a number stays text.
+            ("CASEFILE_AUTH__EXTRA_AUDIENCES", "[\"api://casefile\", \"1234\"]"),
+            ("CASEFILE_TLS__PLAIN_HTTP", "true"),
+            ("CASEFILE_TRUSTED_PROXIES", "[\"10.0.0.0/8\"]"),
+            ("CASEFILE_RATE_LIMITS__APIS", "{ GetPackageUri = { per_minute = 5, per_hour = 50 } }"),
+            ("CASEFILE_CONNECTIONS__MAX_CONNECTIONS", "10"),
+            (
+                "CASEFILE_AUTH__TRUSTED_ISSUERS",
+                "[{ issuer = \"https://idp.example\", jwks_url = \"https://idp.example/jwks\" }]",
+            ),
+            // Not settings: left alone, no warning.
+            ("CASEFILE_TOKEN", "x"),
+            ("CASEFILE_CONFIG", "/nowhere"),
+            ("HOME", "/root"),
+        ];
+        let layered = layered(None, &env, &[]).unwrap();
+        let c = layered.config;
+        assert!(layered.warnings.is_empty(), "{:?}", layered.warnings);
+        assert_eq!(c.data_dir, PathBuf::from("/srv/casefile"));
+        assert_eq!(c.listen.port(), 9443);
+        assert_eq!(c.issuer(), "https://issuer.example");
+        assert_eq!(c.auth.extra_audiences, ["api://casefile", "1234"]);
+        assert!(c.tls.plain_http);
+        assert_eq!(c.trusted_proxies, ["10.0.0.0/8"]);
+        assert_eq!(c.rate_limits.apis["GetPackageUri"], Quota { per_minute: 5, per_hour: 50 });
+        assert_eq!(c.connections.max_connections, 10);
+        assert_eq!(c.auth.trusted_issuers[0].refresh_seconds, 3600);
+        assert_eq!(
+            env_name("rate_limits.token_requests_per_source_per_minute"),
+            "CASEFILE_RATE_LIMITS__TOKEN_REQUESTS_PER_SOURCE_PER_MINUTE"
+        );
+    }
+
+    #[test]
+    fn hostile_values_name_the_variable_the_key_and_the_type() {
+        let e = layered(None, &[("CASEFILE_AGENTS__POLL_WAIT_SECONDS", "soon")], &[]).unwrap_err().to_string();
+        assert!(e.contains("CASEFILE_AGENTS__POLL_WAIT_SECONDS") && e.contains("agents.poll_wait_seconds"), "{e}");
+        assert!(e.contains("u64") || e.contains("integer"), "{e}");
+        for hostile in ["-1", "1e99", "99999999999999999999999", "", "1\n[auth]\nissuer = 'x'", "[1, 2]"] {
+            let e = layered(None, &[("CASEFILE_AGENTS__POLL_WAIT_SECONDS", hostile)], &[]).unwrap_err();
+            assert!(e.to_string().contains("CASEFILE_AGENTS__POLL_WAIT_SECONDS"), "{hostile:?}: {e}");
+        }
+        let e = layered(None, &[("CASEFILE_LISTEN", "not-an-address")], &[]).unwrap_err().to_string();
+        assert!(e.contains("CASEFILE_LISTEN") && e.contains("listen"), "{e}");
+        let e = layered(None, &[("CASEFILE_TLS__PLAIN_HTTP", "yes")], &[]).unwrap_err().to_string();
+        assert!(e.contains("CASEFILE_TLS__PLAIN_HTTP") && e.contains("bool"), "{e}");
+        // A section that exists with a key that does not: refused, naming both.
+        let e = layered(None, &[("CASEFILE_AUTH__ISUER", "x")], &[]).unwrap_err().to_string();
+        assert!(e.contains("CASEFILE_AUTH__ISUER") && e.contains("isuer"), "{e}");
+        // A section that does not exist.
+        let e = layered(None, &[("CASEFILE_NOPE__KEY", "x")], &[]).unwrap_err().to_string();
+        assert!(e.contains("CASEFILE_NOPE__KEY"), "{e}");
+        // A key that is a value, used as a section.
+        let e = layered(None, &[("CASEFILE_LISTEN__PORT", "1")], &[]).unwrap_err().to_string();
+        assert!(e.contains("CASEFILE_LISTEN__PORT"), "{e}");
+        let e = layered(None, &[("CASEFILE_AUTH____ISSUER", "x")], &[]).unwrap_err().to_string();
+        assert!(e.contains("CASEFILE_AUTH____ISSUER"), "{e}");
+        // A section replaced by a value.
+        let e = layered(None, &[("CASEFILE_AUTH", "1")], &[]).unwrap_err();
+        assert!(e.to_string().contains("CASEFILE_AUTH"), "{e}");
+        // Without a section it may be another program's: warned about, ignored.
+        let layered_ok = layered(None, &[("CASEFILE_LISTN", "0.0.0.0:1")], &[]).unwrap();
+        assert!(layered_ok.warnings[0].contains("CASEFILE_LISTN"), "{:?}", layered_ok.warnings);
+        assert_eq!(layered_ok.config.listen, Config::default().listen);
+        // Flags are held to the same rules.
+        let e = layered(None, &[], &[("agents.poll_wait_seconds", "x")]).unwrap_err().to_string();
+        assert!(e.contains("--set agents.poll_wait_seconds"), "{e}");
+        let e = layered(None, &[], &[("nope", "1")]).unwrap_err().to_string();
+        assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn the_file_refuses_unknown_keys_and_bad_types_naming_them() {
+        let e = layered(Some("[auth]\nisuer = \"x\"\n"), &[], &[]).unwrap_err().to_string();
+        assert!(e.contains("isuer"), "{e}");
+        let e = layered(Some("[agents]\npoll_wait_seconds = \"soon\"\n"), &[], &[]).unwrap_err().to_string();
+        assert!(e.contains("poll_wait_seconds") && (e.contains("u64") || e.contains("integer")), "{e}");
+        let e = layered(Some("bogus = 1\n"), &[], &[]).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn invalid_combinations_name_the_settings() {
+        let e = layered(None, &[("CASEFILE_AGENTS__SILENT_TIMEOUT_SECONDS", "10")], &[]).unwrap_err().to_string();
+        assert!(e.contains("agents.silent_timeout_seconds") && e.contains("agents.poll_wait_seconds"), "{e}");
+        let e = layered(None, &[("CASEFILE_TLS__CERT_FILE", "/etc/cert.pem")], &[]).unwrap_err().to_string();
+        assert!(e.contains("tls.cert_file") && e.contains("tls.key_file"), "{e}");
+        let env = [("CASEFILE_TLS__PLAIN_HTTP", "true"), ("CASEFILE_LISTEN", "0.0.0.0:8080")];
+        let e = layered(None, &env, &[]).unwrap_err().to_string();
+        assert!(e.contains("tls.plain_http"), "{e}");
+    }
+
+    #[test]
+    fn the_printed_configuration_reads_back_and_hides_secrets() {
+        let env = [("CASEFILE_DATABASE_URL", "postgres://casefile:hunter2@db.example/casefile")];
+        let config = layered(None, &env, &[]).unwrap().config;
+        let printed = config.to_redacted_toml();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains(redact::REDACTED), "{printed}");
+        // Everything else round-trips: the output is a valid configuration file.
+        let plain = Config { database_url: None, ..config };
+        let back: Config = toml::from_str(&plain.to_redacted_toml()).unwrap();
+        assert_eq!(back.to_redacted_toml(), plain.to_redacted_toml());
+    }
+}

@@ -4,6 +4,7 @@
 //! keys, package store); [`Server::serve`] answers on a listener until shutdown. Tests
 //! bind port 0 and drive it over real HTTP.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod blobs;
@@ -63,6 +64,15 @@ pub enum ServerError {
     Proxy(#[from] proxy::BadProxy),
 }
 
+/// What opening does about a database schema older than the binary's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Apply pending migrations (the embedded demo, tests).
+    Migrate,
+    /// Refuse an older or newer schema, naming `casefile migrate` (a service).
+    Require,
+}
+
 /// What `casefile token` asks for.
 #[derive(Debug, Clone)]
 pub struct TokenRequest {
@@ -110,14 +120,29 @@ impl Server {
     }
 
     /// [`Server::open`] with another clock (tests move a [`clock::ManualClock`]).
-    pub async fn open_with_clock(mut config: Config, clock: Arc<dyn Clock>) -> Result<Self, ServerError> {
+    pub async fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, ServerError> {
+        Self::open_with(config, clock, Schema::Migrate).await
+    }
+
+    /// Opens as a service does: the database's schema must be this binary's (a new,
+    /// empty database is created); `casefile migrate` upgrades an older one.
+    pub async fn open_checked(config: Config) -> Result<Self, ServerError> {
+        Self::open_with(config, Arc::new(SystemClock), Schema::Require).await
+    }
+
+    /// [`Server::open`] with a clock and a schema policy.
+    pub async fn open_with(mut config: Config, clock: Arc<dyn Clock>, schema: Schema) -> Result<Self, ServerError> {
         config.validate().map_err(ServerError::Invalid)?;
         let legacy_issuer = config.auth.issuer.is_empty();
         config.auth.issuer = config.issuer();
         let proxies = Arc::new(proxy::TrustedProxies::parse(&config.trusted_proxies)?);
         let issuers = TrustedIssuers::load(&config.auth).await?;
         create_private_dir(&config.data_dir)?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_url(&config.database_url()).await?);
+        let database = SqliteStore::path_of(&config.database_url())?;
+        let store: Arc<dyn Store> = Arc::new(match schema {
+            Schema::Migrate => SqliteStore::open(&database).await?,
+            Schema::Require => SqliteStore::open_checked(&database).await?,
+        });
         let keyring = Keyring::load_or_create(store.as_ref()).await?;
         let blobs = Blobs::local(&config.packages_dir(), &config.staging_dir())?;
         let mut access_validation = auth::caller::access_validation(
@@ -289,7 +314,7 @@ impl Server {
     }
 }
 
-fn create_private_dir(path: &std::path::Path) -> Result<(), ServerError> {
+pub(crate) fn create_private_dir(path: &std::path::Path) -> Result<(), ServerError> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]

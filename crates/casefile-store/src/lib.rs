@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 pub use query::{ListQuery, Listed, Visibility};
 pub use records::*;
-pub use sqlite::SqliteStore;
+pub use sqlite::{Schema, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,6 +34,18 @@ pub enum StoreError {
     Database(sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The schema lags this binary's: `casefile migrate` brings it up to date.
+    #[error(
+        "the database schema (version {database}) is older than this casefile's (version {binary}): \
+         run `casefile migrate` (it takes a backup first)"
+    )]
+    SchemaOlder { database: i64, binary: i64 },
+    /// The schema is ahead of this binary's: it was migrated by a newer casefile.
+    #[error(
+        "the database schema (version {database}) is newer than this casefile's (version {binary}): \
+         this binary is older than the database; run the newer casefile (or restore a backup taken before the upgrade)"
+    )]
+    SchemaNewer { database: i64, binary: i64 },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// A query names a property the store cannot filter or sort by: a bug in the
@@ -62,6 +74,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub trait Store: Send + Sync + 'static {
     /// Periodic upkeep (planner statistics); cheap when nothing changed.
     async fn optimize(&self) -> Result<()>;
+    /// A consistent copy of the whole database in a new file at `dest`, taken while
+    /// others keep writing (`casefile backup`).
+    async fn backup_into(&self, dest: &std::path::Path) -> Result<()>;
 
     // Signing keys.
     async fn signing_keys(&self, purpose: &str) -> Result<Vec<SigningKeyRecord>>;

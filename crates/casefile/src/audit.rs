@@ -1,18 +1,17 @@
 //! `casefile audit`: reads the audit trail of the server's data directory, with filters.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::Context as _;
-use casefile_server::{Server, ServerConfig};
 use casefile_store::AuditFilter;
 use clap::Args;
 
+use crate::settings::ConfigArgs;
+
 #[derive(Args)]
 pub struct AuditArgs {
-    /// The server's data directory.
-    #[arg(long)]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    config: ConfigArgs,
     /// Only this tenant's entries (default: every tenant, and entries of no tenant).
     #[arg(long)]
     tenant: Option<String>,
@@ -52,7 +51,7 @@ fn time(name: &str, raw: Option<String>) -> anyhow::Result<Option<chrono::DateTi
 }
 
 pub async fn run(args: AuditArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let server = Server::open(ServerConfig { data_dir: args.data_dir, ..Default::default() }).await?;
+    let admin = args.config.admin().await?;
     let filter = AuditFilter {
         tenant_id: args.tenant,
         since: time("since", args.since)?,
@@ -63,8 +62,7 @@ pub async fn run(args: AuditArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         after_seq: args.after,
         limit: args.top,
     };
-    for record in server.state().store.audit(&filter).await? {
-        let event = casefile_server::audit::to_wire(record);
+    for event in admin.audit(&filter).await? {
         if args.json {
             writeln!(out, "{}", serde_json::to_string(&event)?)?;
         } else {

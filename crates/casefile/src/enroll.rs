@@ -1,14 +1,13 @@
 //! What `casefile enroll-token` prints: the token, and the whole agent command that
 //! uses it, with the server's public URL and the CA the agent must pin.
 
-use std::path::Path;
-
 use casefile_server::Endpoint;
 
-/// Where agents reach the server and which CA they pin: what the server recorded in
-/// `data_dir` (else `fallback`), with `server` overriding the URL.
-pub fn endpoint_for(data_dir: &Path, fallback: Endpoint, server: Option<String>) -> Endpoint {
-    let mut endpoint = Endpoint::load(data_dir).unwrap_or(fallback);
+/// Where agents reach the server and which CA they pin (`recorded`: what the server
+/// recorded, see [`casefile_server::admin::Admin::endpoint`]), with `server` overriding
+/// the URL.
+pub fn endpoint_for(recorded: Endpoint, server: Option<String>) -> Endpoint {
+    let mut endpoint = recorded;
     if let Some(url) = server {
         endpoint.public_url = url.trim_end_matches('/').to_owned();
     }

@@ -5,15 +5,12 @@
 //! `--json` prints what the admin API answers for the same operation.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use casefile_proto::agent::EnrollmentTokenList;
 use casefile_proto::application::{Application, ApplicationList};
-use casefile_server::Server;
-use casefile_server::auth::{applications, keys};
-use casefile_server::enrollment;
 use clap::Subcommand;
 
+use crate::settings::ConfigArgs;
 pub use crate::target::Target;
 use serde::Serialize;
 
@@ -72,24 +69,24 @@ pub enum AppCommand {
 pub enum KeysCommand {
     /// Add a signing key that signs from now on; older keys keep verifying until retired.
     Rotate {
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        config: ConfigArgs,
         #[arg(long)]
         json: bool,
     },
     /// Retire a key: tokens and links it signed stop working. The newest key cannot be
     /// retired (rotate first).
     Retire {
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        config: ConfigArgs,
         /// The key's id (`kid`), as `casefile keys list` shows it.
         #[arg(long)]
         kid: String,
     },
     /// List the signing keys, newest first.
     List {
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        config: ConfigArgs,
         #[arg(long)]
         json: bool,
     },
@@ -106,8 +103,8 @@ struct Credentials<'a> {
 pub async fn run_app(command: AppCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     match command {
         AppCommand::Create { target, name, roles } => {
-            let (server, now) = open(&target).await?;
-            let created = applications::create(store(&server), &target.tenant, &name, &roles, now).await?;
+            let admin = target.config.admin().await?;
+            let created = admin.create_application(&target.tenant, &name, &roles).await?;
             let app = &created.application;
             if target.json {
                 return print_json(
@@ -128,8 +125,7 @@ pub async fn run_app(command: AppCommand, out: &mut dyn Write) -> anyhow::Result
             )?;
         }
         AppCommand::List { target } => {
-            let (server, _) = open(&target).await?;
-            let value = applications::list(store(&server), &target.tenant).await?;
+            let value = target.config.admin().await?.applications(&target.tenant).await?;
             if target.json {
                 return print_json(out, &ApplicationList { value });
             }
@@ -144,8 +140,8 @@ pub async fn run_app(command: AppCommand, out: &mut dyn Write) -> anyhow::Result
         AppCommand::Disable { target, client_id } => set_enabled(target, &client_id, false, out).await?,
         AppCommand::Enable { target, client_id } => set_enabled(target, &client_id, true, out).await?,
         AppCommand::RotateSecret { target, client_id } => {
-            let (server, now) = open(&target).await?;
-            let rotated = applications::rotate_secret(store(&server), &target.tenant, &client_id, now).await?;
+            let admin = target.config.admin().await?;
+            let rotated = admin.rotate_application_secret(&target.tenant, &client_id).await?;
             let app = &rotated.application;
             if target.json {
                 return print_json(
@@ -157,8 +153,8 @@ pub async fn run_app(command: AppCommand, out: &mut dyn Write) -> anyhow::Result
             writeln!(out, "The old secret no longer works. The new one is shown only this once: store it now.")?;
         }
         AppCommand::SetRoles { target, client_id, roles } => {
-            let (server, _) = open(&target).await?;
-            let app = applications::set_roles(store(&server), &target.tenant, &client_id, &roles).await?;
+            let admin = target.config.admin().await?;
+            let app = admin.set_application_roles(&target.tenant, &client_id, &roles).await?;
             report(out, target.json, &app, &format!("now has the roles [{}]", app.roles.join(", ")))?;
         }
     }
@@ -166,8 +162,8 @@ pub async fn run_app(command: AppCommand, out: &mut dyn Write) -> anyhow::Result
 }
 
 async fn set_enabled(target: Target, client_id: &str, enabled: bool, out: &mut dyn Write) -> anyhow::Result<()> {
-    let (server, now) = open(&target).await?;
-    let app = applications::set_enabled(store(&server), &target.tenant, client_id, enabled, now).await?;
+    let admin = target.config.admin().await?;
+    let app = admin.set_application_enabled(&target.tenant, client_id, enabled).await?;
     report(out, target.json, &app, if enabled { "enabled" } else { "disabled: it gets no new tokens" })
 }
 
@@ -182,9 +178,8 @@ fn report(out: &mut dyn Write, json: bool, app: &Application, what: &str) -> any
 
 pub async fn run_keys(command: KeysCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     match command {
-        KeysCommand::Rotate { data_dir, json } => {
-            let server = crate::open_data_dir(data_dir).await?;
-            let key = keys::rotate(store(&server)).await?;
+        KeysCommand::Rotate { config, json } => {
+            let key = config.admin().await?.rotate_key().await?;
             if json {
                 return print_json(out, &key);
             }
@@ -194,17 +189,15 @@ pub async fn run_keys(command: KeysCommand, out: &mut dyn Write) -> anyhow::Resu
                 "Running servers pick it up within a minute (auth.key_refresh_seconds), or at its first token."
             )?;
         }
-        KeysCommand::Retire { data_dir, kid } => {
-            let server = crate::open_data_dir(data_dir).await?;
-            keys::retire(store(&server), &kid).await?;
+        KeysCommand::Retire { config, kid } => {
+            config.admin().await?.retire_key(&kid).await?;
             writeln!(
                 out,
                 "Key {kid} retired: the tokens and links it signed stop working on running servers within a minute."
             )?;
         }
-        KeysCommand::List { data_dir, json } => {
-            let server = crate::open_data_dir(data_dir).await?;
-            let value = keys::list(store(&server)).await?;
+        KeysCommand::List { config, json } => {
+            let value = config.admin().await?.keys().await?;
             if json {
                 return print_json(out, &serde_json::json!({ "value": value }));
             }
@@ -219,16 +212,6 @@ pub async fn run_keys(command: KeysCommand, out: &mut dyn Write) -> anyhow::Resu
         }
     }
     Ok(())
-}
-
-async fn open(target: &Target) -> anyhow::Result<(Server, casefile_proto::time::Timestamp)> {
-    let server = crate::open_data_dir(target.data_dir.clone()).await?;
-    let now = server.state().now();
-    Ok((server, now))
-}
-
-fn store(server: &Server) -> &dyn casefile_store::Store {
-    server.state().store.as_ref()
 }
 
 fn print_json<T: Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> anyhow::Result<()> {
@@ -256,8 +239,7 @@ pub enum EnrollTokenCommand {
 pub async fn run_enroll_tokens(command: EnrollTokenCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     match command {
         EnrollTokenCommand::List { target } => {
-            let (server, now) = open(&target).await?;
-            let value = enrollment::list_tokens(store(&server), &target.tenant, now).await?;
+            let value = target.config.admin().await?.enrollment_tokens(&target.tenant).await?;
             if target.json {
                 return print_json(out, &EnrollmentTokenList { value });
             }
@@ -273,8 +255,7 @@ pub async fn run_enroll_tokens(command: EnrollTokenCommand, out: &mut dyn Write)
             }
         }
         EnrollTokenCommand::Revoke { target, id } => {
-            let (server, now) = open(&target).await?;
-            let token = enrollment::revoke_token(store(&server), &target.tenant, &id, now).await?;
+            let token = target.config.admin().await?.revoke_enrollment_token(&target.tenant, &id).await?;
             if target.json {
                 return print_json(out, &token);
             }
@@ -302,12 +283,12 @@ pub enum MachineCommand {
 pub async fn run_machine(command: MachineCommand, out: &mut dyn Write) -> anyhow::Result<()> {
     match command {
         MachineCommand::ResetIdentity { target, id, actor } => {
-            let (server, now) = open(&target).await?;
+            let admin = target.config.admin().await?;
             let actor = actor
                 .or_else(|| std::env::var("USER").ok())
                 .map(|who| format!("cli:{who}"))
                 .unwrap_or_else(|| "cli".to_owned());
-            let machine = enrollment::reset_identity(store(&server), &target.tenant, &id, &actor, now).await?;
+            let machine = admin.reset_identity(&target.tenant, &id, &actor).await?;
             if target.json {
                 return print_json(
                     out,

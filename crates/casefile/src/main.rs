@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use casefile_server::{Server, ServerConfig, TokenRequest};
+use casefile::settings::ConfigArgs;
+use casefile_server::{Server, TokenRequest};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -22,22 +23,35 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server.
+    /// Run the server. Settings: flag > CASEFILE_* environment > --config file > default.
     Server {
-        /// TOML configuration file (every key optional).
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Address to listen on [env: CASEFILE_LISTEN] [default: 127.0.0.1:8080]
         #[arg(long)]
-        config: Option<PathBuf>,
-        /// Data directory [default: ./casefile-data]
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Address to listen on [default: 127.0.0.1:8080]
-        #[arg(long)]
-        listen: Option<SocketAddr>,
+        listen: Option<String>,
     },
-    /// Print a bearer token the server in DIR accepts, carrying the given permissions.
+    /// Check the configuration and print the effective one, secrets redacted.
+    Config {
+        #[command(subcommand)]
+        command: casefile::datadir::ConfigCommand,
+    },
+    /// Apply pending database migrations (after copying the database to
+    /// <data_dir>/backups/); the server refuses to start until they are applied.
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Back up a (running) server's database, signing keys, packages, TLS material and
+    /// configuration into one archive.
+    Backup(casefile::datadir::BackupArgs),
+    /// Restore an archive `casefile backup` wrote into an empty data directory (the
+    /// server stopped).
+    Restore(casefile::datadir::RestoreArgs),
+    /// Print a bearer token the configured server accepts, carrying the given permissions.
     Token {
-        #[arg(long)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        config: ConfigArgs,
         /// Application permissions for the `roles` claim, e.g. Machine.CollectForensics,Machine.Read.All
         #[arg(long, value_delimiter = ',', required = true)]
         roles: Vec<String>,
@@ -57,8 +71,8 @@ enum Command {
     EnrollToken {
         #[command(subcommand)]
         command: Option<casefile::identity::EnrollTokenCommand>,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
         /// The URL agents reach the server at [default: the server's public URL]
         #[arg(long)]
         server: Option<String>,
@@ -156,19 +170,10 @@ fn main() -> ExitCode {
 
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Server { config, data_dir, listen } => {
-            let mut config = match config {
-                Some(path) => ServerConfig::load(&path)?,
-                None => ServerConfig::default(),
-            };
-            if let Some(dir) = data_dir {
-                config.data_dir = dir;
-            }
-            if let Some(addr) = listen {
-                config.listen = addr;
-            }
+        Command::Server { config, listen } => {
+            let config = config.load(listen.as_deref())?;
             let listen = config.listen;
-            let server = Server::open(config).await?;
+            let server = Server::open_checked(config).await?;
             let listener =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
             casefile_server::tls::check_plain_http(&server.state().config, listener.local_addr()?.ip())?;
@@ -183,21 +188,23 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 })
                 .await?;
         }
-        Command::Token { data_dir, roles, tenant, requestor, ttl } => {
-            let server = open_existing(data_dir).await?;
-            let token =
-                server.mint_access_token(&TokenRequest { tenant, roles, requestor, ttl: Duration::from_secs(ttl) })?;
+        Command::Config { command } => casefile::datadir::config(command, &mut std::io::stdout())?,
+        Command::Migrate { config } => casefile::datadir::migrate(config, &mut std::io::stdout()).await?,
+        Command::Backup(args) => casefile::datadir::backup(args, &mut std::io::stdout()).await?,
+        Command::Restore(args) => casefile::datadir::restore(args, &mut std::io::stdout())?,
+        Command::Token { config, roles, tenant, requestor, ttl } => {
+            let admin = config.admin().await?;
+            let token = admin.mint_token(&TokenRequest { tenant, roles, requestor, ttl: Duration::from_secs(ttl) })?;
             println!("{token}");
         }
         Command::EnrollToken { command: Some(command), .. } => {
             casefile::identity::run_enroll_tokens(command, &mut std::io::stdout()).await?
         }
-        Command::EnrollToken { command: None, data_dir, server: url, tenant, ttl, uses } => {
-            let data_dir = data_dir.context("--data-dir is required")?;
-            let server = open_existing(data_dir.clone()).await?;
-            let token = server.create_enrollment_token_with(&tenant, ttl.map(Duration::from_secs), uses).await?;
+        Command::EnrollToken { command: None, config, server: url, tenant, ttl, uses } => {
+            let admin = config.admin().await?;
+            let token = admin.create_enrollment_token(&tenant, ttl.map(Duration::from_secs), uses).await?;
             println!("{token}");
-            let endpoint = casefile::enroll::endpoint_for(&data_dir, server.endpoint(), url);
+            let endpoint = casefile::enroll::endpoint_for(admin.endpoint(), url);
             println!("{}", casefile::enroll::agent_command(&endpoint, &token));
         }
         Command::Machine { command } => casefile::identity::run_machine(command, &mut std::io::stdout()).await?,
@@ -227,9 +234,4 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Opens the data directory a server uses (creating it, like the server's first start).
-async fn open_existing(data_dir: PathBuf) -> anyhow::Result<Server> {
-    casefile::open_data_dir(data_dir).await
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use anyhow::{Context as _, bail};
 use casefile_proto::rbac::{DeviceGroup, GroupRule, Role, RuleProperty};
-use casefile_server::{Server, ServerConfig};
+use casefile_server::admin::Admin;
 use clap::Subcommand;
 
 use crate::target::Target;
@@ -90,8 +90,8 @@ fn parse_rule(text: &str) -> anyhow::Result<GroupRule> {
     Ok(GroupRule { property, values })
 }
 
-async fn open(target: &Target) -> anyhow::Result<Server> {
-    Ok(Server::open(ServerConfig { data_dir: target.data_dir.clone(), ..Default::default() }).await?)
+async fn open(target: &Target) -> anyhow::Result<Admin> {
+    target.config.admin().await
 }
 
 fn print<T: serde::Serialize>(
@@ -109,10 +109,9 @@ fn print<T: serde::Serialize>(
 }
 
 pub async fn run(command: RbacCommand, out: &mut dyn Write) -> anyhow::Result<()> {
-    let api = |e: casefile_server::error::ApiError| anyhow::anyhow!("{}", e.message);
     match command {
         RbacCommand::Roles { target } => {
-            let roles = open(&target).await?.state().store.roles(&target.tenant).await?;
+            let roles = open(&target).await?.roles(&target.tenant).await?;
             print(out, target.json, &roles, |out| {
                 for r in &roles {
                     writeln!(
@@ -130,16 +129,16 @@ pub async fn run(command: RbacCommand, out: &mut dyn Write) -> anyhow::Result<()
         RbacCommand::RolePut { target, name, permissions, users, groups } => {
             let server = open(&target).await?;
             let role = Role { name, permissions, users, groups };
-            let role = casefile_server::rbac::put_role(server.state(), &target.tenant, role).await.map_err(api)?;
+            let role = server.put_role(&target.tenant, role).await?;
             print(out, target.json, &role, |out| writeln!(out, "role {} stored", role.name))
         }
         RbacCommand::RoleDelete { target, name } => {
             let server = open(&target).await?;
-            casefile_server::rbac::delete_role(server.state(), &target.tenant, &name).await.map_err(api)?;
+            server.delete_role(&target.tenant, &name).await?;
             Ok(writeln!(out, "role {name} deleted")?)
         }
         RbacCommand::Groups { target } => {
-            let groups = open(&target).await?.state().store.device_groups(&target.tenant).await?;
+            let groups = open(&target).await?.device_groups(&target.tenant).await?;
             print(out, target.json, &groups, |out| {
                 for g in &groups {
                     writeln!(out, "{} rank {} {} (user groups: {})", g.id, g.rank, g.name, g.user_groups.join(", "))?;
@@ -151,23 +150,20 @@ pub async fn run(command: RbacCommand, out: &mut dyn Write) -> anyhow::Result<()
             let rules = rules.iter().map(|r| parse_rule(r)).collect::<anyhow::Result<Vec<_>>>()?;
             let server = open(&target).await?;
             let group = DeviceGroup { id: 0, name, rank, rules, user_groups };
-            let group =
-                casefile_server::rbac::create_group(server.state(), &target.tenant, group).await.map_err(api)?;
+            let group = server.create_device_group(&target.tenant, group).await?;
             print(out, target.json, &group, |out| {
                 writeln!(out, "device group {} created with id {}", group.name, group.id)
             })
         }
         RbacCommand::Ungrouped { target, user_groups } => {
             let server = open(&target).await?;
-            casefile_server::rbac::set_ungrouped_access(server.state(), &target.tenant, user_groups.clone())
-                .await
-                .map_err(api)?;
+            server.set_ungrouped_access(&target.tenant, user_groups.clone()).await?;
             let who = if user_groups.is_empty() { "every user".to_owned() } else { user_groups.join(", ") };
             Ok(writeln!(out, "ungrouped devices are visible to {who}")?)
         }
         RbacCommand::GroupDelete { target, id } => {
             let server = open(&target).await?;
-            casefile_server::rbac::delete_group(server.state(), &target.tenant, id).await.map_err(api)?;
+            server.delete_device_group(&target.tenant, id).await?;
             Ok(writeln!(out, "device group {id} deleted")?)
         }
     }

@@ -1,15 +1,14 @@
 //! The data directory and tenant a management command works on, the same for `app` and
 //! `rbac`.
 
-use std::path::PathBuf;
-
 use clap::Args;
+
+use crate::settings::ConfigArgs;
 
 #[derive(Args)]
 pub struct Target {
-    /// The server's data directory.
-    #[arg(long)]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArgs,
     /// The tenant to work in.
     #[arg(long, default_value = casefile_proto::DEFAULT_TENANT)]
     pub tenant: String,

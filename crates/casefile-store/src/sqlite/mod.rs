@@ -16,14 +16,113 @@ use crate::*;
 
 mod filter;
 
+/// This binary's schema: the embedded migrations.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// A database's schema against this binary's migrations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Schema {
+    /// Every migration this binary knows is applied, and no other.
+    Current,
+    /// A new database: no table yet.
+    Empty,
+    /// Migrations are pending (`casefile migrate` applies them).
+    Older { database: i64, binary: i64, pending: Vec<i64> },
+    /// The database holds migrations this binary does not know: it was written by a newer one.
+    Newer { database: i64, binary: i64 },
+}
+
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and applies pending migrations.
+    /// Opens (creating if needed) the database file and applies pending migrations (the
+    /// embedded demo and tests; a service uses [`SqliteStore::open_checked`]).
     pub async fn open(path: &Path) -> Result<Self> {
+        let store = Self::connect(path).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens the database without touching its schema, then refuses one older or newer
+    /// than this binary's. A brand-new, empty database is created and migrated: there is
+    /// nothing in it an upgrade could harm.
+    pub async fn open_checked(path: &Path) -> Result<Self> {
+        let store = Self::connect(path).await?;
+        match store.schema().await? {
+            Schema::Current => {}
+            Schema::Empty => {
+                store.migrate().await?;
+            }
+            Schema::Older { database, binary, .. } => return Err(StoreError::SchemaOlder { database, binary }),
+            Schema::Newer { database, binary } => return Err(StoreError::SchemaNewer { database, binary }),
+        }
+        Ok(store)
+    }
+
+    /// Opens the database without touching its schema (`casefile migrate` looks first).
+    pub async fn open_unmigrated(path: &Path) -> Result<Self> {
+        Self::connect(path).await
+    }
+
+    /// Where the database stands against this binary's migrations.
+    pub async fn schema(&self) -> Result<Schema> {
+        let binary: Vec<i64> =
+            MIGRATOR.iter().filter(|m| !m.migration_type.is_down_migration()).map(|m| m.version).collect();
+        let newest = binary.iter().copied().max().unwrap_or(0);
+        let tracked: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'")
+                .fetch_one(&self.pool)
+                .await?;
+        if tracked == 0 {
+            let tables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master").fetch_one(&self.pool).await?;
+            return match tables {
+                0 => Ok(Schema::Empty),
+                _ => {
+                    Err(StoreError::Corrupt("the database has tables but no migration history: not casefile's".into()))
+                }
+            };
+        }
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1 ORDER BY version")
+                .fetch_all(&self.pool)
+                .await?;
+        let database = applied.iter().copied().max().unwrap_or(0);
+        if let Some(unknown) = applied.iter().copied().find(|v| !binary.contains(v)) {
+            return Ok(Schema::Newer { database: database.max(unknown), binary: newest });
+        }
+        let pending: Vec<i64> = binary.iter().copied().filter(|v| !applied.contains(v)).collect();
+        match pending.is_empty() {
+            true => Ok(Schema::Current),
+            false if applied.is_empty() => Ok(Schema::Empty),
+            false => Ok(Schema::Older { database, binary: newest, pending }),
+        }
+    }
+
+    /// Applies pending migrations; returns the versions applied.
+    pub async fn migrate(&self) -> Result<Vec<i64>> {
+        let pending = match self.schema().await? {
+            Schema::Current => return Ok(Vec::new()),
+            Schema::Newer { database, binary } => return Err(StoreError::SchemaNewer { database, binary }),
+            Schema::Older { pending, .. } => pending,
+            Schema::Empty => MIGRATOR.iter().map(|m| m.version).collect(),
+        };
+        MIGRATOR.run(&self.pool).await?;
+        Ok(pending)
+    }
+
+    /// A consistent copy of the whole database in a new file at `dest`, taken while the
+    /// server keeps writing (`VACUUM INTO` reads one snapshot; writers are not blocked in
+    /// WAL mode). `dest` must not exist.
+    pub async fn snapshot_into(&self, dest: &Path) -> Result<()> {
+        let dest = dest.to_str().ok_or_else(|| StoreError::Query("the backup path is not UTF-8".into()))?;
+        sqlx::query("VACUUM INTO ?").bind(dest).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn connect(path: &Path) -> Result<Self> {
         restrict_to_owner(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -52,7 +151,6 @@ impl SqliteStore {
             })
             .connect_with(options)
             .await?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
 
@@ -65,8 +163,12 @@ impl SqliteStore {
 
     /// Opens from a `sqlite://` URL or a plain path.
     pub async fn open_url(url: &str) -> Result<Self> {
-        let opts = SqliteConnectOptions::from_str(url)?;
-        Self::open(opts.get_filename()).await
+        Self::open(&Self::path_of(url)?).await
+    }
+
+    /// The database file a `sqlite://` URL (or a plain path) names.
+    pub fn path_of(url: &str) -> Result<std::path::PathBuf> {
+        Ok(SqliteConnectOptions::from_str(url)?.get_filename().to_owned())
     }
 
     /// One page of a tenant's rows of `table`, one row more than asked to learn whether
@@ -519,6 +621,10 @@ fn push_transition_set(q: &mut QueryBuilder<Sqlite>, change: &Transition) {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn backup_into(&self, dest: &Path) -> Result<()> {
+        self.snapshot_into(dest).await
+    }
+
     async fn optimize(&self) -> Result<()> {
         sqlx::query("PRAGMA optimize").execute(&self.pool).await?;
         // Automatic checkpoints are passive; a truncating one now and then returns the

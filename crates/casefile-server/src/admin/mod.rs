@@ -1,0 +1,279 @@
+//! The admin layer: every management operation the `casefile` command offers (tokens,
+//! enrollment tokens, applications, signing keys, RBAC, the audit trail, machine
+//! identities, migrations, backups), on the same [`Config`] the server runs with.
+//!
+//! API boundary: the CLI calls [`Admin`] and gets [`AdminError`] back; it never sees the
+//! server's state or an HTTP error.
+
+mod archive;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use casefile_proto::ErrorCode;
+use casefile_proto::agent::EnrollmentToken;
+use casefile_proto::application::{Application, ApplicationSecret};
+use casefile_proto::audit::AuditEvent;
+use casefile_proto::rbac::{DeviceGroup, Role};
+use casefile_store::{AuditFilter, MachineRecord, Schema as StoreSchema, SqliteStore, Store, StoreError};
+
+use crate::auth::AuthError;
+use crate::auth::applications::{self, ApplicationError};
+use crate::auth::keys::{self, KeyInfo};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError};
+use crate::enrollment::{self, EnrollmentError};
+use crate::error::ApiError;
+use crate::{Endpoint, Schema, Server, ServerError, TokenRequest};
+
+pub use archive::{BackupReport, RestoreReport, restore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The request cannot be carried out as asked (bad tenant, unknown role, ...).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Open(Box<ServerError>),
+    /// A backup archive that is damaged, tampered with or not casefile's.
+    #[error("the archive {path} cannot be restored: {why}")]
+    Archive { path: PathBuf, why: String },
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+impl From<ServerError> for AdminError {
+    fn from(e: ServerError) -> Self {
+        match e {
+            ServerError::Invalid(why) => Self::Invalid(why),
+            ServerError::Store(e) => Self::Store(e),
+            other => Self::Open(Box::new(other)),
+        }
+    }
+}
+
+impl From<ApplicationError> for AdminError {
+    fn from(e: ApplicationError) -> Self {
+        match e {
+            ApplicationError::NotFound(_) => Self::NotFound(e.to_string()),
+            ApplicationError::Store(e) => Self::Store(e),
+            other => Self::Invalid(other.to_string()),
+        }
+    }
+}
+
+impl From<EnrollmentError> for AdminError {
+    fn from(e: EnrollmentError) -> Self {
+        match e {
+            EnrollmentError::Invalid(why) => Self::Invalid(why),
+            EnrollmentError::NotFound(why) => Self::NotFound(why),
+            EnrollmentError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
+/// The RBAC rules live with the admin API, which answers in HTTP terms; here only the
+/// message and whether something was missing count.
+impl From<ApiError> for AdminError {
+    fn from(e: ApiError) -> Self {
+        match e.code {
+            ErrorCode::NotFound | ErrorCode::ResourceNotFound => Self::NotFound(e.message),
+            _ => Self::Invalid(e.message),
+        }
+    }
+}
+
+pub type Result<T, E = AdminError> = std::result::Result<T, E>;
+
+/// A data directory opened for management, as the server with the same configuration
+/// sees it.
+pub struct Admin {
+    server: Server,
+}
+
+impl Admin {
+    /// Opens the data directory `config` names. Its schema must be current (a new, empty
+    /// database is created): management never migrates behind the admin's back.
+    ///
+    /// Tokens carry the issuer the server accepts: `auth.issuer`, else `public_url`,
+    /// else what the running server recorded (its issuer depends on the address it
+    /// really listens on).
+    pub async fn open(mut config: Config) -> Result<Self> {
+        let recorded = Endpoint::load(&config.data_dir);
+        if config.auth.issuer.is_empty() {
+            config.auth.issuer = match (&config.public_url, &recorded) {
+                (None, Some(endpoint)) => endpoint.issuer.clone(),
+                _ => config.issuer(),
+            };
+        }
+        if recorded.is_some() {
+            // A command never serves: it must not touch the TLS material of the server
+            // that recorded its endpoint there.
+            config.tls.plain_http = true;
+        }
+        let server = Server::open_with(config, Arc::new(SystemClock), Schema::Require).await?;
+        Ok(Self { server })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.server.state().config
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.server.state().store.as_ref()
+    }
+
+    fn now(&self) -> casefile_proto::time::Timestamp {
+        self.server.state().now()
+    }
+
+    /// Where agents reach the server and which CA they pin: what the server recorded,
+    /// else what this configuration says.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::load(&self.config().data_dir).unwrap_or_else(|| self.server.endpoint())
+    }
+
+    /// A bearer token the server accepts, carrying `request.roles`.
+    pub fn mint_token(&self, request: &TokenRequest) -> Result<String> {
+        Ok(self.server.mint_access_token(request)?)
+    }
+
+    pub async fn create_enrollment_token(&self, tenant: &str, ttl: Option<Duration>, uses: u32) -> Result<String> {
+        Ok(self.server.create_enrollment_token_with(tenant, ttl, uses).await?)
+    }
+
+    pub async fn enrollment_tokens(&self, tenant: &str) -> Result<Vec<EnrollmentToken>> {
+        Ok(enrollment::list_tokens(self.store(), tenant, self.now()).await?)
+    }
+
+    pub async fn revoke_enrollment_token(&self, tenant: &str, id: &str) -> Result<EnrollmentToken> {
+        Ok(enrollment::revoke_token(self.store(), tenant, id, self.now()).await?)
+    }
+
+    pub async fn reset_identity(&self, tenant: &str, machine_id: &str, actor: &str) -> Result<MachineRecord> {
+        Ok(enrollment::reset_identity(self.store(), tenant, machine_id, actor, self.now()).await?)
+    }
+
+    pub async fn create_application(&self, tenant: &str, name: &str, roles: &[String]) -> Result<ApplicationSecret> {
+        Ok(applications::create(self.store(), tenant, name, roles, self.now()).await?)
+    }
+
+    pub async fn applications(&self, tenant: &str) -> Result<Vec<Application>> {
+        Ok(applications::list(self.store(), tenant).await?)
+    }
+
+    pub async fn set_application_enabled(&self, tenant: &str, client_id: &str, enabled: bool) -> Result<Application> {
+        Ok(applications::set_enabled(self.store(), tenant, client_id, enabled, self.now()).await?)
+    }
+
+    pub async fn rotate_application_secret(&self, tenant: &str, client_id: &str) -> Result<ApplicationSecret> {
+        Ok(applications::rotate_secret(self.store(), tenant, client_id, self.now()).await?)
+    }
+
+    pub async fn set_application_roles(&self, tenant: &str, client_id: &str, roles: &[String]) -> Result<Application> {
+        Ok(applications::set_roles(self.store(), tenant, client_id, roles).await?)
+    }
+
+    pub async fn rotate_key(&self) -> Result<KeyInfo> {
+        Ok(keys::rotate(self.store()).await?)
+    }
+
+    pub async fn retire_key(&self, kid: &str) -> Result<()> {
+        Ok(keys::retire(self.store(), kid).await?)
+    }
+
+    pub async fn keys(&self) -> Result<Vec<KeyInfo>> {
+        Ok(keys::list(self.store()).await?)
+    }
+
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
+        Ok(self.store().audit(filter).await?.into_iter().map(crate::audit::to_wire).collect())
+    }
+
+    pub async fn roles(&self, tenant: &str) -> Result<Vec<Role>> {
+        Ok(self.store().roles(tenant).await?)
+    }
+
+    pub async fn put_role(&self, tenant: &str, role: Role) -> Result<Role> {
+        Ok(crate::rbac::put_role(self.server.state(), tenant, role).await?)
+    }
+
+    pub async fn delete_role(&self, tenant: &str, name: &str) -> Result<()> {
+        Ok(crate::rbac::delete_role(self.server.state(), tenant, name).await?)
+    }
+
+    pub async fn device_groups(&self, tenant: &str) -> Result<Vec<DeviceGroup>> {
+        Ok(self.store().device_groups(tenant).await?)
+    }
+
+    pub async fn create_device_group(&self, tenant: &str, group: DeviceGroup) -> Result<DeviceGroup> {
+        Ok(crate::rbac::create_group(self.server.state(), tenant, group).await?)
+    }
+
+    pub async fn delete_device_group(&self, tenant: &str, id: i64) -> Result<()> {
+        Ok(crate::rbac::delete_group(self.server.state(), tenant, id).await?)
+    }
+
+    pub async fn set_ungrouped_access(&self, tenant: &str, user_groups: Vec<String>) -> Result<()> {
+        Ok(crate::rbac::set_ungrouped_access(self.server.state(), tenant, user_groups).await?)
+    }
+
+    /// A consistent backup of the data directory, taken while the server runs, into the
+    /// single archive `output` (see [`archive`] for what it holds). `config_file` is
+    /// archived as well.
+    pub async fn backup(&self, output: &Path, config_file: Option<&Path>) -> Result<BackupReport> {
+        archive::backup(self.store(), self.config(), output, config_file, self.now()).await
+    }
+}
+
+/// What `casefile migrate` did.
+#[derive(Debug)]
+pub struct Migrated {
+    /// The versions applied (empty: the schema was current).
+    pub applied: Vec<i64>,
+    /// The copy of the database taken before migrating (none for a new database).
+    pub backup: Option<PathBuf>,
+}
+
+/// Where `casefile migrate` leaves the copy it takes first.
+pub fn migration_backup_dir(config: &Config) -> PathBuf {
+    config.data_dir.join("backups")
+}
+
+/// Applies the pending migrations of the database `config` names, after copying it to
+/// `<data_dir>/backups/casefile-<UTC time>-schema-<version>.db`. Refuses a database newer
+/// than this binary.
+pub async fn migrate(config: &Config) -> Result<Migrated> {
+    migrate_with_clock(config, &SystemClock).await
+}
+
+pub async fn migrate_with_clock(config: &Config, clock: &dyn Clock) -> Result<Migrated> {
+    crate::create_private_dir(&config.data_dir)?;
+    let database = SqliteStore::path_of(&config.database_url())?;
+    let store = SqliteStore::open_unmigrated(&database).await?;
+    let backup = match store.schema().await? {
+        StoreSchema::Current => return Ok(Migrated { applied: Vec::new(), backup: None }),
+        StoreSchema::Newer { database, binary } => return Err(StoreError::SchemaNewer { database, binary }.into()),
+        // Nothing in it to lose.
+        StoreSchema::Empty => None,
+        StoreSchema::Older { database, .. } => {
+            let dir = migration_backup_dir(config);
+            crate::create_private_dir(&dir)?;
+            let at = clock.now().format("%Y%m%dT%H%M%SZ");
+            let path = dir.join(format!("casefile-{at}-schema-{database}.db"));
+            store.backup_into(&path).await?;
+            Some(path)
+        }
+    };
+    let applied = store.migrate().await?;
+    Ok(Migrated { applied, backup })
+}
