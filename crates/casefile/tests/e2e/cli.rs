@@ -40,6 +40,10 @@ fn every_command_has_help_and_bad_flags_give_one_line() {
         &["keys", "rotate", "--help"],
         &["keys", "retire", "--help"],
         &["keys", "list", "--help"],
+        &["config", "check", "--help"],
+        &["migrate", "--help"],
+        &["backup", "--help"],
+        &["restore", "--help"],
     ] {
         let out = casefile().args(args).output().unwrap();
         assert!(out.status.success(), "{args:?}");

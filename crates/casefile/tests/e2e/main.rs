@@ -19,6 +19,7 @@ mod limits;
 mod odata;
 mod offline;
 mod openapi;
+mod operate;
 mod rbac;
 mod support;
 mod takeover;

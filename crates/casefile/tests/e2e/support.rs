@@ -75,8 +75,23 @@ impl TestServer {
         Self::launch(tweak, Some(Arc::new(ManualClock::starting_now()))).await
     }
 
+    /// A server on the data directory `dir/data` another server left (see
+    /// [`TestServer::stop_keeping_dir`]), on a new port.
+    pub async fn start_in(dir: TempDir) -> Self {
+        Self::launch_in(dir, |_| {}, None).await
+    }
+
+    /// Stops serving and hands back the directory, data and all.
+    pub fn stop_keeping_dir(mut self) -> TempDir {
+        self.shutdown.cancel();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
     async fn launch(tweak: impl FnOnce(&mut ServerConfig), clock: Option<Arc<ManualClock>>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::launch_in(tempfile::tempdir().unwrap(), tweak, clock).await
+    }
+
+    async fn launch_in(dir: TempDir, tweak: impl FnOnce(&mut ServerConfig), clock: Option<Arc<ManualClock>>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         // The real address, so that the default public URL and issuer are this server's.
         let listen = listener.local_addr().unwrap();
