@@ -201,6 +201,7 @@ impl Server {
         let app = tower::ServiceBuilder::new()
             .layer(axum::middleware::from_fn(correlation::middleware))
             .layer(tower::util::MapRequestLayer::new(routes::normalize_path))
+            .layer(axum::middleware::from_fn(routes::errors::json_bodies))
             .service(router);
         // Leftovers of uploads a previous run was receiving are never resumed.
         self.state.blobs.clear_staging();
