@@ -290,6 +290,12 @@ impl Server {
     }
 }
 
+/// Every path the route table serves (`/api/machines/{id}`, `/{tenant}/oauth2/token`, …),
+/// for tests that walk them all; the routes `serve` adds beside the table are not in it.
+pub fn route_paths() -> Vec<String> {
+    routes::table().paths()
+}
+
 fn create_private_dir(path: &std::path::Path) -> Result<(), ServerError> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);

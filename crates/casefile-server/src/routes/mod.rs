@@ -118,7 +118,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The OpenAPI document of [`table`], as `/openapi.json` serves it.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+#[cfg(test)]
+fn openapi() -> utoipa::openapi::OpenApi {
     table().into_parts().1
 }
 
@@ -126,11 +127,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub(crate) struct Table {
     router: Router<AppState>,
     document: utoipa::openapi::OpenApi,
+    /// Every route's path, as declared (for the tests that walk them all).
+    paths: Vec<String>,
 }
 
 impl Table {
     fn new() -> Self {
-        Self { router: Router::new(), document: openapi::ApiDoc::openapi() }
+        Self { router: Router::new(), document: openapi::ApiDoc::openapi(), paths: Vec::new() }
     }
 
     /// A route of the public contract: method and path from its handler's
@@ -142,6 +145,7 @@ impl Table {
         let handler = with_event(handler, event);
         for (path, item) in paths.paths {
             self.router = self.router.route(&routed_path(&path), handler.clone());
+            self.paths.push(path.clone());
             match self.document.paths.paths.get_mut(&path) {
                 Some(existing) => existing.merge_operations(item),
                 None => {
@@ -156,7 +160,16 @@ impl Table {
     /// A route outside the public contract (the token endpoints, the agent API).
     fn hidden(mut self, path: &str, handler: MethodRouter<AppState>, event: Event) -> Self {
         self.router = self.router.route(path, with_event(handler, event));
+        self.paths.push(path.to_owned());
         self
+    }
+
+    /// The declared paths, each once.
+    pub(crate) fn paths(&self) -> Vec<String> {
+        let mut paths = self.paths.clone();
+        paths.sort();
+        paths.dedup();
+        paths
     }
 
     fn into_parts(self) -> (Router<AppState>, utoipa::openapi::OpenApi) {

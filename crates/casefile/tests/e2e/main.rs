@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod cancel;
 mod cli;
+mod contract;
 mod durability;
 mod faults;
 mod flood;
