@@ -6,6 +6,7 @@ mod api;
 mod audit;
 mod auth;
 mod cancel;
+mod clients;
 mod cli;
 mod contract;
 mod durability;
