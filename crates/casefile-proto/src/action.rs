@@ -220,6 +220,14 @@ impl MachineAction {
 pub struct CollectRequest {
     #[serde(rename = "Comment")]
     pub comment: String,
+    /// The caller's correlation id (a case number), returned as `externalId` and
+    /// filterable (`$filter=externalId eq '…'`). Also accepted as `ExternalID`,
+    /// `externalId`, `externalID`. At most 256 characters, one line.
+    #[serde(rename = "ExternalId", default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// Returned as `title`. Also accepted as `title`. At most 1000 characters, one line.
+    #[serde(rename = "Title", default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 /// Body of `POST /api/machineactions/{id}/cancel`; the body and `Comment` are optional.
@@ -227,6 +235,12 @@ pub struct CollectRequest {
 pub struct CancelActionRequest {
     #[serde(rename = "Comment", default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// Checked as on an action, but the action keeps the `externalId` it was created with.
+    #[serde(rename = "ExternalId", default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// Checked as on an action, but the action keeps the `title` it was created with.
+    #[serde(rename = "Title", default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 /// HRESULT-style codes casefile reports in `errorHResult` when an action fails.

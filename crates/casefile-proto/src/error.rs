@@ -17,6 +17,8 @@ pub enum ErrorCode {
     DisallowedOperation,
     NotFound,
     ResourceNotFound,
+    /// A wrong method on a known route (MDE answers an empty `405`; casefile says why).
+    MethodNotAllowed,
     PayloadTooLarge,
     UnsupportedMediaType,
     TooManyRequests,
@@ -37,6 +39,7 @@ impl ErrorCode {
             Self::Unauthorized => 401,
             Self::Forbidden | Self::DisallowedOperation => 403,
             Self::NotFound | Self::ResourceNotFound => 404,
+            Self::MethodNotAllowed => 405,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::TooManyRequests => 429,

@@ -37,6 +37,8 @@ struct Noted {
     /// The status with which the handler's store transaction already wrote this call's
     /// entry ([`entry_for_call`]); the middleware writes none when the answer has it.
     written_with: Option<u16>,
+    /// The route's event, noted by [`named`] from the route table once the method matched.
+    event: Option<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -102,7 +104,7 @@ pub fn entry_for_call(status: u16) -> Option<AuditEntry> {
         .try_with(|n| {
             let mut n = n.borrow_mut();
             let call = n.call.clone()?;
-            let entry = build_entry(&n, &call, status, event_of(&call.method, &call.route, status)?);
+            let entry = build_entry(&n, &call, status, event_of(n.event, &call.method, &call.route, status)?);
             n.written_with = Some(status);
             Some(entry)
         })
@@ -202,28 +204,36 @@ pub fn to_wire(r: AuditRecord) -> AuditEvent {
     }
 }
 
+/// What the trail calls the calls of one route: declared beside the route in the route
+/// table (`routes/mod.rs`), the only list of routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Every call, whatever its answer, under this name (`collect`, `token.issue`).
+    Named(&'static str),
+    /// A state-changing call under `METHOD route`; a read only when it was refused for
+    /// lack of credentials or rights (`access.refused`).
+    ByRoute,
+}
+
+/// Notes the route's [`Event::Named`] for the trail: the route table layers it on the
+/// route's handler, so it runs only once the method matched (a `405` is recorded by route).
+pub async fn named(State(event): State<&'static str>, request: Request, next: Next) -> Response {
+    note(|n| n.event = Some(event));
+    next.run(request).await
+}
+
 /// The audit event of a routed call, or `None` for reads that are not audited.
-fn event_of(method: &Method, route: &str, status: u16) -> Option<String> {
-    let known = match (method.as_str(), route) {
-        ("POST", "/api/machines/{id}/collectinvestigationpackage") => "collect",
-        ("POST", "/api/machines/{id}/importinvestigationpackage") => "package.import",
-        ("POST", "/api/machineactions/{id}/cancel") => "cancel",
-        ("GET", "/api/machineactions/{id}/getpackageuri") => "link.issue",
-        ("GET", crate::links::DOWNLOAD_PATH) => "package.download",
-        ("POST", "/agent/v1/enroll") => "agent.enroll",
-        ("POST", "/agent/v1/hello") => "agent.start",
-        ("PUT", "/agent/v1/actions/{id}/package") => "package.upload",
-        ("POST", "/agent/v1/actions/{id}/failure") => "action.fail",
-        ("POST", "/agent/v1/actions/{id}/cancelled") => "cancel.confirm",
-        ("POST", "/agent/v1/actions/{id}/accepted") => "action.accept",
-        _ if route.ends_with("/oauth2/token") || route.ends_with("/oauth2/v2.0/token") => "token.issue",
+fn event_of(named: Option<&'static str>, method: &Method, route: &str, status: u16) -> Option<String> {
+    if let Some(event) = named {
+        return Some(event.to_owned());
+    }
+    match method.as_str() {
         // Every other state-changing call is recorded under its route.
-        (m, _) if m != "GET" && m != "HEAD" => return Some(format!("{m} {route}")),
+        m if m != "GET" && m != "HEAD" => Some(format!("{m} {route}")),
         // Reads are recorded when they were refused for lack of credentials or rights.
-        _ if matches!(status, 401 | 403) => "access.refused",
-        _ => return None,
-    };
-    Some(known.to_owned())
+        _ if matches!(status, 401 | 403) => Some("access.refused".to_owned()),
+        _ => None,
+    }
 }
 
 /// Records the call if it is one the trail keeps. Runs inside the router, where the
@@ -278,7 +288,7 @@ async fn audited(state: AppState, request: Request, next: Next) -> Response {
     if noted.written_with == Some(status) {
         return response;
     }
-    let Some(event) = event_of(&call.method, &call.route, status) else {
+    let Some(event) = event_of(noted.event, &call.method, &call.route, status) else {
         return response;
     };
     let entry = build_entry(&noted, &call, status, event);
@@ -320,12 +330,18 @@ mod tests {
 
     #[test]
     fn calls_map_to_events() {
-        assert_eq!(event_of(&Method::POST, "/api/machineactions/{id}/cancel", 200).as_deref(), Some("cancel"));
-        assert_eq!(event_of(&Method::GET, "/api/machineactions", 200), None);
-        assert_eq!(event_of(&Method::GET, "/api/machineactions", 401).as_deref(), Some("access.refused"));
-        assert_eq!(event_of(&Method::POST, "/{tenant}/oauth2/v2.0/token", 400).as_deref(), Some("token.issue"));
         assert_eq!(
-            event_of(&Method::POST, "/api/admin/applications", 201).as_deref(),
+            event_of(Some("cancel"), &Method::POST, "/api/machineactions/{id}/cancel", 200).as_deref(),
+            Some("cancel")
+        );
+        assert_eq!(event_of(None, &Method::GET, "/api/machineactions", 200), None);
+        assert_eq!(event_of(None, &Method::GET, "/api/machineactions", 401).as_deref(), Some("access.refused"));
+        assert_eq!(
+            event_of(Some("token.issue"), &Method::POST, "/{tenant}/oauth2/v2.0/token", 400).as_deref(),
+            Some("token.issue")
+        );
+        assert_eq!(
+            event_of(None, &Method::POST, "/api/admin/applications", 201).as_deref(),
             Some("POST /api/admin/applications")
         );
         assert_eq!(id_in("/agent/v1/actions/abc/package").as_deref(), Some("abc"));

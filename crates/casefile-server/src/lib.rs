@@ -226,6 +226,7 @@ impl Server {
         let app = tower::ServiceBuilder::new()
             .layer(axum::middleware::from_fn(correlation::middleware))
             .layer(tower::util::MapRequestLayer::new(routes::normalize_path))
+            .layer(axum::middleware::from_fn(routes::errors::json_bodies))
             .service(router);
         // Leftovers of uploads a previous run was receiving are never resumed.
         self.state.blobs.clear_staging();
@@ -312,6 +313,12 @@ impl Server {
             Err(e) => Err(ServerError::Invalid(e.to_string())),
         }
     }
+}
+
+/// Every path the route table serves (`/api/machines/{id}`, `/{tenant}/oauth2/token`, …),
+/// for tests that walk them all; the routes `serve` adds beside the table are not in it.
+pub fn route_paths() -> Vec<String> {
+    routes::table().paths()
 }
 
 pub(crate) fn create_private_dir(path: &std::path::Path) -> Result<(), ServerError> {

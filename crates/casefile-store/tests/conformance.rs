@@ -719,6 +719,61 @@ async fn a_restart_spares_the_actions_whose_results_the_agent_holds(store: &dyn 
     assert_eq!(store.action("t", held.id).await.unwrap().unwrap().status, ActionStatus::Failed);
 }
 
+/// Issue 10: the caller's `externalId` and `title` are stored, returned and filterable,
+/// per tenant, with every string operator the filter language has.
+async fn actions_keep_their_external_id_and_title(store: &dyn Store) {
+    use casefile_store::query::{CmpOp, Expr, Value};
+    machine(store, "t", "m1").await;
+    machine(store, "t", "m2").await;
+    machine(store, "u", "m3").await;
+    let base = Utc::now() - Duration::hours(1);
+    let tagged = |machine_id: &str, i: i64, external_id: Option<&str>, title: Option<&str>| {
+        let mut action = pending(machine_id, base + Duration::seconds(i));
+        action.status = ActionStatus::Failed;
+        action.external_id = external_id.map(str::to_owned);
+        action.title = title.map(str::to_owned);
+        action
+    };
+    let a = tagged("m1", 0, Some("CASE-1"), Some("Ransomware on m1"));
+    let b = tagged("m2", 1, Some("CASE-1"), None);
+    let c = tagged("m1", 2, Some("CASE-20"), Some("Phishing"));
+    let d = tagged("m2", 3, None, None);
+    let other_tenant = tagged("m3", 4, Some("CASE-1"), None);
+    for action in [&a, &b, &c, &d] {
+        store.create_action("t", action, None).await.unwrap();
+    }
+    store.create_action("u", &other_tenant, None).await.unwrap();
+    let stored = store.action("t", a.id).await.unwrap().unwrap();
+    assert_eq!((stored.external_id.as_deref(), stored.title.as_deref()), (Some("CASE-1"), Some("Ransomware on m1")));
+
+    let ids = |filter: Expr| async move {
+        let listed = store.actions("t", &ListQuery { filter: Some(filter), ..ListQuery::first(10) }).await.unwrap();
+        listed.items.iter().map(|a| a.id).collect::<Vec<_>>()
+    };
+    let text = |s: &str| Value::String(s.into());
+    let external = |op, value| Expr::Compare { property: "externalId", op, value };
+    assert_eq!(ids(external(CmpOp::Eq, text("CASE-1"))).await, vec![b.id, a.id], "newest first, this tenant only");
+    // A case number is an identifier: its case matters.
+    assert!(ids(external(CmpOp::Eq, text("case-1"))).await.is_empty());
+    assert_eq!(ids(external(CmpOp::Ne, text("CASE-1"))).await, vec![d.id, c.id], "null differs from any value");
+    assert_eq!(ids(external(CmpOp::Eq, Value::Null)).await, vec![d.id]);
+    assert_eq!(ids(external(CmpOp::Gt, text("CASE-1"))).await, vec![c.id]);
+    let listed = Expr::In { property: "externalId", values: vec![text("CASE-20"), text("CASE-3")] };
+    assert_eq!(ids(listed).await, vec![c.id]);
+    let prefix = Expr::StartsWith { property: "externalId", prefix: "CASE-2".into() };
+    assert_eq!(ids(prefix).await, vec![c.id]);
+    // LIKE's own wildcards in a value are literal.
+    let wildcard = Expr::StartsWith { property: "externalId", prefix: "CASE_".into() };
+    assert!(ids(wildcard).await.is_empty());
+    let title = Expr::Contains { property: "title", needle: "somware".into() };
+    assert_eq!(ids(title).await, vec![a.id]);
+    let both = Expr::And(
+        Box::new(external(CmpOp::Eq, text("CASE-1"))),
+        Box::new(Expr::Compare { property: "title", op: CmpOp::Eq, value: Value::Null }),
+    );
+    assert_eq!(ids(both).await, vec![b.id]);
+}
+
 macro_rules! sqlite_conformance {
     ($($check:ident),* $(,)?) => {$(
         #[tokio::test]
@@ -751,6 +806,7 @@ mod sqlite {
         shared_names_are_ambiguous_and_ids_win,
         unaccepted_claims_are_offered_again_after_their_lease,
         a_restart_spares_the_actions_whose_results_the_agent_holds,
+        actions_keep_their_external_id_and_title,
     );
 
     /// Issue 9 item 8: sustained writes beside readers keep the WAL bounded (checkpoints

@@ -43,9 +43,9 @@ pub async fn collect(
     body: Body,
 ) -> ApiResult<Response> {
     let access = caller.admit(&state, Api::CollectInvestigationPackage).await?;
-    let comment = comment_from_body(&headers, body).await?;
+    let (comment, tags) = comment_from_body(&headers, body).await?;
     let machine = caller_machine(&state, &caller, &access, &machine, Intent::Act).await?;
-    let action = MachineAction::new_pending(
+    let mut action = MachineAction::new_pending(
         ActionType::CollectInvestigationPackage,
         &machine.id,
         Some(machine.facts.computer_dns_name.clone()),
@@ -53,8 +53,14 @@ pub async fn collect(
         comment,
         state.now(),
     );
+    tags.apply(&mut action);
     audit::note_target(action.id);
-    audit::note_detail(serde_json::json!({"machineId": machine.id, "comment": action.requestor_comment}));
+    audit::note_detail(serde_json::json!({
+        "machineId": machine.id,
+        "comment": action.requestor_comment,
+        "externalId": action.external_id,
+        "title": action.title,
+    }));
     let entry = audit::entry_for_call(StatusCode::CREATED.as_u16());
     state.store.create_action(&caller.tenant_id, &action, entry.as_ref()).await?;
     state.dispatcher.notify(&machine.id);
@@ -63,28 +69,130 @@ pub async fn collect(
     Ok(reply(StatusCode::CREATED, &Entity { context: base.context(context::ACTION), value: action }))
 }
 
-/// Reads `{"Comment": "..."}` as MDE does: JSON content type, exact key case.
-async fn comment_from_body(headers: &HeaderMap, body: Body) -> ApiResult<String> {
+/// Reads `{"Comment": "...", "ExternalId": "...", "Title": "..."}` as MDE does: JSON
+/// content type, exact key case for `Comment`.
+async fn comment_from_body(headers: &HeaderMap, body: Body) -> ApiResult<(String, Tags)> {
     let object = json_object(headers, body).await?.ok_or_else(|| {
         ApiError::new(ErrorCode::InvalidRequestBody, "Request body is incorrect: a JSON object is expected")
     })?;
-    comment_of(&object)?.ok_or_else(|| {
+    let tags = Tags::of(&object)?;
+    let comment = comment_of(&object)?.ok_or_else(|| {
         let hint = object
             .keys()
             .find(|k| k.eq_ignore_ascii_case("comment"))
             .map(|k| format!(" (body parameters are case-sensitive: found '{k}')"))
             .unwrap_or_default();
         ApiError::new(ErrorCode::MissingRequiredParameter, format!("Parameter Comment is missing{hint}"))
-    })
+    })?;
+    Ok((comment, tags))
 }
 
-/// The cancel call's body: `Comment` is optional, and so is the body itself.
+/// The caller's own labels of an action: `ExternalId` (a case number a playbook filters on
+/// later) and `Title`. MDE's metadata declares both on every action and on Cancel; its
+/// documentation spells the first `ExternalID` and its entity `externalId`, so every
+/// spelling seen is accepted.
+#[derive(Debug, Default)]
+pub(super) struct Tags {
+    external_id: Option<String>,
+    title: Option<String>,
+}
+
+/// Longest `ExternalId`: case and ticket numbers are far shorter, and every list row carries it.
+pub(super) const MAX_EXTERNAL_ID_CHARS: usize = 256;
+/// Longest `Title`.
+pub(super) const MAX_TITLE_CHARS: usize = 1000;
+const EXTERNAL_ID_KEYS: &[&str] = &["ExternalId", "ExternalID", "externalId", "externalID"];
+const TITLE_KEYS: &[&str] = &["Title", "title"];
+
+impl Tags {
+    fn of(object: &serde_json::Map<String, serde_json::Value>) -> ApiResult<Self> {
+        Ok(Self {
+            external_id: tag_of(object, "ExternalId", EXTERNAL_ID_KEYS, MAX_EXTERNAL_ID_CHARS)?,
+            title: tag_of(object, "Title", TITLE_KEYS, MAX_TITLE_CHARS)?,
+        })
+    }
+
+    /// From query parameters (the import call's body is the package), any key case.
+    pub(super) fn from_query(query: &str) -> ApiResult<Self> {
+        let find = |name: &str, max| {
+            let mut values =
+                url::form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k.eq_ignore_ascii_case(name));
+            let value = values.next().map(|(_, v)| v.into_owned());
+            if values.next().is_some() {
+                return Err(ApiError::new(ErrorCode::InvalidInput, format!("Invalid input {name}: it is given twice")));
+            }
+            value.map(|v| checked_tag(name, v, max)).transpose().map(Option::flatten)
+        };
+        Ok(Self { external_id: find("ExternalId", MAX_EXTERNAL_ID_CHARS)?, title: find("Title", MAX_TITLE_CHARS)? })
+    }
+
+    pub(super) fn apply(self, action: &mut MachineAction) {
+        action.external_id = self.external_id;
+        action.title = self.title;
+    }
+}
+
+/// One label under any of its `spellings`: a string (or `null`, as absent), given once.
+fn tag_of(
+    object: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    spellings: &[&str],
+    max_chars: usize,
+) -> ApiResult<Option<String>> {
+    let mut given = spellings.iter().filter_map(|k| object.get(*k).map(|v| (*k, v)));
+    let Some((key, value)) = given.next() else {
+        return Ok(None);
+    };
+    // Two spellings in one body: which one the caller meant is a guess.
+    if let Some((other, _)) = given.next() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequestBody,
+            format!("Request body is incorrect: {name} is given twice (as '{key}' and '{other}')"),
+        ));
+    }
+    match value {
+        serde_json::Value::String(s) => checked_tag(name, s.clone(), max_chars),
+        serde_json::Value::Null => Ok(None),
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidRequestBody,
+            format!("Request body is incorrect: {key} must be a string"),
+        )),
+    }
+}
+
+/// A label as stored: trimmed, bounded, one line of printable text; empty means none.
+fn checked_tag(name: &str, value: String, max_chars: usize) -> ApiResult<Option<String>> {
+    let value = value.trim();
+    // Unlike a comment, a label is one line: a line break would split CSV exports and
+    // log lines, and an escape sequence would reach analysts' terminals.
+    if let Some(c) = value.chars().find(|c| c.is_control()) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
+            format!("Invalid input {name}: it contains the control character U+{:04X}", u32::from(c)),
+        ));
+    }
+    if value.chars().count() > max_chars {
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
+            format!("Invalid input {name}: it is longer than {max_chars} characters"),
+        ));
+    }
+    Ok(Some(value.to_owned()).filter(|v| !v.is_empty()))
+}
+
+/// The cancel call's body: `Comment` is optional, and so is the body itself. MDE declares
+/// `ExternalId` and `Title` on Cancel too: they are checked like an action's, but an action
+/// keeps the labels its requester gave it (a playbook finds it by the case number it was
+/// created with, whoever cancels it).
 async fn optional_comment(headers: &HeaderMap, body: Body) -> ApiResult<Option<String>> {
     if headers.get(CONTENT_TYPE).is_none() && headers.get(CONTENT_LENGTH).is_none_or(|v| v == "0") {
         return Ok(None);
     }
     match json_object(headers, body).await? {
-        Some(object) => comment_of(&object),
+        Some(object) => {
+            Tags::of(&object)?;
+            comment_of(&object)
+        }
         None => Ok(None),
     }
 }

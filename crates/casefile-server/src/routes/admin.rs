@@ -34,9 +34,9 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Re
 /// One application of the tenant.
 #[utoipa::path(
     get,
-    path = "/api/admin/applications/{client_id}",
+    path = "/api/admin/applications/{id}",
     tag = "Applications",
-    params(("client_id" = String, Path, description = "The application's client id (a GUID)")),
+    params(("id" = String, Path, description = "The application's client id (a GUID)")),
     responses((status = 200, description = "The application", body = Application)),
     security(("bearer" = ["Casefile.Admin"]))
 )]
@@ -72,9 +72,9 @@ pub async fn create(
 /// Disables an application: it gets no new tokens.
 #[utoipa::path(
     post,
-    path = "/api/admin/applications/{client_id}/disable",
+    path = "/api/admin/applications/{id}/disable",
     tag = "Applications",
-    params(("client_id" = String, Path, description = "The application's client id (a GUID)")),
+    params(("id" = String, Path, description = "The application's client id (a GUID)")),
     responses((status = 200, description = "The application, disabled", body = Application)),
     security(("bearer" = ["Casefile.Admin"]))
 )]
@@ -85,9 +85,9 @@ pub async fn disable(state: State<AppState>, caller: Caller, client_id: Path<Str
 /// Enables a disabled application again.
 #[utoipa::path(
     post,
-    path = "/api/admin/applications/{client_id}/enable",
+    path = "/api/admin/applications/{id}/enable",
     tag = "Applications",
-    params(("client_id" = String, Path, description = "The application's client id (a GUID)")),
+    params(("id" = String, Path, description = "The application's client id (a GUID)")),
     responses((status = 200, description = "The application, enabled", body = Application)),
     security(("bearer" = ["Casefile.Admin"]))
 )]
@@ -113,9 +113,9 @@ async fn set_enabled(
 /// answer holds the new one, shown this once.
 #[utoipa::path(
     post,
-    path = "/api/admin/applications/{client_id}/rotateSecret",
+    path = "/api/admin/applications/{id}/rotateSecret",
     tag = "Applications",
-    params(("client_id" = String, Path, description = "The application's client id (a GUID)")),
+    params(("id" = String, Path, description = "The application's client id (a GUID)")),
     responses((status = 200, description = "The application and its new secret", body = ApplicationSecret)),
     security(("bearer" = ["Casefile.Admin"]))
 )]
@@ -135,9 +135,9 @@ pub async fn rotate_secret(
 /// Replaces the application's roles; tokens issued from now on carry them.
 #[utoipa::path(
     post,
-    path = "/api/admin/applications/{client_id}/roles",
+    path = "/api/admin/applications/{id}/roles",
     tag = "Applications",
-    params(("client_id" = String, Path, description = "The application's client id (a GUID)")),
+    params(("id" = String, Path, description = "The application's client id (a GUID)")),
     request_body(content = SetRolesRequest, content_type = "application/json"),
     responses((status = 200, description = "The application with its new roles", body = Application)),
     security(("bearer" = ["Casefile.Admin"]))

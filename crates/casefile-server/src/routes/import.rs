@@ -26,6 +26,8 @@ use crate::state::AppState;
     params(
         ("id" = String, Path, description = "Machine id (40 hex characters) or computer name"),
         ("comment" = Option<String>, Query, description = "Becomes the action's requestorComment"),
+        ("externalId" = Option<String>, Query, description = "Becomes the action's externalId (at most 256 characters, one line)"),
+        ("title" = Option<String>, Query, description = "Becomes the action's title (at most 1000 characters, one line)"),
         ("x-casefile-sha256" = String, Header, description = "Hex SHA-256 of the zip"),
     ),
     request_body(
@@ -47,7 +49,9 @@ pub async fn import(
 ) -> ApiResult<Response> {
     let access = caller.admit(&state, Api::ImportInvestigationPackage).await?;
     let machine = caller_machine(&state, &caller, &access, &machine, Intent::Act).await?;
-    let comment = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+    let query = query.unwrap_or_default();
+    let tags = super::actions::Tags::from_query(&query)?;
+    let comment = url::form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k.eq_ignore_ascii_case("comment"))
         .map(|(_, v)| v.trim().to_owned())
         .filter(|c| !c.is_empty())
@@ -70,6 +74,7 @@ pub async fn import(
         comment,
         now,
     );
+    tags.apply(&mut action);
     action.id = action_id;
     action.status = ActionStatus::Succeeded;
     action.request_source = REQUEST_SOURCE_IMPORT.to_owned();

@@ -1,10 +1,12 @@
-//! The route list: every public, agent and download route in one place.
+//! The route table: every public, agent, token and download route in one place, with
+//! its OpenAPI description and its audit event ([`table`]).
 
 mod actions;
 mod admin;
 mod agent;
 mod custody;
 mod download;
+pub(crate) mod errors;
 mod import;
 mod machines;
 mod oauth;
@@ -17,76 +19,187 @@ use axum::http::header::{CONTENT_TYPE, HOST};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, get, post, put};
 use casefile_proto::ErrorCode;
 use serde::Serialize;
 use uuid::Uuid;
 
+use utoipa::{Modify as _, OpenApi as _};
+use utoipa_axum::router::UtoipaMethodRouter;
+use utoipa_axum::routes;
+
+use crate::audit::Event;
 use crate::error::ApiError;
-use crate::links::DOWNLOAD_PATH;
 use crate::rbac::Access;
 use crate::state::AppState;
 
-/// Routes are written in lower case: [`normalize_path`] folds public API paths to it.
+/// The server's routes, each declared once: where it is served, what the OpenAPI
+/// document says about it (the handler's `#[utoipa::path]`, through `routes!`) and what
+/// the audit trail calls its calls. `/openapi.json` is generated from this table, so the
+/// document cannot describe a route that is not served, nor miss one that is.
+pub(crate) fn table() -> Table {
+    use crate::audit::Event::{ByRoute, Named};
+    let agent = |path: &str| format!("{}{path}", casefile_proto::agent::PREFIX);
+    Table::new()
+        // The public API (MDE's paths).
+        .api(routes!(machines::list), ByRoute)
+        .api(routes!(machines::get), ByRoute)
+        .api(routes!(actions::collect), Named("collect"))
+        .api(routes!(actions::list_for_machine), ByRoute)
+        .api(routes!(machines::tags), ByRoute)
+        .api(routes!(import::import), Named("package.import"))
+        .api(routes!(actions::list), ByRoute)
+        .api(routes!(actions::get), ByRoute)
+        .api(routes!(actions::cancel), Named("cancel"))
+        .api(routes!(download::package_uri), Named("link.issue"))
+        .api(routes!(custody::custody), ByRoute)
+        .api(routes!(download::download), Named("package.download"))
+        // casefile's own administration API.
+        .api(routes!(admin::list), ByRoute)
+        .api(routes!(admin::create), ByRoute)
+        .api(routes!(admin::get), ByRoute)
+        .api(routes!(admin::disable), ByRoute)
+        .api(routes!(admin::enable), ByRoute)
+        .api(routes!(admin::rotate_secret), ByRoute)
+        .api(routes!(admin::set_roles), ByRoute)
+        .hidden("/api/admin/applications/{id}/roles", put(admin::set_roles), ByRoute)
+        .api(routes!(admin::audit), ByRoute)
+        .api(routes!(admin::roles), ByRoute)
+        .api(routes!(admin::put_role), ByRoute)
+        .api(routes!(admin::delete_role), ByRoute)
+        .api(routes!(admin::device_groups), ByRoute)
+        .api(routes!(admin::create_device_group), ByRoute)
+        .api(routes!(admin::set_ungrouped), ByRoute)
+        .api(routes!(admin::delete_device_group), ByRoute)
+        // Where Entra ID serves them: clients change only their login host.
+        .hidden("/{tenant}/oauth2/v2.0/token", post(oauth::token_v2), Named("token.issue"))
+        .hidden("/{tenant}/oauth2/token", post(oauth::token_v1), Named("token.issue"))
+        .hidden("/{tenant}/oauth2/v2.0/authorize", get(oauth::authorize).post(oauth::authorize), ByRoute)
+        .hidden("/{tenant}/oauth2/authorize", get(oauth::authorize).post(oauth::authorize), ByRoute)
+        .hidden("/{tenant}/v2.0/.well-known/openid-configuration", get(oauth::openid_configuration_v2), ByRoute)
+        .hidden("/{tenant}/.well-known/openid-configuration", get(oauth::openid_configuration_v1), ByRoute)
+        .hidden("/{tenant}/discovery/v2.0/keys", get(jwks), ByRoute)
+        .hidden("/{tenant}/discovery/keys", get(jwks), ByRoute)
+        .hidden("/discovery/v2.0/keys", get(jwks), ByRoute)
+        .api(routes!(jwks), ByRoute)
+        .api(routes!(healthz), ByRoute)
+        // The agent API.
+        .hidden(&agent("/enroll"), post(agent::enroll), Named("agent.enroll"))
+        .hidden(&agent("/enroll/challenge"), post(agent::enroll_challenge), ByRoute)
+        .hidden(&agent("/hello"), post(agent::hello), Named("agent.start"))
+        .hidden(&agent("/actions/next"), get(agent::next_task), ByRoute)
+        .hidden(&agent("/actions/{id}/package"), put(agent::upload_package), Named("package.upload"))
+        .hidden(&agent("/actions/{id}/failure"), post(agent::report_failure), Named("action.fail"))
+        .hidden(&agent("/actions/{id}/cancelled"), post(agent::confirm_cancel), Named("cancel.confirm"))
+        .hidden(&agent("/actions/{id}/accepted"), post(agent::accept), Named("action.accept"))
+}
+
+/// The route table, served: `/openapi.json` from it, JSON errors for unknown paths and
+/// wrong methods, and the audit trail around every route.
 pub fn router(state: AppState) -> Router {
-    let public = Router::new()
-        .route("/api/machines", get(machines::list))
-        .route("/api/machines/{id}", get(machines::get))
-        .route("/api/machines/{id}/collectinvestigationpackage", post(actions::collect))
-        .route("/api/machines/{id}/machineactions", get(actions::list_for_machine))
-        .route("/api/machines/{id}/tags", post(machines::tags))
-        .route("/api/machines/{id}/importinvestigationpackage", post(import::import))
-        .route("/api/machineactions", get(actions::list))
-        .route("/api/machineactions/{id}", get(actions::get))
-        .route("/api/machineactions/{id}/cancel", post(actions::cancel))
-        .route("/api/machineactions/{id}/getpackageuri", get(download::package_uri))
-        .route("/api/machineactions/{id}/custody", get(custody::custody));
-    let admin_api = Router::new()
-        .route("/api/admin/applications", get(admin::list).post(admin::create))
-        .route("/api/admin/applications/{id}", get(admin::get))
-        .route("/api/admin/applications/{id}/disable", post(admin::disable))
-        .route("/api/admin/applications/{id}/enable", post(admin::enable))
-        .route("/api/admin/applications/{id}/rotatesecret", post(admin::rotate_secret))
-        .route("/api/admin/applications/{id}/roles", post(admin::set_roles).put(admin::set_roles))
-        .route("/api/admin/audit", get(admin::audit))
-        .route("/api/admin/roles", get(admin::roles))
-        .route("/api/admin/roles/{name}", put(admin::put_role).delete(admin::delete_role))
-        .route("/api/admin/devicegroups", get(admin::device_groups).post(admin::create_device_group))
-        .route("/api/admin/devicegroups/ungrouped", put(admin::set_ungrouped))
-        .route("/api/admin/devicegroups/{id}", axum::routing::delete(admin::delete_device_group));
-    // Where Entra ID serves them: clients change only their login host.
-    let login = Router::new()
-        .route("/{tenant}/oauth2/v2.0/token", post(oauth::token_v2))
-        .route("/{tenant}/oauth2/token", post(oauth::token_v1))
-        .route("/{tenant}/oauth2/v2.0/authorize", get(oauth::authorize).post(oauth::authorize))
-        .route("/{tenant}/oauth2/authorize", get(oauth::authorize).post(oauth::authorize))
-        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(oauth::openid_configuration_v2))
-        .route("/{tenant}/.well-known/openid-configuration", get(oauth::openid_configuration_v1))
-        .route("/{tenant}/discovery/v2.0/keys", get(jwks))
-        .route("/{tenant}/discovery/keys", get(jwks))
-        .route("/discovery/v2.0/keys", get(jwks));
-    let agent = Router::new()
-        .route("/enroll", post(agent::enroll))
-        .route("/enroll/challenge", post(agent::enroll_challenge))
-        .route("/hello", post(agent::hello))
-        .route("/actions/next", get(agent::next_task))
-        .route("/actions/{id}/package", put(agent::upload_package))
-        .route("/actions/{id}/failure", post(agent::report_failure))
-        .route("/actions/{id}/cancelled", post(agent::confirm_cancel))
-        .route("/actions/{id}/accepted", post(agent::accept));
-    Router::new()
-        .merge(public)
-        .merge(admin_api)
-        .merge(login)
-        .nest(casefile_proto::agent::PREFIX, agent)
-        .route(DOWNLOAD_PATH, get(download::download))
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/openapi.json", get(openapi::document))
+    let (routes, document) = table().into_parts();
+    let document = document.to_json().map_err(|e| e.to_string());
+    routes
+        .route(
+            "/openapi.json",
+            get(move || async move {
+                match document {
+                    Ok(json) => ([(CONTENT_TYPE, "application/json")], json).into_response(),
+                    Err(e) => ApiError::internal_from(e).into_response(),
+                }
+            }),
+        )
         .fallback(not_found)
+        // After every route: it applies to the routes already declared.
+        .method_not_allowed_fallback(errors::method_not_allowed)
         // Inside the router, where the matched route is known.
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::audit::middleware))
         .with_state(state)
+}
+
+/// The OpenAPI document of [`table`], as `/openapi.json` serves it.
+#[cfg(test)]
+fn openapi() -> utoipa::openapi::OpenApi {
+    table().into_parts().1
+}
+
+/// Routes with their documentation and audit events, being declared.
+pub(crate) struct Table {
+    router: Router<AppState>,
+    document: utoipa::openapi::OpenApi,
+    /// Every route's path, as declared (for the tests that walk them all).
+    paths: Vec<String>,
+}
+
+impl Table {
+    fn new() -> Self {
+        Self { router: Router::new(), document: openapi::ApiDoc::openapi(), paths: Vec::new() }
+    }
+
+    /// A route of the public contract: method and path from its handler's
+    /// `#[utoipa::path]`. The document keeps MDE's spelling (`collectInvestigationPackage`);
+    /// the route is its lower-case form, which [`normalize_path`] folds requests to. (This
+    /// is why `utoipa_axum::OpenApiRouter::routes`, which routes the documented spelling,
+    /// is not used.)
+    fn api(mut self, (schemas, paths, handler): UtoipaMethodRouter<AppState>, event: Event) -> Self {
+        let handler = with_event(handler, event);
+        for (path, item) in paths.paths {
+            self.router = self.router.route(&routed_path(&path), handler.clone());
+            self.paths.push(path.clone());
+            match self.document.paths.paths.get_mut(&path) {
+                Some(existing) => existing.merge_operations(item),
+                None => {
+                    self.document.paths.paths.insert(path, item);
+                }
+            }
+        }
+        self.document.components.get_or_insert_with(Default::default).schemas.extend(schemas);
+        self
+    }
+
+    /// A route outside the public contract (the token endpoints, the agent API).
+    fn hidden(mut self, path: &str, handler: MethodRouter<AppState>, event: Event) -> Self {
+        self.router = self.router.route(path, with_event(handler, event));
+        self.paths.push(path.to_owned());
+        self
+    }
+
+    /// The declared paths, each once.
+    pub(crate) fn paths(&self) -> Vec<String> {
+        let mut paths = self.paths.clone();
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
+    fn into_parts(self) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+        let mut document = self.document;
+        // After the paths are in: it adds the answers every /api operation can give.
+        openapi::Conventions.modify(&mut document);
+        (self.router, document)
+    }
+}
+
+/// The handler with its audit event noted as it runs (a layer on the matched method only,
+/// so a wrong method is recorded by route).
+fn with_event(handler: MethodRouter<AppState>, event: Event) -> MethodRouter<AppState> {
+    match event {
+        Event::Named(name) => handler.route_layer(axum::middleware::from_fn_with_state(name, crate::audit::named)),
+        Event::ByRoute => handler,
+    }
+}
+
+/// `/api/machines/{id}/collectInvestigationPackage` → `/api/machines/{id}/collectinvestigationpackage`:
+/// fixed segments of API paths in lower case, parameters as they are.
+fn routed_path(documented: &str) -> String {
+    if !documented.starts_with("/api/") {
+        return documented.to_owned();
+    }
+    documented
+        .split('/')
+        .map(|segment| if segment.starts_with('{') { segment.to_owned() } else { segment.to_ascii_lowercase() })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// MDE clients send `GetPackageUri` and `getPackageUri`, `/api/v1.0/...` and `/api/...`,
@@ -138,8 +251,16 @@ async fn not_found(uri: Uri) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("No resource matches '{}'", uri.path()))
 }
 
+/// The public signing keys of access tokens and links.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "Server", responses((status = 200, description = "JSON Web Key Set", body = Object)))]
 async fn jwks(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     axum::Json(state.keyring.jwks()).into_response()
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "Server", responses((status = 200, description = "The server answers", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok"
 }
 
 /// `axum::Json` whose rejections answer in the API's error shape.
@@ -329,4 +450,52 @@ pub(crate) async fn caller_action(
         }
     }
     Ok(action)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The public contract as committed in `docs/openapi.json`: every change to it shows in
+    /// review. To accept a change: `UPDATE_SNAPSHOTS=1 cargo test -p casefile-server openapi`.
+    #[test]
+    fn the_openapi_document_is_the_committed_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+        let current = openapi().to_pretty_json().unwrap() + "\n";
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(&path, &current).unwrap();
+            return;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        if committed != current {
+            let line = committed.lines().zip(current.lines()).position(|(a, b)| a != b);
+            let line = line.unwrap_or(committed.lines().count().min(current.lines().count()));
+            panic!(
+                "the OpenAPI document differs from docs/openapi.json from line {}:\n  committed: {}\n  now:       {}\n\
+                 Review the change, then accept it with `UPDATE_SNAPSHOTS=1 cargo test -p casefile-server openapi`.",
+                line + 1,
+                committed.lines().nth(line).unwrap_or("(end)"),
+                current.lines().nth(line).unwrap_or("(end)"),
+            );
+        }
+    }
+
+    /// A documented path, as a client spells it, reaches its route.
+    #[test]
+    fn documented_paths_fold_to_their_routes() {
+        for path in openapi().paths.paths.keys() {
+            let request =
+                Request::builder().uri(path.replace('{', "%7B").replace('}', "%7D")).body(axum::body::Body::empty());
+            let folded = normalize_path(request.unwrap()).uri().path().replace("%7B", "{").replace("%7D", "}");
+            assert_eq!(folded, routed_path(path), "{path}");
+        }
+        assert_eq!(
+            routed_path("/api/machines/{id}/collectInvestigationPackage"),
+            "/api/machines/{id}/collectinvestigationpackage"
+        );
+        assert_eq!(
+            routed_path("/safedownload/WDATP_Investigation_Package.zip"),
+            "/safedownload/WDATP_Investigation_Package.zip"
+        );
+    }
 }

@@ -346,12 +346,12 @@ impl Failure {
     }
 }
 
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
+impl Failure {
+    fn body(&self) -> OAuthError {
         let trace_id = uuid::Uuid::new_v4().to_string();
         let correlation_id = correlation::current();
         let timestamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string();
-        let body = OAuthError {
+        OAuthError {
             error: self.error.to_owned(),
             error_description: format!(
                 "AADSTS{}: {}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {timestamp}",
@@ -361,8 +361,13 @@ impl IntoResponse for Failure {
             timestamp,
             trace_id,
             correlation_id,
-        };
-        let mut response = oauth_json(self.status, &body);
+        }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let mut response = oauth_json(self.status, &self.body());
         if self.basic_challenge {
             response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"casefile\""));
         }
@@ -371,6 +376,28 @@ impl IntoResponse for Failure {
         }
         response
     }
+}
+
+/// A wrong method on a login route, as Entra answers a `GET` on its token endpoint:
+/// `AADSTS900561`, `invalid_request` (`Allow` is added by the router).
+pub(super) fn wrong_method(method: &axum::http::Method, accepted: &str) -> Response {
+    Failure::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request",
+        900561,
+        format!("The endpoint only accepts {accepted} requests. Received a {method} request."),
+    )
+    .into_response()
+}
+
+/// Entra's error body for a login-route error no handler shaped (see `errors::json_bodies`).
+pub(super) fn error_json(status: StatusCode, message: &str) -> Vec<u8> {
+    let (error, code) = match status.as_u16() {
+        500.. => ("server_error", 50000),
+        429 => ("temporarily_unavailable", 50196),
+        _ => ("invalid_request", 900144),
+    };
+    serde_json::to_vec(&Failure::new(status, error, code, message.to_owned()).body()).unwrap_or_default()
 }
 
 /// A token endpoint answer: compact JSON, never cached (RFC 6749 §5.1).

@@ -2,16 +2,11 @@
 //! and the wire types, served at `/openapi.json`. Errors every public route can answer
 //! are added here once rather than on each handler.
 
-use std::sync::OnceLock;
-
-use axum::response::{IntoResponse, Response};
 use casefile_proto::ErrorBody;
 use serde::Deserialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, ResponseBuilder};
 use utoipa::{IntoParams, Modify, OpenApi, PartialSchema};
-
-use super::{actions, admin, custody, download, import, machines};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,39 +15,8 @@ use super::{actions, admin, custody, download, import, machines};
         description = "Microsoft Defender for Endpoint's machine-action API (collect investigation package, \
                        machine actions, machines), served by casefile."
     ),
-    paths(
-        actions::collect,
-        actions::get,
-        actions::list,
-        actions::list_for_machine,
-        actions::cancel,
-        import::import,
-        download::package_uri,
-        download::download,
-        machines::get,
-        machines::list,
-        machines::tags,
-        admin::list,
-        admin::get,
-        admin::create,
-        admin::disable,
-        admin::enable,
-        admin::rotate_secret,
-        admin::set_roles,
-        admin::audit,
-        admin::roles,
-        admin::put_role,
-        admin::delete_role,
-        admin::device_groups,
-        admin::create_device_group,
-        admin::delete_device_group,
-        admin::set_ungrouped,
-        custody::custody,
-        jwks_doc,
-        healthz_doc,
-    ),
+    // Paths come from the route table (`super::table`), the conventions after them.
     components(schemas(ErrorBody)),
-    modifiers(&Conventions),
     tags(
         (name = "MachineActions", description = "Collect investigation packages and follow the actions"),
         (name = "Machines", description = "Enrolled machines"),
@@ -62,7 +26,7 @@ use super::{actions, admin, custody, download, import, machines};
         (name = "Server", description = "Keys and health"),
     )
 )]
-struct ApiDoc;
+pub(super) struct ApiDoc;
 
 /// The OData query options of list endpoints.
 #[derive(Deserialize, IntoParams)]
@@ -91,18 +55,8 @@ pub struct ListOptions {
     select: Option<String>,
 }
 
-/// The public signing keys of access tokens and links.
-#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "Server", responses((status = 200, description = "JSON Web Key Set", body = Object)))]
-#[allow(dead_code)]
-fn jwks_doc() {}
-
-/// Liveness.
-#[utoipa::path(get, path = "/healthz", tag = "Server", responses((status = 200, description = "The server answers", body = String, content_type = "text/plain")))]
-#[allow(dead_code)]
-fn healthz_doc() {}
-
 /// Adds the bearer scheme and the error answers every `/api` operation can give.
-struct Conventions;
+pub(super) struct Conventions;
 
 impl Modify for Conventions {
     fn modify(&self, doc: &mut Document) {
@@ -147,14 +101,5 @@ impl Modify for Conventions {
                 });
             }
         }
-    }
-}
-
-/// `GET /openapi.json`, generated once.
-pub async fn document() -> Response {
-    static JSON: OnceLock<Result<String, String>> = OnceLock::new();
-    match JSON.get_or_init(|| ApiDoc::openapi().to_json().map_err(|e| e.to_string())) {
-        Ok(json) => ([(axum::http::header::CONTENT_TYPE, "application/json")], json.clone()).into_response(),
-        Err(e) => crate::error::ApiError::internal_from(e).into_response(),
     }
 }

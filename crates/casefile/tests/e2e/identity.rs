@@ -87,7 +87,7 @@ fn kid_of(token: &str) -> String {
 }
 
 /// An OAuth2 error answer, checked for Entra's shape; returns its status and body.
-async fn oauth_error(response: Response) -> (u16, Value) {
+pub(crate) async fn oauth_error(response: Response) -> (u16, Value) {
     let status = response.status().as_u16();
     assert_eq!(response.headers()["content-type"], "application/json; charset=utf-8");
     assert!(response.headers()["cache-control"].to_str().unwrap().contains("no-store"));
@@ -103,7 +103,7 @@ async fn oauth_error(response: Response) -> (u16, Value) {
 }
 
 /// Asserts an OAuth2 error's status, `error` and first AADSTS code.
-async fn assert_oauth_error(response: Response, status: u16, error: &str, code: u64) -> Value {
+pub(crate) async fn assert_oauth_error(response: Response, status: u16, error: &str, code: u64) -> Value {
     let (got, body) = oauth_error(response).await;
     assert_eq!((got, body["error"].as_str().unwrap(), body["error_codes"][0].as_u64().unwrap()), (status, error, code));
     body
@@ -117,7 +117,7 @@ fn cli(data_dir: &Path, args: &[&str]) -> String {
 }
 
 /// Registers an application with `casefile app create --json`; returns (client id, secret).
-fn cli_app(server: &TestServer, tenant: &str, name: &str, roles: &str) -> (String, String) {
+pub(crate) fn cli_app(server: &TestServer, tenant: &str, name: &str, roles: &str) -> (String, String) {
     let out =
         cli(&data_dir(server), &["app", "create", "--json", "--tenant", tenant, "--name", name, "--roles", roles]);
     let created: Value = serde_json::from_str(&out).unwrap();
@@ -125,7 +125,7 @@ fn cli_app(server: &TestServer, tenant: &str, name: &str, roles: &str) -> (Strin
     (created["client_id"].as_str().unwrap().to_owned(), created["client_secret"].as_str().unwrap().to_owned())
 }
 
-fn data_dir(server: &TestServer) -> std::path::PathBuf {
+pub(crate) fn data_dir(server: &TestServer) -> std::path::PathBuf {
     server.dir.path().join("data")
 }
 
@@ -483,7 +483,7 @@ async fn discovery_points_at_the_token_endpoint_and_the_keys() {
         assert_eq!(get(alias.into()).await.json::<Value>().await.unwrap(), jwks, "{alias}");
     }
     // A token endpoint takes POST only; a malformed tenant has no discovery document.
-    assert_eq!(get("/contoso/oauth2/v2.0/token".into()).await.status(), 405);
+    assert_oauth_error(get("/contoso/oauth2/v2.0/token".into()).await, 405, "invalid_request", 900561).await;
     assert_oauth_error(
         get("/bad%20tenant/v2.0/.well-known/openid-configuration".into()).await,
         400,

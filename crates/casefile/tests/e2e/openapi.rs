@@ -12,6 +12,9 @@ async fn every_documented_operation_is_served() {
     assert_eq!(response.status(), 200);
     let doc: Value = response.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
+    // The served contract is the committed one (see casefile-server's snapshot test).
+    let committed = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json")).unwrap();
+    assert_eq!(doc, serde_json::from_slice::<Value>(&committed).unwrap(), "docs/openapi.json is what is served");
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
 
     let machine = server.seed_machine("documented.example").await;
