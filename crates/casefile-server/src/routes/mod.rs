@@ -81,7 +81,6 @@ pub fn router(state: AppState) -> Router {
         .nest(casefile_proto::agent::PREFIX, agent)
         .route(DOWNLOAD_PATH, get(download::download))
         .route("/.well-known/jwks.json", get(jwks))
-        .route("/healthz", get(|| async { "ok" }))
         .route("/openapi.json", get(openapi::document))
         .fallback(not_found)
         // Inside the router, where the matched route is known.
