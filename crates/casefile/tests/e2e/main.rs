@@ -16,6 +16,7 @@ mod identity;
 mod issuers;
 mod lifecycle;
 mod limits;
+mod observe;
 mod odata;
 mod offline;
 mod openapi;
