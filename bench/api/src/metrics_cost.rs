@@ -138,14 +138,8 @@ async fn one_server(args: &Args, metrics_on: bool, ticks: u64) -> anyhow::Result
     let idle_cpu = cpu_time(pid, ticks)?.saturating_sub(idle_from.1);
     let idle_wall = idle_from.0.elapsed();
 
-    let bench = Arc::new(Bench {
-        client,
-        baseline: String::new(),
-        api,
-        token,
-        seeded,
-        next_fresh: AtomicUsize::new(0),
-    });
+    let bench =
+        Arc::new(Bench { client, baseline: String::new(), api, token, seeded, next_fresh: AtomicUsize::new(0) });
     let load_from = (Instant::now(), cpu_time(pid, ticks)?);
     let mut stats = Vec::new();
     for workload in LOAD {
@@ -186,9 +180,19 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         println!("{name:<34} {off:>12.digits$} {on:>12.digits$} {:>9}", ratio(on, off));
     };
     row("idle RSS (MiB)", mib(off.idle_rss_kib), mib(on.idle_rss_kib), 1);
-    row("idle CPU (ms per 10 s)", ms(off.idle_cpu) * 10.0 / off.idle_wall.as_secs_f64(), ms(on.idle_cpu) * 10.0 / on.idle_wall.as_secs_f64(), 1);
+    row(
+        "idle CPU (ms per 10 s)",
+        ms(off.idle_cpu) * 10.0 / off.idle_wall.as_secs_f64(),
+        ms(on.idle_cpu) * 10.0 / on.idle_wall.as_secs_f64(),
+        1,
+    );
     row("RSS after load (MiB)", mib(off.load_rss_kib), mib(on.load_rss_kib), 1);
-    row("CPU under load (cores)", off.load_cpu.as_secs_f64() / off.load_wall.as_secs_f64(), on.load_cpu.as_secs_f64() / on.load_wall.as_secs_f64(), 2);
+    row(
+        "CPU under load (cores)",
+        off.load_cpu.as_secs_f64() / off.load_wall.as_secs_f64(),
+        on.load_cpu.as_secs_f64() / on.load_wall.as_secs_f64(),
+        2,
+    );
     row("CPU per 1,000 requests (ms)", off.cpu_per_kreq() * 1000.0, on.cpu_per_kreq() * 1000.0, 1);
     for (a, b) in off.stats.iter().zip(&on.stats) {
         row(&format!("{} (req/s)", a.workload.name()), a.per_second, b.per_second, 0);

@@ -314,13 +314,11 @@ async fn check_content(staged: &Staged, signer: Signer<'_>) -> Result<Checked, R
             action_id: report.manifest.action_id,
             machine_id: report.manifest.host.machine_id,
         }),
-        other => {
-            Err(Refusal::invalid(
-                RejectReason::Signature,
-                ErrorCode::InvalidInput,
-                format!("The package's signature does not hold: {other}"),
-            ))
-        }
+        other => Err(Refusal::invalid(
+            RejectReason::Signature,
+            ErrorCode::InvalidInput,
+            format!("The package's signature does not hold: {other}"),
+        )),
     }
 }
 

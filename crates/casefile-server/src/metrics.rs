@@ -137,23 +137,59 @@ impl Metrics {
     fn describe(&self) {
         use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
         self.record(|| {
-            describe_counter!("casefile_http_requests_total", "HTTP requests answered, by route template, method and status");
-            describe_histogram!("casefile_http_request_duration_seconds", Unit::Seconds, "Time to answer an HTTP request (long-polls included)");
-            describe_gauge!("casefile_actions", "Machine actions by type and status, read from the database at scrape time");
-            describe_gauge!("casefile_agents_connected", "Machines whose agent called within agents.silent_timeout_seconds");
+            describe_counter!(
+                "casefile_http_requests_total",
+                "HTTP requests answered, by route template, method and status"
+            );
+            describe_histogram!(
+                "casefile_http_request_duration_seconds",
+                Unit::Seconds,
+                "Time to answer an HTTP request (long-polls included)"
+            );
+            describe_gauge!(
+                "casefile_actions",
+                "Machine actions by type and status, read from the database at scrape time"
+            );
+            describe_gauge!(
+                "casefile_agents_connected",
+                "Machines whose agent called within agents.silent_timeout_seconds"
+            );
             describe_gauge!("casefile_agent_polls_parked", "Agent long-polls waiting for work now");
-            describe_histogram!("casefile_dispatch_latency_seconds", Unit::Seconds, "From an action's creation to its first hand-over to an agent");
-            describe_counter!("casefile_package_uploads_total", "Packages received, verified and stored, by kind (agent upload or import)");
+            describe_histogram!(
+                "casefile_dispatch_latency_seconds",
+                Unit::Seconds,
+                "From an action's creation to its first hand-over to an agent"
+            );
+            describe_counter!(
+                "casefile_package_uploads_total",
+                "Packages received, verified and stored, by kind (agent upload or import)"
+            );
             describe_counter!("casefile_package_upload_bytes_total", Unit::Bytes, "Bytes of the packages stored");
             describe_histogram!("casefile_package_upload_size_bytes", Unit::Bytes, "Size of each package stored");
-            describe_histogram!("casefile_package_upload_duration_seconds", Unit::Seconds, "From the start of an upload to its package stored");
-            describe_counter!("casefile_package_rejections_total", "Packages refused for what they are (size, hash, content, signature, claims), by reason");
+            describe_histogram!(
+                "casefile_package_upload_duration_seconds",
+                Unit::Seconds,
+                "From the start of an upload to its package stored"
+            );
+            describe_counter!(
+                "casefile_package_rejections_total",
+                "Packages refused for what they are (size, hash, content, signature, claims), by reason"
+            );
             describe_counter!("casefile_rate_limited_total", "Calls answered 429, by the limit that refused them");
             describe_counter!("casefile_lifecycle_sweeps_total", "Runs of the lifecycle sweeper, by outcome");
             describe_histogram!("casefile_lifecycle_sweep_duration_seconds", Unit::Seconds, "Time one sweep took");
-            describe_counter!("casefile_lifecycle_actions_timed_out_total", "Actions the sweeper ended TimeOut, by the status they were in");
-            describe_counter!("casefile_lifecycle_packages_deleted_total", "Packages deleted after their retention period");
-            describe_counter!("casefile_store_errors_total", "Database and package-storage failures, by store and kind");
+            describe_counter!(
+                "casefile_lifecycle_actions_timed_out_total",
+                "Actions the sweeper ended TimeOut, by the status they were in"
+            );
+            describe_counter!(
+                "casefile_lifecycle_packages_deleted_total",
+                "Packages deleted after their retention period"
+            );
+            describe_counter!(
+                "casefile_store_errors_total",
+                "Database and package-storage failures, by store and kind"
+            );
         });
     }
 
@@ -255,7 +291,12 @@ impl Metrics {
     }
 
     /// Sets the gauges read at scrape time.
-    pub fn set_gauges(&self, actions: Option<Vec<(String, String, u64)>>, agents_connected: Option<u64>, parked: usize) {
+    pub fn set_gauges(
+        &self,
+        actions: Option<Vec<(String, String, u64)>>,
+        agents_connected: Option<u64>,
+        parked: usize,
+    ) {
         let Some(inner) = &self.0 else { return };
         self.record(|| {
             gauge!("casefile_agent_polls_parked").set(parked as f64);
@@ -341,8 +382,11 @@ mod tests {
 
     #[test]
     fn only_loopback_and_listed_sources_may_read() {
-        let config =
-            MetricsConfig { enabled: true, allow_loopback: true, allow_from: vec!["10.1.0.0/16".into(), "192.0.2.7".into()] };
+        let config = MetricsConfig {
+            enabled: true,
+            allow_loopback: true,
+            allow_from: vec!["10.1.0.0/16".into(), "192.0.2.7".into()],
+        };
         let metrics = Metrics::new(&config).unwrap();
         for allowed in ["127.0.0.1", "::1", "10.1.200.3", "192.0.2.7", "::ffff:10.1.0.1"] {
             assert!(metrics.may_read(allowed.parse().unwrap()), "{allowed}");

@@ -6,9 +6,9 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
-use axum::Extension;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,11 +23,7 @@ pub const READYZ: &str = "/readyz";
 pub const METRICS: &str = "/metrics";
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route(HEALTHZ, get(healthz))
-        .route(READYZ, get(readyz))
-        .route(METRICS, get(metrics))
-        .with_state(state)
+    Router::new().route(HEALTHZ, get(healthz)).route(READYZ, get(readyz)).route(METRICS, get(metrics)).with_state(state)
 }
 
 /// The process is up and answering: nothing else is checked.

@@ -112,8 +112,7 @@ async fn a_collection_shows_in_the_metrics_by_route_template() {
     // A tampered upload: the bytes are not the ones announced.
     let tampered = RawAgent::enroll(&server, "tampered-host").await;
     assert_eq!(server.collect(&tampered.machine_id, &done.token).await.status(), 201);
-    let Some(casefile_proto::agent::AgentTask::CollectInvestigationPackage { action_id, .. }) =
-        tampered.poll(0).await
+    let Some(casefile_proto::agent::AgentTask::CollectInvestigationPackage { action_id, .. }) = tampered.poll(0).await
     else {
         panic!("a collection to run")
     };
@@ -135,7 +134,10 @@ async fn a_collection_shows_in_the_metrics_by_route_template() {
     assert_eq!(m.value(REQUESTS, &[("route", "/api/machines"), ("status", "429")]), 1.0);
     assert_eq!(m.value(REQUESTS, &[("route", "unmatched"), ("status", "404")]), 1.0);
     assert_eq!(m.value("casefile_http_request_duration_seconds_count", &collect[..2]), 2.0);
-    assert_eq!(m.value("casefile_http_request_duration_seconds_bucket", &[collect[0], collect[1], ("le", "+Inf")]), 2.0);
+    assert_eq!(
+        m.value("casefile_http_request_duration_seconds_bucket", &[collect[0], collect[1], ("le", "+Inf")]),
+        2.0
+    );
     // Ids never become labels: the label set stays bounded however many actions there are.
     let ids = [done.id.as_str(), done.agent.identity.machine_id.as_str(), tampered.machine_id.as_str()];
     let action = action_id.to_string();
@@ -201,7 +203,8 @@ async fn metrics_are_refused_to_sources_not_allowed() {
     assert_eq!(server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().status(), 200, "loopback");
 
     let no_loopback = TestServer::start_with(|c| c.metrics.allow_loopback = false).await;
-    let (status, _) = error_of(no_loopback.http.get(format!("{}/metrics", no_loopback.base)).send().await.unwrap()).await;
+    let (status, _) =
+        error_of(no_loopback.http.get(format!("{}/metrics", no_loopback.base)).send().await.unwrap()).await;
     assert_eq!(status, 403);
 }
 
