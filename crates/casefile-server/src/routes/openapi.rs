@@ -97,7 +97,7 @@ pub struct ListOptions {
 fn jwks_doc() {}
 
 /// Liveness.
-#[utoipa::path(get, path = "/healthz", tag = "Server", responses((status = 200, description = "The server answers", body = String, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/healthz", tag = "Server", responses((status = 200, description = "The process answers: `{\"status\":\"ok\"}`", body = Object)))]
 #[allow(dead_code)]
 fn healthz_doc() {}
 
