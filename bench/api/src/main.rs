@@ -18,6 +18,8 @@ use reqwest::{Client, RequestBuilder, StatusCode};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
+mod metrics_cost;
+
 const TENANT: &str = "default";
 /// What every API success carries; the baseline answers with it too, so both responses
 /// cost the client the same to take apart.
@@ -48,6 +50,22 @@ struct Args {
     /// Smoke run: 1 s per workload, 10,000 actions, 5,000 fresh machines.
     #[arg(long)]
     quick: bool,
+    /// Instead of the workload table: the cost of metrics. The server runs as a child
+    /// process, once with `metrics.enabled = false` and once with it on (scraped every
+    /// `--scrape-seconds`); its RSS and CPU time are read from /proc at idle and under the
+    /// get-action, list-filter and create-action workloads.
+    #[arg(long)]
+    metrics_cost: bool,
+    /// With --metrics-cost: seconds the server sits idle before its idle figures are read.
+    #[arg(long, default_value_t = 10)]
+    idle_seconds: u64,
+    /// With --metrics-cost: how often the server with metrics on is scraped.
+    #[arg(long, default_value_t = 5)]
+    scrape_seconds: u64,
+    /// Internal: serve the data directory DIR (seeded by the parent) on loopback, metrics
+    /// on or off, and print `READY <base url>`.
+    #[arg(long, hide = true, num_args = 2, value_names = ["DIR", "METRICS"])]
+    serve_child: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,12 +343,31 @@ fn print_aims(stats: &[Stats]) {
     println!("{}: list-filter p50 {slower:.1}x get-action p50 (aim within 10x)", verdict(slower <= 10.0));
 }
 
+/// The configuration every server of the benchmark runs with.
+fn bench_config(data_dir: std::path::PathBuf) -> ServerConfig {
+    let mut config = ServerConfig { data_dir, ..Default::default() };
+    config.rate_limits.enabled = false;
+    // Plain HTTP on loopback, as the baseline handler: the ratios compare handlers, not TLS.
+    config.tls.plain_http = true;
+    // Nothing times out mid-run: the lifecycle sweeper must not write while we measure.
+    config.agents.pending_timeout_seconds = u64::MAX;
+    config.agents.max_collection_seconds = u64::MAX;
+    config.agents.silent_timeout_seconds = u64::MAX;
+    config
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let run_started = Instant::now();
     let mut args = Args::parse();
+    if let Some(child) = &args.serve_child {
+        return serve_child(&child[0], &child[1]).await;
+    }
     if args.quick {
         (args.seconds, args.actions, args.fresh_machines) = (1, 10_000, 5_000);
+    }
+    if args.metrics_cost {
+        return metrics_cost::run(&args).await;
     }
     ensure!(
         args.machines > 0 && args.actions > 0 && args.concurrency > 0,
@@ -346,15 +383,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let dir = tempfile::tempdir()?;
-    let mut config = ServerConfig { data_dir: dir.path().join("data"), ..Default::default() };
-    config.rate_limits.enabled = false;
-    // Plain HTTP on loopback, as the baseline handler: the ratios compare handlers, not TLS.
-    config.tls.plain_http = true;
-    // Nothing times out mid-run: the lifecycle sweeper must not write while we measure.
-    config.agents.pending_timeout_seconds = u64::MAX;
-    config.agents.max_collection_seconds = u64::MAX;
-    config.agents.silent_timeout_seconds = u64::MAX;
-    let server = Server::open(config).await.context("opening the server")?;
+    let server = Server::open(bench_config(dir.path().join("data"))).await.context("opening the server")?;
 
     let seeding = Instant::now();
     let seeded = seed(&server, &args).await.context("seeding the store")?;
@@ -394,5 +423,16 @@ async fn main() -> anyhow::Result<()> {
     println!();
     print_aims(&stats);
     println!("whole run: {:.1} s", run_started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The server process of `--metrics-cost`: serves `dir` until killed.
+async fn serve_child(dir: &str, metrics: &str) -> anyhow::Result<()> {
+    let mut config = bench_config(dir.into());
+    config.metrics.enabled = metrics == "on";
+    let server = Server::open(config).await.context("opening the server")?;
+    let (listener, base) = local_listener().await?;
+    println!("READY {base}");
+    server.serve(listener, std::future::pending()).await?;
     Ok(())
 }

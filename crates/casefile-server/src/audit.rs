@@ -91,6 +91,7 @@ pub fn note_detail(detail: serde_json::Value) {
 /// as an error: the step has already happened and cannot be undone.
 pub async fn record(state: &AppState, entry: AuditEntry) {
     if let Err(e) = state.store.append_audit(&entry).await {
+        state.metrics.store_error(&e);
         crate::error::log_store_failure(&e, &format!("the audit trail could not be written ({})", entry.event));
     }
 }
@@ -275,6 +276,7 @@ async fn audited(state: AppState, request: Request, next: Next) -> Response {
         let refused =
             crate::error::ApiError::too_many_requests("Too many refused calls from this address; retry later", wait);
         state.refusals.count(&build_entry(&Noted::default(), &call, 429, "access.refused".to_owned()));
+        state.metrics.rate_limited("refusals");
         return refused.into_response();
     }
     let noted = Noted { call: Some(call.clone()), ..Noted::default() };
@@ -306,6 +308,7 @@ async fn audited(state: AppState, request: Request, next: Next) -> Response {
         // entry failed is refused. (Changes that commit with their entry never get here.)
         Err(e) if response.status().is_success() => crate::error::ApiError::from(e).into_response(),
         Err(e) => {
+            state.metrics.store_error(&e);
             crate::error::log_store_failure(&e, &format!("the audit trail could not be written ({})", entry.event));
             response
         }

@@ -190,6 +190,27 @@ impl Blobs {
         Ok(())
     }
 
+    /// Proves uploads can be received and packages stored now (`/readyz`): a small file
+    /// is written and removed in the staging directory and in the package store.
+    pub async fn probe(&self) -> std::io::Result<()> {
+        async fn probe_dir(dir: &std::path::Path) -> std::io::Result<()> {
+            let path = dir.join(format!(".readyz-{}", Uuid::new_v4()));
+            let written = tokio::fs::write(&path, b"probe").await;
+            let removed = tokio::fs::remove_file(&path).await;
+            written.and(removed)
+        }
+        probe_dir(&self.staging).await?;
+        match &self.local {
+            Some((_, root)) => probe_dir(root).await,
+            None => {
+                let location = Path::from(format!("readyz/{}", Uuid::new_v4()));
+                let put = self.store.put(&location, Bytes::from_static(b"probe").into()).await;
+                let deleted = self.store.delete(&location).await;
+                put.and(deleted).map(|_| ()).map_err(std::io::Error::other)
+            }
+        }
+    }
+
     /// The stored object's size and its bytes as a stream.
     pub async fn get(
         &self,

@@ -45,6 +45,30 @@ pub struct Config {
     /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For/-Proto/-Host` are
     /// believed; from any other peer those headers are ignored.
     pub trusted_proxies: Vec<String>,
+    /// `GET /metrics` (Prometheus) and who may read it (`[metrics]`).
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics at `GET /metrics`. Readable from loopback and `allow_from` only: the
+/// figures describe the server's load and its callers' mistakes, not for the internet.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Off: nothing is recorded and `/metrics` answers `404`.
+    pub enabled: bool,
+    /// Loopback clients may read `/metrics`. Turn off when a reverse proxy on this host
+    /// forwards internet traffic without being listed in `trusted_proxies` (its requests
+    /// would all come from loopback).
+    pub allow_loopback: bool,
+    /// Addresses or CIDR blocks (the Prometheus servers) that may read `/metrics`,
+    /// besides loopback; the client's address as resolved through `trusted_proxies`.
+    pub allow_from: Vec<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, allow_loopback: true, allow_from: Vec::new() }
+    }
 }
 
 /// How the server speaks TLS. No certificate files: the first start creates a private
@@ -259,6 +283,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             connections: ConnectionConfig::default(),
             trusted_proxies: Vec::new(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -515,6 +540,7 @@ impl Config {
     /// and misbehave.
     pub fn validate(&self) -> Result<(), String> {
         self.rate_limits.validate()?;
+        crate::metrics::parse_nets(&self.metrics.allow_from)?;
         let a = &self.agents;
         // A poll parks for up to poll_wait_seconds between two signs of life: a silent
         // window not well above it would time out healthy agents.

@@ -15,11 +15,13 @@ pub struct ApiError {
     pub message: String,
     /// Extra headers some errors carry (`WWW-Authenticate`, `Retry-After`).
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
+    /// Set when answering a database failure: the metrics count it from the response.
+    pub store_failure: Option<crate::metrics::StoreFailure>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), headers: Vec::new() }
+        Self { code, message: message.into(), headers: Vec::new(), store_failure: None }
     }
 
     pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
@@ -76,7 +78,8 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
+        let store_failure = crate::metrics::StoreFailure::of(&e);
+        let answer = match e {
             StoreError::ActiveRequestExists => {
                 Self::new(ErrorCode::ActiveRequestAlreadyExists, "Action is already in progress")
             }
@@ -85,7 +88,8 @@ impl From<StoreError> for ApiError {
                 Self::insufficient_storage()
             }
             other => Self::internal_from(other),
-        }
+        };
+        Self { store_failure, ..answer }
     }
 }
 
@@ -128,6 +132,9 @@ impl IntoResponse for ApiError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
         for (name, value) in self.headers {
             headers.insert(name, value);
+        }
+        if let Some(failure) = self.store_failure {
+            response.extensions_mut().insert(failure);
         }
         response
     }

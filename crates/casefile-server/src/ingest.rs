@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::blobs::{Blobs, IngestError, Staged};
 use crate::error::ApiError;
+use crate::metrics::RejectReason;
 use crate::state::AppState;
 
 /// Whose signature a package must carry.
@@ -65,17 +66,42 @@ pub enum Refusal {
     /// sender may retry.
     Transient(ApiError),
     /// The package itself is wrong (size, hash, content, signature); it will never pass.
-    Invalid { code: ErrorCode, hresult: i32, why: String },
+    Invalid { code: ErrorCode, hresult: i32, why: String, reason: RejectReason },
 }
 
 impl Refusal {
-    fn invalid(code: ErrorCode, why: impl Into<String>) -> Self {
-        Self::Invalid { code, hresult: hresult::PACKAGE_REJECTED, why: why.into() }
+    fn invalid(reason: RejectReason, code: ErrorCode, why: impl Into<String>) -> Self {
+        Self::Invalid { code, hresult: hresult::PACKAGE_REJECTED, why: why.into(), reason }
     }
 }
 
-/// Receives the request body as a package of `tenant`'s action `action_id`.
+/// Receives the request body as a package of `tenant`'s action `action_id`, counting
+/// what was stored or refused in the metrics.
 pub async fn receive(
+    state: &AppState,
+    tenant: &str,
+    action_id: Uuid,
+    headers: &HeaderMap,
+    body: Body,
+    signer: Signer<'_>,
+    claim: Destination<'_>,
+) -> Result<Received, Refusal> {
+    let started = std::time::Instant::now();
+    let kind = match claim {
+        Destination::Upload { .. } => "upload",
+        Destination::Import { .. } => "import",
+    };
+    let received = receive_checked(state, tenant, action_id, headers, body, signer, claim).await;
+    match &received {
+        Ok(received) => state.metrics.package_stored(kind, received.size, started.elapsed()),
+        Err(Refusal::Invalid { reason, .. }) => state.metrics.package_rejected(kind, *reason),
+        Err(Refusal::Transient(_)) => {}
+    }
+    received
+}
+
+/// Receives the request body as a package of `tenant`'s action `action_id`.
+async fn receive_checked(
     state: &AppState,
     tenant: &str,
     action_id: Uuid,
@@ -110,16 +136,25 @@ pub async fn receive(
                 }
                 // A full disk refuses the package for now; the agent retries once there is room.
                 IngestError::Staging(ref io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                    state.metrics.blob_error("stage", true);
                     crate::error::log_store_failure(
                         &casefile_store::StoreError::Full(io.to_string()),
                         "an upload could not be staged",
                     );
                     Refusal::Transient(ApiError::insufficient_storage())
                 }
-                IngestError::Storage(_) | IngestError::Staging(_) => Refusal::Transient(ApiError::internal_from(e)),
-                IngestError::TooLarge { .. } => Refusal::invalid(ErrorCode::PayloadTooLarge, e.to_string()),
-                IngestError::SizeMismatch { .. } | IngestError::HashMismatch { .. } => {
-                    Refusal::invalid(ErrorCode::InvalidInput, e.to_string())
+                IngestError::Storage(_) | IngestError::Staging(_) => {
+                    state.metrics.blob_error("stage", false);
+                    Refusal::Transient(ApiError::internal_from(e))
+                }
+                IngestError::TooLarge { .. } => {
+                    Refusal::invalid(RejectReason::TooLarge, ErrorCode::PayloadTooLarge, e.to_string())
+                }
+                IngestError::SizeMismatch { .. } => {
+                    Refusal::invalid(RejectReason::SizeMismatch, ErrorCode::InvalidInput, e.to_string())
+                }
+                IngestError::HashMismatch { .. } => {
+                    Refusal::invalid(RejectReason::HashMismatch, ErrorCode::InvalidInput, e.to_string())
                 }
             },
         )?;
@@ -137,7 +172,10 @@ pub async fn receive(
         manifest_sha256: checked.manifest_sha256,
         collected: checked.collected,
     };
-    state.blobs.publish(staged, &key).await.map_err(|e| Refusal::Transient(ApiError::internal_from(e)))?;
+    state.blobs.publish(staged, &key).await.map_err(|e| {
+        state.metrics.blob_error("publish", false);
+        Refusal::Transient(ApiError::internal_from(e))
+    })?;
     Ok(received)
 }
 
@@ -159,6 +197,7 @@ async fn refuse_duplicate(state: &AppState, tenant: &str, sha256: &str) -> Resul
     match state.store.package_by_sha256(tenant, sha256).await {
         Ok(None) => Ok(()),
         Ok(Some(existing)) => Err(Refusal::invalid(
+            RejectReason::Duplicate,
             ErrorCode::InvalidInput,
             format!(
                 "Duplicate import: a package with SHA-256 {sha256} is already stored for MachineAction {}",
@@ -230,6 +269,7 @@ fn check_claims(
         return Ok(());
     }
     Err(Refusal::invalid(
+        RejectReason::Claims,
         ErrorCode::InvalidInput,
         format!("The package is not this collection's: {}", failed.join("; ")),
     ))
@@ -250,13 +290,18 @@ async fn check_content(staged: &Staged, signer: Signer<'_>) -> Result<Checked, R
     .map_err(|e| match e {
         // Our own disk failed reading the staged file: nothing is decided about the package.
         casefile_package::PackageError::Io(e) => Refusal::Transient(ApiError::internal_from(e)),
-        e => Refusal::invalid(ErrorCode::InvalidInput, format!("The package is not a readable casefile package: {e}")),
+        e => Refusal::invalid(
+            RejectReason::Unreadable,
+            ErrorCode::InvalidInput,
+            format!("The package is not a readable casefile package: {e}"),
+        ),
     })?;
     if !report.is_ok() {
         let named: Vec<String> = report.problems.iter().take(PROBLEMS_NAMED).map(ToString::to_string).collect();
         let more = report.problems.len().saturating_sub(PROBLEMS_NAMED);
         let tail = if more > 0 { format!("; and {more} more") } else { String::new() };
         return Err(Refusal::invalid(
+            RejectReason::Manifest,
             ErrorCode::InvalidInput,
             format!("The package does not match its manifest: {}{tail}", named.join("; ")),
         ));
@@ -269,9 +314,11 @@ async fn check_content(staged: &Staged, signer: Signer<'_>) -> Result<Checked, R
             action_id: report.manifest.action_id,
             machine_id: report.manifest.host.machine_id,
         }),
-        other => {
-            Err(Refusal::invalid(ErrorCode::InvalidInput, format!("The package's signature does not hold: {other}")))
-        }
+        other => Err(Refusal::invalid(
+            RejectReason::Signature,
+            ErrorCode::InvalidInput,
+            format!("The package's signature does not hold: {other}"),
+        )),
     }
 }
 

@@ -18,6 +18,8 @@ pub mod ingest;
 pub mod lifecycle;
 pub mod links;
 pub mod listener;
+pub mod metrics;
+pub mod ops;
 pub mod proxy;
 pub mod ratelimit;
 pub mod rbac;
@@ -136,6 +138,7 @@ impl Server {
         let legacy_issuer = config.auth.issuer.is_empty();
         config.auth.issuer = config.issuer();
         let proxies = Arc::new(proxy::TrustedProxies::parse(&config.trusted_proxies)?);
+        let metrics = metrics::Metrics::new(&config.metrics).map_err(ServerError::Invalid)?;
         let issuers = TrustedIssuers::load(&config.auth).await?;
         create_private_dir(&config.data_dir)?;
         let database = SqliteStore::path_of(&config.database_url())?;
@@ -169,6 +172,8 @@ impl Server {
             clock,
             limiter: Arc::new(InMemoryLimiter::default()),
             refusals: Default::default(),
+            metrics,
+            readiness: Default::default(),
         });
         Ok(Self { state, tls, proxies })
     }
@@ -209,7 +214,7 @@ impl Server {
         tls::check_plain_http(&self.state.config, listener.local_addr()?.ip())?;
         self.record_endpoint();
         let ca_pem = self.tls.as_ref().map(|t| t.clone());
-        let router = routes::router(self.state.clone()).route(
+        let router = routes::router(self.state.clone()).merge(ops::router(self.state.clone())).route(
             tls::CA_PATH,
             axum::routing::get(move || {
                 let ca = ca_pem.clone();
@@ -223,6 +228,10 @@ impl Server {
                 }
             }),
         );
+        // Outermost inside the router: the matched route is known, and the time covers
+        // every other layer.
+        let router =
+            router.layer(axum::middleware::from_fn_with_state(self.state.metrics.clone(), metrics::middleware));
         let app = tower::ServiceBuilder::new()
             .layer(axum::middleware::from_fn(correlation::middleware))
             .layer(tower::util::MapRequestLayer::new(routes::normalize_path))
@@ -234,6 +243,7 @@ impl Server {
         let key_refresh = tokio::spawn(auth::keys::run_refresh(self.state.clone()));
         let issuer_refresh = tokio::spawn(auth::issuers::run_refresh(self.state.clone()));
         let refusals = tokio::spawn(audit::run_refusal_summaries(self.state.clone()));
+        let metrics_upkeep = tokio::spawn(metrics::run_upkeep(self.state.metrics.clone()));
         let reload = self.tls.clone().map(|tls| {
             tokio::spawn(
                 tls.run_reload(Duration::from_secs(self.state.config.tls.reload_seconds), self.state.clock.clone()),
@@ -249,6 +259,7 @@ impl Server {
         refusals.abort();
         audit::write_refusal_summaries(&self.state, true).await;
         sweeper.abort();
+        metrics_upkeep.abort();
         key_refresh.abort();
         issuer_refresh.abort();
         if let Some(reload) = reload {

@@ -39,7 +39,10 @@ pub async fn run(state: AppState) {
     let mut optimized = tokio::time::Instant::now();
     loop {
         ticker.tick().await;
-        if let Err(e) = sweep(&state).await {
+        let started = std::time::Instant::now();
+        let swept = sweep(&state).await;
+        state.metrics.sweep(&swept, started.elapsed());
+        if let Err(e) = swept {
             tracing::error!("lifecycle sweep failed: {e}");
         }
         // The planner's statistics follow the data as it grows.
@@ -109,6 +112,7 @@ async fn delete_expired(
         for package in &batch {
             state.store.mark_package_deleted(package.action_id, now).await?;
             if let Err(e) = state.blobs.delete(&package.blob_key).await {
+                state.metrics.blob_error("delete", false);
                 tracing::error!(action_id = %package.action_id, key = %package.blob_key, "removing an expired package failed: {e}");
             }
             tracing::info!(action_id = %package.action_id, stored_at = %package.stored_at, "package deleted after its retention period");

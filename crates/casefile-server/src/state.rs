@@ -30,6 +30,10 @@ pub struct Shared {
     pub limiter: Arc<dyn RateLimiter>,
     /// Refused calls per source address: aggregated in the audit trail, and limited.
     pub refusals: crate::refusals::Refusals,
+    /// This server's Prometheus recorder (`/metrics`).
+    pub metrics: crate::metrics::Metrics,
+    /// `/readyz` checks in flight.
+    pub readiness: crate::ops::Readiness,
 }
 
 impl AppState {

@@ -78,6 +78,16 @@ pub trait Store: Send + Sync + 'static {
     /// others keep writing (`casefile backup`).
     async fn backup_into(&self, dest: &std::path::Path) -> Result<()>;
 
+    // Operations (`/readyz`, `/metrics`).
+    /// Commits a write that changes nothing, proving the database takes writes now (a full
+    /// disk answers [`StoreError::Full`]).
+    async fn probe_write(&self) -> Result<()>;
+    /// How many actions there are of each type and status, across tenants:
+    /// `(type, status, count)`.
+    async fn action_counts(&self) -> Result<Vec<(String, String, u64)>>;
+    /// How many machines, across tenants, called the server at or after `since`.
+    async fn machines_seen_since(&self, since: Timestamp) -> Result<u64>;
+
     // Signing keys.
     async fn signing_keys(&self, purpose: &str) -> Result<Vec<SigningKeyRecord>>;
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<()>;

@@ -100,6 +100,7 @@ impl Caller {
         if !windows.is_empty() {
             let key = format!("{}\n{}\n{}", self.tenant_id, self.principal, api.name());
             if let Err(wait) = state.limiter.hit(&key, &windows, state.now()).await {
+                state.metrics.rate_limited("api");
                 return Err(ApiError::too_many_requests(
                     format_args!("Rate limit is exceeded for {}", api.name()),
                     wait,

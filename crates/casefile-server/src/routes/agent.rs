@@ -335,6 +335,7 @@ pub async fn next_task(
                 tracing::warn!(action_id = %action.id, machine_id = %machine.id, offers, "unconfirmed action offered again");
             } else {
                 tracing::info!(action_id = %action.id, machine_id = %machine.id, "action dispatched");
+                state.metrics.dispatched(&action, now);
             }
             state.dispatcher.action_changed();
             let task = match action.action_type {
@@ -409,7 +410,7 @@ pub async fn upload_package(
         // The action stays InProgress so the agent can retry; a silent agent still ends
         // in TimeOut.
         Err(Refusal::Transient(e)) => return Err(e),
-        Err(Refusal::Invalid { code, hresult, why }) => {
+        Err(Refusal::Invalid { code, hresult, why, .. }) => {
             tracing::warn!(action_id = %id, "package rejected: {why}");
             let why = format!("The package upload was rejected: {why}");
             let change = Transition::failure(ActionStatus::Failed, state.now(), hresult, why.clone());

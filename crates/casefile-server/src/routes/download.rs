@@ -94,7 +94,10 @@ pub async fn download(State(state): State<AppState>, RawQuery(query): RawQuery) 
         .await?
         .filter(|p| p.sha256 == claims.sha && p.deleted_at.is_none())
         .ok_or_else(|| ApiError::not_found("The package this link points to is no longer stored"))?;
-    let (size, stream) = state.blobs.get(&package.blob_key).await.map_err(ApiError::internal_from)?;
+    let (size, stream) = state.blobs.get(&package.blob_key).await.map_err(|e| {
+        state.metrics.blob_error("get", false);
+        ApiError::internal_from(e)
+    })?;
     tracing::info!(action_id = %claims.act, tenant = %claims.tid, size, "package download");
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();

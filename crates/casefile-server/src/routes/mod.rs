@@ -82,7 +82,6 @@ pub(crate) fn table() -> Table {
         .hidden("/{tenant}/discovery/keys", get(jwks), ByRoute)
         .hidden("/discovery/v2.0/keys", get(jwks), ByRoute)
         .api(routes!(jwks), ByRoute)
-        .api(routes!(healthz), ByRoute)
         // The agent API.
         .hidden(&agent("/enroll"), post(agent::enroll), Named("agent.enroll"))
         .hidden(&agent("/enroll/challenge"), post(agent::enroll_challenge), ByRoute)
@@ -255,12 +254,6 @@ async fn not_found(uri: Uri) -> ApiError {
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "Server", responses((status = 200, description = "JSON Web Key Set", body = Object)))]
 async fn jwks(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     axum::Json(state.keyring.jwks()).into_response()
-}
-
-/// Liveness.
-#[utoipa::path(get, path = "/healthz", tag = "Server", responses((status = 200, description = "The server answers", body = String, content_type = "text/plain")))]
-async fn healthz() -> &'static str {
-    "ok"
 }
 
 /// `axum::Json` whose rejections answer in the API's error shape.

@@ -133,6 +133,7 @@ async fn throttle(state: &AppState, kind: &str, key: &str, per_minute: u32) -> R
     let Err(wait) = state.limiter.hit(&format!("token\n{kind}\n{key}"), &window, state.now()).await else {
         return Ok(());
     };
+    state.metrics.rate_limited(if kind == "source" { "token_source" } else { "token_client" });
     let seconds = crate::ratelimit::retry_after_seconds(wait);
     let mut failure = Failure::new(
         StatusCode::TOO_MANY_REQUESTS,

@@ -625,6 +625,36 @@ impl Store for SqliteStore {
         self.snapshot_into(dest).await
     }
 
+    async fn probe_write(&self) -> Result<()> {
+        // Inserted and deleted in one transaction: the commit writes the page, the data
+        // ends unchanged. The key is no valid tenant id, so no tenant can own the row.
+        const PROBE: &str = "readiness probe";
+        let mut tx = self.write().await?;
+        sqlx::query("INSERT OR IGNORE INTO ungrouped_access (tenant_id, user_groups) VALUES (?, '[]')")
+            .bind(PROBE)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM ungrouped_access WHERE tenant_id = ?").bind(PROBE).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn action_counts(&self) -> Result<Vec<(String, String, u64)>> {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT type, status, COUNT(*) FROM machine_actions GROUP BY type, status")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(t, s, n)| (t, s, n.max(0) as u64)).collect())
+    }
+
+    async fn machines_seen_since(&self, since: Timestamp) -> Result<u64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM machines WHERE last_seen >= ?")
+            .bind(micros(since))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n.max(0) as u64)
+    }
+
     async fn optimize(&self) -> Result<()> {
         sqlx::query("PRAGMA optimize").execute(&self.pool).await?;
         // Automatic checkpoints are passive; a truncating one now and then returns the

@@ -15,12 +15,12 @@ use crate::support::*;
 
 /// A tmpfs of its own, so a test can fill it without touching the machine's disk. Mounting
 /// needs root (CI runs as root); unmounted when dropped.
-struct SmallDisk {
+pub(crate) struct SmallDisk {
     dir: tempfile::TempDir,
 }
 
 impl SmallDisk {
-    fn mount(mebibytes: u32) -> Self {
+    pub(crate) fn mount(mebibytes: u32) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={mebibytes}m,mode=0700"), "tmpfs"])
@@ -31,12 +31,12 @@ impl SmallDisk {
         Self { dir }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Writes zeros until the filesystem has no block left.
-    fn fill(&self) {
+    pub(crate) fn fill(&self) {
         let mut filler =
             std::fs::OpenOptions::new().create(true).append(true).open(self.path().join("filler")).unwrap();
         for chunk in [1 << 20, 4096, 512] {
@@ -48,7 +48,7 @@ impl SmallDisk {
         let _ = std::fs::remove_file(self.path().join("probe"));
     }
 
-    fn free(&self) {
+    pub(crate) fn free(&self) {
         std::fs::remove_file(self.path().join("filler")).unwrap();
     }
 }
@@ -61,7 +61,7 @@ impl Drop for SmallDisk {
 
 /// Empties the WAL into the database, so the next commit must grow the WAL file: on a
 /// full disk it cannot.
-async fn checkpoint(database: &Path) {
+pub(crate) async fn checkpoint(database: &Path) {
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", database.display())).await.unwrap();
     let (busy, _, _): (i64, i64, i64) =
         sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&pool).await.unwrap();

@@ -18,6 +18,7 @@ mod identity;
 mod issuers;
 mod lifecycle;
 mod limits;
+mod observe;
 mod odata;
 mod offline;
 mod openapi;
