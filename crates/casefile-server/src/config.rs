@@ -51,7 +51,7 @@ pub struct Config {
 
 /// Prometheus metrics at `GET /metrics`. Readable from loopback and `allow_from` only: the
 /// figures describe the server's load and its callers' mistakes, not for the internet.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Off: nothing is recorded and `/metrics` answers `404`.
