@@ -156,10 +156,10 @@ fn write_entries(
         add(&mut zip, format!("data/tls/{rel}"), &path, true)?;
     }
     add(&mut zip, format!("data/{}", crate::Endpoint::FILE), &config.data_dir.join(crate::Endpoint::FILE), true)?;
-    if let Some(file) = config_file {
-        if !add(&mut zip, CONFIG.to_owned(), file, true)? {
-            return Err(AdminError::Invalid(format!("the configuration file {} is gone", file.display())));
-        }
+    if let Some(file) = config_file
+        && !add(&mut zip, CONFIG.to_owned(), file, true)?
+    {
+        return Err(AdminError::Invalid(format!("the configuration file {} is gone", file.display())));
     }
     let count = entries.len();
     let manifest = Manifest { format: FORMAT.to_owned(), created_at: now, entries };
