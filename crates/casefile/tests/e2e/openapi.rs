@@ -50,5 +50,5 @@ async fn every_documented_operation_is_served() {
             }
         }
     }
-    assert_eq!(operations, 29, "the public operations, the admin API, the download, JWKS and health");
+    assert_eq!(operations, 28, "the public operations, the admin API, the download and JWKS");
 }
