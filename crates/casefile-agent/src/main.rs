@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: casefile_agent::cli::AgentLogArgs,
 }
 
 #[derive(Subcommand)]
@@ -108,7 +110,7 @@ impl LimitArgs {
 
 fn main() -> ExitCode {
     let cli: Cli = casefile_agent::cli::parse_or_exit("casefile-agent");
-    casefile_agent::cli::run_main("casefile-agent", "info", execute(cli.command))
+    casefile_agent::cli::run_main("casefile-agent", "info", cli.log.log_format, execute(cli.command))
 }
 
 async fn execute(command: Command) -> anyhow::Result<()> {
@@ -117,7 +119,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             let trigger = shutdown.clone();
             tokio::spawn(async move {
-                shutdown_signal().await;
+                casefile_agent::cli::stop_signal().await;
                 trigger.cancel();
             });
             let mut config = casefile_agent::AgentConfig::new(server, enroll_token, state_dir);
@@ -155,21 +157,4 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -36,7 +36,27 @@ pub struct Config {
     /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For/-Proto/-Host` are
     /// believed; from any other peer those headers are ignored.
     pub trusted_proxies: Vec<String>,
+    /// How a stop (SIGTERM, SIGINT) drains the server (`[shutdown]`).
+    pub shutdown: ShutdownConfig,
 }
+
+/// A stop answers parked agent polls at once and lets requests in flight (uploads
+/// included) finish for up to `grace_seconds`; what still runs then is cut.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    pub grace_seconds: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { grace_seconds: 30 }
+    }
+}
+
+/// Longest grace period of a stop: systemd's own stop timeout is 90 seconds by default,
+/// and an hour already outlasts any sane `TimeoutStopSec`.
+pub const MAX_SHUTDOWN_GRACE_SECONDS: u64 = 3600;
 
 /// How the server speaks TLS. No certificate files: the first start creates a private
 /// CA and a server certificate under `<data_dir>/tls/` (agents pin the CA).
@@ -250,6 +270,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             connections: ConnectionConfig::default(),
             trusted_proxies: Vec::new(),
+            shutdown: ShutdownConfig::default(),
         }
     }
 }
@@ -417,6 +438,13 @@ impl Config {
             if value == 0 || value > max {
                 return Err(format!("{name} must be between 1 and {max} seconds, not {value}"));
             }
+        }
+        // 0 is allowed: cut everything at once.
+        if self.shutdown.grace_seconds > MAX_SHUTDOWN_GRACE_SECONDS {
+            return Err(format!(
+                "shutdown.grace_seconds must be at most {MAX_SHUTDOWN_GRACE_SECONDS}, not {}",
+                self.shutdown.grace_seconds
+            ));
         }
         Ok(())
     }

@@ -18,6 +18,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: casefile_agent::cli::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -151,7 +153,7 @@ fn main() -> ExitCode {
     let cli: Cli = casefile_agent::cli::parse_or_exit("casefile");
     // The demo prints its own steps; the server logs.
     let default_filter = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };
-    casefile_agent::cli::run_main("casefile", default_filter, execute(cli.command))
+    casefile_agent::cli::run_main("casefile", default_filter, cli.log.log_format, execute(cli.command))
 }
 
 async fn execute(command: Command) -> anyhow::Result<()> {
@@ -178,9 +180,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 tracing::info!(ca_sha256 = %tls.ca_pin(), "agents pin this CA (see `casefile enroll-token`)");
             }
             server
-                .serve(listener, async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
+                .serve(listener, casefile_agent::cli::stop_signal())
                 .await?;
         }
         Command::Token { data_dir, roles, tenant, requestor, ttl } => {
