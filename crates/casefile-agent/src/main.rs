@@ -25,23 +25,23 @@ enum Command {
     Run {
         /// Base URL of the casefile server, e.g. https://casefile.example.com:8443
         /// (plain http:// only to a loopback address)
-        #[arg(long)]
+        #[arg(long, env = "CASEFILE_AGENT_SERVER")]
         server: String,
         /// SHA-256 of the server's CA certificate, `sha256:HEX` (printed by `casefile
         /// enroll-token`): the agent trusts only that CA. Needed on the first start.
-        #[arg(long, value_name = "sha256:HEX", conflicts_with = "system_roots")]
+        #[arg(long, value_name = "sha256:HEX", conflicts_with = "system_roots", env = "CASEFILE_AGENT_CA_SHA256")]
         ca_sha256: Option<casefile_agent::trust::CaPin>,
         /// Trust the system's certificate store instead (a publicly trusted certificate).
-        #[arg(long)]
+        #[arg(long, env = "CASEFILE_AGENT_SYSTEM_ROOTS")]
         system_roots: bool,
         /// Enrollment token from `casefile enroll-token`; needed only for the first start.
         #[arg(long, env = "CASEFILE_ENROLL_TOKEN")]
         enroll_token: Option<String>,
         /// Where the agent keeps its identity and work files.
-        #[arg(long)]
+        #[arg(long, env = "CASEFILE_AGENT_STATE_DIR")]
         state_dir: PathBuf,
         /// Host identity to enroll with instead of /etc/machine-id (for cloned images).
-        #[arg(long)]
+        #[arg(long, env = "CASEFILE_AGENT_HOST_ID")]
         host_id: Option<String>,
         #[command(flatten)]
         limits: LimitArgs,
