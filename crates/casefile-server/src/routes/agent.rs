@@ -368,6 +368,7 @@ pub async fn next_task(
         });
         let wake_at = lease_wake.map_or(deadline, |at| at.min(deadline));
         let _parked = state.dispatcher.park();
+        tracing::debug!(machine_id = %machine.id, "poll parked");
         tokio::select! {
             woken = tokio::time::timeout_at(wake_at, wake.notified()) => {
                 if woken.is_err() && wake_at == deadline {
@@ -419,6 +420,7 @@ pub async fn upload_package(
         enrolled.map_err(|e| ApiError::internal_from(format!("machine {} has a bad agent key: {e}", machine.id)))?;
     let signer = enrolled.as_ref().map_or(Signer::Any, Signer::Enrolled);
     let claim = Destination::Upload { action: &action, machine_id: &machine.id };
+    tracing::debug!(action_id = %id, "receiving the package");
     let received = match ingest::receive(&state, &machine.tenant_id, id, &headers, body, signer, claim).await {
         Ok(received) => received,
         // The action stays InProgress so the agent can retry; a silent agent still ends

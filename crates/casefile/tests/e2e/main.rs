@@ -20,6 +20,7 @@ mod odata;
 mod offline;
 mod openapi;
 mod rbac;
+mod shutdown;
 mod support;
 mod takeover;
 mod transport;
