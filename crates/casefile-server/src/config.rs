@@ -454,3 +454,51 @@ impl Config {
 pub const MAX_TOKEN_TTL_SECONDS: u64 = DAY;
 /// Longest lifetime of a download link: a link is a bearer credential for evidence.
 pub const MAX_LINK_TTL_SECONDS: u64 = DAY;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The configuration the `casefile` package installs parses and validates, and so does
+    /// every commented default in it once uncommented (they are real keys and values).
+    #[test]
+    fn the_packaged_configuration_and_its_commented_defaults_are_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/casefile/casefile.toml");
+        let packaged = Config::load(&path).unwrap();
+        packaged.validate().unwrap();
+        assert_eq!(packaged.data_dir, Path::new("/var/lib/casefile"));
+        assert_eq!(packaged.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(packaged.shutdown.grace_seconds, ShutdownConfig::default().grace_seconds);
+        let raw = std::fs::read_to_string(&path).unwrap();
+        // `#key = value` lines are defaults; `#[[...]]` and the lines after it an example.
+        let example_from = raw.find("#[[auth.trusted_issuers]]").unwrap();
+        let (defaults, example) = raw.split_at(example_from);
+        let uncommented: String = defaults
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) => rest,
+                _ => l,
+            })
+            .chain(example.lines())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config: Config = toml::from_str(&uncommented).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.public_url.as_deref(), Some("https://casefile.example:8443"));
+        assert_eq!(config.rate_limits.apis.len(), 1);
+    }
+
+    #[test]
+    fn grace_periods_beyond_an_hour_are_refused() {
+        let mut config = Config::default();
+        config.shutdown.grace_seconds = 0;
+        config.validate().unwrap();
+        config.shutdown.grace_seconds = MAX_SHUTDOWN_GRACE_SECONDS;
+        config.validate().unwrap();
+        config.shutdown.grace_seconds = MAX_SHUTDOWN_GRACE_SECONDS + 1;
+        assert!(config.validate().unwrap_err().contains("shutdown.grace_seconds"));
+        for bad in ["[shutdown]\ngrace_seconds = -1", "[shutdown]\ngrace_seconds = \"30\"", "[shutdown]\ngrace = 1"] {
+            assert!(toml::from_str::<Config>(bad).is_err(), "{bad}");
+        }
+    }
+}

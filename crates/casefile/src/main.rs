@@ -175,6 +175,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
             casefile_server::tls::check_plain_http(&server.state().config, listener.local_addr()?.ip())?;
             let scheme = if server.tls().is_some() { "https" } else { "http" };
+            // Before the line that says it is up: the CLI's tokens name the recorded issuer.
+            server.record_endpoint();
             tracing::info!("casefile server listening on {scheme}://{}", listener.local_addr()?);
             if let Some(tls) = server.tls() {
                 tracing::info!(ca_sha256 = %tls.ca_pin(), "agents pin this CA (see `casefile enroll-token`)");

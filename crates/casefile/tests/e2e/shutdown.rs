@@ -10,7 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use casefile_proto::ActionStatus;
 use casefile_proto::agent::{AgentTask, EnrollResponse};
 use ed25519_dalek::SigningKey;
 use futures::StreamExt as _;
@@ -129,8 +128,10 @@ impl ServerProcess {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 201);
-        response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().to_owned()
     }
 
     async fn action(&self, id: &str, token: &str) -> Value {
@@ -203,7 +204,6 @@ async fn sigterm_answers_parked_polls_exits_zero_and_agents_reconnect() {
     let data_dir = dir.path().join("data");
     let config = config(600, 30);
     let server = ServerProcess::start(&data_dir, "127.0.0.1:0".parse().unwrap(), &config);
-    let token = server.token();
 
     let state = dir.path().join("agent");
     let mut agent = Command::new(agent_binary())
@@ -242,6 +242,8 @@ async fn sigterm_answers_parked_polls_exits_zero_and_agents_reconnect() {
 
     // The agent process kept running; it finds the server back on the same address.
     let server = ServerProcess::start(&data_dir, listen, &config);
+    // The first start listened on port 0, and its issuer said so: tokens of this one.
+    let token = server.token();
     server.wait_log(is("poll parked"));
     let identity: Value = serde_json::from_slice(&std::fs::read(state.join("identity.json")).unwrap()).unwrap();
     let id = server.collect(identity["machine_id"].as_str().unwrap(), &token).await;
@@ -281,6 +283,7 @@ async fn sigterm_during_an_upload_lets_it_finish_within_the_grace_period() {
     assert_eq!(server.terminate_waiting().await, Some(0));
 
     let server = ServerProcess::start(&data_dir, listen, &config);
+    let token = server.token();
     let action = server.action(&id, &token).await;
     assert_eq!(action["status"], "Succeeded", "{action}");
     let link: Value = server
@@ -325,6 +328,7 @@ async fn an_upload_longer_than_the_grace_period_is_cut_and_then_retried_to_succe
     assert!(left.is_empty(), "the cut upload's staging is removed: {left:?}");
 
     let server = ServerProcess::start(&data_dir, listen, &config);
+    let token = server.token();
     assert_eq!(server.action(&id, &token).await["status"], "InProgress", "the action stays retryable");
     let agent = RawAgent { base: server.base.clone(), http: server.http(), ..agent };
     let sha256 = hex::encode(sha2::Sha256::digest(&package));
