@@ -181,9 +181,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             if let Some(tls) = server.tls() {
                 tracing::info!(ca_sha256 = %tls.ca_pin(), "agents pin this CA (see `casefile enroll-token`)");
             }
-            server
-                .serve(listener, casefile_agent::cli::stop_signal())
-                .await?;
+            server.serve(listener, casefile_agent::cli::stop_signal()).await?;
         }
         Command::Token { data_dir, roles, tenant, requestor, ttl } => {
             let server = open_existing(data_dir).await?;

@@ -387,7 +387,8 @@ async fn json_logs_carry_the_correlation_id_and_text_logs_no_colour_codes() {
 #[test]
 fn bad_grace_periods_are_refused_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
-    for (value, says) in [("-1", "grace_seconds"), ("\"30\"", "grace_seconds"), ("99999999", "shutdown.grace_seconds")] {
+    for (value, says) in [("-1", "grace_seconds"), ("\"30\"", "grace_seconds"), ("99999999", "shutdown.grace_seconds")]
+    {
         let config = dir.path().join("bad.toml");
         let mut file = std::fs::File::create(&config).unwrap();
         writeln!(file, "[shutdown]\ngrace_seconds = {value}").unwrap();
