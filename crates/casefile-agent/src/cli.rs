@@ -24,18 +24,47 @@ pub fn parse_or_exit<T: Parser>(name: &str) -> T {
     }
 }
 
+/// How log lines are written: `text` for people, `json` (one object per line) for log
+/// collectors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The logging flag both binaries take (each names its own environment variable).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log line format on stderr: `text`, or `json` (one object per line, with the
+    /// request's correlation id) for a log collector.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CASEFILE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// The agent's variant of [`LogArgs`], under the agent's environment prefix.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentLogArgs {
+    /// Log line format on stderr: `text`, or `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CASEFILE_AGENT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
 /// Runs a binary's async `body` with logging to stderr (`RUST_LOG`, default
-/// `default_filter`); a failure is one line `NAME: error` and exit code 1.
-pub fn run_main<F>(name: &str, default_filter: &str, body: F) -> std::process::ExitCode
+/// `default_filter`) in `format`; a failure is one line `NAME: error` and exit code 1.
+/// Colour codes only when stderr is a terminal.
+pub fn run_main<F>(name: &str, default_filter: &str, format: LogFormat, body: F) -> std::process::ExitCode
 where
     F: std::future::Future<Output = anyhow::Result<()>>,
 {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Span fields (the correlation id) flattened into each event's object.
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    }
     let outcome = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(body));
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -44,4 +73,23 @@ where
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Resolves at the first SIGTERM or SIGINT (Ctrl-C): how service managers and people
+/// ask a process to stop.
+pub async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: casefile_agent::cli::AgentLogArgs,
 }
 
 #[derive(Subcommand)]
@@ -23,23 +25,23 @@ enum Command {
     Run {
         /// Base URL of the casefile server, e.g. https://casefile.example.com:8443
         /// (plain http:// only to a loopback address)
-        #[arg(long)]
+        #[arg(long, env = "CASEFILE_AGENT_SERVER")]
         server: String,
         /// SHA-256 of the server's CA certificate, `sha256:HEX` (printed by `casefile
         /// enroll-token`): the agent trusts only that CA. Needed on the first start.
-        #[arg(long, value_name = "sha256:HEX", conflicts_with = "system_roots")]
+        #[arg(long, value_name = "sha256:HEX", conflicts_with = "system_roots", env = "CASEFILE_AGENT_CA_SHA256")]
         ca_sha256: Option<casefile_agent::trust::CaPin>,
         /// Trust the system's certificate store instead (a publicly trusted certificate).
-        #[arg(long)]
+        #[arg(long, env = "CASEFILE_AGENT_SYSTEM_ROOTS")]
         system_roots: bool,
         /// Enrollment token from `casefile enroll-token`; needed only for the first start.
         #[arg(long, env = "CASEFILE_ENROLL_TOKEN")]
         enroll_token: Option<String>,
         /// Where the agent keeps its identity and work files.
-        #[arg(long)]
+        #[arg(long, env = "CASEFILE_AGENT_STATE_DIR")]
         state_dir: PathBuf,
         /// Host identity to enroll with instead of /etc/machine-id (for cloned images).
-        #[arg(long)]
+        #[arg(long, env = "CASEFILE_AGENT_HOST_ID")]
         host_id: Option<String>,
         #[command(flatten)]
         limits: LimitArgs,
@@ -108,7 +110,7 @@ impl LimitArgs {
 
 fn main() -> ExitCode {
     let cli: Cli = casefile_agent::cli::parse_or_exit("casefile-agent");
-    casefile_agent::cli::run_main("casefile-agent", "info", execute(cli.command))
+    casefile_agent::cli::run_main("casefile-agent", "info", cli.log.log_format, execute(cli.command))
 }
 
 async fn execute(command: Command) -> anyhow::Result<()> {
@@ -117,7 +119,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             let trigger = shutdown.clone();
             tokio::spawn(async move {
-                shutdown_signal().await;
+                casefile_agent::cli::stop_signal().await;
                 trigger.cancel();
             });
             let mut config = casefile_agent::AgentConfig::new(server, enroll_token, state_dir);
@@ -155,21 +157,4 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

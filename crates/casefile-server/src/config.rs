@@ -45,6 +45,8 @@ pub struct Config {
     /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For/-Proto/-Host` are
     /// believed; from any other peer those headers are ignored.
     pub trusted_proxies: Vec<String>,
+    /// How a stop (SIGTERM, SIGINT) drains the server (`[shutdown]`).
+    pub shutdown: ShutdownConfig,
     /// `GET /metrics` (Prometheus) and who may read it (`[metrics]`).
     pub metrics: MetricsConfig,
 }
@@ -70,6 +72,24 @@ impl Default for MetricsConfig {
         Self { enabled: true, allow_loopback: true, allow_from: Vec::new() }
     }
 }
+
+/// A stop answers parked agent polls at once and lets requests in flight (uploads
+/// included) finish for up to `grace_seconds`; what still runs then is cut.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    pub grace_seconds: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { grace_seconds: 30 }
+    }
+}
+
+/// Longest grace period of a stop: systemd's own stop timeout is 90 seconds by default,
+/// and an hour already outlasts any sane `TimeoutStopSec`.
+pub const MAX_SHUTDOWN_GRACE_SECONDS: u64 = 3600;
 
 /// How the server speaks TLS. No certificate files: the first start creates a private
 /// CA and a server certificate under `<data_dir>/tls/` (agents pin the CA).
@@ -284,6 +304,7 @@ impl Default for Config {
             connections: ConnectionConfig::default(),
             trusted_proxies: Vec::new(),
             metrics: MetricsConfig::default(),
+            shutdown: ShutdownConfig::default(),
         }
     }
 }
@@ -569,6 +590,13 @@ impl Config {
                 return Err(format!("{name} must be between 1 and {max} seconds, not {value}"));
             }
         }
+        // 0 is allowed: cut everything at once.
+        if self.shutdown.grace_seconds > MAX_SHUTDOWN_GRACE_SECONDS {
+            return Err(format!(
+                "shutdown.grace_seconds must be at most {MAX_SHUTDOWN_GRACE_SECONDS}, not {}",
+                self.shutdown.grace_seconds
+            ));
+        }
         Ok(())
     }
 }
@@ -803,5 +831,53 @@ mod layering_tests {
         let plain = Config { database_url: None, ..config };
         let back: Config = toml::from_str(&plain.to_redacted_toml()).unwrap();
         assert_eq!(back.to_redacted_toml(), plain.to_redacted_toml());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The configuration the `casefile` package installs parses and validates, and so does
+    /// every commented default in it once uncommented (they are real keys and values).
+    #[test]
+    fn the_packaged_configuration_and_its_commented_defaults_are_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/casefile/casefile.toml");
+        let packaged = Config::load(&path).unwrap();
+        packaged.validate().unwrap();
+        assert_eq!(packaged.data_dir, Path::new("/var/lib/casefile"));
+        assert_eq!(packaged.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(packaged.shutdown.grace_seconds, ShutdownConfig::default().grace_seconds);
+        let raw = std::fs::read_to_string(&path).unwrap();
+        // `#key = value` lines are defaults; `#[[...]]` and the lines after it an example.
+        let example_from = raw.find("#[[auth.trusted_issuers]]").unwrap();
+        let (defaults, example) = raw.split_at(example_from);
+        let uncommented: String = defaults
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) => rest,
+                _ => l,
+            })
+            .chain(example.lines())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config: Config = toml::from_str(&uncommented).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.public_url.as_deref(), Some("https://casefile.example:8443"));
+        assert_eq!(config.rate_limits.apis.len(), 1);
+    }
+
+    #[test]
+    fn grace_periods_beyond_an_hour_are_refused() {
+        let mut config = Config::default();
+        config.shutdown.grace_seconds = 0;
+        config.validate().unwrap();
+        config.shutdown.grace_seconds = MAX_SHUTDOWN_GRACE_SECONDS;
+        config.validate().unwrap();
+        config.shutdown.grace_seconds = MAX_SHUTDOWN_GRACE_SECONDS + 1;
+        assert!(config.validate().unwrap_err().contains("shutdown.grace_seconds"));
+        for bad in ["[shutdown]\ngrace_seconds = -1", "[shutdown]\ngrace_seconds = \"30\"", "[shutdown]\ngrace = 1"] {
+            assert!(toml::from_str::<Config>(bad).is_err(), "{bad}");
+        }
     }
 }

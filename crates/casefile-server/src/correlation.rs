@@ -25,9 +25,23 @@ pub async fn scope<F: std::future::Future>(id: String, future: F) -> F::Output {
 
 pub async fn middleware(request: Request, next: Next) -> Response {
     let id = uuid::Uuid::new_v4().to_string();
+    let is_poll = request.uri().path().ends_with("/actions/next");
     let span =
         tracing::info_span!("request", correlation_id = %id, method = %request.method(), path = %request.uri().path());
-    let mut response = CURRENT.scope(id.clone(), next.run(request).instrument(span)).await;
+    let started = std::time::Instant::now();
+    let handled = async move {
+        let response = next.run(request).await;
+        let (status, elapsed_ms) = (response.status().as_u16(), started.elapsed().as_millis() as u64);
+        // One access line per request for the log collector; agents' empty long-polls
+        // (every agent, every poll_wait_seconds) only at debug.
+        if status == 204 && is_poll {
+            tracing::debug!(status, elapsed_ms, "request handled");
+        } else {
+            tracing::info!(status, elapsed_ms, "request handled");
+        }
+        response
+    };
+    let mut response = CURRENT.scope(id.clone(), handled.instrument(span)).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER, value);
     }

@@ -14,6 +14,9 @@ pub struct Dispatcher {
     changes: tokio::sync::watch::Sender<u64>,
     /// Agent polls currently parked waiting for work: the connected-agent gauge.
     parked: tokio::sync::watch::Sender<usize>,
+    /// Set when the server stops: parked polls answer at once so that agents reconnect
+    /// to the next server instead of waiting out their poll on a closed one.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// Counts one parked poll for as long as it lives.
@@ -31,6 +34,7 @@ impl Default for Dispatcher {
             machines: Mutex::default(),
             changes: tokio::sync::watch::Sender::new(0),
             parked: tokio::sync::watch::Sender::new(0),
+            closing: tokio::sync::watch::Sender::new(false),
         }
     }
 }
@@ -67,5 +71,20 @@ impl Dispatcher {
     /// The number of parked polls, and its changes.
     pub fn watch_parked(&self) -> tokio::sync::watch::Receiver<usize> {
         self.parked.subscribe()
+    }
+
+    /// The server is stopping: every parked and future poll answers at once.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    pub fn is_closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+
+    /// Resolves once [`Dispatcher::close`] was called (at once if it was already).
+    pub async fn closed(&self) {
+        let mut closing = self.closing.subscribe();
+        let _ = closing.wait_for(|closing| *closing).await;
     }
 }

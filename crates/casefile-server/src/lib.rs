@@ -205,7 +205,9 @@ impl Server {
         }
     }
 
-    /// Serves HTTPS (or plain HTTP where allowed) on `listener` until `shutdown` resolves.
+    /// Serves HTTPS (or plain HTTP where allowed) on `listener` until `shutdown` resolves,
+    /// then drains: no new connections, parked agent polls answered at once, requests in
+    /// flight given `shutdown.grace_seconds` to finish.
     pub async fn serve(
         &self,
         listener: TcpListener,
@@ -255,7 +257,12 @@ impl Server {
             limits: listener::Limits::from(&self.state.config.connections),
             proxies: self.proxies.clone(),
         };
-        let result = listener::run(listener, serving, shutdown).await;
+        let dispatcher = self.state.clone();
+        let drain = listener::Drain {
+            on_stop: Box::new(move || dispatcher.dispatcher.close()),
+            grace: Duration::from_secs(self.state.config.shutdown.grace_seconds),
+        };
+        let result = listener::run(listener, serving, shutdown, drain).await;
         refusals.abort();
         audit::write_refusal_summaries(&self.state, true).await;
         sweeper.abort();
@@ -265,7 +272,11 @@ impl Server {
         if let Some(reload) = reload {
             reload.abort();
         }
-        Ok(result?)
+        result?;
+        // Cut uploads dropped their staging files; this catches anything they left.
+        self.state.blobs.clear_staging();
+        tracing::info!("server stopped");
+        Ok(())
     }
 
     /// Runs the lifecycle rules once now (the server also runs them periodically).

@@ -62,12 +62,23 @@ pub struct Serving<S> {
     pub proxies: Arc<TrustedProxies>,
 }
 
-/// Accepts until `shutdown`, then lets open connections finish their requests.
+/// How the loop stops once `shutdown` resolves.
+pub struct Drain {
+    /// Called once the listener is closed, before open connections are drained (the
+    /// server answers parked agent polls there).
+    pub on_stop: Box<dyn FnOnce() + Send>,
+    /// How long requests in flight may still run; connections still busy then are cut.
+    pub grace: Duration,
+}
+
+/// Accepts until `shutdown`, then stops accepting, lets open connections finish their
+/// requests for up to `drain.grace` and cuts the rest. Returns how many were cut.
 pub async fn run<S>(
     listener: TcpListener,
     serving: Serving<S>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()>
+    drain: Drain,
+) -> io::Result<usize>
 where
     S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
@@ -76,8 +87,13 @@ where
     let slots = Arc::new(Semaphore::new(serving.limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let refused = Arc::new(RefusalLog::default());
+    // Every connection's task, so that those still busy after the grace period can be cut
+    // (their handlers dropped: staged uploads removed) before `run` returns.
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        // Finished connections leave the set as they end, so it holds only live ones.
+        while connections.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -98,7 +114,7 @@ where
         let _ = stream.set_nodelay(true);
         let serving = serving.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _slot = slot;
             let activity = Arc::new(Activity::default());
             let io = TimedIo::new(stream, activity.clone(), serving.limits);
@@ -113,8 +129,20 @@ where
         });
     }
     drop(listener);
-    graceful.shutdown().await;
-    Ok(())
+    (drain.on_stop)();
+    while connections.try_join_next().is_some() {}
+    let open = connections.len();
+    tracing::info!(open_connections = open, grace_seconds = drain.grace.as_secs(), "stopping: draining connections");
+    // Idle keep-alive connections close at once; busy ones after their current request.
+    if tokio::time::timeout(drain.grace, graceful.shutdown()).await.is_ok() {
+        // Handshakes still running hold no watcher yet: they end with their timeout.
+        connections.shutdown().await;
+        return Ok(0);
+    }
+    let cut = connections.len();
+    tracing::warn!(cut, "grace period over: cutting the connections still busy");
+    connections.shutdown().await;
+    Ok(cut)
 }
 
 async fn serve_connection<I, S>(

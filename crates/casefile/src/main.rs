@@ -19,6 +19,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: casefile_agent::cli::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -165,7 +167,7 @@ fn main() -> ExitCode {
     let cli: Cli = casefile_agent::cli::parse_or_exit("casefile");
     // The demo prints its own steps; the server logs.
     let default_filter = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };
-    casefile_agent::cli::run_main("casefile", default_filter, execute(cli.command))
+    casefile_agent::cli::run_main("casefile", default_filter, cli.log.log_format, execute(cli.command))
 }
 
 async fn execute(command: Command) -> anyhow::Result<()> {
@@ -178,15 +180,13 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
             casefile_server::tls::check_plain_http(&server.state().config, listener.local_addr()?.ip())?;
             let scheme = if server.tls().is_some() { "https" } else { "http" };
+            // Before the line that says it is up: the CLI's tokens name the recorded issuer.
+            server.record_endpoint();
             tracing::info!("casefile server listening on {scheme}://{}", listener.local_addr()?);
             if let Some(tls) = server.tls() {
                 tracing::info!(ca_sha256 = %tls.ca_pin(), "agents pin this CA (see `casefile enroll-token`)");
             }
-            server
-                .serve(listener, async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await?;
+            server.serve(listener, casefile_agent::cli::stop_signal()).await?;
         }
         Command::Config { command } => casefile::datadir::config(command, &mut std::io::stdout())?,
         Command::Migrate { config } => casefile::datadir::migrate(config, &mut std::io::stdout()).await?,

@@ -311,6 +311,9 @@ pub async fn next_task(
         tokio::time::Instant::now() + Duration::from_secs(requested.min(state.config.agents.poll_wait_seconds));
     let wake = state.dispatcher.subscribe(&machine.id);
     loop {
+        if state.dispatcher.is_closing() {
+            return Ok(closing_answer());
+        }
         if let Some(&action_id) = state.store.cancel_requests(&machine.id).await?.first() {
             return Ok(Json(AgentTask::Cancel { action_id }).into_response());
         }
@@ -366,10 +369,23 @@ pub async fn next_task(
         });
         let wake_at = lease_wake.map_or(deadline, |at| at.min(deadline));
         let _parked = state.dispatcher.park();
-        if tokio::time::timeout_at(wake_at, wake.notified()).await.is_err() && wake_at == deadline {
-            return Ok(StatusCode::NO_CONTENT.into_response());
+        tracing::debug!(machine_id = %machine.id, "poll parked");
+        tokio::select! {
+            woken = tokio::time::timeout_at(wake_at, wake.notified()) => {
+                if woken.is_err() && wake_at == deadline {
+                    return Ok(StatusCode::NO_CONTENT.into_response());
+                }
+            }
+            // The next loop turn answers: the server is stopping.
+            () = state.dispatcher.closed() => {}
         }
     }
+}
+
+/// A stopping server's answer to a poll: "nothing yet, poll again", on a connection it
+/// closes, so that the agent's next poll reaches the restarted server.
+fn closing_answer() -> Response {
+    (StatusCode::NO_CONTENT, [(axum::http::header::CONNECTION, "close")]).into_response()
 }
 
 /// Receives a package: streamed into storage through a hash; kept and the action marked
@@ -405,6 +421,7 @@ pub async fn upload_package(
         enrolled.map_err(|e| ApiError::internal_from(format!("machine {} has a bad agent key: {e}", machine.id)))?;
     let signer = enrolled.as_ref().map_or(Signer::Any, Signer::Enrolled);
     let claim = Destination::Upload { action: &action, machine_id: &machine.id };
+    tracing::debug!(action_id = %id, "receiving the package");
     let received = match ingest::receive(&state, &machine.tenant_id, id, &headers, body, signer, claim).await {
         Ok(received) => received,
         // The action stays InProgress so the agent can retry; a silent agent still ends

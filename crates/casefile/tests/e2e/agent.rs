@@ -15,7 +15,7 @@ use crate::support::*;
 
 /// A small real package of `agent`'s action `action`, signed by `key`, with one extra
 /// unlisted file when `smuggle`.
-fn signed_package(key: &SigningKey, smuggle: bool, agent: &RawAgent, action: &str) -> Vec<u8> {
+pub(crate) fn signed_package(key: &SigningKey, smuggle: bool, agent: &RawAgent, action: &str) -> Vec<u8> {
     let mut meta = PackageMeta::detached("raw-agent");
     meta.action_id = Some(action.parse().unwrap());
     meta.host.machine_id = Some(agent.machine_id.clone());
@@ -47,8 +47,8 @@ fn signed_package(key: &SigningKey, smuggle: bool, agent: &RawAgent, action: &st
 
 /// An agent driven by hand over the agent API.
 pub(crate) struct RawAgent {
-    base: String,
-    http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
     pub(crate) machine_id: String,
     pub(crate) credential: String,
 }

@@ -24,6 +24,7 @@ mod offline;
 mod openapi;
 mod operate;
 mod rbac;
+mod shutdown;
 mod support;
 mod takeover;
 mod transport;
