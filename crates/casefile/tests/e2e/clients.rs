@@ -34,15 +34,8 @@ fn python() -> Option<PathBuf> {
         Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
         Err(e) => e.to_string(),
     };
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must provide msal and azure-identity ({}): {why}",
-        python.display()
-    );
-    eprintln!(
-        "SKIPPED: {} lacks msal or azure-identity ({why}); see .ci/run for the venv",
-        python.display()
-    );
+    assert!(std::env::var_os("CI").is_none(), "CI must provide msal and azure-identity ({}): {why}", python.display());
+    eprintln!("SKIPPED: {} lacks msal or azure-identity ({why}); see .ci/run for the venv", python.display());
     None
 }
 
@@ -91,5 +84,8 @@ async fn msal_and_azure_identity_get_tokens_that_list_machines_and_collect() {
 fn the_readme_shows_the_script_that_is_tested() {
     let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
     let script = std::fs::read_to_string(workspace().join("docs/clients/mde_client.py")).unwrap();
-    assert!(readme.contains(&format!("```python\n{script}```")), "README.md must show docs/clients/mde_client.py verbatim");
+    assert!(
+        readme.contains(&format!("```python\n{script}```")),
+        "README.md must show docs/clients/mde_client.py verbatim"
+    );
 }
