@@ -82,6 +82,15 @@ for unit in casefile.service casefile-agent.service; do
   ! grep -F "$unit" <<<"$out" || fail "$unit: $out"
 done
 
+# The agent must see the host as it is: no option of its unit may give it a mount
+# namespace of its own (a private /tmp would hide dropped payloads from the collection).
+for option in ProtectSystem PrivateTmp ReadWritePaths ReadOnlyPaths InaccessiblePaths TemporaryFileSystem \
+  ProtectHome ProtectKernelTunables ProtectKernelModules ProtectKernelLogs ProtectControlGroups ProtectClock \
+  PrivateDevices PrivateMounts ProtectProc ProcSubset BindPaths BindReadOnlyPaths RootDirectory; do
+  ! grep -q "^$option=" "$root/usr/lib/systemd/system/casefile-agent.service" ||
+    fail "casefile-agent.service sets $option: the collectors would not see the host's files"
+done
+
 # The server's sandboxing stays strict: systemd's exposure score (0 best, 10 worst)
 # at most 2.0.
 systemd-analyze security --offline=yes --threshold=20 --root="$root" \

@@ -248,9 +248,10 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         return audited(state, request, next).await;
     }
+    let calls = state.calls.clone();
     let call =
         correlation::scope(correlation::current(), audited(state, request, next)).instrument(tracing::Span::current());
-    match tokio::spawn(call).await {
+    match calls.spawn(call).await {
         Ok(response) => response,
         Err(e) => crate::error::ApiError::internal_from(format!("a request task failed: {e}")).into_response(),
     }

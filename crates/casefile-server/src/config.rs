@@ -197,6 +197,8 @@ pub struct TrustedIssuerConfig {
     pub jwks_file: Option<PathBuf>,
     /// The provider's JWKS URL (`https://`, or `http://` on a loopback host only).
     #[serde(default)]
+    /// Printed by `config check` without a password (`https://user:pass@…`).
+    #[serde(serialize_with = "redact::url")]
     pub jwks_url: Option<String>,
     /// The casefile tenant every token of this issuer belongs to; unset: the token's
     /// `tid`, which must then be a valid tenant id.
@@ -401,8 +403,19 @@ pub const ENV_PREFIX: &str = "CASEFILE_";
 
 /// `CASEFILE_*` variables that are not settings: the `--config` flag's own, and those of
 /// the client commands and the log setup.
-pub const ENV_NOT_SETTINGS: &[&str] =
-    &["CASEFILE_CONFIG", "CASEFILE_SERVER", "CASEFILE_CACERT", "CASEFILE_TOKEN", "CASEFILE_LOG", "CASEFILE_LOG_FORMAT"];
+pub const ENV_NOT_SETTINGS: &[&str] = &[
+    "CASEFILE_CONFIG",
+    "CASEFILE_SERVER",
+    "CASEFILE_CACERT",
+    "CASEFILE_TOKEN",
+    "CASEFILE_LOG",
+    "CASEFILE_LOG_FORMAT",
+    "CASEFILE_ENROLL_TOKEN",
+];
+
+/// Prefixes of other programs' variables that share the `CASEFILE_` namespace: the agent's
+/// (a host may run both) and the test suite's.
+pub const ENV_NOT_SETTINGS_PREFIXES: &[&str] = &["CASEFILE_AGENT_", "CASEFILE_TEST_"];
 
 /// Where a configuration comes from, lowest precedence first after the defaults.
 #[derive(Debug, Default, Clone)]
@@ -455,7 +468,11 @@ impl Config {
         let mut env: Vec<_> = layers
             .env
             .iter()
-            .filter(|(name, _)| name.starts_with(ENV_PREFIX) && !ENV_NOT_SETTINGS.contains(&name.as_str()))
+            .filter(|(name, _)| {
+                name.starts_with(ENV_PREFIX)
+                    && !ENV_NOT_SETTINGS.contains(&name.as_str())
+                    && !ENV_NOT_SETTINGS_PREFIXES.iter().any(|p| name.starts_with(p))
+            })
             .collect();
         env.sort();
         for (name, raw) in env {
@@ -741,6 +758,9 @@ mod layering_tests {
             // Not settings: left alone, no warning.
             ("CASEFILE_TOKEN", "x"),
             ("CASEFILE_CONFIG", "/nowhere"),
+            ("CASEFILE_AGENT_SERVER", "https://elsewhere"),
+            ("CASEFILE_TEST_PYTHON", "/usr/bin/python3"),
+            ("CASEFILE_ENROLL_TOKEN", "cfe_x"),
             ("HOME", "/root"),
         ];
         let layered = layered(None, &env, &[]).unwrap();

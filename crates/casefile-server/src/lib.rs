@@ -174,6 +174,7 @@ impl Server {
             refusals: Default::default(),
             metrics,
             readiness: Default::default(),
+            calls: Default::default(),
         });
         Ok(Self { state, tls, proxies })
     }
@@ -181,7 +182,12 @@ impl Server {
     /// Writes [`Endpoint`] into the data directory ([`Server::serve`] does at start).
     pub fn record_endpoint(&self) {
         let endpoint = serde_json::to_vec_pretty(&self.endpoint()).unwrap_or_default();
-        if let Err(e) = std::fs::write(self.state.config.data_dir.join(Endpoint::FILE), endpoint) {
+        // Written aside and renamed: a CLI command reading it meanwhile never sees half a file.
+        let path = self.state.config.data_dir.join(Endpoint::FILE);
+        let partial = path.with_extension(format!("json.{}", uuid::Uuid::new_v4()));
+        let written = std::fs::write(&partial, endpoint).and_then(|()| std::fs::rename(&partial, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&partial);
             tracing::warn!("cannot record the server's endpoint for the CLI: {e}");
         }
     }
@@ -263,6 +269,10 @@ impl Server {
             grace: Duration::from_secs(self.state.config.shutdown.grace_seconds),
         };
         let result = listener::run(listener, serving, shutdown, drain).await;
+        // Connections are closed or cut; calls already running on their own tasks finish
+        // (change and audit entry together) before the staging area is cleared under them.
+        self.state.calls.close();
+        self.state.calls.wait().await;
         refusals.abort();
         audit::write_refusal_summaries(&self.state, true).await;
         sweeper.abort();

@@ -71,17 +71,34 @@ impl TrustedProxies {
     }
 
     /// The right-most address of `X-Forwarded-For` that is not a trusted proxy: entries
-    /// to its left were written by the client and prove nothing.
+    /// to its left were written by the client and prove nothing. A hop that is not an
+    /// address, met before that one, makes the client unknown ([`UNKNOWN_CLIENT`]), never
+    /// the proxy itself: a proxy on loopback would otherwise lend its address to anyone
+    /// who sends garbage. No header at all: the proxy called on its own (`None`).
     fn client(&self, headers: &HeaderMap) -> Option<IpAddr> {
-        let mut hops: Vec<IpAddr> = Vec::new();
+        let mut hops: Vec<&str> = Vec::new();
         for value in headers.get_all(FORWARDED_FOR) {
-            for hop in value.to_str().ok()?.split(',') {
-                hops.push(parse_hop(hop.trim())?);
+            match value.to_str() {
+                Ok(text) => hops.extend(text.split(',').map(str::trim)),
+                Err(_) => hops.push(""),
             }
         }
-        hops.iter().rev().copied().find(|ip| !self.trusts(*ip)).or_else(|| hops.first().copied())
+        let mut leftmost = None;
+        for hop in hops.iter().rev() {
+            match parse_hop(hop) {
+                None => return Some(UNKNOWN_CLIENT),
+                Some(ip) if !self.trusts(ip) => return Some(ip),
+                Some(ip) => leftmost = Some(ip),
+            }
+        }
+        // Every hop is a trusted proxy: the request began at the left-most one.
+        leftmost
     }
 }
+
+/// The address recorded for a client a trusted proxy could not name (an `X-Forwarded-For`
+/// hop that is not an address): no allow-list contains it.
+pub const UNKNOWN_CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -146,6 +163,24 @@ mod tests {
         let mut sent = headers(&[("x-forwarded-for", "1.1.1.1, 198.51.100.5")]);
         let (client, _) = proxies.resolve("127.0.0.1:1".parse().unwrap(), "https", &mut sent);
         assert_eq!(client.ip(), "198.51.100.5".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_hop_that_is_no_address_makes_the_client_unknown_not_the_proxy() {
+        let proxies = TrustedProxies::parse(&["127.0.0.1".into()]).unwrap();
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        for sent in ["x", "x, 127.0.0.1", "", "203.0.113.5 x"] {
+            let (client, _) = proxies.resolve(peer, "https", &mut headers(&[("x-forwarded-for", sent)]));
+            assert_eq!(client.ip(), UNKNOWN_CLIENT, "{sent:?}");
+        }
+        // Garbage the client wrote left of the address the proxy appended proves nothing.
+        let (client, _) = proxies.resolve(peer, "https", &mut headers(&[("x-forwarded-for", "x, 203.0.113.5")]));
+        assert_eq!(client.ip(), "203.0.113.5".parse::<IpAddr>().unwrap());
+        let mut opaque = HeaderMap::new();
+        opaque.insert("x-forwarded-for", axum::http::HeaderValue::from_bytes(b"\xff\xfe").unwrap());
+        assert_eq!(proxies.resolve(peer, "https", &mut opaque).0.ip(), UNKNOWN_CLIENT);
+        // No header: the proxy's own request.
+        assert_eq!(proxies.resolve(peer, "https", &mut HeaderMap::new()).0, peer);
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// `/readyz` checks in flight.
     pub readiness: crate::ops::Readiness,
+    /// State-changing calls run on tasks of their own (see `audit::middleware`); a stop
+    /// waits for them, so none is cut between its change and its audit entry.
+    pub calls: tokio_util::task::TaskTracker,
 }
 
 impl AppState {

@@ -173,11 +173,16 @@ fn main() -> ExitCode {
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Server { config, listen } => {
-            let config = config.load(listen.as_deref())?;
+            let mut config = config.load(listen.as_deref())?;
+            // One server per data directory; `migrate` and `restore` wait for it to stop.
+            let _owner = casefile_server::admin::DataDirLock::acquire(&config.data_dir)?;
             let listen = config.listen;
-            let server = Server::open_checked(config).await?;
             let listener =
                 tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            // `--listen …:0`: the public URL and the default issuer name the port really bound,
+            // not port 0, so tokens and the agent command stay right.
+            config.listen.set_port(listener.local_addr()?.port());
+            let server = Server::open_checked(config).await?;
             casefile_server::tls::check_plain_http(&server.state().config, listener.local_addr()?.ip())?;
             let scheme = if server.tls().is_some() { "https" } else { "http" };
             // Before the line that says it is up: the CLI's tokens name the recorded issuer.

@@ -202,6 +202,9 @@ fn files_under(root: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// verify, before writing anything.
 pub fn restore(archive: &Path, data_dir: &Path, force: bool, expected_sha256: Option<&str>) -> Result<RestoreReport> {
     let bad = |why: String| AdminError::Archive { path: archive.to_owned(), why };
+    // Never from under a running server: it would keep its database in the directory moved
+    // aside and write new packages into the restored one.
+    let _owner = super::DataDirLock::acquire_existing(data_dir)?;
     let occupied = match std::fs::read_dir(data_dir) {
         Ok(mut listing) => listing.next().is_some(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
@@ -239,20 +242,36 @@ pub fn restore(archive: &Path, data_dir: &Path, force: bool, expected_sha256: Op
         let _ = std::fs::remove_dir_all(&staging);
         return Err(bad(why));
     }
+    // A failure from here on leaves the directory as it was and no extracted copy behind.
+    let give_up = |e: AdminError| {
+        let _ = std::fs::remove_dir_all(&staging);
+        e
+    };
     let replaced = match (occupied, data_dir.exists()) {
         (true, _) => {
             let aside = parent.join(format!("{leaf}.replaced-{}", uuid::Uuid::new_v4()));
-            std::fs::rename(data_dir, &aside).map_err(io(format!("cannot move {} aside", data_dir.display())))?;
+            std::fs::rename(data_dir, &aside)
+                .map_err(io(format!(
+                    "cannot move {} aside (a mount point? restore into a new directory)",
+                    data_dir.display()
+                )))
+                .map_err(give_up)?;
             Some(aside)
         }
         (false, true) => {
-            std::fs::remove_dir(data_dir).map_err(io(format!("cannot replace {}", data_dir.display())))?;
+            std::fs::remove_dir(data_dir)
+                .map_err(io(format!("cannot replace {}", data_dir.display())))
+                .map_err(give_up)?;
             None
         }
         (false, false) => None,
     };
-    std::fs::rename(&staging, data_dir)
-        .map_err(io(format!("cannot move the restored data to {}", data_dir.display())))?;
+    if let Err(e) = std::fs::rename(&staging, data_dir) {
+        if let Some(aside) = &replaced {
+            let _ = std::fs::rename(aside, data_dir);
+        }
+        return Err(give_up(io(format!("cannot move the restored data to {}", data_dir.display()))(e)));
+    }
     let config = data_dir.join(RESTORED_CONFIG);
     Ok(RestoreReport { entries: manifest.entries.len(), replaced, config: config.exists().then_some(config) })
 }

@@ -6,6 +6,7 @@
 //! server's state or an HTTP error.
 
 mod archive;
+mod lock;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use crate::error::ApiError;
 use crate::{Endpoint, Schema, Server, ServerError, TokenRequest};
 
 pub use archive::{BackupReport, RestoreReport, restore};
+pub use lock::DataDirLock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -49,6 +51,9 @@ pub enum AdminError {
     Archive { path: PathBuf, why: String },
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    /// A `casefile server` (or another migrate or restore) holds the data directory.
+    #[error("a casefile server is running on {} (it holds its .lock): stop it first", .0.display())]
+    Busy(PathBuf),
 }
 
 impl From<ServerError> for AdminError {
@@ -257,7 +262,8 @@ pub async fn migrate(config: &Config) -> Result<Migrated> {
 }
 
 pub async fn migrate_with_clock(config: &Config, clock: &dyn Clock) -> Result<Migrated> {
-    crate::create_private_dir(&config.data_dir)?;
+    // Not beneath a running server: it would go on with the schema it knows.
+    let _owner = DataDirLock::acquire(&config.data_dir)?;
     let database = SqliteStore::path_of(&config.database_url())?;
     let store = SqliteStore::open_unmigrated(&database).await?;
     let backup = match store.schema().await? {

@@ -199,6 +199,10 @@ async fn metrics_are_refused_to_sources_not_allowed() {
     assert_eq!((status, error["code"].as_str().unwrap()), (403, "Forbidden"));
     // A client cannot name itself into the allowed block through the proxy.
     assert_eq!(from("10.9.0.1, 203.0.113.5").await.unwrap().status(), 403);
+    // Nor borrow the proxy's loopback address by sending a hop that is no address.
+    for garbage in ["x", "x, 127.0.0.1", "127.0.0.1 x"] {
+        assert_eq!(from(garbage).await.unwrap().status(), 403, "{garbage:?}");
+    }
     assert_eq!(from("10.9.3.4").await.unwrap().status(), 200);
     assert_eq!(server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().status(), 200, "loopback");
 

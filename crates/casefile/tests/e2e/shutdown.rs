@@ -204,18 +204,24 @@ async fn sigterm_answers_parked_polls_exits_zero_and_agents_reconnect() {
     let data_dir = dir.path().join("data");
     let config = config(600, 30);
     let server = ServerProcess::start(&data_dir, "127.0.0.1:0".parse().unwrap(), &config);
+    // Port 0 was asked for: the recorded public URL (and so the issuer) names the bound port.
+    let endpoint: Value = serde_json::from_slice(&std::fs::read(data_dir.join("endpoint.json")).unwrap()).unwrap();
+    assert_eq!(endpoint["public_url"], server.base.as_str());
+    let token = server.token();
 
     let state = dir.path().join("agent");
-    let mut agent = Command::new(agent_binary())
-        .args(["run", "--server", &server.base, "--host-id", "reconnecting", "--state-dir"])
-        .arg(&state)
-        .env("CASEFILE_ENROLL_TOKEN", server.enroll_token())
-        .env("CASEFILE_AGENT_CA_SHA256", ca_pin(&data_dir))
-        .env("CASEFILE_AGENT_LOG_FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let agent = KillOnDrop(
+        Command::new(agent_binary())
+            .args(["run", "--server", &server.base, "--host-id", "reconnecting", "--state-dir"])
+            .arg(&state)
+            .env("CASEFILE_ENROLL_TOKEN", server.enroll_token())
+            .env("CASEFILE_AGENT_CA_SHA256", ca_pin(&data_dir))
+            .env("CASEFILE_AGENT_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     server.wait_log(is("poll parked"));
 
     let mut polls = tokio::task::JoinSet::new();
@@ -242,16 +248,24 @@ async fn sigterm_answers_parked_polls_exits_zero_and_agents_reconnect() {
 
     // The agent process kept running; it finds the server back on the same address.
     let server = ServerProcess::start(&data_dir, listen, &config);
-    // The first start listened on port 0, and its issuer said so: tokens of this one.
-    let token = server.token();
+    // The token minted before the stop still holds: the issuer did not change.
     server.wait_log(is("poll parked"));
     let identity: Value = serde_json::from_slice(&std::fs::read(state.join("identity.json")).unwrap()).unwrap();
     let id = server.collect(identity["machine_id"].as_str().unwrap(), &token).await;
     server.wait_log(|l| l["message"] == "package verified and stored" && l["action_id"] == id.as_str());
     assert_eq!(server.action(&id, &token).await["status"], "Succeeded");
-    agent.kill().unwrap();
-    agent.wait().unwrap();
+    drop(agent);
     assert_eq!(server.terminate().await, Some(0));
+}
+
+/// An agent process that does not outlive its test, even a failing one.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// SIGTERM during an upload: the upload in flight finishes within the grace period, the
@@ -403,6 +417,31 @@ fn bad_grace_periods_are_refused_naming_the_setting() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(says), "{value}: {stderr}");
     }
+}
+
+/// A running server owns its data directory: a second server, `migrate` and `restore`
+/// (which would change the schema or move the directory from under it) are refused until it
+/// stops; then they work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_server_keeps_migrate_restore_and_a_second_server_off_its_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let server = ServerProcess::start(&data_dir, "127.0.0.1:0".parse().unwrap(), &config(600, 30));
+    let refused = |args: &[&str]| {
+        let out = casefile().args(args).arg("--data-dir").arg(&data_dir).output().unwrap();
+        assert!(!out.status.success(), "{args:?} ran beside the server");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(stderr.contains("stop it first"), "{args:?}: {stderr}");
+    };
+    refused(&["server", "--listen", "127.0.0.1:0"]);
+    refused(&["migrate"]);
+    let archive = dir.path().join("backup.zip").to_string_lossy().into_owned();
+    refused(&["restore", &archive, "--force"]);
+    assert_eq!(server.terminate().await, Some(0));
+
+    let out = casefile().arg("migrate").arg("--data-dir").arg(&data_dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
 }
 
 fn ca_pin(data_dir: &Path) -> String {
