@@ -92,11 +92,9 @@ pub fn parse_nets(entries: &[String]) -> Result<Vec<IpNet>, String> {
     entries
         .iter()
         .map(|entry| {
-            let entry = entry.trim();
-            entry
-                .parse::<IpNet>()
-                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("metrics.allow_from: '{entry}' is neither an IP address nor a CIDR block"))
+            crate::proxy::parse_net(entry).ok_or_else(|| {
+                format!("metrics.allow_from: '{}' is neither an IP address nor a CIDR block", entry.trim())
+            })
         })
         .collect()
 }

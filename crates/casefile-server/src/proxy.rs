@@ -34,13 +34,7 @@ impl TrustedProxies {
     pub fn parse(entries: &[String]) -> Result<Self, BadProxy> {
         let nets = entries
             .iter()
-            .map(|entry| {
-                let entry = entry.trim();
-                entry
-                    .parse::<IpNet>()
-                    .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| BadProxy(entry.to_owned()))
-            })
+            .map(|entry| parse_net(entry).ok_or_else(|| BadProxy(entry.trim().to_owned())))
             .collect::<Result<_, _>>()?;
         Ok(Self { nets })
     }
@@ -99,6 +93,12 @@ impl TrustedProxies {
 /// The address recorded for a client a trusted proxy could not name (an `X-Forwarded-For`
 /// hop that is not an address): no allow-list contains it.
 pub const UNKNOWN_CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+
+/// An address list's entry: `10.0.0.0/8` or a single address such as `192.0.2.7`.
+pub fn parse_net(entry: &str) -> Option<IpNet> {
+    let entry = entry.trim();
+    entry.parse::<IpNet>().or_else(|_| entry.parse::<IpAddr>().map(IpNet::from)).ok()
+}
 
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
