@@ -74,6 +74,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub trait Store: Send + Sync + 'static {
     /// Periodic upkeep (planner statistics); cheap when nothing changed.
     async fn optimize(&self) -> Result<()>;
+
+    /// Closes every connection and waits until they are closed. Later calls fail.
+    async fn close(&self) {}
     /// A consistent copy of the whole database in a new file at `dest`, taken while
     /// others keep writing (`casefile backup`).
     async fn backup_into(&self, dest: &std::path::Path) -> Result<()>;

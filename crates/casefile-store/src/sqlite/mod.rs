@@ -655,6 +655,12 @@ impl Store for SqliteStore {
         Ok(n.max(0) as u64)
     }
 
+    async fn close(&self) {
+        // The last connection to close checkpoints the WAL and removes the -wal and -shm
+        // files by name: it must be done before anything else takes over the path.
+        self.pool.close().await;
+    }
+
     async fn optimize(&self) -> Result<()> {
         sqlx::query("PRAGMA optimize").execute(&self.pool).await?;
         // Automatic checkpoints are passive; a truncating one now and then returns the

@@ -313,7 +313,7 @@ async fn a_backup_of_a_running_server_restores_byte_identical_packages() {
     for mut agent in busy {
         agent.stop().await;
     }
-    let dir = server.stop_keeping_dir();
+    let dir = server.stop_keeping_dir().await;
     std::fs::remove_dir_all(&data).unwrap();
     let out = run(&["restore", path(&archive), "--data-dir", path(&data), "--sha256", &digest], &[]);
     assert!(out.status.success(), "{}", stderr(&out));

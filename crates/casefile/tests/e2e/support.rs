@@ -36,6 +36,7 @@ pub struct TestServer {
     clock: Option<Arc<ManualClock>>,
     changes: tokio::sync::watch::Receiver<u64>,
     shutdown: CancellationToken,
+    serving: Option<tokio::task::JoinHandle<Result<(), casefile_server::ServerError>>>,
 }
 
 pub struct Collected {
@@ -81,9 +82,15 @@ impl TestServer {
         Self::launch_in(dir, |_| {}, None).await
     }
 
-    /// Stops serving and hands back the directory, data and all.
-    pub fn stop_keeping_dir(mut self) -> TempDir {
+    /// Stops serving, closes the database (its last connection removes the -wal and -shm
+    /// files by name, so a server started on the path later must not meet it) and hands
+    /// back the directory, data and all.
+    pub async fn stop_keeping_dir(mut self) -> TempDir {
         self.shutdown.cancel();
+        if let Some(serving) = self.serving.take() {
+            let _ = serving.await;
+        }
+        self.server.state().store.close().await;
         std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
@@ -115,8 +122,9 @@ impl TestServer {
         let shutdown = CancellationToken::new();
         let serving = server.clone();
         let stop = shutdown.clone();
-        tokio::spawn(async move { serving.serve(listener, async move { stop.cancelled().await }).await });
-        Self { base, dir, http, ca_pin, server, clock, changes, shutdown }
+        let serving =
+            Some(tokio::spawn(async move { serving.serve(listener, async move { stop.cancelled().await }).await }));
+        Self { base, dir, http, ca_pin, server, clock, changes, shutdown, serving }
     }
 
     /// The `casefile-agent` flags that make it trust this server.
