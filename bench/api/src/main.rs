@@ -344,6 +344,16 @@ fn print_aims(stats: &[Stats]) {
 }
 
 /// The configuration every server of the benchmark runs with.
+/// A day's token with the permissions every workload needs.
+fn bench_token(server: &Server) -> anyhow::Result<String> {
+    Ok(server.mint_access_token(&TokenRequest {
+        tenant: TENANT.into(),
+        roles: vec!["Machine.CollectForensics".into(), "Machine.Read.All".into()],
+        requestor: "bench".into(),
+        ttl: Duration::from_secs(24 * 3600),
+    })?)
+}
+
 fn bench_config(data_dir: std::path::PathBuf) -> ServerConfig {
     let mut config = ServerConfig { data_dir, ..Default::default() };
     config.rate_limits.enabled = false;
@@ -405,12 +415,7 @@ async fn main() -> anyhow::Result<()> {
         async move { axum::serve(listener, axum::Router::new().route("/", axum::routing::get(trivial))).await },
     );
 
-    let token = server.mint_access_token(&TokenRequest {
-        tenant: TENANT.into(),
-        roles: vec!["Machine.CollectForensics".into(), "Machine.Read.All".into()],
-        requestor: "bench".into(),
-        ttl: Duration::from_secs(24 * 3600),
-    })?;
+    let token = bench_token(&server)?;
     let client = Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
     let bench = Arc::new(Bench { client, baseline, api, token, seeded, next_fresh: AtomicUsize::new(0) });
 

@@ -10,10 +10,10 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use casefile_server::{Server, TokenRequest};
+use casefile_server::Server;
 use reqwest::Client;
 
-use crate::{Args, Bench, Stats, TENANT, Workload, bench_config, measure, seed};
+use crate::{Args, Bench, Stats, Workload, bench_config, bench_token, measure, seed};
 
 /// The workloads of the load phase (read, filtered list, write).
 const LOAD: [Workload; 3] = [Workload::GetAction, Workload::ListFilter, Workload::CreateAction];
@@ -101,12 +101,7 @@ async fn one_server(args: &Args, metrics_on: bool, ticks: u64) -> anyhow::Result
     let (seeded, token) = {
         let server = Server::open(bench_config(data_dir.clone())).await.context("opening the data directory")?;
         let seeded = seed(&server, args).await.context("seeding the store")?;
-        let token = server.mint_access_token(&TokenRequest {
-            tenant: TENANT.into(),
-            roles: vec!["Machine.CollectForensics".into(), "Machine.Read.All".into()],
-            requestor: "bench".into(),
-            ttl: Duration::from_secs(24 * 3600),
-        })?;
+        let token = bench_token(&server)?;
         (seeded, token)
     };
     let mut child = Command::new(std::env::current_exe()?)
