@@ -10,6 +10,7 @@ pub mod machines;
 pub mod maintenance;
 pub mod query;
 mod records;
+pub mod scoped;
 pub mod sqlite;
 
 pub use access::AccessStore;
@@ -21,6 +22,7 @@ pub use machines::MachineStore;
 pub use maintenance::MaintenanceStore;
 pub use query::{ListQuery, Listed, Visibility};
 pub use records::*;
+pub use scoped::{MachineScope, TenantScope};
 pub use sqlite::{Schema, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
