@@ -194,7 +194,7 @@ struct Checked {
 
 /// A replayed import: the same zip already stored for this tenant.
 async fn refuse_duplicate(state: &AppState, tenant: &TenantId, sha256: &str) -> Result<(), Refusal> {
-    match state.store.package_by_sha256(tenant, sha256).await {
+    match state.store.tenant(tenant).package_by_sha256(sha256).await {
         Ok(None) => Ok(()),
         Ok(Some(existing)) => Err(Refusal::invalid(
             RejectReason::Duplicate,

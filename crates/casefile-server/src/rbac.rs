@@ -40,7 +40,7 @@ impl Access {
             role.users.iter().any(|u| names.iter().any(|n| n.eq_ignore_ascii_case(u)))
                 || role.groups.iter().any(|g| user.groups.iter().any(|ug| ug.eq_ignore_ascii_case(g)))
         };
-        let roles = state.store.roles(&caller.tenant_id).await?;
+        let roles = state.store.tenant(&caller.tenant_id).roles().await?;
         let permissions: HashSet<String> =
             roles.iter().filter(|r| holds(r)).flat_map(|r| r.permissions.iter().cloned()).collect();
         if permissions.contains(permission::ADMINISTRATOR) {
@@ -49,10 +49,10 @@ impl Access {
         let member = |wanted: &[String]| {
             wanted.is_empty() || wanted.iter().any(|want| user.groups.iter().any(|has| has.eq_ignore_ascii_case(want)))
         };
-        let groups = state.store.device_groups(&caller.tenant_id).await?;
+        let groups = state.store.tenant(&caller.tenant_id).device_groups().await?;
         let visible = Visibility {
             groups: groups.iter().filter(|g| member(&g.user_groups)).map(|g| g.id).collect(),
-            ungrouped: member(&state.store.ungrouped_user_groups(&caller.tenant_id).await?),
+            ungrouped: member(&state.store.tenant(&caller.tenant_id).ungrouped_user_groups().await?),
         };
         Ok(Self::User { permissions, visible })
     }
@@ -98,7 +98,7 @@ impl Access {
 
 /// Puts `machine` into the group its name, tags and platform match now.
 pub async fn regroup(state: &AppState, machine: &MachineRecord) -> Result<(), StoreError> {
-    let groups = state.store.device_groups(&machine.tenant_id).await?;
+    let groups = state.store.tenant(&machine.tenant_id).device_groups().await?;
     regroup_with(state, &groups, machine).await
 }
 
@@ -107,7 +107,7 @@ async fn regroup_with(state: &AppState, groups: &[DeviceGroup], machine: &Machin
         rbac::group_of(groups, &machine.facts.computer_dns_name, &machine.machine_tags, &machine.facts.os_platform)
             .map(|g| g.id);
     if group != machine.rbac_group_id {
-        state.store.set_machine_group(&machine.tenant_id, &machine.id, group).await?;
+        state.store.tenant(&machine.tenant_id).set_machine_group(&machine.id, group).await?;
     }
     Ok(())
 }
@@ -124,7 +124,7 @@ async fn regroup_tenant(state: &AppState, tenant: &TenantId, groups: &[DeviceGro
             order_by: vec![OrderBy { property: "id", descending: false }],
             ..ListQuery::first(PAGE)
         };
-        let page = state.store.machines(tenant, &query).await?;
+        let page = state.store.tenant(tenant).machines(&query).await?;
         for machine in &page.items {
             regroup_with(state, groups, machine).await?;
         }
@@ -168,12 +168,12 @@ fn invalid(why: String) -> ApiError {
 /// Creates or replaces a role (CLI and admin API).
 pub async fn put_role(state: &AppState, tenant: &TenantId, role: Role) -> Result<Role, ApiError> {
     check_role(&role).map_err(invalid)?;
-    state.store.put_role(tenant, &role).await?;
+    state.store.tenant(tenant).put_role(&role).await?;
     Ok(role)
 }
 
 pub async fn delete_role(state: &AppState, tenant: &TenantId, name: &str) -> Result<(), ApiError> {
-    if state.store.delete_role(tenant, name).await? {
+    if state.store.tenant(tenant).delete_role(name).await? {
         Ok(())
     } else {
         Err(ApiError::not_found(format!("Role {name} was not found")))
@@ -183,17 +183,17 @@ pub async fn delete_role(state: &AppState, tenant: &TenantId, name: &str) -> Res
 /// Creates a device group and regroups the tenant's machines.
 pub async fn create_group(state: &AppState, tenant: &TenantId, group: DeviceGroup) -> Result<DeviceGroup, ApiError> {
     check_group(&group).map_err(invalid)?;
-    let created = match state.store.create_device_group(tenant, &group).await {
+    let created = match state.store.tenant(tenant).create_device_group(&group).await {
         Err(StoreError::Duplicate(why)) => return Err(invalid(why)),
         other => other?,
     };
-    regroup_tenant(state, tenant, &state.store.device_groups(tenant).await?).await?;
+    regroup_tenant(state, tenant, &state.store.tenant(tenant).device_groups().await?).await?;
     Ok(created)
 }
 
 /// Deletes a device group; its machines join whatever group they match next.
 pub async fn delete_group(state: &AppState, tenant: &TenantId, id: i64) -> Result<(), ApiError> {
-    let mut groups = state.store.device_groups(tenant).await?;
+    let mut groups = state.store.tenant(tenant).device_groups().await?;
     if !groups.iter().any(|g| g.id == id) {
         return Err(ApiError::not_found(format!("Device group {id} was not found")));
     }
@@ -201,7 +201,7 @@ pub async fn delete_group(state: &AppState, tenant: &TenantId, id: i64) -> Resul
     // users) in between.
     groups.retain(|g| g.id != id);
     regroup_tenant(state, tenant, &groups).await?;
-    state.store.delete_device_group(tenant, id).await?;
+    state.store.tenant(tenant).delete_device_group(id).await?;
     Ok(())
 }
 
@@ -211,6 +211,6 @@ pub async fn set_ungrouped_access(
     tenant: &TenantId,
     user_groups: Vec<String>,
 ) -> Result<(), ApiError> {
-    state.store.set_ungrouped_user_groups(tenant, &user_groups).await?;
+    state.store.tenant(tenant).set_ungrouped_user_groups(&user_groups).await?;
     Ok(())
 }

@@ -62,7 +62,7 @@ pub async fn collect(
         "title": action.title,
     }));
     let entry = audit::entry_for_call(StatusCode::CREATED.as_u16());
-    state.store.create_action(&caller.tenant_id, &action, entry.as_ref()).await?;
+    state.store.tenant(&caller.tenant_id).create_action(&action, entry.as_ref()).await?;
     state.dispatcher.notify(&machine.id);
     state.dispatcher.action_changed();
     tracing::info!(action_id = %action.id, machine_id = %machine.id, requestor = %caller.requestor, "collection requested");
@@ -343,7 +343,7 @@ async fn list_actions(
         (m, f) => m.or(f),
     };
     access.restrict(&mut request.query);
-    let listed = state.store.actions(&caller.tenant_id, &request.query).await?;
+    let listed = state.store.tenant(&caller.tenant_id).actions(&request.query).await?;
     odata::respond(base, uri.path(), raw_query, "MachineActions", &request, listed)
 }
 
@@ -389,7 +389,8 @@ pub async fn cancel(
     let entry = audit::entry_for_call(StatusCode::OK.as_u16());
     let outcome = state
         .store
-        .request_cancel(&caller.tenant_id, id, &request, entry.as_ref())
+        .tenant(&caller.tenant_id)
+        .request_cancel(id, &request, entry.as_ref())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("MachineAction {id} was not found")))?;
     let action = match outcome {

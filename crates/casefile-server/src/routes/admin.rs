@@ -241,7 +241,7 @@ pub async fn audit(
 )]
 pub async fn roles(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     caller.admit(&state, Api::ManageAccess).await?;
-    let value = state.store.roles(&caller.tenant_id).await?;
+    let value = state.store.tenant(&caller.tenant_id).roles().await?;
     Ok(Json(RoleList { value }).into_response())
 }
 
@@ -294,8 +294,8 @@ pub async fn delete_role(
 )]
 pub async fn device_groups(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     caller.admit(&state, Api::ManageAccess).await?;
-    let value = state.store.device_groups(&caller.tenant_id).await?;
-    let ungrouped_user_groups = state.store.ungrouped_user_groups(&caller.tenant_id).await?;
+    let value = state.store.tenant(&caller.tenant_id).device_groups().await?;
+    let ungrouped_user_groups = state.store.tenant(&caller.tenant_id).ungrouped_user_groups().await?;
     Ok(Json(DeviceGroupList { value, ungrouped_user_groups }).into_response())
 }
 

@@ -45,7 +45,7 @@ impl FromRequestParts<AppState> for AgentIdentity {
             .await?
             .ok_or_else(|| ApiError::unauthorized("The agent credential is not valid; enroll the agent again"))?;
         let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-        state.store.touch_machine(&machine.id, state.now(), ip.as_deref()).await?;
+        state.store.machine_scope(&machine).touch(state.now(), ip.as_deref()).await?;
         audit::note_actor("agent", &machine.id, &machine.tenant_id);
         Ok(Self(machine))
     }
@@ -137,7 +137,7 @@ pub async fn enroll_challenge(
     let nonce = secrets::generate("cfn_");
     let expires_at = now + chrono::Duration::from_std(enrollment::CHALLENGE_TTL).map_err(ApiError::internal_from)?;
     let challenge = EnrollChallengeRecord { machine_id: id.clone(), nonce: nonce.clone(), expires_at };
-    if !state.store.create_enroll_challenge(&token.tenant_id, &challenge).await? {
+    if !state.store.tenant(&token.tenant_id).create_enroll_challenge(&challenge).await? {
         return Err(ApiError::not_found(format!(
             "Machine {id} has no registered key to prove: it is not enrolled (or its identity was reset), so it \
              enrolls without a proof"
@@ -174,7 +174,7 @@ pub async fn enroll(
         "agentKey": request.public_key,
     });
     audit::note_detail(detail.clone());
-    let before = match state.store.machine(&record.tenant_id, &id).await {
+    let before = match state.store.tenant(&record.tenant_id).machine(&id).await {
         Ok(found) => found.filter(|m| m.id == id),
         Err(casefile_store::StoreError::AmbiguousName { .. }) => None,
         Err(e) => return Err(e.into()),
@@ -247,7 +247,7 @@ pub async fn enroll(
     audit::note_actor("agent", &machine.id, &machine.tenant_id);
     if before.is_some() {
         // A host that enrolls again is a fresh agent: it runs none of the old collections.
-        state.store.fail_in_progress(&machine.id, &restarted(now)).await?;
+        state.store.machine_scope(&machine).fail_in_progress(&restarted(now)).await?;
         state.dispatcher.action_changed();
     }
     tracing::info!(machine_id = %machine.id, name = %machine.facts.computer_dns_name, token = %record.id, "agent enrolled: {how}");
@@ -280,19 +280,20 @@ pub async fn hello(
         (entry.actor_kind, entry.actor) = ("agent".to_owned(), machine.id.clone());
         entry
     });
-    state.store.update_host_facts(&machine.id, &facts(request.host), now, rename.as_ref()).await?;
+    state.store.machine_scope(&machine).update_host_facts(&facts(request.host), now, rename.as_ref()).await?;
     if let Some(renamed) = renamed {
         tracing::info!(machine_id = %machine.id, "machine reports a new name: {renamed}");
         audit::note_detail(serde_json::json!({ "renamed": renamed }));
     }
     // A renamed host may belong to another device group now.
-    if let Some(updated) = state.store.machine(&machine.tenant_id, &machine.id).await? {
+    if let Some(updated) = state.store.tenant(&machine.tenant_id).machine(&machine.id).await? {
         crate::rbac::regroup(&state, &updated).await?;
     }
     // Results the agent kept across its restart are still coming (one live action per
     // machine: a few ids at most are meaningful).
     let holding = &request.holding[..request.holding.len().min(MAX_HELD)];
-    let abandoned_actions = state.store.fail_in_progress_except(&machine.id, holding, &restarted(now)).await?;
+    let abandoned_actions =
+        state.store.machine_scope(&machine).fail_in_progress_except(holding, &restarted(now)).await?;
     state.dispatcher.action_changed();
     Ok(Json(HelloResponse {
         machine_id: machine.id,
@@ -322,7 +323,7 @@ pub async fn next_task(
         if state.dispatcher.is_closing() {
             return Ok(closing_answer());
         }
-        if let Some(&action_id) = state.store.cancel_requests(&machine.id).await?.first() {
+        if let Some(&action_id) = state.store.machine_scope(&machine).cancel_requests().await?.first() {
             return Ok(Json(AgentTask::Cancel { action_id }).into_response());
         }
         let now = state.now();
@@ -339,7 +340,7 @@ pub async fn next_task(
             entry
         };
         // The claim and its entry commit together: no action leaves for an agent unrecorded.
-        let claimed = state.store.claim_leased(&machine.id, now, lease, Some(&dispatched)).await?;
+        let claimed = state.store.machine_scope(&machine).claim_leased(now, lease, Some(&dispatched)).await?;
         if let Some(Claim { action, offers }) = claimed {
             if offers > 1 {
                 // The earlier answer never reached the agent (it did not confirm).
@@ -363,7 +364,7 @@ pub async fn next_task(
                         hresult::COLLECTION_FAILED,
                         format!("casefile agents do not support {other} actions"),
                     );
-                    state.store.transition(action.id, &machine.id, &change, None).await?;
+                    state.store.machine_scope(&machine).transition(action.id, &change, None).await?;
                     state.dispatcher.action_changed();
                     continue;
                 }
@@ -371,7 +372,7 @@ pub async fn next_task(
             return Ok(Json(task).into_response());
         }
         // An unconfirmed claim becomes available again when its lease ends: wake then.
-        let lease_wake = state.store.next_lease_end(&machine.id).await?.map(|end| {
+        let lease_wake = state.store.machine_scope(&machine).next_lease_end().await?.map(|end| {
             let left = (end - state.now()).to_std().unwrap_or_default();
             tokio::time::Instant::now() + left
         });
@@ -408,9 +409,9 @@ pub async fn upload_package(
     let id = action_id(&id)?;
     let action = state
         .store
-        .action(&machine.tenant_id, id)
+        .machine_scope(&machine)
+        .action(id)
         .await?
-        .filter(|a| a.machine_id == machine.id)
         .ok_or_else(|| ApiError::not_found(format!("MachineAction {id} was not found for this machine")))?;
     if action.status != ActionStatus::InProgress {
         return Err(ApiError::new(
@@ -440,7 +441,7 @@ pub async fn upload_package(
             let why = format!("The package upload was rejected: {why}");
             let change = Transition::failure(ActionStatus::Failed, state.now(), hresult, why.clone());
             let entry = audit::entry_for_call(code.http_status());
-            state.store.transition(id, &machine.id, &change, entry.as_ref()).await?;
+            state.store.machine_scope(&machine).transition(id, &change, entry.as_ref()).await?;
             state.dispatcher.action_changed();
             return Err(ApiError::new(code, why));
         }
@@ -457,17 +458,18 @@ pub async fn upload_package(
         deleted_at: None,
     };
     let entry = audit::entry_for_call(StatusCode::OK.as_u16());
-    let completed = match state.store.complete_with_package(&machine.id, &record, state.now(), entry.as_ref()).await {
-        Ok(completed) => completed,
-        Err(e) => {
-            // Nothing records the published package: it must not stay behind. The action
-            // stays InProgress, so the agent retries.
-            if let Err(removal) = state.blobs.delete(&key).await {
-                tracing::error!(action_id = %id, %key, "removing an unrecorded package failed: {removal}");
+    let completed =
+        match state.store.machine_scope(&machine).complete_with_package(&record, state.now(), entry.as_ref()).await {
+            Ok(completed) => completed,
+            Err(e) => {
+                // Nothing records the published package: it must not stay behind. The action
+                // stays InProgress, so the agent retries.
+                if let Err(removal) = state.blobs.delete(&key).await {
+                    tracing::error!(action_id = %id, %key, "removing an unrecorded package failed: {removal}");
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
-    };
+        };
     state.dispatcher.action_changed();
     if completed.is_none() {
         // Cancelled or timed out while uploading: the package must not linger.
@@ -491,13 +493,13 @@ pub async fn report_failure(
     // A collection that ends while its cancellation is pending has stopped: that is the
     // confirmation, whatever the agent saw (e.g. its upload refused for the cancellation).
     let entry = audit::entry_for_call(StatusCode::NO_CONTENT.as_u16());
-    if state.store.confirm_cancel(&machine.id, id, state.now(), entry.as_ref()).await?.is_some() {
+    if state.store.machine_scope(&machine).confirm_cancel(id, state.now(), entry.as_ref()).await?.is_some() {
         state.dispatcher.action_changed();
         return Ok(StatusCode::NO_CONTENT);
     }
     let change =
         Transition::failure(ActionStatus::Failed, state.now(), failure.error_h_result, failure.troubleshoot_info);
-    match state.store.transition(id, &machine.id, &change, entry.as_ref()).await? {
+    match state.store.machine_scope(&machine).transition(id, &change, entry.as_ref()).await? {
         Some(_) => {
             state.dispatcher.action_changed();
             Ok(StatusCode::NO_CONTENT)
@@ -517,7 +519,7 @@ pub async fn confirm_cancel(
 ) -> ApiResult<StatusCode> {
     let id = action_id(&id)?;
     let entry = audit::entry_for_call(StatusCode::NO_CONTENT.as_u16());
-    match state.store.confirm_cancel(&machine.id, id, state.now(), entry.as_ref()).await? {
+    match state.store.machine_scope(&machine).confirm_cancel(id, state.now(), entry.as_ref()).await? {
         Some(_) => {
             state.dispatcher.action_changed();
             tracing::info!(action_id = %id, machine_id = %machine.id, "collection stopped by its agent: cancelled");
@@ -539,7 +541,7 @@ pub async fn accept(
 ) -> ApiResult<StatusCode> {
     let id = action_id(&id)?;
     let entry = audit::entry_for_call(StatusCode::NO_CONTENT.as_u16());
-    if state.store.accept_action(&machine.id, id, state.now(), entry.as_ref()).await? {
+    if state.store.machine_scope(&machine).accept_action(id, state.now(), entry.as_ref()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(ErrorCode::DisallowedOperation, format!("MachineAction {id} is not running on this machine")))

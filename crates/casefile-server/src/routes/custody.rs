@@ -31,7 +31,7 @@ const MAX_EVENTS: u32 = 10_000;
 pub async fn custody(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let access = caller.admit(&state, Api::GetMachineAction).await?;
     let action = caller_action(&state, &caller, &access, &id, Intent::Read).await?;
-    let package = state.store.package(&caller.tenant_id, action.id).await?.map(|p| StoredPackage {
+    let package = state.store.tenant(&caller.tenant_id).package(action.id).await?.map(|p| StoredPackage {
         size: p.size,
         sha256: p.sha256,
         stored_at: format(&p.stored_at),

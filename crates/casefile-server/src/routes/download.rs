@@ -49,7 +49,8 @@ pub async fn package_uri(
     }
     let package = state
         .store
-        .package(&caller.tenant_id, id)
+        .tenant(&caller.tenant_id)
+        .package(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("The investigation package of action {id} is not stored")))?;
     if let Some(deleted) = package.deleted_at {
@@ -93,7 +94,8 @@ pub async fn download(State(state): State<AppState>, RawQuery(query): RawQuery) 
         .ok_or_else(|| ApiError::forbidden("The download link's tenant is not a tenant id"))?;
     let package = state
         .store
-        .package(&tenant, claims.act)
+        .tenant(&tenant)
+        .package(claims.act)
         .await?
         .filter(|p| p.sha256 == claims.sha && p.deleted_at.is_none())
         .ok_or_else(|| ApiError::not_found("The package this link points to is no longer stored"))?;

@@ -97,7 +97,7 @@ pub async fn import(
     audit::note_target(action_id);
     audit::note_detail(custody_detail(&machine.id, &received));
     let entry = audit::entry_for_call(StatusCode::CREATED.as_u16());
-    if let Err(e) = state.store.import_package(&caller.tenant_id, &action, &package, entry.as_ref()).await {
+    if let Err(e) = state.store.tenant(&caller.tenant_id).import_package(&action, &package, entry.as_ref()).await {
         let _ = state.blobs.delete(&received.key).await;
         return Err(e.into());
     }

@@ -41,8 +41,8 @@ pub async fn list(
     request.query.filter =
         request.query.filter.take().map(|f| odata::lower_machine_filter(f, active_since)).transpose()?;
     access.restrict(&mut request.query);
-    let listed = state.store.machines(&caller.tenant_id, &request.query).await?;
-    let groups = state.store.device_groups(&caller.tenant_id).await?;
+    let listed = state.store.tenant(&caller.tenant_id).machines(&request.query).await?;
+    let groups = state.store.tenant(&caller.tenant_id).device_groups().await?;
     let machines = Listed {
         items: listed.items.into_iter().map(|r| to_machine(&state, &groups, r)).collect::<Result<Vec<_>, _>>()?,
         total: listed.total,
@@ -68,7 +68,7 @@ pub async fn get(
 ) -> ApiResult<Response> {
     let access = caller.admit(&state, Api::GetMachine).await?;
     let record = caller_machine(&state, &caller, &access, &id, Intent::Read).await?;
-    let groups = state.store.device_groups(&caller.tenant_id).await?;
+    let groups = state.store.tenant(&caller.tenant_id).device_groups().await?;
     let machine = to_machine(&state, &groups, record)?;
     Ok(reply(StatusCode::OK, &Entity { context: base.context(context::MACHINE), value: machine }))
 }
@@ -108,14 +108,15 @@ pub async fn tags(
     // Adding a tag it has, or removing one it lacks, changes nothing.
     let record = state
         .store
-        .change_machine_tag(&caller.tenant_id, &record.id, tag, request.action == TagAction::Add)
+        .tenant(&caller.tenant_id)
+        .change_machine_tag(&record.id, tag, request.action == TagAction::Add)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Machine {id} was not found")))?;
     crate::rbac::regroup(&state, &record).await?;
     audit::note_target(&record.id);
     audit::note_detail(serde_json::json!({"tag": tag, "action": format!("{:?}", request.action)}));
     let record = caller_machine(&state, &caller, &crate::rbac::Access::Unrestricted, &record.id, Intent::Read).await?;
-    let groups = state.store.device_groups(&caller.tenant_id).await?;
+    let groups = state.store.tenant(&caller.tenant_id).device_groups().await?;
     let machine = to_machine(&state, &groups, record)?;
     Ok(reply(StatusCode::OK, &Entity { context: base.context(context::MACHINE), value: machine }))
 }

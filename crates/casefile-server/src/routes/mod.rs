@@ -400,13 +400,13 @@ pub(crate) async fn caller_machine(
     intent: Intent,
 ) -> Result<casefile_store::MachineRecord, ApiError> {
     let missing = || format!("Machine {id_or_name} was not found");
-    let machine = match state.store.machine(&caller.tenant_id, id_or_name).await {
+    let machine = match state.store.tenant(&caller.tenant_id).machine(id_or_name).await {
         Ok(found) => found.ok_or_else(|| ApiError::not_found(missing()))?,
         // Any agent can report any name, so a shared name identifies none of the machines
         // (issue 9 item 2): the caller picks one by id.
         Err(casefile_store::StoreError::AmbiguousName { candidates, .. }) => {
             // Only the candidates the caller may see are listed.
-            let named = state.store.machines_named(&caller.tenant_id, id_or_name).await?;
+            let named = state.store.tenant(&caller.tenant_id).machines_named(id_or_name).await?;
             let visible: Vec<_> = named.iter().filter(|m| access.sees(m)).map(|m| m.id.as_str()).collect();
             return Err(ApiError::new(
                 ErrorCode::InvalidInput,
@@ -435,9 +435,10 @@ pub(crate) async fn caller_action(
 ) -> Result<casefile_proto::MachineAction, ApiError> {
     let id = action_id(raw)?;
     let missing = || format!("MachineAction {id} was not found");
-    let action = state.store.action(&caller.tenant_id, id).await?.ok_or_else(|| ApiError::not_found(missing()))?;
+    let action =
+        state.store.tenant(&caller.tenant_id).action(id).await?.ok_or_else(|| ApiError::not_found(missing()))?;
     if let Access::User { .. } = access {
-        let machine = state.store.machine(&caller.tenant_id, &action.machine_id).await?;
+        let machine = state.store.tenant(&caller.tenant_id).machine(&action.machine_id).await?;
         if !machine.is_some_and(|m| access.sees(&m)) {
             return Err(out_of_reach(intent, missing()));
         }
