@@ -438,6 +438,22 @@ mod tests {
         assert_eq!(blobs.clear_staging(), 0);
     }
 
+    /// S3 allows 10,000 parts: parts grow past 5 MiB only where that would not hold the
+    /// largest package, in whole MiB.
+    #[test]
+    fn parts_are_five_mib_until_ten_thousand_of_them_would_not_hold_the_package() {
+        assert_eq!(part_size(0), PART);
+        assert_eq!(part_size(12 << 20), PART);
+        assert_eq!(part_size(MAX_PARTS * PART as u64), PART);
+        assert_eq!(part_size(MAX_PARTS * PART as u64 + 1), 6 << 20);
+        let max = crate::config::PackageConfig::default().max_bytes;
+        for size in [max, 5 << 40, u64::from(u32::MAX) * 3] {
+            let part = part_size(size) as u64;
+            assert!(size.div_ceil(part) <= MAX_PARTS, "{size}: {part}");
+            assert_eq!(part % (1 << 20), 0);
+        }
+    }
+
     /// Issue 9 item 13: the local store publishes by renaming the staged file, so a package
     /// never needs twice its size on disk.
     #[tokio::test]

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 use crate::{KillOnDrop, free_port, unavailable};
 
+/// An `Authorization` header of the test key pair (`testing`), unsigned.
+const AUTHORIZATION: &str =
+    "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00";
+
 /// How long moto may take to answer after it was started (it imports a lot of Python).
 const START_LIMIT: Duration = Duration::from_secs(60);
 
@@ -115,7 +119,11 @@ impl S3Server {
     /// An object's bytes, unsigned (moto does not check), or `None` when it is not there.
     pub fn object(&self, key: &str) -> Option<Vec<u8>> {
         let (status, body) = self.request_bytes("GET", &format!("/{}/{key}", self.bucket)).expect("getting an object");
-        (status == 200).then_some(body)
+        match status {
+            200 => Some(body),
+            404 => None,
+            other => panic!("getting {key} answered {other}: {}", String::from_utf8_lossy(&body)),
+        }
     }
 
     /// What moto logged so far.
@@ -131,9 +139,12 @@ impl S3Server {
     fn request_bytes(&self, method: &str, target: &str) -> std::io::Result<(u16, Vec<u8>)> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        // Moto checks no signature, but answers an anonymous GET of an object `PUT` with
+        // credentials `403`: any `Authorization` makes the request the key pair's.
         write!(
             stream,
-            "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\
+             Authorization: {AUTHORIZATION}\r\n\r\n",
             self.port
         )?;
         let mut raw = Vec::new();

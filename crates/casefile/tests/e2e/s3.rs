@@ -115,10 +115,10 @@ async fn with_redirect_downloads_the_link_answers_a_short_lived_presigned_url_an
     let query: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
     assert_eq!(query["X-Amz-Expires"], "60", "blobs.redirect_ttl_seconds, the default");
     assert!(query.contains_key("X-Amz-Signature") && query.contains_key("X-Amz-Date"), "{location}");
-    // Fetching it gives the package, named as the link names it.
+    // Signed into the URL, so S3 names the file as the link does (moto ignores it).
+    assert_eq!(query["response-content-disposition"], "attachment; filename=\"WDATP_Investigation_Package.zip\"");
     let direct = reqwest::get(location.as_str()).await.unwrap();
     assert_eq!(direct.status(), 200);
-    assert_eq!(direct.headers()["content-disposition"], "attachment; filename=\"WDATP_Investigation_Package.zip\"");
     assert_eq!(&direct.bytes().await.unwrap()[..], &stored[..]);
 
     // A client that follows redirects (as MDE scripts do) gets the bytes in one call.
@@ -412,4 +412,121 @@ async fn backup_and_restore_say_that_packages_stay_in_the_bucket() {
     let (ok, text) = run(&["restore", archive.to_str().unwrap(), "--data-dir", target.to_str().unwrap()]);
     assert!(ok, "{text}");
     assert!(text.contains("NOT in the archive") && text.contains(&moto.url(PREFIX)), "{text}");
+}
+
+/// Figures for issue 11, not a test of speed: the peak RSS of a `casefile server` process
+/// importing one large package (incompressible, stored), with packages in a local directory
+/// and in moto's bucket, in the same run. `CASEFILE_BENCH_PACKAGE_MIB` sets the size
+/// (default 512). Run with
+/// `cargo test -p casefile --test e2e -- --ignored --nocapture figures_peak_server_rss`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn figures_peak_server_rss_importing_a_large_package_directory_vs_bucket() {
+    let Some(moto) = S3Server::start() else { return };
+    let mib: usize = std::env::var("CASEFILE_BENCH_PACKAGE_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(512);
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let mut figures = Vec::new();
+    for (run, bucket) in [("directory", false), ("bucket", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let port = casefile_testkit::free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut config = "[tls]\nplain_http = true\n[rate_limits]\nenabled = false\n".to_owned();
+        if bucket {
+            config += &format!(
+                "[blobs]\nurl = \"{}\"\nendpoint = \"{}\"\nallow_http = true\n",
+                moto.url(&format!("rss-{run}")),
+                moto.endpoint()
+            );
+        }
+        let config_file = dir.path().join("casefile.toml");
+        std::fs::write(&config_file, config).unwrap();
+        let server = casefile_testkit::KillOnDrop(
+            casefile()
+                .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+                .arg(&config_file)
+                .arg("--data-dir")
+                .arg(&data)
+                .envs(moto.aws_env())
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let pid = server.0.id();
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        while !http.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+            assert!(tokio::time::Instant::now() < deadline, "the server did not answer");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let cli = |args: &[&str]| {
+            let out = casefile().args(args).arg("--data-dir").arg(&data).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap().lines().next().unwrap().trim().to_owned()
+        };
+        let token = cli(&["token", "--roles", "Machine.CollectForensics,Machine.Read.All"]);
+        let enroll = cli(&["enroll-token"]);
+        let enrolled: Value = http
+            .post(format!("{base}/agent/v1/enroll"))
+            .bearer_auth(enroll)
+            .json(&RawAgent::enroll_request("rss-host", Some(&key)))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let machine = enrolled["machine_id"].as_str().unwrap().to_owned();
+
+        let package_file = dir.path().join("large.zip");
+        let (size, digest) = {
+            let mut meta = PackageMeta::detached("s3-bench");
+            meta.host.machine_id = Some(machine.clone());
+            let files = vec![RawEntry::file("Large/random.bin", &incompressible(mib << 20))];
+            let package = corpus::signed_with(&key, &meta, files, vec![]);
+            std::fs::write(&package_file, &package).unwrap();
+            (package.len(), sha256(&package))
+        };
+        let before = proc_status(pid, "VmRSS:");
+        let started = std::time::Instant::now();
+        let body = tokio_util::io::ReaderStream::new(tokio::fs::File::open(&package_file).await.unwrap());
+        let response = http
+            .post(format!("{base}/api/machines/{machine}/importInvestigationPackage"))
+            .bearer_auth(&token)
+            .header("content-type", "application/zip")
+            .header("content-length", size)
+            .header("x-casefile-sha256", &digest)
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        assert_eq!(status, 201, "{}", response.text().await.unwrap());
+        let seconds = started.elapsed().as_secs_f64();
+        let peak = proc_status(pid, "VmHWM:");
+        if bucket {
+            assert_eq!(moto.keys(&format!("rss-{run}/")).len(), 1);
+            assert!(moto.pending_uploads().is_empty());
+        }
+        figures.push(format!(
+            "{run:<10} package {:>6.1} MiB  server RSS before {:>7.1} MiB  peak {:>7.1} MiB  import {seconds:>6.1} s",
+            size as f64 / 1048576.0,
+            before as f64 / 1024.0,
+            peak as f64 / 1024.0
+        ));
+        drop(server);
+    }
+    println!("peak RSS of `casefile server` (debug build) importing one package:");
+    for line in figures {
+        println!("  {line}");
+    }
+}
+
+/// A `kB` figure of `/proc/PID/status`.
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
