@@ -119,7 +119,8 @@ pub fn source_address() -> Option<std::net::IpAddr> {
 }
 
 fn build_entry(noted: &Noted, call: &Call, status: u16, event: String) -> AuditEntry {
-    let outcome = if (200..300).contains(&status) { "ok".to_owned() } else { format!("refused ({status})") };
+    // A redirect is the download answered with a presigned URL of the bucket.
+    let outcome = if (200..400).contains(&status) { "ok".to_owned() } else { format!("refused ({status})") };
     AuditEntry {
         at: call.arrived,
         tenant_id: noted.tenant.clone(),
@@ -307,7 +308,9 @@ async fn audited(state: AppState, request: Request, next: Next) -> Response {
         Ok(_) => response,
         // What the trail cannot show did not happen: a link, a token or a download whose
         // entry failed is refused. (Changes that commit with their entry never get here.)
-        Err(e) if response.status().is_success() => crate::error::ApiError::from(e).into_response(),
+        Err(e) if response.status().is_success() || response.status().is_redirection() => {
+            crate::error::ApiError::from(e).into_response()
+        }
         Err(e) => {
             state.metrics.store_error(&e);
             crate::error::log_store_failure(&e, &format!("the audit trail could not be written ({})", entry.event));

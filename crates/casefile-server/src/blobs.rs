@@ -1,5 +1,5 @@
-//! Package storage behind `object_store`: a local directory by default; an
-//! S3-compatible bucket slots in as another `ObjectStore`.
+//! Package storage behind `object_store`: a local directory by default, or an
+//! S3-compatible bucket (`[blobs] url = "s3://bucket/prefix"`).
 //!
 //! An upload is first received into a staging file through a hash and a byte count, so it
 //! can be checked whole (size, SHA-256, then every file against the signed manifest)
@@ -12,17 +12,31 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, Stream, StreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::signer::{SignedUrlOptions, Signer};
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
+use crate::config::{BlobLocation, BlobsConfig};
+
 /// Parts in flight per upload: bounds memory to a few multipart chunks.
 const MAX_PARTS_IN_FLIGHT: usize = 2;
 /// Bytes read from a staged file per part (S3's smallest part size).
 const PART: usize = 5 << 20;
+/// S3 refuses a multipart upload of more parts than this.
+const MAX_PARTS: u64 = 10_000;
+
+/// The part size for a package of `size` bytes: S3's smallest, or larger where 10,000
+/// parts of it would not hold the package (the default `max_bytes` is 64 GiB), rounded
+/// up to whole MiB.
+pub fn part_size(size: u64) -> usize {
+    let needed = size.div_ceil(MAX_PARTS).next_multiple_of(1 << 20);
+    usize::try_from(needed).unwrap_or(usize::MAX).max(PART)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -60,10 +74,96 @@ pub struct Blobs {
     /// The same store when it is a local directory, and that directory: publishing
     /// renames into it.
     local: Option<(Arc<LocalFileSystem>, PathBuf)>,
+    /// The same store when it is a bucket: presigns download URLs.
+    bucket: Option<Arc<AmazonS3>>,
+    /// Prepended to every key in a bucket (empty, or ending in `/`).
+    prefix: String,
     staging: PathBuf,
 }
 
 impl Blobs {
+    /// The package store `config` names (see [`BlobsConfig::location`]), uploads staged
+    /// in `staging`.
+    pub fn open(
+        config: &BlobsConfig,
+        data_dir: &std::path::Path,
+        staging: &std::path::Path,
+    ) -> Result<Self, BlobsError> {
+        match config.location(data_dir).map_err(BlobsError::Config)? {
+            BlobLocation::Dir(dir) => Ok(Self::local(&dir, staging)?),
+            BlobLocation::S3 { bucket, prefix } => Ok(Self::s3(config, &bucket, &prefix, staging)?),
+        }
+    }
+
+    /// Packages in `bucket` below `prefix`; credentials and anything `[blobs]` does not
+    /// set from the `AWS_*` environment.
+    fn s3(
+        config: &BlobsConfig,
+        bucket: &str,
+        prefix: &str,
+        staging: &std::path::Path,
+    ) -> Result<Self, object_store::Error> {
+        std::fs::create_dir_all(staging)
+            .map_err(|e| object_store::Error::Generic { store: "staging", source: Box::new(e) })?;
+        let mut builder = match &config.aws_env {
+            None => AmazonS3Builder::from_env(),
+            // What `from_env` does, from the given variables.
+            Some(vars) => {
+                vars.iter().filter(|(k, _)| k.starts_with("AWS_")).fold(AmazonS3Builder::new(), |b, (k, v)| {
+                    match k.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                        Ok(key) => b.with_config(key, v),
+                        Err(_) => b,
+                    }
+                })
+            }
+        };
+        builder = builder.with_bucket_name(bucket);
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let Some(region) = &config.region {
+            builder = builder.with_region(region);
+        }
+        // Set either way: `AWS_ALLOW_HTTP` must not open plain HTTP behind the check of
+        // `blobs.allow_http` (loopback endpoints only).
+        builder = builder.with_allow_http(config.allow_http);
+        let bucket = Arc::new(builder.build()?);
+        Ok(Self {
+            store: bucket.clone(),
+            local: None,
+            bucket: Some(bucket),
+            prefix: prefix.to_owned(),
+            staging: staging.to_owned(),
+        })
+    }
+
+    /// Whether packages live in a bucket (not in a local directory).
+    pub fn is_bucket(&self) -> bool {
+        self.bucket.is_some()
+    }
+
+    /// Where `key` is in the store.
+    fn location(&self, key: &str) -> Path {
+        Path::from(format!("{}{key}", self.prefix))
+    }
+
+    /// A URL that fetches `key` straight from the bucket for `ttl`, answering with
+    /// `file_name` as the attachment's name; `None` when packages are not in a bucket.
+    pub async fn presigned_get(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+        file_name: &str,
+    ) -> Result<Option<url::Url>, object_store::Error> {
+        let Some(bucket) = &self.bucket else { return Ok(None) };
+        let options = SignedUrlOptions::new().with_query([
+            ("response-content-type", "application/zip".to_owned()),
+            ("response-content-disposition", format!("attachment; filename=\"{file_name}\"")),
+        ]);
+        let url = bucket.signed_url_opts(axum::http::Method::GET, &self.location(key), ttl, &options).await?;
+        Ok(Some(url))
+    }
+
     /// Packages in `dir`, uploads staged in `staging` (local to this server, private).
     pub fn local(dir: &std::path::Path, staging: &std::path::Path) -> Result<Self, object_store::Error> {
         let io = |e: std::io::Error| object_store::Error::Generic { store: "local", source: Box::new(e) };
@@ -71,7 +171,13 @@ impl Blobs {
         std::fs::create_dir_all(staging).map_err(io)?;
         // Packages are evidence: a stored one survives a power cut.
         let local = Arc::new(LocalFileSystem::new_with_prefix(dir)?.with_fsync(true));
-        Ok(Self { store: local.clone(), local: Some((local, dir.to_owned())), staging: staging.to_owned() })
+        Ok(Self {
+            store: local.clone(),
+            local: Some((local, dir.to_owned())),
+            bucket: None,
+            prefix: String::new(),
+            staging: staging.to_owned(),
+        })
     }
 
     /// Where one upload attempt of a tenant's package is stored. Each attempt has its own
@@ -147,9 +253,12 @@ impl Blobs {
     }
 
     /// Publishes a checked upload under `key`, all or nothing: a rename into the local
-    /// directory, else a multipart upload.
+    /// directory; else one `PUT` for a package of one part, or a multipart upload with at
+    /// most [`MAX_PARTS_IN_FLIGHT`] parts in memory, aborted if it fails or is dropped
+    /// (no parts left behind, nothing under the key).
     pub async fn publish(&self, staged: Staged, key: &str) -> Result<(), IngestError> {
-        let location = Path::parse(key).map_err(object_store::Error::from)?;
+        Path::parse(key).map_err(object_store::Error::from)?;
+        let location = self.location(key);
         if let Some((local, _)) = &self.local {
             let target = local.path_to_filesystem(&location)?;
             if let Some(parent) = target.parent() {
@@ -169,24 +278,37 @@ impl Blobs {
             }
         }
         let mut file = tokio::fs::File::open(&staged.path).await?;
-        let mut upload = WriteMultipart::new(self.store.put_multipart(&location).await?);
+        let part = part_size(staged.size);
+        if staged.size <= PART as u64 {
+            let mut bytes = Vec::with_capacity(staged.size as usize);
+            (&mut file).take(PART as u64).read_to_end(&mut bytes).await?;
+            self.store.put(&location, Bytes::from(bytes).into()).await?;
+            return Ok(());
+        }
+        let mut upload =
+            AbortOnDrop(Some(WriteMultipart::new_with_chunk_size(self.store.put_multipart(&location).await?, part)));
+        let writer = upload.0.as_mut().expect("set above");
         let copied: Result<(), IngestError> = async {
             loop {
-                let mut part = Vec::with_capacity(PART);
-                (&mut file).take(PART as u64).read_to_end(&mut part).await?;
-                if part.is_empty() {
+                let mut bytes = Vec::with_capacity(part);
+                (&mut file).take(part as u64).read_to_end(&mut bytes).await?;
+                if bytes.is_empty() {
                     return Ok(());
                 }
-                upload.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await?;
-                upload.put(Bytes::from(part));
+                writer.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await?;
+                writer.put(Bytes::from(bytes));
             }
         }
         .await;
+        let writer = upload.0.take().expect("set above");
         if let Err(e) = copied {
-            let _ = upload.abort().await;
+            if let Err(abort) = writer.abort().await {
+                tracing::error!(%location, "aborting a failed multipart upload failed; its parts stay until the bucket's lifecycle rule removes them: {abort}");
+            }
             return Err(e);
         }
-        upload.finish().await?;
+        // `finish` aborts the upload itself when a part or the completion fails.
+        writer.finish().await?;
         Ok(())
     }
 
@@ -203,7 +325,7 @@ impl Blobs {
         match &self.local {
             Some((_, root)) => probe_dir(root).await,
             None => {
-                let location = Path::from(format!("readyz/{}", Uuid::new_v4()));
+                let location = self.location(&format!("readyz/{}", Uuid::new_v4()));
                 let put = self.store.put(&location, Bytes::from_static(b"probe").into()).await;
                 let deleted = self.store.delete(&location).await;
                 put.and(deleted).map(|_| ()).map_err(std::io::Error::other)
@@ -216,14 +338,41 @@ impl Blobs {
         &self,
         key: &str,
     ) -> Result<(u64, BoxStream<'static, object_store::Result<Bytes>>), object_store::Error> {
-        let result = self.store.get(&Path::from(key)).await?;
+        let result = self.store.get(&self.location(key)).await?;
         Ok((result.meta.size, result.into_stream()))
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), object_store::Error> {
-        match self.store.delete(&Path::from(key)).await {
+        match self.store.delete(&self.location(key)).await {
             Err(object_store::Error::NotFound { .. }) => Ok(()),
             other => other,
+        }
+    }
+}
+
+/// Why package storage could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobsError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+}
+
+/// A multipart upload that is aborted if it is dropped before it finished (a publish
+/// whose task was cancelled): its parts are not left in the bucket.
+struct AbortOnDrop(Option<WriteMultipart>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(upload) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if let Err(e) = upload.abort().await {
+                    tracing::error!("aborting a cancelled multipart upload failed: {e}");
+                }
+            });
         }
     }
 }
@@ -287,6 +436,22 @@ mod tests {
         assert_eq!(std::fs::read_dir(&action).unwrap().count(), 0);
         assert_eq!(std::fs::read(packages.join(&kept)).unwrap(), b"kept");
         assert_eq!(blobs.clear_staging(), 0);
+    }
+
+    /// S3 allows 10,000 parts: parts grow past 5 MiB only where that would not hold the
+    /// largest package, in whole MiB.
+    #[test]
+    fn parts_are_five_mib_until_ten_thousand_of_them_would_not_hold_the_package() {
+        assert_eq!(part_size(0), PART);
+        assert_eq!(part_size(12 << 20), PART);
+        assert_eq!(part_size(MAX_PARTS * PART as u64), PART);
+        assert_eq!(part_size(MAX_PARTS * PART as u64 + 1), 6 << 20);
+        let max = crate::config::PackageConfig::default().max_bytes;
+        for size in [max, 5 << 40, u64::from(u32::MAX) * 3] {
+            let part = part_size(size) as u64;
+            assert!(size.div_ceil(part) <= MAX_PARTS, "{size}: {part}");
+            assert_eq!(part % (1 << 20), 0);
+        }
     }
 
     /// Issue 9 item 13: the local store publishes by renaming the staged file, so a package

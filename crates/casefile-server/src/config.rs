@@ -37,6 +37,9 @@ pub struct Config {
     pub auth: AuthConfig,
     pub agents: AgentConfig,
     pub packages: PackageConfig,
+    /// Where package bytes are stored (`[blobs]`): the data directory, another local
+    /// directory, or an S3-compatible bucket.
+    pub blobs: BlobsConfig,
     pub rate_limits: RateLimitConfig,
     /// HTTPS: certificate files, or a private CA the server creates (`[tls]`).
     pub tls: TlsConfig,
@@ -264,6 +267,232 @@ pub struct PackageConfig {
     pub retention_seconds: u64,
 }
 
+/// Package storage. Unset `url`: `<data_dir>/packages`. Credentials for `s3://` come from
+/// the environment only (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
+/// or any other source `object_store` reads from `AWS_*`), never from this file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlobsConfig {
+    /// `file:///absolute/dir` or `s3://bucket/optional/prefix`.
+    #[serde(serialize_with = "redact::url")]
+    pub url: Option<String>,
+    /// The S3 API's base URL (`https://s3.eu-west-1.amazonaws.com`, a MinIO or Ceph
+    /// gateway); unset: AWS's own for the region (or `AWS_ENDPOINT`).
+    #[serde(serialize_with = "redact::url")]
+    pub endpoint: Option<String>,
+    /// The bucket's region; unset: `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// Allow an `http://` endpoint: only on a loopback host (a local gateway), since
+    /// request signatures and package bytes would otherwise cross the network in the clear.
+    pub allow_http: bool,
+    /// The download link answers with a redirect to a short-lived presigned URL of the
+    /// bucket, so package bytes do not pass through casefile (`s3://` only).
+    pub redirect_downloads: bool,
+    /// Lifetime of such a presigned URL; never longer than the link's remaining life.
+    pub redirect_ttl_seconds: u64,
+    /// The `AWS_*` variables an `s3://` store is built from; `None`: the process
+    /// environment. Not a setting (no file, variable or flag sets it, nothing prints it):
+    /// for embedders and tests, which cannot change their own process's environment safely.
+    #[serde(skip)]
+    pub aws_env: Option<Vec<(String, String)>>,
+}
+
+impl Default for BlobsConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            endpoint: None,
+            region: None,
+            allow_http: false,
+            redirect_downloads: false,
+            redirect_ttl_seconds: 60,
+            aws_env: None,
+        }
+    }
+}
+
+/// Longest lifetime of a presigned download URL (it cannot be revoked once handed out).
+pub const MAX_REDIRECT_TTL_SECONDS: u64 = 3600;
+
+/// Where packages are stored, as [`BlobsConfig::url`] names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobLocation {
+    /// A local directory.
+    Dir(PathBuf),
+    /// A bucket, and the key prefix below which packages go (empty, or ending in `/`).
+    S3 { bucket: String, prefix: String },
+}
+
+impl std::fmt::Display for BlobLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dir(dir) => write!(f, "{}", dir.display()),
+            Self::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+impl BlobsConfig {
+    /// Where packages go, checked: a readable URL of a known scheme, a bucket name S3
+    /// accepts, a prefix without `.`/`..`/empty segments, no credentials in the URL, and
+    /// settings that only make sense for a bucket refused for a directory.
+    pub fn location(&self, data_dir: &Path) -> Result<BlobLocation, String> {
+        let Some(raw) = self.url.as_deref() else {
+            return self.check_dir(data_dir.join("packages"));
+        };
+        // Shown in messages without any credentials the URL might carry.
+        let shown = || match url::Url::parse(raw) {
+            Ok(mut u) => {
+                let _ = u.set_password(None);
+                let _ = u.set_username("");
+                u.to_string()
+            }
+            Err(_) => "the value".to_owned(),
+        };
+        let url = url::Url::parse(raw)
+            .map_err(|e| format!("blobs.url: {e}: expected file:///absolute/directory or s3://bucket/prefix"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!(
+                "blobs.url ({}) must not carry credentials: they come from the environment                  (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)",
+                shown()
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(format!("blobs.url ({}) must not have a query or a fragment", shown()));
+        }
+        match url.scheme() {
+            "file" => {
+                if url.host_str().is_some_and(|h| !h.is_empty() && h != "localhost") {
+                    return Err(format!(
+                        "blobs.url ({raw}) names a host: a directory is file:///absolute/path (three slashes)"
+                    ));
+                }
+                let dir =
+                    url.to_file_path().map_err(|()| format!("blobs.url ({raw}) is not an absolute directory path"))?;
+                if dir.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                    return Err(format!("blobs.url ({raw}) must not contain '..'"));
+                }
+                self.check_dir(dir)
+            }
+            "s3" => {
+                let bucket = url.host_str().unwrap_or_default().to_owned();
+                check_bucket(&bucket)?;
+                // `url` has already resolved `.` and `..` segments: read them from the text.
+                let path = raw.split_once("://").map(|(_, rest)| rest).unwrap_or_default();
+                let path = path.split_once('/').map(|(_, p)| p).unwrap_or_default();
+                let path = path.trim_end_matches('/');
+                let mut prefix = String::new();
+                if !path.is_empty() {
+                    for segment in path.split('/') {
+                        if segment.is_empty() || segment == "." || segment == ".." {
+                            return Err(format!(
+                                "blobs.url ({}): the prefix must not have empty, '.' or '..' segments",
+                                shown()
+                            ));
+                        }
+                        if segment.contains(['\\', '#', '%', '*', '?']) || segment.chars().any(char::is_control) {
+                            return Err(format!(
+                                "blobs.url ({}): the prefix may not contain '\\', '#', '%', '*', '?' or control characters",
+                                shown()
+                            ));
+                        }
+                    }
+                    prefix = format!("{path}/");
+                }
+                self.check_s3()?;
+                Ok(BlobLocation::S3 { bucket, prefix })
+            }
+            other => Err(format!(
+                "blobs.url: unknown scheme '{other}': use file:///absolute/directory or s3://bucket/prefix"
+            )),
+        }
+    }
+
+    fn check_dir(&self, dir: PathBuf) -> Result<BlobLocation, String> {
+        for (set, name) in [
+            (self.redirect_downloads, "blobs.redirect_downloads"),
+            (self.endpoint.is_some(), "blobs.endpoint"),
+            (self.region.is_some(), "blobs.region"),
+            (self.allow_http, "blobs.allow_http"),
+        ] {
+            if set {
+                return Err(format!(
+                    "{name} applies to an s3:// bucket only, and packages are stored in the directory {}",
+                    dir.display()
+                ));
+            }
+        }
+        Ok(BlobLocation::Dir(dir))
+    }
+
+    fn check_s3(&self) -> Result<(), String> {
+        if let Some(raw) = &self.endpoint {
+            let url = url::Url::parse(raw).map_err(|e| format!("blobs.endpoint: {e}"))?;
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err("blobs.endpoint must not carry credentials: they come from the environment".to_owned());
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(format!("blobs.endpoint ({raw}) must not have a query or a fragment"));
+            }
+            let loopback = match url.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            match url.scheme() {
+                "https" if self.allow_http => {
+                    return Err(format!("blobs.allow_http is set but blobs.endpoint ({raw}) is https: unset it"));
+                }
+                "https" => {}
+                "http" if !loopback => {
+                    return Err(format!(
+                        "blobs.endpoint ({raw}) must be https: plain http only to a loopback host, where                          signed requests and packages do not cross the network"
+                    ));
+                }
+                "http" if !self.allow_http => {
+                    return Err(format!("blobs.endpoint ({raw}) is plain http: set blobs.allow_http = true"));
+                }
+                "http" => {}
+                other => return Err(format!("blobs.endpoint: unknown scheme '{other}': use https://")),
+            }
+        } else if self.allow_http {
+            return Err("blobs.allow_http needs an http:// blobs.endpoint on a loopback host".to_owned());
+        }
+        if let Some(region) = &self.region
+            && (region.is_empty() || !region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        {
+            return Err(format!("blobs.region '{region}' is not a region name (letters, digits and '-')"));
+        }
+        if self.redirect_downloads && !(1..=MAX_REDIRECT_TTL_SECONDS).contains(&self.redirect_ttl_seconds) {
+            return Err(format!(
+                "blobs.redirect_ttl_seconds must be between 1 and {MAX_REDIRECT_TTL_SECONDS}, not {}",
+                self.redirect_ttl_seconds
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// S3's bucket naming rules (3–63 lower-case letters, digits, `-` and `.`, starting and
+/// ending with a letter or digit), so a typo is refused at start, not at the first upload.
+fn check_bucket(bucket: &str) -> Result<(), String> {
+    if bucket.is_empty() {
+        return Err("blobs.url names no bucket: use s3://bucket/prefix".to_owned());
+    }
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && bucket.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && bucket.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+        && !bucket.contains("..");
+    match valid {
+        true => Ok(()),
+        false => Err(format!(
+            "blobs.url: '{bucket}' is not a valid bucket name (3 to 63 lower-case letters, digits, '-' and '.')"
+        )),
+    }
+}
+
 /// Call quotas per tenant, caller and API (`../shared/spec/mde-api.md` §1, §3, §4).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -301,6 +530,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             agents: AgentConfig::default(),
             packages: PackageConfig::default(),
+            blobs: BlobsConfig::default(),
             rate_limits: RateLimitConfig::default(),
             tls: TlsConfig::default(),
             connections: ConnectionConfig::default(),
@@ -517,6 +747,7 @@ impl Config {
         }
         crate::tls::check_plain_http(self, self.listen.ip()).map_err(|e| e.to_string())?;
         crate::proxy::TrustedProxies::parse(&self.trusted_proxies).map_err(|e| format!("trusted_proxies: {e}"))?;
+        self.blobs.location(&self.data_dir)?;
         for (i, issuer) in self.auth.trusted_issuers.iter().enumerate() {
             if issuer.jwks_file.is_some() == issuer.jwks_url.is_some() {
                 return Err(format!(
@@ -899,5 +1130,129 @@ mod tests {
         for bad in ["[shutdown]\ngrace_seconds = -1", "[shutdown]\ngrace_seconds = \"30\"", "[shutdown]\ngrace = 1"] {
             assert!(toml::from_str::<Config>(bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod blobs_tests {
+    use super::*;
+
+    fn location(toml_text: &str) -> Result<BlobLocation, String> {
+        let config: Config = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        config.check()?;
+        config.blobs.location(&config.data_dir)
+    }
+
+    #[test]
+    fn the_default_is_the_data_directory_and_file_urls_name_other_directories() {
+        assert_eq!(location("data_dir = \"/srv/cf\"").unwrap(), BlobLocation::Dir(PathBuf::from("/srv/cf/packages")));
+        let dir = location("[blobs]\nurl = \"file:///mnt/evidence/packages\"").unwrap();
+        assert_eq!(dir, BlobLocation::Dir(PathBuf::from("/mnt/evidence/packages")));
+        let dir = location("[blobs]\nurl = \"file://localhost/mnt/x\"").unwrap();
+        assert_eq!(dir, BlobLocation::Dir(PathBuf::from("/mnt/x")));
+        let e = location("[blobs]\nurl = \"file://mnt/x\"").unwrap_err();
+        assert!(e.contains("names a host") && e.contains("three slashes"), "{e}");
+    }
+
+    #[test]
+    fn s3_urls_give_a_bucket_and_a_clean_prefix() {
+        let s3 = |url: &str| location(&format!("[blobs]\nurl = \"{url}\""));
+        let bucket = |b: &str, p: &str| BlobLocation::S3 { bucket: b.to_owned(), prefix: p.to_owned() };
+        assert_eq!(s3("s3://evidence").unwrap(), bucket("evidence", ""));
+        assert_eq!(s3("s3://evidence/").unwrap(), bucket("evidence", ""));
+        assert_eq!(s3("s3://evidence/site-a").unwrap(), bucket("evidence", "site-a/"));
+        assert_eq!(s3("s3://my.evidence-1/a/b/").unwrap(), bucket("my.evidence-1", "a/b/"));
+        assert_eq!(s3("s3://evidence/site-a").unwrap().to_string(), "s3://evidence/site-a/");
+        for (url, expected) in [
+            ("s3://", "names no bucket"),
+            ("s3:///x", "names no bucket"),
+            ("s3://ab/x", "not a valid bucket name"),
+            ("s3://UPPER/x", "not a valid bucket name"),
+            ("s3://-dash/x", "not a valid bucket name"),
+            ("s3://a..b/x", "not a valid bucket name"),
+            (&format!("s3://{}/x", "a".repeat(64)), "not a valid bucket name"),
+            ("s3://evidence/../x", "'..'"),
+            ("s3://evidence/a/./b", "'.'"),
+            ("s3://evidence/a//b", "empty"),
+            ("s3://evidence/a%2F..", "may not contain"),
+            ("s3://evidence/a?x=1", "query"),
+            ("s3://evidence/a#frag", "fragment"),
+            ("s3://key:secret@evidence/a", "must not carry credentials"),
+            ("gs://evidence/a", "unknown scheme 'gs'"),
+            ("evidence/a", "blobs.url"),
+        ] {
+            let e = s3(url).unwrap_err();
+            assert!(e.contains(expected), "{url}: {e}");
+            assert!(!e.contains("secret"), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn endpoints_need_tls_off_loopback_and_bucket_settings_need_a_bucket() {
+        let with = |extra: &str| location(&format!("[blobs]\nurl = \"s3://evidence/a\"\n{extra}"));
+        with("endpoint = \"https://s3.eu-west-1.amazonaws.com\"\nregion = \"eu-west-1\"").unwrap();
+        with("endpoint = \"http://127.0.0.1:9000\"\nallow_http = true").unwrap();
+        with("endpoint = \"http://localhost:9000\"\nallow_http = true").unwrap();
+        with("endpoint = \"http://[::1]:9000\"\nallow_http = true").unwrap();
+        for (extra, expected) in [
+            ("endpoint = \"http://127.0.0.1:9000\"", "set blobs.allow_http = true"),
+            ("endpoint = \"http://minio.internal:9000\"\nallow_http = true", "must be https"),
+            ("endpoint = \"http://10.1.2.3:9000\"\nallow_http = true", "must be https"),
+            ("endpoint = \"https://s3.example\"\nallow_http = true", "is https: unset it"),
+            ("allow_http = true", "needs an http:// blobs.endpoint"),
+            ("endpoint = \"ftp://s3.example\"", "unknown scheme 'ftp'"),
+            ("endpoint = \"https://user:pw@s3.example\"", "must not carry credentials"),
+            ("region = \"eu west\"", "not a region name"),
+            ("redirect_downloads = true\nredirect_ttl_seconds = 0", "blobs.redirect_ttl_seconds"),
+            ("redirect_downloads = true\nredirect_ttl_seconds = 3601", "blobs.redirect_ttl_seconds"),
+        ] {
+            let e = with(extra).unwrap_err();
+            assert!(e.contains(expected), "{extra}: {e}");
+        }
+        with("redirect_downloads = true").unwrap();
+        assert_eq!(BlobsConfig::default().redirect_ttl_seconds, 60);
+        for set in ["redirect_downloads = true", "endpoint = \"https://s3.example\"", "region = \"eu-west-1\""] {
+            let e = location(&format!("[blobs]\n{set}")).unwrap_err();
+            assert!(e.contains("applies to an s3:// bucket only"), "{set}: {e}");
+            let e = location(&format!("[blobs]\nurl = \"file:///srv/p\"\n{set}")).unwrap_err();
+            assert!(e.contains("applies to an s3:// bucket only"), "{set}: {e}");
+        }
+        assert!(location("[blobs]\naws_env = []").unwrap_err().contains("unknown field"), "not a setting");
+    }
+
+    #[test]
+    fn blob_settings_come_from_the_environment_and_print_without_credentials() {
+        let layers = Layers {
+            env: [
+                ("CASEFILE_BLOBS__URL", "s3://evidence/site-a"),
+                ("CASEFILE_BLOBS__ENDPOINT", "http://127.0.0.1:9000"),
+                ("CASEFILE_BLOBS__ALLOW_HTTP", "true"),
+                ("CASEFILE_BLOBS__REDIRECT_DOWNLOADS", "true"),
+                ("CASEFILE_BLOBS__REDIRECT_TTL_SECONDS", "30"),
+                ("AWS_SECRET_ACCESS_KEY", "hunter2"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            ..Default::default()
+        };
+        let config = Config::layered(&layers).unwrap().config;
+        assert_eq!(config.blobs.url.as_deref(), Some("s3://evidence/site-a"));
+        assert!(config.blobs.allow_http && config.blobs.redirect_downloads);
+        assert_eq!(config.blobs.redirect_ttl_seconds, 30);
+        let printed = config.to_redacted_toml();
+        assert!(
+            printed.contains("[blobs]") && !printed.contains("hunter2") && !printed.contains("aws_env"),
+            "{printed}"
+        );
+        let back: Config = toml::from_str(&printed).unwrap();
+        assert_eq!(back.blobs.url, config.blobs.url);
+        let e = Config::layered(&Layers {
+            env: vec![("CASEFILE_BLOBS__URL".into(), "s3://x".into())],
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not a valid bucket name"), "{e}");
     }
 }

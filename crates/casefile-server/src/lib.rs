@@ -147,7 +147,10 @@ impl Server {
             Schema::Require => SqliteStore::open_checked(&database).await?,
         });
         let keyring = Keyring::load_or_create(store.as_ref()).await?;
-        let blobs = Blobs::local(&config.packages_dir(), &config.staging_dir())?;
+        let blobs = Blobs::open(&config.blobs, &config.data_dir, &config.staging_dir()).map_err(|e| match e {
+            blobs::BlobsError::Config(message) => ServerError::Invalid(message),
+            blobs::BlobsError::Store(e) => ServerError::Blobs(e),
+        })?;
         let mut access_validation = auth::caller::access_validation(
             &config.auth.issuer,
             &config.auth.extra_audiences,

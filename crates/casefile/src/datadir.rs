@@ -88,6 +88,13 @@ pub async fn backup(args: BackupArgs, out: &mut dyn Write) -> anyhow::Result<()>
         report.path.display()
     )?;
     writeln!(out, "sha256:{}", report.sha256)?;
+    if let Some(bucket) = &report.packages_in {
+        writeln!(
+            out,
+            "Package objects are NOT in this archive: they live in the bucket {bucket}. \
+             Back the bucket up separately (versioning, replication)."
+        )?;
+    }
     Ok(())
 }
 
@@ -100,6 +107,13 @@ pub fn restore(args: RestoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     if let Some(file) = &report.config {
         writeln!(out, "The archived configuration file is {} (compare it with yours).", file.display())?;
+    }
+    if let Some(bucket) = &report.packages_in {
+        writeln!(
+            out,
+            "Package objects were NOT in the archive: the restored database expects them in the bucket {bucket} \
+             ([blobs] url), which this restore did not touch."
+        )?;
     }
     Ok(())
 }

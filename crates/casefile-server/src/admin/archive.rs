@@ -3,7 +3,9 @@
 //! - `data/casefile.db`: a consistent snapshot of the database (`VACUUM INTO`, taken while
 //!   the server keeps writing); it holds the signing keys, applications and the audit trail;
 //! - `data/packages/...`: the stored packages (copied after the snapshot, so every package
-//!   the snapshot knows is there; a package published later is carried along unreferenced);
+//!   the snapshot knows is there; a package published later is carried along unreferenced),
+//!   when they are in a local directory. Packages in a bucket (`[blobs] url = "s3://…"`)
+//!   are not copied: the manifest names the bucket, and backup and restore say so;
 //! - `data/tls/...` and `data/endpoint.json`: the generated CA and server certificate, and
 //!   what the server recorded for the CLI;
 //! - `config/casefile.toml`: the configuration file, when there is one;
@@ -39,6 +41,9 @@ struct Manifest {
     format: String,
     created_at: Timestamp,
     entries: Vec<Entry>,
+    /// `s3://bucket/prefix` when the packages live in a bucket and are not in the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    packages_in: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -57,6 +62,8 @@ pub struct BackupReport {
     pub bytes: u64,
     /// SHA-256 of the archive file; `casefile restore --sha256` checks it.
     pub sha256: String,
+    /// The bucket holding the packages, which are not in the archive.
+    pub packages_in: Option<String>,
 }
 
 /// What a restore did.
@@ -67,6 +74,8 @@ pub struct RestoreReport {
     pub replaced: Option<PathBuf>,
     /// The archived configuration file, restored into the data directory.
     pub config: Option<PathBuf>,
+    /// The bucket the archive's packages live in (they are not in the archive).
+    pub packages_in: Option<String>,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AdminError {
@@ -108,11 +117,13 @@ fn write_archive(
     let name =
         output.file_name().ok_or_else(|| AdminError::Invalid(format!("{} is not a file name", output.display())))?;
     let partial = output.with_file_name(format!(".{}.partial-{}", name.to_string_lossy(), uuid::Uuid::new_v4()));
-    let result = write_entries(config, snapshot, &partial, config_file, now).and_then(|(entries, packages)| {
-        std::fs::rename(&partial, output).map_err(io(format!("cannot move the archive to {}", output.display())))?;
-        let (bytes, sha256) = hash_file(output)?;
-        Ok(BackupReport { path: output.to_owned(), entries, packages, bytes, sha256 })
-    });
+    let result =
+        write_entries(config, snapshot, &partial, config_file, now).and_then(|(entries, packages, packages_in)| {
+            std::fs::rename(&partial, output)
+                .map_err(io(format!("cannot move the archive to {}", output.display())))?;
+            let (bytes, sha256) = hash_file(output)?;
+            Ok(BackupReport { path: output.to_owned(), entries, packages, bytes, sha256, packages_in })
+        });
     if result.is_err() {
         let _ = std::fs::remove_file(&partial);
     }
@@ -125,7 +136,8 @@ fn write_entries(
     partial: &Path,
     config_file: Option<&Path>,
     now: Timestamp,
-) -> Result<(usize, usize)> {
+) -> Result<(usize, usize, Option<String>)> {
+    let location = config.blobs.location(&config.data_dir).map_err(AdminError::Invalid)?;
     let file = private_file(partial)?;
     let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
     let mut entries = Vec::new();
@@ -149,9 +161,17 @@ fn write_entries(
     };
     add(&mut zip, DATABASE.to_owned(), snapshot, true)?;
     let mut packages = 0;
-    for (rel, path) in files_under(&config.packages_dir())? {
-        packages += usize::from(add(&mut zip, format!("data/packages/{rel}"), &path, false)?);
-    }
+    let packages_in = match &location {
+        crate::config::BlobLocation::Dir(dir) => {
+            for (rel, path) in files_under(dir)? {
+                packages += usize::from(add(&mut zip, format!("data/packages/{rel}"), &path, false)?);
+            }
+            None
+        }
+        // The bucket is not copied: it is as large as all evidence kept, and has its own
+        // safekeeping (versioning, replication).
+        bucket @ crate::config::BlobLocation::S3 { .. } => Some(bucket.to_string()),
+    };
     for (rel, path) in files_under(&config.tls_dir())? {
         add(&mut zip, format!("data/tls/{rel}"), &path, true)?;
     }
@@ -162,13 +182,13 @@ fn write_entries(
         return Err(AdminError::Invalid(format!("the configuration file {} is gone", file.display())));
     }
     let count = entries.len();
-    let manifest = Manifest { format: FORMAT.to_owned(), created_at: now, entries };
+    let manifest = Manifest { format: FORMAT.to_owned(), created_at: now, entries, packages_in: packages_in.clone() };
     zip.start_file(MANIFEST, SimpleFileOptions::default().unix_permissions(0o600)).map_err(zipped)?;
     serde_json::to_writer_pretty(&mut zip, &manifest).map_err(|e| io("cannot write the manifest")(e.into()))?;
     let file =
         zip.finish().map_err(zipped)?.into_inner().map_err(|e| io("cannot write the archive")(e.into_error()))?;
     file.sync_all().map_err(io("cannot write the archive"))?;
-    Ok((count, packages))
+    Ok((count, packages, packages_in))
 }
 
 /// Regular files below `root`, as (`/`-joined relative path, path), sorted. A missing
@@ -273,7 +293,12 @@ pub fn restore(archive: &Path, data_dir: &Path, force: bool, expected_sha256: Op
         return Err(give_up(io(format!("cannot move the restored data to {}", data_dir.display()))(e)));
     }
     let config = data_dir.join(RESTORED_CONFIG);
-    Ok(RestoreReport { entries: manifest.entries.len(), replaced, config: config.exists().then_some(config) })
+    Ok(RestoreReport {
+        entries: manifest.entries.len(),
+        replaced,
+        config: config.exists().then_some(config),
+        packages_in: manifest.packages_in,
+    })
 }
 
 fn read_manifest<R: Read + std::io::Seek>(zip: &mut zip::ZipArchive<R>) -> Result<Manifest, String> {

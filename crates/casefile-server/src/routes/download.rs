@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, REFERRER_POLICY};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use casefile_proto::action::{ActionStatus, ActionType};
@@ -77,6 +77,7 @@ pub async fn package_uri(
     params(("token" = String, Query, description = "The signed token of a getPackageUri link")),
     responses(
         (status = 200, description = "The package zip; `x-casefile-sha256` carries its SHA-256", content_type = "application/zip", body = Vec<u8>),
+        (status = 307, description = "With `[blobs] redirect_downloads`: `Location` is a presigned URL of the package in the bucket, valid for a short time"),
         (status = 403, description = "The link is missing, invalid or expired", body = casefile_proto::ErrorBody),
         (status = 404, description = "The package is no longer stored", body = casefile_proto::ErrorBody),
     )
@@ -99,6 +100,9 @@ pub async fn download(State(state): State<AppState>, RawQuery(query): RawQuery) 
         .await?
         .filter(|p| p.sha256 == claims.sha && p.deleted_at.is_none())
         .ok_or_else(|| ApiError::not_found("The package this link points to is no longer stored"))?;
+    if state.config.blobs.redirect_downloads {
+        return redirect(&state, &claims, &package).await;
+    }
     let (size, stream) = state.blobs.get(&package.blob_key).await.map_err(|e| {
         state.metrics.blob_error("get", false);
         ApiError::internal_from(e)
@@ -111,6 +115,42 @@ pub async fn download(State(state): State<AppState>, RawQuery(query): RawQuery) 
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{PACKAGE_FILE_NAME}\"")) {
         headers.insert(CONTENT_DISPOSITION, v);
     }
+    if let Ok(v) = HeaderValue::from_str(&package.sha256) {
+        headers.insert("x-casefile-sha256", v);
+    }
+    Ok(response)
+}
+
+/// `307` to a presigned URL of the package in the bucket, valid for
+/// `blobs.redirect_ttl_seconds` and never past the link's own expiry.
+async fn redirect(
+    state: &AppState,
+    claims: &links::LinkClaims,
+    package: &casefile_store::PackageRecord,
+) -> ApiResult<Response> {
+    let remaining = claims.exp.saturating_sub(state.now().timestamp());
+    let ttl = state.config.blobs.redirect_ttl_seconds.min(u64::try_from(remaining).unwrap_or(0));
+    if ttl == 0 {
+        return Err(ApiError::forbidden("The download link has expired; request a new one with getPackageUri"));
+    }
+    let url = state
+        .blobs
+        .presigned_get(&package.blob_key, std::time::Duration::from_secs(ttl), PACKAGE_FILE_NAME)
+        .await
+        .map_err(|e| {
+            state.metrics.blob_error("presign", false);
+            ApiError::internal_from(e)
+        })?
+        .ok_or_else(|| ApiError::internal_from("blobs.redirect_downloads is set but packages are not in a bucket"))?;
+    tracing::info!(action_id = %claims.act, tenant = %claims.tid, ttl, "package download redirected to the bucket");
+    audit::note_detail(serde_json::json!({"redirect": true, "validSeconds": ttl}));
+    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+    let headers = response.headers_mut();
+    let location = HeaderValue::from_str(url.as_str()).map_err(ApiError::internal_from)?;
+    headers.insert(LOCATION, location);
+    // The URL is a credential for the package until it expires.
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     if let Ok(v) = HeaderValue::from_str(&package.sha256) {
         headers.insert("x-casefile-sha256", v);
     }
