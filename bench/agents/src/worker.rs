@@ -44,6 +44,7 @@ pub struct WorkerArgs {
 }
 
 /// What an enrolled agent keeps.
+#[derive(Clone)]
 struct Agent {
     index: usize,
     credential: String,
@@ -128,43 +129,80 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         }
     }
     let polling = transport(&args, state.path()).await?;
-    let errors = Arc::new(AtomicU64::new(0));
-    let gap = Duration::from_secs_f64(1.0 / args.ramp_per_second.max(1) as f64);
+    let counts = Arc::new(Counts::default());
     let mut tasks = tokio::task::JoinSet::new();
-    let mut ramp = tokio::time::interval(gap);
-    for agent in agents {
-        ramp.tick().await;
-        tasks.spawn(poll_loop(polling.clone().with_credential(agent.credential.clone()), agent, errors.clone()));
-    }
-    println!("polling");
+    start(&polling, &agents, None, args.ramp_per_second, &counts, &mut tasks).await;
     // Until the coordinator closes stdin (or dies): the process exit closes every socket.
-    while commands.recv().await.is_some() {}
+    while let Some(line) = commands.recv().await {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("count") => println!("count {}", counts.empty.load(Ordering::Relaxed)),
+            // Every agent polls again with this wait: the re-poll cycle, measured.
+            Some("cycle") => {
+                let wait = words.next().and_then(|w| w.parse().ok()).map(Duration::from_secs);
+                tasks.shutdown().await;
+                start(&polling, &agents, wait, args.ramp_per_second, &counts, &mut tasks).await;
+            }
+            _ => {}
+        }
+    }
     tasks.shutdown().await;
-    let failed = errors.load(Ordering::Relaxed);
+    let failed = counts.errors.load(Ordering::Relaxed);
     if failed > 0 {
         eprintln!("worker {}: {failed} failed requests (retried)", args.source);
     }
     Ok(())
 }
 
+#[derive(Default)]
+struct Counts {
+    /// Polls answered `204` (nothing to do).
+    empty: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Starts every agent's poll loop, `ramp` a second; `wait` overrides the poll wait the
+/// server announced. Says `polling` once all are started.
+async fn start(
+    transport: &Transport,
+    agents: &[Agent],
+    wait: Option<Duration>,
+    ramp: usize,
+    counts: &Arc<Counts>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / ramp.max(1) as f64));
+    for agent in agents {
+        tick.tick().await;
+        let mut agent = agent.clone();
+        agent.wait = wait.unwrap_or(agent.wait);
+        let transport = transport.clone().with_credential(agent.credential.clone());
+        tasks.spawn(poll_loop(transport, agent, counts.clone()));
+    }
+    println!("polling");
+}
+
 /// The agent's main loop, minus the collection: a received collection is confirmed and
 /// reported failed at once, so that the machine can take the next one.
-async fn poll_loop(transport: Transport, agent: Agent, errors: Arc<AtomicU64>) {
+async fn poll_loop(transport: Transport, agent: Agent, counts: Arc<Counts>) {
     let report = |e: casefile_agent::AgentError| {
         // The first few say what went wrong; the rest are counted.
-        if errors.fetch_add(1, Ordering::Relaxed) < 5 {
+        if counts.errors.fetch_add(1, Ordering::Relaxed) < 5 {
             eprintln!("agent {}: {e}", agent.index);
         }
     };
     loop {
         match transport.next_task(agent.wait).await {
-            Ok(None) => {}
+            Ok(None) => {
+                counts.empty.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(Some(AgentTask::CollectInvestigationPackage { action_id, .. })) => {
                 println!("got {} {action_id} {}", agent.index, unix_ns());
                 if let Err(e) = transport.accept(action_id).await {
                     report(e);
                 }
-                let failure = ActionFailure { error_h_result: 1, troubleshoot_info: "bench-agents: no collection".into() };
+                let failure =
+                    ActionFailure { error_h_result: 1, troubleshoot_info: "bench-agents: no collection".into() };
                 if let Err(e) = transport.report_failure(action_id, &failure).await {
                     report(e);
                 }
