@@ -390,3 +390,39 @@ impl AsyncWrite for TimedIo {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The copy changes where the head lives, not what it says: path, query, every header
+    /// (repeated ones in order) and the sensitive flag survive, and no part of it shares
+    /// the buffer it was parsed from.
+    #[test]
+    fn a_detached_head_says_what_the_parsed_one_said_from_its_own_memory() {
+        let buffer = bytes::Bytes::from_static(b"/agent/v1/actions/next?wait=25&confirm=1 Bearer cfa_secret");
+        let mut request = Request::builder()
+            .uri(axum::http::Uri::from_maybe_shared(buffer.slice(0..40)).unwrap())
+            .header("x-forwarded-for", "192.0.2.1")
+            .header("x-forwarded-for", "192.0.2.2")
+            .body(())
+            .unwrap();
+        let mut secret = axum::http::HeaderValue::from_maybe_shared(buffer.slice(41..)).unwrap();
+        secret.set_sensitive(true);
+        request.headers_mut().insert("authorization", secret);
+        let (mut parts, ()) = request.into_parts();
+        let (uri, headers) = (parts.uri.clone(), parts.headers.clone());
+        detach_head(&mut parts);
+        assert_eq!(parts.uri, uri);
+        assert_eq!(parts.uri.query(), Some("wait=25&confirm=1"));
+        assert_eq!(parts.headers, headers);
+        let forwarded: Vec<_> = parts.headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(forwarded, ["192.0.2.1", "192.0.2.2"]);
+        assert!(parts.headers["authorization"].is_sensitive());
+        // Nothing points into the parsed buffer any more.
+        let range = buffer.as_ptr_range();
+        let inside = |p: *const u8| range.contains(&p);
+        assert!(!inside(parts.uri.path().as_ptr()), "the path still shares the buffer");
+        assert!(parts.headers.values().all(|v| !inside(v.as_bytes().as_ptr())), "a header still shares the buffer");
+    }
+}
