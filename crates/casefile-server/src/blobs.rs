@@ -156,6 +156,8 @@ impl Blobs {
         file_name: &str,
     ) -> Result<Option<url::Url>, object_store::Error> {
         let Some(bucket) = &self.bucket else { return Ok(None) };
+        // A URL to a missing object would be audited as a download that never happened.
+        self.store.head(&self.location(key)).await?;
         let options = SignedUrlOptions::new().with_query([
             ("response-content-type", "application/zip".to_owned()),
             ("response-content-disposition", format!("attachment; filename=\"{file_name}\"")),
@@ -307,8 +309,9 @@ impl Blobs {
             }
             return Err(e);
         }
-        // `finish` aborts the upload itself when a part or the completion fails.
-        writer.finish().await?;
+        // `finish` aborts the upload itself when a part or the completion fails. On a task of
+        // its own, so a caller dropped while it runs cannot leave the upload pending.
+        tokio::spawn(writer.finish()).await.map_err(|e| IngestError::Interrupted(e.to_string()))??;
         Ok(())
     }
 

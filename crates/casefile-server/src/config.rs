@@ -353,7 +353,8 @@ impl BlobsConfig {
             .map_err(|e| format!("blobs.url: {e}: expected file:///absolute/directory or s3://bucket/prefix"))?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err(format!(
-                "blobs.url ({}) must not carry credentials: they come from the environment                  (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)",
+                "blobs.url ({}) must not carry credentials: they come from the environment \
+                 (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)",
                 shown()
             ));
         }
@@ -369,8 +370,25 @@ impl BlobsConfig {
                 }
                 let dir =
                     url.to_file_path().map_err(|()| format!("blobs.url ({raw}) is not an absolute directory path"))?;
-                if dir.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-                    return Err(format!("blobs.url ({raw}) must not contain '..'"));
+                // `url` has already resolved `..` (also `%2e%2e`): read the segments from the text.
+                let text = raw.split_once("://").map(|(_, rest)| rest).unwrap_or_default();
+                if text.split('/').any(|seg| {
+                    let seg = seg.to_ascii_lowercase().replace("%2e", ".");
+                    seg == ".." || seg == "."
+                }) {
+                    return Err(format!("blobs.url ({raw}) must not contain '.' or '..' segments"));
+                }
+                // The data directory holds the database, keys and staging: packages beside them
+                // would be taken for them (and they for packages) by clean-up and backups.
+                let data = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+                if data.starts_with(&dir)
+                    || dir.starts_with(data.join("staging"))
+                    || dir.starts_with(data.join("incoming"))
+                {
+                    return Err(format!(
+                        "blobs.url ({raw}) must not be the data directory, contain it or lie in its staging area: \
+                         use a directory of its own (the default is <data_dir>/packages)"
+                    ));
                 }
                 self.check_dir(dir)
             }
@@ -447,7 +465,7 @@ impl BlobsConfig {
                 "https" => {}
                 "http" if !loopback => {
                     return Err(format!(
-                        "blobs.endpoint ({raw}) must be https: plain http only to a loopback host, where                          signed requests and packages do not cross the network"
+                        "blobs.endpoint ({raw}) must be https: plain http only to a loopback host, where signed requests and packages do not cross the network"
                     ));
                 }
                 "http" if !self.allow_http => {
@@ -1152,6 +1170,22 @@ mod blobs_tests {
         assert_eq!(dir, BlobLocation::Dir(PathBuf::from("/mnt/x")));
         let e = location("[blobs]\nurl = \"file://mnt/x\"").unwrap_err();
         assert!(e.contains("names a host") && e.contains("three slashes"), "{e}");
+    }
+
+    #[test]
+    fn file_urls_refuse_dot_segments_and_the_data_directory_itself() {
+        for hostile in
+            ["file:///var/lib/casefile/../../etc", "file:///mnt/%2e%2e/etc", "file:///mnt/./x", "file:///mnt/%2E%2E"]
+        {
+            let e = location(&format!("[blobs]\nurl = \"{hostile}\"")).unwrap_err();
+            assert!(e.contains("'..'"), "{hostile}: {e}");
+        }
+        for overlapping in ["file:///srv/cf", "file:///srv", "file:///", "file:///srv/cf/incoming/x"] {
+            let e = location(&format!("data_dir = \"/srv/cf\"\n[blobs]\nurl = \"{overlapping}\"")).unwrap_err();
+            assert!(e.contains("data directory"), "{overlapping}: {e}");
+        }
+        let beside = location("data_dir = \"/srv/cf\"\n[blobs]\nurl = \"file:///srv/cf-packages\"").unwrap();
+        assert_eq!(beside, BlobLocation::Dir(PathBuf::from("/srv/cf-packages")));
     }
 
     #[test]

@@ -51,9 +51,11 @@ impl std::ops::Deref for Subscription<'_> {
 impl Drop for Subscription<'_> {
     fn drop(&mut self) {
         let mut map = self.dispatcher.lock();
-        // Clones are made under the lock only, so the count is exact here: the map's
-        // and this one mean no other poll of the machine is open.
-        if Arc::strong_count(&self.notify) == 2 {
+        // This poll's clone is released here, under the lock, and clones are made under
+        // the lock only: so when the map's is the last one, no poll of the machine is
+        // open, even when the last two close at the same time.
+        drop(std::mem::replace(&mut self.notify, Arc::new(Notify::new())));
+        if map.get(&self.machine_id).is_some_and(|entry| Arc::strong_count(entry) == 1) {
             map.remove(&self.machine_id);
         }
     }

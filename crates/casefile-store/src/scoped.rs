@@ -67,6 +67,12 @@ impl<'a> TenantScope<'a> {
         package: &PackageRecord,
         audit: Option<&AuditEntry>,
     ) -> Result<()> {
+        if package.tenant_id != *self.tenant {
+            return Err(StoreError::Query(format!(
+                "a package of tenant {} imported through tenant {}'s view",
+                package.tenant_id, self.tenant
+            )));
+        }
         self.store.import_package(self.tenant, action, package, audit).await
     }
 
@@ -198,6 +204,12 @@ impl<'a> MachineScope<'a> {
         at: Timestamp,
         audit: Option<&AuditEntry>,
     ) -> Result<Option<MachineAction>> {
+        if package.tenant_id != self.machine.tenant_id {
+            return Err(StoreError::Query(format!(
+                "a package of tenant {} recorded for a machine of tenant {}",
+                package.tenant_id, self.machine.tenant_id
+            )));
+        }
         self.store.complete_with_package(self.id(), package, at, audit).await
     }
     pub async fn cancel_requests(&self) -> Result<Vec<Uuid>> {

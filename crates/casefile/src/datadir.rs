@@ -115,5 +115,14 @@ pub fn restore(args: RestoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
              ([blobs] url), which this restore did not touch."
         )?;
     }
+    if let Some(dir) = &report.packages_from {
+        writeln!(
+            out,
+            "The packages were stored in {} ([blobs] url) and are restored into {}: move them back there, \
+             or point [blobs] url at the new place.",
+            dir.display(),
+            config.data_dir.join("packages").display()
+        )?;
+    }
     Ok(())
 }

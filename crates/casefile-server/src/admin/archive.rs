@@ -44,6 +44,10 @@ struct Manifest {
     /// `s3://bucket/prefix` when the packages live in a bucket and are not in the archive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     packages_in: Option<String>,
+    /// The directory the packages were stored in, when it was not `<data_dir>/packages`:
+    /// they are archived, and restored into `<data_dir>/packages`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    packages_from: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -76,6 +80,9 @@ pub struct RestoreReport {
     pub config: Option<PathBuf>,
     /// The bucket the archive's packages live in (they are not in the archive).
     pub packages_in: Option<String>,
+    /// The directory the packages came from, when not `<data_dir>/packages` (where this
+    /// restore put them).
+    pub packages_from: Option<PathBuf>,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AdminError {
@@ -161,10 +168,14 @@ fn write_entries(
     };
     add(&mut zip, DATABASE.to_owned(), snapshot, true)?;
     let mut packages = 0;
+    let mut packages_from = None;
     let packages_in = match &location {
         crate::config::BlobLocation::Dir(dir) => {
             for (rel, path) in files_under(dir)? {
                 packages += usize::from(add(&mut zip, format!("data/packages/{rel}"), &path, false)?);
+            }
+            if *dir != config.data_dir.join("packages") {
+                packages_from = Some(dir.clone());
             }
             None
         }
@@ -182,7 +193,13 @@ fn write_entries(
         return Err(AdminError::Invalid(format!("the configuration file {} is gone", file.display())));
     }
     let count = entries.len();
-    let manifest = Manifest { format: FORMAT.to_owned(), created_at: now, entries, packages_in: packages_in.clone() };
+    let manifest = Manifest {
+        format: FORMAT.to_owned(),
+        created_at: now,
+        entries,
+        packages_in: packages_in.clone(),
+        packages_from,
+    };
     zip.start_file(MANIFEST, SimpleFileOptions::default().unix_permissions(0o600)).map_err(zipped)?;
     serde_json::to_writer_pretty(&mut zip, &manifest).map_err(|e| io("cannot write the manifest")(e.into()))?;
     let file =
@@ -298,6 +315,7 @@ pub fn restore(archive: &Path, data_dir: &Path, force: bool, expected_sha256: Op
         replaced,
         config: config.exists().then_some(config),
         packages_in: manifest.packages_in,
+        packages_from: manifest.packages_from,
     })
 }
 

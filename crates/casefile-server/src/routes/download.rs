@@ -137,9 +137,15 @@ async fn redirect(
         .blobs
         .presigned_get(&package.blob_key, std::time::Duration::from_secs(ttl), PACKAGE_FILE_NAME)
         .await
-        .map_err(|e| {
-            state.metrics.blob_error("presign", false);
-            ApiError::internal_from(e)
+        .map_err(|e| match e {
+            object_store::Error::NotFound { .. } => {
+                state.metrics.blob_error("presign", false);
+                ApiError::not_found("The package this link points to is no longer stored")
+            }
+            e => {
+                state.metrics.blob_error("presign", false);
+                ApiError::internal_from(e)
+            }
         })?
         .ok_or_else(|| ApiError::internal_from("blobs.redirect_downloads is set but packages are not in a bucket"))?;
     tracing::info!(action_id = %claims.act, tenant = %claims.tid, ttl, "package download redirected to the bucket");

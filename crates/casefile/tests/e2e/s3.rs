@@ -57,7 +57,14 @@ fn incompressible(len: usize) -> Vec<u8> {
 
 /// The bucket key of an action's stored package.
 async fn key_of(server: &TestServer, id: &str) -> String {
-    let package = server.server().state().store.package(&casefile_proto::TenantId::default_tenant(), id.parse().unwrap()).await.unwrap().unwrap();
+    let package = server
+        .server()
+        .state()
+        .store
+        .package(&casefile_proto::TenantId::default_tenant(), id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     format!("{PREFIX}/{}", package.blob_key)
 }
 
@@ -127,7 +134,14 @@ async fn with_redirect_downloads_the_link_answers_a_short_lived_presigned_url_an
     assert_eq!(&followed.bytes().await.unwrap()[..], &stored[..]);
 
     // A link about to expire never yields a presigned URL that outlives it.
-    let package = server.server().state().store.package(&casefile_proto::TenantId::default_tenant(), id.parse().unwrap()).await.unwrap().unwrap();
+    let package = server
+        .server()
+        .state()
+        .store
+        .package(&casefile_proto::TenantId::default_tenant(), id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     let link = casefile_server::links::Link {
         tenant: "default",
         action: package.action_id,
