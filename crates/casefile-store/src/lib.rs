@@ -2,6 +2,8 @@
 //! implementation with its own migrations (SQLite here; PostgreSQL slots in beside it),
 //! so no SQL dialect leaks into the server.
 
+mod open;
+pub mod postgres;
 pub mod query;
 mod records;
 pub mod sqlite;
@@ -13,6 +15,8 @@ use uuid::Uuid;
 
 pub use query::{ListQuery, Listed, Visibility};
 pub use records::*;
+pub use open::{Backend, Database};
+pub use postgres::PgStore;
 pub use sqlite::{Schema, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +56,9 @@ pub enum StoreError {
     /// caller's property table, never user input (the API layer checks that first).
     #[error("unsupported query: {0}")]
     Query(String),
+    /// The operation is not one this database offers (a backup of PostgreSQL).
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 impl From<sqlx::Error> for StoreError {
