@@ -108,7 +108,10 @@ mod tests {
         assert_eq!(Backend::of("sqlite:///var/lib/casefile/casefile.db").unwrap().name(), "sqlite");
         assert_eq!(Backend::of("/var/lib/casefile/casefile.db").unwrap().name(), "sqlite");
         assert_eq!(Backend::of("postgres://casefile@db/casefile").unwrap().name(), "postgres");
-        assert_eq!(Backend::of("PostgreSQL://casefile:pw@db:5433/casefile?sslmode=require").unwrap().name(), "postgres");
+        assert_eq!(
+            Backend::of("PostgreSQL://casefile:pw@db:5433/casefile?sslmode=require").unwrap().name(),
+            "postgres"
+        );
         assert!(Backend::of("mysql://db/casefile").unwrap_err().to_string().contains("not supported"));
         assert!(Backend::of("redis://db").is_err());
     }

@@ -10,7 +10,7 @@ use super::rows::{self, ACTION_COLUMNS, PACKAGE_COLUMNS};
 use super::{PgStore, filter, is_unique_violation};
 use crate::*;
 
-async fn insert_action(conn: &mut PgConnection, tenant: &str, a: &MachineAction) -> Result<()> {
+async fn insert_action(conn: &mut PgConnection, tenant: &TenantId, a: &MachineAction) -> Result<()> {
     let result = sqlx::query(
         "INSERT INTO machine_actions (id, tenant_id, machine_id, type, status, title, requestor, \
              requestor_comment, external_id, request_source, computer_dns_name, created_at, updated_at, \
@@ -18,7 +18,7 @@ async fn insert_action(conn: &mut PgConnection, tenant: &str, a: &MachineAction)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(a.id)
-    .bind(tenant)
+    .bind(tenant.as_str())
     .bind(&a.machine_id)
     .bind(a.action_type.as_str())
     .bind(a.status.as_str())
@@ -48,7 +48,7 @@ async fn insert_package(conn: &mut PgConnection, p: &PackageRecord) -> Result<()
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(p.action_id)
-    .bind(&p.tenant_id)
+    .bind(p.tenant_id.as_str())
     .bind(&p.blob_key)
     .bind(size)
     .bind(&p.sha256)
@@ -64,7 +64,7 @@ fn push_predecessors(q: &mut QueryBuilder<Postgres>, to: ActionStatus) {
     q.push(" status = ANY(").push_bind(allowed).push(")");
 }
 
-fn push_transition_set(q: &mut QueryBuilder<Postgres>, change: &Transition) {
+pub(super) fn push_transition_set(q: &mut QueryBuilder<Postgres>, change: &Transition) {
     q.push("UPDATE machine_actions SET status = ");
     q.push_bind(change.to.as_str());
     q.push(", updated_at = ");
@@ -88,8 +88,9 @@ fn ids(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Uuid>> {
     rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
 }
 
-impl PgStore {
-    pub(super) async fn create_action(&self, tenant: &str, a: &MachineAction, audit: Option<&AuditEntry>) -> Result<()> {
+#[async_trait::async_trait]
+impl ActionStore for PgStore {
+    async fn create_action(&self, tenant: &TenantId, a: &MachineAction, audit: Option<&AuditEntry>) -> Result<()> {
         let mut tx = self.write().await?;
         insert_action(&mut tx, tenant, a).await?;
         insert_audit_opt(&mut tx, audit).await?;
@@ -97,32 +98,30 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) async fn action(&self, tenant: &str, id: Uuid) -> Result<Option<MachineAction>> {
+    async fn action(&self, tenant: &TenantId, id: Uuid) -> Result<Option<MachineAction>> {
         let sql = format!("SELECT {ACTION_COLUMNS} FROM machine_actions WHERE id = $1 AND tenant_id = $2");
-        let row = sqlx::query(AssertSqlSafe(sql)).bind(id).bind(tenant).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(id).bind(tenant.as_str()).fetch_optional(&self.pool).await?;
         row.as_ref().map(rows::action).transpose()
     }
 
-    pub(super) async fn actions(&self, tenant: &str, query: &ListQuery) -> Result<Listed<MachineAction>> {
+    async fn actions(&self, tenant: &TenantId, query: &ListQuery) -> Result<Listed<MachineAction>> {
         let listed = self
             .list("machine_actions", ACTION_COLUMNS, filter::ACTION_COLUMNS, "created_at DESC, id DESC", tenant, query)
             .await?;
         listed.try_map_pg(rows::action)
     }
 
-    pub(super) async fn transition(
+    async fn transition(
         &self,
         id: Uuid,
-        machine_id: Option<&str>,
+        machine_id: &str,
         change: &Transition,
         audit: Option<&AuditEntry>,
     ) -> Result<Option<MachineAction>> {
         let mut q = QueryBuilder::<Postgres>::new("");
         push_transition_set(&mut q, change);
         q.push(" WHERE id = ").push_bind(id);
-        if let Some(m) = machine_id {
-            q.push(" AND machine_id = ").push_bind(m.to_owned());
-        }
+        q.push(" AND machine_id = ").push_bind(machine_id.to_owned());
         q.push(" AND");
         push_predecessors(&mut q, change.to);
         q.push(format!(" RETURNING {ACTION_COLUMNS}"));
@@ -135,7 +134,7 @@ impl PgStore {
         rows::action(&row).map(Some)
     }
 
-    pub(super) async fn complete_with_package(
+    async fn complete_with_package(
         &self,
         machine_id: &str,
         p: &PackageRecord,
@@ -161,15 +160,16 @@ impl PgStore {
         Ok(Some(action))
     }
 
-    pub(super) async fn package(&self, tenant: &str, action_id: Uuid) -> Result<Option<PackageRecord>> {
+    async fn package(&self, tenant: &TenantId, action_id: Uuid) -> Result<Option<PackageRecord>> {
         let sql = format!("SELECT {PACKAGE_COLUMNS} FROM packages WHERE action_id = $1 AND tenant_id = $2");
-        let row = sqlx::query(AssertSqlSafe(sql)).bind(action_id).bind(tenant).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query(AssertSqlSafe(sql)).bind(action_id).bind(tenant.as_str()).fetch_optional(&self.pool).await?;
         row.as_ref().map(rows::package).transpose()
     }
 
-    pub(super) async fn import_package(
+    async fn import_package(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         action: &MachineAction,
         package: &PackageRecord,
         audit: Option<&AuditEntry>,
@@ -182,31 +182,9 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) async fn expired_packages(&self, stored_before: Timestamp, limit: u32) -> Result<Vec<PackageRecord>> {
-        let sql = format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE deleted_at IS NULL AND stored_at < $1 \
-             ORDER BY stored_at LIMIT $2"
-        );
-        let found = sqlx::query(AssertSqlSafe(sql))
-            .bind(stored_before)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        found.iter().map(rows::package).collect()
-    }
-
-    pub(super) async fn mark_package_deleted(&self, action_id: Uuid, at: Timestamp) -> Result<()> {
-        sqlx::query("UPDATE packages SET deleted_at = $1 WHERE action_id = $2 AND deleted_at IS NULL")
-            .bind(at)
-            .bind(action_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub(super) async fn request_cancel(
+    async fn request_cancel(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: Uuid,
         r: &CancelRequest,
         audit: Option<&AuditEntry>,
@@ -219,7 +197,7 @@ impl PgStore {
         };
         push_transition_set(&mut q, &change);
         q.push(" WHERE id = ").push_bind(id);
-        q.push(" AND tenant_id = ").push_bind(tenant.to_owned());
+        q.push(" AND tenant_id = ").push_bind(tenant.as_str().to_owned());
         q.push(format!(" AND status = 'Pending' RETURNING {ACTION_COLUMNS}"));
         let mut tx = self.write().await?;
         if let Some(row) = q.build().fetch_optional(&mut *tx).await? {
@@ -239,7 +217,7 @@ impl PgStore {
             .bind(&r.requestor)
             .bind(&r.comment)
             .bind(id)
-            .bind(tenant)
+            .bind(tenant.as_str())
             .fetch_optional(&mut *tx)
             .await?;
         if let Some(row) = row {
@@ -251,7 +229,7 @@ impl PgStore {
         Ok(self.action(tenant, id).await?.map(CancelOutcome::AlreadyFinal))
     }
 
-    pub(super) async fn cancel_requests(&self, machine_id: &str) -> Result<Vec<Uuid>> {
+    async fn cancel_requests(&self, machine_id: &str) -> Result<Vec<Uuid>> {
         let found = sqlx::query(
             "SELECT id FROM machine_actions WHERE machine_id = $1 AND status = 'InProgress' \
              AND cancel_requested_at IS NOT NULL ORDER BY cancel_requested_at",
@@ -262,7 +240,7 @@ impl PgStore {
         ids(&found)
     }
 
-    pub(super) async fn confirm_cancel(
+    async fn confirm_cancel(
         &self,
         machine_id: &str,
         id: Uuid,
@@ -283,34 +261,11 @@ impl PgStore {
         rows::action(&row).map(Some)
     }
 
-    pub(super) async fn time_out_pending(&self, created_before: Timestamp, change: &Transition) -> Result<u64> {
-        let mut q = QueryBuilder::<Postgres>::new("");
-        push_transition_set(&mut q, change);
-        q.push(" WHERE status = 'Pending' AND created_at < ").push_bind(created_before);
-        Ok(q.build().execute(&self.pool).await?.rows_affected())
-    }
-
-    pub(super) async fn fail_in_progress(&self, machine_id: &str, change: &Transition) -> Result<Vec<Uuid>> {
+    async fn fail_in_progress(&self, machine_id: &str, change: &Transition) -> Result<Vec<Uuid>> {
         self.fail_in_progress_except(machine_id, &[], change).await
     }
 
-    pub(super) async fn time_out_stalled(
-        &self,
-        silent_since: Timestamp,
-        started_before: Timestamp,
-        change: &Transition,
-    ) -> Result<u64> {
-        let mut q = QueryBuilder::<Postgres>::new("");
-        push_transition_set(&mut q, change);
-        q.push(" WHERE status = 'InProgress' AND (updated_at < ");
-        q.push_bind(started_before);
-        q.push(" OR machine_id IN (SELECT id FROM machines WHERE last_seen < ");
-        q.push_bind(silent_since);
-        q.push("))");
-        Ok(q.build().execute(&self.pool).await?.rows_affected())
-    }
-
-    pub(super) async fn claim_leased(
+    async fn claim_leased(
         &self,
         machine_id: &str,
         at: Timestamp,
@@ -354,7 +309,7 @@ impl PgStore {
         Ok(claim)
     }
 
-    pub(super) async fn accept_action(
+    async fn accept_action(
         &self,
         machine_id: &str,
         id: Uuid,
@@ -379,12 +334,7 @@ impl PgStore {
         Ok(changed > 0)
     }
 
-    pub(super) async fn fail_in_progress_except(
-        &self,
-        machine_id: &str,
-        keep: &[Uuid],
-        change: &Transition,
-    ) -> Result<Vec<Uuid>> {
+    async fn fail_in_progress_except(&self, machine_id: &str, keep: &[Uuid], change: &Transition) -> Result<Vec<Uuid>> {
         let mut q = QueryBuilder::<Postgres>::new("");
         push_transition_set(&mut q, change);
         q.push(" WHERE machine_id = ").push_bind(machine_id.to_owned());
@@ -396,7 +346,7 @@ impl PgStore {
         Ok(failed)
     }
 
-    pub(super) async fn next_lease_end(&self, machine_id: &str) -> Result<Option<Timestamp>> {
+    async fn next_lease_end(&self, machine_id: &str) -> Result<Option<Timestamp>> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(lease_expires_at) FROM machine_actions WHERE machine_id = $1 AND status = 'InProgress' \
              AND accepted_at IS NULL AND cancel_requested_at IS NULL",
@@ -406,11 +356,11 @@ impl PgStore {
         .await?)
     }
 
-    pub(super) async fn package_by_sha256(&self, tenant: &str, sha256: &str) -> Result<Option<PackageRecord>> {
+    async fn package_by_sha256(&self, tenant: &TenantId, sha256: &str) -> Result<Option<PackageRecord>> {
         let sql = format!(
             "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant_id = $1 AND sha256 = $2 AND deleted_at IS NULL LIMIT 1"
         );
-        let row = sqlx::query(AssertSqlSafe(sql)).bind(tenant).bind(sha256).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(tenant.as_str()).bind(sha256).fetch_optional(&self.pool).await?;
         row.as_ref().map(rows::package).transpose()
     }
 }

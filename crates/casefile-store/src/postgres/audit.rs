@@ -39,8 +39,9 @@ pub(super) async fn insert_audit_opt(conn: &mut PgConnection, audit: Option<&Aud
     Ok(())
 }
 
-impl PgStore {
-    pub(super) async fn append_audit(&self, e: &AuditEntry) -> Result<i64> {
+#[async_trait::async_trait]
+impl AuditStore for PgStore {
+    async fn append_audit(&self, e: &AuditEntry) -> Result<i64> {
         // In a transaction so a failed commit is the caller's error (see `write`).
         let mut tx = self.write().await?;
         let seq = insert_audit(&mut tx, e).await?;
@@ -48,7 +49,7 @@ impl PgStore {
         Ok(seq)
     }
 
-    pub(super) async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
+    async fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
         let mut q = QueryBuilder::<Postgres>::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE TRUE"));
         if let Some(t) = &f.tenant_id {
             q.push(" AND tenant_id = ").push_bind(t.clone());

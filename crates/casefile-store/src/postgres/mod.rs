@@ -14,10 +14,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use casefile_proto::action::MachineAction;
-use casefile_proto::time::Timestamp;
 use sqlx::{Postgres, QueryBuilder, Row};
-use uuid::Uuid;
 
 use crate::*;
 
@@ -94,7 +91,9 @@ impl PgStore {
         if tracked == 0 {
             return match tables {
                 0 => Ok(Schema::Empty),
-                _ => Err(StoreError::Corrupt("the database has tables but no migration history: not casefile's".into())),
+                _ => {
+                    Err(StoreError::Corrupt("the database has tables but no migration history: not casefile's".into()))
+                }
             };
         }
         let applied: Vec<i64> =
@@ -221,72 +220,4 @@ impl<T> Listed<T> {
     fn try_map_pg<U>(self, f: impl Fn(&T) -> Result<U>) -> Result<Listed<U>> {
         Ok(Listed { items: self.items.iter().map(f).collect::<Result<_>>()?, total: self.total, more: self.more })
     }
-}
-
-// Until the store is split by area: the trait delegates to the area files.
-#[async_trait::async_trait]
-impl Store for PgStore {
-    async fn optimize(&self) -> Result<()> { PgStore::optimize(self).await }
-    async fn close(&self) { PgStore::close(self).await }
-    async fn backup_into(&self, dest: &std::path::Path) -> Result<()> { PgStore::backup_into(self, dest).await }
-    async fn probe_write(&self) -> Result<()> { PgStore::probe_write(self).await }
-    async fn action_counts(&self) -> Result<Vec<(String, String, u64)>> { PgStore::action_counts(self).await }
-    async fn machines_seen_since(&self, since: Timestamp) -> Result<u64> { PgStore::machines_seen_since(self, since).await }
-    async fn signing_keys(&self, purpose: &str) -> Result<Vec<SigningKeyRecord>> { PgStore::signing_keys(self, purpose).await }
-    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<()> { PgStore::insert_signing_key(self, key).await }
-    async fn retire_signing_key(&self, kid: &str, at: Timestamp) -> Result<bool> { PgStore::retire_signing_key(self, kid, at).await }
-    async fn create_application(&self, app: &ApplicationRecord) -> Result<()> { PgStore::create_application(self, app).await }
-    async fn application(&self, tenant: &str, client_id: Uuid) -> Result<Option<ApplicationRecord>> { PgStore::application(self, tenant, client_id).await }
-    async fn application_by_client_id(&self, client_id: Uuid) -> Result<Option<ApplicationRecord>> { PgStore::application_by_client_id(self, client_id).await }
-    async fn applications(&self, tenant: &str) -> Result<Vec<ApplicationRecord>> { PgStore::applications(self, tenant).await }
-    async fn update_application_roles(&self, tenant: &str, client_id: Uuid, roles: &[String],) -> Result<Option<ApplicationRecord>> { PgStore::update_application_roles(self, tenant, client_id, roles).await }
-    async fn set_application_disabled(&self, tenant: &str, client_id: Uuid, disabled_at: Option<Timestamp>,) -> Result<Option<ApplicationRecord>> { PgStore::set_application_disabled(self, tenant, client_id, disabled_at).await }
-    async fn rotate_application_secret(&self, tenant: &str, client_id: Uuid, secret_hash: &str, at: Timestamp,) -> Result<Option<ApplicationRecord>> { PgStore::rotate_application_secret(self, tenant, client_id, secret_hash, at).await }
-    async fn insert_enrollment_token(&self, token: &EnrollmentTokenRecord) -> Result<()> { PgStore::insert_enrollment_token(self, token).await }
-    async fn enrollment_token_by_hash(&self, hash: &str) -> Result<Option<EnrollmentTokenRecord>> { PgStore::enrollment_token_by_hash(self, hash).await }
-    async fn enroll_machine(&self, machine: &MachineEnrollment) -> Result<MachineRecord> { PgStore::enroll_machine(self, machine).await }
-    async fn machine_by_credential(&self, hash: &str) -> Result<Option<MachineRecord>> { PgStore::machine_by_credential(self, hash).await }
-    async fn machine(&self, tenant: &str, id_or_name: &str) -> Result<Option<MachineRecord>> { PgStore::machine(self, tenant, id_or_name).await }
-    async fn machines(&self, tenant: &str, query: &ListQuery) -> Result<Listed<MachineRecord>> { PgStore::machines(self, tenant, query).await }
-    async fn update_host_facts(&self, machine_id: &str, facts: &HostFacts, at: Timestamp, audit: Option<&AuditEntry>,) -> Result<()> { PgStore::update_host_facts(self, machine_id, facts, at, audit).await }
-    async fn touch_machine(&self, machine_id: &str, at: Timestamp, ip: Option<&str>) -> Result<()> { PgStore::touch_machine(self, machine_id, at, ip).await }
-    async fn create_action(&self, tenant: &str, action: &MachineAction, audit: Option<&AuditEntry>) -> Result<()> { PgStore::create_action(self, tenant, action, audit).await }
-    async fn action(&self, tenant: &str, id: Uuid) -> Result<Option<MachineAction>> { PgStore::action(self, tenant, id).await }
-    async fn actions(&self, tenant: &str, query: &ListQuery) -> Result<Listed<MachineAction>> { PgStore::actions(self, tenant, query).await }
-    async fn transition(&self, id: Uuid, machine_id: Option<&str>, change: &Transition, audit: Option<&AuditEntry>,) -> Result<Option<MachineAction>> { PgStore::transition(self, id, machine_id, change, audit).await }
-    async fn complete_with_package(&self, machine_id: &str, package: &PackageRecord, at: Timestamp, audit: Option<&AuditEntry>,) -> Result<Option<MachineAction>> { PgStore::complete_with_package(self, machine_id, package, at, audit).await }
-    async fn package(&self, tenant: &str, action_id: Uuid) -> Result<Option<PackageRecord>> { PgStore::package(self, tenant, action_id).await }
-    async fn import_package(&self, tenant: &str, action: &MachineAction, package: &PackageRecord, audit: Option<&AuditEntry>,) -> Result<()> { PgStore::import_package(self, tenant, action, package, audit).await }
-    async fn expired_packages(&self, stored_before: Timestamp, limit: u32) -> Result<Vec<PackageRecord>> { PgStore::expired_packages(self, stored_before, limit).await }
-    async fn mark_package_deleted(&self, action_id: Uuid, at: Timestamp) -> Result<()> { PgStore::mark_package_deleted(self, action_id, at).await }
-    async fn request_cancel(&self, tenant: &str, id: Uuid, request: &CancelRequest, audit: Option<&AuditEntry>,) -> Result<Option<CancelOutcome>> { PgStore::request_cancel(self, tenant, id, request, audit).await }
-    async fn cancel_requests(&self, machine_id: &str) -> Result<Vec<Uuid>> { PgStore::cancel_requests(self, machine_id).await }
-    async fn confirm_cancel(&self, machine_id: &str, id: Uuid, at: Timestamp, audit: Option<&AuditEntry>,) -> Result<Option<MachineAction>> { PgStore::confirm_cancel(self, machine_id, id, at, audit).await }
-    async fn fail_in_progress(&self, machine_id: &str, change: &Transition) -> Result<Vec<Uuid>> { PgStore::fail_in_progress(self, machine_id, change).await }
-    async fn time_out_pending(&self, created_before: Timestamp, change: &Transition) -> Result<u64> { PgStore::time_out_pending(self, created_before, change).await }
-    async fn time_out_stalled(&self, silent_since: Timestamp, started_before: Timestamp, change: &Transition,) -> Result<u64> { PgStore::time_out_stalled(self, silent_since, started_before, change).await }
-    async fn append_audit(&self, entry: &AuditEntry) -> Result<i64> { PgStore::append_audit(self, entry).await }
-    async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> { PgStore::audit(self, filter).await }
-    async fn roles(&self, tenant: &str) -> Result<Vec<casefile_proto::rbac::Role>> { PgStore::roles(self, tenant).await }
-    async fn put_role(&self, tenant: &str, role: &casefile_proto::rbac::Role) -> Result<()> { PgStore::put_role(self, tenant, role).await }
-    async fn delete_role(&self, tenant: &str, name: &str) -> Result<bool> { PgStore::delete_role(self, tenant, name).await }
-    async fn device_groups(&self, tenant: &str) -> Result<Vec<casefile_proto::rbac::DeviceGroup>> { PgStore::device_groups(self, tenant).await }
-    async fn create_device_group(&self, tenant: &str, group: &casefile_proto::rbac::DeviceGroup,) -> Result<casefile_proto::rbac::DeviceGroup> { PgStore::create_device_group(self, tenant, group).await }
-    async fn delete_device_group(&self, tenant: &str, id: i64) -> Result<bool> { PgStore::delete_device_group(self, tenant, id).await }
-    async fn set_machine_group(&self, machine_id: &str, group: Option<i64>) -> Result<()> { PgStore::set_machine_group(self, machine_id, group).await }
-    async fn ungrouped_user_groups(&self, tenant: &str) -> Result<Vec<String>> { PgStore::ungrouped_user_groups(self, tenant).await }
-    async fn set_ungrouped_user_groups(&self, tenant: &str, groups: &[String]) -> Result<()> { PgStore::set_ungrouped_user_groups(self, tenant, groups).await }
-    async fn change_machine_tag(&self, machine_id: &str, tag: &str, add: bool) -> Result<Option<MachineRecord>> { PgStore::change_machine_tag(self, machine_id, tag, add).await }
-    async fn enroll_with_token(&self, enrollment: &TokenEnrollment) -> Result<EnrollOutcome> { PgStore::enroll_with_token(self, enrollment).await }
-    async fn create_enroll_challenge(&self, tenant: &str, challenge: &EnrollChallengeRecord) -> Result<bool> { PgStore::create_enroll_challenge(self, tenant, challenge).await }
-    async fn reset_machine_identity(&self, tenant: &str, machine_id: &str, entry: &AuditEntry,) -> Result<Option<MachineRecord>> { PgStore::reset_machine_identity(self, tenant, machine_id, entry).await }
-    async fn enrollment_tokens(&self, tenant: &str) -> Result<Vec<EnrollmentTokenRecord>> { PgStore::enrollment_tokens(self, tenant).await }
-    async fn revoke_enrollment_token(&self, tenant: &str, id: Uuid, at: Timestamp,) -> Result<Option<EnrollmentTokenRecord>> { PgStore::revoke_enrollment_token(self, tenant, id, at).await }
-    async fn machines_named(&self, tenant: &str, name: &str) -> Result<Vec<MachineRecord>> { PgStore::machines_named(self, tenant, name).await }
-    async fn claim_leased(&self, machine_id: &str, at: Timestamp, lease_until: Option<Timestamp>, audit: Option<&(dyn for<'c> Fn(&'c Claim) -> AuditEntry + Sync)>,
-    ) -> Result<Option<Claim>> { PgStore::claim_leased(self, machine_id, at, lease_until, audit).await }
-    async fn accept_action(&self, machine_id: &str, id: Uuid, at: Timestamp, audit: Option<&AuditEntry>,) -> Result<bool> { PgStore::accept_action(self, machine_id, id, at, audit).await }
-    async fn fail_in_progress_except(&self, machine_id: &str, keep: &[Uuid], change: &Transition) -> Result<Vec<Uuid>> { PgStore::fail_in_progress_except(self, machine_id, keep, change).await }
-    async fn next_lease_end(&self, machine_id: &str) -> Result<Option<Timestamp>> { PgStore::next_lease_end(self, machine_id).await }
-    async fn package_by_sha256(&self, tenant: &str, sha256: &str) -> Result<Option<PackageRecord>> { PgStore::package_by_sha256(self, tenant, sha256).await }
 }

@@ -46,7 +46,7 @@ pub(super) const MACHINE_COLUMNS: &str = "id, tenant_id, computer_dns_name, os_p
 pub(super) fn machine(row: &PgRow) -> Result<MachineRecord> {
     Ok(MachineRecord {
         id: row.try_get("id")?,
-        tenant_id: row.try_get("tenant_id")?,
+        tenant_id: tenant(row)?,
         facts: HostFacts {
             computer_dns_name: row.try_get("computer_dns_name")?,
             os_platform: row.try_get("os_platform")?,
@@ -75,7 +75,7 @@ pub(super) fn token(r: &PgRow) -> Result<EnrollmentTokenRecord> {
     };
     Ok(EnrollmentTokenRecord {
         id: r.try_get("id")?,
-        tenant_id: r.try_get("tenant_id")?,
+        tenant_id: tenant(r)?,
         token_hash: r.try_get("token_hash")?,
         created_at: r.try_get("created_at")?,
         expires_at: r.try_get("expires_at")?,
@@ -92,7 +92,7 @@ pub(super) fn package(row: &PgRow) -> Result<PackageRecord> {
     let size: i64 = row.try_get("size")?;
     Ok(PackageRecord {
         action_id: row.try_get("action_id")?,
-        tenant_id: row.try_get("tenant_id")?,
+        tenant_id: tenant(row)?,
         blob_key: row.try_get("blob_key")?,
         size: u64::try_from(size).map_err(|_| StoreError::Corrupt(format!("package size {size}")))?,
         sha256: row.try_get("sha256")?,
@@ -107,7 +107,7 @@ pub(super) const APPLICATION_COLUMNS: &str =
 pub(super) fn application(row: &PgRow) -> Result<ApplicationRecord> {
     Ok(ApplicationRecord {
         client_id: row.try_get("client_id")?,
-        tenant_id: row.try_get("tenant_id")?,
+        tenant_id: tenant(row)?,
         name: row.try_get("name")?,
         secret_hash: row.try_get("secret_hash")?,
         roles: json_list(row, "roles")?,
@@ -117,8 +117,7 @@ pub(super) fn application(row: &PgRow) -> Result<ApplicationRecord> {
     })
 }
 
-pub(super) const SIGNING_KEY_COLUMNS: &str =
-    "kid, purpose, algorithm, private_key, public_key, created_at, retired_at";
+pub(super) const SIGNING_KEY_COLUMNS: &str = "kid, purpose, algorithm, private_key, public_key, created_at, retired_at";
 
 pub(super) fn signing_key(r: &PgRow) -> Result<SigningKeyRecord> {
     Ok(SigningKeyRecord {
@@ -173,6 +172,12 @@ pub(super) fn device_group(r: &PgRow) -> Result<casefile_proto::rbac::DeviceGrou
         rules: json_list(r, "rules")?,
         user_groups: json_list(r, "user_groups")?,
     })
+}
+
+/// The row's `tenant_id`.
+fn tenant(row: &PgRow) -> Result<TenantId> {
+    let raw: String = row.try_get("tenant_id")?;
+    TenantId::try_from(raw).map_err(StoreError::Corrupt)
 }
 
 /// A `jsonb` list column.
