@@ -103,6 +103,7 @@ impl TestServer {
         // The real address, so that the default public URL and issuer are this server's.
         let listen = listener.local_addr().unwrap();
         let mut config = ServerConfig { data_dir: dir.path().join("data"), listen, ..Default::default() };
+        config.store.url = postgres_url_for(dir.path());
         config.rate_limits.enabled = false;
         tweak(&mut config);
         let scheme = if config.tls.plain_http { "http" } else { "https" };
@@ -342,7 +343,46 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        // The directory goes, and its database with it (unless `stop_keeping_dir` handed
+        // both on).
+        pg_databases().remove(self.dir.path());
     }
+}
+
+/// Whether the servers keep their records in PostgreSQL (`CASEFILE_TEST_STORE=postgres`)
+/// rather than SQLite in their data directory.
+pub fn on_postgres() -> bool {
+    std::env::var("CASEFILE_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
+
+/// For tests of what only the SQLite store has (its file, its backup): `true`, with the
+/// reason printed, when the servers run on PostgreSQL.
+pub fn sqlite_only(what: &str) -> bool {
+    if on_postgres() {
+        eprintln!("skipped on PostgreSQL: {what} is SQLite's");
+    }
+    on_postgres()
+}
+
+fn pg_databases() -> std::sync::MutexGuard<'static, std::collections::HashMap<PathBuf, casefile_testkit::pg::PgDatabase>> {
+    static DATABASES: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<PathBuf, casefile_testkit::pg::PgDatabase>>,
+    > = std::sync::OnceLock::new();
+    DATABASES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// On PostgreSQL, the database of the test directory `dir`: a fresh one in the test
+/// process's cluster, kept with the directory so a server started on it again finds its
+/// records.
+fn postgres_url_for(dir: &std::path::Path) -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    let mut databases = pg_databases();
+    let database = databases.entry(dir.to_owned()).or_insert_with(|| {
+        casefile_testkit::pg::database().expect("CASEFILE_TEST_STORE=postgres needs PostgreSQL binaries")
+    });
+    Some(database.url.clone())
 }
 
 /// A client that trusts only the CA in `ca_pem`.
