@@ -17,10 +17,7 @@ use casefile_proto::application::{Application, ApplicationSecret};
 use casefile_proto::audit::AuditEvent;
 use casefile_proto::rbac::{DeviceGroup, Role};
 use casefile_proto::{ErrorCode, TenantId};
-use casefile_store::{
-    Database,
-    AuditFilter, MachineRecord, Schema as StoreSchema, Store, StoreError,
-};
+use casefile_store::{AuditFilter, Database, MachineRecord, Schema as StoreSchema, Store, StoreError};
 
 use crate::auth::AuthError;
 use crate::auth::applications::{self, ApplicationError};

@@ -103,9 +103,13 @@ impl TestServer {
         // The real address, so that the default public URL and issuer are this server's.
         let listen = listener.local_addr().unwrap();
         let mut config = ServerConfig { data_dir: dir.path().join("data"), listen, ..Default::default() };
-        config.store.url = postgres_url_for(dir.path());
         config.rate_limits.enabled = false;
         tweak(&mut config);
+        // After the tweak: a server started on another's data directory shares its records.
+        if config.store.url.is_none() {
+            config.store.url = postgres_url_for(&config.data_dir);
+        }
+        LAST_STORE_URL.with(|last| last.replace(config.store.url.clone()));
         let scheme = if config.tls.plain_http { "http" } else { "https" };
         let base = format!("{scheme}://{listen}");
         let server_clock: Arc<dyn Clock> = match &clock {
@@ -345,7 +349,7 @@ impl Drop for TestServer {
         self.shutdown.cancel();
         // The directory goes, and its database with it (unless `stop_keeping_dir` handed
         // both on).
-        pg_databases().remove(self.dir.path());
+        pg_databases().remove(&self.dir.path().join("data"));
     }
 }
 
@@ -353,6 +357,18 @@ impl Drop for TestServer {
 /// rather than SQLite in their data directory.
 pub fn on_postgres() -> bool {
     std::env::var("CASEFILE_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
+
+thread_local! {
+    /// The PostgreSQL database of the server this test (thread) started last: the CLI the
+    /// test runs on that server's data directory is pointed at it (`cli::casefile`).
+    static LAST_STORE_URL: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `CASEFILE_STORE__URL` for a command run by this test: the database of the server it
+/// started last, on PostgreSQL.
+pub fn store_url_of_this_test() -> Option<String> {
+    LAST_STORE_URL.with(|last| last.borrow().clone())
 }
 
 /// For tests of what only the SQLite store has (its file, its backup): `true`, with the
@@ -364,14 +380,15 @@ pub fn sqlite_only(what: &str) -> bool {
     on_postgres()
 }
 
-fn pg_databases() -> std::sync::MutexGuard<'static, std::collections::HashMap<PathBuf, casefile_testkit::pg::PgDatabase>> {
+fn pg_databases() -> std::sync::MutexGuard<'static, std::collections::HashMap<PathBuf, casefile_testkit::pg::PgDatabase>>
+{
     static DATABASES: std::sync::OnceLock<
         std::sync::Mutex<std::collections::HashMap<PathBuf, casefile_testkit::pg::PgDatabase>>,
     > = std::sync::OnceLock::new();
     DATABASES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// On PostgreSQL, the database of the test directory `dir`: a fresh one in the test
+/// On PostgreSQL, the database of the data directory `dir`: a fresh one in the test
 /// process's cluster, kept with the directory so a server started on it again finds its
 /// records.
 fn postgres_url_for(dir: &std::path::Path) -> Option<String> {
