@@ -50,6 +50,10 @@ struct Args {
     /// Smoke run: 1 s per workload, 10,000 actions, 5,000 fresh machines.
     #[arg(long)]
     quick: bool,
+    /// The store to measure: an empty database's URL (`postgres://…`); default: SQLite in a
+    /// temporary directory. The same table is printed for either.
+    #[arg(long)]
+    store_url: Option<String>,
     /// Instead of the workload table: the cost of metrics. The server runs as a child
     /// process, once with `metrics.enabled = false` and once with it on (scraped every
     /// `--scrape-seconds`); its RSS and CPU time are read from /proc at idle and under the
@@ -393,7 +397,10 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let dir = tempfile::tempdir()?;
-    let server = Server::open(bench_config(dir.path().join("data"))).await.context("opening the server")?;
+    let mut config = bench_config(dir.path().join("data"));
+    config.store.url = args.store_url.clone();
+    println!("store: {}", casefile_store::Backend::of(&config.database_url())?.name());
+    let server = Server::open(config).await.context("opening the server")?;
 
     let seeding = Instant::now();
     let seeded = seed(&server, &args).await.context("seeding the store")?;

@@ -30,10 +30,11 @@ pub struct Config {
     /// Base URL clients reach the server at (`https://casefile.example.com`); used for
     /// download links and `@odata.context`. Unset: taken from each request's `Host`.
     pub public_url: Option<String>,
-    /// Database URL; unset: the SQLite file `casefile.db` in the data directory.
-    /// Secret-bearing (a password in the URL): redacted when printed.
-    #[serde(serialize_with = "redact::url")]
+    /// Deprecated: the old name of `store.url` (accepted, with a warning at start).
+    #[serde(serialize_with = "redact::url", skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
+    /// Where the records live (`[store]`): SQLite in the data directory, or PostgreSQL.
+    pub store: StoreConfig,
     pub auth: AuthConfig,
     pub agents: AgentConfig,
     pub packages: PackageConfig,
@@ -52,6 +53,17 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// `GET /metrics` (Prometheus) and who may read it (`[metrics]`).
     pub metrics: MetricsConfig,
+}
+
+/// The database (`[store]`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite:///PATH` or `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (`?sslmode=require`
+    /// for TLS); unset: the SQLite file `casefile.db` in the data directory.
+    /// Secret-bearing (a password in the URL): redacted when printed.
+    #[serde(serialize_with = "redact::url")]
+    pub url: Option<String>,
 }
 
 /// Prometheus metrics at `GET /metrics`. Readable from loopback and `allow_from` only: the
@@ -545,6 +557,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: None,
             database_url: None,
+            store: StoreConfig::default(),
             auth: AuthConfig::default(),
             agents: AgentConfig::default(),
             packages: PackageConfig::default(),
@@ -747,6 +760,9 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
         config.check().map_err(ConfigError::Invalid)?;
+        if config.database_url.is_some() {
+            warnings.push("database_url is deprecated: use [store] url (environment CASEFILE_STORE__URL)".to_owned());
+        }
         Ok(Layered { config, warnings })
     }
 
@@ -802,8 +818,14 @@ impl Config {
         self.data_dir.join("tls")
     }
 
+    /// The database's URL: `store.url`, else the deprecated `database_url`, else the
+    /// SQLite file `casefile.db` in the data directory.
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("casefile.db").display()))
+        self.store
+            .url
+            .clone()
+            .or_else(|| self.database_url.clone())
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("casefile.db").display()))
     }
 
     pub fn packages_dir(&self) -> PathBuf {
@@ -827,6 +849,10 @@ impl Config {
     /// and misbehave.
     pub fn validate(&self) -> Result<(), String> {
         self.rate_limits.validate()?;
+        if self.store.url.is_some() && self.database_url.is_some() {
+            return Err("set store.url only: database_url is its deprecated name".to_owned());
+        }
+        casefile_store::Backend::of(&self.database_url()).map_err(|e| format!("store.url: {e}"))?;
         crate::metrics::parse_nets(&self.metrics.allow_from)?;
         let a = &self.agents;
         // A poll parks for up to poll_wait_seconds between two signs of life: a silent
@@ -1091,13 +1117,23 @@ mod layering_tests {
 
     #[test]
     fn the_printed_configuration_reads_back_and_hides_secrets() {
-        let env = [("CASEFILE_DATABASE_URL", "postgres://casefile:hunter2@db.example/casefile")];
+        let env = [("CASEFILE_STORE__URL", "postgres://casefile:hunter2@db.example/casefile")];
         let config = layered(None, &env, &[]).unwrap().config;
         let printed = config.to_redacted_toml();
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("postgres://casefile:REDACTED@db.example/casefile"), "{printed}");
+        assert_eq!(config.database_url(), "postgres://casefile:hunter2@db.example/casefile");
+        // The old name still works, with a warning; both at once is refused.
+        let old = [("CASEFILE_DATABASE_URL", "postgres://casefile:hunter2@db.example/casefile")];
+        let layered_old = layered(None, &old, &[]).unwrap();
+        assert_eq!(layered_old.config.database_url(), config.database_url());
+        assert!(layered_old.warnings.iter().any(|w| w.contains("deprecated")), "{:?}", layered_old.warnings);
+        assert!(!layered_old.config.to_redacted_toml().contains("hunter2"));
+        assert!(layered(None, &[old[0], env[0]], &[]).is_err());
+        let e = layered(None, &[("CASEFILE_STORE__URL", "mysql://db/casefile")], &[]).unwrap_err().to_string();
+        assert!(e.contains("store.url"), "{e}");
         // Everything else round-trips: the output is a valid configuration file.
-        let plain = Config { database_url: None, ..config };
+        let plain = Config { store: StoreConfig::default(), ..config };
         let back: Config = toml::from_str(&plain.to_redacted_toml()).unwrap();
         assert_eq!(back.to_redacted_toml(), plain.to_redacted_toml());
     }

@@ -3,6 +3,8 @@
 //! behind. A service whose program is missing is skipped with a printed reason, except
 //! when `CI` is set: there the missing program is a failure, since `.ci/run` installs it.
 
+pub mod pg;
+
 use std::net::TcpListener;
 use std::process::Child;
 

@@ -17,9 +17,7 @@ use casefile_proto::application::{Application, ApplicationSecret};
 use casefile_proto::audit::AuditEvent;
 use casefile_proto::rbac::{DeviceGroup, Role};
 use casefile_proto::{ErrorCode, TenantId};
-use casefile_store::{
-    AuditFilter, MachineRecord, MaintenanceStore, Schema as StoreSchema, SqliteStore, Store, StoreError,
-};
+use casefile_store::{AuditFilter, Database, MachineRecord, Schema as StoreSchema, Store, StoreError};
 
 use crate::auth::AuthError;
 use crate::auth::applications::{self, ApplicationError};
@@ -285,19 +283,21 @@ pub async fn migrate(config: &Config) -> Result<Migrated> {
 pub async fn migrate_with_clock(config: &Config, clock: &dyn Clock) -> Result<Migrated> {
     // Not beneath a running server: it would go on with the schema it knows.
     let _owner = DataDirLock::acquire(&config.data_dir)?;
-    let database = SqliteStore::path_of(&config.database_url())?;
-    let store = SqliteStore::open_unmigrated(&database).await?;
+    let store = Database::open_unmigrated(&config.database_url()).await?;
     let backup = match store.schema().await? {
         StoreSchema::Current => return Ok(Migrated { applied: Vec::new(), backup: None }),
         StoreSchema::Newer { database, binary } => return Err(StoreError::SchemaNewer { database, binary }.into()),
         // Nothing in it to lose.
         StoreSchema::Empty => None,
+        // PostgreSQL is backed up with its own tools (pg_dump) before `casefile migrate`;
+        // the migrator's advisory lock keeps two migrations of it apart.
+        StoreSchema::Older { .. } if !store.can_backup() => None,
         StoreSchema::Older { database, .. } => {
             let dir = migration_backup_dir(config);
             crate::create_private_dir(&dir)?;
             let at = clock.now().format("%Y%m%dT%H%M%SZ");
             let path = dir.join(format!("casefile-{at}-schema-{database}.db"));
-            store.backup_into(&path).await?;
+            store.store().backup_into(&path).await?;
             Some(path)
         }
     };

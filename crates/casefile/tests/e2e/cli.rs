@@ -10,7 +10,11 @@ use serde_json::Value;
 use crate::support::*;
 
 pub fn casefile() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_casefile"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_casefile"));
+    if let Some(url) = store_url_of_this_test() {
+        command.env("CASEFILE_STORE__URL", url);
+    }
+    command
 }
 
 /// `casefile-agent` is built beside `casefile` by `cargo test --workspace` (its own

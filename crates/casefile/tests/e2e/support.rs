@@ -105,6 +105,11 @@ impl TestServer {
         let mut config = ServerConfig { data_dir: dir.path().join("data"), listen, ..Default::default() };
         config.rate_limits.enabled = false;
         tweak(&mut config);
+        // After the tweak: a server started on another's data directory shares its records.
+        if config.store.url.is_none() {
+            config.store.url = postgres_url_for(&config.data_dir);
+        }
+        LAST_STORE_URL.with(|last| last.replace(config.store.url.clone()));
         let scheme = if config.tls.plain_http { "http" } else { "https" };
         let base = format!("{scheme}://{listen}");
         let server_clock: Arc<dyn Clock> = match &clock {
@@ -342,7 +347,59 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        // The directory goes, and its database with it (unless `stop_keeping_dir` handed
+        // both on).
+        pg_databases().remove(&self.dir.path().join("data"));
     }
+}
+
+/// Whether the servers keep their records in PostgreSQL (`CASEFILE_TEST_STORE=postgres`)
+/// rather than SQLite in their data directory.
+pub fn on_postgres() -> bool {
+    std::env::var("CASEFILE_TEST_STORE").is_ok_and(|v| v == "postgres")
+}
+
+thread_local! {
+    /// The PostgreSQL database of the server this test (thread) started last: the CLI the
+    /// test runs on that server's data directory is pointed at it (`cli::casefile`).
+    static LAST_STORE_URL: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `CASEFILE_STORE__URL` for a command run by this test: the database of the server it
+/// started last, on PostgreSQL.
+pub fn store_url_of_this_test() -> Option<String> {
+    LAST_STORE_URL.with(|last| last.borrow().clone())
+}
+
+/// For tests of what only the SQLite store has (its file, its backup): `true`, with the
+/// reason printed, when the servers run on PostgreSQL.
+pub fn sqlite_only(what: &str) -> bool {
+    if on_postgres() {
+        eprintln!("skipped on PostgreSQL: {what} is SQLite's");
+    }
+    on_postgres()
+}
+
+fn pg_databases() -> std::sync::MutexGuard<'static, std::collections::HashMap<PathBuf, casefile_testkit::pg::PgDatabase>>
+{
+    static DATABASES: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<PathBuf, casefile_testkit::pg::PgDatabase>>,
+    > = std::sync::OnceLock::new();
+    DATABASES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// On PostgreSQL, the database of the data directory `dir`: a fresh one in the test
+/// process's cluster, kept with the directory so a server started on it again finds its
+/// records.
+fn postgres_url_for(dir: &std::path::Path) -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    let mut databases = pg_databases();
+    let database = databases.entry(dir.to_owned()).or_insert_with(|| {
+        casefile_testkit::pg::database().expect("CASEFILE_TEST_STORE=postgres needs PostgreSQL binaries")
+    });
+    Some(database.url.clone())
 }
 
 /// A client that trusts only the CA in `ca_pem`.
