@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod blobs;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod correlation;
 pub mod dispatch;
@@ -34,14 +35,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::IntoResponse as _;
-use casefile_store::{SqliteStore, Store};
+use casefile_store::{ClusterStore, LocalCluster, SqliteStore, Store};
 use tokio::net::TcpListener;
 
 use crate::auth::{AccessClaims, Keyring, TrustedIssuers};
 use crate::blobs::Blobs;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::ratelimit::InMemoryLimiter;
+use crate::ratelimit::{InMemoryLimiter, RateLimiter, SharedLimiter};
 use crate::state::{AppState, Shared};
 
 pub use config::Config as ServerConfig;
@@ -146,6 +147,8 @@ impl Server {
             Schema::Migrate => SqliteStore::open(&database).await?,
             Schema::Require => SqliteStore::open_checked(&database).await?,
         });
+        // SQLite serves one server: nobody to coordinate with.
+        let cluster: Arc<dyn ClusterStore> = Arc::new(LocalCluster);
         let keyring = Keyring::load_or_create(store.as_ref()).await?;
         let blobs = Blobs::local(&config.packages_dir(), &config.staging_dir())?;
         let mut access_validation = auth::caller::access_validation(
@@ -170,7 +173,8 @@ impl Server {
             blobs,
             dispatcher: Default::default(),
             clock,
-            limiter: Arc::new(InMemoryLimiter::default()),
+            limiter: limiter_for(&cluster),
+            cluster,
             refusals: Default::default(),
             metrics,
             readiness: Default::default(),
@@ -247,6 +251,11 @@ impl Server {
             .service(router);
         // Leftovers of uploads a previous run was receiving are never resumed.
         self.state.blobs.clear_staging();
+        // Connected before serving, so a replica that cannot hear the others does not start.
+        let cluster_events = match self.state.cluster.subscribe().await? {
+            Some(events) => Some(tokio::spawn(cluster::run_events(self.state.clone(), events))),
+            None => None,
+        };
         let sweeper = tokio::spawn(lifecycle::run(self.state.clone()));
         let key_refresh = tokio::spawn(auth::keys::run_refresh(self.state.clone()));
         let issuer_refresh = tokio::spawn(auth::issuers::run_refresh(self.state.clone()));
@@ -276,6 +285,9 @@ impl Server {
         refusals.abort();
         audit::write_refusal_summaries(&self.state, true).await;
         sweeper.abort();
+        if let Some(events) = cluster_events {
+            events.abort();
+        }
         metrics_upkeep.abort();
         key_refresh.abort();
         issuer_refresh.abort();
@@ -344,6 +356,14 @@ impl Server {
             Err(enrollment::EnrollmentError::Store(e)) => Err(e.into()),
             Err(e) => Err(ServerError::Invalid(e.to_string())),
         }
+    }
+}
+
+/// Quotas counted in the shared database when replicas share it, else in the process.
+fn limiter_for(cluster: &Arc<dyn ClusterStore>) -> Arc<dyn RateLimiter> {
+    match cluster.shared() {
+        true => Arc::new(SharedLimiter::new(cluster.clone())),
+        false => Arc::new(InMemoryLimiter::default()),
     }
 }
 

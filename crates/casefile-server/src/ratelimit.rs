@@ -2,15 +2,18 @@
 //! 1,500 an hour for most APIs; 2 and 120 for `getPackageUri`). Rejected calls count
 //! too, so hammering a closed window does not open it sooner.
 //!
-//! The limiter is a trait so several replicas can share their counters later (in the
-//! database or a cache); [`InMemoryLimiter`] serves one process.
+//! [`InMemoryLimiter`] serves one process (SQLite: one server per database);
+//! [`SharedLimiter`] counts in the database that several replicas share, so a quota holds
+//! in total across them. Both keep the same windows: a window starts at the caller's first
+//! call in it and lasts its length.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use casefile_proto::time::Timestamp;
+use casefile_store::ClusterStore;
 
 /// At most `limit` calls per `length`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +82,42 @@ impl RateLimiter for InMemoryLimiter {
             if slot.count > window.limit {
                 let left = (slot.ends() - now).to_std().unwrap_or_default();
                 wait = Some(wait.map_or(left, |w| w.max(left)));
+            }
+        }
+        match wait {
+            None => Ok(()),
+            Some(left) => Err(left),
+        }
+    }
+}
+
+/// Windows counted in the shared database ([`ClusterStore::rate_limit_hit`]): one atomic
+/// statement per window, so replicas never lose or double a call.
+pub struct SharedLimiter {
+    cluster: Arc<dyn ClusterStore>,
+}
+
+impl SharedLimiter {
+    pub fn new(cluster: Arc<dyn ClusterStore>) -> Self {
+        Self { cluster }
+    }
+}
+
+#[async_trait]
+impl RateLimiter for SharedLimiter {
+    async fn hit(&self, key: &str, windows: &[Window], now: Timestamp) -> Result<(), Duration> {
+        let mut wait: Option<Duration> = None;
+        for window in windows {
+            match self.cluster.rate_limit_hit(key, window.length, now).await {
+                Ok(counted) if counted.count > u64::from(window.limit) => {
+                    let left = (counted.ends - now).to_std().unwrap_or_default();
+                    wait = Some(wait.map_or(left, |w| w.max(left)));
+                }
+                Ok(_) => {}
+                // Quotas share out capacity; they are not what keeps callers out. A
+                // database that cannot count the call will most likely fail the call
+                // itself, which then answers the error.
+                Err(e) => tracing::warn!("cannot count the call against its quota: {e}"),
             }
         }
         match wait {

@@ -2,6 +2,7 @@
 //! implementation with its own migrations (SQLite here; PostgreSQL slots in beside it),
 //! so no SQL dialect leaks into the server.
 
+pub mod cluster;
 pub mod query;
 mod records;
 pub mod sqlite;
@@ -11,6 +12,7 @@ use casefile_proto::action::MachineAction;
 use casefile_proto::time::Timestamp;
 use uuid::Uuid;
 
+pub use cluster::{ClusterEvent, ClusterStore, LeaderGuard, LocalCluster, PgCluster, WindowCount};
 pub use query::{ListQuery, Listed, Visibility};
 pub use records::*;
 pub use sqlite::{Schema, SqliteStore};

@@ -3,6 +3,8 @@
 //! behind. A service whose program is missing is skipped with a printed reason, except
 //! when `CI` is set: there the missing program is a failure, since `.ci/run` installs it.
 
+pub mod haproxy;
+
 use std::net::TcpListener;
 use std::process::Child;
 
@@ -18,10 +20,7 @@ impl Drop for KillOnDrop {
 
 /// A port nobody listens on right now (the kernel's pick for port 0).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
 /// Whether a missing service must fail the test (CI) rather than skip it.
