@@ -252,10 +252,12 @@ impl Server {
         // Leftovers of uploads a previous run was receiving are never resumed.
         self.state.blobs.clear_staging();
         // Connected before serving, so a replica that cannot hear the others does not start.
-        let cluster_events = match self.state.cluster.subscribe().await? {
-            Some(events) => Some(tokio::spawn(cluster::run_events(self.state.clone(), events))),
-            None => None,
-        };
+        let cluster_events = self
+            .state
+            .cluster
+            .subscribe()
+            .await?
+            .map(|events| tokio::spawn(cluster::run_events(self.state.clone(), events)));
         let sweeper = tokio::spawn(lifecycle::run(self.state.clone()));
         let key_refresh = tokio::spawn(auth::keys::run_refresh(self.state.clone()));
         let issuer_refresh = tokio::spawn(auth::issuers::run_refresh(self.state.clone()));

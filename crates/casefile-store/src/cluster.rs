@@ -335,3 +335,158 @@ mod postgres {
         }
     }
 }
+
+/// The PostgreSQL coordination against a real server (the testkit's throwaway cluster):
+/// notifications cross connections, a lost listener resyncs, one leader at a time, and
+/// the shared counter never loses or doubles a call under racing takers.
+#[cfg(test)]
+mod pg_tests {
+    use std::time::Duration;
+
+    use futures::StreamExt as _;
+    use sqlx::postgres::{PgPool, PgPoolOptions};
+
+    use super::*;
+
+    /// Any single wait here; a hang fails the test instead of blocking CI.
+    const WAIT_LIMIT: Duration = Duration::from_secs(30);
+
+    async fn pool(url: &str) -> PgPool {
+        PgPoolOptions::new().max_connections(8).connect(url).await.unwrap()
+    }
+
+    /// Two "replicas" (pools of their own) on one fresh database with this module's table.
+    async fn replicas() -> Option<(casefile_testkit::pg::PgDatabase, PgCluster, PgCluster)> {
+        let db = casefile_testkit::pg::database()?;
+        let (a, b) = (pool(&db.url).await, pool(&db.url).await);
+        sqlx::raw_sql(include_str!("../migrations/postgres/0002_cluster.sql")).execute(&a).await.unwrap();
+        Some((db, PgCluster::new(a), PgCluster::new(b)))
+    }
+
+    async fn next(events: &mut BoxStream<'static, ClusterEvent>) -> ClusterEvent {
+        tokio::time::timeout(WAIT_LIMIT, events.next()).await.expect("an event in time").expect("the stream goes on")
+    }
+
+    #[tokio::test]
+    async fn an_announcement_reaches_the_other_replica() {
+        let Some((_db, a, b)) = replicas().await else { return };
+        let mut events = b.subscribe().await.unwrap().expect("PostgreSQL replicas hear each other");
+        a.announce("machine-1").await.unwrap();
+        assert_eq!(next(&mut events).await, ClusterEvent::Work("machine-1".into()));
+        a.announce_keys().await.unwrap();
+        assert_eq!(next(&mut events).await, ClusterEvent::Keys);
+        // Payloads are not interpreted: an id with SQL in it is just an id.
+        a.announce("x'); DROP TABLE rate_limit_windows; --").await.unwrap();
+        assert_eq!(next(&mut events).await, ClusterEvent::Work("x'); DROP TABLE rate_limit_windows; --".into()));
+        assert!(a.rate_limit_hit("k", Duration::from_secs(60), chrono::Utc::now()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_lost_listener_resyncs_and_keeps_listening() {
+        let Some((_db, a, b)) = replicas().await else { return };
+        let mut events = b.subscribe().await.unwrap().unwrap();
+        // The database ends the listening session (a restart, a network cut, an admin).
+        let ended: i64 = sqlx::query_scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        )
+        .fetch_one(a.pool())
+        .await
+        .unwrap();
+        assert_eq!(ended, 1, "one listening session");
+        assert_eq!(next(&mut events).await, ClusterEvent::Resync, "missed announcements are made up for");
+        a.announce("machine-2").await.unwrap();
+        assert_eq!(next(&mut events).await, ClusterEvent::Work("machine-2".into()));
+    }
+
+    #[tokio::test]
+    async fn one_replica_leads_and_a_dead_leaders_role_passes_on() {
+        let Some((_db, a, b)) = replicas().await else { return };
+        let mut lead = a.try_lead("sweeper").await.unwrap().expect("the first asker leads");
+        assert!(b.try_lead("sweeper").await.unwrap().is_none(), "one leader at a time");
+        assert!(a.try_lead("sweeper").await.unwrap().is_none(), "even for the same replica's second ask");
+        let _other_role = b.try_lead("another role").await.unwrap().expect("roles are independent");
+        assert!(lead.still_held().await);
+
+        // Given up: the next asker leads.
+        drop(lead);
+        let mut lead = wait_for_lead(&b, "sweeper").await;
+
+        // The leader's connection dies (kill -9 of its process looks the same to the
+        // database): the lock goes with it, and the former leader knows it lost the role.
+        // A bigint advisory key shows in pg_locks as its high and low 32 bits.
+        let key = postgres::lock_key("sweeper");
+        let ended: i64 = sqlx::query_scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks \
+             WHERE locktype = 'advisory' AND granted AND classid::bigint = $1 AND objid::bigint = $2",
+        )
+        .bind((key >> 32) & 0xffff_ffff)
+        .bind(key & 0xffff_ffff)
+        .fetch_one(a.pool())
+        .await
+        .unwrap();
+        assert_eq!(ended, 1);
+        assert!(!lead.still_held().await, "the former leader sees it lost the role");
+        wait_for_lead(&a, "sweeper").await;
+    }
+
+    /// `try_lead` until granted: the database releases a closed session's locks as the
+    /// session ends, which is just after the client sees it closed.
+    async fn wait_for_lead(cluster: &PgCluster, name: &str) -> LeaderGuard {
+        tokio::time::timeout(WAIT_LIMIT, async {
+            loop {
+                if let Some(lead) = cluster.try_lead(name).await.unwrap() {
+                    return lead;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the role was released")
+    }
+
+    #[tokio::test]
+    async fn the_shared_counter_is_exact_under_racing_takers() {
+        let Some((_db, a, b)) = replicas().await else { return };
+        let now = chrono::Utc::now();
+        let minute = Duration::from_secs(60);
+        let mut takers = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let cluster = if i % 2 == 0 { a.clone() } else { b.clone() };
+            takers.spawn(async move { cluster.rate_limit_hit("tenant\ncaller\napi", minute, now).await.unwrap() });
+        }
+        let mut counts: Vec<u64> = takers.join_all().await.into_iter().map(|c| c.count).collect();
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=200).collect::<Vec<u64>>(), "every call counted once");
+
+        // Another window length of the same key, and another key, count apart.
+        assert_eq!(a.rate_limit_hit("tenant\ncaller\napi", Duration::from_secs(3600), now).await.unwrap().count, 1);
+        assert_eq!(b.rate_limit_hit("another", minute, now).await.unwrap().count, 1);
+
+        // The window ends a minute after its first call; the next call opens a new one.
+        let counted =
+            a.rate_limit_hit("tenant\ncaller\napi", minute, now + chrono::Duration::seconds(59)).await.unwrap();
+        assert_eq!(counted.count, 201);
+        assert_eq!(counted.ends.timestamp_micros(), (now + chrono::Duration::seconds(60)).timestamp_micros());
+        let later = now + chrono::Duration::seconds(60);
+        let counted = b.rate_limit_hit("tenant\ncaller\napi", minute, later).await.unwrap();
+        assert_eq!(
+            (counted.count, counted.ends.timestamp_micros()),
+            (1, (later + chrono::Duration::seconds(60)).timestamp_micros())
+        );
+
+        // Ended windows are forgotten: at now+60 s, the other key's minute has ended.
+        assert_eq!(a.forget_rate_limits(later).await.unwrap(), 1);
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM rate_limit_windows").fetch_one(a.pool()).await.unwrap();
+        assert_eq!(left, 2, "the renewed minute and the hour remain");
+    }
+
+    #[tokio::test]
+    async fn a_single_node_store_leads_and_hears_nothing() {
+        let local = LocalCluster;
+        assert!(local.subscribe().await.unwrap().is_none());
+        assert!(local.try_lead("sweeper").await.unwrap().expect("always granted").still_held().await);
+        assert!(!local.shared());
+    }
+}

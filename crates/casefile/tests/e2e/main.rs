@@ -24,6 +24,7 @@ mod offline;
 mod openapi;
 mod operate;
 mod rbac;
+mod replicas;
 mod shutdown;
 mod support;
 mod takeover;
