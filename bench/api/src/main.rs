@@ -270,7 +270,7 @@ async fn seed(server: &Server, args: &Args) -> anyhow::Result<Seeded> {
         store
             .enroll_machine(&MachineEnrollment {
                 id: id.clone(),
-                tenant_id: TENANT.into(),
+                tenant_id: casefile_store::TenantId::default_tenant(),
                 facts,
                 credential_hash: format!("bench-{id}"),
                 agent_public_key: None,
@@ -291,7 +291,7 @@ async fn seed(server: &Server, args: &Args) -> anyhow::Result<Seeded> {
         // Only final statuses: the store allows one live collection per machine. Drawn at
         // random, not from `n`, which would tie each machine to one status.
         action.status = if rng.below(10) == 0 { ActionStatus::Failed } else { ActionStatus::Succeeded };
-        store.create_action(TENANT, &action, None).await?;
+        store.create_action(&casefile_store::TenantId::default_tenant(), &action, None).await?;
         actions.push(action.id);
     }
     Ok(Seeded { machines, actions, fresh, oldest })

@@ -11,11 +11,13 @@ pub mod machine;
 pub mod oauth;
 pub mod odata;
 pub mod rbac;
+pub mod tenant;
 pub mod time;
 
 pub use action::{ActionStatus, ActionType, CancelActionRequest, CollectRequest, MachineAction};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use machine::{HealthStatus, Machine, MachineId};
+pub use tenant::TenantId;
 
 /// Tenant every single-tenant installation uses when none is named.
 pub const DEFAULT_TENANT: &str = "default";

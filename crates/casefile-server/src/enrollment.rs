@@ -14,8 +14,8 @@ use casefile_proto::time::{Timestamp, format};
 use casefile_store::{AuditEntry, EnrollmentTokenRecord, MachineRecord, Store, StoreError};
 use uuid::Uuid;
 
-use crate::auth::caller::valid_tenant_id;
 use crate::secrets;
+use casefile_proto::TenantId;
 
 /// The longest an enrollment token may live: a token is a standing permission to add
 /// machines, so it must end.
@@ -46,9 +46,7 @@ pub async fn create_token(
     uses: u32,
     now: Timestamp,
 ) -> Result<(String, EnrollmentTokenRecord)> {
-    if !valid_tenant_id(tenant) {
-        return Err(EnrollmentError::Invalid(format!("'{tenant}' is not a valid tenant id")));
-    }
+    let tenant = tenant_of(tenant)?;
     if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
         return Err(EnrollmentError::Invalid(format!(
             "the lifetime must be between 1 and {} seconds",
@@ -65,7 +63,7 @@ pub async fn create_token(
     let token = secrets::generate(secrets::ENROLLMENT_PREFIX);
     let record = EnrollmentTokenRecord {
         id: Uuid::new_v4(),
-        tenant_id: tenant.to_owned(),
+        tenant_id: tenant,
         token_hash: secrets::hash(&token),
         created_at: now,
         expires_at,
@@ -81,7 +79,7 @@ pub async fn create_token(
 pub fn to_wire(r: &EnrollmentTokenRecord, now: Timestamp) -> EnrollmentToken {
     EnrollmentToken {
         id: r.id,
-        tenant_id: r.tenant_id.clone(),
+        tenant_id: r.tenant_id.to_string(),
         created_at: format(&r.created_at),
         expires_at: format(&r.expires_at),
         revoked_at: r.revoked_at.as_ref().map(format),
@@ -92,12 +90,19 @@ pub fn to_wire(r: &EnrollmentTokenRecord, now: Timestamp) -> EnrollmentToken {
     }
 }
 
+/// The tenant an operator named (a command line, an admin request).
+fn tenant_of(raw: &str) -> Result<TenantId> {
+    TenantId::parse(raw).ok_or_else(|| EnrollmentError::Invalid(format!("'{raw}' is not a valid tenant id")))
+}
+
 pub async fn list_tokens(store: &dyn Store, tenant: &str, now: Timestamp) -> Result<Vec<EnrollmentToken>> {
+    let tenant = &tenant_of(tenant)?;
     Ok(store.enrollment_tokens(tenant).await?.iter().map(|r| to_wire(r, now)).collect())
 }
 
 /// Revokes a token by its id: no enrollment uses it from now on.
 pub async fn revoke_token(store: &dyn Store, tenant: &str, id: &str, now: Timestamp) -> Result<EnrollmentToken> {
+    let tenant = &tenant_of(tenant)?;
     let id = Uuid::try_parse(id.trim())
         .map_err(|_| EnrollmentError::Invalid(format!("'{id}' is not a token id (a GUID, as `list` shows)")))?;
     let revoked = store
@@ -116,6 +121,7 @@ pub async fn reset_identity(
     actor: &str,
     now: Timestamp,
 ) -> Result<MachineRecord> {
+    let tenant = &tenant_of(tenant)?;
     let machine_id = machine_id.trim().to_ascii_lowercase();
     let before = store
         .machine(tenant, &machine_id)
@@ -124,7 +130,7 @@ pub async fn reset_identity(
         .ok_or_else(|| EnrollmentError::NotFound(format!("no machine {machine_id} in tenant '{tenant}'")))?;
     let entry = AuditEntry {
         at: now,
-        tenant_id: Some(tenant.to_owned()),
+        tenant_id: Some(tenant.to_string()),
         actor_kind: "admin".to_owned(),
         actor: actor.to_owned(),
         event: "machine.reset-identity".to_owned(),

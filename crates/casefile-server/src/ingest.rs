@@ -9,10 +9,10 @@
 use axum::body::Body;
 use axum::http::HeaderMap;
 use casefile_package::SignatureCheck;
-use casefile_proto::ErrorCode;
 use casefile_proto::MachineAction;
 use casefile_proto::action::hresult;
 use casefile_proto::agent::SHA256_HEADER;
+use casefile_proto::{ErrorCode, TenantId};
 use ed25519_dalek::VerifyingKey;
 use uuid::Uuid;
 
@@ -79,7 +79,7 @@ impl Refusal {
 /// what was stored or refused in the metrics.
 pub async fn receive(
     state: &AppState,
-    tenant: &str,
+    tenant: &TenantId,
     action_id: Uuid,
     headers: &HeaderMap,
     body: Body,
@@ -103,7 +103,7 @@ pub async fn receive(
 /// Receives the request body as a package of `tenant`'s action `action_id`.
 async fn receive_checked(
     state: &AppState,
-    tenant: &str,
+    tenant: &TenantId,
     action_id: Uuid,
     headers: &HeaderMap,
     body: Body,
@@ -193,7 +193,7 @@ struct Checked {
 }
 
 /// A replayed import: the same zip already stored for this tenant.
-async fn refuse_duplicate(state: &AppState, tenant: &str, sha256: &str) -> Result<(), Refusal> {
+async fn refuse_duplicate(state: &AppState, tenant: &TenantId, sha256: &str) -> Result<(), Refusal> {
     match state.store.package_by_sha256(tenant, sha256).await {
         Ok(None) => Ok(()),
         Ok(Some(existing)) => Err(Refusal::invalid(

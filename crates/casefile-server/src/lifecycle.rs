@@ -165,7 +165,7 @@ async fn delete_expired(
             let detail = serde_json::json!({"sha256": package.sha256, "storedAt": casefile_proto::time::format(&package.stored_at)});
             let entry = audit::system_entry(
                 state,
-                Some(&package.tenant_id),
+                Some(package.tenant_id.as_str()),
                 "package.delete",
                 &package.action_id.to_string(),
                 detail,

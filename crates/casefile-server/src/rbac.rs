@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 
+use casefile_proto::TenantId;
 use casefile_proto::rbac::{self, DeviceGroup, Role, permission};
 use casefile_store::query::{CmpOp, Expr, OrderBy, Value};
 use casefile_store::{ListQuery, MachineRecord, StoreError, Visibility};
@@ -106,14 +107,14 @@ async fn regroup_with(state: &AppState, groups: &[DeviceGroup], machine: &Machin
         rbac::group_of(groups, &machine.facts.computer_dns_name, &machine.machine_tags, &machine.facts.os_platform)
             .map(|g| g.id);
     if group != machine.rbac_group_id {
-        state.store.set_machine_group(&machine.id, group).await?;
+        state.store.set_machine_group(&machine.tenant_id, &machine.id, group).await?;
     }
     Ok(())
 }
 
 /// Regroups every machine of `tenant` among `groups`, a page at a time. Pages follow the
 /// machine id, which never changes (`lastSeen` order would move under polling agents).
-async fn regroup_tenant(state: &AppState, tenant: &str, groups: &[DeviceGroup]) -> Result<u64, StoreError> {
+async fn regroup_tenant(state: &AppState, tenant: &TenantId, groups: &[DeviceGroup]) -> Result<u64, StoreError> {
     const PAGE: u64 = 1000;
     let mut after: Option<String> = None;
     let mut done = 0;
@@ -165,13 +166,13 @@ fn invalid(why: String) -> ApiError {
 }
 
 /// Creates or replaces a role (CLI and admin API).
-pub async fn put_role(state: &AppState, tenant: &str, role: Role) -> Result<Role, ApiError> {
+pub async fn put_role(state: &AppState, tenant: &TenantId, role: Role) -> Result<Role, ApiError> {
     check_role(&role).map_err(invalid)?;
     state.store.put_role(tenant, &role).await?;
     Ok(role)
 }
 
-pub async fn delete_role(state: &AppState, tenant: &str, name: &str) -> Result<(), ApiError> {
+pub async fn delete_role(state: &AppState, tenant: &TenantId, name: &str) -> Result<(), ApiError> {
     if state.store.delete_role(tenant, name).await? {
         Ok(())
     } else {
@@ -180,7 +181,7 @@ pub async fn delete_role(state: &AppState, tenant: &str, name: &str) -> Result<(
 }
 
 /// Creates a device group and regroups the tenant's machines.
-pub async fn create_group(state: &AppState, tenant: &str, group: DeviceGroup) -> Result<DeviceGroup, ApiError> {
+pub async fn create_group(state: &AppState, tenant: &TenantId, group: DeviceGroup) -> Result<DeviceGroup, ApiError> {
     check_group(&group).map_err(invalid)?;
     let created = match state.store.create_device_group(tenant, &group).await {
         Err(StoreError::Duplicate(why)) => return Err(invalid(why)),
@@ -191,7 +192,7 @@ pub async fn create_group(state: &AppState, tenant: &str, group: DeviceGroup) ->
 }
 
 /// Deletes a device group; its machines join whatever group they match next.
-pub async fn delete_group(state: &AppState, tenant: &str, id: i64) -> Result<(), ApiError> {
+pub async fn delete_group(state: &AppState, tenant: &TenantId, id: i64) -> Result<(), ApiError> {
     let mut groups = state.store.device_groups(tenant).await?;
     if !groups.iter().any(|g| g.id == id) {
         return Err(ApiError::not_found(format!("Device group {id} was not found")));
@@ -205,7 +206,11 @@ pub async fn delete_group(state: &AppState, tenant: &str, id: i64) -> Result<(),
 }
 
 /// Sets who sees "Ungrouped devices (default)" (empty: every user).
-pub async fn set_ungrouped_access(state: &AppState, tenant: &str, user_groups: Vec<String>) -> Result<(), ApiError> {
+pub async fn set_ungrouped_access(
+    state: &AppState,
+    tenant: &TenantId,
+    user_groups: Vec<String>,
+) -> Result<(), ApiError> {
     state.store.set_ungrouped_user_groups(tenant, &user_groups).await?;
     Ok(())
 }

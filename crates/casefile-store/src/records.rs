@@ -1,5 +1,6 @@
 //! What the store keeps, beyond the wire entities of `casefile-proto`.
 
+use casefile_proto::TenantId;
 use casefile_proto::action::{ActionStatus, MachineAction};
 use casefile_proto::machine::IpAddress;
 use casefile_proto::time::Timestamp;
@@ -22,7 +23,7 @@ pub struct SigningKeyRecord {
 pub struct ApplicationRecord {
     /// The OAuth2 `client_id`, also the tokens' `appid` and `oid`.
     pub client_id: Uuid,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     /// Unique within the tenant, compared without letter case; the tokens' `app_displayname`.
     pub name: String,
     /// argon2 PHC string of the client secret; the secret itself is never stored.
@@ -39,7 +40,7 @@ pub struct ApplicationRecord {
 #[derive(Debug, Clone)]
 pub struct EnrollmentTokenRecord {
     pub id: Uuid,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub token_hash: String,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
@@ -127,7 +128,7 @@ pub struct HostFacts {
 #[derive(Debug, Clone)]
 pub struct MachineEnrollment {
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub facts: HostFacts,
     pub credential_hash: String,
     pub agent_public_key: Option<String>,
@@ -138,7 +139,7 @@ pub struct MachineEnrollment {
 #[derive(Debug, Clone)]
 pub struct MachineRecord {
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub facts: HostFacts,
     pub last_ip_address: Option<String>,
     pub machine_tags: Vec<String>,
@@ -181,7 +182,7 @@ impl Transition {
 #[derive(Debug, Clone)]
 pub struct PackageRecord {
     pub action_id: Uuid,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub blob_key: String,
     pub size: u64,
     pub sha256: String,

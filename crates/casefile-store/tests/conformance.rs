@@ -6,6 +6,11 @@ use casefile_store::*;
 use chrono::{Duration, Utc};
 use uuid::Uuid;
 
+/// A tenant id the tests name literally.
+fn tid(raw: &str) -> TenantId {
+    TenantId::parse(raw).unwrap()
+}
+
 async fn sqlite() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("test.db")).await.unwrap();
@@ -16,7 +21,7 @@ async fn machine(store: &dyn Store, tenant: &str, id: &str) -> MachineRecord {
     store
         .enroll_machine(&MachineEnrollment {
             id: id.to_owned(),
-            tenant_id: tenant.to_owned(),
+            tenant_id: tid(tenant),
             facts: HostFacts {
                 computer_dns_name: format!("{id}-host"),
                 os_platform: "Linux".into(),
@@ -43,7 +48,7 @@ fn pending(machine_id: &str, created: chrono::DateTime<Utc>) -> MachineAction {
 fn package(action: Uuid, tenant: &str) -> PackageRecord {
     PackageRecord {
         action_id: action,
-        tenant_id: tenant.into(),
+        tenant_id: tid(tenant),
         blob_key: format!("{tenant}/{action}.zip"),
         size: 3,
         sha256: "ab".repeat(32),
@@ -55,18 +60,18 @@ fn package(action: Uuid, tenant: &str) -> PackageRecord {
 async fn transitions_never_go_backwards(store: &dyn Store) {
     machine(store, "t", "m1").await;
     let action = pending("m1", Utc::now());
-    store.create_action("t", &action, None).await.unwrap();
+    store.create_action(&tid("t"), &action, None).await.unwrap();
 
     // Pending cannot jump to Succeeded, with or without a package.
     assert!(
         store
-            .transition(action.id, None, &Transition::to(ActionStatus::Succeeded, Utc::now()), None)
+            .transition(action.id, "m1", &Transition::to(ActionStatus::Succeeded, Utc::now()), None)
             .await
             .unwrap()
             .is_none()
     );
     assert!(store.complete_with_package("m1", &package(action.id, "t"), Utc::now(), None).await.unwrap().is_none());
-    assert!(store.package("t", action.id).await.unwrap().is_none(), "no package without Succeeded");
+    assert!(store.package(&tid("t"), action.id).await.unwrap().is_none(), "no package without Succeeded");
 
     let claimed = claim(store, "m1", Utc::now()).await.unwrap();
     assert_eq!((claimed.id, claimed.status), (action.id, ActionStatus::InProgress));
@@ -74,31 +79,31 @@ async fn transitions_never_go_backwards(store: &dyn Store) {
     assert!(store.complete_with_package("m2", &package(action.id, "t"), Utc::now(), None).await.unwrap().is_none());
     let done = store.complete_with_package("m1", &package(action.id, "t"), Utc::now(), None).await.unwrap().unwrap();
     assert_eq!(done.status, ActionStatus::Succeeded);
-    assert!(store.package("t", action.id).await.unwrap().is_some());
+    assert!(store.package(&tid("t"), action.id).await.unwrap().is_some());
 
     // Final is final.
     for to in [ActionStatus::Failed, ActionStatus::Cancelled, ActionStatus::TimeOut, ActionStatus::InProgress] {
         assert!(
-            store.transition(action.id, None, &Transition::to(to, Utc::now()), None).await.unwrap().is_none(),
+            store.transition(action.id, "m1", &Transition::to(to, Utc::now()), None).await.unwrap().is_none(),
             "{to}"
         );
     }
-    assert_eq!(store.action("t", action.id).await.unwrap().unwrap().status, ActionStatus::Succeeded);
+    assert_eq!(store.action(&tid("t"), action.id).await.unwrap().unwrap().status, ActionStatus::Succeeded);
 }
 
 async fn one_live_collection_per_machine(store: &dyn Store) {
     machine(store, "t", "m1").await;
     let first = pending("m1", Utc::now());
-    store.create_action("t", &first, None).await.unwrap();
+    store.create_action(&tid("t"), &first, None).await.unwrap();
     let second = pending("m1", Utc::now());
-    assert!(matches!(store.create_action("t", &second, None).await, Err(StoreError::ActiveRequestExists)));
+    assert!(matches!(store.create_action(&tid("t"), &second, None).await, Err(StoreError::ActiveRequestExists)));
     claim(store, "m1", Utc::now()).await.unwrap();
-    assert!(matches!(store.create_action("t", &second, None).await, Err(StoreError::ActiveRequestExists)));
+    assert!(matches!(store.create_action(&tid("t"), &second, None).await, Err(StoreError::ActiveRequestExists)));
 
     let failed = Transition::failure(ActionStatus::Failed, Utc::now(), 1, "broken");
-    let after = store.transition(first.id, Some("m1"), &failed, None).await.unwrap().unwrap();
+    let after = store.transition(first.id, "m1", &failed, None).await.unwrap().unwrap();
     assert_eq!((after.error_h_result, after.troubleshoot_info.as_deref()), (1, Some("broken")));
-    store.create_action("t", &second, None).await.unwrap();
+    store.create_action(&tid("t"), &second, None).await.unwrap();
 }
 
 async fn claims_are_oldest_first_per_machine_and_tenants_are_separate(store: &dyn Store) {
@@ -108,16 +113,16 @@ async fn claims_are_oldest_first_per_machine_and_tenants_are_separate(store: &dy
     let older = pending("m1", now - Duration::seconds(10));
     let mut other_type = pending("m1", now);
     other_type.action_type = ActionType::Isolate;
-    store.create_action("a", &older, None).await.unwrap();
-    store.create_action("a", &other_type, None).await.unwrap();
+    store.create_action(&tid("a"), &older, None).await.unwrap();
+    store.create_action(&tid("a"), &other_type, None).await.unwrap();
     assert!(claim(store, "m2", now).await.is_none());
     assert_eq!(claim(store, "m1", now).await.unwrap().id, older.id);
 
-    assert!(store.action("b", older.id).await.unwrap().is_none());
-    assert!(store.machine("b", "m1").await.unwrap().is_none());
-    assert!(store.machine("a", "M1-HOST").await.unwrap().is_some(), "names match case-insensitively");
-    assert_eq!(store.actions("b", &ListQuery::first(10)).await.unwrap().items.len(), 0);
-    let listed = store.actions("a", &ListQuery::first(10)).await.unwrap();
+    assert!(store.action(&tid("b"), older.id).await.unwrap().is_none());
+    assert!(store.machine(&tid("b"), "m1").await.unwrap().is_none());
+    assert!(store.machine(&tid("a"), "M1-HOST").await.unwrap().is_some(), "names match case-insensitively");
+    assert_eq!(store.actions(&tid("b"), &ListQuery::first(10)).await.unwrap().items.len(), 0);
+    let listed = store.actions(&tid("a"), &ListQuery::first(10)).await.unwrap();
     assert_eq!(listed.items.iter().map(|a| a.id).collect::<Vec<_>>(), vec![other_type.id, older.id], "newest first");
 }
 
@@ -126,8 +131,8 @@ async fn silent_machines_time_out_and_restarts_fail(store: &dyn Store) {
     machine(store, "t", "chatty").await;
     let quiet = pending("quiet", Utc::now());
     let chatty = pending("chatty", Utc::now());
-    store.create_action("t", &quiet, None).await.unwrap();
-    store.create_action("t", &chatty, None).await.unwrap();
+    store.create_action(&tid("t"), &quiet, None).await.unwrap();
+    store.create_action(&tid("t"), &chatty, None).await.unwrap();
     claim(store, "quiet", Utc::now()).await.unwrap();
     claim(store, "chatty", Utc::now()).await.unwrap();
     store.touch_machine("chatty", Utc::now() + Duration::seconds(60), Some("10.0.0.1")).await.unwrap();
@@ -135,8 +140,8 @@ async fn silent_machines_time_out_and_restarts_fail(store: &dyn Store) {
     let cutoff = Utc::now() + Duration::seconds(30);
     let timeout = Transition::failure(ActionStatus::TimeOut, Utc::now(), 2, "silent");
     assert_eq!(store.time_out_stalled(cutoff, Utc::now() - Duration::seconds(3600), &timeout).await.unwrap(), 1);
-    assert_eq!(store.action("t", quiet.id).await.unwrap().unwrap().status, ActionStatus::TimeOut);
-    assert_eq!(store.action("t", chatty.id).await.unwrap().unwrap().status, ActionStatus::InProgress);
+    assert_eq!(store.action(&tid("t"), quiet.id).await.unwrap().unwrap().status, ActionStatus::TimeOut);
+    assert_eq!(store.action(&tid("t"), chatty.id).await.unwrap().unwrap().status, ActionStatus::InProgress);
 
     // A collection running for longer than allowed times out even if its agent still polls.
     let long = Transition::failure(ActionStatus::TimeOut, Utc::now(), 2, "too long");
@@ -150,8 +155,8 @@ async fn silent_machines_time_out_and_restarts_fail(store: &dyn Store) {
 
     let restart = Transition::failure(ActionStatus::Failed, Utc::now(), 3, "restarted");
     assert_eq!(store.fail_in_progress("chatty", &restart).await.unwrap(), vec![chatty.id]);
-    assert_eq!(store.action("t", chatty.id).await.unwrap().unwrap().status, ActionStatus::Failed);
-    let seen = store.machine("t", "chatty").await.unwrap().unwrap();
+    assert_eq!(store.action(&tid("t"), chatty.id).await.unwrap().unwrap().status, ActionStatus::Failed);
+    let seen = store.machine(&tid("t"), "chatty").await.unwrap().unwrap();
     assert_eq!(seen.last_ip_address.as_deref(), Some("10.0.0.1"));
 }
 
@@ -160,7 +165,7 @@ async fn reenrollment_keeps_first_seen_and_replaces_the_credential(store: &dyn S
     let again = store
         .enroll_machine(&MachineEnrollment {
             id: "m1".into(),
-            tenant_id: "t".into(),
+            tenant_id: tid("t"),
             facts: HostFacts { computer_dns_name: "renamed".into(), os_platform: "Linux".into(), ..Default::default() },
             credential_hash: "new-hash".into(),
             agent_public_key: None,
@@ -184,34 +189,35 @@ async fn lists_filter_order_count_and_page_in_the_store(store: &dyn Store) {
     for i in 0..5 {
         let mut action = pending(if i % 2 == 0 { "m1" } else { "m2" }, base + Duration::seconds(i));
         action.status = if i == 4 { ActionStatus::Pending } else { ActionStatus::Failed };
-        store.create_action("t", &action, None).await.unwrap();
+        store.create_action(&tid("t"), &action, None).await.unwrap();
         ids.push(action.id);
     }
     let on_m1 = Expr::Compare { property: "machineId", op: CmpOp::Eq, value: Value::String("m1".into()) };
     let query = ListQuery { filter: Some(on_m1.clone()), count: true, ..ListQuery::first(2) };
-    let page = store.actions("t", &query).await.unwrap();
+    let page = store.actions(&tid("t"), &query).await.unwrap();
     assert_eq!(page.items.iter().map(|a| a.id).collect::<Vec<_>>(), vec![ids[4], ids[2]]);
     assert_eq!((page.total, page.more), (Some(3), true));
-    let last = store.actions("t", &ListQuery { skip: 2, ..query.clone() }).await.unwrap();
+    let last = store.actions(&tid("t"), &ListQuery { skip: 2, ..query.clone() }).await.unwrap();
     assert_eq!((last.items.len(), last.more), (1, false));
 
     let not_failed =
         Expr::Not(Box::new(Expr::Compare { property: "status", op: CmpOp::Eq, value: Value::String("Failed".into()) }));
-    let found = store.actions("t", &ListQuery { filter: Some(not_failed), ..ListQuery::first(10) }).await.unwrap();
+    let found =
+        store.actions(&tid("t"), &ListQuery { filter: Some(not_failed), ..ListQuery::first(10) }).await.unwrap();
     assert_eq!(found.items.iter().map(|a| a.id).collect::<Vec<_>>(), vec![ids[4]]);
     let oldest_first = ListQuery {
         order_by: vec![OrderBy { property: "creationDateTimeUtc", descending: false }],
         ..ListQuery::first(1)
     };
-    assert_eq!(store.actions("t", &oldest_first).await.unwrap().items[0].id, ids[0]);
+    assert_eq!(store.actions(&tid("t"), &oldest_first).await.unwrap().items[0].id, ids[0]);
     let never = ListQuery { filter: Some(Expr::Const(false)), count: true, ..ListQuery::first(10) };
-    let none = store.actions("t", &never).await.unwrap();
+    let none = store.actions(&tid("t"), &never).await.unwrap();
     assert_eq!((none.items.len(), none.total), (0, Some(0)));
     // An unknown property is a caller bug, reported as such.
     let bogus = Expr::Compare { property: "colour", op: CmpOp::Eq, value: Value::Null };
-    let error = store.actions("t", &ListQuery { filter: Some(bogus), ..ListQuery::first(1) }).await.unwrap_err();
+    let error = store.actions(&tid("t"), &ListQuery { filter: Some(bogus), ..ListQuery::first(1) }).await.unwrap_err();
     assert!(matches!(error, StoreError::Query(_)), "{error}");
-    let machines = store.machines("t", &ListQuery { count: true, ..ListQuery::first(1) }).await.unwrap();
+    let machines = store.machines(&tid("t"), &ListQuery { count: true, ..ListQuery::first(1) }).await.unwrap();
     assert_eq!((machines.items.len(), machines.total, machines.more), (1, Some(2), true));
 }
 
@@ -219,9 +225,13 @@ async fn cancellation_is_immediate_when_pending_and_confirmed_when_running(store
     machine(store, "t", "m1").await;
     let request = CancelRequest { requestor: "analyst".into(), comment: Some("stop".into()), at: Utc::now() };
     let waiting = pending("m1", Utc::now());
-    store.create_action("t", &waiting, None).await.unwrap();
-    assert!(store.request_cancel("other", waiting.id, &request, None).await.unwrap().is_none(), "tenants are separate");
-    let Some(CancelOutcome::Cancelled(done)) = store.request_cancel("t", waiting.id, &request, None).await.unwrap()
+    store.create_action(&tid("t"), &waiting, None).await.unwrap();
+    assert!(
+        store.request_cancel(&tid("other"), waiting.id, &request, None).await.unwrap().is_none(),
+        "tenants are separate"
+    );
+    let Some(CancelOutcome::Cancelled(done)) =
+        store.request_cancel(&tid("t"), waiting.id, &request, None).await.unwrap()
     else {
         panic!("a pending action is cancelled at once");
     };
@@ -231,18 +241,19 @@ async fn cancellation_is_immediate_when_pending_and_confirmed_when_running(store
         (Some("analyst"), Some("stop"))
     );
     assert!(matches!(
-        store.request_cancel("t", waiting.id, &request, None).await.unwrap(),
+        store.request_cancel(&tid("t"), waiting.id, &request, None).await.unwrap(),
         Some(CancelOutcome::AlreadyFinal(_))
     ));
 
     let running = pending("m1", Utc::now());
-    store.create_action("t", &running, None).await.unwrap();
+    store.create_action(&tid("t"), &running, None).await.unwrap();
     claim(store, "m1", Utc::now()).await.unwrap();
     assert!(
         store.confirm_cancel("m1", running.id, Utc::now(), None).await.unwrap().is_none(),
         "nothing to confirm yet"
     );
-    let Some(CancelOutcome::Requested(asked)) = store.request_cancel("t", running.id, &request, None).await.unwrap()
+    let Some(CancelOutcome::Requested(asked)) =
+        store.request_cancel(&tid("t"), running.id, &request, None).await.unwrap()
     else {
         panic!("a running action waits for its agent");
     };
@@ -263,12 +274,12 @@ async fn pending_actions_expire_and_packages_retire(store: &dyn Store) {
     machine(store, "t", "m2").await;
     let old = pending("m1", Utc::now() - Duration::days(4));
     let fresh = pending("m2", Utc::now());
-    store.create_action("t", &old, None).await.unwrap();
-    store.create_action("t", &fresh, None).await.unwrap();
+    store.create_action(&tid("t"), &old, None).await.unwrap();
+    store.create_action(&tid("t"), &fresh, None).await.unwrap();
     let timeout = Transition::failure(ActionStatus::TimeOut, Utc::now(), 2, "unclaimed");
     assert_eq!(store.time_out_pending(Utc::now() - Duration::days(3), &timeout).await.unwrap(), 1);
-    assert_eq!(store.action("t", old.id).await.unwrap().unwrap().status, ActionStatus::TimeOut);
-    assert_eq!(store.action("t", fresh.id).await.unwrap().unwrap().status, ActionStatus::Pending);
+    assert_eq!(store.action(&tid("t"), old.id).await.unwrap().unwrap().status, ActionStatus::TimeOut);
+    assert_eq!(store.action(&tid("t"), fresh.id).await.unwrap().unwrap().status, ActionStatus::Pending);
 
     claim(store, "m2", Utc::now()).await.unwrap();
     let mut stored = package(fresh.id, "t");
@@ -278,13 +289,13 @@ async fn pending_actions_expire_and_packages_retire(store: &dyn Store) {
     assert_eq!(expired.iter().map(|p| p.action_id).collect::<Vec<_>>(), vec![fresh.id]);
     store.mark_package_deleted(fresh.id, Utc::now()).await.unwrap();
     assert!(store.expired_packages(Utc::now(), 10).await.unwrap().is_empty());
-    assert!(store.package("t", fresh.id).await.unwrap().unwrap().deleted_at.is_some());
+    assert!(store.package(&tid("t"), fresh.id).await.unwrap().unwrap().deleted_at.is_some());
 }
 
 fn application(tenant: &str, name: &str) -> ApplicationRecord {
     ApplicationRecord {
         client_id: Uuid::new_v4(),
-        tenant_id: tenant.into(),
+        tenant_id: tid(tenant),
         name: name.into(),
         secret_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
         roles: vec!["Machine.Read.All".into()],
@@ -297,7 +308,7 @@ fn application(tenant: &str, name: &str) -> ApplicationRecord {
 async fn applications_are_per_tenant_with_unique_names(store: &dyn Store) {
     let soar = application("t", "SOAR playbook");
     store.create_application(&soar).await.unwrap();
-    let stored = store.application("t", soar.client_id).await.unwrap().unwrap();
+    let stored = store.application(&tid("t"), soar.client_id).await.unwrap().unwrap();
     assert_eq!(stored.name, "SOAR playbook");
     assert_eq!(stored.roles, soar.roles);
     assert_eq!(stored.created_at.timestamp_micros(), soar.created_at.timestamp_micros());
@@ -309,38 +320,42 @@ async fn applications_are_per_tenant_with_unique_names(store: &dyn Store) {
     store.create_application(&application("other", "SOAR playbook")).await.unwrap();
     store.create_application(&application("t", "Another")).await.unwrap();
 
-    assert!(store.application("other", soar.client_id).await.unwrap().is_none(), "tenants are separate");
+    assert!(store.application(&tid("other"), soar.client_id).await.unwrap().is_none(), "tenants are separate");
     assert_eq!(store.application_by_client_id(soar.client_id).await.unwrap().unwrap().tenant_id, "t");
     assert!(store.application_by_client_id(Uuid::new_v4()).await.unwrap().is_none());
-    let names: Vec<_> = store.applications("t").await.unwrap().into_iter().map(|a| a.name).collect();
+    let names: Vec<_> = store.applications(&tid("t")).await.unwrap().into_iter().map(|a| a.name).collect();
     assert_eq!(names, vec!["Another", "SOAR playbook"], "by name");
-    assert_eq!(store.applications("nobody").await.unwrap().len(), 0);
+    assert_eq!(store.applications(&tid("nobody")).await.unwrap().len(), 0);
 }
 
 async fn applications_change_roles_state_and_secret(store: &dyn Store) {
     let app = application("t", "playbook");
     store.create_application(&app).await.unwrap();
     let roles = vec!["Machine.CollectForensics".to_owned(), "Machine.Read.All".to_owned()];
-    let changed = store.update_application_roles("t", app.client_id, &roles).await.unwrap().unwrap();
+    let changed = store.update_application_roles(&tid("t"), app.client_id, &roles).await.unwrap().unwrap();
     assert_eq!(changed.roles, roles);
-    assert!(store.update_application_roles("other", app.client_id, &roles).await.unwrap().is_none());
+    assert!(store.update_application_roles(&tid("other"), app.client_id, &roles).await.unwrap().is_none());
 
     let first = Utc::now();
-    let disabled = store.set_application_disabled("t", app.client_id, Some(first)).await.unwrap().unwrap();
+    let disabled = store.set_application_disabled(&tid("t"), app.client_id, Some(first)).await.unwrap().unwrap();
     assert_eq!(disabled.disabled_at.map(|t| t.timestamp_micros()), Some(first.timestamp_micros()));
-    let again =
-        store.set_application_disabled("t", app.client_id, Some(first + Duration::seconds(5))).await.unwrap().unwrap();
+    let again = store
+        .set_application_disabled(&tid("t"), app.client_id, Some(first + Duration::seconds(5)))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(again.disabled_at, disabled.disabled_at, "disabling twice keeps the first time");
-    let enabled = store.set_application_disabled("t", app.client_id, None).await.unwrap().unwrap();
+    let enabled = store.set_application_disabled(&tid("t"), app.client_id, None).await.unwrap().unwrap();
     assert_eq!(enabled.disabled_at, None);
-    assert!(store.set_application_disabled("other", app.client_id, None).await.unwrap().is_none());
+    assert!(store.set_application_disabled(&tid("other"), app.client_id, None).await.unwrap().is_none());
 
     let rotated_at = Utc::now();
-    let rotated = store.rotate_application_secret("t", app.client_id, "new-hash", rotated_at).await.unwrap().unwrap();
+    let rotated =
+        store.rotate_application_secret(&tid("t"), app.client_id, "new-hash", rotated_at).await.unwrap().unwrap();
     assert_eq!(rotated.secret_hash, "new-hash");
     assert_eq!(rotated.secret_rotated_at.map(|t| t.timestamp_micros()), Some(rotated_at.timestamp_micros()));
-    assert_eq!(store.application("t", app.client_id).await.unwrap().unwrap().secret_hash, "new-hash");
-    assert!(store.rotate_application_secret("t", Uuid::new_v4(), "x", rotated_at).await.unwrap().is_none());
+    assert_eq!(store.application(&tid("t"), app.client_id).await.unwrap().unwrap().secret_hash, "new-hash");
+    assert!(store.rotate_application_secret(&tid("t"), Uuid::new_v4(), "x", rotated_at).await.unwrap().is_none());
 }
 
 async fn signing_keys_retire_once(store: &dyn Store) {
@@ -423,22 +438,22 @@ async fn changes_and_their_audit_entries_commit_together(store: &dyn Store) {
     machine(store, "t", "m1").await;
     let first = pending("m1", Utc::now());
     let target = first.id.to_string();
-    store.create_action("t", &first, Some(&audit_entry("collect", &target))).await.unwrap();
+    store.create_action(&tid("t"), &first, Some(&audit_entry("collect", &target))).await.unwrap();
     assert_eq!(entries_for(store, &target).await, 1);
     let refused = pending("m1", Utc::now());
     let refused_target = refused.id.to_string();
-    let conflict = store.create_action("t", &refused, Some(&audit_entry("collect", &refused_target))).await;
+    let conflict = store.create_action(&tid("t"), &refused, Some(&audit_entry("collect", &refused_target))).await;
     assert!(matches!(conflict, Err(StoreError::ActiveRequestExists)));
     assert_eq!(entries_for(store, &refused_target).await, 0, "no entry for an action that was not created");
 
     let request = CancelRequest { requestor: "analyst".into(), comment: None, at: Utc::now() };
-    let cancelled = store.request_cancel("t", first.id, &request, Some(&audit_entry("cancel", &target))).await;
+    let cancelled = store.request_cancel(&tid("t"), first.id, &request, Some(&audit_entry("cancel", &target))).await;
     assert!(matches!(cancelled, Ok(Some(CancelOutcome::Cancelled(_)))));
     assert_eq!(entries_for(store, &target).await, 2);
-    let again = store.request_cancel("t", first.id, &request, Some(&audit_entry("cancel", &target))).await;
+    let again = store.request_cancel(&tid("t"), first.id, &request, Some(&audit_entry("cancel", &target))).await;
     assert!(matches!(again, Ok(Some(CancelOutcome::AlreadyFinal(_)))));
     let failed = Transition::to(ActionStatus::Failed, Utc::now());
-    let moved = store.transition(first.id, Some("m1"), &failed, Some(&audit_entry("action.fail", &target))).await;
+    let moved = store.transition(first.id, "m1", &failed, Some(&audit_entry("action.fail", &target))).await;
     assert!(moved.unwrap().is_none());
     assert!(
         store.confirm_cancel("m1", first.id, Utc::now(), Some(&audit_entry("x", &target))).await.unwrap().is_none()
@@ -454,7 +469,7 @@ async fn changes_and_their_audit_entries_commit_together(store: &dyn Store) {
 
     let running = pending("m1", Utc::now());
     let running_target = running.id.to_string();
-    store.create_action("t", &running, None).await.unwrap();
+    store.create_action(&tid("t"), &running, None).await.unwrap();
     claim(store, "m1", Utc::now()).await.unwrap();
     let entry = audit_entry("package.upload", &running_target);
     store.complete_with_package("m1", &package(running.id, "t"), Utc::now(), Some(&entry)).await.unwrap().unwrap();
@@ -464,7 +479,7 @@ async fn changes_and_their_audit_entries_commit_together(store: &dyn Store) {
 fn token(tenant: &str, hash: &str, uses_allowed: u32, expires_in: Duration) -> EnrollmentTokenRecord {
     EnrollmentTokenRecord {
         id: Uuid::new_v4(),
-        tenant_id: tenant.into(),
+        tenant_id: tid(tenant),
         token_hash: hash.into(),
         created_at: Utc::now(),
         expires_at: Utc::now() + expires_in,
@@ -480,7 +495,7 @@ fn by_token(hash: &str, id: &str, key: Option<&str>, proof: Option<KeyProof>) ->
         token_hash: hash.into(),
         machine: MachineEnrollment {
             id: id.into(),
-            tenant_id: "t".into(),
+            tenant_id: tid("t"),
             facts: HostFacts {
                 computer_dns_name: format!("{id}-host"),
                 os_platform: "Linux".into(),
@@ -515,19 +530,19 @@ async fn enrollment_tokens_never_rekey_a_machine_without_proof(store: &dyn Store
     assert!(matches!(takeover, EnrollOutcome::MachineEnrolled));
     assert_eq!(uses(store, "tok").await, 1, "a refused enrollment takes no use");
     assert_eq!(entries_for(store, "m1").await, 1, "only the enrollment that happened is in the trail");
-    let kept = store.machine("t", "m1").await.unwrap().unwrap();
+    let kept = store.machine(&tid("t"), "m1").await.unwrap().unwrap();
     assert_eq!(kept.agent_public_key.as_deref(), Some("key-1"));
 
     // The registered key with a challenge: once, before it expires, for that machine only.
-    assert!(!store.create_enroll_challenge("t", &challenge("nobody", "n0")).await.unwrap(), "no such machine");
-    assert!(!store.create_enroll_challenge("other", &challenge("m1", "n0")).await.unwrap(), "other tenant");
+    assert!(!store.create_enroll_challenge(&tid("t"), &challenge("nobody", "n0")).await.unwrap(), "no such machine");
+    assert!(!store.create_enroll_challenge(&tid("other"), &challenge("m1", "n0")).await.unwrap(), "other tenant");
     let mut stale = challenge("m1", "stale");
     stale.expires_at = Utc::now() - Duration::seconds(1);
-    assert!(store.create_enroll_challenge("t", &stale).await.unwrap());
+    assert!(store.create_enroll_challenge(&tid("t"), &stale).await.unwrap());
     let proof = |nonce: &str| Some(KeyProof { key: "key-1".into(), nonce: nonce.into() });
     let late = store.enroll_with_token(&by_token("tok", "m1", Some("key-2"), proof("stale"))).await.unwrap();
     assert!(matches!(late, EnrollOutcome::ChallengeInvalid), "expired");
-    assert!(store.create_enroll_challenge("t", &challenge("m1", "fresh")).await.unwrap());
+    assert!(store.create_enroll_challenge(&tid("t"), &challenge("m1", "fresh")).await.unwrap());
     let unknown = store.enroll_with_token(&by_token("tok", "m1", Some("key-2"), proof("guessed"))).await.unwrap();
     assert!(matches!(unknown, EnrollOutcome::ChallengeInvalid));
     let rekeyed = store.enroll_with_token(&by_token("tok", "m1", Some("key-2"), proof("fresh"))).await.unwrap();
@@ -572,25 +587,26 @@ async fn enrollment_tokens_are_counted_expire_and_revoke(store: &dyn Store) {
     let expired = store.enroll_with_token(&by_token("old", "e1", None, None)).await.unwrap();
     assert!(matches!(expired, EnrollOutcome::TokenUnusable));
     let wrong_tenant = TokenEnrollment {
-        machine: MachineEnrollment { tenant_id: "u".into(), ..by_token("once", "x", None, None).machine },
+        machine: MachineEnrollment { tenant_id: tid("u"), ..by_token("once", "x", None, None).machine },
         ..by_token("once", "x", None, None)
     };
     assert!(matches!(store.enroll_with_token(&wrong_tenant).await.unwrap(), EnrollOutcome::TokenUnusable));
 
     let many = token("t", "many", 5, Duration::hours(1));
     store.insert_enrollment_token(&many).await.unwrap();
-    assert!(store.revoke_enrollment_token("other", many.id, Utc::now()).await.unwrap().is_none());
-    let revoked = store.revoke_enrollment_token("t", many.id, Utc::now()).await.unwrap().unwrap();
+    assert!(store.revoke_enrollment_token(&tid("other"), many.id, Utc::now()).await.unwrap().is_none());
+    let revoked = store.revoke_enrollment_token(&tid("t"), many.id, Utc::now()).await.unwrap().unwrap();
     assert!(revoked.revoked_at.is_some());
-    let again = store.revoke_enrollment_token("t", many.id, Utc::now() + Duration::hours(1)).await.unwrap().unwrap();
+    let again =
+        store.revoke_enrollment_token(&tid("t"), many.id, Utc::now() + Duration::hours(1)).await.unwrap().unwrap();
     assert_eq!(again.revoked_at, revoked.revoked_at, "the first revocation stands");
     let refused = store.enroll_with_token(&by_token("many", "v1", None, None)).await.unwrap();
     assert!(matches!(refused, EnrollOutcome::TokenUnusable));
 
-    let listed = store.enrollment_tokens("t").await.unwrap();
+    let listed = store.enrollment_tokens(&tid("t")).await.unwrap();
     assert_eq!(listed.len(), 3);
     assert!(listed.iter().all(|t| t.tenant_id == "t"));
-    assert!(store.enrollment_tokens("other").await.unwrap().is_empty());
+    assert!(store.enrollment_tokens(&tid("other")).await.unwrap().is_empty());
 }
 
 /// Issue 9 item 1: an administrator's reset voids the key and credential; the next
@@ -613,11 +629,11 @@ async fn identity_reset_voids_the_key_and_allows_one_fresh_enrollment(store: &dy
         correlation_id: None,
         detail: None,
     };
-    assert!(store.reset_machine_identity("other", "m1", &entry).await.unwrap().is_none());
-    let reset = store.reset_machine_identity("t", "M1", &entry).await.unwrap().unwrap();
+    assert!(store.reset_machine_identity(&tid("other"), "m1", &entry).await.unwrap().is_none());
+    let reset = store.reset_machine_identity(&tid("t"), "M1", &entry).await.unwrap().unwrap();
     assert_eq!(reset.agent_public_key, None);
     assert!(store.machine_by_credential(&enrolled.machine.credential_hash).await.unwrap().is_none());
-    assert!(!store.create_enroll_challenge("t", &challenge("m1", "n")).await.unwrap(), "no key to prove");
+    assert!(!store.create_enroll_challenge(&tid("t"), &challenge("m1", "n")).await.unwrap(), "no key to prove");
     let filter = AuditFilter { event: Some("machine.reset-identity".into()), limit: 10, ..Default::default() };
     assert_eq!(store.audit(&filter).await.unwrap().len(), 1, "the reset is on record");
 
@@ -640,7 +656,7 @@ async fn shared_names_are_ambiguous_and_ids_win(store: &dyn Store) {
         )
         .await
         .unwrap();
-    match store.machine("t", "m1-host").await {
+    match store.machine(&tid("t"), "m1-host").await {
         Err(StoreError::AmbiguousName { candidates, .. }) => {
             let mut candidates = candidates;
             candidates.sort();
@@ -648,10 +664,10 @@ async fn shared_names_are_ambiguous_and_ids_win(store: &dyn Store) {
         }
         other => panic!("expected an ambiguous name, got {other:?}"),
     }
-    assert_eq!(store.machine("t", "m2").await.unwrap().unwrap().id, "m2", "an id always wins");
-    assert_eq!(store.machines_named("t", "M1-HOST").await.unwrap().len(), 2);
-    assert!(store.machines_named("u", "m1-host").await.unwrap().is_empty());
-    assert_eq!(store.machine("t", "m2-host").await.unwrap().map(|m| m.id), None, "m2 no longer reports it");
+    assert_eq!(store.machine(&tid("t"), "m2").await.unwrap().unwrap().id, "m2", "an id always wins");
+    assert_eq!(store.machines_named(&tid("t"), "M1-HOST").await.unwrap().len(), 2);
+    assert!(store.machines_named(&tid("u"), "m1-host").await.unwrap().is_empty());
+    assert_eq!(store.machine(&tid("t"), "m2-host").await.unwrap().map(|m| m.id), None, "m2 no longer reports it");
 }
 
 /// Issue 9 item 11: a claim whose answer never reached the agent is offered again once
@@ -660,7 +676,7 @@ async fn unaccepted_claims_are_offered_again_after_their_lease(store: &dyn Store
     machine(store, "t", "m1").await;
     let t0 = Utc::now();
     let action = pending("m1", t0);
-    store.create_action("t", &action, None).await.unwrap();
+    store.create_action(&tid("t"), &action, None).await.unwrap();
     let lease = Duration::seconds(30);
 
     assert_eq!(store.next_lease_end("m1").await.unwrap(), None);
@@ -687,20 +703,20 @@ async fn unaccepted_claims_are_offered_again_after_their_lease(store: &dyn Store
     // A cancellation awaiting the agent is not handed out as work.
     machine(store, "t", "m2").await;
     let other = pending("m2", t0);
-    store.create_action("t", &other, None).await.unwrap();
+    store.create_action(&tid("t"), &other, None).await.unwrap();
     store.claim_leased("m2", t0, Some(t0 + lease), None).await.unwrap().unwrap();
     let cancel = CancelRequest { requestor: "r".into(), comment: None, at: t0 };
-    store.request_cancel("t", other.id, &cancel, None).await.unwrap().unwrap();
+    store.request_cancel(&tid("t"), other.id, &cancel, None).await.unwrap().unwrap();
     assert!(store.claim_leased("m2", t1, Some(t1 + lease), None).await.unwrap().is_none());
 
     // Final actions cannot be accepted.
     let done = Transition::failure(ActionStatus::Failed, t1, 3, "x");
-    store.transition(action.id, None, &done, None).await.unwrap().unwrap();
+    store.transition(action.id, "m1", &done, None).await.unwrap().unwrap();
     assert!(!store.accept_action("m1", action.id, t1, None).await.unwrap());
 
     // A claim without a lease (an agent that does not confirm) counts as accepted.
     let unleased = pending("m1", t1);
-    store.create_action("t", &unleased, None).await.unwrap();
+    store.create_action(&tid("t"), &unleased, None).await.unwrap();
     assert_eq!(store.claim_leased("m1", t1, None, None).await.unwrap().unwrap().action.id, unleased.id);
     assert_eq!(store.next_lease_end("m1").await.unwrap(), None);
     assert!(store.claim_leased("m1", t1 + Duration::days(1), None, None).await.unwrap().is_none());
@@ -710,13 +726,13 @@ async fn unaccepted_claims_are_offered_again_after_their_lease(store: &dyn Store
 async fn a_restart_spares_the_actions_whose_results_the_agent_holds(store: &dyn Store) {
     machine(store, "t", "m1").await;
     let held = pending("m1", Utc::now());
-    store.create_action("t", &held, None).await.unwrap();
+    store.create_action(&tid("t"), &held, None).await.unwrap();
     store.claim_leased("m1", Utc::now(), Some(Utc::now()), None).await.unwrap().unwrap();
     let restart = Transition::failure(ActionStatus::Failed, Utc::now(), 3, "restarted");
     assert!(store.fail_in_progress_except("m1", &[held.id], &restart).await.unwrap().is_empty());
-    assert_eq!(store.action("t", held.id).await.unwrap().unwrap().status, ActionStatus::InProgress);
+    assert_eq!(store.action(&tid("t"), held.id).await.unwrap().unwrap().status, ActionStatus::InProgress);
     assert_eq!(store.fail_in_progress_except("m1", &[Uuid::new_v4()], &restart).await.unwrap(), vec![held.id]);
-    assert_eq!(store.action("t", held.id).await.unwrap().unwrap().status, ActionStatus::Failed);
+    assert_eq!(store.action(&tid("t"), held.id).await.unwrap().unwrap().status, ActionStatus::Failed);
 }
 
 /// Issue 10: the caller's `externalId` and `title` are stored, returned and filterable,
@@ -740,14 +756,15 @@ async fn actions_keep_their_external_id_and_title(store: &dyn Store) {
     let d = tagged("m2", 3, None, None);
     let other_tenant = tagged("m3", 4, Some("CASE-1"), None);
     for action in [&a, &b, &c, &d] {
-        store.create_action("t", action, None).await.unwrap();
+        store.create_action(&tid("t"), action, None).await.unwrap();
     }
-    store.create_action("u", &other_tenant, None).await.unwrap();
-    let stored = store.action("t", a.id).await.unwrap().unwrap();
+    store.create_action(&tid("u"), &other_tenant, None).await.unwrap();
+    let stored = store.action(&tid("t"), a.id).await.unwrap().unwrap();
     assert_eq!((stored.external_id.as_deref(), stored.title.as_deref()), (Some("CASE-1"), Some("Ransomware on m1")));
 
     let ids = |filter: Expr| async move {
-        let listed = store.actions("t", &ListQuery { filter: Some(filter), ..ListQuery::first(10) }).await.unwrap();
+        let listed =
+            store.actions(&tid("t"), &ListQuery { filter: Some(filter), ..ListQuery::first(10) }).await.unwrap();
         listed.items.iter().map(|a| a.id).collect::<Vec<_>>()
     };
     let text = |s: &str| Value::String(s.into());
@@ -823,7 +840,7 @@ mod sqlite {
             let (store, stop) = (store.clone(), stop.clone());
             readers.push(tokio::spawn(async move {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    store.machine("t", "m1").await.unwrap().unwrap();
+                    store.machine(&tid("t"), "m1").await.unwrap().unwrap();
                     store.audit(&AuditFilter { limit: 5, ..Default::default() }).await.unwrap();
                 }
             }));

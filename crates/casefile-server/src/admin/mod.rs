@@ -12,12 +12,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use casefile_proto::ErrorCode;
 use casefile_proto::agent::EnrollmentToken;
 use casefile_proto::application::{Application, ApplicationSecret};
 use casefile_proto::audit::AuditEvent;
 use casefile_proto::rbac::{DeviceGroup, Role};
-use casefile_store::{AuditFilter, MachineRecord, Schema as StoreSchema, SqliteStore, Store, StoreError};
+use casefile_proto::{ErrorCode, TenantId};
+use casefile_store::{
+    AuditFilter, MachineRecord, MaintenanceStore, Schema as StoreSchema, SqliteStore, Store, StoreError,
+};
 
 use crate::auth::AuthError;
 use crate::auth::applications::{self, ApplicationError};
@@ -30,6 +32,11 @@ use crate::{Endpoint, Schema, Server, ServerError, TokenRequest};
 
 pub use archive::{BackupReport, RestoreReport, restore};
 pub use lock::DataDirLock;
+
+/// The tenant an operator named.
+fn tenant_of(raw: &str) -> Result<TenantId> {
+    TenantId::parse(raw).ok_or_else(|| AdminError::Invalid(format!("'{raw}' is not a valid tenant id")))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -157,14 +164,17 @@ impl Admin {
     }
 
     pub async fn enrollment_tokens(&self, tenant: &str) -> Result<Vec<EnrollmentToken>> {
+        let tenant = &tenant_of(tenant)?;
         Ok(enrollment::list_tokens(self.store(), tenant, self.now()).await?)
     }
 
     pub async fn revoke_enrollment_token(&self, tenant: &str, id: &str) -> Result<EnrollmentToken> {
+        let tenant = &tenant_of(tenant)?;
         Ok(enrollment::revoke_token(self.store(), tenant, id, self.now()).await?)
     }
 
     pub async fn reset_identity(&self, tenant: &str, machine_id: &str, actor: &str) -> Result<MachineRecord> {
+        let tenant = &tenant_of(tenant)?;
         Ok(enrollment::reset_identity(self.store(), tenant, machine_id, actor, self.now()).await?)
     }
 
@@ -173,18 +183,22 @@ impl Admin {
     }
 
     pub async fn applications(&self, tenant: &str) -> Result<Vec<Application>> {
+        let tenant = &tenant_of(tenant)?;
         Ok(applications::list(self.store(), tenant).await?)
     }
 
     pub async fn set_application_enabled(&self, tenant: &str, client_id: &str, enabled: bool) -> Result<Application> {
+        let tenant = &tenant_of(tenant)?;
         Ok(applications::set_enabled(self.store(), tenant, client_id, enabled, self.now()).await?)
     }
 
     pub async fn rotate_application_secret(&self, tenant: &str, client_id: &str) -> Result<ApplicationSecret> {
+        let tenant = &tenant_of(tenant)?;
         Ok(applications::rotate_secret(self.store(), tenant, client_id, self.now()).await?)
     }
 
     pub async fn set_application_roles(&self, tenant: &str, client_id: &str, roles: &[String]) -> Result<Application> {
+        let tenant = &tenant_of(tenant)?;
         Ok(applications::set_roles(self.store(), tenant, client_id, roles).await?)
     }
 
@@ -211,30 +225,37 @@ impl Admin {
     }
 
     pub async fn roles(&self, tenant: &str) -> Result<Vec<Role>> {
+        let tenant = &tenant_of(tenant)?;
         Ok(self.store().roles(tenant).await?)
     }
 
     pub async fn put_role(&self, tenant: &str, role: Role) -> Result<Role> {
+        let tenant = &tenant_of(tenant)?;
         Ok(crate::rbac::put_role(self.server.state(), tenant, role).await?)
     }
 
     pub async fn delete_role(&self, tenant: &str, name: &str) -> Result<()> {
+        let tenant = &tenant_of(tenant)?;
         Ok(crate::rbac::delete_role(self.server.state(), tenant, name).await?)
     }
 
     pub async fn device_groups(&self, tenant: &str) -> Result<Vec<DeviceGroup>> {
+        let tenant = &tenant_of(tenant)?;
         Ok(self.store().device_groups(tenant).await?)
     }
 
     pub async fn create_device_group(&self, tenant: &str, group: DeviceGroup) -> Result<DeviceGroup> {
+        let tenant = &tenant_of(tenant)?;
         Ok(crate::rbac::create_group(self.server.state(), tenant, group).await?)
     }
 
     pub async fn delete_device_group(&self, tenant: &str, id: i64) -> Result<()> {
+        let tenant = &tenant_of(tenant)?;
         Ok(crate::rbac::delete_group(self.server.state(), tenant, id).await?)
     }
 
     pub async fn set_ungrouped_access(&self, tenant: &str, user_groups: Vec<String>) -> Result<()> {
+        let tenant = &tenant_of(tenant)?;
         Ok(crate::rbac::set_ungrouped_access(self.server.state(), tenant, user_groups).await?)
     }
 

@@ -12,9 +12,9 @@ use casefile_proto::time::Timestamp;
 use casefile_store::{ApplicationRecord, Store, StoreError};
 use uuid::Uuid;
 
-use super::caller::valid_tenant_id;
 use super::permissions;
 use crate::secrets;
+use casefile_proto::TenantId;
 
 /// Client secrets look like `cfs_<43 base64url characters>` (256 random bits).
 pub const SECRET_PREFIX: &str = "cfs_";
@@ -60,15 +60,15 @@ pub async fn create(
     roles: &[String],
     now: Timestamp,
 ) -> Result<ApplicationSecret> {
-    if !valid_tenant_id(tenant) {
+    let Some(tenant) = TenantId::parse(tenant) else {
         return Err(ApplicationError::InvalidTenant(tenant.to_owned()));
-    }
+    };
     let name = valid_name(name)?;
     let roles = valid_roles(roles)?;
     let secret = secrets::generate(SECRET_PREFIX);
     let record = ApplicationRecord {
         client_id: Uuid::new_v4(),
-        tenant_id: tenant.to_owned(),
+        tenant_id: tenant,
         name: name.clone(),
         secret_hash: hash_secret(&secret).await?,
         roles,
@@ -84,12 +84,12 @@ pub async fn create(
 }
 
 /// The tenant's applications, by name.
-pub async fn list(store: &dyn Store, tenant: &str) -> Result<Vec<Application>> {
+pub async fn list(store: &dyn Store, tenant: &TenantId) -> Result<Vec<Application>> {
     Ok(store.applications(tenant).await?.iter().map(to_wire).collect())
 }
 
 /// One application of the tenant.
-pub async fn get(store: &dyn Store, tenant: &str, client_id: &str) -> Result<Application> {
+pub async fn get(store: &dyn Store, tenant: &TenantId, client_id: &str) -> Result<Application> {
     let id = parse_client_id(client_id)?;
     found(id, store.application(tenant, id).await?)
 }
@@ -98,7 +98,7 @@ pub async fn get(store: &dyn Store, tenant: &str, client_id: &str) -> Result<App
 /// gets no new tokens; tokens it already holds run out within the token lifetime.
 pub async fn set_enabled(
     store: &dyn Store,
-    tenant: &str,
+    tenant: &TenantId,
     client_id: &str,
     enabled: bool,
     now: Timestamp,
@@ -112,7 +112,7 @@ pub async fn set_enabled(
 /// stops working at once.
 pub async fn rotate_secret(
     store: &dyn Store,
-    tenant: &str,
+    tenant: &TenantId,
     client_id: &str,
     now: Timestamp,
 ) -> Result<ApplicationSecret> {
@@ -124,7 +124,7 @@ pub async fn rotate_secret(
 }
 
 /// Replaces the application's roles; tokens issued from now on carry them.
-pub async fn set_roles(store: &dyn Store, tenant: &str, client_id: &str, roles: &[String]) -> Result<Application> {
+pub async fn set_roles(store: &dyn Store, tenant: &TenantId, client_id: &str, roles: &[String]) -> Result<Application> {
     let id = parse_client_id(client_id)?;
     let roles = valid_roles(roles)?;
     found(id, store.update_application_roles(tenant, id, &roles).await?)
@@ -166,7 +166,7 @@ pub async fn authenticate(
         return Err(Rejected::UnknownClient);
     };
     if !record.tenant_id.eq_ignore_ascii_case(path_tenant) {
-        return Err(Rejected::WrongTenant(record.tenant_id));
+        return Err(Rejected::WrongTenant(record.tenant_id.into()));
     }
     if !matches {
         return Err(Rejected::WrongSecret);
@@ -181,7 +181,7 @@ pub async fn authenticate(
 pub fn to_wire(r: &ApplicationRecord) -> Application {
     Application {
         client_id: r.client_id,
-        tenant_id: r.tenant_id.clone(),
+        tenant_id: r.tenant_id.to_string(),
         name: r.name.clone(),
         roles: r.roles.clone(),
         enabled: r.disabled_at.is_none(),

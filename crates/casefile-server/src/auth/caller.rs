@@ -5,6 +5,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use casefile_proto::TenantId;
 use jsonwebtoken::errors::ErrorKind;
 use serde::{Deserialize, Serialize};
 
@@ -68,7 +69,7 @@ pub struct UserIdentity {
 /// An authenticated caller of the public API.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     /// Who calls: the application id, else the user's object id, UPN or subject. Quotas
     /// are kept per principal.
     pub principal: String,
@@ -127,8 +128,9 @@ impl Caller {
     }
 
     /// The caller a verified token describes. A token with `scp` is a user's (delegated);
-    /// any other is an application's.
-    pub fn from_claims(claims: AccessClaims) -> Self {
+    /// any other is an application's. `None`: its `tid` is no tenant id.
+    pub fn from_claims(claims: AccessClaims) -> Option<Self> {
+        let tenant_id = TenantId::parse(&claims.tid)?;
         let subject = claims.sub.clone();
         let user = claims.scp.is_some().then(|| UserIdentity {
             oid: claims.oid.clone(),
@@ -148,15 +150,13 @@ impl Caller {
         }
         .unwrap_or(subject);
         let scopes = claims.scp.as_deref().unwrap_or("").split_whitespace().map(str::to_owned).collect();
-        Caller { tenant_id: claims.tid, principal, requestor, roles: claims.roles, scopes, user }
+        Some(Caller { tenant_id, principal, requestor, roles: claims.roles, scopes, user })
     }
 }
 
 /// Tenant ids become part of storage keys: keep them to a safe alphabet.
 pub fn valid_tenant_id(tid: &str) -> bool {
-    !tid.is_empty()
-        && tid.len() <= 64
-        && tid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    TenantId::valid(tid)
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -179,10 +179,8 @@ impl FromRequestParts<AppState> for Caller {
                 claims
             }
         };
-        if !valid_tenant_id(&claims.tid) {
-            return Err(ApiError::unauthorized("The access token's tenant id (tid) is invalid"));
-        }
-        let caller = Caller::from_claims(claims);
+        let caller = Caller::from_claims(claims)
+            .ok_or_else(|| ApiError::unauthorized("The access token's tenant id (tid) is invalid"))?;
         let kind = if caller.user.is_some() { "user" } else { "application" };
         crate::audit::note_actor(kind, &caller.requestor, &caller.tenant_id);
         Ok(caller)

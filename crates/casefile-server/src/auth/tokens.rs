@@ -53,7 +53,7 @@ pub fn issue(
         iss: config.issuer.clone(),
         aud: audience.to_owned(),
         sub: client_id.clone(),
-        tid: app.tenant_id.clone(),
+        tid: app.tenant_id.to_string(),
         iat: now,
         nbf: now,
         exp: now.saturating_add(config.token_ttl_seconds.min(i64::MAX as u64) as i64),

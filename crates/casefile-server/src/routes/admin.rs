@@ -214,7 +214,7 @@ pub async fn audit(
     };
     let top = query.top.unwrap_or(1000).min(10_000);
     let filter = casefile_store::AuditFilter {
-        tenant_id: Some(caller.tenant_id.clone()),
+        tenant_id: Some(caller.tenant_id.to_string()),
         since: time("since", &query.since)?,
         until: time("until", &query.until)?,
         event: query.event,

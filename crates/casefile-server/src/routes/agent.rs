@@ -251,7 +251,10 @@ pub async fn enroll(
         state.dispatcher.action_changed();
     }
     tracing::info!(machine_id = %machine.id, name = %machine.facts.computer_dns_name, token = %record.id, "agent enrolled: {how}");
-    Ok((StatusCode::CREATED, Json(EnrollResponse { machine_id: machine.id, tenant_id: machine.tenant_id, credential }))
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrollResponse { machine_id: machine.id, tenant_id: machine.tenant_id.into(), credential }),
+    )
         .into_response())
 }
 
@@ -267,8 +270,13 @@ pub async fn hello(
     // Names are reported facts, not identities (issue 9 item 2): a change is on record,
     // committed with the change itself.
     let rename = renamed.as_ref().map(|renamed| {
-        let mut entry =
-            audit::system_entry(&state, Some(&machine.tenant_id), "machine.rename", &machine.id, renamed.clone());
+        let mut entry = audit::system_entry(
+            &state,
+            Some(machine.tenant_id.as_str()),
+            "machine.rename",
+            &machine.id,
+            renamed.clone(),
+        );
         (entry.actor_kind, entry.actor) = ("agent".to_owned(), machine.id.clone());
         entry
     });
@@ -322,7 +330,7 @@ pub async fn next_task(
         let dispatched = |claim: &Claim| {
             let mut entry = audit::system_entry(
                 &state,
-                Some(&machine.tenant_id),
+                Some(machine.tenant_id.as_str()),
                 "action.dispatch",
                 &claim.action.id.to_string(),
                 serde_json::json!({"machineId": machine.id, "offer": claim.offers}),
@@ -355,7 +363,7 @@ pub async fn next_task(
                         hresult::COLLECTION_FAILED,
                         format!("casefile agents do not support {other} actions"),
                     );
-                    state.store.transition(action.id, Some(&machine.id), &change, None).await?;
+                    state.store.transition(action.id, &machine.id, &change, None).await?;
                     state.dispatcher.action_changed();
                     continue;
                 }
@@ -432,7 +440,7 @@ pub async fn upload_package(
             let why = format!("The package upload was rejected: {why}");
             let change = Transition::failure(ActionStatus::Failed, state.now(), hresult, why.clone());
             let entry = audit::entry_for_call(code.http_status());
-            state.store.transition(id, Some(&machine.id), &change, entry.as_ref()).await?;
+            state.store.transition(id, &machine.id, &change, entry.as_ref()).await?;
             state.dispatcher.action_changed();
             return Err(ApiError::new(code, why));
         }
@@ -489,7 +497,7 @@ pub async fn report_failure(
     }
     let change =
         Transition::failure(ActionStatus::Failed, state.now(), failure.error_h_result, failure.troubleshoot_info);
-    match state.store.transition(id, Some(&machine.id), &change, entry.as_ref()).await? {
+    match state.store.transition(id, &machine.id, &change, entry.as_ref()).await? {
         Some(_) => {
             state.dispatcher.action_changed();
             Ok(StatusCode::NO_CONTENT)

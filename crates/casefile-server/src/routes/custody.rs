@@ -38,7 +38,7 @@ pub async fn custody(State(state): State<AppState>, caller: Caller, Path(id): Pa
         deleted_at: p.deleted_at.as_ref().map(format),
     });
     let filter = AuditFilter {
-        tenant_id: Some(caller.tenant_id.clone()),
+        tenant_id: Some(caller.tenant_id.to_string()),
         target: Some(action.id.to_string()),
         limit: MAX_EVENTS,
         ..AuditFilter::default()

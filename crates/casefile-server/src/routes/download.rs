@@ -88,9 +88,12 @@ pub async fn download(State(state): State<AppState>, RawQuery(query): RawQuery) 
     let claims = links::verify(&state.keyring, &token)?;
     audit::note_actor("link", if claims.sub.is_empty() { "-" } else { &claims.sub }, &claims.tid);
     audit::note_target(claims.act);
+    // Signed by this server, so a bad tenant here means a key from elsewhere: refused alike.
+    let tenant = casefile_proto::TenantId::parse(&claims.tid)
+        .ok_or_else(|| ApiError::forbidden("The download link's tenant is not a tenant id"))?;
     let package = state
         .store
-        .package(&claims.tid, claims.act)
+        .package(&tenant, claims.act)
         .await?
         .filter(|p| p.sha256 == claims.sha && p.deleted_at.is_none())
         .ok_or_else(|| ApiError::not_found("The package this link points to is no longer stored"))?;

@@ -108,7 +108,7 @@ pub async fn tags(
     // Adding a tag it has, or removing one it lacks, changes nothing.
     let record = state
         .store
-        .change_machine_tag(&record.id, tag, request.action == TagAction::Add)
+        .change_machine_tag(&caller.tenant_id, &record.id, tag, request.action == TagAction::Add)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Machine {id} was not found")))?;
     crate::rbac::regroup(&state, &record).await?;

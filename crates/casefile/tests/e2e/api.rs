@@ -282,7 +282,14 @@ async fn download_links_refuse_tampering_and_expiry() {
     assert_eq!(status, 403);
 
     // An expired link for the very same package.
-    let package = server.server().state().store.package("default", id.parse().unwrap()).await.unwrap().unwrap();
+    let package = server
+        .server()
+        .state()
+        .store
+        .package(&casefile_proto::TenantId::default_tenant(), id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     let link = casefile_server::links::Link {
         tenant: "default",
         action: package.action_id,

@@ -55,7 +55,14 @@ async fn a_package_has_its_whole_chain_of_custody() {
     let upload = &all[3]["detail"];
     assert_eq!(upload["sha256"], sha.as_str());
     assert_eq!(upload["manifestSha256"].as_str().unwrap().len(), 64);
-    let enrolled = server.server().state().store.machine("default", &agent.identity.machine_id).await.unwrap().unwrap();
+    let enrolled = server
+        .server()
+        .state()
+        .store
+        .machine(&casefile_proto::TenantId::default_tenant(), &agent.identity.machine_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(upload["signedBy"].as_str(), enrolled.agent_public_key.as_deref(), "signed by the enrolled key");
     assert_eq!(all[5]["actor"], "e2e tests", "the download is attributed to whoever asked for the link");
     assert_eq!(all[5]["sourceIp"], "127.0.0.1");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use casefile_proto::ActionStatus;
-use casefile_store::{AuditFilter, HostFacts, MachineEnrollment, SqliteStore, Store};
+use casefile_store::{ActionStore, AuditFilter, AuditStore, HostFacts, MachineEnrollment, MachineStore, SqliteStore};
 use serde_json::{Value, json};
 
 use crate::agent::RawAgent;
@@ -210,12 +210,23 @@ async fn a_full_disk_never_acknowledges_a_write_that_did_not_persist() {
     let idle_actions: Value =
         server.get(&format!("/api/machines/{}/machineactions", idle.machine_id), &token).await.json().await.unwrap();
     assert_eq!(idle_actions["value"].as_array().unwrap().len(), 0, "no collection was created");
-    assert!(store.machine("default", &idle.machine_id).await.unwrap().unwrap().machine_tags.is_empty());
+    assert!(
+        store
+            .machine(&casefile_proto::TenantId::default_tenant(), &idle.machine_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .machine_tags
+            .is_empty()
+    );
     let apps: Value = server.get("/api/admin/applications", &admin).await.json().await.unwrap();
     assert_eq!(apps["value"].as_array().unwrap().len(), 1);
     assert!(apps["value"][0]["disabled_at"].is_null(), "{apps}");
-    assert!(store.roles("default").await.unwrap().is_empty());
-    let new_host = store.machines("default", &casefile_store::ListQuery::first(1000)).await.unwrap();
+    assert!(store.roles(&casefile_proto::TenantId::default_tenant()).await.unwrap().is_empty());
+    let new_host = store
+        .machines(&casefile_proto::TenantId::default_tenant(), &casefile_store::ListQuery::first(1000))
+        .await
+        .unwrap();
     assert!(new_host.items.iter().all(|m| m.facts.computer_dns_name != "new-host.example"));
     let audit_after = ok_entries(store.audit(&everything).await.unwrap());
     assert_eq!(audit_after, audit_before, "no entry claims a change that did not happen");
@@ -281,7 +292,7 @@ async fn seed_machines(database: &Path, count: usize) -> Vec<String> {
         let at = chrono::Utc::now();
         let machine = MachineEnrollment {
             id: id.clone(),
-            tenant_id: "default".into(),
+            tenant_id: casefile_proto::TenantId::default_tenant(),
             facts,
             credential_hash: format!("seeded-{i}"),
             agent_public_key: None,
@@ -333,7 +344,11 @@ async fn a_kill_during_a_burst_of_collections_leaves_no_action_unaudited() {
     burst.shutdown().await;
 
     let store = SqliteStore::open(&data_dir.join("casefile.db")).await.unwrap();
-    let actions = store.actions("default", &casefile_store::ListQuery::first(1000)).await.unwrap().items;
+    let actions = store
+        .actions(&casefile_proto::TenantId::default_tenant(), &casefile_store::ListQuery::first(1000))
+        .await
+        .unwrap()
+        .items;
     assert!(actions.len() >= 50, "{} actions", actions.len());
     let filter = AuditFilter { event: Some("collect".into()), limit: 10_000, ..Default::default() };
     let audited: std::collections::HashSet<String> =

@@ -42,7 +42,14 @@ async fn packages_are_deleted_after_their_retention_and_links_then_refuse() {
     let server = TestServer::start_with_clock(|c| c.packages.retention_seconds = 30 * 24 * 3600).await;
     let Collected { mut agent, token, id, url } = server.succeeded_collection("retained").await;
     agent.stop().await;
-    let package = server.server().state().store.package("default", id.parse().unwrap()).await.unwrap().unwrap();
+    let package = server
+        .server()
+        .state()
+        .store
+        .package(&casefile_proto::TenantId::default_tenant(), id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     let file = server.dir.path().join("data/packages").join(&package.blob_key);
     assert!(file.exists());
 

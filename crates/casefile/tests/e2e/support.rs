@@ -205,7 +205,7 @@ impl TestServer {
             .store
             .enroll_machine(&MachineEnrollment {
                 id: id.clone(),
-                tenant_id: "default".to_owned(),
+                tenant_id: casefile_proto::TenantId::default_tenant(),
                 facts,
                 credential_hash: format!("seeded-{id}"),
                 agent_public_key: None,
@@ -228,9 +228,21 @@ impl TestServer {
     ) -> String {
         let mut action = MachineAction::new_pending(kind, machine_id, None, requestor, "seeded".to_owned(), created);
         action.status = status;
-        let machine = self.server.state().store.machine("default", machine_id).await.unwrap().unwrap();
+        let machine = self
+            .server
+            .state()
+            .store
+            .machine(&casefile_proto::TenantId::default_tenant(), machine_id)
+            .await
+            .unwrap()
+            .unwrap();
         action.computer_dns_name = Some(machine.facts.computer_dns_name);
-        self.server.state().store.create_action("default", &action, None).await.unwrap();
+        self.server
+            .state()
+            .store
+            .create_action(&casefile_proto::TenantId::default_tenant(), &action, None)
+            .await
+            .unwrap();
         action.id.to_string()
     }
 

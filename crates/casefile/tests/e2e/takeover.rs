@@ -48,7 +48,15 @@ async fn audit(server: &TestServer, event: &str) -> Vec<AuditRecord> {
 }
 
 async fn agent_key(server: &TestServer, machine_id: &str) -> Option<String> {
-    server.server().state().store.machine("default", machine_id).await.unwrap().unwrap().agent_public_key
+    server
+        .server()
+        .state()
+        .store
+        .machine(&casefile_proto::TenantId::default_tenant(), machine_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .agent_public_key
 }
 
 /// Issue 9 item 1 (machine takeover): a token plus the victim's machine-id used to re-key
