@@ -13,7 +13,7 @@ use crate::state::AppState;
 /// finds the work at its next poll (at most `agents.poll_wait_seconds` later).
 pub async fn wake(state: &AppState, machine_id: &str) {
     state.dispatcher.notify(machine_id);
-    if let Err(e) = state.cluster.announce(machine_id).await {
+    if let Err(e) = state.store.announce(machine_id).await {
         state.metrics.store_error(&e);
         tracing::warn!(machine_id, "cannot announce work to the other replicas: {e}");
     }
@@ -22,7 +22,7 @@ pub async fn wake(state: &AppState, machine_id: &str) {
 /// The signing keys changed here: every replica reloads them now rather than at its next
 /// periodic refresh.
 pub async fn keys_changed(state: &AppState) {
-    if let Err(e) = state.cluster.announce_keys().await {
+    if let Err(e) = state.store.announce_keys().await {
         state.metrics.store_error(&e);
         tracing::warn!(
             "cannot announce the key change to the other replicas (they reload within auth.key_refresh_seconds): {e}"

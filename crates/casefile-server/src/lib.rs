@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::IntoResponse as _;
-use casefile_store::{ClusterStore, LocalCluster, SqliteStore, Store};
+use casefile_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
 
 use crate::auth::{AccessClaims, Keyring, TrustedIssuers};
@@ -147,8 +147,6 @@ impl Server {
             Schema::Migrate => SqliteStore::open(&database).await?,
             Schema::Require => SqliteStore::open_checked(&database).await?,
         });
-        // SQLite serves one server: nobody to coordinate with.
-        let cluster: Arc<dyn ClusterStore> = Arc::new(LocalCluster);
         let keyring = Keyring::load_or_create(store.as_ref()).await?;
         let blobs = Blobs::local(&config.packages_dir(), &config.staging_dir())?;
         let mut access_validation = auth::caller::access_validation(
@@ -163,6 +161,7 @@ impl Server {
             true => None,
             false => Some(tls::Tls::prepare(&config, clock.now())?),
         };
+        let limiter = limiter_for(&store);
         let state = AppState::new(Shared {
             config,
             store,
@@ -173,8 +172,7 @@ impl Server {
             blobs,
             dispatcher: Default::default(),
             clock,
-            limiter: limiter_for(&cluster),
-            cluster,
+            limiter,
             refusals: Default::default(),
             metrics,
             readiness: Default::default(),
@@ -254,7 +252,7 @@ impl Server {
         // Connected before serving, so a replica that cannot hear the others does not start.
         let cluster_events = self
             .state
-            .cluster
+            .store
             .subscribe()
             .await?
             .map(|events| tokio::spawn(cluster::run_events(self.state.clone(), events)));
@@ -362,9 +360,9 @@ impl Server {
 }
 
 /// Quotas counted in the shared database when replicas share it, else in the process.
-fn limiter_for(cluster: &Arc<dyn ClusterStore>) -> Arc<dyn RateLimiter> {
-    match cluster.shared() {
-        true => Arc::new(SharedLimiter::new(cluster.clone())),
+fn limiter_for(store: &Arc<dyn Store>) -> Arc<dyn RateLimiter> {
+    match store.shared() {
+        true => Arc::new(SharedLimiter::new(store.clone())),
         false => Arc::new(InMemoryLimiter::default()),
     }
 }

@@ -58,7 +58,7 @@ pub async fn run(state: AppState) {
         if let Err(e) = swept {
             tracing::error!("lifecycle sweep failed: {e}");
         }
-        if let Err(e) = state.cluster.forget_rate_limits(state.now()).await {
+        if let Err(e) = state.store.forget_rate_limits(state.now()).await {
             tracing::warn!("forgetting ended rate-limit windows failed: {e}");
         }
         // The planner's statistics follow the data as it grows.
@@ -82,7 +82,7 @@ async fn lead_now(state: &AppState, lead: &mut Option<LeaderGuard>) -> bool {
         state.metrics.leader(false);
         tracing::warn!(role = LEADER_ROLE, "lost the lead of the lifecycle sweeper (database connection gone)");
     }
-    match state.cluster.try_lead(LEADER_ROLE).await {
+    match state.store.try_lead(LEADER_ROLE).await {
         Ok(Some(guard)) => {
             *lead = Some(guard);
             state.metrics.leader(true);

@@ -4,7 +4,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use casefile_proto::time::Timestamp;
-use casefile_store::{ClusterStore, Store};
+use casefile_store::Store;
 
 use crate::auth::{Keyring, TrustedIssuers, VerifiedTokens};
 use crate::blobs::Blobs;
@@ -18,10 +18,9 @@ pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
     pub config: Config,
+    /// The database, with the coordination between replicas sharing it
+    /// ([`casefile_store::ClusterStore`]: a no-op alone on SQLite).
     pub store: Arc<dyn Store>,
-    /// Coordination with the other replicas on the same database (work announcements,
-    /// shared quotas, who runs the upkeep); a no-op alone on SQLite.
-    pub cluster: Arc<dyn ClusterStore>,
     pub keyring: Keyring,
     pub access_validation: jsonwebtoken::Validation,
     /// External identity providers whose tokens are accepted (`auth.trusted_issuers`).

@@ -82,6 +82,12 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Everything a backend implements: one trait per area, each in its own module (and, in a
 /// backend, its own file). `Arc<dyn Store>` is what the server holds.
-pub trait Store: ActionStore + MachineStore + IdentityStore + AuditStore + AccessStore + MaintenanceStore {}
+pub trait Store:
+    ActionStore + MachineStore + IdentityStore + AuditStore + AccessStore + MaintenanceStore + ClusterStore
+{
+}
 
-impl<T> Store for T where T: ActionStore + MachineStore + IdentityStore + AuditStore + AccessStore + MaintenanceStore {}
+impl<T> Store for T where
+    T: ActionStore + MachineStore + IdentityStore + AuditStore + AccessStore + MaintenanceStore + ClusterStore
+{
+}

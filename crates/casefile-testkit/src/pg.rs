@@ -118,7 +118,8 @@ impl PgCluster {
             .map_err(|e| format!("creating the cluster directory: {e}"))?
             .keep();
         if let Some((uid, gid)) = run_as.as_ref().map(|u| (u.uid, u.gid)) {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", dir.display()))?;
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                .map_err(|e| format!("chown {}: {e}", dir.display()))?;
         }
         let started = Self::start_in(&bin, &dir, run_as.as_ref());
         if started.is_err() {
@@ -130,10 +131,17 @@ impl PgCluster {
     fn start_in(bin: &Path, dir: &Path, run_as: Option<&User>) -> Result<Self, String> {
         let data = dir.join("data");
         let mut initdb = as_user(run_as, "keep", &bin.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["-A", "trust", "-U", SUPERUSER, "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]);
+        initdb.arg("-D").arg(&data).args([
+            "-A",
+            "trust",
+            "-U",
+            SUPERUSER,
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
+        ]);
         let out = initdb.stdin(Stdio::null()).output().map_err(|e| format!("running initdb: {e}"))?;
         if !out.status.success() {
             return Err(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
@@ -241,9 +249,10 @@ fn find_bin() -> Result<PathBuf, String> {
         })
         .collect();
     found.sort();
-    found.pop().map(|(_, bin)| bin).ok_or_else(|| {
-        "no PostgreSQL binaries (apt-get install postgresql, or set CASEFILE_TEST_PG_BIN)".to_owned()
-    })
+    found
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or_else(|| "no PostgreSQL binaries (apt-get install postgresql, or set CASEFILE_TEST_PG_BIN)".to_owned())
 }
 
 struct User {
