@@ -172,6 +172,45 @@ mod tests {
         assert_eq!(limiter.state.lock().unwrap().by_key.len(), 100);
     }
 
+    /// Two replicas' limiters on one PostgreSQL database (the testkit's): the quota holds
+    /// in total, the call over it waits exactly as the in-process limiter's would (so the
+    /// `429` and its `Retry-After` are the same), and the window reopens on time.
+    #[tokio::test]
+    async fn replicas_share_one_quota_exactly_and_answer_as_one_server() {
+        let Some(db) = casefile_testkit::pg::database() else { return };
+        let replica = || async {
+            let pool = sqlx::postgres::PgPool::connect(&db.url).await.unwrap();
+            Arc::new(casefile_store::PgCluster::new(pool))
+        };
+        let (a, b) = (replica().await, replica().await);
+        // The table comes with the PostgreSQL migrations; this test needs only it.
+        sqlx::raw_sql(include_str!("../../casefile-store/migrations/postgres/0002_cluster.sql"))
+            .execute(a.pool())
+            .await
+            .unwrap();
+        let (a, b) = (SharedLimiter::new(a), SharedLimiter::new(b));
+        let alone = InMemoryLimiter::default();
+        let quota = [Window { length: Duration::from_secs(60), limit: 100 }];
+        // 60 calls through A, 40 through B, all at once: 100 in total, every one admitted.
+        let mut calls = tokio::task::JoinSet::new();
+        let (a, b) = (Arc::new(a), Arc::new(b));
+        for i in 0..100 {
+            let limiter = if i < 60 { a.clone() } else { b.clone() };
+            calls.spawn(async move { limiter.hit("t\ncaller\nListMachines", &quota, at(0)).await });
+        }
+        assert!(calls.join_all().await.iter().all(Result::is_ok), "the first 100 calls in total pass");
+        for s in 0..100 {
+            alone.hit("t\ncaller\nListMachines", &quota, at(s / 10)).await.unwrap();
+        }
+        // The 101st, on either replica, is refused with the single server's wait.
+        assert_eq!(b.hit("t\ncaller\nListMachines", &quota, at(10)).await, Err(Duration::from_secs(50)));
+        assert_eq!(alone.hit("t\ncaller\nListMachines", &quota, at(10)).await, Err(Duration::from_secs(50)));
+        assert_eq!(a.hit("t\ncaller\nListMachines", &quota, at(59)).await, Err(Duration::from_secs(1)));
+        // Another caller has its own quota; the window reopens a minute after its first call.
+        assert_eq!(a.hit("t\nother\nListMachines", &quota, at(10)).await, Ok(()));
+        assert_eq!(b.hit("t\ncaller\nListMachines", &quota, at(60)).await, Ok(()));
+    }
+
     #[test]
     fn retry_after_rounds_up() {
         assert_eq!(retry_after_seconds(Duration::from_millis(1500)), 2);

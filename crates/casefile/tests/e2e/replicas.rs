@@ -324,6 +324,7 @@ const PARKING: &str =
 /// An action created through replica A reaches the agent whose poll is parked on
 /// replica B (LISTEN/NOTIFY), and so does a cancellation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs `casefile server` on PostgreSQL ([store] url, branch pg): remove once merged"]
 async fn work_created_on_one_replica_wakes_a_poll_parked_on_another() {
     let Some(mut cluster) = Cluster::new(PARKING) else { return };
     let (a, b) = (cluster.start(), cluster.start());
@@ -361,6 +362,7 @@ async fn work_created_on_one_replica_wakes_a_poll_parked_on_another() {
 
 /// Racing requests spread over the replicas: the database decides, exactly one wins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs `casefile server` on PostgreSQL ([store] url, branch pg): remove once merged"]
 async fn one_live_collection_per_machine_under_racing_requests_over_replicas() {
     let Some(mut cluster) = Cluster::new(PARKING) else { return };
     let replicas = [cluster.start(), cluster.start()];
@@ -404,6 +406,7 @@ async fn one_live_collection_per_machine_under_racing_requests_over_replicas() {
 /// Rotation and retirement through the CLI reach every running replica at once (the
 /// periodic reload is set to an hour here, so only the announcement can explain it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs `casefile server` on PostgreSQL ([store] url, branch pg): remove once merged"]
 async fn keys_rotated_and_retired_apply_on_every_replica_at_once() {
     let sections = format!("{PARKING}[auth]\nkey_refresh_seconds = 3600\n");
     let Some(mut cluster) = Cluster::new(&sections) else { return };
@@ -445,6 +448,7 @@ fn jwt_kid(token: &str) -> String {
 /// One replica sweeps (an advisory lock); when it is killed, another takes the role over.
 /// The trail shows one timeout entry per timed-out action, never one per replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs `casefile server` on PostgreSQL ([store] url, branch pg): remove once merged"]
 async fn the_sweeper_runs_on_one_replica_and_moves_when_it_dies() {
     let sections = "[agents]\npending_timeout_seconds = 1\npoll_wait_seconds = 1\nsilent_timeout_seconds = 2\n\
                     [rate_limits]\nenabled = false\n";
@@ -547,6 +551,7 @@ const HOLD_AFTER: usize = 48 * 1024;
 /// The agent's retry lands on the other replica; the action ends `Succeeded` with the
 /// agent's package, recorded once, nothing lost or duplicated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs `casefile server` on PostgreSQL ([store] url, branch pg): remove once merged"]
 async fn killing_the_replica_under_an_upload_loses_nothing() {
     let Some(mut cluster) = Cluster::new(PARKING) else { return };
     let first = cluster.start();
