@@ -9,6 +9,8 @@ pub mod cluster;
 pub mod identity;
 pub mod machines;
 pub mod maintenance;
+mod open;
+pub mod postgres;
 pub mod query;
 mod records;
 pub mod sqlite;
@@ -21,6 +23,8 @@ pub use cluster::{ClusterEvent, ClusterStore, LeaderGuard, LocalCluster, PgClust
 pub use identity::IdentityStore;
 pub use machines::MachineStore;
 pub use maintenance::MaintenanceStore;
+pub use open::{Backend, Database};
+pub use postgres::PgStore;
 pub use query::{ListQuery, Listed, Visibility};
 pub use records::*;
 pub use sqlite::{Schema, SqliteStore};
@@ -62,6 +66,9 @@ pub enum StoreError {
     /// caller's property table, never user input (the API layer checks that first).
     #[error("unsupported query: {0}")]
     Query(String),
+    /// The operation is not one this database offers (a backup of PostgreSQL).
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 impl From<sqlx::Error> for StoreError {

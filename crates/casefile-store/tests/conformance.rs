@@ -877,3 +877,242 @@ mod sqlite {
         }
     }
 }
+
+/// The same checks on PostgreSQL: a database of its own per test in the test process's
+/// throwaway cluster (`casefile_testkit::pg`); skipped with a reason when PostgreSQL is not
+/// installed, a failure in CI.
+macro_rules! postgres_conformance {
+    ($($check:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $check() {
+            let Some(db) = casefile_testkit::pg::database() else { return };
+            let store = PgStore::open(&db.url).await.unwrap();
+            super::$check(&store).await;
+            store.close().await;
+        }
+    )*};
+}
+
+mod postgres {
+    use super::*;
+    use std::sync::Arc;
+
+    postgres_conformance!(
+        transitions_never_go_backwards,
+        one_live_collection_per_machine,
+        claims_are_oldest_first_per_machine_and_tenants_are_separate,
+        silent_machines_time_out_and_restarts_fail,
+        reenrollment_keeps_first_seen_and_replaces_the_credential,
+        lists_filter_order_count_and_page_in_the_store,
+        cancellation_is_immediate_when_pending_and_confirmed_when_running,
+        pending_actions_expire_and_packages_retire,
+        applications_are_per_tenant_with_unique_names,
+        applications_change_roles_state_and_secret,
+        signing_keys_retire_once,
+        the_audit_trail_keeps_entries_in_order_and_filters_them,
+        changes_and_their_audit_entries_commit_together,
+        enrollment_tokens_never_rekey_a_machine_without_proof,
+        enrollment_tokens_are_counted_expire_and_revoke,
+        identity_reset_voids_the_key_and_allows_one_fresh_enrollment,
+        shared_names_are_ambiguous_and_ids_win,
+        unaccepted_claims_are_offered_again_after_their_lease,
+        a_restart_spares_the_actions_whose_results_the_agent_holds,
+        actions_keep_their_external_id_and_title,
+    );
+
+    async fn open() -> Option<(casefile_testkit::pg::PgDatabase, PgStore)> {
+        let db = casefile_testkit::pg::database()?;
+        let store = PgStore::open(&db.url).await.unwrap();
+        Some((db, store))
+    }
+
+    /// The database itself refuses to change, remove or truncate audit rows.
+    #[tokio::test]
+    async fn audit_rows_cannot_be_changed_or_removed() {
+        let Some((_db, store)) = open().await else { return };
+        super::the_audit_trail_keeps_entries_in_order_and_filters_them(&store).await;
+        for sql in ["UPDATE audit_log SET outcome = 'forged'", "DELETE FROM audit_log", "TRUNCATE audit_log"] {
+            let error = sqlx::query(sql).execute(store.pool()).await.unwrap_err();
+            assert!(error.to_string().contains("append-only"), "{sql}: {error}");
+        }
+    }
+
+    /// Several servers (here: pools) polling for the same machine at once never hand out
+    /// the same action twice, and every action is handed out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_claims_never_hand_out_an_action_twice() {
+        let Some((db, store)) = open().await else { return };
+        machine(&store, "t", "m1").await;
+        let kinds = [ActionType::CollectInvestigationPackage, ActionType::Isolate, ActionType::Unisolate];
+        let mut created = Vec::new();
+        for (i, kind) in kinds.iter().enumerate() {
+            let mut a = pending("m1", Utc::now() - Duration::seconds(10 - i as i64));
+            a.action_type = *kind;
+            store.create_action(&tid("t"), &a, None).await.unwrap();
+            created.push(a.id);
+        }
+        let mut replicas = Vec::new();
+        for _ in 0..4 {
+            replicas.push(Arc::new(PgStore::open(&db.url).await.unwrap()));
+        }
+        let mut tasks = Vec::new();
+        for replica in &replicas {
+            for _ in 0..4 {
+                let replica = replica.clone();
+                tasks.push(tokio::spawn(async move { claim(&*replica, "m1", Utc::now()).await.map(|a| a.id) }));
+            }
+        }
+        let mut claimed = Vec::new();
+        for t in tasks {
+            claimed.extend(t.await.unwrap());
+        }
+        // Every claim that found nothing may have passed over a row another held: what is
+        // left is handed out by the next poll.
+        while let Some(a) = claim(&store, "m1", Utc::now()).await {
+            claimed.push(a.id);
+        }
+        claimed.sort();
+        created.sort();
+        assert_eq!(claimed, created, "each action handed out exactly once");
+    }
+
+    /// Racing requests for the same machine: exactly one collection is created.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_collections_create_exactly_one() {
+        let Some((_db, store)) = open().await else { return };
+        let store = Arc::new(store);
+        machine(&*store, "t", "m1").await;
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(
+                async move { store.create_action(&tid("t"), &pending("m1", Utc::now()), None).await },
+            ));
+        }
+        let mut won = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => won += 1,
+                Err(StoreError::ActiveRequestExists) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(won, 1);
+    }
+
+    /// Enrollments racing on a token with two uses: exactly two machines are made.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_enrollments_take_exactly_the_uses_of_the_token() {
+        let Some((_db, store)) = open().await else { return };
+        let store = Arc::new(store);
+        let now = Utc::now();
+        store
+            .insert_enrollment_token(&EnrollmentTokenRecord {
+                id: Uuid::new_v4(),
+                tenant_id: tid("t"),
+                token_hash: "race".into(),
+                created_at: now,
+                expires_at: now + Duration::hours(1),
+                revoked_at: None,
+                uses_allowed: 2,
+                uses: 0,
+                last_used_at: None,
+            })
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..12 {
+            let store = store.clone();
+            // Half of them for one machine id: a second creation of it must not slip in.
+            let id = if i % 2 == 0 { "same".to_owned() } else { format!("m{i}") };
+            tasks.push(tokio::spawn(async move {
+                store
+                    .enroll_with_token(&TokenEnrollment {
+                        token_hash: "race".into(),
+                        machine: MachineEnrollment {
+                            id: id.clone(),
+                            tenant_id: tid("t"),
+                            facts: HostFacts { computer_dns_name: id.clone(), ..Default::default() },
+                            credential_hash: format!("cred-{i}"),
+                            agent_public_key: Some(format!("key-{i}")),
+                            last_ip_address: None,
+                            at: now,
+                        },
+                        proof: None,
+                        audit: None,
+                    })
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut created = 0;
+        for t in tasks {
+            if matches!(t.await.unwrap(), EnrollOutcome::Created(_)) {
+                created += 1;
+            }
+        }
+        assert_eq!(created, 2, "machines made from a token of two uses");
+        assert_eq!(store.enrollment_token_by_hash("race").await.unwrap().unwrap().uses, created);
+    }
+
+    /// Servers starting together on an empty database: each migration is applied once
+    /// (sqlx's migrator holds an advisory lock), and all of them open.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_migrations_apply_once() {
+        let Some(db) = casefile_testkit::pg::database() else { return };
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let url = db.url.clone();
+            tasks.push(tokio::spawn(async move { PgStore::open_checked(&url).await.map(|_| ()) }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let store = PgStore::open_unmigrated(&db.url).await.unwrap();
+        assert_eq!(store.schema().await.unwrap(), Schema::Current);
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(store.pool()).await.unwrap();
+        assert_eq!(applied, 1);
+    }
+
+    /// A schema this binary does not know is refused, as on SQLite; a foreign database is
+    /// not taken over.
+    #[tokio::test]
+    async fn newer_and_foreign_schemas_are_refused() {
+        let Some((db, store)) = open().await else { return };
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (9999, 'future', TRUE, '\\x00', 0)",
+        )
+        .execute(store.pool())
+        .await
+        .unwrap();
+        assert!(matches!(PgStore::open_checked(&db.url).await, Err(StoreError::SchemaNewer { .. })));
+
+        let Some(foreign) = casefile_testkit::pg::database() else { return };
+        let other = PgStore::open_unmigrated(&foreign.url).await.unwrap();
+        sqlx::query("CREATE TABLE somebody_elses (x int)").execute(other.pool()).await.unwrap();
+        assert!(matches!(PgStore::open_checked(&foreign.url).await, Err(StoreError::Corrupt(_))));
+    }
+
+    /// Text SQLite keeps but PostgreSQL's `jsonb` would refuse (`\u0000`) in an audit
+    /// detail is kept.
+    #[tokio::test]
+    async fn audit_details_keep_any_json() {
+        let Some((_db, store)) = open().await else { return };
+        let mut entry = audit_entry("probe", "nul");
+        entry.detail = Some(serde_json::json!({ "name": "a\u{0}b", "n": 18446744073709551615u64 }));
+        store.append_audit(&entry).await.unwrap();
+        let back = store.audit(&AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
+        assert_eq!(back[0].entry.detail, entry.detail);
+    }
+
+    /// PostgreSQL has no file to copy: a backup says what to use instead.
+    #[tokio::test]
+    async fn backups_point_to_pg_dump() {
+        let Some((_db, store)) = open().await else { return };
+        let error = store.backup_into(std::path::Path::new("/nonexistent")).await.unwrap_err();
+        assert!(error.to_string().contains("pg_dump"), "{error}");
+        store.probe_write().await.unwrap();
+    }
+}

@@ -26,7 +26,8 @@ fn each_test_gets_a_fresh_database() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "a dropped guard drops its database");
 }
 
-/// Run as a child of the test below: starts the cluster, says where it is, and waits to be killed.
+/// Run as a child of the test below: starts the cluster, says where it is, and waits to be
+/// killed (or for its stdin to close, should the parent die first).
 #[test]
 fn child_holding_a_cluster() {
     if std::env::var_os("CASEFILE_TESTKIT_CHILD").is_none() {
@@ -35,7 +36,8 @@ fn child_holding_a_cluster() {
     let cluster = pg::cluster().unwrap();
     let pid = std::fs::read_to_string(cluster.dir().join("data/postmaster.pid")).unwrap();
     println!("CLUSTER {} {}", cluster.dir().display(), pid.lines().next().unwrap());
-    std::thread::sleep(Duration::from_secs(600));
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut rest);
 }
 
 /// `kill -9` of the test process stops its postmaster and removes the cluster's directory.
@@ -44,14 +46,18 @@ fn the_cluster_goes_with_its_process() {
     if pg::cluster().is_none() {
         return;
     }
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    let child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_holding_a_cluster", "--nocapture", "--test-threads=1"])
         .env("CASEFILE_TESTKIT_CHILD", "1")
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Killed however this test ends.
+    let mut child = casefile_testkit::KillOnDrop(child);
     let mut line = String::new();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
     // libtest writes "test NAME ... " before the child's own line.
     while !line.contains("CLUSTER ") {
         line.clear();
@@ -62,8 +68,8 @@ fn the_cluster_goes_with_its_process() {
     let postmaster = format!("/proc/{}", words.next().unwrap());
     assert!(dir.exists() && std::path::Path::new(&postmaster).exists());
 
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     // Bounded wait for the kernel's signal to be acted on (an immediate shutdown).
     let deadline = Instant::now() + Duration::from_secs(30);
     while (dir.exists() || std::path::Path::new(&postmaster).exists()) && Instant::now() < deadline {
