@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::IntoResponse as _;
-use casefile_store::{SqliteStore, Store};
+use casefile_store::Store;
 use tokio::net::TcpListener;
 
 use crate::auth::{AccessClaims, Keyring, TrustedIssuers};
@@ -142,11 +142,12 @@ impl Server {
         let metrics = metrics::Metrics::new(&config.metrics).map_err(ServerError::Invalid)?;
         let issuers = TrustedIssuers::load(&config.auth).await?;
         create_private_dir(&config.data_dir)?;
-        let database = SqliteStore::path_of(&config.database_url())?;
-        let store: Arc<dyn Store> = Arc::new(match schema {
-            Schema::Migrate => SqliteStore::open(&database).await?,
-            Schema::Require => SqliteStore::open_checked(&database).await?,
-        });
+        let url = config.database_url();
+        let store: Arc<dyn Store> = match schema {
+            Schema::Migrate => casefile_store::Database::open(&url).await?,
+            Schema::Require => casefile_store::Database::open_checked(&url).await?,
+        }
+        .store();
         let keyring = Keyring::load_or_create(store.as_ref()).await?;
         let blobs = Blobs::local(&config.packages_dir(), &config.staging_dir())?;
         let mut access_validation = auth::caller::access_validation(

@@ -73,11 +73,15 @@ impl HaProxy {
     /// Starts HAProxy on a free loopback port in front of `backends`; `None` (skipped with
     /// a reason) when `haproxy` is not installed, except in CI.
     pub fn start(backends: &[SocketAddr], ca_file: &Path) -> Option<Self> {
+        Self::start_at(([127, 0, 0, 1], free_port()).into(), backends, ca_file)
+    }
+
+    /// [`HaProxy::start`] on `addr` (reserved by the caller, e.g. as the replicas' public URL).
+    pub fn start_at(addr: SocketAddr, backends: &[SocketAddr], ca_file: &Path) -> Option<Self> {
         let Some(program) = program() else {
             return unavailable("haproxy is not installed (apt-get install haproxy)");
         };
         let dir = tempfile::tempdir().expect("a temporary directory for haproxy");
-        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let config = config(addr, backends, ca_file);
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, &config).expect("the haproxy configuration written");

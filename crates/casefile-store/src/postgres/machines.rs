@@ -241,28 +241,27 @@ impl MachineStore for PgStore {
         }
         // A new machine is inserted outright; one that exists (or that a concurrent
         // enrollment just created) is locked before it is judged.
-        let made: fn(MachineRecord) -> EnrollOutcome = if write_machine(&mut tx, m, " ON CONFLICT (id) DO NOTHING")
-            .await?
-        {
-            EnrollOutcome::Created
-        } else {
-            let row = sqlx::query(
-                "SELECT tenant_id, agent_public_key, identity_reset_at FROM machines WHERE id = $1 FOR UPDATE",
-            )
-            .bind(&m.id)
-            .fetch_one(&mut *tx)
-            .await?;
-            let tenant: String = row.try_get("tenant_id")?;
-            let key: Option<String> = row.try_get("agent_public_key")?;
-            let reset: Option<Timestamp> = row.try_get("identity_reset_at")?;
-            let refusal = if tenant != m.tenant_id.as_str() {
-                Some(EnrollOutcome::MachineEnrolled)
-            } else if reset.is_some() {
-                None
+        let made: fn(MachineRecord) -> EnrollOutcome =
+            if write_machine(&mut tx, m, " ON CONFLICT (id) DO NOTHING").await? {
+                EnrollOutcome::Created
             } else {
-                match &e.proof {
-                    Some(proof) if key.as_deref() == Some(proof.key.as_str()) => {
-                        let consumed = sqlx::query(
+                let row = sqlx::query(
+                    "SELECT tenant_id, agent_public_key, identity_reset_at FROM machines WHERE id = $1 FOR UPDATE",
+                )
+                .bind(&m.id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let tenant: String = row.try_get("tenant_id")?;
+                let key: Option<String> = row.try_get("agent_public_key")?;
+                let reset: Option<Timestamp> = row.try_get("identity_reset_at")?;
+                let refusal = if tenant != m.tenant_id.as_str() {
+                    Some(EnrollOutcome::MachineEnrolled)
+                } else if reset.is_some() {
+                    None
+                } else {
+                    match &e.proof {
+                        Some(proof) if key.as_deref() == Some(proof.key.as_str()) => {
+                            let consumed = sqlx::query(
                             "DELETE FROM enroll_challenges WHERE machine_id = $1 AND nonce = $2 AND expires_at > $3",
                         )
                         .bind(&m.id)
@@ -270,18 +269,18 @@ impl MachineStore for PgStore {
                         .bind(m.at)
                         .execute(&mut *tx)
                         .await?;
-                        (consumed.rows_affected() != 1).then_some(EnrollOutcome::ChallengeInvalid)
+                            (consumed.rows_affected() != 1).then_some(EnrollOutcome::ChallengeInvalid)
+                        }
+                        _ => Some(EnrollOutcome::MachineEnrolled),
                     }
-                    _ => Some(EnrollOutcome::MachineEnrolled),
+                };
+                if let Some(refusal) = refusal {
+                    tx.rollback().await?;
+                    return Ok(refusal);
                 }
+                rekey_machine(&mut tx, m).await?;
+                if reset.is_some() { EnrollOutcome::Recreated } else { EnrollOutcome::Rekeyed }
             };
-            if let Some(refusal) = refusal {
-                tx.rollback().await?;
-                return Ok(refusal);
-            }
-            rekey_machine(&mut tx, m).await?;
-            if reset.is_some() { EnrollOutcome::Recreated } else { EnrollOutcome::Rekeyed }
-        };
         let machine = machine_in(&mut tx, &m.id).await?;
         insert_audit_opt(&mut tx, e.audit.as_ref()).await?;
         tx.commit().await?;

@@ -30,7 +30,7 @@ const WAKE_LIMIT: Duration = Duration::from_secs(10);
 
 /// The `[store]` section that points a replica at the shared database.
 fn store_toml(url: &str) -> String {
-    format!("[store]\nurl = \"{url}\"\n")
+    format!("database_url = \"{url}\"\n")
 }
 
 /// One `casefile server` process of the cluster, logging JSON.
@@ -324,7 +324,6 @@ const PARKING: &str =
 /// An action created through replica A reaches the agent whose poll is parked on
 /// replica B (LISTEN/NOTIFY), and so does a cancellation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs `casefile server` on PostgreSQL ([store] url, branch pg): remove once merged"]
 async fn work_created_on_one_replica_wakes_a_poll_parked_on_another() {
     let Some(mut cluster) = Cluster::new(PARKING) else { return };
     let (a, b) = (cluster.start(), cluster.start());
@@ -339,7 +338,7 @@ async fn work_created_on_one_replica_wakes_a_poll_parked_on_another() {
         AgentTask::CollectInvestigationPackage { action_id, .. } => assert_eq!(action_id.to_string(), id),
         other => panic!("expected the collection, got {other:?}"),
     }
-    eprintln!("created on replica A, handed to the poll parked on replica B after {latency:?}");
+    eprintln!("the poll parked on replica B answered {latency:?} after replica A created the action");
     // The raw poll does not confirm receipt: the claim counts as accepted, InProgress.
     assert_eq!(cluster.action(a, &id, &token).await["status"], "InProgress");
 
@@ -357,12 +356,11 @@ async fn work_created_on_one_replica_wakes_a_poll_parked_on_another() {
     assert_eq!(cancelled.status(), 200);
     let (task, latency) = woken(poll).await;
     assert!(matches!(task, AgentTask::Cancel { action_id } if action_id.to_string() == id), "{task:?}");
-    eprintln!("cancelled on replica A, told to the poll parked on replica B after {latency:?}");
+    eprintln!("the poll parked on replica B answered {latency:?} after replica A recorded the cancellation");
 }
 
 /// Racing requests spread over the replicas: the database decides, exactly one wins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs `casefile server` on PostgreSQL ([store] url, branch pg): remove once merged"]
 async fn one_live_collection_per_machine_under_racing_requests_over_replicas() {
     let Some(mut cluster) = Cluster::new(PARKING) else { return };
     let replicas = [cluster.start(), cluster.start()];
@@ -406,7 +404,6 @@ async fn one_live_collection_per_machine_under_racing_requests_over_replicas() {
 /// Rotation and retirement through the CLI reach every running replica at once (the
 /// periodic reload is set to an hour here, so only the announcement can explain it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs `casefile server` on PostgreSQL ([store] url, branch pg): remove once merged"]
 async fn keys_rotated_and_retired_apply_on_every_replica_at_once() {
     let sections = format!("{PARKING}[auth]\nkey_refresh_seconds = 3600\n");
     let Some(mut cluster) = Cluster::new(&sections) else { return };
@@ -448,7 +445,6 @@ fn jwt_kid(token: &str) -> String {
 /// One replica sweeps (an advisory lock); when it is killed, another takes the role over.
 /// The trail shows one timeout entry per timed-out action, never one per replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs `casefile server` on PostgreSQL ([store] url, branch pg): remove once merged"]
 async fn the_sweeper_runs_on_one_replica_and_moves_when_it_dies() {
     let sections = "[agents]\npending_timeout_seconds = 1\npoll_wait_seconds = 1\nsilent_timeout_seconds = 2\n\
                     [rate_limits]\nenabled = false\n";
@@ -551,7 +547,6 @@ const HOLD_AFTER: usize = 48 * 1024;
 /// The agent's retry lands on the other replica; the action ends `Succeeded` with the
 /// agent's package, recorded once, nothing lost or duplicated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs `casefile server` on PostgreSQL ([store] url, branch pg): remove once merged"]
 async fn killing_the_replica_under_an_upload_loses_nothing() {
     let Some(mut cluster) = Cluster::new(PARKING) else { return };
     let first = cluster.start();
@@ -559,8 +554,9 @@ async fn killing_the_replica_under_an_upload_loses_nothing() {
     let mut relay = Relay::start(cluster.replicas[first].listen, HOLD_AFTER).await;
     // Replica 2 starts only once the upload is held on replica 1: until then HAProxy finds
     // it down and sends everything to replica 1 (through the relay), deterministically.
-    let Some(proxy) = HaProxy::start(&[relay.addr, second_port], &cluster.ca_file()) else { return };
-    assert_eq!(proxy.addr, cluster.proxy_addr);
+    let Some(proxy) = HaProxy::start_at(cluster.proxy_addr, &[relay.addr, second_port], &cluster.ca_file()) else {
+        return;
+    };
     let token = cluster.token();
 
     let state = cluster.dir.path().join("agent");
@@ -609,10 +605,10 @@ async fn killing_the_replica_under_an_upload_loses_nothing() {
     relay.stop.cancel();
 
     let retry = agent.wait_log(starts("delivering the report failed, retrying"));
-    let retried_at = chrono::Utc::now();
+    let received =
+        cluster.replicas[second].wait_log(|l| l["message"] == "receiving the package" && l["action_id"] == id.as_str());
     let stored = cluster.replicas[second]
         .wait_log(|l| l["message"] == "package verified and stored" && l["action_id"] == id.as_str());
-    let stored_at = chrono::Utc::now();
     assert_eq!(stored["sha256"], announced.as_str());
     agent.wait_log(is("package uploaded and verified"));
 
@@ -630,8 +626,21 @@ async fn killing_the_replica_under_an_upload_loses_nothing() {
     eprintln!("fault test timeline (action {id}, package {} bytes, sha256 {announced}):", zip.len());
     eprintln!("  {held_at}  upload in flight on replica 1 ({HOLD_AFTER} bytes received, the rest held)");
     eprintln!("  {killed_at}  kill -9 replica 1 (pid gone, its database sessions with it)");
-    eprintln!("  {retried_at}  agent: {}", retry["message"].as_str().unwrap_or_default());
-    eprintln!("  {stored_at}  replica 2: package verified and stored, sha256 {}", stored["sha256"]);
+    // The processes' own log times (RFC 3339) for what they did.
+    eprintln!(
+        "  {}  agent: {}",
+        retry["timestamp"].as_str().unwrap_or_default(),
+        retry["message"].as_str().unwrap_or_default()
+    );
+    eprintln!(
+        "  {}  replica 2: receiving the package (the agent's retry, through HAProxy)",
+        received["timestamp"].as_str().unwrap_or_default()
+    );
+    eprintln!(
+        "  {}  replica 2: package verified and stored, sha256 {}",
+        stored["timestamp"].as_str().unwrap_or_default(),
+        stored["sha256"]
+    );
     eprintln!("  {succeeded_at}  API through HAProxy: status {}", action["status"]);
 
     // The right package: the link's bytes are the agent's.
