@@ -579,7 +579,7 @@ impl Default for AuthConfig {
             extra_audiences: Vec::new(),
             leeway_seconds: 60,
             token_ttl_seconds: 3600,
-            key_refresh_seconds: 60,
+            key_refresh_seconds: 5,
             trusted_issuers: Vec::new(),
         }
     }

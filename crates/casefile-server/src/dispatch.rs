@@ -1,7 +1,6 @@
-//! Wakes an agent's pending long-poll when work arrives for its machine. In-process
-//! for one server; several replicas will put a shared notifier (e.g. PostgreSQL
-//! LISTEN/NOTIFY) behind the same calls: [`Dispatcher::notify`] (work for a machine),
-//! [`Dispatcher::subscribe`] (a poll waits for work), [`Dispatcher::close`].
+//! Wakes an agent's pending long-poll when work arrives for its machine, in this process.
+//! Work created on another replica arrives through `cluster::run_events` (PostgreSQL
+//! LISTEN/NOTIFY), which calls the same [`Dispatcher::notify`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -96,6 +95,15 @@ impl Dispatcher {
     /// Machines with a poll open (tests: the map does not grow with machines seen).
     pub fn open_polls(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Wakes every machine's poll once: announcements from other replicas may have been
+    /// missed (`cluster::run_events`), so each poll looks at the store again.
+    pub fn wake_all(&self) {
+        let map = self.machines.lock().unwrap_or_else(|e| e.into_inner());
+        for notify in map.values() {
+            notify.notify_one();
+        }
     }
 
     /// Records that some action changed status.

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod blobs;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod correlation;
 pub mod dispatch;
@@ -41,7 +42,7 @@ use crate::auth::{AccessClaims, Keyring, TrustedIssuers};
 use crate::blobs::Blobs;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::ratelimit::InMemoryLimiter;
+use crate::ratelimit::{InMemoryLimiter, RateLimiter, SharedLimiter};
 use crate::state::{AppState, Shared};
 
 pub use config::Config as ServerConfig;
@@ -164,6 +165,7 @@ impl Server {
             true => None,
             false => Some(tls::Tls::prepare(&config, clock.now())?),
         };
+        let limiter = limiter_for(&store);
         let state = AppState::new(Shared {
             config,
             store,
@@ -174,7 +176,7 @@ impl Server {
             blobs,
             dispatcher: Default::default(),
             clock,
-            limiter: Arc::new(InMemoryLimiter::default()),
+            limiter,
             refusals: Default::default(),
             metrics,
             readiness: Default::default(),
@@ -251,6 +253,13 @@ impl Server {
             .service(router);
         // Leftovers of uploads a previous run was receiving are never resumed.
         self.state.blobs.clear_staging();
+        // Connected before serving, so a replica that cannot hear the others does not start.
+        let cluster_events = self
+            .state
+            .store
+            .subscribe()
+            .await?
+            .map(|events| tokio::spawn(cluster::run_events(self.state.clone(), events)));
         let sweeper = tokio::spawn(lifecycle::run(self.state.clone()));
         let key_refresh = tokio::spawn(auth::keys::run_refresh(self.state.clone()));
         let issuer_refresh = tokio::spawn(auth::issuers::run_refresh(self.state.clone()));
@@ -280,6 +289,9 @@ impl Server {
         refusals.abort();
         audit::write_refusal_summaries(&self.state, true).await;
         sweeper.abort();
+        if let Some(events) = cluster_events {
+            events.abort();
+        }
         metrics_upkeep.abort();
         key_refresh.abort();
         issuer_refresh.abort();
@@ -348,6 +360,14 @@ impl Server {
             Err(enrollment::EnrollmentError::Store(e)) => Err(e.into()),
             Err(e) => Err(ServerError::Invalid(e.to_string())),
         }
+    }
+}
+
+/// Quotas counted in the shared database when replicas share it, else in the process.
+fn limiter_for(store: &Arc<dyn Store>) -> Arc<dyn RateLimiter> {
+    match store.shared() {
+        true => Arc::new(SharedLimiter::new(store.clone())),
+        false => Arc::new(InMemoryLimiter::default()),
     }
 }
 

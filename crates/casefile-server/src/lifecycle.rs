@@ -4,6 +4,9 @@
 //!   collection allowed, ends `TimeOut`;
 //! - a package older than the retention period is deleted (its action keeps its record).
 //!
+//! With several replicas on one database, only the one holding the lead
+//! ([`casefile_store::ClusterStore::try_lead`]) sweeps.
+//!
 //! One time rule is applied where it matters instead: an action handed to an agent that
 //! did not confirm receipt within `claim_lease_seconds` is offered again by that machine's
 //! next poll (`routes::agent::next_task`, issue 9 item 11), with the server clock's time.
@@ -12,7 +15,7 @@ use std::time::Duration;
 
 use casefile_proto::action::{ActionStatus, hresult};
 use casefile_proto::time::Timestamp;
-use casefile_store::Transition;
+use casefile_store::{LeaderGuard, Transition};
 
 use crate::audit;
 use crate::clock::seconds_before;
@@ -31,19 +34,32 @@ pub struct Sweep {
     pub packages_deleted: u64,
 }
 
+/// The role only one replica holds at a time: the sweep, retention deletes and upkeep.
+pub const LEADER_ROLE: &str = "lifecycle";
+
 pub async fn run(state: AppState) {
     let silent = Duration::from_secs(state.config.agents.silent_timeout_seconds);
     // Check often enough that an action overstays its window by at most a quarter.
     let period = (silent / 4).clamp(Duration::from_millis(200), Duration::from_secs(30));
     let mut ticker = tokio::time::interval(period);
     let mut optimized = tokio::time::Instant::now();
+    let mut lead: Option<LeaderGuard> = None;
     loop {
         ticker.tick().await;
+        // Replicas share the database: one of them sweeps. A follower asks again every
+        // period, so a leader that died is replaced within one (its lock went with its
+        // connection).
+        if !lead_now(&state, &mut lead).await {
+            continue;
+        }
         let started = std::time::Instant::now();
         let swept = sweep(&state).await;
         state.metrics.sweep(&swept, started.elapsed());
         if let Err(e) = swept {
             tracing::error!("lifecycle sweep failed: {e}");
+        }
+        if let Err(e) = state.store.forget_rate_limits(state.now()).await {
+            tracing::warn!("forgetting ended rate-limit windows failed: {e}");
         }
         // The planner's statistics follow the data as it grows.
         if optimized.elapsed() >= OPTIMIZE_EVERY {
@@ -51,6 +67,32 @@ pub async fn run(state: AppState) {
             if let Err(e) = state.store.optimize().await {
                 tracing::warn!("database upkeep failed: {e}");
             }
+        }
+    }
+}
+
+/// Whether this replica leads the upkeep now: keeps the role while its lease holds, else
+/// tries to take it.
+async fn lead_now(state: &AppState, lead: &mut Option<LeaderGuard>) -> bool {
+    if let Some(guard) = lead.as_mut() {
+        if guard.still_held().await {
+            return true;
+        }
+        *lead = None;
+        state.metrics.leader(false);
+        tracing::warn!(role = LEADER_ROLE, "lost the lead of the lifecycle sweeper (database connection gone)");
+    }
+    match state.store.try_lead(LEADER_ROLE).await {
+        Ok(Some(guard)) => {
+            *lead = Some(guard);
+            state.metrics.leader(true);
+            tracing::info!(role = LEADER_ROLE, "this replica leads the lifecycle sweeper");
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(role = LEADER_ROLE, "cannot ask for the lead of the lifecycle sweeper: {e}");
+            false
         }
     }
 }
@@ -88,6 +130,10 @@ pub async fn sweep(state: &AppState) -> Result<Sweep, casefile_store::StoreError
     done.packages_deleted = delete_expired(state, now, ago(state.config.packages.retention_seconds)).await?;
 
     if done.pending_timed_out + done.running_timed_out > 0 {
+        // One entry per sweep that timed anything out: the trail shows the sweeper acted,
+        // and (one leader at a time) that it acted once.
+        let detail = serde_json::json!({"pending": done.pending_timed_out, "inProgress": done.running_timed_out});
+        audit::record(state, audit::system_entry(state, None, "action.timeout", "lifecycle", detail)).await;
         tracing::warn!(
             pending = done.pending_timed_out,
             running = done.running_timed_out,

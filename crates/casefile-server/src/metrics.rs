@@ -175,6 +175,10 @@ impl Metrics {
             );
             describe_counter!("casefile_rate_limited_total", "Calls answered 429, by the limit that refused them");
             describe_counter!("casefile_lifecycle_sweeps_total", "Runs of the lifecycle sweeper, by outcome");
+            describe_gauge!(
+                "casefile_lifecycle_leader",
+                "1 while this replica leads the lifecycle sweeper (one replica per database does), else 0"
+            );
             describe_histogram!("casefile_lifecycle_sweep_duration_seconds", Unit::Seconds, "Time one sweep took");
             describe_counter!(
                 "casefile_lifecycle_actions_timed_out_total",
@@ -256,6 +260,11 @@ impl Metrics {
         if let Err(e) = result {
             self.store_error(e);
         }
+    }
+
+    /// Whether this replica leads the lifecycle sweeper (1) or follows (0).
+    pub fn leader(&self, leads: bool) {
+        self.record(|| gauge!("casefile_lifecycle_leader").set(if leads { 1.0 } else { 0.0 }));
     }
 
     /// A database failure (answered or swallowed).

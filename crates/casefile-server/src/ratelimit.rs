@@ -2,15 +2,18 @@
 //! 1,500 an hour for most APIs; 2 and 120 for `getPackageUri`). Rejected calls count
 //! too, so hammering a closed window does not open it sooner.
 //!
-//! The limiter is a trait so several replicas can share their counters later (in the
-//! database or a cache); [`InMemoryLimiter`] serves one process.
+//! [`InMemoryLimiter`] serves one process (SQLite: one server per database);
+//! [`SharedLimiter`] counts in the database that several replicas share, so a quota holds
+//! in total across them. Both keep the same windows: a window starts at the caller's first
+//! call in it and lasts its length.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use casefile_proto::time::Timestamp;
+use casefile_store::ClusterStore;
 
 /// At most `limit` calls per `length`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +91,42 @@ impl RateLimiter for InMemoryLimiter {
     }
 }
 
+/// Windows counted in the shared database ([`ClusterStore::rate_limit_hit`]): one atomic
+/// statement per window, so replicas never lose or double a call.
+pub struct SharedLimiter {
+    cluster: Arc<dyn ClusterStore>,
+}
+
+impl SharedLimiter {
+    pub fn new(cluster: Arc<dyn ClusterStore>) -> Self {
+        Self { cluster }
+    }
+}
+
+#[async_trait]
+impl RateLimiter for SharedLimiter {
+    async fn hit(&self, key: &str, windows: &[Window], now: Timestamp) -> Result<(), Duration> {
+        let mut wait: Option<Duration> = None;
+        for window in windows {
+            match self.cluster.rate_limit_hit(key, window.length, now).await {
+                Ok(counted) if counted.count > u64::from(window.limit) => {
+                    let left = (counted.ends - now).to_std().unwrap_or_default();
+                    wait = Some(wait.map_or(left, |w| w.max(left)));
+                }
+                Ok(_) => {}
+                // Quotas share out capacity; they are not what keeps callers out. A
+                // database that cannot count the call will most likely fail the call
+                // itself, which then answers the error.
+                Err(e) => tracing::warn!("cannot count the call against its quota: {e}"),
+            }
+        }
+        match wait {
+            None => Ok(()),
+            Some(left) => Err(left),
+        }
+    }
+}
+
 /// Seconds for a `Retry-After` header: rounded up, so a client that waits exactly this
 /// long is past the window's end.
 pub fn retry_after_seconds(wait: Duration) -> u64 {
@@ -131,6 +170,45 @@ mod tests {
             limiter.hit(&format!("late-{i}"), &[MINUTE], at(120)).await.unwrap();
         }
         assert_eq!(limiter.state.lock().unwrap().by_key.len(), 100);
+    }
+
+    /// Two replicas' limiters on one PostgreSQL database (the testkit's): the quota holds
+    /// in total, the call over it waits exactly as the in-process limiter's would (so the
+    /// `429` and its `Retry-After` are the same), and the window reopens on time.
+    #[tokio::test]
+    async fn replicas_share_one_quota_exactly_and_answer_as_one_server() {
+        let Some(db) = casefile_testkit::pg::database() else { return };
+        let replica = || async {
+            let pool = sqlx::postgres::PgPool::connect(&db.url).await.unwrap();
+            Arc::new(casefile_store::PgCluster::new(pool))
+        };
+        let (a, b) = (replica().await, replica().await);
+        // The table comes with the PostgreSQL migrations; this test needs only it.
+        sqlx::raw_sql(include_str!("../../casefile-store/migrations/postgres/0002_cluster.sql"))
+            .execute(a.pool())
+            .await
+            .unwrap();
+        let (a, b) = (SharedLimiter::new(a), SharedLimiter::new(b));
+        let alone = InMemoryLimiter::default();
+        let quota = [Window { length: Duration::from_secs(60), limit: 100 }];
+        // 60 calls through A, 40 through B, all at once: 100 in total, every one admitted.
+        let mut calls = tokio::task::JoinSet::new();
+        let (a, b) = (Arc::new(a), Arc::new(b));
+        for i in 0..100 {
+            let limiter = if i < 60 { a.clone() } else { b.clone() };
+            calls.spawn(async move { limiter.hit("t\ncaller\nListMachines", &quota, at(0)).await });
+        }
+        assert!(calls.join_all().await.iter().all(Result::is_ok), "the first 100 calls in total pass");
+        for s in 0..100 {
+            alone.hit("t\ncaller\nListMachines", &quota, at(s / 10)).await.unwrap();
+        }
+        // The 101st, on either replica, is refused with the single server's wait.
+        assert_eq!(b.hit("t\ncaller\nListMachines", &quota, at(10)).await, Err(Duration::from_secs(50)));
+        assert_eq!(alone.hit("t\ncaller\nListMachines", &quota, at(10)).await, Err(Duration::from_secs(50)));
+        assert_eq!(a.hit("t\ncaller\nListMachines", &quota, at(59)).await, Err(Duration::from_secs(1)));
+        // Another caller has its own quota; the window reopens a minute after its first call.
+        assert_eq!(a.hit("t\nother\nListMachines", &quota, at(10)).await, Ok(()));
+        assert_eq!(b.hit("t\ncaller\nListMachines", &quota, at(60)).await, Ok(()));
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
     pub config: Config,
+    /// The database, with the coordination between replicas sharing it
+    /// ([`casefile_store::ClusterStore`]: a no-op alone on SQLite).
     pub store: Arc<dyn Store>,
     pub keyring: Keyring,
     pub access_validation: jsonwebtoken::Validation,

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod actions;
 pub mod audit;
+pub mod cluster;
 pub mod identity;
 pub mod machines;
 pub mod maintenance;
@@ -19,6 +20,7 @@ pub use access::AccessStore;
 pub use actions::{ActionStore, Claim};
 pub use audit::AuditStore;
 pub use casefile_proto::TenantId;
+pub use cluster::{ClusterEvent, ClusterStore, LeaderGuard, LocalCluster, PgCluster, WindowCount};
 pub use identity::IdentityStore;
 pub use machines::MachineStore;
 pub use maintenance::MaintenanceStore;
@@ -89,6 +91,12 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Everything a backend implements: one trait per area, each in its own module (and, in a
 /// backend, its own file). `Arc<dyn Store>` is what the server holds.
-pub trait Store: ActionStore + MachineStore + IdentityStore + AuditStore + AccessStore + MaintenanceStore {}
+pub trait Store:
+    ActionStore + MachineStore + IdentityStore + AuditStore + AccessStore + MaintenanceStore + ClusterStore
+{
+}
 
-impl<T> Store for T where T: ActionStore + MachineStore + IdentityStore + AuditStore + AccessStore + MaintenanceStore {}
+impl<T> Store for T where
+    T: ActionStore + MachineStore + IdentityStore + AuditStore + AccessStore + MaintenanceStore + ClusterStore
+{
+}

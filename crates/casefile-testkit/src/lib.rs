@@ -3,6 +3,7 @@
 //! behind. A service whose program is missing is skipped with a printed reason, except
 //! when `CI` is set: there the missing program is a failure, since `.ci/run` installs it.
 
+pub mod haproxy;
 pub mod pg;
 
 use std::net::TcpListener;

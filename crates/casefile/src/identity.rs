@@ -186,14 +186,14 @@ pub async fn run_keys(command: KeysCommand, out: &mut dyn Write) -> anyhow::Resu
             writeln!(out, "New signing key {} signs from now on; older keys keep verifying until retired.", key.kid)?;
             writeln!(
                 out,
-                "Running servers pick it up within a minute (auth.key_refresh_seconds), or at its first token."
+                "Running servers pick it up within auth.key_refresh_seconds (at once on PostgreSQL), or at its first token."
             )?;
         }
         KeysCommand::Retire { config, kid } => {
             config.admin().await?.retire_key(&kid).await?;
             writeln!(
                 out,
-                "Key {kid} retired: the tokens and links it signed stop working on running servers within a minute."
+                "Key {kid} retired: the tokens and links it signed stop working on running servers within auth.key_refresh_seconds."
             )?;
         }
         KeysCommand::List { config, json } => {

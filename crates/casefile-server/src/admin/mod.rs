@@ -200,12 +200,18 @@ impl Admin {
         Ok(applications::set_roles(self.store(), tenant, client_id, roles).await?)
     }
 
+    /// Every running replica reloads its keys at once (`casefile_keys`), else within
+    /// `auth.key_refresh_seconds`.
     pub async fn rotate_key(&self) -> Result<KeyInfo> {
-        Ok(keys::rotate(self.store()).await?)
+        let key = keys::rotate(self.store()).await?;
+        crate::cluster::keys_changed(self.server.state()).await;
+        Ok(key)
     }
 
     pub async fn retire_key(&self, kid: &str) -> Result<()> {
-        Ok(keys::retire(self.store(), kid).await?)
+        keys::retire(self.store(), kid).await?;
+        crate::cluster::keys_changed(self.server.state()).await;
+        Ok(())
     }
 
     pub async fn keys(&self) -> Result<Vec<KeyInfo>> {

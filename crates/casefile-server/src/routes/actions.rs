@@ -63,7 +63,7 @@ pub async fn collect(
     }));
     let entry = audit::entry_for_call(StatusCode::CREATED.as_u16());
     state.store.tenant(&caller.tenant_id).create_action(&action, entry.as_ref()).await?;
-    state.dispatcher.notify(&machine.id);
+    crate::cluster::wake(&state, &machine.id).await;
     state.dispatcher.action_changed();
     tracing::info!(action_id = %action.id, machine_id = %machine.id, requestor = %caller.requestor, "collection requested");
     Ok(reply(StatusCode::CREATED, &Entity { context: base.context(context::ACTION), value: action }))
@@ -400,7 +400,7 @@ pub async fn cancel(
             action
         }
         CancelOutcome::Requested(action) => {
-            state.dispatcher.notify(&action.machine_id);
+            crate::cluster::wake(&state, &action.machine_id).await;
             tracing::info!(action_id = %id, requestor = %caller.requestor, "cancellation sent to the agent");
             action
         }

@@ -21,6 +21,7 @@ use crate::*;
 mod access;
 mod actions;
 mod audit;
+mod cluster;
 mod filter;
 mod identity;
 mod machines;

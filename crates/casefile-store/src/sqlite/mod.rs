@@ -17,6 +17,7 @@ use rows::micros;
 mod access;
 mod actions;
 mod audit;
+mod cluster;
 mod filter;
 mod identity;
 mod machines;

@@ -24,6 +24,7 @@ mod offline;
 mod openapi;
 mod operate;
 mod rbac;
+mod replicas;
 mod s3;
 mod shutdown;
 mod support;
