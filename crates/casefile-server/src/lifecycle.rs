@@ -156,7 +156,10 @@ async fn delete_expired(
     loop {
         let batch = state.store.expired_packages(stored_before, DELETE_BATCH).await?;
         for package in &batch {
-            state.store.mark_package_deleted(package.action_id, now).await?;
+            if !state.store.mark_package_deleted(package.action_id, now).await? {
+                // Another sweeper (a replica that led a moment ago) deleted it and said so.
+                continue;
+            }
             if let Err(e) = state.blobs.delete(&package.blob_key).await {
                 state.metrics.blob_error("delete", false);
                 tracing::error!(action_id = %package.action_id, key = %package.blob_key, "removing an expired package failed: {e}");

@@ -95,29 +95,44 @@ impl RateLimiter for InMemoryLimiter {
 /// statement per window, so replicas never lose or double a call.
 pub struct SharedLimiter {
     cluster: Arc<dyn ClusterStore>,
+    /// Counts a call this replica could not count in the database, so an outage of the
+    /// shared counters never lets calls through uncounted (the token throttles guard
+    /// against guessing).
+    fallback: InMemoryLimiter,
 }
 
 impl SharedLimiter {
     pub fn new(cluster: Arc<dyn ClusterStore>) -> Self {
-        Self { cluster }
+        Self { cluster, fallback: InMemoryLimiter::default() }
     }
+}
+
+/// Keys are caller-supplied (a client id, an address): stored as their SHA-256, so a key
+/// of any length fits the counters' index and reveals nothing.
+fn stored_key(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
 }
 
 #[async_trait]
 impl RateLimiter for SharedLimiter {
     async fn hit(&self, key: &str, windows: &[Window], now: Timestamp) -> Result<(), Duration> {
         let mut wait: Option<Duration> = None;
+        let stored = stored_key(key);
         for window in windows {
-            match self.cluster.rate_limit_hit(key, window.length, now).await {
+            match self.cluster.rate_limit_hit(&stored, window.length, now).await {
                 Ok(counted) if counted.count > u64::from(window.limit) => {
                     let left = (counted.ends - now).to_std().unwrap_or_default();
                     wait = Some(wait.map_or(left, |w| w.max(left)));
                 }
                 Ok(_) => {}
-                // Quotas share out capacity; they are not what keeps callers out. A
-                // database that cannot count the call will most likely fail the call
-                // itself, which then answers the error.
-                Err(e) => tracing::warn!("cannot count the call against its quota: {e}"),
+                // Counted here instead: this replica's share of the quota still holds.
+                Err(e) => {
+                    tracing::warn!("cannot count the call against its shared quota, counting it locally: {e}");
+                    if let Err(left) = self.fallback.hit(key, std::slice::from_ref(window), now).await {
+                        wait = Some(wait.map_or(left, |w| w.max(left)));
+                    }
+                }
             }
         }
         match wait {

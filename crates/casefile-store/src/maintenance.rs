@@ -34,7 +34,8 @@ pub trait MaintenanceStore: Send + Sync + 'static {
     /// Packages stored before `stored_before` and not yet deleted, oldest first.
     async fn expired_packages(&self, stored_before: Timestamp, limit: u32) -> Result<Vec<PackageRecord>>;
     /// Marks a package deleted; downloads and links refuse it from then on.
-    async fn mark_package_deleted(&self, action_id: Uuid, at: Timestamp) -> Result<()>;
+    /// `false`: it was already marked (by another replica's sweeper), nothing changed.
+    async fn mark_package_deleted(&self, action_id: Uuid, at: Timestamp) -> Result<bool>;
     /// Times out `Pending` actions created before `created_before` (no agent took them).
     async fn time_out_pending(&self, created_before: Timestamp, change: &Transition) -> Result<u64>;
     /// Times out `InProgress` actions whose machine has not been heard from since

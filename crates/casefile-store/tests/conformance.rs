@@ -970,7 +970,9 @@ mod maintenance {
         store.complete_with_package("m2", &stored, Utc::now(), None).await.unwrap().unwrap();
         let expired = store.expired_packages(Utc::now() - Duration::days(30), 10).await.unwrap();
         assert_eq!(expired.iter().map(|p| p.action_id).collect::<Vec<_>>(), vec![fresh.id]);
-        store.mark_package_deleted(fresh.id, Utc::now()).await.unwrap();
+        assert!(store.mark_package_deleted(fresh.id, Utc::now()).await.unwrap());
+        // A second sweeper (another replica) finds it done: it neither deletes nor audits again.
+        assert!(!store.mark_package_deleted(fresh.id, Utc::now()).await.unwrap());
         assert!(store.expired_packages(Utc::now(), 10).await.unwrap().is_empty());
         assert!(store.package(&tid("t"), fresh.id).await.unwrap().unwrap().deleted_at.is_some());
     }

@@ -175,6 +175,7 @@ wait $pid
 rm -rf "$dir""#,
         );
         keeper.arg("sh").arg(dir).arg(postgres.get_program()).args(postgres.get_args());
+        keeper.current_dir(std::env::temp_dir());
         keeper.stdin(Stdio::null()).stdout(log).stderr(log_err);
 
         let ended: Arc<Mutex<Option<String>>> = Arc::default();
@@ -284,5 +285,8 @@ fn as_user(user: Option<&User>, pdeath: &str, program: &Path) -> Command {
         cmd.args(["--reuid", &user.name, "--regid", &user.name, "--clear-groups"]);
     }
     cmd.args(["--pdeathsig", pdeath, "--"]).arg(program);
+    // The test's own directory may be closed to the `postgres` user (a clone under /root),
+    // and initdb changes back into it.
+    cmd.current_dir(std::env::temp_dir());
     cmd
 }

@@ -6,8 +6,16 @@ use super::PgStore;
 use super::rows::{self, AUDIT_COLUMNS};
 use crate::*;
 
+/// The advisory lock that orders audit entries ("casefile" "audit" in ASCII, folded).
+const AUDIT_ORDER_LOCK: i64 = 0x6361_7365_6175_6469;
+
 /// Appends an audit entry on `conn` (inside the caller's transaction, when it has one).
 pub(super) async fn insert_audit(conn: &mut PgConnection, e: &AuditEntry) -> Result<i64> {
+    // `seq` is drawn at insert, not at commit: two writers could make 42 visible before 41,
+    // and a reader paging `after` 42 would never see 41. Audited transactions take this lock
+    // for the rest of their life (the audit insert is their last locking statement), so
+    // sequence numbers become visible in order, on every replica.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_ORDER_LOCK).execute(&mut *conn).await?;
     // Bound as text and cast: `json` keeps what `jsonb` would refuse (`\u0000`).
     let detail = e.detail.as_ref().map(|d| d.to_string());
     let seq: i64 = sqlx::query_scalar(

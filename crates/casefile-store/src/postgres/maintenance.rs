@@ -68,13 +68,13 @@ impl MaintenanceStore for PgStore {
         found.iter().map(rows::package).collect()
     }
 
-    async fn mark_package_deleted(&self, action_id: Uuid, at: Timestamp) -> Result<()> {
-        sqlx::query("UPDATE packages SET deleted_at = $1 WHERE action_id = $2 AND deleted_at IS NULL")
+    async fn mark_package_deleted(&self, action_id: Uuid, at: Timestamp) -> Result<bool> {
+        let done = sqlx::query("UPDATE packages SET deleted_at = $1 WHERE action_id = $2 AND deleted_at IS NULL")
             .bind(at)
             .bind(action_id)
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn time_out_pending(&self, created_before: Timestamp, change: &Transition) -> Result<u64> {

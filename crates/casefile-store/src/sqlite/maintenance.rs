@@ -71,13 +71,13 @@ impl MaintenanceStore for SqliteStore {
         rows.iter().map(package_from_row).collect()
     }
 
-    async fn mark_package_deleted(&self, action_id: Uuid, at: Timestamp) -> Result<()> {
-        sqlx::query("UPDATE packages SET deleted_at = ? WHERE action_id = ? AND deleted_at IS NULL")
+    async fn mark_package_deleted(&self, action_id: Uuid, at: Timestamp) -> Result<bool> {
+        let done = sqlx::query("UPDATE packages SET deleted_at = ? WHERE action_id = ? AND deleted_at IS NULL")
             .bind(micros(at))
             .bind(action_id.to_string())
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn time_out_pending(&self, created_before: Timestamp, change: &Transition) -> Result<u64> {
