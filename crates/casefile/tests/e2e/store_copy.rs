@@ -41,6 +41,24 @@ async fn an_embedded_installation_moves_to_postgres_and_serves_the_same_records(
     let original = server.http.get(&url).send().await.unwrap().bytes().await.unwrap();
     assert!(!original.is_empty());
     agent.stop().await;
+    // More than two batches of 500 rows, with details PostgreSQL's jsonb would refuse
+    // (`\u0000`) or reorder: the trail must arrive as written.
+    for i in 0..1100 {
+        let entry = casefile_store::AuditEntry {
+            at: chrono::Utc::now(),
+            tenant_id: Some("default".into()),
+            actor_kind: "user".into(),
+            actor: format!("analyst-{i}@example.com"),
+            event: "e2e.bulk".into(),
+            target: (i % 2 == 0).then(|| format!("target-{i}")),
+            outcome: "ok".into(),
+            http_status: Some(200),
+            source_ip: None,
+            correlation_id: None,
+            detail: Some(serde_json::json!({"z": i, "a": "nul\u{0}byte", "nested": {"b": [1, 2.5, null]}})),
+        };
+        server.server().state().store.append_audit(&entry).await.unwrap();
+    }
     let everything = AuditFilter { limit: 10_000, ..Default::default() };
     let trail = server.server().state().store.audit(&everything).await.unwrap();
     assert!(trail.len() > 3, "{trail:?}");
