@@ -212,13 +212,7 @@ const TABLES: &[Table] = &[
         name: "rbac_roles",
         key: &["tenant_id", "name"],
         identity: None,
-        columns: &[
-            ("tenant_id", Text),
-            ("name", Text),
-            ("permissions", Jsonb),
-            ("users", Jsonb),
-            ("groups", Jsonb),
-        ],
+        columns: &[("tenant_id", Text), ("name", Text), ("permissions", Jsonb), ("users", Jsonb), ("groups", Jsonb)],
     },
     Table {
         name: "ungrouped_access",
@@ -236,7 +230,8 @@ const TABLES: &[Table] = &[
 
 /// Tables that are no part of the copy: the migrators' own, SQLite's internals, and
 /// PostgreSQL's scratch rate-limit counters (they start empty on any new database).
-const NOT_COPIED: &[&str] = &["_sqlx_migrations", "sqlite_sequence", "sqlite_stat1", "sqlite_stat4", "rate_limit_windows"];
+const NOT_COPIED: &[&str] =
+    &["_sqlx_migrations", "sqlite_sequence", "sqlite_stat1", "sqlite_stat4", "rate_limit_windows"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -363,9 +358,8 @@ pub async fn copy(from: &str, to: &str) -> Result<CopyReport> {
 /// Both schemas hold exactly the tables and columns this copy knows.
 async fn check_tables(source: &SqliteStore, target: &PgStore) -> Result<()> {
     let known: BTreeSet<&str> = TABLES.iter().map(|t| t.name).collect();
-    let sqlite_tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
-        .fetch_all(source.pool())
-        .await?;
+    let sqlite_tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'").fetch_all(source.pool()).await?;
     let pg_tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
     )
