@@ -498,10 +498,8 @@ fn sqlite_cells(table: &Table, row: &SqliteRow) -> Result<Vec<Cell>> {
                 },
             };
             let cell = cell.map_err(|e| bad(e.to_string()))?.unwrap_or(Cell::Null);
-            if kind == Int4 {
-                if let Cell::Int(v) = cell {
-                    i32::try_from(v).map_err(|_| bad(format!("{v} does not fit PostgreSQL's integer")))?;
-                }
+            if let (Int4, Cell::Int(v)) = (kind, &cell) {
+                i32::try_from(*v).map_err(|_| bad(format!("{v} does not fit PostgreSQL's integer")))?;
             }
             Ok(cell)
         })
