@@ -691,3 +691,51 @@ async fn compare_records(source: &SqliteStore, target: &PgStore) -> Result<usize
     }
     Ok(compared)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bad value in the last batch of a table stops the copy with its place named, and
+    /// the transaction leaves the target empty: the rows of earlier batches and tables too.
+    #[tokio::test]
+    async fn a_bad_row_late_in_the_copy_leaves_the_target_empty() {
+        let Some(target) = casefile_testkit::pg::database() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("casefile.db");
+        let source = SqliteStore::open(&path).await.unwrap();
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, purpose, algorithm, private_key, public_key, created_at) \
+             VALUES ('k1', 'jwt', 'EdDSA', x'00ff', x'01', 1)",
+        )
+        .execute(source.pool())
+        .await
+        .unwrap();
+        for i in 0..1200 {
+            sqlx::query(
+                "INSERT INTO audit_log (at, actor_kind, actor, event, outcome) VALUES (?, 'user', 'a', 'e', 'ok')",
+            )
+            .bind(i as i64)
+            .execute(source.pool())
+            .await
+            .unwrap();
+        }
+        // SQLite's type affinity lets text into an INTEGER column.
+        sqlx::query("INSERT INTO audit_log (at, actor_kind, actor, event, outcome) VALUES ('yesterday', 'user', 'a', 'e', 'ok')")
+            .execute(source.pool())
+            .await
+            .unwrap();
+        source.pool().close().await;
+        let from = format!("sqlite://{}", path.display());
+        let err = copy(&from, &target.url).await.unwrap_err();
+        assert!(matches!(err, CopyError::Row { table: "audit_log", column: "at", rowid: 1201, .. }), "{err}");
+        assert!(err.to_string().contains("nothing was written"), "{err}");
+        let pg = PgStore::open_unmigrated(&target.url).await.unwrap();
+        for table in ["signing_keys", "audit_log"] {
+            let n: i64 =
+                sqlx::query_scalar(safe(format!("SELECT COUNT(*) FROM {table}"))).fetch_one(pg.pool()).await.unwrap();
+            assert_eq!(n, 0, "{table}");
+        }
+        pg.pool().close().await;
+    }
+}
