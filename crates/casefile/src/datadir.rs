@@ -1,4 +1,4 @@
-//! `casefile config check`, `casefile migrate`, `casefile backup` and `casefile restore`:
+//! `casefile config check`, `casefile migrate`, `casefile store copy`, `casefile backup` and `casefile restore`:
 //! the configuration and the data directory's safekeeping, through the server's admin
 //! layer.
 
@@ -21,6 +21,23 @@ pub enum ConfigCommand {
         /// Address to listen on [env: CASEFILE_LISTEN]
         #[arg(long)]
         listen: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum StoreCommand {
+    /// Copy a SQLite database (the embedded default) into a new, empty PostgreSQL
+    /// database, in one transaction, then verify it: row counts, a sample of rows field by
+    /// field, and records read back through both. Stop the server first; afterwards point
+    /// `[store] url` at the PostgreSQL database (packages stay where `[blobs]` keeps them).
+    Copy {
+        /// The SQLite database, e.g. sqlite:///var/lib/casefile/casefile.db
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database, e.g. postgres://casefile@db/casefile (empty, or
+        /// migrated and without rows)
+        #[arg(long)]
+        to: String,
     },
 }
 
@@ -72,6 +89,28 @@ pub async fn migrate(config: ConfigArgs, out: &mut dyn Write) -> anyhow::Result<
             "Applied migrations {}.",
             applied.iter().map(|v| format!("{v:04}")).collect::<Vec<_>>().join(", ")
         )?,
+    }
+    Ok(())
+}
+
+pub async fn store(command: StoreCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    match command {
+        StoreCommand::Copy { from, to } => {
+            let report = admin::store_copy(&from, &to).await?;
+            writeln!(out, "{:<20} {:>10} {:>9}", "table", "rows", "verified")?;
+            let mut total = 0;
+            for t in &report.tables {
+                writeln!(out, "{:<20} {:>10} {:>9}", t.table, t.rows, format!("{} rows", t.sampled))?;
+                total += t.rows;
+            }
+            writeln!(
+                out,
+                "Copied {total} rows; every table's count matches, the sampled rows are equal field by field, \
+                 and {} records read back through both stores are identical.",
+                report.records_compared
+            )?;
+            writeln!(out, "Point [store] url (CASEFILE_STORE__URL) at the PostgreSQL database to use it.")?;
+        }
     }
     Ok(())
 }

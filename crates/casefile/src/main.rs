@@ -44,6 +44,12 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Move the records between databases: `store copy` puts an embedded (SQLite)
+    /// installation into an empty PostgreSQL database.
+    Store {
+        #[command(subcommand)]
+        command: casefile::datadir::StoreCommand,
+    },
     /// Back up a (running) server's database, signing keys, packages, TLS material and
     /// configuration into one archive.
     Backup(casefile::datadir::BackupArgs),
@@ -195,6 +201,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Config { command } => casefile::datadir::config(command, &mut std::io::stdout())?,
         Command::Migrate { config } => casefile::datadir::migrate(config, &mut std::io::stdout()).await?,
+        Command::Store { command } => casefile::datadir::store(command, &mut std::io::stdout()).await?,
         Command::Backup(args) => casefile::datadir::backup(args, &mut std::io::stdout()).await?,
         Command::Restore(args) => casefile::datadir::restore(args, &mut std::io::stdout())?,
         Command::Token { config, roles, tenant, requestor, ttl } => {

@@ -59,6 +59,9 @@ pub enum AdminError {
     /// A `casefile server` (or another migrate or restore) holds the data directory.
     #[error("a casefile server is running on {} (it holds its .lock): stop it first", .0.display())]
     Busy(PathBuf),
+    /// `casefile store copy` refused or failed.
+    #[error(transparent)]
+    Copy(#[from] casefile_store::copy::CopyError),
 }
 
 impl From<ServerError> for AdminError {
@@ -263,6 +266,21 @@ impl Admin {
     pub async fn backup(&self, output: &Path, config_file: Option<&Path>) -> Result<BackupReport> {
         archive::backup(self.store(), self.config(), output, config_file, self.now()).await
     }
+}
+
+/// `casefile store copy`: copies the SQLite database `from` into the empty PostgreSQL
+/// database `to` and verifies it (see [`casefile_store::copy`]). Refused while a server
+/// runs on the SQLite file's data directory (its parent), which holds the directory's
+/// lock for the whole copy, so no server starts on it meanwhile.
+pub async fn store_copy(from: &str, to: &str) -> Result<casefile_store::copy::CopyReport> {
+    let _owner = match casefile_store::Backend::of(from)? {
+        casefile_store::Backend::Sqlite(path) => match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => DataDirLock::acquire_existing(dir)?,
+            _ => DataDirLock::acquire_existing(Path::new("."))?,
+        },
+        casefile_store::Backend::Postgres(_) => None,
+    };
+    Ok(casefile_store::copy::copy(from, to).await?)
 }
 
 /// What `casefile migrate` did.

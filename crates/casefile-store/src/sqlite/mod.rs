@@ -169,6 +169,11 @@ impl SqliteStore {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// The pool, for `casefile store copy` (it reads every table in one snapshot).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Opens from a `sqlite://` URL or a plain path.
     pub async fn open_url(url: &str) -> Result<Self> {
         Self::open(&Self::path_of(url)?).await

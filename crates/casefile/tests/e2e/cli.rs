@@ -34,6 +34,7 @@ fn every_command_has_help_and_bad_flags_give_one_line() {
         &["enroll-token", "--help"],
         &["demo", "--help"],
         &["package", "verify", "--help"],
+        &["store", "copy", "--help"],
         &["package", "import", "--help"],
         &["app", "create", "--help"],
         &["app", "list", "--help"],

@@ -82,6 +82,11 @@ impl TestServer {
         Self::launch_in(dir, |_| {}, None).await
     }
 
+    /// [`TestServer::start_in`] with `tweak` applied to the configuration.
+    pub async fn start_in_with(dir: TempDir, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        Self::launch_in(dir, tweak, None).await
+    }
+
     /// Stops serving, closes the database (its last connection removes the -wal and -shm
     /// files by name, so a server started on the path later must not meet it) and hands
     /// back the directory, data and all.
