@@ -6,6 +6,7 @@ pub mod access;
 pub mod actions;
 pub mod audit;
 pub mod cluster;
+mod columns;
 pub mod copy;
 pub mod identity;
 pub mod machines;

@@ -9,72 +9,8 @@ use uuid::Uuid;
 
 use crate::{Result, StoreError};
 
-/// How a wire property is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Stored {
-    Text,
-    /// Compared case-insensitively (host names, user names, ids clients may upper-case).
-    TextNoCase,
-    /// A `uuid` column, compared as its text form (lower-case, hyphenated) like SQLite's.
-    Uuid,
-    Time,
-    Integer,
-    /// A `jsonb` array of strings.
-    JsonList,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Column {
-    pub property: &'static str,
-    pub sql: &'static str,
-    pub stored: Stored,
-}
-
-const fn col(property: &'static str, sql: &'static str, stored: Stored) -> Column {
-    Column { property, sql, stored }
-}
-
-pub(super) const ACTION_COLUMNS: &[Column] = &[
-    col("id", "id", Stored::Uuid),
-    col("type", "type", Stored::Text),
-    col("status", "status", Stored::Text),
-    col("machineId", "machine_id", Stored::Text),
-    col("computerDnsName", "computer_dns_name", Stored::TextNoCase),
-    col("requestor", "requestor", Stored::TextNoCase),
-    col("requestorComment", "requestor_comment", Stored::Text),
-    col("requestSource", "request_source", Stored::Text),
-    col("externalId", "external_id", Stored::Text),
-    col("title", "title", Stored::Text),
-    col("creationDateTimeUtc", "created_at", Stored::Time),
-    col("lastUpdateDateTimeUtc", "updated_at", Stored::Time),
-    col("cancellationRequestor", "cancellation_requestor", Stored::TextNoCase),
-    col("cancellationDateTimeUtc", "cancelled_at", Stored::Time),
-    col("errorHResult", "error_hresult", Stored::Integer),
-];
-
-pub(super) const MACHINE_COLUMNS: &[Column] = &[
-    col("id", "id", Stored::TextNoCase),
-    col("computerDnsName", "computer_dns_name", Stored::TextNoCase),
-    col("firstSeen", "first_seen", Stored::Time),
-    col("lastSeen", "last_seen", Stored::Time),
-    col("osPlatform", "os_platform", Stored::TextNoCase),
-    col("version", "os_version", Stored::Text),
-    col("osVersion", "os_version", Stored::Text),
-    col("osBuild", "os_build", Stored::Integer),
-    col("osArchitecture", "os_architecture", Stored::Text),
-    col("agentVersion", "agent_version", Stored::Text),
-    col("lastIpAddress", "last_ip_address", Stored::Text),
-    col("machineTags", "machine_tags", Stored::JsonList),
-    col("rbacGroupId", "rbac_group_id", Stored::Integer),
-];
-
-fn column(columns: &[Column], property: &str) -> Result<Column> {
-    columns
-        .iter()
-        .find(|c| c.property == property)
-        .copied()
-        .ok_or_else(|| StoreError::Query(format!("no column for property '{property}'")))
-}
+use crate::columns::column;
+pub(super) use crate::columns::{ACTION_COLUMNS, Column, MACHINE_COLUMNS, Stored};
 
 /// Appends ` AND (<filter>)`.
 pub(super) fn push_filter(q: &mut QueryBuilder<Postgres>, columns: &[Column], filter: &Expr) -> Result<()> {
@@ -106,7 +42,7 @@ fn push_expr(q: &mut QueryBuilder<Postgres>, columns: &[Column], expr: &Expr) ->
         Expr::Compare { property, op, value } => push_compare(q, column(columns, property)?, *op, value)?,
         Expr::In { property, values } => {
             let c = column(columns, property)?;
-            let as_text = c.stored == Stored::Uuid && !values.iter().all(|v| uuid_value(v).is_some());
+            let as_text = c.stored == Stored::Guid && !values.iter().all(|v| uuid_value(v).is_some());
             push_column(q, c, as_text);
             q.push(" IN (");
             let mut list = q.separated(", ");
@@ -120,7 +56,7 @@ fn push_expr(q: &mut QueryBuilder<Postgres>, columns: &[Column], expr: &Expr) ->
         Expr::Contains { property, needle } => push_like(q, column(columns, property)?, "%", needle, "%"),
         Expr::AnyEq { property, value } => {
             let c = column(columns, property)?;
-            if c.stored != Stored::JsonList {
+            if c.stored != Stored::List {
                 return Err(StoreError::Query(format!("'{property}' is not a collection")));
             }
             q.push("EXISTS (SELECT 1 FROM jsonb_array_elements_text(").push(c.sql);
@@ -144,7 +80,7 @@ fn push_column(q: &mut QueryBuilder<Postgres>, c: Column, uuid_as_text: bool) {
         Stored::TextNoCase => {
             q.push("lower(").push(c.sql).push(")");
         }
-        Stored::Uuid if uuid_as_text => {
+        Stored::Guid if uuid_as_text => {
             q.push(c.sql).push("::text");
         }
         _ => {
@@ -154,7 +90,7 @@ fn push_column(q: &mut QueryBuilder<Postgres>, c: Column, uuid_as_text: bool) {
 }
 
 fn push_compare(q: &mut QueryBuilder<Postgres>, c: Column, op: CmpOp, value: &Value) -> Result<()> {
-    if c.stored == Stored::JsonList {
+    if c.stored == Stored::List {
         return Err(StoreError::Query(format!("'{}' is a collection", c.property)));
     }
     if *value == Value::Null {
@@ -166,7 +102,7 @@ fn push_compare(q: &mut QueryBuilder<Postgres>, c: Column, op: CmpOp, value: &Va
         });
         return Ok(());
     }
-    let as_text = c.stored == Stored::Uuid && uuid_value(value).is_none();
+    let as_text = c.stored == Stored::Guid && uuid_value(value).is_none();
     push_column(q, c, as_text);
     q.push(match op {
         CmpOp::Eq => " = ",
@@ -195,7 +131,7 @@ fn push_value(
         (Stored::TextNoCase, Value::String(s)) => {
             list.push("lower(").push_bind_unseparated(s.clone()).push_unseparated(")");
         }
-        (Stored::Uuid, Value::String(s)) => match uuid_value(value) {
+        (Stored::Guid, Value::String(s)) => match uuid_value(value) {
             Some(u) if !uuid_as_text => {
                 list.push_bind(u);
             }
@@ -233,7 +169,7 @@ fn push_like(q: &mut QueryBuilder<Postgres>, c: Column, before: &str, text: &str
         escaped.push(ch);
     }
     q.push(c.sql);
-    if c.stored == Stored::Uuid {
+    if c.stored == Stored::Guid {
         q.push("::text");
     }
     q.push(" ILIKE ").push_bind(format!("{before}{escaped}{after}")).push(" ESCAPE '\\'");

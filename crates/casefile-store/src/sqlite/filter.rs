@@ -6,73 +6,8 @@ use sqlx::{QueryBuilder, Sqlite};
 
 use crate::{Result, StoreError};
 
-/// How a wire property is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Stored {
-    Text,
-    /// Compared case-insensitively (host names, user names, ids clients may upper-case).
-    TextNoCase,
-    /// Microseconds since the epoch.
-    Micros,
-    Integer,
-    /// A JSON array of strings.
-    JsonList,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Column {
-    pub property: &'static str,
-    pub sql: &'static str,
-    pub stored: Stored,
-}
-
-const fn col(property: &'static str, sql: &'static str, stored: Stored) -> Column {
-    Column { property, sql, stored }
-}
-
-pub(super) const ACTION_COLUMNS: &[Column] = &[
-    // GUIDs arrive normalized to lower case and machine ids are folded by the API layer:
-    // an exact comparison keeps these lookups on their indexes.
-    col("id", "id", Stored::Text),
-    col("type", "type", Stored::Text),
-    col("status", "status", Stored::Text),
-    col("machineId", "machine_id", Stored::Text),
-    col("computerDnsName", "computer_dns_name", Stored::TextNoCase),
-    col("requestor", "requestor", Stored::TextNoCase),
-    col("requestorComment", "requestor_comment", Stored::Text),
-    col("requestSource", "request_source", Stored::Text),
-    col("externalId", "external_id", Stored::Text),
-    col("title", "title", Stored::Text),
-    col("creationDateTimeUtc", "created_at", Stored::Micros),
-    col("lastUpdateDateTimeUtc", "updated_at", Stored::Micros),
-    col("cancellationRequestor", "cancellation_requestor", Stored::TextNoCase),
-    col("cancellationDateTimeUtc", "cancelled_at", Stored::Micros),
-    col("errorHResult", "error_hresult", Stored::Integer),
-];
-
-pub(super) const MACHINE_COLUMNS: &[Column] = &[
-    col("id", "id", Stored::TextNoCase),
-    col("computerDnsName", "computer_dns_name", Stored::TextNoCase),
-    col("firstSeen", "first_seen", Stored::Micros),
-    col("lastSeen", "last_seen", Stored::Micros),
-    col("osPlatform", "os_platform", Stored::TextNoCase),
-    col("version", "os_version", Stored::Text),
-    col("osVersion", "os_version", Stored::Text),
-    col("osBuild", "os_build", Stored::Integer),
-    col("osArchitecture", "os_architecture", Stored::Text),
-    col("agentVersion", "agent_version", Stored::Text),
-    col("lastIpAddress", "last_ip_address", Stored::Text),
-    col("machineTags", "machine_tags", Stored::JsonList),
-    col("rbacGroupId", "rbac_group_id", Stored::Integer),
-];
-
-fn column(columns: &[Column], property: &str) -> Result<Column> {
-    columns
-        .iter()
-        .find(|c| c.property == property)
-        .copied()
-        .ok_or_else(|| StoreError::Query(format!("no column for property '{property}'")))
-}
+use crate::columns::column;
+pub(super) use crate::columns::{ACTION_COLUMNS, Column, MACHINE_COLUMNS, Stored};
 
 /// Appends ` AND (<filter>)`.
 pub(super) fn push_filter(q: &mut QueryBuilder<Sqlite>, columns: &[Column], filter: &Expr) -> Result<()> {
@@ -119,7 +54,7 @@ fn push_expr(q: &mut QueryBuilder<Sqlite>, columns: &[Column], expr: &Expr) -> R
         Expr::Contains { property, needle } => push_like(q, column(columns, property)?, "%", needle, "%"),
         Expr::AnyEq { property, value } => {
             let c = column(columns, property)?;
-            if c.stored != Stored::JsonList {
+            if c.stored != Stored::List {
                 return Err(StoreError::Query(format!("'{property}' is not a collection")));
             }
             q.push("EXISTS (SELECT 1 FROM json_each(").push(c.sql).push(") WHERE value = ");
@@ -130,7 +65,7 @@ fn push_expr(q: &mut QueryBuilder<Sqlite>, columns: &[Column], expr: &Expr) -> R
 }
 
 fn push_compare(q: &mut QueryBuilder<Sqlite>, c: Column, op: CmpOp, value: &Value) -> Result<()> {
-    if c.stored == Stored::JsonList {
+    if c.stored == Stored::List {
         return Err(StoreError::Query(format!("'{}' is a collection", c.property)));
     }
     if *value == Value::Null {
@@ -165,8 +100,8 @@ fn push_collation(q: &mut QueryBuilder<Sqlite>, c: Column) {
 
 fn push_value(list: &mut sqlx::query_builder::Separated<'_, Sqlite, &str>, c: Column, value: &Value) -> Result<()> {
     match (c.stored, value) {
-        (Stored::Text | Stored::TextNoCase, Value::String(s)) => list.push_bind(s.clone()),
-        (Stored::Micros, Value::DateTime(t)) => list.push_bind(t.timestamp_micros()),
+        (Stored::Text | Stored::TextNoCase | Stored::Guid, Value::String(s)) => list.push_bind(s.clone()),
+        (Stored::Time, Value::DateTime(t)) => list.push_bind(t.timestamp_micros()),
         (Stored::Integer, Value::Int(i)) => list.push_bind(*i),
         (Stored::Integer, Value::Bool(b)) => list.push_bind(i64::from(*b)),
         (_, Value::Null) => list.push("NULL"),
