@@ -87,6 +87,10 @@ impl From<StoreError> for ApiError {
                 log_store_failure(&e, "a write was refused");
                 Self::insufficient_storage()
             }
+            StoreError::Unstorable(_) => Self::new(
+                ErrorCode::InvalidInput,
+                "The request holds the NUL character (U+0000), which this server's database cannot store",
+            ),
             other => Self::internal_from(other),
         };
         Self { store_failure, ..answer }

@@ -366,7 +366,10 @@ impl StoreFailure {
     /// (a duplicate, an action already running, an ambiguous name).
     pub fn of(e: &StoreError) -> Option<Self> {
         match e {
-            StoreError::ActiveRequestExists | StoreError::Duplicate(_) | StoreError::AmbiguousName { .. } => None,
+            StoreError::ActiveRequestExists
+            | StoreError::Duplicate(_)
+            | StoreError::AmbiguousName { .. }
+            | StoreError::Unstorable(_) => None,
             StoreError::Full(_) => Some(Self("full")),
             StoreError::Corrupt(_) => Some(Self("corrupt")),
             _ => Some(Self("error")),

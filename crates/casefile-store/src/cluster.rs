@@ -142,6 +142,7 @@ impl ClusterStore for LocalCluster {
 }
 
 pub use postgres::PgCluster;
+pub(crate) use postgres::lock_key;
 
 mod postgres {
     use std::time::Duration;
@@ -160,6 +161,18 @@ mod postgres {
     #[derive(Debug, Clone)]
     pub struct PgCluster {
         pool: PgPool,
+        liveness: Liveness,
+    }
+
+    /// How a connection this module holds for a long time (the listener, a leader's lock)
+    /// is known to be alive. A peer that vanished without closing (a cut network, a frozen
+    /// host) sends nothing, and TCP would take a quarter of an hour to say so: after
+    /// `quiet` without a word the listener asks the database a question, and a connection
+    /// that does not answer within `answer` is given up as dead.
+    #[derive(Debug, Clone, Copy)]
+    struct Liveness {
+        quiet: Duration,
+        answer: Duration,
     }
 
     /// Longest pause between two attempts to reconnect the listener.
@@ -167,7 +180,12 @@ mod postgres {
 
     impl PgCluster {
         pub fn new(pool: PgPool) -> Self {
-            Self { pool }
+            Self { pool, liveness: Liveness { quiet: Duration::from_secs(30), answer: Duration::from_secs(10) } }
+        }
+
+        /// The same with other liveness windows (tests, to see a dead peer found quickly).
+        pub fn with_liveness(pool: PgPool, quiet: Duration, answer: Duration) -> Self {
+            Self { pool, liveness: Liveness { quiet, answer } }
         }
 
         pub fn pool(&self) -> &PgPool {
@@ -201,13 +219,16 @@ mod postgres {
     /// PostgreSQL when the connection ends, whether we close it or the process dies.
     struct AdvisoryLease {
         connection: Option<PgConnection>,
+        answer: Duration,
     }
 
     #[async_trait]
     impl Lease for AdvisoryLease {
         async fn still_held(&mut self) -> bool {
             let Some(connection) = self.connection.as_mut() else { return false };
-            if connection.ping().await.is_ok() {
+            // A connection that does not answer may have lost its session (and the lock)
+            // on the database's side already: the role is given up rather than assumed.
+            if matches!(tokio::time::timeout(self.answer, connection.ping()).await, Ok(Ok(()))) {
                 return true;
             }
             // The session is gone and its lock with it; never trust this connection again.
@@ -230,8 +251,10 @@ mod postgres {
             // Connected now, so a database that cannot be reached fails the start.
             let first = Self::listener(&self.pool).await?;
             let pool = self.pool.clone();
-            let events =
-                futures::stream::unfold((pool, Some(first), 0u32), |(pool, mut listener, mut failures)| async move {
+            let liveness = self.liveness;
+            let events = futures::stream::unfold(
+                (pool, Some(first), 0u32),
+                move |(pool, mut listener, mut failures)| async move {
                     loop {
                         let Some(current) = listener.as_mut() else {
                             // Reconnecting by hand (not inside `try_recv`) so that the resync is
@@ -254,7 +277,18 @@ mod postgres {
                                 }
                             }
                         };
-                        match current.try_recv().await {
+                        // `try_recv` is cancel-safe (sqlx reads a message whole or not at all).
+                        let Ok(received) = tokio::time::timeout(liveness.quiet, current.try_recv()).await else {
+                            let probe = sqlx::query("SELECT 1").execute(&mut *current);
+                            if !matches!(tokio::time::timeout(liveness.answer, probe).await, Ok(Ok(_))) {
+                                tracing::warn!(
+                                    "the connection listening for other replicas stopped answering: reconnecting"
+                                );
+                                listener = None;
+                            }
+                            continue;
+                        };
+                        match received {
                             Ok(Some(notification)) => {
                                 let event = match notification.channel() {
                                     KEYS_CHANNEL => ClusterEvent::Keys,
@@ -275,7 +309,8 @@ mod postgres {
                             }
                         }
                     }
-                });
+                },
+            );
             Ok(Some(events.boxed()))
         }
 
@@ -327,7 +362,7 @@ mod postgres {
                 let _ = connection.close().await;
                 return Ok(None);
             }
-            Ok(Some(LeaderGuard::new(AdvisoryLease { connection: Some(connection) })))
+            Ok(Some(LeaderGuard::new(AdvisoryLease { connection: Some(connection), answer: self.liveness.answer })))
         }
 
         fn shared(&self) -> bool {
@@ -397,6 +432,159 @@ mod pg_tests {
         assert_eq!(next(&mut events).await, ClusterEvent::Resync, "missed announcements are made up for");
         a.announce("machine-2").await.unwrap();
         assert_eq!(next(&mut events).await, ClusterEvent::Work("machine-2".into()));
+    }
+
+    /// A TCP relay to the database whose connections can be frozen: bytes stop flowing
+    /// both ways while both sockets stay open, as when a network cuts without a reset or
+    /// a host hangs. Connections opened after a freeze flow normally.
+    struct FreezingRelay {
+        port: u16,
+        frozen: std::sync::Arc<std::sync::Mutex<Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>>>,
+        accept: tokio::task::JoinHandle<()>,
+    }
+
+    impl FreezingRelay {
+        async fn to(target: std::net::SocketAddr) -> Self {
+            use std::sync::atomic::{AtomicBool, Ordering};
+            use std::sync::{Arc, Mutex};
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let frozen: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+            let registry = frozen.clone();
+            let accept = tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else { continue };
+                    let flag = Arc::new(AtomicBool::new(false));
+                    registry.lock().unwrap().push(flag.clone());
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    for (from, to) in [
+                        (
+                            Box::new(client_read) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                            Box::new(server_write) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+                        ),
+                        (Box::new(server_read), Box::new(client_write)),
+                    ] {
+                        let flag = flag.clone();
+                        tokio::spawn(async move {
+                            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                            let mut buf = vec![0u8; 16 * 1024];
+                            let mut open = (from, to);
+                            while let Ok(n) = open.0.read(&mut buf).await {
+                                if n == 0 {
+                                    break;
+                                }
+                                if flag.load(Ordering::SeqCst) {
+                                    // Swallowed, sockets kept open: nothing ever arrives.
+                                    std::future::pending::<()>().await;
+                                }
+                                if open.1.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                            open.1.shutdown().await.ok();
+                            drop(open);
+                        });
+                    }
+                }
+            });
+            Self { port, frozen, accept }
+        }
+
+        fn freeze_open_connections(&self) {
+            for flag in self.frozen.lock().unwrap().drain(..) {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+
+    impl Drop for FreezingRelay {
+        fn drop(&mut self) {
+            self.accept.abort();
+        }
+    }
+
+    /// A pool that reaches the database through `relay`.
+    async fn pool_through(url: &str, relay: &FreezingRelay) -> PgPool {
+        let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        PgPoolOptions::new().max_connections(8).connect_with(options.port(relay.port)).await.unwrap()
+    }
+
+    fn database_address(url: &str) -> std::net::SocketAddr {
+        let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        format!("{}:{}", options.get_host(), options.get_port()).parse().unwrap()
+    }
+
+    /// Short windows so the test finds a dead peer quickly; what it checks is that it is
+    /// found at all (with the production windows, in 30 + 10 s).
+    const QUICK: (Duration, Duration) = (Duration::from_millis(300), Duration::from_millis(300));
+
+    #[tokio::test]
+    async fn a_listener_whose_connection_goes_silent_reconnects_and_resyncs() {
+        let Some((db, a, _)) = replicas().await else { return };
+        let relay = FreezingRelay::to(database_address(&db.url)).await;
+        let b = PgCluster::with_liveness(pool_through(&db.url, &relay).await, QUICK.0, QUICK.1);
+        let mut events = b.subscribe().await.unwrap().unwrap();
+        a.announce("before").await.unwrap();
+        assert_eq!(next(&mut events).await, ClusterEvent::Work("before".into()));
+
+        // The path to the database goes silent without a reset: what is announced now
+        // never reaches this listener, and nothing tells it so.
+        relay.freeze_open_connections();
+        a.announce("lost in the cut").await.unwrap();
+        assert_eq!(next(&mut events).await, ClusterEvent::Resync, "a silent connection is found dead");
+        a.announce("after").await.unwrap();
+        assert_eq!(next(&mut events).await, ClusterEvent::Work("after".into()), "listening again");
+    }
+
+    #[tokio::test]
+    async fn a_quiet_but_healthy_listener_is_kept() {
+        let Some((db, a, _)) = replicas().await else { return };
+        let b = PgCluster::with_liveness(pool(&db.url).await, QUICK.0, Duration::from_secs(30));
+        let mut events = b.subscribe().await.unwrap().unwrap();
+        // Several quiet windows pass, each ending in a probe the database answers; the
+        // listener stays the same session (a reconnect would say Resync first).
+        let quiet_windows = async {
+            let session: i32 = sqlx::query_scalar(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+            )
+            .fetch_one(a.pool())
+            .await
+            .unwrap();
+            loop {
+                let probes: Option<i32> =
+                    sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE pid = $1 AND query = 'SELECT 1'")
+                        .bind(session)
+                        .fetch_optional(a.pool())
+                        .await
+                        .unwrap();
+                if probes.is_some() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        // The stream works only while polled, as the server's event loop polls it.
+        tokio::select! {
+            event = events.next() => panic!("nothing was announced, yet: {event:?}"),
+            probed = tokio::time::timeout(WAIT_LIMIT, quiet_windows) => probed.expect("the listener probed its connection"),
+        }
+        a.announce("still here").await.unwrap();
+        assert_eq!(next(&mut events).await, ClusterEvent::Work("still here".into()), "no resync: same session");
+    }
+
+    #[tokio::test]
+    async fn a_leader_whose_connection_goes_silent_gives_the_role_up() {
+        let Some((db, _, b)) = replicas().await else { return };
+        let relay = FreezingRelay::to(database_address(&db.url)).await;
+        let a = PgCluster::with_liveness(pool_through(&db.url, &relay).await, QUICK.0, QUICK.1);
+        let mut lead = a.try_lead("sweeper").await.unwrap().expect("the first asker leads");
+        assert!(lead.still_held().await);
+        relay.freeze_open_connections();
+        // The database still sees the session and its lock; the frozen side cannot tell
+        // whether it still leads, so it must not act as the leader.
+        assert!(!lead.still_held().await, "an unanswered check is not a held role");
+        assert!(b.try_lead("sweeper").await.unwrap().is_none(), "the lock is still the stale session's");
     }
 
     #[tokio::test]

@@ -70,6 +70,10 @@ pub enum StoreError {
     /// caller's property table, never user input (the API layer checks that first).
     #[error("unsupported query: {0}")]
     Query(String),
+    /// Text the database cannot hold (PostgreSQL refuses the NUL character, U+0000, in
+    /// text): nothing was written or matched.
+    #[error("text the database cannot store: {0}")]
+    Unstorable(String),
     /// The operation is not one this database offers (a backup of PostgreSQL).
     #[error("{0}")]
     Unsupported(&'static str),
@@ -84,6 +88,13 @@ impl From<sqlx::Error> for StoreError {
             && matches!(db.code().as_deref(), Some("13" | "53100"))
         {
             return Self::Full(db.message().to_owned());
+        }
+        // character_not_in_repertoire, untranslatable_character: a NUL byte in text or a
+        // `\u0000` escape, from whoever sent it. SQLite stores both.
+        if let sqlx::Error::Database(db) = &e
+            && matches!(db.code().as_deref(), Some("22021" | "22P05"))
+        {
+            return Self::Unstorable(db.message().to_owned());
         }
         Self::Database(e)
     }

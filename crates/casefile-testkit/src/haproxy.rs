@@ -93,7 +93,12 @@ impl HaProxy {
         );
         // Master-worker mode (-W) in the foreground (-db): the master says "Loading
         // success." once the worker has bound the frontend, so the test starts no sooner.
-        let mut child = Command::new(&program)
+        // The kernel sends TERM to the master when the thread that started it ends, so a
+        // test process that dies (`kill -9` included) leaves no HAProxy behind; setpriv
+        // sets that and becomes haproxy (same pid). Start it from the test's own thread.
+        let mut child = Command::new("setpriv")
+            .args(["--pdeathsig", "TERM", "--"])
+            .arg(&program)
             .args(["-W", "-db", "-f"])
             .arg(&path)
             .stdin(Stdio::null())
@@ -118,6 +123,11 @@ impl HaProxy {
         Some(proxy)
     }
 
+    /// The master process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `https://ADDR`, as agents and clients reach the replicas.
     pub fn url(&self) -> String {
         format!("https://{}", self.addr)
@@ -133,6 +143,11 @@ impl Drop for HaProxy {
         }
         let _ = self.child.wait();
     }
+}
+
+/// Where `haproxy` is, if it is installed.
+pub fn installed() -> Option<PathBuf> {
+    program()
 }
 
 /// `haproxy` on the PATH, else where Debian puts it (`/usr/sbin`, often not on a user's PATH).

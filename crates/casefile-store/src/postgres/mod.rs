@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{Connection as _, Postgres, QueryBuilder, Row};
 
 use crate::*;
 
@@ -37,6 +37,12 @@ pub struct PgStore {
     pool: sqlx::PgPool,
 }
 
+#[derive(Debug, Clone, Copy)]
+enum SchemaLock {
+    Read,
+    Change,
+}
+
 /// Connections per store (per replica): PostgreSQL's default `max_connections` is 100.
 const MAX_CONNECTIONS: u32 = 16;
 
@@ -53,7 +59,12 @@ impl PgStore {
     /// binary's. A database without any table is migrated: nothing in it can be harmed.
     pub async fn open_checked(url: &str) -> Result<Self> {
         let store = Self::connect(url).await?;
-        match store.schema().await? {
+        // Read under the schema lock: a replica starting while another one migrates waits
+        // for the migration to end instead of finding it half done.
+        let lock = store.schema_lock(SchemaLock::Read).await?;
+        let schema = store.schema().await;
+        lock.close().await.ok();
+        match schema? {
             Schema::Current => {}
             Schema::Empty => {
                 store.migrate().await?;
@@ -117,14 +128,33 @@ impl PgStore {
     /// PostgreSQL advisory lock while it runs, so servers or `casefile migrate` starting
     /// together apply each migration once (the others find it applied).
     pub async fn migrate(&self) -> Result<Vec<i64>> {
-        let pending = match self.schema().await? {
-            Schema::Current => return Ok(Vec::new()),
-            Schema::Newer { database, binary } => return Err(StoreError::SchemaNewer { database, binary }),
-            Schema::Older { pending, .. } => pending,
-            Schema::Empty => MIGRATOR.iter().map(|m| m.version).collect(),
+        let lock = self.schema_lock(SchemaLock::Change).await?;
+        let applied = async {
+            let pending = match self.schema().await? {
+                Schema::Current => return Ok(Vec::new()),
+                Schema::Newer { database, binary } => return Err(StoreError::SchemaNewer { database, binary }),
+                Schema::Older { pending, .. } => pending,
+                Schema::Empty => MIGRATOR.iter().map(|m| m.version).collect(),
+            };
+            MIGRATOR.run(&self.pool).await?;
+            Ok(pending)
+        }
+        .await;
+        lock.close().await.ok();
+        applied
+    }
+
+    /// Takes casefile's schema lock, shared to read where the schema stands or exclusive
+    /// to change it, on a connection of its own: closing it (or the process dying) lets
+    /// the lock go, so no pooled connection is ever handed on still holding it.
+    async fn schema_lock(&self, kind: SchemaLock) -> Result<sqlx::PgConnection> {
+        let mut connection = self.pool.acquire().await?.detach();
+        let take = match kind {
+            SchemaLock::Read => "SELECT pg_advisory_lock_shared($1)",
+            SchemaLock::Change => "SELECT pg_advisory_lock($1)",
         };
-        MIGRATOR.run(&self.pool).await?;
-        Ok(pending)
+        sqlx::query(take).bind(crate::cluster::lock_key("schema")).execute(&mut connection).await?;
+        Ok(connection)
     }
 
     async fn connect(url: &str) -> Result<Self> {
@@ -220,5 +250,56 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 impl<T> Listed<T> {
     fn try_map_pg<U>(self, f: impl Fn(&T) -> Result<U>) -> Result<Listed<U>> {
         Ok(Listed { items: self.items.iter().map(f).collect::<Result<_>>()?, total: self.total, more: self.more })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A server that starts while another one is part-way through migrating a new
+    /// database waits for the migration, then opens; it neither refuses the half-done
+    /// schema nor runs a migration of its own beside it.
+    #[tokio::test]
+    async fn a_server_starting_during_a_migration_waits_for_it() {
+        let Some(db) = casefile_testkit::pg::database() else { return };
+        let migrating = PgStore::open_unmigrated(&db.url).await.unwrap();
+        let lock = migrating.schema_lock(SchemaLock::Change).await.unwrap();
+        // The first migration only, as a migrator would have committed it before the next.
+        let all = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres");
+        let first = tempfile::tempdir().unwrap();
+        let name = std::fs::read_dir(all).unwrap().map(|e| e.unwrap().file_name()).min().unwrap();
+        std::fs::copy(std::path::Path::new(all).join(&name), first.path().join(&name)).unwrap();
+        let mut own = migrating.pool().acquire().await.unwrap().detach();
+        sqlx::migrate::Migrator::new(first.path()).await.unwrap().run(&mut own).await.unwrap();
+        assert!(matches!(migrating.schema().await.unwrap(), Schema::Older { .. }));
+
+        let url = db.url.clone();
+        let mut starting = tokio::spawn(async move { PgStore::open_checked(&url).await.map(|_| ()) });
+        let waiting = async {
+            loop {
+                let waiters: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                        .fetch_one(migrating.pool())
+                        .await
+                        .unwrap();
+                if waiters > 0 {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::select! {
+            opened = &mut starting => panic!("the server did not wait for the migration: {opened:?}"),
+            waited = tokio::time::timeout(Duration::from_secs(30), waiting) => waited.expect("the server waits on the schema lock"),
+        }
+
+        // The migration ends; the waiting server finds the schema current and opens.
+        sqlx::migrate::Migrator::new(std::path::Path::new(all)).await.unwrap().run(&mut own).await.unwrap();
+        lock.close().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), starting).await.expect("opened").unwrap().unwrap();
+        assert_eq!(migrating.schema().await.unwrap(), Schema::Current);
     }
 }

@@ -105,3 +105,40 @@ async fn settings_that_break_promises_refuse_to_start() {
         assert!(error.to_string().contains(setting), "{setting}: {error}");
     }
 }
+
+/// PostgreSQL cannot store the NUL character in text and answered 500 wherever a request
+/// carried one to the database (a lookup by name, a filter literal, a tag). Each is now a
+/// clear error in MDE's shape, or on SQLite, which stores it, an ordinary answer.
+#[tokio::test]
+async fn a_nul_character_in_any_input_never_answers_500() {
+    let server = TestServer::start().await;
+    let machine = server.seed_machine("host-1").await;
+    let token = server.token(ALL);
+    let reads = [
+        "/api/machines/host-1%00x".to_owned(),
+        "/api/machines?$filter=computerDnsName%20eq%20'host%001'".to_owned(),
+        "/api/machineactions?$filter=requestor%20eq%20'a%00b'".to_owned(),
+        "/api/machines/host%001/machineactions".to_owned(),
+        "/api/admin/roles/a%00b".to_owned(),
+    ];
+    let admin = server.token(&["Casefile.Admin"]);
+    for path in reads {
+        let caller = if path.starts_with("/api/admin") { &admin } else { &token };
+        let response = server.get(&path, caller).await;
+        let status = response.status().as_u16();
+        if status >= 400 {
+            let (status, error) = error_of(response).await;
+            assert!(status < 500, "{path}: {status} {error}");
+        }
+    }
+    let tag = server
+        .post_json(&format!("/api/machines/{machine}/tags"), &token, &json!({"Value": "a\u{0}b", "Action": "Add"}))
+        .await;
+    let status = tag.status().as_u16();
+    if status >= 400 {
+        let (status, error) = error_of(tag).await;
+        assert!(status < 500, "tag: {status} {error}");
+    }
+    // Nothing half-written: the machine answers as before.
+    assert_eq!(server.get(&format!("/api/machines/{machine}"), &token).await.status(), 200);
+}
