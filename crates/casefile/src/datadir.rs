@@ -139,7 +139,7 @@ pub async fn backup(args: BackupArgs, out: &mut dyn Write) -> anyhow::Result<()>
 
 pub fn restore(args: RestoreArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let config = args.config.load(None)?;
-    let report = admin::restore(&args.archive, &config.data_dir, args.force, args.sha256.as_deref())?;
+    let report = admin::restore_installation(&config, &args.archive, args.force, args.sha256.as_deref())?;
     writeln!(out, "Restored {} files into {}.", report.entries, config.data_dir.display())?;
     if let Some(replaced) = &report.replaced {
         writeln!(out, "The data directory that was there is now {}.", replaced.display())?;

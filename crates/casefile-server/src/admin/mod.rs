@@ -59,6 +59,12 @@ pub enum AdminError {
     /// A `casefile server` (or another migrate or restore) holds the data directory.
     #[error("a casefile server is running on {} (it holds its .lock): stop it first", .0.display())]
     Busy(PathBuf),
+    /// Other casefile processes (replicas) are connected to the shared database.
+    #[error(
+        "other casefile processes are connected to this database: {}; stop every replica first",
+        .0.join(", ")
+    )]
+    InUse(Vec<String>),
     /// `casefile store copy` refused or failed.
     #[error(transparent)]
     Copy(#[from] casefile_store::copy::CopyError),
@@ -297,6 +303,25 @@ pub fn migration_backup_dir(config: &Config) -> PathBuf {
     config.data_dir.join("backups")
 }
 
+/// `casefile restore` into the installation `config` describes. An archive holds an SQLite
+/// database: with a PostgreSQL store it would restore a file nothing reads, so that is
+/// refused before anything is written.
+pub fn restore_installation(
+    config: &Config,
+    archive: &Path,
+    force: bool,
+    expected_sha256: Option<&str>,
+) -> Result<RestoreReport> {
+    if !config.database_url().starts_with("sqlite:") {
+        return Err(AdminError::Invalid(
+            "casefile restore restores an installation on SQLite, and [store] url names another database: \
+             restore PostgreSQL with its own tools (pg_restore of a pg_dump) and the packages from their bucket"
+                .to_owned(),
+        ));
+    }
+    restore(archive, &config.data_dir, force, expected_sha256)
+}
+
 /// Applies the pending migrations of the database `config` names, after copying it to
 /// `<data_dir>/backups/casefile-<UTC time>-schema-<version>.db`. Refuses a database newer
 /// than this binary.
@@ -308,6 +333,11 @@ pub async fn migrate_with_clock(config: &Config, clock: &dyn Clock) -> Result<Mi
     // Not beneath a running server: it would go on with the schema it knows.
     let _owner = DataDirLock::acquire(&config.data_dir)?;
     let store = Database::open_unmigrated(&config.database_url()).await?;
+    // Replicas on a shared database hold no lock on this data directory: ask the database.
+    let others = store.other_clients().await?;
+    if !others.is_empty() {
+        return Err(AdminError::InUse(others));
+    }
     let backup = match store.schema().await? {
         StoreSchema::Current => return Ok(Migrated { applied: Vec::new(), backup: None }),
         StoreSchema::Newer { database, binary } => return Err(StoreError::SchemaNewer { database, binary }.into()),

@@ -44,6 +44,10 @@ pub struct Keyring {
     keys: RwLock<KeySet>,
     /// When an unknown `kid` last caused a reload.
     last_miss_reload: Mutex<Option<Instant>>,
+    /// One reload at a time, read to install: two overlapping reloads (the periodic one
+    /// and another replica's announcement of a retirement) could otherwise install in the
+    /// reverse order of their reads, putting a retired key back in service.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 /// What a reload changed.
@@ -55,11 +59,16 @@ pub struct KeyChanges {
 
 impl Keyring {
     pub async fn load_or_create(store: &dyn Store) -> Result<Self, AuthError> {
-        Ok(Self { keys: RwLock::new(load_in_service(store).await?), last_miss_reload: Mutex::new(None) })
+        Ok(Self {
+            keys: RwLock::new(load_in_service(store).await?),
+            last_miss_reload: Mutex::new(None),
+            reloading: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// Replaces the set with the keys in service in the store now.
     pub async fn reload(&self, store: &dyn Store) -> Result<KeyChanges, AuthError> {
+        let _one_at_a_time = self.reloading.lock().await;
         let fresh = load_in_service(store).await?;
         let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
         let changes = KeyChanges {

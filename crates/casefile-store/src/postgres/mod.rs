@@ -37,6 +37,12 @@ pub struct PgStore {
     pool: sqlx::PgPool,
 }
 
+/// How this process's sessions show in `pg_stat_activity`: `casefile/<pid>`, so that
+/// `casefile migrate` can tell other processes' sessions (live replicas) from its own.
+fn application_name() -> String {
+    format!("casefile/{}", std::process::id())
+}
+
 #[derive(Debug, Clone, Copy)]
 enum SchemaLock {
     Read,
@@ -144,6 +150,20 @@ impl PgStore {
         applied
     }
 
+    /// What other casefile processes are connected to this database now (`host (name)`,
+    /// one per process): the replicas, which must be stopped before a migration changes
+    /// the schema under them.
+    pub async fn other_clients(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT coalesce(host(client_addr), 'a local socket') || ' (' || application_name || ')' \
+             FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name LIKE 'casefile/%' AND application_name <> $1 ORDER BY 1",
+        )
+        .bind(application_name())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Takes casefile's schema lock, shared to read where the schema stands or exclusive
     /// to change it, on a connection of its own: closing it (or the process dying) lets
     /// the lock go, so no pooled connection is ever handed on still holding it.
@@ -159,7 +179,7 @@ impl PgStore {
 
     async fn connect(url: &str) -> Result<Self> {
         let options: PgConnectOptions = url.parse()?;
-        let options = options.application_name("casefile");
+        let options = options.application_name(&application_name());
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))

@@ -22,9 +22,12 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 async fn run_async(args: Vec<String>) -> Output {
+    // The store of this test's server is known on this thread, not on the blocking one.
+    let store = store_url_of_this_test();
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(&args, &[])
+        let env: Vec<(&str, &str)> = store.iter().map(|url| ("CASEFILE_STORE__URL", url.as_str())).collect();
+        run(&args, &env)
     })
     .await
     .unwrap()
@@ -239,6 +242,9 @@ fn sha256(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn a_backup_of_a_running_server_restores_byte_identical_packages() {
+    if sqlite_only("casefile backup and restore") {
+        return;
+    }
     let server = TestServer::start().await;
     let data = server.dir.path().join("data");
     let Collected { mut agent, token, id, url } = server.succeeded_collection("backup-host").await;
@@ -349,4 +355,21 @@ fn crafted_archive(dir: &Path, hostile: &str) -> PathBuf {
     zip.write_all(manifest.to_string().as_bytes()).unwrap();
     zip.finish().unwrap();
     path
+}
+
+/// `restore` wrote an SQLite database into the data directory of an installation whose
+/// store is PostgreSQL, where nothing reads it. It is refused before anything is written.
+#[test]
+fn restore_into_an_installation_on_postgresql_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let archive = dir.path().join("backup.zip");
+    std::fs::write(&archive, b"not read: refused first").unwrap();
+    let out = run(
+        &["restore", path(&archive), "--data-dir", path(&data), "--force"],
+        &[("CASEFILE_STORE__URL", "postgres://casefile@127.0.0.1:1/casefile")],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("pg_restore"), "{}", stderr(&out));
+    assert!(!data.exists(), "nothing was written");
 }

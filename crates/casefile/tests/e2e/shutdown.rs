@@ -455,3 +455,23 @@ impl ServerProcess {
         tokio::task::spawn_blocking(move || self.child.wait().unwrap().code()).await.unwrap()
     }
 }
+
+/// Replicas share the database, not a data directory: on PostgreSQL `casefile migrate`,
+/// run from any data directory, is refused while a server is connected to the database,
+/// naming who is.
+#[tokio::test]
+async fn migrate_is_refused_while_a_replica_uses_the_shared_database() {
+    if !on_postgres() {
+        eprintln!("PostgreSQL only: on SQLite the data directory's lock keeps migrate off (tested above)");
+        return;
+    }
+    let server = TestServer::start().await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = casefile().arg("migrate").arg("--data-dir").arg(elsewhere.path()).output().unwrap();
+    assert!(!out.status.success(), "migrate ran under a connected replica");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("other casefile processes are connected to this database"), "{stderr}");
+    assert!(stderr.contains(&format!("casefile/{}", std::process::id())), "names the replica: {stderr}");
+    assert!(stderr.contains("stop every replica first"), "{stderr}");
+    drop(server);
+}
