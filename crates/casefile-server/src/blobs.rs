@@ -79,7 +79,13 @@ pub struct Blobs {
     /// Prepended to every key in a bucket (empty, or ending in `/`).
     prefix: String,
     staging: PathBuf,
+    /// When the bucket last took a probe object: `/readyz` is asked every second or so by
+    /// each load balancer, and a PUT and a DELETE per ask would be a steady, billed load.
+    bucket_probed: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
+
+/// How long a bucket that took a probe object counts as writable for `/readyz`.
+const BUCKET_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl Blobs {
     /// The package store `config` names (see [`BlobsConfig::location`]), uploads staged
@@ -134,6 +140,7 @@ impl Blobs {
             bucket: Some(bucket),
             prefix: prefix.to_owned(),
             staging: staging.to_owned(),
+            bucket_probed: Arc::default(),
         })
     }
 
@@ -179,6 +186,7 @@ impl Blobs {
             bucket: None,
             prefix: String::new(),
             staging: staging.to_owned(),
+            bucket_probed: Arc::default(),
         })
     }
 
@@ -328,10 +336,17 @@ impl Blobs {
         match &self.local {
             Some((_, root)) => probe_dir(root).await,
             None => {
+                let fresh = |at: &Option<std::time::Instant>| at.is_some_and(|at| at.elapsed() < BUCKET_PROBE_EVERY);
+                if fresh(&self.bucket_probed.lock().unwrap_or_else(|e| e.into_inner())) {
+                    return Ok(());
+                }
                 let location = self.location(&format!("readyz/{}", Uuid::new_v4()));
                 let put = self.store.put(&location, Bytes::from_static(b"probe").into()).await;
                 let deleted = self.store.delete(&location).await;
-                put.and(deleted).map(|_| ()).map_err(std::io::Error::other)
+                put.and(deleted).map_err(std::io::Error::other)?;
+                // Only a success is remembered: a failing bucket is asked again every time.
+                *self.bucket_probed.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+                Ok(())
             }
         }
     }

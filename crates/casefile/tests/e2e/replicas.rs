@@ -1,5 +1,5 @@
 //! Issue 11, "Replicas": several `casefile server` processes on one PostgreSQL database
-//! (the testkit's) and one package directory, with the same TLS certificate and CA, behave
+//! (the testkit's) and one bucket (moto's), with the same TLS certificate and CA, behave
 //! as one server; HAProxy in front of them (TLS passed through) for the agent that loses
 //! its replica mid-upload. Every replica here is the real `casefile server` process.
 
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use casefile_proto::agent::{AgentTask, EnrollResponse};
 use casefile_testkit::haproxy::HaProxy;
 use casefile_testkit::pg::PgDatabase;
+use casefile_testkit::s3::S3Server;
 use serde_json::Value;
 use sha2::Digest as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -28,6 +29,9 @@ const WAIT_LIMIT: Duration = Duration::from_secs(120);
 /// parked for 10 minutes that answers before it was woken, not by its own deadline.
 const WAKE_LIMIT: Duration = Duration::from_secs(10);
 
+/// Where in the bucket the replicas keep packages.
+const PACKAGES_PREFIX: &str = "replicas";
+
 /// The `[store]` section that points a replica at the shared database.
 fn store_toml(url: &str) -> String {
     format!("[store]\nurl = \"{url}\"\n")
@@ -40,6 +44,8 @@ struct Replica {
     listen: SocketAddr,
     data_dir: PathBuf,
     config_path: PathBuf,
+    /// The bucket's credentials, for the CLI run on this replica's configuration too.
+    aws_env: Vec<(String, String)>,
     logs: Logs,
 }
 
@@ -87,18 +93,12 @@ impl Logs {
 }
 
 impl Replica {
-    fn start(data_dir: &Path, listen: SocketAddr, config: &str, shared_packages: &Path) -> Self {
+    fn start(data_dir: &Path, listen: SocketAddr, config: &str, aws_env: &[(String, String)]) -> Self {
         std::fs::create_dir_all(data_dir).unwrap();
-        // One package store for all: until `[blobs] url` exists, the data directory's
-        // `packages` is the shared directory (uploads are staged per replica and renamed
-        // into it, on one file system).
-        let packages = data_dir.join("packages");
-        if !packages.exists() {
-            std::os::unix::fs::symlink(shared_packages, &packages).unwrap();
-        }
         let config_path = data_dir.with_extension("toml");
         std::fs::write(&config_path, config).unwrap();
         let mut child = casefile()
+            .envs(aws_env.iter().map(|(k, v)| (k, v)))
             .args(["server", "--log-format", "json", "--listen", &listen.to_string(), "--config"])
             .arg(&config_path)
             .arg("--data-dir")
@@ -110,7 +110,8 @@ impl Replica {
             .unwrap();
         let base = format!("https://{listen}");
         let logs = Logs::of(format!("replica {base}"), &mut child);
-        let replica = Self { child, base, listen, data_dir: data_dir.to_owned(), config_path, logs };
+        let replica =
+            Self { child, base, listen, data_dir: data_dir.to_owned(), config_path, aws_env: aws_env.to_vec(), logs };
         replica.wait_log(|l| l["message"].as_str().is_some_and(|m| m.contains("listening on ")));
         replica
     }
@@ -122,6 +123,7 @@ impl Replica {
     /// `casefile ARGS --config <this replica's> --data-dir <its>`, which must succeed.
     fn cli(&self, args: &[&str]) -> String {
         let out = casefile()
+            .envs(self.aws_env.iter().map(|(k, v)| (k, v)))
             .args(args)
             .arg("--config")
             .arg(&self.config_path)
@@ -155,12 +157,14 @@ fn starts(prefix: &'static str) -> impl Fn(&Value) -> bool {
     move |line| line["message"].as_str().is_some_and(|m| m.starts_with(prefix))
 }
 
-/// Replicas on one fresh database, one package directory and one certificate: the first
+/// Replicas on one fresh database, one bucket and one certificate: the first
 /// creates the CA and certificate, the others serve the same files. All name the balancer's
 /// address as their public URL, so tokens carry one issuer whichever replica checks them.
 struct Cluster {
     dir: tempfile::TempDir,
     _db: PgDatabase,
+    /// The S3-compatible server holding the one bucket all replicas store packages in.
+    s3: S3Server,
     /// Where HAProxy listens (reserved before the replicas start: it is their public URL).
     proxy_addr: SocketAddr,
     config: String,
@@ -168,14 +172,19 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// `None` (skipped, except in CI) without PostgreSQL.
+    /// `None` (skipped, except in CI) without PostgreSQL or moto.
     fn new(sections: &str) -> Option<Self> {
         let db = casefile_testkit::pg::database()?;
+        let s3 = S3Server::start()?;
         let proxy_addr: SocketAddr = ([127, 0, 0, 1], casefile_testkit::free_port()).into();
-        let config = format!("public_url = \"https://{proxy_addr}\"\n{}{sections}", store_toml(&db.url));
+        let blobs = format!(
+            "[blobs]\nurl = \"{}\"\nendpoint = \"{}\"\nallow_http = true\n",
+            s3.url(PACKAGES_PREFIX),
+            s3.endpoint()
+        );
+        let config = format!("public_url = \"https://{proxy_addr}\"\n{}{blobs}{sections}", store_toml(&db.url));
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("packages")).unwrap();
-        Some(Self { dir, _db: db, proxy_addr, config, replicas: Vec::new() })
+        Some(Self { dir, _db: db, s3, proxy_addr, config, replicas: Vec::new() })
     }
 
     fn tls_dir(&self) -> PathBuf {
@@ -200,7 +209,7 @@ impl Cluster {
             _ => listen,
         };
         let data_dir = self.dir.path().join(format!("r{index}"));
-        let replica = Replica::start(&data_dir, listen, &config, &self.dir.path().join("packages"));
+        let replica = Replica::start(&data_dir, listen, &config, &self.s3.aws_env());
         self.replicas.push(replica);
         index
     }
@@ -655,28 +664,19 @@ async fn killing_the_replica_under_an_upload_loses_nothing() {
         .unwrap();
     let downloaded = http.get(link["value"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(hex::encode(sha2::Sha256::digest(&downloaded)), announced);
-    // Recorded once: one stored upload in the trail, one file in the shared package store.
+    // Recorded once: one stored upload in the trail, one object in the shared bucket.
     let uploads: Vec<Value> = cluster
         .audit("package.upload")
         .into_iter()
         .filter(|e| e["target"] == id.as_str() && e["outcome"] == "ok")
         .collect();
     assert_eq!(uploads.len(), 1, "{uploads:?}");
-    let files = files_under(&cluster.dir.path().join("packages"));
-    assert_eq!(files.len(), 1, "{files:?}");
+    // (Besides `/readyz`'s probe objects, which come and go.)
+    let objects: Vec<String> =
+        cluster.s3.keys(PACKAGES_PREFIX).into_iter().filter(|key| !key.contains("/readyz/")).collect();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(cluster.s3.pending_uploads(), Vec::<String>::new(), "no multipart upload left open");
     drop(agent);
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        match path.is_dir() {
-            true => found.extend(files_under(&path)),
-            false => found.push(path),
-        }
-    }
-    found
 }
 
 /// A real `casefile-agent` process logging JSON, killed on drop.
