@@ -152,3 +152,78 @@ async fn a_target_with_rows_is_refused_and_left_as_it_was() {
     assert_eq!(before, after);
     assert_eq!(used.action(&collected.id).await.status, ActionStatus::Succeeded);
 }
+
+/// `kill -9` of `casefile store copy` half-way through: the copy is one transaction on
+/// the target, so PostgreSQL rolls it back when the dead client's session ends; the target
+/// is as empty as before, and the same copy run again completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_killed_half_way_leaves_the_target_empty_and_runs_again() {
+    if sqlite_only("copying out of the SQLite store") {
+        return;
+    }
+    let Some(target) = casefile_testkit::pg::database() else { return };
+    let source = TestServer::start().await;
+    source.succeeded_collection("kill-host").await.agent.stop().await;
+    let dir = source.stop_keeping_dir().await;
+    let data = dir.path().join("data");
+    // Enough audit rows (hundreds of batches) that the copy is caught in the middle.
+    let sqlite = sqlx::SqlitePool::connect(&sqlite_url(&data)).await.unwrap();
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) \
+         INSERT INTO audit_log (at, tenant_id, actor_kind, actor, event, outcome, detail) \
+         SELECT (SELECT max(at) FROM audit_log), 'default', 'user', 'analyst-' || i, 'e2e.bulk', 'ok', \
+                '{\"i\":' || i || '}' FROM n",
+    )
+    .execute(&sqlite)
+    .await
+    .unwrap();
+    let in_source: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log").fetch_one(&sqlite).await.unwrap();
+    sqlite.close().await;
+
+    let child = casefile()
+        .args(["store", "copy", "--from", &sqlite_url(&data), "--to", &target.url])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = casefile_testkit::KillOnDrop(child);
+    let session = format!("casefile/{}", child.0.id());
+    let watcher = sqlx::PgPool::connect(&target.url).await.unwrap();
+    let copying = |query: &'static str| {
+        let (watcher, session) = (watcher.clone(), session.clone());
+        async move { sqlx::query_scalar::<_, i64>(query).bind(session).fetch_one(&watcher).await.unwrap() }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    // Its session is inserting audit rows: the transaction holds part of the copy.
+    while copying(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'INSERT INTO audit_log%'",
+    )
+    .await
+        == 0
+    {
+        assert!(child.0.try_wait().unwrap().is_none(), "the copy ended before it could be killed");
+        assert!(std::time::Instant::now() < deadline, "the copy never reached the audit rows");
+        tokio::task::yield_now().await;
+    }
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    // The database notices the closed socket, ends the session and rolls back.
+    while copying("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1").await > 0 {
+        assert!(std::time::Instant::now() < deadline, "the killed copy's session lingers");
+        tokio::task::yield_now().await;
+    }
+    for table in ["signing_keys", "machines", "actions", "audit_log"] {
+        // `table` is one of the names above.
+        let count = sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"));
+        let rows: i64 = sqlx::query_scalar(count).fetch_one(&watcher).await.unwrap();
+        assert_eq!(rows, 0, "{table}: nothing of the killed copy remains");
+    }
+    watcher.close().await;
+
+    let out = copy_async(sqlite_url(&data), target.url.clone()).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let watcher = sqlx::PgPool::connect(&target.url).await.unwrap();
+    let in_target: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log").fetch_one(&watcher).await.unwrap();
+    assert_eq!(in_target, in_source, "every audit row, once");
+}
