@@ -452,8 +452,7 @@ async fn run_on(args: &Args, url: Option<String>) -> anyhow::Result<(String, Vec
     let (listener, api) = local_listener().await?;
     let serving = server.clone();
     let stopped = stop.clone();
-    let api_task =
-        tokio::spawn(async move { serving.serve(listener, async move { stopped.notified().await }).await });
+    let api_task = tokio::spawn(async move { serving.serve(listener, async move { stopped.notified().await }).await });
     let (listener, baseline) = local_listener().await?;
     let trivial = || async { ([("content-type", ODATA_JSON), ("odata-version", "4.0")], BASELINE_BODY) };
     let baseline_task = tokio::spawn(async move {
