@@ -1,7 +1,8 @@
-//! `bench-api`: throughput and p50/p99 latency of the public API on SQLite with rate
-//! limits off. Every workload is also given as a ratio against a trivial axum handler
-//! served by the same process and driven by the same client in the same run, so the
-//! ratios, unlike the raw figures, can be compared between machines.
+//! `bench-api`: throughput and p50/p99 latency of the public API on SQLite, PostgreSQL
+//! (`--store-url`) or both in one run (`--postgres`, a throwaway cluster), with rate limits
+//! off. Every workload is also given as a ratio against a trivial axum handler served by the
+//! same process and driven by the same client in the same run, so the ratios, unlike the raw
+//! figures, can be compared between machines.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
