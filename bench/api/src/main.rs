@@ -1,7 +1,8 @@
-//! `bench-api`: throughput and p50/p99 latency of the public API on SQLite with rate
-//! limits off. Every workload is also given as a ratio against a trivial axum handler
-//! served by the same process and driven by the same client in the same run, so the
-//! ratios, unlike the raw figures, can be compared between machines.
+//! `bench-api`: throughput and p50/p99 latency of the public API on SQLite, PostgreSQL
+//! (`--store-url`) or both in one run (`--postgres`, a throwaway cluster), with rate limits
+//! off. Every workload is also given as a ratio against a trivial axum handler served by the
+//! same process and driven by the same client in the same run, so the ratios, unlike the raw
+//! figures, can be compared between machines.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,8 +53,13 @@ struct Args {
     quick: bool,
     /// The store to measure: an empty database's URL (`postgres://…`); default: SQLite in a
     /// temporary directory. The same table is printed for either.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "postgres")]
     store_url: Option<String>,
+    /// Both backends side by side: the run on SQLite, then the same run on a throwaway
+    /// PostgreSQL cluster the benchmark starts itself (`casefile-testkit`: binaries from
+    /// `CASEFILE_TEST_PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`), removed at exit.
+    #[arg(long)]
+    postgres: bool,
     /// Instead of the workload table: the cost of metrics. The server runs as a child
     /// process, once with `metrics.enabled = false` and once with it on (scraped every
     /// `--scrape-seconds`); its RSS and CPU time are read from /proc at idle and under the
@@ -396,14 +402,43 @@ async fn main() -> anyhow::Result<()> {
         WARM_UP.as_secs()
     );
 
+    // The cluster (and its database) lives until the process exits.
+    let pg = if args.postgres {
+        let db = casefile_testkit::pg::database().context("--postgres: no PostgreSQL to start")?;
+        println!("PostgreSQL: a throwaway cluster at {}", db.url);
+        Some(db)
+    } else {
+        None
+    };
+    let mut runs = Vec::new();
+    let urls = match &pg {
+        Some(db) => vec![None, Some(db.url.clone())],
+        None => vec![args.store_url.clone()],
+    };
+    for url in urls {
+        runs.push(run_on(&args, url).await?);
+    }
+    if runs.len() > 1 {
+        println!();
+        print_side_by_side(&runs);
+    }
+    println!("whole run: {:.1} s", run_started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Seeds a fresh store (SQLite in a temporary directory, or the database at `url`), serves
+/// it beside the baseline, measures every workload and prints the table and the aims.
+async fn run_on(args: &Args, url: Option<String>) -> anyhow::Result<(String, Vec<Stats>)> {
     let dir = tempfile::tempdir()?;
     let mut config = bench_config(dir.path().join("data"));
-    config.store.url = args.store_url.clone();
-    println!("store: {}", casefile_store::Backend::of(&config.database_url())?.name());
+    config.store.url = url;
+    let store = casefile_store::Backend::of(&config.database_url())?.name().to_owned();
+    println!();
+    println!("store: {store}");
     let server = Server::open(config).await.context("opening the server")?;
 
     let seeding = Instant::now();
-    let seeded = seed(&server, &args).await.context("seeding the store")?;
+    let seeded = seed(&server, args).await.context("seeding the store")?;
     println!(
         "seeded {} actions over {} machines, plus {} machines without actions, in {:.1} s",
         args.actions,
@@ -412,15 +447,18 @@ async fn main() -> anyhow::Result<()> {
         seeding.elapsed().as_secs_f64()
     );
 
-    // Both servers run until the process exits after the report.
+    // Both servers stop when this run is over, so that the next backend's run has the
+    // cores to itself.
+    let stop = Arc::new(tokio::sync::Notify::new());
     let (listener, api) = local_listener().await?;
     let serving = server.clone();
-    tokio::spawn(async move { serving.serve(listener, std::future::pending()).await });
+    let stopped = stop.clone();
+    let api_task = tokio::spawn(async move { serving.serve(listener, async move { stopped.notified().await }).await });
     let (listener, baseline) = local_listener().await?;
     let trivial = || async { ([("content-type", ODATA_JSON), ("odata-version", "4.0")], BASELINE_BODY) };
-    tokio::spawn(
-        async move { axum::serve(listener, axum::Router::new().route("/", axum::routing::get(trivial))).await },
-    );
+    let baseline_task = tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new().route("/", axum::routing::get(trivial))).await
+    });
 
     let token = bench_token(&server)?;
     let client = Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
@@ -434,8 +472,35 @@ async fn main() -> anyhow::Result<()> {
     print_table(&stats);
     println!();
     print_aims(&stats);
-    println!("whole run: {:.1} s", run_started.elapsed().as_secs_f64());
-    Ok(())
+
+    // The client's keep-alive connections go with it; then the server drains and stops.
+    drop(bench);
+    stop.notify_one();
+    api_task.await?.context("serving")?;
+    baseline_task.abort();
+    Ok((store, stats))
+}
+
+/// One line per workload, each backend's throughput, ratio to its own baseline and p50.
+fn print_side_by_side(runs: &[(String, Vec<Stats>)]) {
+    let mut head = format!("{:<17}", "workload");
+    for (store, _) in runs {
+        head += &format!(" | {:>10} {:>6} {:>8}", format!("{store} req/s"), "ratio", "p50 ms");
+    }
+    println!("{head}");
+    for (n, workload) in Workload::ALL.iter().enumerate() {
+        let mut line = format!("{:<17}", workload.name());
+        for (_, stats) in runs {
+            let (s, trivial) = (&stats[n], &stats[0]);
+            line += &format!(
+                " | {:>10.0} {:>6.3} {:>8.3}",
+                s.per_second,
+                s.per_second / trivial.per_second,
+                s.p50.as_secs_f64() * 1000.0
+            );
+        }
+        println!("{line}");
+    }
 }
 
 /// The server process of `--metrics-cost`: serves `dir` until killed.

@@ -147,16 +147,16 @@ impl SqliteStore {
             .pragma("journal_size_limit", "67108864");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // Each trip to a connection's thread costs two thread switches (bench/api):
+            // a connection to a file cannot have been cut while idle, so it is not pinged
+            // before use (sqlx already pings it once when it is given back).
+            .test_before_acquire(false)
             // A COMMIT refused for a full disk is rolled back by SQLite itself; sqlx's
             // own ROLLBACK then fails and it keeps counting the transaction as open, so
             // the next user of that connection would start inside it. Such a connection
-            // is closed instead of reused (after the queued rollback had its chance).
-            .after_release(|conn, _| {
-                Box::pin(async move {
-                    sqlx::Connection::ping(conn).await?;
-                    Ok(!sqlx::Connection::is_in_transaction(conn))
-                })
-            })
+            // is closed instead of reused. Checked when it is taken: by then the ping sqlx
+            // sends on release has waited for the queued rollback.
+            .before_acquire(|conn, _| Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) }))
             .connect_with(options)
             .await?;
         Ok(Self { pool })
