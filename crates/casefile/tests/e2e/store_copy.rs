@@ -213,7 +213,7 @@ async fn a_copy_killed_half_way_leaves_the_target_empty_and_runs_again() {
         assert!(std::time::Instant::now() < deadline, "the killed copy's session lingers");
         tokio::task::yield_now().await;
     }
-    for table in ["signing_keys", "machines", "actions", "audit_log"] {
+    for table in ["signing_keys", "machines", "machine_actions", "packages", "audit_log"] {
         // `table` is one of the names above.
         let count = sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"));
         let rows: i64 = sqlx::query_scalar(count).fetch_one(&watcher).await.unwrap();
