@@ -282,7 +282,11 @@ enum Start<F> {
     Audited(Box<Call>, F),
 }
 
-fn audited(state: AppState, request: Request, next: Next) -> impl std::future::Future<Output = Response> + Send + 'static {
+fn audited(
+    state: AppState,
+    request: Request,
+    next: Next,
+) -> impl std::future::Future<Output = Response> + Send + 'static {
     let start = match request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()) {
         None => Start::Unrouted(crate::next::run(next, request)),
         Some(route) => {

@@ -329,8 +329,7 @@ pub async fn next_task(
 ) -> ApiResult<Response> {
     let (requested, confirms) = {
         let query = query.unwrap_or_default();
-        let param =
-            |name: &str| url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v);
+        let param = |name: &str| url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v);
         let requested =
             param("wait").and_then(|v| v.parse::<u64>().ok()).unwrap_or(state.config.agents.poll_wait_seconds);
         // Agents that confirm receipt say so; older ones get claims that count as accepted at
