@@ -184,13 +184,16 @@ async fn serve_connection<I, S>(
     }
 }
 
+/// The call of a ready service, or (boxed, as it is rare) its `oneshot`.
+type Called<S> = futures::future::Either<
+    <S as tower::Service<Request<Body>>>::Future,
+    Pin<Box<tower::util::Oneshot<S, Request<Body>>>>,
+>;
+
 /// `service`'s answer to `request`. A parked agent poll holds this future for minutes:
 /// `oneshot` keeps room for the service and the whole request beside the call's own
 /// future, so a service that is ready (the router always is) is called at once.
-fn call_ready<S>(
-    mut service: S,
-    request: Request<Body>,
-) -> futures::future::Either<S::Future, Pin<Box<tower::util::Oneshot<S, Request<Body>>>>>
+fn call_ready<S>(mut service: S, request: Request<Body>) -> Called<S>
 where
     S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
