@@ -219,9 +219,13 @@ pub enum Event {
 
 /// Notes the route's [`Event::Named`] for the trail: the route table layers it on the
 /// route's handler, so it runs only once the method matched (a `405` is recorded by route).
-pub async fn named(State(event): State<&'static str>, request: Request, next: Next) -> Response {
+pub fn named(
+    State(event): State<&'static str>,
+    request: Request,
+    next: Next,
+) -> impl std::future::Future<Output = Response> + Send + 'static {
     note(|n| n.event = Some(event));
-    next.run(request).await
+    crate::next::run(next, request)
 }
 
 /// The audit event of a routed call, or `None` for reads that are not audited.
@@ -245,56 +249,103 @@ fn event_of(named: Option<&'static str>, method: &Method, route: &str, status: u
 /// that hangs up must not leave a change without its entry (or a stored package without its
 /// record). Reads stay on the connection, so a long-poll whose agent left is dropped before
 /// it can hand work to nobody.
-pub async fn middleware(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if matches!(*request.method(), Method::GET | Method::HEAD) {
-        return audited(state, request, next).await;
-    }
-    let calls = state.calls.clone();
-    let call =
-        correlation::scope(correlation::current(), audited(state, request, next)).instrument(tracing::Span::current());
-    match calls.spawn(call).await {
-        Ok(response) => response,
-        Err(e) => crate::error::ApiError::internal_from(format!("a request task failed: {e}")).into_response(),
+///
+/// Plain functions (see `next.rs`): a parked agent poll holds this future for minutes, so
+/// it keeps the call's description and notes, not the request, and writing the entry is
+/// boxed, as a future is as large as its largest state for all its life.
+pub fn middleware(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> impl std::future::Future<Output = Response> + Send + 'static {
+    let read = matches!(*request.method(), Method::GET | Method::HEAD);
+    let calls = (!read).then(|| state.calls.clone());
+    let audited = audited(state, request, next);
+    let Some(calls) = calls else {
+        return futures::future::Either::Left(audited);
+    };
+    futures::future::Either::Right(Box::pin(async move {
+        let call = correlation::scope(correlation::current(), audited).instrument(tracing::Span::current());
+        match calls.spawn(call).await {
+            Ok(response) => response,
+            Err(e) => crate::error::ApiError::internal_from(format!("a request task failed: {e}")).into_response(),
+        }
+    }))
+}
+
+/// How a call starts, decided before the handler runs.
+enum Start<F> {
+    /// No route matched: nothing to record.
+    Unrouted(F),
+    /// Too many refused calls from this source: refused without running.
+    Refused(Response),
+    Audited(Box<Call>, F),
+}
+
+fn audited(
+    state: AppState,
+    request: Request,
+    next: Next,
+) -> impl std::future::Future<Output = Response> + Send + 'static {
+    let start = match request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()) {
+        None => Start::Unrouted(crate::next::run(next, request)),
+        Some(route) => {
+            let call = Call {
+                // Entries carry when the call arrived: steps it set off (a dispatch) come after it.
+                arrived: state.now(),
+                method: request.method().clone(),
+                path_id: Some(&route).filter(|r| r.contains("{id}")).and_then(|_| id_in(request.uri().path())),
+                route,
+                // Kept as an address: most reads are not recorded, so no string is made for them.
+                peer: request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()),
+            };
+            let limits = &state.config.rate_limits;
+            if limits.enabled
+                && let Some(wait) =
+                    state.refusals.over_quota(call.peer, call.arrived, limits.refusals_per_source_per_minute)
+            {
+                let refused = crate::error::ApiError::too_many_requests(
+                    "Too many refused calls from this address; retry later",
+                    wait,
+                );
+                state.refusals.count(&build_entry(&Noted::default(), &call, 429, "access.refused".to_owned()));
+                state.metrics.rate_limited("refusals");
+                Start::Refused(refused.into_response())
+            } else {
+                Start::Audited(Box::new(call), crate::next::run(next, request))
+            }
+        }
+    };
+    async move {
+        let (call, response) = match start {
+            Start::Unrouted(response) => return response.await,
+            Start::Refused(response) => return response,
+            Start::Audited(call, response) => (call, response),
+        };
+        let noted = Noted { call: Some(*call), ..Noted::default() };
+        let (response, mut noted) = NOTED
+            .scope(RefCell::new(noted), async {
+                let response = response.await;
+                (response, NOTED.with(|n| n.take()))
+            })
+            .await;
+        let status = response.status().as_u16();
+        if noted.written_with == Some(status) {
+            return response;
+        }
+        let Some(call) = noted.call.take() else {
+            return response;
+        };
+        let Some(event) = event_of(noted.event, &call.method, &call.route, status) else {
+            return response;
+        };
+        Box::pin(write_entry(state, noted, call, response, event)).await
     }
 }
 
-async fn audited(state: AppState, request: Request, next: Next) -> Response {
-    let Some(route) = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()) else {
-        return next.run(request).await;
-    };
-    let call = Call {
-        // Entries carry when the call arrived: steps it set off (a dispatch) come after it.
-        arrived: state.now(),
-        method: request.method().clone(),
-        path_id: Some(&route).filter(|r| r.contains("{id}")).and_then(|_| id_in(request.uri().path())),
-        route,
-        // Kept as an address: most reads are not recorded, so no string is made for them.
-        peer: request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()),
-    };
-    let limits = &state.config.rate_limits;
-    if limits.enabled
-        && let Some(wait) = state.refusals.over_quota(call.peer, call.arrived, limits.refusals_per_source_per_minute)
-    {
-        let refused =
-            crate::error::ApiError::too_many_requests("Too many refused calls from this address; retry later", wait);
-        state.refusals.count(&build_entry(&Noted::default(), &call, 429, "access.refused".to_owned()));
-        state.metrics.rate_limited("refusals");
-        return refused.into_response();
-    }
-    let noted = Noted { call: Some(call.clone()), ..Noted::default() };
-    let (response, noted) = NOTED
-        .scope(RefCell::new(noted), async {
-            let response = next.run(request).await;
-            (response, NOTED.with(|n| n.take()))
-        })
-        .await;
+/// Writes the entry of a call that answered `response`.
+async fn write_entry(state: AppState, noted: Noted, call: Call, response: Response, event: String) -> Response {
     let status = response.status().as_u16();
-    if noted.written_with == Some(status) {
-        return response;
-    }
-    let Some(event) = event_of(noted.event, &call.method, &call.route, status) else {
-        return response;
-    };
     let entry = build_entry(&noted, &call, status, event);
     // Refusals of callers nobody authenticated are aggregated per source and minute, so
     // that an outsider cannot write a row per request.

@@ -23,14 +23,18 @@ pub async fn scope<F: std::future::Future>(id: String, future: F) -> F::Output {
     CURRENT.scope(id, future).await
 }
 
-pub async fn middleware(request: Request, next: Next) -> Response {
+/// Gives the request its id, logs its outcome and sends the id back. A plain function
+/// (see `next.rs`): its future holds the id and the span, not the request.
+pub fn middleware(request: Request, next: Next) -> impl std::future::Future<Output = Response> + Send + 'static {
     let id = uuid::Uuid::new_v4().to_string();
     let is_poll = request.uri().path().ends_with("/actions/next");
     let span =
         tracing::info_span!("request", correlation_id = %id, method = %request.method(), path = %request.uri().path());
     let started = std::time::Instant::now();
+    // Called in the request's scope and span, like the rest of its handling.
+    let response = CURRENT.sync_scope(id.clone(), || span.in_scope(|| crate::next::run(next, request)));
     let handled = async move {
-        let response = next.run(request).await;
+        let response = response.await;
         let (status, elapsed_ms) = (response.status().as_u16(), started.elapsed().as_millis() as u64);
         // One access line per request for the log collector; agents' empty long-polls
         // (every agent, every poll_wait_seconds) only at debug.
@@ -41,9 +45,12 @@ pub async fn middleware(request: Request, next: Next) -> Response {
         }
         response
     };
-    let mut response = CURRENT.scope(id.clone(), handled.instrument(span)).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(HEADER, value);
+    let handled = CURRENT.scope(id.clone(), handled.instrument(span));
+    async move {
+        let mut response = handled.await;
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            response.headers_mut().insert(HEADER, value);
+        }
+        response
     }
-    response
 }

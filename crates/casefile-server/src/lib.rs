@@ -20,6 +20,7 @@ pub mod lifecycle;
 pub mod links;
 pub mod listener;
 pub mod metrics;
+mod next;
 pub mod ops;
 pub mod proxy;
 pub mod ratelimit;

@@ -168,7 +168,7 @@ async fn serve_connection<I, S>(
         parts.extensions.insert(ConnectInfo(client));
         parts.extensions.insert(origin);
         let body = Body::new(tower_http::timeout::TimeoutBody::new(body_timeout, body));
-        let call = app.clone().oneshot(Request::from_parts(parts, body));
+        let call = call_ready(app.clone(), Request::from_parts(parts, body));
         async move {
             let response = call.await;
             drop(busy);
@@ -181,6 +181,25 @@ async fn serve_connection<I, S>(
     let connection = builder.serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(connection).await {
         tracing::debug!(%peer, "connection ended: {e}");
+    }
+}
+
+/// The call of a ready service, or (boxed, as it is rare) its `oneshot`.
+type Called<S> = futures::future::Either<
+    <S as tower::Service<Request<Body>>>::Future,
+    Pin<Box<tower::util::Oneshot<S, Request<Body>>>>,
+>;
+
+/// `service`'s answer to `request`. A parked agent poll holds this future for minutes:
+/// `oneshot` keeps room for the service and the whole request beside the call's own
+/// future, so a service that is ready (the router always is) is called at once.
+fn call_ready<S>(mut service: S, request: Request<Body>) -> Called<S>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    match service.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
+        Poll::Ready(Ok(())) => futures::future::Either::Left(service.call(request)),
+        Poll::Pending => futures::future::Either::Right(Box::pin(service.oneshot(request))),
     }
 }
 

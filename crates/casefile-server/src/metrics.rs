@@ -341,19 +341,28 @@ impl Metrics {
 
 /// Counts and times every request by its route template. Runs inside the router (where
 /// the matched route is known) and outside the audit middleware, so its time is included.
-pub async fn middleware(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
-    if !metrics.enabled() {
-        return next.run(request).await;
+/// Counts and times every routed request. A plain function (see `next.rs`): its future
+/// holds the route, the method and the start, not the request.
+pub fn middleware(
+    State(metrics): State<Metrics>,
+    request: Request,
+    next: Next,
+) -> impl std::future::Future<Output = Response> + Send + 'static {
+    let measured = metrics.enabled().then(|| {
+        let route = request.extensions().get::<MatchedPath>().map_or(UNMATCHED, |p| p.as_str()).to_owned();
+        (metrics, route, request.method().clone(), std::time::Instant::now())
+    });
+    let response = crate::next::run(next, request);
+    async move {
+        let response = response.await;
+        if let Some((metrics, route, method, started)) = measured {
+            if let Some(StoreFailure(kind)) = response.extensions().get::<StoreFailure>() {
+                metrics.store_failure(kind);
+            }
+            metrics.http_request(&route, &method, response.status().as_u16(), started.elapsed());
+        }
+        response
     }
-    let route = request.extensions().get::<MatchedPath>().map_or(UNMATCHED, |p| p.as_str()).to_owned();
-    let method = request.method().clone();
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    if let Some(StoreFailure(kind)) = response.extensions().get::<StoreFailure>() {
-        metrics.store_failure(kind);
-    }
-    metrics.http_request(&route, &method, response.status().as_u16(), started.elapsed());
-    response
 }
 
 /// Marks a response answered for a database failure (`error::ApiError` from a

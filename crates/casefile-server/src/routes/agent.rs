@@ -45,10 +45,27 @@ impl FromRequestParts<AppState> for AgentIdentity {
             .await?
             .ok_or_else(|| ApiError::unauthorized("The agent credential is not valid; enroll the agent again"))?;
         let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-        state.store.machine_scope(&machine).touch(state.now(), ip.as_deref()).await?;
+        let now = state.now();
+        if needs_touch(&machine, now, ip.as_deref()) {
+            state.store.machine_scope(&machine).touch(now, ip.as_deref()).await?;
+        }
         audit::note_actor("agent", &machine.id, &machine.tenant_id);
         Ok(Self(machine))
     }
+}
+
+/// How stale `last_seen` may be before an agent's request writes it again. Every poll used
+/// to write it: at 4,000 polls a second (100,000 agents, 25 s waits) that is 4,000 writes
+/// a second that tell the public API nothing new, whose `healthStatus` moves after
+/// `agents.inactive_after_seconds` (days). `lastSeen` lags by at most this much.
+pub(crate) const TOUCH_EVERY_SECONDS: i64 = 5;
+
+/// Whether the request at `now` from `ip` must be recorded: `last_seen` older than
+/// [`TOUCH_EVERY_SECONDS`], or a new address. (A `last_seen` ahead of the clock is kept
+/// by the store, which only moves it forward: writing it again would change nothing.)
+fn needs_touch(machine: &MachineRecord, now: Timestamp, ip: Option<&str>) -> bool {
+    let age = now.signed_duration_since(machine.last_seen).num_seconds();
+    age >= TOUCH_EVERY_SECONDS || (ip.is_some() && ip != machine.last_ip_address.as_deref())
 }
 
 /// Machine ids are derived, not chosen: the same host in the same tenant always gets
@@ -310,12 +327,15 @@ pub async fn next_task(
     AgentIdentity(machine): AgentIdentity,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
-    let query = query.unwrap_or_default();
-    let param = |name: &str| url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v);
-    let requested = param("wait").and_then(|v| v.parse::<u64>().ok()).unwrap_or(state.config.agents.poll_wait_seconds);
-    // Agents that confirm receipt say so; older ones get claims that count as accepted at
-    // once (offered again, they would run the collection twice).
-    let confirms = param(CONFIRM_PARAM).is_some_and(|v| v == "1");
+    let (requested, confirms) = {
+        let query = query.unwrap_or_default();
+        let param = |name: &str| url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v);
+        let requested =
+            param("wait").and_then(|v| v.parse::<u64>().ok()).unwrap_or(state.config.agents.poll_wait_seconds);
+        // Agents that confirm receipt say so; older ones get claims that count as accepted at
+        // once (offered again, they would run the collection twice).
+        (requested, param(CONFIRM_PARAM).is_some_and(|v| v == "1"))
+    };
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(requested.min(state.config.agents.poll_wait_seconds));
     let wake = state.dispatcher.subscribe(&machine.id);
@@ -323,59 +343,13 @@ pub async fn next_task(
         if state.dispatcher.is_closing() {
             return Ok(closing_answer());
         }
-        if let Some(&action_id) = state.store.machine_scope(&machine).cancel_requests().await?.first() {
-            return Ok(Json(AgentTask::Cancel { action_id }).into_response());
-        }
-        let now = state.now();
-        let lease = confirms.then(|| lease_end(now, state.config.agents.claim_lease_seconds));
-        let dispatched = |claim: &Claim| {
-            let mut entry = audit::system_entry(
-                &state,
-                Some(machine.tenant_id.as_str()),
-                "action.dispatch",
-                &claim.action.id.to_string(),
-                serde_json::json!({"machineId": machine.id, "offer": claim.offers}),
-            );
-            (entry.actor_kind, entry.actor) = ("agent".to_owned(), machine.id.clone());
-            entry
+        // Boxed, and gone before the wait: a future is as large as its largest state for as
+        // long as it lives, and a parked poll lives for minutes (`bench/agents`).
+        let lease_wake = match Box::pin(look_for_work(&state, &machine, confirms)).await? {
+            Work::Answer(response) => return Ok(response),
+            Work::LookAgain => continue,
+            Work::None { lease_wake } => lease_wake,
         };
-        // The claim and its entry commit together: no action leaves for an agent unrecorded.
-        let claimed = state.store.machine_scope(&machine).claim_leased(now, lease, Some(&dispatched)).await?;
-        if let Some(Claim { action, offers }) = claimed {
-            if offers > 1 {
-                // The earlier answer never reached the agent (it did not confirm).
-                tracing::warn!(action_id = %action.id, machine_id = %machine.id, offers, "unconfirmed action offered again");
-            } else {
-                tracing::info!(action_id = %action.id, machine_id = %machine.id, "action dispatched");
-                state.metrics.dispatched(&action, now);
-            }
-            state.dispatcher.action_changed();
-            let task = match action.action_type {
-                ActionType::CollectInvestigationPackage => AgentTask::CollectInvestigationPackage {
-                    action_id: action.id,
-                    requestor: action.requestor,
-                    comment: action.requestor_comment,
-                },
-                other => {
-                    // Only collections are ever created; anything else is refused honestly.
-                    let change = Transition::failure(
-                        ActionStatus::Failed,
-                        state.now(),
-                        hresult::COLLECTION_FAILED,
-                        format!("casefile agents do not support {other} actions"),
-                    );
-                    state.store.machine_scope(&machine).transition(action.id, &change, None).await?;
-                    state.dispatcher.action_changed();
-                    continue;
-                }
-            };
-            return Ok(Json(task).into_response());
-        }
-        // An unconfirmed claim becomes available again when its lease ends: wake then.
-        let lease_wake = state.store.machine_scope(&machine).next_lease_end().await?.map(|end| {
-            let left = (end - state.now()).to_std().unwrap_or_default();
-            tokio::time::Instant::now() + left
-        });
         let wake_at = lease_wake.map_or(deadline, |at| at.min(deadline));
         let _parked = state.dispatcher.park();
         tracing::debug!(machine_id = %machine.id, "poll parked");
@@ -389,6 +363,73 @@ pub async fn next_task(
             () = state.dispatcher.closed() => {}
         }
     }
+}
+
+/// What one look at the store found for a poll.
+enum Work {
+    /// A cancellation or an action to send.
+    Answer(Response),
+    /// An action the agent cannot run was failed: look again.
+    LookAgain,
+    /// Nothing; an unconfirmed claim's lease, if any, ends at `lease_wake`.
+    None { lease_wake: Option<tokio::time::Instant> },
+}
+
+async fn look_for_work(state: &AppState, machine: &MachineRecord, confirms: bool) -> ApiResult<Work> {
+    if let Some(&action_id) = state.store.machine_scope(machine).cancel_requests().await?.first() {
+        return Ok(Work::Answer(Json(AgentTask::Cancel { action_id }).into_response()));
+    }
+    let now = state.now();
+    let lease = confirms.then(|| lease_end(now, state.config.agents.claim_lease_seconds));
+    let dispatched = |claim: &Claim| {
+        let mut entry = audit::system_entry(
+            state,
+            Some(machine.tenant_id.as_str()),
+            "action.dispatch",
+            &claim.action.id.to_string(),
+            serde_json::json!({"machineId": machine.id, "offer": claim.offers}),
+        );
+        (entry.actor_kind, entry.actor) = ("agent".to_owned(), machine.id.clone());
+        entry
+    };
+    // The claim and its entry commit together: no action leaves for an agent unrecorded.
+    let claimed = state.store.machine_scope(machine).claim_leased(now, lease, Some(&dispatched)).await?;
+    if let Some(Claim { action, offers }) = claimed {
+        if offers > 1 {
+            // The earlier answer never reached the agent (it did not confirm).
+            tracing::warn!(action_id = %action.id, machine_id = %machine.id, offers, "unconfirmed action offered again");
+        } else {
+            tracing::info!(action_id = %action.id, machine_id = %machine.id, "action dispatched");
+            state.metrics.dispatched(&action, now);
+        }
+        state.dispatcher.action_changed();
+        let task = match action.action_type {
+            ActionType::CollectInvestigationPackage => AgentTask::CollectInvestigationPackage {
+                action_id: action.id,
+                requestor: action.requestor,
+                comment: action.requestor_comment,
+            },
+            other => {
+                // Only collections are ever created; anything else is refused honestly.
+                let change = Transition::failure(
+                    ActionStatus::Failed,
+                    state.now(),
+                    hresult::COLLECTION_FAILED,
+                    format!("casefile agents do not support {other} actions"),
+                );
+                state.store.machine_scope(machine).transition(action.id, &change, None).await?;
+                state.dispatcher.action_changed();
+                return Ok(Work::LookAgain);
+            }
+        };
+        return Ok(Work::Answer(Json(task).into_response()));
+    }
+    // An unconfirmed claim becomes available again when its lease ends: wake then.
+    let lease_wake = state.store.machine_scope(machine).next_lease_end().await?.map(|end| {
+        let left = (end - state.now()).to_std().unwrap_or_default();
+        tokio::time::Instant::now() + left
+    });
+    Ok(Work::None { lease_wake })
 }
 
 /// A stopping server's answer to a poll: "nothing yet, poll again", on a connection it

@@ -59,18 +59,29 @@ const MAX_CARRIED: usize = 1024;
 /// the route table included): an error answer without a JSON body gets one, in the shape
 /// of the path's API, keeping its status and headers. What it replaces is carried over as
 /// the message when it is short text (axum's extractor rejections say what was wrong).
-pub async fn json_bodies(request: Request, next: Next) -> Response {
+///
+/// A plain function (see `next.rs`): its future does not hold the request.
+pub fn json_bodies(request: Request, next: Next) -> impl std::future::Future<Output = Response> + Send + 'static {
     let login = is_login_path(request.uri().path());
-    let response = next.run(request).await;
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return response;
+    let response = crate::next::run(next, request);
+    async move {
+        let response = response.await;
+        let status = response.status();
+        let is_json = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"));
+        if !(status.is_client_error() || status.is_server_error()) || is_json {
+            return response;
+        }
+        // Boxed: a future is as large as its largest state for all its life.
+        Box::pin(with_json_body(response, login)).await
     }
+}
+
+async fn with_json_body(response: Response, login: bool) -> Response {
+    let status = response.status();
     let (mut parts, body) = response.into_parts();
     let text = match axum::body::to_bytes(body, MAX_CARRIED).await {
         Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),

@@ -286,6 +286,20 @@ impl ActionStore for PgStore {
                     AND cancel_requested_at IS NULL AND lease_expires_at <= $5)) \
              RETURNING {ACTION_COLUMNS}, offers"
         );
+        // Most polls find nothing: a read says so without a write transaction. Anything
+        // created after this read wakes the poll (the dispatcher), which claims then.
+        let claimable: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM machine_actions WHERE machine_id = $1 AND \
+                 (status = 'Pending' OR (status = 'InProgress' AND accepted_at IS NULL \
+                  AND cancel_requested_at IS NULL AND lease_expires_at <= $2)) LIMIT 1",
+        )
+        .bind(machine_id)
+        .bind(at)
+        .fetch_optional(&self.pool)
+        .await?;
+        if claimable.is_none() {
+            return Ok(None);
+        }
         let mut tx = self.write().await?;
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(lease_until)

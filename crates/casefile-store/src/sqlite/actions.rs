@@ -303,6 +303,20 @@ impl ActionStore for SqliteStore {
                AND status IN ('Pending', 'InProgress') \
              RETURNING {ACTION_COLUMNS}, offers"
         );
+        // Most polls find nothing: a read says so without queueing for the write lock.
+        // Anything created after this read wakes the poll (the dispatcher), which claims then.
+        let claimable: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM machine_actions WHERE machine_id = ? AND \
+                 (status = 'Pending' OR (status = 'InProgress' AND accepted_at IS NULL \
+                  AND cancel_requested_at IS NULL AND lease_expires_at <= ?)) LIMIT 1",
+        )
+        .bind(machine_id)
+        .bind(micros(at))
+        .fetch_optional(&self.pool)
+        .await?;
+        if claimable.is_none() {
+            return Ok(None);
+        }
         let mut tx = self.write().await?;
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(lease_until.map(micros))

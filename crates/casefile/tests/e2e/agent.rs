@@ -280,6 +280,31 @@ async fn enrollment_needs_a_valid_token_and_keeps_the_machine_id() {
     assert!(!stored.windows(credential.len()).any(|w| w == credential.as_bytes()));
 }
 
+/// An agent's polls keep its `lastSeen` current to within a few seconds without writing
+/// it on every poll (most polls are empty: they write nothing at all).
+#[tokio::test]
+async fn last_seen_follows_the_polls_to_within_seconds_not_a_write_per_poll() {
+    let server = TestServer::start_with_clock(|_| {}).await;
+    let agent = RawAgent::enroll(&server, "seen").await;
+    let token = server.token(ALL);
+    let seen = || async {
+        let response = server.get(&format!("/api/machines/{}", agent.machine_id), &token).await;
+        assert_eq!(response.status(), 200);
+        let machine: Value = response.json().await.unwrap();
+        let at = chrono::DateTime::parse_from_rfc3339(machine["lastSeen"].as_str().unwrap()).unwrap();
+        (at, machine["lastIpAddress"].clone())
+    };
+    // Enrolling records the agent as seen, from its address.
+    let (enrolled, ip) = seen().await;
+    assert_eq!(ip, "127.0.0.1");
+    server.advance(Duration::from_secs(3));
+    assert!(agent.poll(0).await.is_none());
+    assert_eq!(seen().await.0, enrolled, "3 s later, from the same address: not written again");
+    server.advance(Duration::from_secs(3));
+    assert!(agent.poll(0).await.is_none());
+    assert_eq!((seen().await.0 - enrolled).num_seconds(), 6, "6 s later: written");
+}
+
 #[tokio::test]
 async fn a_silent_agent_times_out() {
     let server = TestServer::start_with_clock(|c| c.agents.silent_timeout_seconds = 600).await;
