@@ -89,7 +89,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Unstorable(_) => Self::new(
                 ErrorCode::InvalidInput,
-                "The request holds the NUL character (U+0000), which this server's database cannot store",
+                "The request holds a character this server's database cannot store (such as NUL, U+0000)",
             ),
             other => Self::internal_from(other),
         };

@@ -341,8 +341,8 @@ impl Metrics {
 
 /// Counts and times every request by its route template. Runs inside the router (where
 /// the matched route is known) and outside the audit middleware, so its time is included.
-/// Counts and times every routed request. A plain function (see `next.rs`): its future
-/// holds the route, the method and the start, not the request.
+/// A plain function (see `next.rs`): its future holds the route, the method and the start,
+/// not the request.
 pub fn middleware(
     State(metrics): State<Metrics>,
     request: Request,

@@ -197,10 +197,15 @@ mod postgres {
             Ok(())
         }
 
-        async fn listener(pool: &PgPool) -> Result<PgListener> {
+        /// A listening connection and its session's pid. It never reconnects by itself:
+        /// every reconnection goes through [`ClusterStore::subscribe`]'s loop, which says
+        /// `Resync` once listening again.
+        async fn listener(pool: &PgPool) -> Result<(PgListener, i32)> {
             let mut listener = PgListener::connect_with(pool).await?;
+            listener.eager_reconnect(false);
             listener.listen_all([WORK_CHANNEL, KEYS_CHANNEL]).await?;
-            Ok(listener)
+            let session: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut listener).await?;
+            Ok((listener, session))
         }
     }
 
@@ -277,14 +282,26 @@ mod postgres {
                                 }
                             }
                         };
+                        let (current, session) = (&mut current.0, current.1);
                         // `try_recv` is cancel-safe (sqlx reads a message whole or not at all).
                         let Ok(received) = tokio::time::timeout(liveness.quiet, current.try_recv()).await else {
-                            let probe = sqlx::query("SELECT 1").execute(&mut *current);
-                            if !matches!(tokio::time::timeout(liveness.answer, probe).await, Ok(Ok(_))) {
-                                tracing::warn!(
-                                    "the connection listening for other replicas stopped answering: reconnecting"
-                                );
-                                listener = None;
+                            // The same session still, or one sqlx opened in its place (whatever
+                            // was announced in between is gone), or none that answers.
+                            let probe =
+                                sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()").fetch_one(&mut *current);
+                            match tokio::time::timeout(liveness.answer, probe).await {
+                                Ok(Ok(pid)) if pid == session => {}
+                                Ok(Ok(pid)) => {
+                                    tracing::warn!("the connection listening for other replicas was replaced");
+                                    listener.as_mut().expect("listening").1 = pid;
+                                    return Some((ClusterEvent::Resync, (pool, listener, failures)));
+                                }
+                                _ => {
+                                    tracing::warn!(
+                                        "the connection listening for other replicas stopped answering: reconnecting"
+                                    );
+                                    listener = None;
+                                }
                             }
                             continue;
                         };
@@ -296,11 +313,11 @@ mod postgres {
                                 };
                                 return Some((event, (pool, listener, failures)));
                             }
-                            // Lost and already reconnected (sqlx reconnects eagerly) but
-                            // whatever was announced in between is gone.
+                            // Lost (the listener does not reconnect by itself): reconnected
+                            // above, which then says `Resync`.
                             Ok(None) => {
-                                tracing::warn!("the connection listening for other replicas was lost and is back");
-                                return Some((ClusterEvent::Resync, (pool, listener, failures)));
+                                tracing::warn!("the connection listening for other replicas was lost");
+                                listener = None;
                             }
                             Err(sqlx::Error::PoolClosed) => return None,
                             Err(e) => {
@@ -423,7 +440,7 @@ mod pg_tests {
         // The database ends the listening session (a restart, a network cut, an admin).
         let ended: i64 = sqlx::query_scalar(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+             WHERE datname = current_database() AND query = 'SELECT pg_backend_pid()' AND pid <> pg_backend_pid()",
         )
         .fetch_one(a.pool())
         .await
@@ -515,9 +532,10 @@ mod pg_tests {
         format!("{}:{}", options.get_host(), options.get_port()).parse().unwrap()
     }
 
-    /// Short windows so the test finds a dead peer quickly; what it checks is that it is
-    /// found at all (with the production windows, in 30 + 10 s).
-    const QUICK: (Duration, Duration) = (Duration::from_millis(300), Duration::from_millis(300));
+    /// A short quiet window so the test finds a dead peer quickly; what it checks is that
+    /// it is found at all (with the production windows, in 30 + 10 s). The answer window
+    /// leaves a healthy database on a loaded machine time to answer.
+    const QUICK: (Duration, Duration) = (Duration::from_millis(300), Duration::from_secs(3));
 
     #[tokio::test]
     async fn a_listener_whose_connection_goes_silent_reconnects_and_resyncs() {
@@ -542,23 +560,27 @@ mod pg_tests {
         let Some((db, a, _)) = replicas().await else { return };
         let b = PgCluster::with_liveness(pool(&db.url).await, QUICK.0, Duration::from_secs(30));
         let mut events = b.subscribe().await.unwrap().unwrap();
-        // Several quiet windows pass, each ending in a probe the database answers; the
-        // listener stays the same session (a reconnect would say Resync first).
-        let quiet_windows = async {
-            let session: i32 = sqlx::query_scalar(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
-            )
-            .fetch_one(a.pool())
-            .await
-            .unwrap();
+        // The listening session, found before the stream is first polled (so before any
+        // probe): `subscribe` ended by asking its pid.
+        let (session, subscribed): (i32, f64) = sqlx::query_as(
+            "SELECT pid, extract(epoch FROM query_start)::float8 FROM pg_stat_activity \
+             WHERE datname = current_database() AND query = 'SELECT pg_backend_pid()' AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(a.pool())
+        .await
+        .unwrap();
+        // A quiet window passes and ends in a probe the database answers, on the same
+        // session; the listener is kept (a reconnect would say Resync first).
+        let probed = async {
             loop {
-                let probes: Option<i32> =
-                    sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE pid = $1 AND query = 'SELECT 1'")
-                        .bind(session)
-                        .fetch_optional(a.pool())
-                        .await
-                        .unwrap();
-                if probes.is_some() {
+                let last: f64 = sqlx::query_scalar(
+                    "SELECT extract(epoch FROM query_start)::float8 FROM pg_stat_activity WHERE pid = $1",
+                )
+                .bind(session)
+                .fetch_one(a.pool())
+                .await
+                .unwrap();
+                if last > subscribed {
                     return;
                 }
                 tokio::task::yield_now().await;
@@ -567,7 +589,7 @@ mod pg_tests {
         // The stream works only while polled, as the server's event loop polls it.
         tokio::select! {
             event = events.next() => panic!("nothing was announced, yet: {event:?}"),
-            probed = tokio::time::timeout(WAIT_LIMIT, quiet_windows) => probed.expect("the listener probed its connection"),
+            probed = tokio::time::timeout(WAIT_LIMIT, probed) => probed.expect("the listener probed its connection"),
         }
         a.announce("still here").await.unwrap();
         assert_eq!(next(&mut events).await, ClusterEvent::Work("still here".into()), "no resync: same session");

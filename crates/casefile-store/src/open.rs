@@ -85,8 +85,6 @@ impl Database {
         }
     }
 
-    /// Whether `backup_into` can copy this database (SQLite's file; PostgreSQL is backed
-    /// up with its own tools).
     /// Other casefile processes using the database now, as `host (name)`: none for SQLite,
     /// which one server holds alone (its data directory's lock says so).
     pub async fn other_clients(&self) -> Result<Vec<String>> {
@@ -96,6 +94,8 @@ impl Database {
         }
     }
 
+    /// Whether `backup_into` can copy this database (SQLite's file; PostgreSQL is backed
+    /// up with its own tools).
     pub fn can_backup(&self) -> bool {
         matches!(self, Self::Sqlite(_))
     }

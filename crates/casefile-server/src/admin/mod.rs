@@ -312,12 +312,23 @@ pub fn restore_installation(
     force: bool,
     expected_sha256: Option<&str>,
 ) -> Result<RestoreReport> {
-    if !config.database_url().starts_with("sqlite:") {
-        return Err(AdminError::Invalid(
-            "casefile restore restores an installation on SQLite, and [store] url names another database: \
-             restore PostgreSQL with its own tools (pg_restore of a pg_dump) and the packages from their bucket"
-                .to_owned(),
-        ));
+    match casefile_store::Backend::of(&config.database_url())? {
+        casefile_store::Backend::Sqlite(path) if path == config.data_dir.join("casefile.db") => {}
+        casefile_store::Backend::Sqlite(path) => {
+            return Err(AdminError::Invalid(format!(
+                "[store] url names {}, outside the data directory: the archive's database would be restored \
+                 into {} where nothing reads it; point [store] url at it, or restore by hand",
+                path.display(),
+                config.data_dir.join("casefile.db").display()
+            )));
+        }
+        _ => {
+            return Err(AdminError::Invalid(
+                "casefile restore restores an installation on SQLite, and [store] url names another database: \
+                 restore PostgreSQL with its own tools (pg_restore of a pg_dump) and the packages from their bucket"
+                    .to_owned(),
+            ));
+        }
     }
     restore(archive, &config.data_dir, force, expected_sha256)
 }

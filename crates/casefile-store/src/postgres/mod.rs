@@ -37,10 +37,12 @@ pub struct PgStore {
     pool: sqlx::PgPool,
 }
 
-/// How this process's sessions show in `pg_stat_activity`: `casefile/<pid>`, so that
-/// `casefile migrate` can tell other processes' sessions (live replicas) from its own.
-fn application_name() -> String {
-    format!("casefile/{}", std::process::id())
+/// How this process's sessions show in `pg_stat_activity`: `casefile/<pid>/<random>`, so
+/// that `casefile migrate` can tell other processes' sessions (live replicas) from its own,
+/// even where every process is pid 1 (containers).
+fn application_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| format!("casefile/{}/{}", std::process::id(), uuid::Uuid::new_v4().simple()))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -151,13 +153,15 @@ impl PgStore {
     }
 
     /// What other casefile processes are connected to this database now (`host (name)`,
-    /// one per process): the replicas, which must be stopped before a migration changes
-    /// the schema under them.
+    /// one per process; `casefile` alone is a replica of a release before the names had
+    /// a pid): the replicas, which must be stopped before a migration changes the schema
+    /// under them.
     pub async fn other_clients(&self) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT DISTINCT coalesce(host(client_addr), 'a local socket') || ' (' || application_name || ')' \
              FROM pg_stat_activity WHERE datname = current_database() \
-             AND application_name LIKE 'casefile/%' AND application_name <> $1 ORDER BY 1",
+             AND (application_name LIKE 'casefile/%' OR application_name = 'casefile') \
+             AND application_name <> $1 ORDER BY 1",
         )
         .bind(application_name())
         .fetch_all(&self.pool)
@@ -179,7 +183,15 @@ impl PgStore {
 
     async fn connect(url: &str) -> Result<Self> {
         let options: PgConnectOptions = url.parse()?;
-        let options = options.application_name(&application_name());
+        // Server-side keepalives: a client that vanished without closing (a cut network)
+        // is noticed within about a minute, and its session ends, with the locks it held
+        // (the lifecycle leader's among them), instead of after the kernel's two hours.
+        let options = options.application_name(application_name()).options([
+            ("tcp_keepalives_idle", "30"),
+            ("tcp_keepalives_interval", "10"),
+            ("tcp_keepalives_count", "3"),
+            ("tcp_user_timeout", "60000"),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
@@ -300,11 +312,15 @@ mod tests {
         let mut starting = tokio::spawn(async move { PgStore::open_checked(&url).await.map(|_| ()) });
         let waiting = async {
             loop {
-                let waiters: i64 =
-                    sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-                        .fetch_one(migrating.pool())
-                        .await
-                        .unwrap();
+                let waiters: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+                         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                         AND objid::bigint = $1",
+                )
+                .bind(crate::cluster::lock_key("schema") & 0xffff_ffff)
+                .fetch_one(migrating.pool())
+                .await
+                .unwrap();
                 if waiters > 0 {
                     return;
                 }

@@ -157,6 +157,11 @@ impl SqliteStore {
             // is closed instead of reused. Checked when it is taken: by then the ping sqlx
             // sends on release has waited for the queued rollback.
             .before_acquire(|conn, _| Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) }))
+            // And one given back inside a transaction (a dropped transaction's rollback is
+            // only queued then) is closed at once, which rolls it back, rather than left
+            // idle holding SQLite's write lock until someone takes it. No trip to its
+            // thread either way: both only read the connection's transaction depth.
+            .after_release(|conn, _| Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) }))
             .connect_with(options)
             .await?;
         Ok(Self { pool })

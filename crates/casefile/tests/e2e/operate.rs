@@ -372,4 +372,12 @@ fn restore_into_an_installation_on_postgresql_is_refused() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("pg_restore"), "{}", stderr(&out));
     assert!(!data.exists(), "nothing was written");
+
+    // Nor an SQLite database outside the data directory: the restored one would be unread.
+    let elsewhere = format!("sqlite://{}", dir.path().join("elsewhere.db").display());
+    let out =
+        run(&["restore", path(&archive), "--data-dir", path(&data), "--force"], &[("CASEFILE_STORE__URL", &elsewhere)]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("outside the data directory"), "{}", stderr(&out));
+    assert!(!data.exists(), "nothing was written");
 }

@@ -188,7 +188,8 @@ async fn a_copy_killed_half_way_leaves_the_target_empty_and_runs_again() {
         .spawn()
         .unwrap();
     let mut child = casefile_testkit::KillOnDrop(child);
-    let session = format!("casefile/{}", child.0.id());
+    // Sessions are named `casefile/<pid>/<random>`.
+    let session = format!("casefile/{}/%", child.0.id());
     let watcher = sqlx::PgPool::connect(&target.url).await.unwrap();
     let copying = |query: &'static str| {
         let (watcher, session) = (watcher.clone(), session.clone());
@@ -197,7 +198,7 @@ async fn a_copy_killed_half_way_leaves_the_target_empty_and_runs_again() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     // Its session is inserting audit rows: the transaction holds part of the copy.
     while copying(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'INSERT INTO audit_log%'",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1 AND query LIKE 'INSERT INTO audit_log%'",
     )
     .await
         == 0
@@ -209,7 +210,7 @@ async fn a_copy_killed_half_way_leaves_the_target_empty_and_runs_again() {
     child.0.kill().unwrap();
     child.0.wait().unwrap();
     // The database notices the closed socket, ends the session and rolls back.
-    while copying("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1").await > 0 {
+    while copying("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1").await > 0 {
         assert!(std::time::Instant::now() < deadline, "the killed copy's session lingers");
         tokio::task::yield_now().await;
     }
