@@ -1,8 +1,6 @@
 //! The HAProxy guard leaves nothing running when the test process ends, however it ends.
 
-use std::io::BufRead;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use casefile_testkit::haproxy::HaProxy;
@@ -32,22 +30,8 @@ fn haproxy_goes_with_its_process() {
     if casefile_testkit::haproxy::installed().is_none() {
         return;
     }
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_holding_haproxy", "--nocapture", "--test-threads=1"])
-        .env("CASEFILE_TESTKIT_CHILD", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = casefile_testkit::KillOnDrop(child);
-    let mut line = String::new();
-    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
-    while !line.contains("HAPROXY ") {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "the child ended without starting haproxy");
-    }
-    let master = format!("/proc/{}/stat", line.split("HAPROXY ").nth(1).unwrap().trim());
+    let (mut child, pid) = casefile_testkit::child_test("child_holding_haproxy", "HAPROXY ");
+    let master = format!("/proc/{pid}/stat");
     // Running, or a zombie nobody has reaped yet (its parent, the child test, was killed).
     let running = || std::fs::read_to_string(&master).is_ok_and(|stat| !stat.contains(") Z "));
     assert!(running());

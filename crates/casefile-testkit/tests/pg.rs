@@ -1,8 +1,7 @@
 //! The PostgreSQL guard: fresh databases per test, and nothing left behind when the test
 //! process ends, however it ends.
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use casefile_testkit::pg;
@@ -46,24 +45,8 @@ fn the_cluster_goes_with_its_process() {
     if pg::cluster().is_none() {
         return;
     }
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_holding_a_cluster", "--nocapture", "--test-threads=1"])
-        .env("CASEFILE_TESTKIT_CHILD", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Killed however this test ends.
-    let mut child = casefile_testkit::KillOnDrop(child);
-    let mut line = String::new();
-    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
-    // libtest writes "test NAME ... " before the child's own line.
-    while !line.contains("CLUSTER ") {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "the child ended without a cluster");
-    }
-    let mut words = line.split("CLUSTER ").nth(1).unwrap().split_whitespace();
+    let (mut child, line) = casefile_testkit::child_test("child_holding_a_cluster", "CLUSTER ");
+    let mut words = line.split_whitespace();
     let dir = std::path::PathBuf::from(words.next().unwrap());
     let postmaster = format!("/proc/{}", words.next().unwrap());
     assert!(dir.exists() && std::path::Path::new(&postmaster).exists());
