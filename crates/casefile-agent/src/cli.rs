@@ -68,10 +68,52 @@ where
     let outcome = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(body));
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader of our output went away (`casefile enroll-token | head -n 1`): end
+        // quietly with the status a shell gives a process that SIGPIPE ended (128 + 13),
+        // as any Unix tool would, not with an error line about our own output.
+        Err(e) if e.chain().any(StdoutClosed::is) => std::process::ExitCode::from(141),
         Err(e) => {
             eprintln!("{name}: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Standard output for a command's results: a write after the reader went away fails with
+/// [`StdoutClosed`], which [`run_main`] turns into a quiet end (other broken pipes, a
+/// server's connection say, stay errors with their message).
+pub fn stdout() -> impl std::io::Write {
+    struct Out(std::io::Stdout);
+    impl std::io::Write for Out {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.write(buf).map_err(StdoutClosed::mark)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.0.flush().map_err(StdoutClosed::mark)
+        }
+    }
+    Out(std::io::stdout())
+}
+
+/// The reader of standard output went away.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+pub struct StdoutClosed;
+
+impl StdoutClosed {
+    fn mark(e: std::io::Error) -> std::io::Error {
+        match e.kind() {
+            std::io::ErrorKind::BrokenPipe => std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed),
+            _ => e,
+        }
+    }
+
+    fn is(cause: &(dyn std::error::Error + 'static)) -> bool {
+        cause.is::<StdoutClosed>()
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<StdoutClosed>())
     }
 }
 

@@ -1,5 +1,6 @@
 //! `casefile`: runs the server and the demo, and mints tokens for a data directory.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -199,33 +200,37 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             }
             server.serve(listener, casefile_agent::cli::stop_signal()).await?;
         }
-        Command::Config { command } => casefile::datadir::config(command, &mut std::io::stdout())?,
-        Command::Migrate { config } => casefile::datadir::migrate(config, &mut std::io::stdout()).await?,
-        Command::Store { command } => casefile::datadir::store(command, &mut std::io::stdout()).await?,
-        Command::Backup(args) => casefile::datadir::backup(args, &mut std::io::stdout()).await?,
-        Command::Restore(args) => casefile::datadir::restore(args, &mut std::io::stdout())?,
+        Command::Config { command } => casefile::datadir::config(command, &mut casefile_agent::cli::stdout())?,
+        Command::Migrate { config } => casefile::datadir::migrate(config, &mut casefile_agent::cli::stdout()).await?,
+        Command::Store { command } => casefile::datadir::store(command, &mut casefile_agent::cli::stdout()).await?,
+        Command::Backup(args) => casefile::datadir::backup(args, &mut casefile_agent::cli::stdout()).await?,
+        Command::Restore(args) => casefile::datadir::restore(args, &mut casefile_agent::cli::stdout())?,
         Command::Token { config, roles, tenant, requestor, ttl } => {
             let admin = config.admin().await?;
             let token = admin.mint_token(&TokenRequest { tenant, roles, requestor, ttl: Duration::from_secs(ttl) })?;
-            println!("{token}");
+            writeln!(casefile_agent::cli::stdout(), "{token}")?;
         }
         Command::EnrollToken { command: Some(command), .. } => {
-            casefile::identity::run_enroll_tokens(command, &mut std::io::stdout()).await?
+            casefile::identity::run_enroll_tokens(command, &mut casefile_agent::cli::stdout()).await?
         }
         Command::EnrollToken { command: None, config, server: url, tenant, ttl, uses } => {
             let admin = config.admin().await?;
             let token = admin.create_enrollment_token(&tenant, ttl.map(Duration::from_secs), uses).await?;
-            println!("{token}");
+            let mut out = casefile_agent::cli::stdout();
+            writeln!(out, "{token}")?;
             let endpoint = casefile::enroll::endpoint_for(admin.endpoint(), url);
-            println!("{}", casefile::enroll::agent_command(&endpoint, &token));
+            writeln!(out, "{}", casefile::enroll::agent_command(&endpoint, &token))?;
         }
-        Command::Machine { command } => casefile::identity::run_machine(command, &mut std::io::stdout()).await?,
-        Command::App { command } => casefile::identity::run_app(command, &mut std::io::stdout()).await?,
-        Command::Keys { command } => casefile::identity::run_keys(command, &mut std::io::stdout()).await?,
-        Command::Audit(args) => casefile::audit::run(args, &mut std::io::stdout()).await?,
-        Command::Rbac { command } => casefile::rbac::run(command, &mut std::io::stdout()).await?,
+        Command::Machine { command } => {
+            casefile::identity::run_machine(command, &mut casefile_agent::cli::stdout()).await?
+        }
+        Command::App { command } => casefile::identity::run_app(command, &mut casefile_agent::cli::stdout()).await?,
+        Command::Keys { command } => casefile::identity::run_keys(command, &mut casefile_agent::cli::stdout()).await?,
+        Command::Audit(args) => casefile::audit::run(args, &mut casefile_agent::cli::stdout()).await?,
+        Command::Rbac { command } => casefile::rbac::run(command, &mut casefile_agent::cli::stdout()).await?,
         Command::Package { command: PackageCommand::Verify { file, public_key } } => {
-            let authentic = casefile::package::verify(&file, public_key.as_deref(), &mut std::io::stdout())?;
+            let authentic =
+                casefile::package::verify(&file, public_key.as_deref(), &mut casefile_agent::cli::stdout())?;
             if !authentic {
                 anyhow::bail!("{} did not verify", file.display());
             }
@@ -234,12 +239,13 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let action =
                 casefile::package::import(&server, &token, &machine, &file, comment.as_deref(), cacert.as_deref())
                     .await?;
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "imported as action {} ({}): {}",
                 action.id,
                 action.status,
                 action.troubleshoot_info.unwrap_or_default()
-            );
+            )?;
         }
         Command::Demo { data_dir, listen, exit_after_collect } => {
             casefile::demo::run(casefile::demo::DemoOptions { data_dir, listen, exit_after_collect }).await?;

@@ -124,3 +124,25 @@ async fn cli_tokens_work_against_the_server_of_their_data_dir_and_the_agent_bina
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// `casefile enroll-token | head -n 1` panicked in `println!` once `head` had gone (exit 101
+/// and a backtrace). A command now ends quietly, with the status a shell gives a tool that
+/// SIGPIPE ended.
+#[test]
+fn a_command_whose_reader_went_away_ends_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    // The reader is gone before the command writes anything.
+    drop(reader);
+    let out = casefile()
+        .args(["enroll-token", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("casefile:"), "{stderr}");
+    // What a shell reports for a tool that SIGPIPE ended (128 + 13).
+    assert_eq!(out.status.code(), Some(141), "{:?}: {stderr}", out.status);
+}

@@ -64,9 +64,10 @@ impl Logs {
         let stderr = BufReader::new(child.stderr.take().unwrap());
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
-                if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(value);
-                }
+                // Lines that are not JSON (an error the process ends with) are kept as text,
+                // so a wait that fails can say why the process went.
+                let value = serde_json::from_str::<Value>(&line).unwrap_or(Value::String(line));
+                let _ = tx.send(value);
             }
         });
         Self { from, lines, kept: Default::default() }
@@ -82,8 +83,10 @@ impl Logs {
         let deadline = Instant::now() + WAIT_LIMIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line =
-                self.lines.recv_timeout(left).unwrap_or_else(|e| panic!("awaited log line of {}: {e}", self.from));
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|e| {
+                let last: Vec<String> = kept.iter().rev().take(5).rev().map(Value::to_string).collect();
+                panic!("awaited log line of {}: {e}; its last lines:\n{}", self.from, last.join("\n"))
+            });
             if matches(&line) {
                 return line;
             }
@@ -559,7 +562,11 @@ const HOLD_AFTER: usize = 48 * 1024;
 async fn killing_the_replica_under_an_upload_loses_nothing() {
     let Some(mut cluster) = Cluster::new(PARKING) else { return };
     let first = cluster.start();
-    let second_port: SocketAddr = ([127, 0, 0, 1], casefile_testkit::free_port()).into();
+    // Replica 2's port, held until it starts: bound, so no other test's server takes it
+    // meanwhile, but not listening, so HAProxy finds it refused.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let second_port = reserved.local_addr().unwrap();
     let mut relay = Relay::start(cluster.replicas[first].listen, HOLD_AFTER).await;
     // Replica 2 starts only once the upload is held on replica 1: until then HAProxy finds
     // it down and sends everything to replica 1 (through the relay), deterministically.
@@ -608,6 +615,7 @@ async fn killing_the_replica_under_an_upload_loses_nothing() {
     assert_eq!(hex::encode(sha2::Sha256::digest(&zip)), announced);
     assert!(zip.len() > HOLD_AFTER, "the package ({} bytes) is larger than what the relay passes", zip.len());
 
+    drop(reserved);
     let second = cluster.start_on(second_port);
     cluster.replicas[first].kill();
     let killed_at = chrono::Utc::now();
