@@ -629,15 +629,7 @@ async fn killing_the_replica_under_an_upload_loses_nothing() {
     assert_eq!(stored["sha256"], announced.as_str());
     agent.wait_log(is("package uploaded and verified"));
 
-    let action: Value = http
-        .get(format!("{}/api/machineactions/{id}", proxy.url()))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let action: Value = get_json(&http, format!("{}/api/machineactions/{id}", proxy.url()), &token).await;
     assert_eq!(action["status"], "Succeeded", "{action}");
     let succeeded_at = chrono::Utc::now();
     eprintln!("fault test timeline (action {id}, package {} bytes, sha256 {announced}):", zip.len());
@@ -661,15 +653,7 @@ async fn killing_the_replica_under_an_upload_loses_nothing() {
     eprintln!("  {succeeded_at}  API through HAProxy: status {}", action["status"]);
 
     // The right package: the link's bytes are the agent's.
-    let link: Value = http
-        .get(format!("{}/api/machineactions/{id}/getPackageUri", proxy.url()))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let link: Value = get_json(&http, format!("{}/api/machineactions/{id}/getPackageUri", proxy.url()), &token).await;
     let downloaded = http.get(link["value"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(hex::encode(sha2::Sha256::digest(&downloaded)), announced);
     // Recorded once: one stored upload in the trail, one object in the shared bucket.
@@ -685,6 +669,11 @@ async fn killing_the_replica_under_an_upload_loses_nothing() {
     assert_eq!(objects.len(), 1, "{objects:?}");
     assert_eq!(cluster.s3.pending_uploads(), Vec::<String>::new(), "no multipart upload left open");
     drop(agent);
+}
+
+/// `GET url` with `token`, as JSON.
+async fn get_json(http: &reqwest::Client, url: String, token: &str) -> Value {
+    http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap()
 }
 
 /// A real `casefile-agent` process logging JSON, killed on drop.

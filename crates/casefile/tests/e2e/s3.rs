@@ -55,17 +55,21 @@ fn incompressible(len: usize) -> Vec<u8> {
     out
 }
 
-/// The bucket key of an action's stored package.
-async fn key_of(server: &TestServer, id: &str) -> String {
-    let package = server
+/// The stored package record of an action.
+async fn package_of(server: &TestServer, id: &str) -> casefile_store::PackageRecord {
+    server
         .server()
         .state()
         .store
         .package(&casefile_proto::TenantId::default_tenant(), id.parse().unwrap())
         .await
         .unwrap()
-        .unwrap();
-    format!("{PREFIX}/{}", package.blob_key)
+        .unwrap()
+}
+
+/// The bucket key of an action's stored package.
+async fn key_of(server: &TestServer, id: &str) -> String {
+    format!("{PREFIX}/{}", package_of(server, id).await.blob_key)
 }
 
 /// Waits until `done` holds for what moto reports (another task changes the bucket).
@@ -134,14 +138,7 @@ async fn with_redirect_downloads_the_link_answers_a_short_lived_presigned_url_an
     assert_eq!(&followed.bytes().await.unwrap()[..], &stored[..]);
 
     // A link about to expire never yields a presigned URL that outlives it.
-    let package = server
-        .server()
-        .state()
-        .store
-        .package(&casefile_proto::TenantId::default_tenant(), id.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let package = package_of(&server, &id).await;
     let link = casefile_server::links::Link {
         tenant: "default",
         action: package.action_id,
