@@ -16,6 +16,9 @@ mod cache;
 pub mod caller;
 pub mod issuers;
 pub mod keys;
+pub mod passwords;
+pub mod sessions;
+pub mod users;
 pub mod permissions;
 pub mod tokens;
 
