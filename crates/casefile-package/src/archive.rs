@@ -222,53 +222,113 @@ impl<R: Read + Seek> Archive<R> {
     /// `limit` bytes or its declared size, and unless it ends at its declared size with
     /// its declared CRC. Returns the bytes streamed.
     pub fn stream(&mut self, index: usize, limit: u64, sink: &mut dyn FnMut(&[u8])) -> Result<u64, PackageError> {
-        let entry = self.entries.get(index).ok_or_else(|| malformed(format!("no entry {index}")))?.clone();
-        let ceiling = limit.min(entry.size);
-        self.reader.seek(SeekFrom::Start(entry.data_start))?;
-        let raw = (&mut self.reader).take(entry.compressed_size);
-        let mut source: Box<dyn Read + '_> =
-            if entry.compressed { Box::new(DeflateDecoder::new(raw)) } else { Box::new(raw) };
-        let mut crc = crc32fast::Hasher::new();
+        let mut reader = self.reader(index, limit)?;
         let mut buf = vec![0u8; 64 * 1024];
-        let mut total = 0u64;
         loop {
-            // Never ask for more than one byte past the ceiling: a bomb is stopped there.
-            let room = usize::try_from((ceiling - total).saturating_add(1)).unwrap_or(usize::MAX).min(buf.len());
-            let n = match source.read(&mut buf[..room]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(refused(&entry.name, format!("its compressed data is corrupt: {e}"))),
-            };
+            let n = reader.read(&mut buf).map_err(PackageError::from_entry_read)?;
             if n == 0 {
-                break;
+                return Ok(reader.total);
             }
-            total += n as u64;
-            if total > ceiling {
-                let why = if ceiling < entry.size {
-                    format!("it inflates past the {limit} bytes allowed for it")
-                } else {
-                    format!("it inflates past its declared size of {} bytes", entry.size)
-                };
-                return Err(refused(&entry.name, why));
-            }
-            crc.update(&buf[..n]);
             sink(&buf[..n]);
         }
-        // `total` never passes the declared size, so any difference is a shortfall.
-        if total != entry.size {
-            return Err(refused(&entry.name, format!("it inflates to {total} bytes, not the {} declared", entry.size)));
-        }
-        if crc.finalize() != entry.crc32 {
-            return Err(refused(&entry.name, "its CRC-32 does not match its data"));
-        }
-        Ok(total)
     }
 
+    /// Entry `index` as a pull-based [`Read`], with the checks of [`Archive::stream`]: it
+    /// fails as soon as the entry passes `limit` bytes or its declared size, and at its
+    /// end unless it ended at its declared size with its declared CRC. A caller that stops
+    /// early has had no CRC check. Its errors carry a [`PackageError`] (see
+    /// [`PackageError::from_entry_read`]).
+    pub fn reader(&mut self, index: usize, limit: u64) -> Result<EntryReader<'_, R>, PackageError> {
+        let entry = self.entries.get(index).ok_or_else(|| malformed(format!("no entry {index}")))?.clone();
+        self.reader.seek(SeekFrom::Start(entry.data_start))?;
+        let raw = (&mut self.reader).take(entry.compressed_size);
+        let source = if entry.compressed { Source::Deflated(DeflateDecoder::new(raw)) } else { Source::Stored(raw) };
+        Ok(EntryReader {
+            ceiling: limit.min(entry.size),
+            limit,
+            entry,
+            source,
+            crc: crc32fast::Hasher::new(),
+            total: 0,
+            checked: false,
+        })
+    }
     /// Entry `index` read whole, refused past `limit` bytes.
     pub fn read_to_vec(&mut self, index: usize, limit: u64) -> Result<Vec<u8>, PackageError> {
         let mut out = Vec::new();
         self.stream(index, limit, &mut |chunk| out.extend_from_slice(chunk))?;
         Ok(out)
+    }
+}
+
+enum Source<'a, R> {
+    Stored(std::io::Take<&'a mut R>),
+    Deflated(DeflateDecoder<std::io::Take<&'a mut R>>),
+}
+
+/// One entry's inflated bytes, checked as they are read (see [`Archive::reader`]).
+pub struct EntryReader<'a, R> {
+    entry: Entry,
+    source: Source<'a, R>,
+    limit: u64,
+    ceiling: u64,
+    crc: crc32fast::Hasher,
+    total: u64,
+    /// The end was reached and checked: further reads return 0.
+    checked: bool,
+}
+
+impl<R> EntryReader<'_, R> {
+    /// The entry being read.
+    pub fn entry(&self) -> &Entry {
+        &self.entry
+    }
+
+    fn refuse(&self, why: String) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, refused(&self.entry.name, why))
+    }
+}
+
+impl<R: Read> Read for EntryReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.checked || buf.is_empty() {
+            return Ok(0);
+        }
+        // Never ask for more than one byte past the ceiling: a bomb is stopped there.
+        let room = usize::try_from((self.ceiling - self.total).saturating_add(1)).unwrap_or(usize::MAX).min(buf.len());
+        let n = loop {
+            let read = match &mut self.source {
+                Source::Stored(r) => r.read(&mut buf[..room]),
+                Source::Deflated(r) => r.read(&mut buf[..room]),
+            };
+            match read {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.refuse(format!("its compressed data is corrupt: {e}"))),
+            }
+        };
+        if n == 0 {
+            // `total` never passes the declared size, so any difference is a shortfall.
+            if self.total != self.entry.size {
+                return Err(self.refuse(format!("it inflates to {} bytes, not the {} declared", self.total, self.entry.size)));
+            }
+            if self.crc.clone().finalize() != self.entry.crc32 {
+                return Err(self.refuse("its CRC-32 does not match its data".to_owned()));
+            }
+            self.checked = true;
+            return Ok(0);
+        }
+        self.total += n as u64;
+        if self.total > self.ceiling {
+            let why = if self.ceiling < self.entry.size {
+                format!("it inflates past the {} bytes allowed for it", self.limit)
+            } else {
+                format!("it inflates past its declared size of {} bytes", self.entry.size)
+            };
+            return Err(self.refuse(why));
+        }
+        self.crc.update(&buf[..n]);
+        Ok(n)
     }
 }
 

@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod signature;
 mod summary;
 pub mod verify;
+pub mod view;
 pub mod writer;
 
 pub use archive::Limits;
@@ -46,4 +47,20 @@ pub enum PackageError {
     Refused { entry: String, why: String },
     #[error("the collection was cancelled")]
     Cancelled,
+}
+
+impl PackageError {
+    /// The error an [`archive::EntryReader`] failed with: the [`PackageError`] it carries
+    /// (a refused entry), else an I/O failure.
+    pub fn from_entry_read(e: std::io::Error) -> Self {
+        if !e.get_ref().is_some_and(|inner| inner.is::<PackageError>()) {
+            return Self::Io(e);
+        }
+        let kind = e.kind();
+        match e.into_inner().map(|inner| inner.downcast::<PackageError>()) {
+            Some(Ok(inner)) => *inner,
+            Some(Err(other)) => Self::Io(std::io::Error::new(kind, other)),
+            None => Self::Io(kind.into()),
+        }
+    }
 }
