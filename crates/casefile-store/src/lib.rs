@@ -112,6 +112,13 @@ pub trait Store:
 }
 
 impl<T> Store for T where
-    T: ActionStore + MachineStore + IdentityStore + AuditStore + AccessStore + MaintenanceStore + ClusterStore + UserStore
+    T: ActionStore
+        + MachineStore
+        + IdentityStore
+        + AuditStore
+        + AccessStore
+        + MaintenanceStore
+        + ClusterStore
+        + UserStore
 {
 }

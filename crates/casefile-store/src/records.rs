@@ -276,11 +276,18 @@ pub struct UserRecord {
 /// A change to a local user. Disabling it or setting a password ends its sessions.
 #[derive(Debug, Clone)]
 pub enum UserChange {
-    Disable { at: Timestamp },
+    Disable {
+        at: Timestamp,
+    },
     Enable,
-    Password { hash: String, at: Timestamp },
+    Password {
+        hash: String,
+        at: Timestamp,
+    },
     /// A failed sign-in: counted, for the backoff.
-    LoginFailed { at: Timestamp },
+    LoginFailed {
+        at: Timestamp,
+    },
     /// A sign-in that succeeded: the failure count starts again.
     LoginSucceeded,
 }

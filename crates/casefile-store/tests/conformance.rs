@@ -1060,7 +1060,11 @@ mod users {
 
         let at = Utc::now();
         let failed = store.change_user(&tid("a"), "alice", &UserChange::LoginFailed { at }).await.unwrap().unwrap();
-        let failed = store.change_user(&tid("a"), "alice", &UserChange::LoginFailed { at: failed.last_failed_at.unwrap() }).await.unwrap().unwrap();
+        let failed = store
+            .change_user(&tid("a"), "alice", &UserChange::LoginFailed { at: failed.last_failed_at.unwrap() })
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(failed.failed_logins, 2);
         assert_eq!(store.user_by_name(&tid("b"), "alice").await.unwrap().unwrap().failed_logins, 0, "tenants apart");
         let ok = store.change_user(&tid("a"), "alice", &UserChange::LoginSucceeded).await.unwrap().unwrap();
@@ -1100,7 +1104,10 @@ mod users {
         let now = Utc::now();
         store.create_session(&session(&alice, "fresh", now, Duration::hours(8))).await.unwrap();
         store.create_session(&session(&alice, "idle", now - Duration::hours(2), Duration::hours(8))).await.unwrap();
-        store.create_session(&session(&alice, "over", now - Duration::minutes(1), Duration::seconds(30))).await.unwrap();
+        store
+            .create_session(&session(&alice, "over", now - Duration::minutes(1), Duration::seconds(30)))
+            .await
+            .unwrap();
         // Touching moves last_seen forward only.
         store.touch_session("idle", now - Duration::hours(3)).await.unwrap();
         assert_eq!(store.delete_ended_sessions(now, now - Duration::hours(1)).await.unwrap(), 2);

@@ -17,10 +17,10 @@ pub mod caller;
 pub mod issuers;
 pub mod keys;
 pub mod passwords;
-pub mod sessions;
-pub mod users;
 pub mod permissions;
+pub mod sessions;
 pub mod tokens;
+pub mod users;
 
 pub use cache::VerifiedTokens;
 pub use caller::{AccessClaims, Caller, UserIdentity};

@@ -48,9 +48,7 @@ pub async fn verify(secret: &str, hash: Option<String>) -> Result<bool, HashErro
 }
 
 /// Runs an argon2 computation on the blocking pool, a few at a time.
-async fn run<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
-) -> Result<T, HashError> {
+async fn run<T: Send + 'static>(work: impl FnOnce() -> Result<T, HashError> + Send + 'static) -> Result<T, HashError> {
     let _permit = HASHING.acquire().await.map_err(|e| HashError(e.to_string()))?;
     tokio::task::spawn_blocking(work).await.map_err(|e| HashError(e.to_string()))?
 }

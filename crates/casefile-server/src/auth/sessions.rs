@@ -5,7 +5,6 @@
 //! checks, quotas and audit trail unchanged.
 
 use casefile_proto::TenantId;
-use casefile_proto::time::Timestamp;
 use casefile_store::{SessionIdentity, SessionRecord, StoreError};
 use uuid::Uuid;
 

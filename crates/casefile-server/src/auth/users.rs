@@ -26,9 +26,7 @@ const MAX_NAME_CHARS: usize = 128;
 pub enum UserError {
     #[error("'{0}' is not a valid tenant id (letters, digits, '-', '_', '.'; at most 64)")]
     InvalidTenant(String),
-    #[error(
-        "'{0}' is not a valid user name: 1 to {MAX_NAME_CHARS} characters, letters, digits and . _ - @ only"
-    )]
+    #[error("'{0}' is not a valid user name: 1 to {MAX_NAME_CHARS} characters, letters, digits and . _ - @ only")]
     InvalidName(String),
     #[error("{0}")]
     WeakPassword(String),
@@ -75,7 +73,13 @@ pub fn check_password(password: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn create(store: &dyn Store, tenant: &TenantId, name: &str, password: &str, now: Timestamp) -> Result<UserRecord> {
+pub async fn create(
+    store: &dyn Store,
+    tenant: &TenantId,
+    name: &str,
+    password: &str,
+    now: Timestamp,
+) -> Result<UserRecord> {
     let name = valid_name(name)?;
     check_password(password)?;
     let user = UserRecord {
@@ -138,7 +142,13 @@ pub fn wait_left(failures: u32, last: Option<Timestamp>, now: Timestamp) -> Opti
 }
 
 /// Checks a name and password. An unknown name costs the same hashing as a known one.
-pub async fn sign_in(store: &dyn Store, tenant: &TenantId, name: &str, password: &str, now: Timestamp) -> Result<SignIn> {
+pub async fn sign_in(
+    store: &dyn Store,
+    tenant: &TenantId,
+    name: &str,
+    password: &str,
+    now: Timestamp,
+) -> Result<SignIn> {
     if valid_name(name).is_err() || password.len() > MAX_PASSWORD_BYTES {
         super::passwords::verify(password.get(..MAX_PASSWORD_BYTES.min(password.len())).unwrap_or(""), None).await?;
         return Ok(SignIn::Refused);

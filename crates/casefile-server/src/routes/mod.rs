@@ -3,8 +3,8 @@
 
 mod actions;
 mod admin;
-mod console;
 mod agent;
+mod console;
 mod custody;
 mod download;
 pub(crate) mod errors;

@@ -33,8 +33,7 @@ impl UserStore for PgStore {
     }
 
     async fn user_by_name(&self, tenant: &TenantId, name: &str) -> Result<Option<UserRecord>> {
-        let sql =
-            format!("SELECT {USER_COLUMNS} FROM console_users WHERE tenant_id = $1 AND lower(name) = lower($2)");
+        let sql = format!("SELECT {USER_COLUMNS} FROM console_users WHERE tenant_id = $1 AND lower(name) = lower($2)");
         let row = sqlx::query(AssertSqlSafe(sql)).bind(tenant.as_str()).bind(name).fetch_optional(&self.pool).await?;
         row.as_ref().map(rows::user).transpose()
     }
@@ -50,7 +49,8 @@ impl UserStore for PgStore {
         let sql = format!(
             "SELECT {USER_COLUMNS} FROM console_users WHERE tenant_id = $1 AND lower(name) = lower($2) FOR UPDATE"
         );
-        let Some(row) = sqlx::query(AssertSqlSafe(sql)).bind(tenant.as_str()).bind(name).fetch_optional(&mut *tx).await?
+        let Some(row) =
+            sqlx::query(AssertSqlSafe(sql)).bind(tenant.as_str()).bind(name).fetch_optional(&mut *tx).await?
         else {
             return Ok(None);
         };
@@ -126,7 +126,8 @@ impl UserStore for PgStore {
     }
 
     async fn delete_session(&self, id_hash: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1").bind(id_hash).execute(&self.pool).await?;
+        let done =
+            sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1").bind(id_hash).execute(&self.pool).await?;
         Ok(done.rows_affected() > 0)
     }
 

@@ -33,9 +33,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn user_by_name(&self, tenant: &TenantId, name: &str) -> Result<Option<UserRecord>> {
-        let sql = format!(
-            "SELECT {USER_COLUMNS} FROM console_users WHERE tenant_id = ? AND name = ? COLLATE NOCASE"
-        );
+        let sql = format!("SELECT {USER_COLUMNS} FROM console_users WHERE tenant_id = ? AND name = ? COLLATE NOCASE");
         let row = sqlx::query(AssertSqlSafe(sql)).bind(tenant.as_str()).bind(name).fetch_optional(&self.pool).await?;
         row.as_ref().map(user_from_row).transpose()
     }
@@ -48,10 +46,9 @@ impl UserStore for SqliteStore {
 
     async fn change_user(&self, tenant: &TenantId, name: &str, change: &UserChange) -> Result<Option<UserRecord>> {
         let mut tx = self.write().await?;
-        let sql = format!(
-            "SELECT {USER_COLUMNS} FROM console_users WHERE tenant_id = ? AND name = ? COLLATE NOCASE"
-        );
-        let Some(row) = sqlx::query(AssertSqlSafe(sql)).bind(tenant.as_str()).bind(name).fetch_optional(&mut *tx).await?
+        let sql = format!("SELECT {USER_COLUMNS} FROM console_users WHERE tenant_id = ? AND name = ? COLLATE NOCASE");
+        let Some(row) =
+            sqlx::query(AssertSqlSafe(sql)).bind(tenant.as_str()).bind(name).fetch_optional(&mut *tx).await?
         else {
             return Ok(None);
         };
@@ -135,7 +132,8 @@ impl UserStore for SqliteStore {
 
     async fn delete_session(&self, id_hash: &str) -> Result<bool> {
         let mut tx = self.write().await?;
-        let done = sqlx::query("DELETE FROM console_sessions WHERE id_hash = ?").bind(id_hash).execute(&mut *tx).await?;
+        let done =
+            sqlx::query("DELETE FROM console_sessions WHERE id_hash = ?").bind(id_hash).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }

@@ -26,8 +26,6 @@ pub(crate) struct AdminQuery {
     since: String,
     #[serde(default)]
     after: Option<i64>,
-    #[serde(default)]
-    message: String,
 }
 
 pub(crate) struct Table {
@@ -47,6 +45,13 @@ struct AdminPage {
     next: Option<String>,
 }
 
+impl AdminPage {
+    /// The user of the users table's row `index` (its name and whether it is disabled).
+    fn user_at(&self, index: &usize) -> Option<&(String, bool)> {
+        self.users.get(*index)
+    }
+}
+
 const TABS: &[(&str, &str)] = &[
     ("applications", "Applications"),
     ("users", "Users"),
@@ -60,9 +65,11 @@ fn cell(v: &serde_json::Value, key: &str) -> String {
     match v.get(key) {
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(serde_json::Value::Null) | None => String::new(),
-        Some(serde_json::Value::Array(items)) => {
-            items.iter().map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string())).collect::<Vec<_>>().join(", ")
-        }
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string()))
+            .collect::<Vec<_>>()
+            .join(", "),
         Some(other) => other.to_string(),
     }
 }
@@ -102,11 +109,17 @@ pub(crate) async fn page(
         }
         "roles" => {
             let list: serde_json::Value = api(admin_api::roles(State(state.clone()), caller).await).await?;
-            Table { headers: vec!["Name", "Permissions", "Users", "Groups"], rows: rows(&list, &["name", "permissions", "users", "groups"]) }
+            Table {
+                headers: vec!["Name", "Permissions", "Users", "Groups"],
+                rows: rows(&list, &["name", "permissions", "users", "groups"]),
+            }
         }
         "groups" => {
             let list: serde_json::Value = api(admin_api::device_groups(State(state.clone()), caller).await).await?;
-            Table { headers: vec!["Id", "Name", "Rank", "Rules", "User groups"], rows: rows(&list, &["id", "name", "rank", "rules", "userGroups"]) }
+            Table {
+                headers: vec!["Id", "Name", "Rank", "Rules", "User groups"],
+                rows: rows(&list, &["id", "name", "rank", "rules", "userGroups"]),
+            }
         }
         "users" => {
             require_admin(&state, &session).await?;
@@ -130,7 +143,8 @@ pub(crate) async fn page(
         }
         "tokens" => {
             require_admin(&state, &session).await?;
-            let tokens = state.store.tenant(&caller.tenant_id).enrollment_tokens().await.map_err(Failure::from_store)?;
+            let tokens =
+                state.store.tenant(&caller.tenant_id).enrollment_tokens().await.map_err(Failure::from_store)?;
             Table {
                 headers: vec!["Id", "Created", "Expires", "Uses", "Revoked"],
                 rows: tokens
@@ -180,7 +194,8 @@ pub(crate) async fn page(
             }
         }
     };
-    let page = AdminPage { chrome: session.chrome(&state, "admin").await, tab, tabs: TABS, table, q, users: user_rows, next };
+    let page =
+        AdminPage { chrome: session.chrome(&state, "admin").await, tab, tabs: TABS, table, q, users: user_rows, next };
     Ok(html(&page))
 }
 
@@ -206,10 +221,15 @@ pub(crate) async fn create_user(
     require_admin(&state, &session).await.map_err(Failure::into_response_page)?;
     crate::audit::note_target(&form.name);
     match users::create(&*state.store, &session.caller.tenant_id, &form.name, &form.password, state.now()).await {
-        Ok(_) => Ok(redirect("/console/admin?tab=users&message=created")),
-        Err(e @ (users::UserError::InvalidName(_) | users::UserError::WeakPassword(_) | users::UserError::Duplicate(_))) => {
-            Err(Failure { status: axum::http::StatusCode::BAD_REQUEST, code: "InvalidInput".into(), message: e.to_string() }.into_response_page())
+        Ok(_) => Ok(redirect("/console/admin?tab=users")),
+        Err(
+            e @ (users::UserError::InvalidName(_) | users::UserError::WeakPassword(_) | users::UserError::Duplicate(_)),
+        ) => Err(Failure {
+            status: axum::http::StatusCode::BAD_REQUEST,
+            code: "InvalidInput".into(),
+            message: e.to_string(),
         }
+        .into_response_page()),
         Err(e) => Err(Failure::internal(e).into_response_page()),
     }
 }
@@ -239,7 +259,9 @@ pub(crate) async fn set_user_disabled(
     };
     match users::set_disabled(&*state.store, &session.caller.tenant_id, &name, disabled, state.now()).await {
         Ok(_) => Ok(redirect("/console/admin?tab=users")),
-        Err(users::UserError::NotFound(n)) => Err(Failure::not_found(format!("No user named {n}")).into_response_page()),
+        Err(users::UserError::NotFound(n)) => {
+            Err(Failure::not_found(format!("No user named {n}")).into_response_page())
+        }
         Err(e) => Err(Failure::internal(e).into_response_page()),
     }
 }

@@ -56,7 +56,11 @@ impl From<&Machine> for DeviceRow {
             name: m.computer_dns_name.clone(),
             health: format!("{:?}", m.health_status),
             last_seen: when(&m.last_seen),
-            os: [Some(m.os_platform.as_str()), m.os_version.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(" "),
+            os: [Some(m.os_platform.as_str()), m.os_version.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" "),
             tags: m.machine_tags.join(", "),
             group: m.rbac_group_name.clone().unwrap_or_default(),
         }
@@ -103,7 +107,13 @@ fn odata_query(q: &DevicesQuery) -> String {
         "os" => "osPlatform",
         _ => "lastSeen",
     };
-    let dir = if q.dir == "asc" { "asc" } else if q.dir == "desc" || q.sort.is_empty() || q.sort == "lastSeen" || q.sort == "health" { "desc" } else { "asc" };
+    let dir = if q.dir == "asc" {
+        "asc"
+    } else if q.dir == "desc" || q.sort.is_empty() || q.sort == "lastSeen" || q.sort == "health" {
+        "desc"
+    } else {
+        "asc"
+    };
     let mut out = format!("$orderby={column} {dir}&$top={PAGE_SIZE}&$skip={}&$count=true", q.page * PAGE_SIZE);
     if !filters.is_empty() {
         out.push_str("&$filter=");
@@ -154,7 +164,15 @@ pub(crate) async fn list(
         .map(|(key, label)| {
             let active = q.sort == key || (q.sort.is_empty() && key == "lastSeen");
             let descending = if q.dir.is_empty() { key == "lastSeen" || key == "health" } else { q.dir == "desc" };
-            let next_dir = if active && !descending { "desc" } else if active { "asc" } else if key == "lastSeen" || key == "health" { "desc" } else { "asc" };
+            let next_dir = if active && !descending {
+                "desc"
+            } else if active {
+                "asc"
+            } else if key == "lastSeen" || key == "health" {
+                "desc"
+            } else {
+                "asc"
+            };
             let mark = match (active, descending) {
                 (false, _) => "none",
                 (true, true) => "descending",
@@ -199,7 +217,9 @@ async fn device_page(
     message: Option<String>,
     comment: String,
 ) -> Result<Response, Failure> {
-    let answer = machines::get(State(state.clone()), session.caller.clone(), base.clone(), crate::routes::Path(id.to_owned())).await;
+    let answer =
+        machines::get(State(state.clone()), session.caller.clone(), base.clone(), crate::routes::Path(id.to_owned()))
+            .await;
     let machine: Entity<Machine> = api(answer).await?;
     let m = machine.value;
     let uri: axum::http::Uri = "/api/machines/x/machineactions".parse().map_err(Failure::internal)?;
@@ -218,7 +238,10 @@ async fn device_page(
         .iter()
         .find(|a| {
             a.action_type == casefile_proto::action::ActionType::CollectInvestigationPackage
-                && matches!(a.status, casefile_proto::action::ActionStatus::Pending | casefile_proto::action::ActionStatus::InProgress)
+                && matches!(
+                    a.status,
+                    casefile_proto::action::ActionStatus::Pending | casefile_proto::action::ActionStatus::InProgress
+                )
         })
         .map(|a| a.id.to_string());
     let facts = vec![
@@ -269,7 +292,8 @@ pub(crate) async fn collect(
     axum::Form(form): axum::Form<CollectForm>,
 ) -> Result<Response, Response> {
     session.check_form(&headers, &base, &form.csrf)?;
-    let body = serde_json::to_vec(&serde_json::json!({ "Comment": form.comment })).map_err(|e| Failure::internal(e).into_response_page())?;
+    let body = serde_json::to_vec(&serde_json::json!({ "Comment": form.comment }))
+        .map_err(|e| Failure::internal(e).into_response_page())?;
     let mut json_headers = HeaderMap::new();
     json_headers.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
     let answer = actions::collect(

@@ -46,7 +46,8 @@ impl From<&MachineAction> for ActionRow {
             created: when(&a.creation_date_time_utc),
             updated: when(&a.last_update_date_time_utc),
             live: matches!(a.status, ActionStatus::Pending | ActionStatus::InProgress),
-            has_package: a.action_type == ActionType::CollectInvestigationPackage && a.status == ActionStatus::Succeeded,
+            has_package: a.action_type == ActionType::CollectInvestigationPackage
+                && a.status == ActionStatus::Succeeded,
         }
     }
 }
@@ -129,9 +130,15 @@ impl CenterQuery {
     }
 }
 
-async fn list(state: &AppState, session: &Session, base: &BaseUrl, odata: String) -> Result<Collection<MachineAction>, Failure> {
+async fn list(
+    state: &AppState,
+    session: &Session,
+    base: &BaseUrl,
+    odata: String,
+) -> Result<Collection<MachineAction>, Failure> {
     let uri: axum::http::Uri = "/api/machineactions".parse().map_err(Failure::internal)?;
-    api(actions::list(State(state.clone()), session.caller.clone(), base.clone(), uri, RawQuery(Some(odata))).await).await
+    api(actions::list(State(state.clone()), session.caller.clone(), base.clone(), uri, RawQuery(Some(odata))).await)
+        .await
 }
 
 #[derive(Template)]
@@ -185,7 +192,12 @@ pub(crate) async fn center(
         rows,
         types: &ActionType::NAMES,
         statuses: &ActionStatus::NAMES,
-        windows: &[("day", "Last day"), ("week", "Last week"), ("30days", "Last 30 days"), ("6months", "Last 6 months")],
+        windows: &[
+            ("day", "Last day"),
+            ("week", "Last week"),
+            ("30days", "Last 30 days"),
+            ("6months", "Last 6 months"),
+        ],
         q,
     };
     Ok(html(&page))
@@ -202,40 +214,60 @@ pub(crate) async fn export(
     // The first page is read before answering, so a refusal is an error page, not a CSV.
     let first = list(&state, &session, &base, q.odata(&state, EXPORT_PAGE, 0)).await?;
     let header = csv_line(&[
-        "Action id", "Type", "Status", "Device", "Machine id", "Requestor", "Comment", "Created (UTC)", "Updated (UTC)",
+        "Action id",
+        "Type",
+        "Status",
+        "Device",
+        "Machine id",
+        "Requestor",
+        "Comment",
+        "Created (UTC)",
+        "Updated (UTC)",
     ]);
-    let stream = futures::stream::unfold(
-        (Some(first), 0u64, false),
-        move |(page, skip, done)| {
-            let (state, session, base, q) = (state.clone(), session.caller.clone(), base.clone(), q.clone());
-            async move {
-                if done {
-                    return None;
-                }
-                let page = match page {
-                    Some(page) => page,
-                    None => {
-                        let uri: axum::http::Uri = "/api/machineactions".parse().ok()?;
-                        let answer = actions::list(State(state.clone()), session, base, uri, RawQuery(Some(q.odata(&state, EXPORT_PAGE, skip)))).await;
-                        match api::<Collection<MachineAction>>(answer).await {
-                            Ok(page) => page,
-                            Err(f) => return Some((Err(std::io::Error::other(f.message)), (None, skip, true))),
-                        }
-                    }
-                };
-                let mut chunk = String::new();
-                for a in &page.value {
-                    let r = ActionRow::from(a);
-                    chunk.push_str(&csv_line(&[
-                        &r.id, &r.kind, &r.status, &r.device, &r.machine_id, &r.requestor, &r.comment, &r.created, &r.updated,
-                    ]));
-                }
-                let next_skip = skip + page.value.len() as u64;
-                let finished = page.value.len() < EXPORT_PAGE as usize || next_skip >= EXPORT_MAX;
-                Some((Ok::<_, std::io::Error>(chunk), (None, next_skip, finished)))
+    let stream = futures::stream::unfold((Some(first), 0u64, false), move |(page, skip, done)| {
+        let (state, session, base, q) = (state.clone(), session.caller.clone(), base.clone(), q.clone());
+        async move {
+            if done {
+                return None;
             }
-        },
-    );
+            let page = match page {
+                Some(page) => page,
+                None => {
+                    let uri: axum::http::Uri = "/api/machineactions".parse().ok()?;
+                    let answer = actions::list(
+                        State(state.clone()),
+                        session,
+                        base,
+                        uri,
+                        RawQuery(Some(q.odata(&state, EXPORT_PAGE, skip))),
+                    )
+                    .await;
+                    match api::<Collection<MachineAction>>(answer).await {
+                        Ok(page) => page,
+                        Err(f) => return Some((Err(std::io::Error::other(f.message)), (None, skip, true))),
+                    }
+                }
+            };
+            let mut chunk = String::new();
+            for a in &page.value {
+                let r = ActionRow::from(a);
+                chunk.push_str(&csv_line(&[
+                    &r.id,
+                    &r.kind,
+                    &r.status,
+                    &r.device,
+                    &r.machine_id,
+                    &r.requestor,
+                    &r.comment,
+                    &r.created,
+                    &r.updated,
+                ]));
+            }
+            let next_skip = skip + page.value.len() as u64;
+            let finished = page.value.len() < EXPORT_PAGE as usize || next_skip >= EXPORT_MAX;
+            Some((Ok::<_, std::io::Error>(chunk), (None, next_skip, finished)))
+        }
+    });
     let body = futures::stream::once(async move { Ok::<_, std::io::Error>(header) }).chain(stream);
     let mut response = axum::body::Body::from_stream(body).into_response();
     super::secure_headers(response.headers_mut(), "text/csv; charset=utf-8");
@@ -283,11 +315,19 @@ pub(crate) struct ActionQuery {
 }
 
 async fn action(state: &AppState, session: &Session, base: &BaseUrl, id: &str) -> Result<MachineAction, Failure> {
-    let answer = actions::get(State(state.clone()), session.caller.clone(), base.clone(), crate::routes::Path(id.to_owned())).await;
+    let answer =
+        actions::get(State(state.clone()), session.caller.clone(), base.clone(), crate::routes::Path(id.to_owned()))
+            .await;
     Ok(api::<Entity<MachineAction>>(answer).await?.value)
 }
 
-async fn action_page(state: &AppState, session: &Session, base: &BaseUrl, id: &str, message: Option<String>) -> Result<Response, Failure> {
+async fn action_page(
+    state: &AppState,
+    session: &Session,
+    base: &BaseUrl,
+    id: &str,
+    message: Option<String>,
+) -> Result<Response, Failure> {
     let a = action(state, session, base, id).await?;
     let mut details = vec![
         ("Title", a.title.clone().unwrap_or_default()),
@@ -304,7 +344,8 @@ async fn action_page(state: &AppState, session: &Session, base: &BaseUrl, id: &s
     if let Some(info) = &a.troubleshoot_info {
         details.push(("Troubleshooting", info.clone()));
     }
-    let page = ActionPage { chrome: session.chrome(state, "actions").await, action: ActionRow::from(&a), details, message };
+    let page =
+        ActionPage { chrome: session.chrome(state, "actions").await, action: ActionRow::from(&a), details, message };
     Ok(html(&page))
 }
 
@@ -341,7 +382,8 @@ pub(crate) async fn cancel(
     axum::Form(form): axum::Form<CancelForm>,
 ) -> Result<Response, Response> {
     session.check_form(&headers, &base, &form.csrf)?;
-    let body = serde_json::to_vec(&serde_json::json!({ "Comment": form.comment })).map_err(|e| Failure::internal(e).into_response_page())?;
+    let body = serde_json::to_vec(&serde_json::json!({ "Comment": form.comment }))
+        .map_err(|e| Failure::internal(e).into_response_page())?;
     let mut json_headers = HeaderMap::new();
     json_headers.insert(CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
     let answer = actions::cancel(
@@ -361,7 +403,8 @@ pub(crate) async fn cancel(
         Err(failure) => {
             let status = failure.status;
             let message = format!("{}: {}", failure.code, failure.message);
-            let mut page = action_page(&state, &session, &base, &id, Some(message)).await.map_err(Failure::into_response_page)?;
+            let mut page =
+                action_page(&state, &session, &base, &id, Some(message)).await.map_err(Failure::into_response_page)?;
             *page.status_mut() = status;
             Ok(page)
         }

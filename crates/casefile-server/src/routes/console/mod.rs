@@ -119,10 +119,7 @@ impl Session {
 
     /// What every page's frame shows.
     pub async fn chrome(&self, state: &AppState, section: &'static str) -> Chrome {
-        let admin = matches!(
-            crate::rbac::Access::of(state, &self.caller).await,
-            Ok(crate::rbac::Access::Unrestricted)
-        );
+        let admin = matches!(crate::rbac::Access::of(state, &self.caller).await, Ok(crate::rbac::Access::Unrestricted));
         Chrome { user: self.caller.requestor.clone(), csrf: self.record.csrf.clone(), admin, section }
     }
 }
@@ -237,7 +234,13 @@ pub(crate) fn redirect(to: &str) -> Response {
 /// another site (`//evil.example`) or scheme.
 pub(crate) fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with("/console") && !n.starts_with("//") && !n.contains('\\') && !n.contains("\r") && !n.contains('\n') => {
+        Some(n)
+            if n.starts_with("/console")
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.contains("\r")
+                && !n.contains('\n') =>
+        {
             n.to_owned()
         }
         _ => "/console/devices".to_owned(),
@@ -285,7 +288,13 @@ mod tests {
     #[test]
     fn only_console_paths_are_returned_to() {
         assert_eq!(safe_next(Some("/console/actions?tab=history")), "/console/actions?tab=history");
-        for hostile in ["//evil.example/console", "https://evil.example", "/api/machines", "/console\\..", "/console\r\nSet-Cookie: x"] {
+        for hostile in [
+            "//evil.example/console",
+            "https://evil.example",
+            "/api/machines",
+            "/console\\..",
+            "/console\r\nSet-Cookie: x",
+        ] {
             assert_eq!(safe_next(Some(hostile)), "/console/devices", "{hostile:?}");
         }
         assert_eq!(safe_next(None), "/console/devices");

@@ -26,11 +26,9 @@ const SEARCH_HITS: usize = 200;
 
 pub(crate) struct FileRow {
     pub path: String,
-    pub name: String,
     pub indent: usize,
     pub size: u64,
     pub sha256: String,
-    pub kind: &'static str,
     pub note: String,
     pub viewable: bool,
 }
@@ -65,9 +63,15 @@ pub(crate) struct Verdict {
 
 /// The action, as the caller may read its package: `getPackageUri`'s permission, role and
 /// device-group checks, and a `Succeeded` collection with a package still stored.
-async fn readable(state: &AppState, session: &Session, id: &str) -> Result<(MachineAction, casefile_store::PackageRecord), Failure> {
+async fn readable(
+    state: &AppState,
+    session: &Session,
+    id: &str,
+) -> Result<(MachineAction, casefile_store::PackageRecord), Failure> {
     let caller = &session.caller;
-    let refused = |e: crate::error::ApiError| async move { api::<serde_json::Value>(Err(e)).await.err().unwrap_or_else(|| Failure::internal("refusal")) };
+    let refused = |e: crate::error::ApiError| async move {
+        api::<serde_json::Value>(Err(e)).await.err().unwrap_or_else(|| Failure::internal("refusal"))
+    };
     let access = match caller.admit(state, Api::GetPackageUri).await {
         Ok(access) => access,
         Err(e) => return Err(refused(e).await),
@@ -96,13 +100,15 @@ async fn local_file(state: &AppState, package: &casefile_store::PackageRecord) -
 }
 
 fn verify(path: std::path::PathBuf, key: Option<String>) -> Result<Verdict, Failure> {
-    let expected = key.as_deref().map(casefile_package::signature::parse_public_key).transpose().map_err(Failure::internal)?;
+    let expected =
+        key.as_deref().map(casefile_package::signature::parse_public_key).transpose().map_err(Failure::internal)?;
     let file = std::fs::File::open(&path).map_err(Failure::internal)?;
-    let report = casefile_package::verify_with(std::io::BufReader::new(file), expected.as_ref()).map_err(|e| Failure {
-        status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-        code: "InvalidInput".into(),
-        message: format!("The stored package cannot be read: {e}"),
-    })?;
+    let report =
+        casefile_package::verify_with(std::io::BufReader::new(file), expected.as_ref()).map_err(|e| Failure {
+            status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            code: "InvalidInput".into(),
+            message: format!("The stored package cannot be read: {e}"),
+        })?;
     let signer = match &report.signature {
         casefile_package::signature::SignatureCheck::Valid { public_key, .. } => public_key.clone(),
         _ => String::new(),
@@ -124,18 +130,15 @@ pub(crate) async fn page(
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Response, Failure> {
     let (action, package) = readable(&state, &session, &id).await?;
-    let machine = state
-        .store
-        .tenant(&session.caller.tenant_id)
-        .machine(&action.machine_id)
-        .await
-        .map_err(Failure::from_store)?;
+    let machine =
+        state.store.tenant(&session.caller.tenant_id).machine(&action.machine_id).await.map_err(Failure::from_store)?;
     let key = machine.and_then(|m| m.agent_public_key);
     let path = local_file(&state, &package).await?;
     let opened = path.clone();
     let (verdict, tree, manifest) = tokio::task::spawn_blocking(move || -> Result<_, Failure> {
         let verdict = verify(path, key)?;
-        let mut viewer = view::Package::open(std::fs::File::open(&opened).map_err(Failure::internal)?).map_err(view_failure)?;
+        let mut viewer =
+            view::Package::open(std::fs::File::open(&opened).map_err(Failure::internal)?).map_err(view_failure)?;
         let tree = viewer.tree().map_err(view_failure)?;
         Ok((verdict, tree, viewer.manifest().cloned()))
     })
@@ -156,7 +159,17 @@ pub(crate) async fn page(
             ],
             m.collectors
                 .iter()
-                .map(|c| (c.name.clone(), format!("{:?}", c.status), format!("{} items{}", c.items, c.error.as_deref().map(|e| format!("; {e}")).unwrap_or_default())))
+                .map(|c| {
+                    (
+                        c.name.clone(),
+                        format!("{:?}", c.status),
+                        format!(
+                            "{} items{}",
+                            c.items,
+                            c.error.as_deref().map(|e| format!("; {e}")).unwrap_or_default()
+                        ),
+                    )
+                })
                 .collect(),
         ),
         None => (Vec::new(), Vec::new()),
@@ -165,15 +178,9 @@ pub(crate) async fn page(
         .iter()
         .map(|f| FileRow {
             path: f.path.clone(),
-            name: f.name.clone(),
             indent: f.depth,
             size: f.size,
             sha256: f.sha256.clone().unwrap_or_default(),
-            kind: match f.kind {
-                EntryKind::Csv => "csv",
-                EntryKind::Text => "text",
-                EntryKind::Binary => "binary",
-            },
             note: match f.listing {
                 view::Listing::Listed | view::Listing::PackageFile => String::new(),
                 view::Listing::NotInManifest => "not in the manifest".to_owned(),
@@ -217,7 +224,9 @@ pub(crate) async fn page(
 fn view_failure(e: view::ViewError) -> Failure {
     let status = match e {
         view::ViewError::NoSuchEntry(_) => axum::http::StatusCode::NOT_FOUND,
-        view::ViewError::Package(casefile_package::PackageError::Io(_)) => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        view::ViewError::Package(casefile_package::PackageError::Io(_)) => {
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        }
         _ => axum::http::StatusCode::BAD_REQUEST,
     };
     Failure { status, code: "InvalidInput".into(), message: e.to_string() }
@@ -239,7 +248,8 @@ pub(crate) async fn download(
     axum::Form(form): axum::Form<DownloadForm>,
 ) -> Result<Response, Response> {
     session.check_form(&headers, &base, &form.csrf)?;
-    let answer = download::package_uri(State(state), session.caller.clone(), base.clone(), crate::routes::Path(id)).await;
+    let answer =
+        download::package_uri(State(state), session.caller.clone(), base.clone(), crate::routes::Path(id)).await;
     let link: Value<String> = api(answer).await.map_err(Failure::into_response_page)?;
     // The link is this server's own `/safedownload/...` (or a bucket's presigned URL,
     // which the download answers with a redirect itself).
@@ -299,6 +309,12 @@ struct TextView {
     server_ms: u128,
 }
 
+impl CsvView {
+    fn col_is(&self, column: &usize) -> bool {
+        self.q.col == Some(*column)
+    }
+}
+
 fn view_link(id: &str, q: &ViewQuery, page: u64, sort: Option<(usize, bool)>, from: u64) -> String {
     let (sort, desc) = match sort {
         Some((column, desc)) => (Some(column), desc),
@@ -337,7 +353,8 @@ pub(crate) async fn view(
     let kind = {
         let (path, entry) = (path.clone(), entry.clone());
         tokio::task::spawn_blocking(move || -> Result<EntryKind, Failure> {
-            let mut viewer = view::Package::open(std::fs::File::open(&path).map_err(Failure::internal)?).map_err(view_failure)?;
+            let mut viewer =
+                view::Package::open(std::fs::File::open(&path).map_err(Failure::internal)?).map_err(view_failure)?;
             viewer.kind(&entry).map_err(view_failure)
         })
         .await
@@ -353,12 +370,15 @@ pub(crate) async fn view(
                 sort: q.sort.map(|column| SortBy { column, descending: q.desc.is_some() }),
                 filter: Some(q.filter.clone()).filter(|f| !f.is_empty()),
                 column_filters: match q.col {
-                    Some(column) if !q.colfilter.is_empty() => vec![ColumnFilter { column, contains: q.colfilter.clone() }],
+                    Some(column) if !q.colfilter.is_empty() => {
+                        vec![ColumnFilter { column, contains: q.colfilter.clone() }]
+                    }
                     _ => Vec::new(),
                 },
             };
             let page = tokio::task::spawn_blocking(move || -> Result<view::CsvPage, Failure> {
-                let mut viewer = view::Package::open(std::fs::File::open(&path).map_err(Failure::internal)?).map_err(view_failure)?;
+                let mut viewer = view::Package::open(std::fs::File::open(&path).map_err(Failure::internal)?)
+                    .map_err(view_failure)?;
                 viewer.csv_page(&entry, &query).map_err(view_failure)
             })
             .await
@@ -399,7 +419,8 @@ pub(crate) async fn view(
             let searching = !q.search.is_empty();
             let (needle, from) = (q.search.clone(), q.from.max(1));
             let (lines, more, total) = tokio::task::spawn_blocking(move || -> Result<_, Failure> {
-                let mut viewer = view::Package::open(std::fs::File::open(&path).map_err(Failure::internal)?).map_err(view_failure)?;
+                let mut viewer = view::Package::open(std::fs::File::open(&path).map_err(Failure::internal)?)
+                    .map_err(view_failure)?;
                 if searching {
                     let found = viewer.text_search(&entry, &needle, SEARCH_HITS, from).map_err(view_failure)?;
                     Ok((found.hits, found.more, format!("{} lines searched", found.scanned_lines)))
@@ -414,7 +435,8 @@ pub(crate) async fn view(
             let next_from = lines.last().map(|l| l.number + 1);
             let page_view = TextView {
                 chrome,
-                prev: (!searching && from > 1).then(|| view_link(&action_id, &q, 0, None, from.saturating_sub(TEXT_LINES as u64).max(1))),
+                prev: (!searching && from > 1)
+                    .then(|| view_link(&action_id, &q, 0, None, from.saturating_sub(TEXT_LINES as u64).max(1))),
                 next: next_from.filter(|_| more).map(|n| view_link(&action_id, &q, 0, None, n)),
                 path: q.path.clone(),
                 action_id,

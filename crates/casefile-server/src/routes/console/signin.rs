@@ -102,7 +102,9 @@ pub(crate) async fn local(
         }
         Ok(SignIn::Wait(wait)) => {
             let seconds = wait.as_secs().max(1);
-            crate::audit::note_detail(serde_json::json!({"reason": "too many failed sign-ins", "waitSeconds": seconds}));
+            crate::audit::note_detail(
+                serde_json::json!({"reason": "too many failed sign-ins", "waitSeconds": seconds}),
+            );
             let mut response = again(
                 StatusCode::TOO_MANY_REQUESTS,
                 &format!("Too many failed sign-ins for this user. Try again in {seconds} seconds."),
@@ -197,7 +199,10 @@ pub(crate) async fn sso_callback(
         Ok((tenant, identity, next)) => {
             crate::audit::note_actor("user", identity.upn.as_deref().unwrap_or(&identity.subject), &tenant);
             let mut response = signed_in(&state, &tenant, identity, None, &next).await;
-            set_cookie(&mut response, &format!("{}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0", super::sso::FLOW_COOKIE));
+            set_cookie(
+                &mut response,
+                &format!("{}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0", super::sso::FLOW_COOKIE),
+            );
             response
         }
         Err(failure) => failure_page(failure),

@@ -112,12 +112,12 @@ fn callback_url(base: &BaseUrl) -> String {
 
 /// `GET /console/signin/sso/{provider}`: to the provider's sign-in page.
 pub(super) async fn start(state: &AppState, base: &BaseUrl, index: usize, next: &str) -> Result<Response, Failure> {
-    let provider =
-        state.config.console.sso.get(index).ok_or_else(|| Failure::not_found("No such sign-in provider"))?;
+    let provider = state.config.console.sso.get(index).ok_or_else(|| Failure::not_found("No such sign-in provider"))?;
     let found = discover(provider).await?;
     let (flow_state, nonce, verifier) = (random(), random(), random());
     let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    let scope = std::iter::once("openid").chain(provider.scopes.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
+    let scope =
+        std::iter::once("openid").chain(provider.scopes.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
     let mut url = url::Url::parse(&found.authorization_endpoint).map_err(|e| unavailable(e.to_string()))?;
     url.query_pairs_mut()
         .append_pair("response_type", "code")
@@ -133,7 +133,10 @@ pub(super) async fn start(state: &AppState, base: &BaseUrl, index: usize, next: 
     response.headers_mut().insert(LOCATION, HeaderValue::from_str(url.as_str()).map_err(Failure::internal)?);
     super::secure_headers(response.headers_mut(), "text/plain; charset=utf-8");
     // Lax: the provider sends the browser back with a top-level GET from its own site.
-    set_cookie(&mut response, &format!("{FLOW_COOKIE}={flow}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={FLOW_SECONDS}"));
+    set_cookie(
+        &mut response,
+        &format!("{FLOW_COOKIE}={flow}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={FLOW_SECONDS}"),
+    );
     Ok(response)
 }
 
@@ -169,9 +172,9 @@ pub(super) async fn finish(
     headers: &HeaderMap,
     answer: Callback,
 ) -> Result<(TenantId, SessionIdentity, String), Failure> {
-    let flow = cookie(headers, FLOW_COOKIE)
-        .and_then(|raw| read_flow(&raw))
-        .ok_or_else(|| refused("This sign-in started elsewhere or took too long. Start again from the sign-in page."))?;
+    let flow = cookie(headers, FLOW_COOKIE).and_then(|raw| read_flow(&raw)).ok_or_else(|| {
+        refused("This sign-in started elsewhere or took too long. Start again from the sign-in page.")
+    })?;
     let provider = state.config.console.sso.get(flow.provider).ok_or_else(|| refused("No such sign-in provider"))?;
     if answer.state.as_deref() != Some(flow.state.as_str()) {
         crate::audit::note_detail(serde_json::json!({"reason": "the sign-in answer's state is not this browser's"}));
@@ -197,9 +200,11 @@ pub(super) async fn finish(
             .map_err(|e| Failure::internal(format!("console.sso client_secret_file {}: {e}", path.display())))?;
         form.push(("client_secret", secret.trim().to_owned()));
     }
+    let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form.iter()).finish();
     let response = client()?
         .post(&found.token_endpoint)
-        .form(&form)
+        .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(body)
         .send()
         .await
         .map_err(|e| unavailable(format!("token endpoint: {e}")))?;
@@ -215,7 +220,8 @@ pub(super) async fn finish(
         crate::audit::note_detail(serde_json::json!({"reason": "the ID token's nonce is not this sign-in's"}));
         return Err(refused("The ID token does not belong to this sign-in."));
     }
-    let tenant = TenantId::parse(&claims.tid).ok_or_else(|| refused("The ID token's tenant is not a valid tenant id"))?;
+    let tenant =
+        TenantId::parse(&claims.tid).ok_or_else(|| refused("The ID token's tenant is not a valid tenant id"))?;
     if claims.sub.is_empty() {
         return Err(refused("The ID token names no subject (sub)"));
     }
