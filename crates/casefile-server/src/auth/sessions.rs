@@ -22,7 +22,7 @@ const TOUCH_EVERY_SECONDS: i64 = 60;
 /// A console session's delegated permissions: every one the console's pages use. What a
 /// user may actually do is decided by the roles RBAC gives that user, as for any
 /// delegated token (`rbac::Access`).
-const CONSOLE_SCOPES: &[&str] = &[
+pub(crate) const DELEGATED_SCOPES: &[&str] = &[
     permissions::MACHINE_READ,
     permissions::MACHINE_READ_WRITE,
     permissions::MACHINE_COLLECT_FORENSICS,
@@ -97,7 +97,7 @@ pub fn caller(session: &SessionRecord) -> Caller {
         principal,
         requestor,
         roles: Vec::new(),
-        scopes: CONSOLE_SCOPES.iter().map(|s| s.to_string()).collect(),
+        scopes: DELEGATED_SCOPES.iter().map(|s| s.to_string()).collect(),
         user: Some(user),
     }
 }

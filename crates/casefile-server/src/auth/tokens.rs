@@ -71,6 +71,38 @@ pub fn issue(
     Ok(Issued { token: keyring.sign(ACCESS_TOKEN_TYPE, &claims)?, claims })
 }
 
+/// Signs a delegated token for a local user (the CLI's password grant): `scp` holds the
+/// delegated permissions a console session has, `upn` the user's name; what the user may
+/// do is decided by the roles RBAC gives that name.
+pub fn issue_for_user(
+    keyring: &Keyring,
+    config: &AuthConfig,
+    user: &casefile_store::UserRecord,
+    audience: &str,
+    version: TokenVersion,
+    now: i64,
+) -> Result<Issued, AuthError> {
+    let claims = AccessClaims {
+        iss: config.issuer.clone(),
+        aud: audience.to_owned(),
+        sub: user.id.to_string(),
+        tid: user.tenant_id.to_string(),
+        iat: now,
+        nbf: now,
+        exp: now.saturating_add(config.token_ttl_seconds.min(i64::MAX as u64) as i64),
+        upn: Some(user.name.clone()),
+        scp: Some(super::sessions::DELEGATED_SCOPES.join(" ")),
+        azp: (version == TokenVersion::V2).then(|| crate::routes::CLI_CLIENT_ID.to_owned()),
+        appid: (version == TokenVersion::V1).then(|| crate::routes::CLI_CLIENT_ID.to_owned()),
+        ver: Some(match version {
+            TokenVersion::V1 => "1.0".to_owned(),
+            TokenVersion::V2 => "2.0".to_owned(),
+        }),
+        ..Default::default()
+    };
+    Ok(Issued { token: keyring.sign(ACCESS_TOKEN_TYPE, &claims)?, claims })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

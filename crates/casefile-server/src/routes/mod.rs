@@ -11,6 +11,7 @@ pub(crate) mod errors;
 mod import;
 mod machines;
 mod oauth;
+pub use oauth::CLI_CLIENT_ID;
 mod odata;
 mod openapi;
 

@@ -65,6 +65,9 @@ async fn grant(
     let form = Form::read(headers, body).await?;
     let basic = basic_credentials(headers)?;
     let grant_type = form.required("grant_type")?;
+    if grant_type == "password" {
+        return password_grant(state, tenant, &form, version).await;
+    }
     if grant_type != "client_credentials" {
         return Err(Failure::new(
             StatusCode::BAD_REQUEST,
@@ -72,7 +75,8 @@ async fn grant(
             70003,
             format!(
                 "The app requested an unsupported grant type '{grant_type}'. This server issues application \
-                 tokens only: use grant_type=client_credentials."
+                 tokens (grant_type=client_credentials) and tokens of its local users to its own CLI \
+                 (grant_type=password, client_id={CLI_CLIENT_ID})."
             ),
         ));
     }
@@ -97,6 +101,96 @@ async fn grant(
     let issued = tokens::issue(&state.keyring, &state.config.auth, &app, &audience, version, now)
         .map_err(|e| Failure::internal(format!("signing the token: {e}")))?;
     tracing::info!(tenant = %app.tenant_id, client_id = %app.client_id, app = %app.name, %audience, "token issued");
+    let expires_in = (issued.claims.exp - now - 1).max(0) as u64;
+    Ok(match version {
+        TokenVersion::V2 => oauth_json(
+            StatusCode::OK,
+            &TokenResponseV2 {
+                token_type: "Bearer".into(),
+                expires_in,
+                ext_expires_in: expires_in,
+                access_token: issued.token,
+            },
+        ),
+        TokenVersion::V1 => oauth_json(
+            StatusCode::OK,
+            &TokenResponseV1 {
+                token_type: "Bearer".into(),
+                expires_in: expires_in.to_string(),
+                ext_expires_in: expires_in.to_string(),
+                expires_on: issued.claims.exp.to_string(),
+                not_before: issued.claims.nbf.to_string(),
+                resource: audience,
+                access_token: issued.token,
+            },
+        ),
+    })
+}
+
+/// casefile's own CLI: the one public client, which may sign a local user in with a name
+/// and password (`casefile login --user`).
+pub const CLI_CLIENT_ID: &str = "casefile-cli";
+
+/// A resource-owner-password grant for a local user, asked by casefile's CLI only: a
+/// delegated token (`scp`, `upn` = the user's name), whose permissions are the roles RBAC
+/// gives that user, as for a console session. Wrong names, wrong passwords and disabled
+/// users get one answer; the backoff of failed sign-ins applies as on the console.
+async fn password_grant(
+    state: &AppState,
+    tenant: &str,
+    form: &Form,
+    version: TokenVersion,
+) -> Result<Response, Failure> {
+    let client_id = form.required("client_id")?;
+    if client_id != CLI_CLIENT_ID {
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            format!("The password grant is only for casefile's CLI (client_id={CLI_CLIENT_ID})."),
+        ));
+    }
+    let name = form.required("username")?.to_owned();
+    let password = form.required("password")?;
+    let limits = &state.config.rate_limits;
+    throttle(state, "user", &name.to_ascii_lowercase(), limits.token_requests_per_client_per_minute).await?;
+    let audience = match version {
+        TokenVersion::V2 => audience_of_scope(state, tenant, form.required("scope")?)?,
+        TokenVersion::V1 => accepted_resource(state, tenant, form.required("resource")?)?,
+    };
+    let tenant_id = casefile_proto::TenantId::parse(tenant).ok_or_else(|| {
+        Failure::new(StatusCode::BAD_REQUEST, "invalid_request", 90002, format!("Tenant '{tenant}' not found."))
+    })?;
+    crate::audit::note_claimed_actor("user", &name.chars().take(64).collect::<String>(), tenant);
+    crate::audit::note_detail(serde_json::json!({"audience": audience, "grant": "password", "client": CLI_CLIENT_ID}));
+    let user = match crate::auth::users::sign_in(&*state.store, &tenant_id, &name, password, state.now()).await {
+        Ok(crate::auth::users::SignIn::Accepted(user)) => user,
+        Ok(crate::auth::users::SignIn::Refused) => {
+            return Err(Failure::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                50126,
+                "Error validating credentials due to invalid username or password.".to_owned(),
+            ));
+        }
+        Ok(crate::auth::users::SignIn::Wait(wait)) => {
+            let seconds = wait.as_secs().max(1);
+            let mut failure = Failure::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                50053,
+                format!("Too many failed sign-ins for this user; try again in {seconds} seconds."),
+            );
+            failure.retry_after = Some(seconds);
+            return Err(failure);
+        }
+        Err(e) => return Err(Failure::internal(format!("signing a user in: {e}"))),
+    };
+    crate::audit::note_actor("user", &user.name, tenant);
+    let now = chrono::Utc::now().timestamp();
+    let issued = tokens::issue_for_user(&state.keyring, &state.config.auth, &user, &audience, version, now)
+        .map_err(|e| Failure::internal(format!("signing the token: {e}")))?;
+    tracing::info!(%tenant, user = %user.name, %audience, "user token issued to the CLI");
     let expires_in = (issued.claims.exp - now - 1).max(0) as u64;
     Ok(match version {
         TokenVersion::V2 => oauth_json(
@@ -451,7 +545,7 @@ fn openid_configuration(
         "authorization_endpoint": format!("{oauth2}/authorize"),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
         "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": ["client_credentials", "password"],
         "response_types_supported": [],
         "response_modes_supported": [],
         "subject_types_supported": ["pairwise"],
