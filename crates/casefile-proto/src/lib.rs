@@ -13,6 +13,7 @@ pub mod odata;
 pub mod rbac;
 pub mod tenant;
 pub mod time;
+pub mod user;
 
 pub use action::{ActionStatus, ActionType, CancelActionRequest, CollectRequest, MachineAction};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};

@@ -14,6 +14,7 @@ mod oauth;
 pub use oauth::CLI_CLIENT_ID;
 mod odata;
 mod openapi;
+mod users;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Request};
@@ -73,6 +74,11 @@ pub(crate) fn table() -> Table {
         .api(routes!(admin::create_device_group), ByRoute)
         .api(routes!(admin::set_ungrouped), ByRoute)
         .api(routes!(admin::delete_device_group), ByRoute)
+        .api(routes!(users::list), ByRoute)
+        .api(routes!(users::create), ByRoute)
+        .api(routes!(users::disable), ByRoute)
+        .api(routes!(users::enable), ByRoute)
+        .api(routes!(users::set_password), ByRoute)
         // Where Entra ID serves them: clients change only their login host.
         .hidden("/{tenant}/oauth2/v2.0/token", post(oauth::token_v2), Named("token.issue"))
         .hidden("/{tenant}/oauth2/token", post(oauth::token_v1), Named("token.issue"))
@@ -250,7 +256,7 @@ pub fn normalize_path(mut request: Request) -> Request {
 }
 
 /// Path segments followed by a parameter (`/machines/{id}`, `/roles/{name}`).
-const COLLECTIONS: &[&str] = &["machines", "machineactions", "applications", "roles", "devicegroups"];
+const COLLECTIONS: &[&str] = &["machines", "machineactions", "applications", "roles", "devicegroups", "users"];
 /// Fixed segments that stand where a parameter could (`/devicegroups/ungrouped`).
 const FIXED_AFTER_COLLECTION: &[&str] = &["ungrouped"];
 

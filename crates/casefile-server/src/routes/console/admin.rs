@@ -8,8 +8,9 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{BaseUrl, Chrome, Failure, Session, api, html, redirect, url_escape, when};
-use crate::auth::{Api, users};
+use crate::auth::Api;
 use crate::routes::admin as admin_api;
+use crate::routes::users as users_api;
 use crate::state::AppState;
 
 #[derive(Deserialize, Default)]
@@ -122,23 +123,13 @@ pub(crate) async fn page(
             }
         }
         "users" => {
-            require_admin(&state, &session).await?;
-            let found = users::list(&*state.store, &caller.tenant_id).await.map_err(|e| Failure::internal(e))?;
-            user_rows = found.iter().map(|u| (u.name.clone(), u.disabled_at.is_some())).collect();
+            let list: serde_json::Value = api(users_api::list(State(state.clone()), caller).await).await?;
+            let listed = list.get("value").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+            user_rows =
+                listed.iter().map(|u| (cell(u, "name"), u.get("disabledAt").is_some_and(|d| !d.is_null()))).collect();
             Table {
                 headers: vec!["Name", "Created", "Password changed", "Disabled", "Failed sign-ins"],
-                rows: found
-                    .iter()
-                    .map(|u| {
-                        vec![
-                            u.name.clone(),
-                            when(&u.created_at),
-                            when(&u.password_changed_at),
-                            u.disabled_at.as_ref().map(when).unwrap_or_default(),
-                            u.failed_logins.to_string(),
-                        ]
-                    })
-                    .collect(),
+                rows: rows(&list, &["name", "createdAt", "passwordChangedAt", "disabledAt", "failedSignIns"]),
             }
         }
         "tokens" => {
@@ -209,7 +200,15 @@ pub(crate) struct UserForm {
     password: String,
 }
 
-/// `POST /console/admin/users`: a new local user.
+/// The admin API's answer to a form: back to the users tab, or its error as a page.
+async fn after(answer: crate::error::ApiResult<Response>) -> Result<Response, Response> {
+    match api::<serde_json::Value>(answer).await {
+        Ok(_) => Ok(redirect("/console/admin?tab=users")),
+        Err(failure) => Err(failure.into_response_page()),
+    }
+}
+
+/// `POST /console/admin/users`: the admin API's `POST /api/admin/users`.
 pub(crate) async fn create_user(
     State(state): State<AppState>,
     session: Session,
@@ -218,20 +217,8 @@ pub(crate) async fn create_user(
     axum::Form(form): axum::Form<UserForm>,
 ) -> Result<Response, Response> {
     session.check_form(&headers, &base, &form.csrf)?;
-    require_admin(&state, &session).await.map_err(Failure::into_response_page)?;
-    crate::audit::note_target(&form.name);
-    match users::create(&*state.store, &session.caller.tenant_id, &form.name, &form.password, state.now()).await {
-        Ok(_) => Ok(redirect("/console/admin?tab=users")),
-        Err(
-            e @ (users::UserError::InvalidName(_) | users::UserError::WeakPassword(_) | users::UserError::Duplicate(_)),
-        ) => Err(Failure {
-            status: axum::http::StatusCode::BAD_REQUEST,
-            code: "InvalidInput".into(),
-            message: e.to_string(),
-        }
-        .into_response_page()),
-        Err(e) => Err(Failure::internal(e).into_response_page()),
-    }
+    let request = casefile_proto::user::CreateUserRequest { name: form.name, password: form.password };
+    after(users_api::create(State(state), session.caller.clone(), crate::routes::Json(request)).await).await
 }
 
 #[derive(Deserialize)]
@@ -240,28 +227,28 @@ pub(crate) struct ToggleForm {
     csrf: String,
 }
 
-/// `POST /console/admin/users/{name}/disable` and `/enable`.
-pub(crate) async fn set_user_disabled(
+/// `POST /console/admin/users/{name}/disable`.
+pub(crate) async fn disable_user(
     State(state): State<AppState>,
     session: Session,
     base: BaseUrl,
     headers: HeaderMap,
-    axum::extract::Path((name, change)): axum::extract::Path<(String, String)>,
+    axum::extract::Path(name): axum::extract::Path<String>,
     axum::Form(form): axum::Form<ToggleForm>,
 ) -> Result<Response, Response> {
     session.check_form(&headers, &base, &form.csrf)?;
-    require_admin(&state, &session).await.map_err(Failure::into_response_page)?;
-    crate::audit::note_target(&name);
-    let disabled = match change.as_str() {
-        "disable" => true,
-        "enable" => false,
-        _ => return Err(Failure::not_found("No such change").into_response_page()),
-    };
-    match users::set_disabled(&*state.store, &session.caller.tenant_id, &name, disabled, state.now()).await {
-        Ok(_) => Ok(redirect("/console/admin?tab=users")),
-        Err(users::UserError::NotFound(n)) => {
-            Err(Failure::not_found(format!("No user named {n}")).into_response_page())
-        }
-        Err(e) => Err(Failure::internal(e).into_response_page()),
-    }
+    after(users_api::disable(State(state), session.caller.clone(), crate::routes::Path(name)).await).await
+}
+
+/// `POST /console/admin/users/{name}/enable`.
+pub(crate) async fn enable_user(
+    State(state): State<AppState>,
+    session: Session,
+    base: BaseUrl,
+    headers: HeaderMap,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    axum::Form(form): axum::Form<ToggleForm>,
+) -> Result<Response, Response> {
+    session.check_form(&headers, &base, &form.csrf)?;
+    after(users_api::enable(State(state), session.caller.clone(), crate::routes::Path(name)).await).await
 }

@@ -56,8 +56,17 @@ pub(super) fn routes(table: Table) -> Table {
         .hidden("/console/actions/{id}/package/download", post(package::download), Named("link.issue"))
         .hidden("/console/actions/{id}/package/view", get(package::view), Named("package.view"))
         .hidden("/console/admin", get(admin::page), ByRoute)
-        .hidden("/console/admin/users", post(admin::create_user), Named("user.create"))
-        .hidden("/console/admin/users/{name}/{change}", post(admin::set_user_disabled), Named("user.change"))
+        .hidden("/console/admin/users", post(admin::create_user), Named("POST /api/admin/users"))
+        .hidden(
+            "/console/admin/users/{name}/disable",
+            post(admin::disable_user),
+            Named("POST /api/admin/users/{name}/disable"),
+        )
+        .hidden(
+            "/console/admin/users/{name}/enable",
+            post(admin::enable_user),
+            Named("POST /api/admin/users/{name}/enable"),
+        )
 }
 
 async fn home() -> Response {
