@@ -303,6 +303,7 @@ impl Session {
         entity: &str,
         filter: Option<&str>,
         top: Option<u64>,
+        page_size: u64,
     ) -> Result<Vec<Value>, ApiError> {
         let mut url = self.api_url(&[entity]);
         {
@@ -310,9 +311,9 @@ impl Session {
             if let Some(filter) = filter {
                 query.append_pair("$filter", filter);
             }
-            if let Some(top) = top {
-                query.append_pair("$top", &top.min(MAX_TOP).to_string());
-            }
+            // `$top` bounds a page; the next link keeps it and moves `$skip` on.
+            let page = page_size.min(top.unwrap_or(u64::MAX)).clamp(1, MAX_TOP);
+            query.append_pair("$top", &page.to_string());
         }
         let mut items = Vec::new();
         loop {

@@ -10,7 +10,7 @@ use super::output;
 
 pub async fn machines(args: ListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut session = Session::open()?;
-    let machines = session.list("machines", "machines", args.filter.as_deref(), args.top).await?;
+    let machines = session.list("machines", "machines", args.filter.as_deref(), args.top, args.page_size).await?;
     if args.json {
         return Ok(output::json(out, &Value::Array(machines))?);
     }

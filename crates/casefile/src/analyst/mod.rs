@@ -59,6 +59,9 @@ pub struct ListArgs {
     /// At most this many (pages are followed through @odata.nextLink) [default: all].
     #[arg(long)]
     pub top: Option<u64>,
+    /// Entities asked for per request ($top of each page, 1 to 10000).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub page_size: u64,
     /// Print one JSON array of the entities, as the API answers them.
     #[arg(long)]
     pub json: bool,
