@@ -50,6 +50,8 @@ pub enum ApiError {
     Credentials(#[from] CredentialsError),
     #[error("the sign-in of {0} has expired: run `casefile login` again")]
     SignInExpired(String),
+    #[error("the server refused the sign-in of {name} ({reason}): run `casefile login` again")]
+    SignInRefused { name: String, reason: Box<ApiError> },
     #[error("{0}")]
     Invalid(String),
 }
@@ -64,9 +66,12 @@ impl ApiError {
     }
 }
 
-/// One line: a message from the wire must not break the CLI's one-line errors.
+/// One line: a message from the wire must not break the CLI's one-line errors (nor carry
+/// escape sequences to the terminal).
 fn one_line(text: &str) -> String {
-    text.split(['\r', '\n']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    let joined =
+        text.split(['\r', '\n']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+    super::output::printable(&joined)
 }
 
 #[derive(Deserialize)]
@@ -268,7 +273,13 @@ impl Session {
                 continue;
             }
             if !response.status().is_success() {
-                return Err(error_of(what, response).await);
+                let error = error_of(what, response).await;
+                return Err(match (&self.creds.identity, &error) {
+                    (Identity::User { name }, ApiError::Mde { status: 401, .. }) => {
+                        ApiError::SignInRefused { name: name.clone(), reason: Box::new(error) }
+                    }
+                    _ => error,
+                });
             }
             return Ok(response);
         }

@@ -22,7 +22,10 @@ pub async fn collect(args: CollectArgs, out: &mut dyn Write) -> anyhow::Result<(
             &json!({ "Comment": args.comment }),
         )
         .await?;
-    let id = output::field(&created, "id");
+    // The id names a file (--download): only a GUID is taken.
+    let id = uuid::Uuid::parse_str(&output::field(&created, "id"))
+        .map_err(|_| ApiError::Invalid("the server answered an action without a GUID id".into()))?
+        .to_string();
     if !args.wait && args.download.is_none() {
         if args.json {
             return Ok(output::json(out, &created)?);

@@ -59,7 +59,10 @@ impl Saved {
 
 pub async fn download(args: DownloadArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut session = Session::open()?;
-    let target = args.output.unwrap_or_else(|| PathBuf::from(format!("{}.zip", args.action)));
+    // The default name is the id's canonical form; anything else is refused by the server
+    // before a byte is written.
+    let name = uuid::Uuid::parse_str(&args.action).map_or_else(|_| args.action.clone(), |id| id.to_string());
+    let target = args.output.unwrap_or_else(|| PathBuf::from(format!("{name}.zip")));
     let saved = save(&mut session, &args.action, &target).await?;
     if args.json {
         return Ok(output::json(out, &saved.to_json())?);
@@ -101,7 +104,7 @@ pub async fn save(session: &mut Session, action: &str, target: &Path) -> Result<
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|source| {
             bar.abandon();
-            cut(action, size, total, Some(source))
+            cut(action, size, total, Some(source.without_url()))
         })?;
         hasher.update(&chunk);
         file.write_all(&chunk).await.map_err(|e| io("cannot write in", e))?;
@@ -166,7 +169,8 @@ async fn fetch(session: &Session, link: Url) -> Result<(reqwest::Response, Optio
             .get(url.clone())
             .send()
             .await
-            .map_err(|source| ApiError::Unreachable { url: origin(&url), source })?;
+            // Without the URL: its query is the link's signed token.
+            .map_err(|source| ApiError::Unreachable { url: origin(&url), source: source.without_url() })?;
         if let Some(sha) = response.headers().get(SHA256_HEADER).and_then(|v| v.to_str().ok()) {
             announced = Some(sha.to_owned());
         }
@@ -186,7 +190,7 @@ async fn fetch(session: &Session, link: Url) -> Result<(reqwest::Response, Optio
                     .read_timeout(std::time::Duration::from_secs(120))
                     .redirect(reqwest::redirect::Policy::none())
                     .build()
-                    .map_err(|source| ApiError::Unreachable { url: origin(&next), source })?;
+                    .map_err(|source| ApiError::Unreachable { url: origin(&next), source: source.without_url() })?;
             }
             url = next;
             continue;

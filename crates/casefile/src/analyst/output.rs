@@ -11,14 +11,23 @@ pub fn json(out: &mut dyn Write, value: &Value) -> std::io::Result<()> {
     writeln!(out)
 }
 
-/// A string field of an entity, `-` when absent or null.
+/// A string field of an entity, `-` when absent or null, safe for a terminal.
 pub fn field(entity: &Value, name: &str) -> String {
     match &entity[name] {
         Value::Null => "-".to_owned(),
         Value::String(s) if s.is_empty() => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::String(s) => printable(s),
+        other => printable(&other.to_string()),
     }
+}
+
+/// `text` with control characters escaped: names are facts agents report, and an escape
+/// sequence in one must not reach the analyst's terminal as one.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// An ISO 8601 time shortened to `YYYY-MM-DD hh:mm:ss` (UTC), as a table shows it.
@@ -72,6 +81,12 @@ mod tests {
         ]];
         table(&mut out, &["ID", "NAME", "LAST"], &rows).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "ID    NAME        LAST\na     long value  x\nbbbb  v           y\n");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let entity = serde_json::json!({"name": "evil\u{1b}[2Jhost\nnext"});
+        assert_eq!(field(&entity, "name"), "evil\\u{1b}[2Jhost\\nnext");
     }
 
     #[test]

@@ -242,6 +242,29 @@ async fn lists_follow_next_links_up_to_top() {
     assert!(failed.as_array().unwrap().iter().all(|a| a["status"] == "Failed"), "{failed}");
 }
 
+/// Names are what agents report: one holding a terminal escape sequence is printed
+/// escaped, in tables and in error lines, never as the sequence itself.
+#[tokio::test]
+async fn a_hostile_machine_name_reaches_the_terminal_escaped() {
+    let server = TestServer::start().await;
+    let hostile = "evil\u{1b}]0;owned\u{7}\u{1b}[2J.example";
+    let machine = server.seed_machine(hostile).await;
+    let analyst = Analyst::new();
+    analyst.login(&server).await;
+    let out = analyst.run(&["machines"]).await;
+    assert!(out.status.success());
+    assert!(!out.stdout.contains(&0x1b) && !out.stdout.contains(&0x07), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("evil\\u{1b}]0;owned"));
+    // JSON keeps the name exact (escaped by JSON itself).
+    let listed = analyst.json(&["machines", "--json"]).await;
+    assert_eq!(listed[0]["computerDnsName"], hostile);
+    // The server's error message echoes the unknown name it was given.
+    let out = analyst.run(&["collect", "no\u{1b}[2Jsuch\nhost", "--comment", "x"]).await;
+    let line = one_line_error(&out);
+    assert!(line.starts_with("casefile: ResourceNotFound: ") && !line.contains('\u{1b}'), "{line}");
+    assert!(analyst.ok(&["collect", &machine, "--comment", "by id"]).await.contains("Pending"));
+}
+
 #[tokio::test]
 async fn collect_waits_downloads_the_bytes_the_api_serves_and_lists_the_action() {
     let server = TestServer::start().await;
@@ -510,7 +533,7 @@ async fn completions_and_man_pages_are_generated_from_the_commands() {
     let analyst = Analyst::new();
     for shell in ["bash", "zsh", "fish"] {
         let script = analyst.ok(&["completions", shell]).await;
-        assert!(script.contains("collect") && script.contains("download") && script.contains("--ca-sha256"), "{shell}");
+        assert!(script.contains("collect") && script.contains("download") && script.contains("ca-sha256"), "{shell}");
     }
     let dir = analyst.home.path().join("man");
     let printed = analyst.ok(&["man", "--out", dir.to_str().unwrap()]).await;
