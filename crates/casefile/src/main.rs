@@ -140,9 +140,7 @@ enum Command {
     /// Cancel an action that is not final yet.
     Cancel(casefile::analyst::CancelArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
     /// Write the manual pages (one per command and subcommand) into a directory.
     Man {
         #[arg(long, value_name = "DIR")]

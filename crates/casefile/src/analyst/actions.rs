@@ -9,7 +9,8 @@ use super::{CancelArgs, ListArgs, output};
 
 pub async fn actions(args: ListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut session = Session::open()?;
-    let actions = session.list("machine actions", "machineactions", args.filter.as_deref(), args.top, args.page_size).await?;
+    let actions =
+        session.list("machine actions", "machineactions", args.filter.as_deref(), args.top, args.page_size).await?;
     if args.json {
         return Ok(output::json(out, &Value::Array(actions))?);
     }

@@ -69,8 +69,7 @@ impl ApiError {
 /// One line: a message from the wire must not break the CLI's one-line errors (nor carry
 /// escape sequences to the terminal).
 fn one_line(text: &str) -> String {
-    let joined =
-        text.split(['\r', '\n']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+    let joined = text.split(['\r', '\n']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
     super::output::printable(&joined)
 }
 
@@ -182,10 +181,8 @@ pub async fn request_token(
     if !response.status().is_success() {
         return Err(error_of("the token endpoint", response).await);
     }
-    let answer: casefile_proto::oauth::TokenResponseV2 = response
-        .json()
-        .await
-        .map_err(|source| ApiError::Malformed { what: "the token endpoint".into(), source })?;
+    let answer: casefile_proto::oauth::TokenResponseV2 =
+        response.json().await.map_err(|source| ApiError::Malformed { what: "the token endpoint".into(), source })?;
     let expires_in = i64::try_from(answer.expires_in).unwrap_or(i64::MAX / 2);
     Ok(CachedToken { access_token: answer.access_token, expires_at: now() + expires_in })
 }

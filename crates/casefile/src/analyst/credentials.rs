@@ -140,8 +140,7 @@ impl Credentials {
         // tempfile creates the file with mode 0600 (O_EXCL), so the secret is never
         // readable by others, not even before the rename.
         let mut tmp = tempfile::Builder::new().prefix(".credentials-").suffix(".tmp").tempfile_in(&dir).map_err(io)?;
-        serde_json::to_writer_pretty(&mut tmp, self)
-            .map_err(|e| io(std::io::Error::other(e)))?;
+        serde_json::to_writer_pretty(&mut tmp, self).map_err(|e| io(std::io::Error::other(e)))?;
         tmp.write_all(b"\n").map_err(io)?;
         tmp.as_file().sync_all().map_err(io)?;
         tmp.persist(path).map_err(|e| io(e.error))?;

@@ -131,9 +131,8 @@ pub async fn save(session: &mut Session, action: &str, target: &Path) -> Result<
         }
     };
     // No clobbering, even of a file that appeared meanwhile.
-    part.persist_noclobber(target).map_err(|e| {
-        ApiError::Invalid(format!("cannot save {}: {}", target.display(), e.error))
-    })?;
+    part.persist_noclobber(target)
+        .map_err(|e| ApiError::Invalid(format!("cannot save {}: {}", target.display(), e.error)))?;
     if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();
     }

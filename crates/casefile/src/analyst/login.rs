@@ -17,7 +17,8 @@ pub async fn login(args: LoginArgs, stdin: &mut dyn std::io::BufRead, out: &mut 
         match (&args.ca_sha256, args.system_roots) {
             (Some(pin), _) => {
                 let pem = trust::fetch_pinned_ca(&base, pin).await?;
-                let pem = String::from_utf8(pem).map_err(|_| ApiError::Invalid("the CA certificate is not text".into()))?;
+                let pem =
+                    String::from_utf8(pem).map_err(|_| ApiError::Invalid("the CA certificate is not text".into()))?;
                 Trust::Pinned { ca_sha256: pin.to_string(), ca_pem: pem }
             }
             (None, true) => Trust::SystemRoots,
@@ -53,7 +54,13 @@ pub async fn login(args: LoginArgs, stdin: &mut dyn std::io::BufRead, out: &mut 
         token: Some(token),
     };
     creds.save(&path)?;
-    writeln!(out, "logged in to {} (tenant {}) as {who}; credentials in {}", creds.server, creds.tenant, path.display())?;
+    writeln!(
+        out,
+        "logged in to {} (tenant {}) as {who}; credentials in {}",
+        creds.server,
+        creds.tenant,
+        path.display()
+    )?;
     Ok(())
 }
 

@@ -74,13 +74,15 @@ mod tests {
     #[test]
     fn columns_line_up() {
         let mut out = Vec::new();
-        let rows = vec![vec!["a".to_owned(), "long value".to_owned(), "x".to_owned()], vec![
-            "bbbb".to_owned(),
-            "v".to_owned(),
-            "y".to_owned(),
-        ]];
+        let rows = vec![
+            vec!["a".to_owned(), "long value".to_owned(), "x".to_owned()],
+            vec!["bbbb".to_owned(), "v".to_owned(), "y".to_owned()],
+        ];
         table(&mut out, &["ID", "NAME", "LAST"], &rows).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "ID    NAME        LAST\na     long value  x\nbbbb  v           y\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "ID    NAME        LAST\na     long value  x\nbbbb  v           y\n"
+        );
     }
 
     #[test]

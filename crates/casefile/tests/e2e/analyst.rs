@@ -173,7 +173,8 @@ async fn login_keeps_the_credentials_private_and_machines_lists_the_enrolled_mac
     let analyst = Analyst::new();
     let xdg = analyst.home.path().join("xdg");
     let pin = server.ca_pin.clone().unwrap();
-    let args = ["login", "--server", &server.base, "--ca-sha256", &pin, "--client-id", &client_id, "--client-secret-stdin"];
+    let args =
+        ["login", "--server", &server.base, "--ca-sha256", &pin, "--client-id", &client_id, "--client-secret-stdin"];
     let mut command = analyst.command(&args);
     command.env_remove("CASEFILE_CLI_CONFIG").env("XDG_CONFIG_HOME", &xdg);
     let out = analyst.run_with(command, Some(&format!("{secret}\n"))).await;
@@ -302,7 +303,10 @@ async fn collect_waits_downloads_the_bytes_the_api_serves_and_lists_the_action()
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["id"], id);
     let table = analyst.ok(&["actions"]).await;
-    assert!(table.lines().any(|l| l.starts_with(id) && l.contains("Succeeded") && l.contains("INC-42 triage")), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with(id) && l.contains("Succeeded") && l.contains("INC-42 triage")),
+        "{table}"
+    );
     agent.stop().await;
 }
 
@@ -549,7 +553,10 @@ async fn completions_and_man_pages_are_generated_from_the_commands() {
         let page = format!("casefile-{command}.1");
         assert!(pages.contains(&page), "{page} in {pages:?}");
         let text = std::fs::read_to_string(dir.join(&page)).unwrap();
-        assert!(text.contains(".TH") && text.contains(&format!("casefile\\-{}", command.replace('-', "\\-"))), "{page}");
+        assert!(
+            text.contains(".TH") && text.contains(&format!("casefile\\-{}", command.replace('-', "\\-"))),
+            "{page}"
+        );
         let sub_help = analyst.ok(&[&command, "--help"]).await;
         for sub in subcommands(&sub_help) {
             assert!(pages.contains(&format!("casefile-{command}-{sub}.1")), "casefile-{command}-{sub}.1 in {pages:?}");
