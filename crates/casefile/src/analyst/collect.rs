@@ -12,6 +12,8 @@ use super::{CollectArgs, download, output, progress};
 
 /// How often `--wait` asks for the action's status (the API's quota is 100 calls a minute).
 const POLL_EVERY: Duration = Duration::from_secs(2);
+/// Failed polls in a row (an unreachable server, a quota reached) before `--wait` gives up.
+const POLL_FAILURES: u32 = 10;
 
 pub async fn collect(args: CollectArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut session = Session::open()?;
@@ -68,6 +70,10 @@ pub async fn collect(args: CollectArgs, out: &mut dyn Write) -> anyhow::Result<(
     Ok(())
 }
 
+fn transient(e: &ApiError) -> bool {
+    matches!(e, ApiError::Unreachable { .. } | ApiError::Mde { status: 429 | 500..=599, .. })
+}
+
 fn status_of(action: &Value) -> Option<ActionStatus> {
     serde_json::from_value(action["status"].clone()).ok()
 }
@@ -77,19 +83,28 @@ async fn wait_final(session: &mut Session, id: &str, created: &Value) -> Result<
     let machine = output::field(created, "computerDnsName");
     let spinner = progress::spinner(format!("{id} on {machine}: {}", output::field(created, "status")));
     let mut action = created.clone();
+    let mut failures = 0;
     loop {
         if status_of(&action).is_some_and(|s| s.is_final()) {
             spinner.finish_and_clear();
             return Ok(action);
         }
         tokio::time::sleep(POLL_EVERY).await;
-        action = match session.get_json("action", &["machineactions", id]).await {
-            Ok(action) => action,
+        match session.get_json("action", &["machineactions", id]).await {
+            Ok(now) => {
+                action = now;
+                failures = 0;
+                spinner.set_message(format!("{id} on {machine}: {}", output::field(&action, "status")));
+            }
+            // The action goes on without us: a blip or a quota is waited out.
+            Err(e) if transient(&e) && failures + 1 < POLL_FAILURES => {
+                failures += 1;
+                spinner.set_message(format!("{id} on {machine}: {} (retrying: {e})", output::field(&action, "status")));
+            }
             Err(e) => {
                 spinner.finish_and_clear();
                 return Err(e);
             }
-        };
-        spinner.set_message(format!("{id} on {machine}: {}", output::field(&action, "status")));
+        }
     }
 }

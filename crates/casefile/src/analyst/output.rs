@@ -7,8 +7,9 @@ use serde_json::Value;
 
 /// `value` as one pretty-printed JSON document.
 pub fn json(out: &mut dyn Write, value: &Value) -> std::io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::other)?;
-    writeln!(out)
+    // Rendered first: a write error (a closed pipe) then reaches the caller as it is.
+    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    writeln!(out, "{text}")
 }
 
 /// A string field of an entity, `-` when absent or null, safe for a terminal.

@@ -459,6 +459,15 @@ async fn an_expired_or_refused_cached_token_is_replaced() {
     assert_eq!(analyst.json(&["machines", "--json"]).await.as_array().unwrap().len(), 1);
     assert_ne!(analyst.saved()["token"]["access_token"], "refused-token");
 
+    // Piped into a reader that went away (`| head`): a quiet end, as for every command.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut command = analyst.command(&["machines", "--json"]);
+    command.stdout(writer);
+    let out = tokio::task::spawn_blocking(move || command.stderr(Stdio::piped()).output().unwrap()).await.unwrap();
+    assert_eq!(out.status.code(), Some(141), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+
     // A cached token is reused while fresh: no new one per command.
     let cached = analyst.saved()["token"].clone();
     analyst.ok(&["machines"]).await;
