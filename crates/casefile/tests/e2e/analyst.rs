@@ -429,6 +429,30 @@ async fn a_download_cut_off_midway_leaves_no_file() {
     agent.stop().await;
 }
 
+/// The stored package altered on the server's disk (same length): the bytes no longer
+/// hash to the SHA-256 the server announces, and the CLI keeps nothing.
+#[tokio::test]
+async fn a_package_that_does_not_match_the_announced_sha256_is_not_saved() {
+    let server = TestServer::start().await;
+    let collected = server.succeeded_collection("analyst-tamper").await;
+    let stored = server.dir.path().join("data/packages/default").join(&collected.id);
+    let blob = std::fs::read_dir(&stored).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+
+    let analyst = Analyst::new();
+    analyst.login(&server).await;
+    let file = analyst.home.path().join("tampered.zip");
+    let line = one_line_error(&analyst.run(&["download", &collected.id, "-o", file.to_str().unwrap()]).await);
+    assert!(line.contains("the server announced: nothing saved"), "{line}");
+    assert!(!file.exists());
+    assert_eq!(std::fs::read_dir(analyst.home.path()).unwrap().count(), 1, "only the credentials' directory");
+    let mut agent = collected.agent;
+    agent.stop().await;
+}
+
 #[tokio::test]
 async fn an_expired_or_refused_cached_token_is_replaced() {
     let server = TestServer::start().await;
