@@ -56,16 +56,6 @@ pub enum ApiError {
     Invalid(String),
 }
 
-impl ApiError {
-    /// The MDE error code, when the server sent one.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            Self::Mde { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-}
-
 /// One line: a message from the wire must not break the CLI's one-line errors (nor carry
 /// escape sequences to the terminal).
 fn one_line(text: &str) -> String {

@@ -107,7 +107,10 @@ pub async fn save(session: &mut Session, action: &str, target: &Path) -> Result<
             cut(action, size, total, Some(source.without_url()))
         })?;
         hasher.update(&chunk);
-        file.write_all(&chunk).await.map_err(|e| io("cannot write in", e))?;
+        file.write_all(&chunk).await.map_err(|e| {
+            bar.abandon();
+            io("cannot write in", e)
+        })?;
         size += chunk.len() as u64;
         bar.set_position(size);
     }

@@ -156,6 +156,18 @@ async fn login_with_a_wrong_secret_or_pin_saves_nothing_and_says_why_in_one_line
     assert!(line.contains("refusing plain HTTP"), "{line}");
     assert!(!analyst.config.exists());
 
+    // A user sign-in the server does not grant (no such user; or, before the password
+    // grant, no such grant): one line, nothing saved, and the password nowhere.
+    let pin = server.ca_pin.clone().unwrap();
+    let args = ["login", "--server", &server.base, "--ca-sha256", &pin, "--user", "nobody", "--password-stdin"];
+    let out = analyst.run_with(analyst.command(&args), Some("hunter2-password\n")).await;
+    let line = one_line_error(&out);
+    assert!(
+        line.starts_with("casefile: invalid_grant: ") || line.starts_with("casefile: unsupported_grant_type: "),
+        "{line}"
+    );
+    assert!(!line.contains("hunter2") && !analyst.config.exists(), "{line}");
+
     // Not logged in: every command says so in one line.
     let line = one_line_error(&analyst.run(&["machines"]).await);
     assert!(line.contains("casefile login"), "{line}");
