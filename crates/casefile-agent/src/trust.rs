@@ -86,11 +86,8 @@ pub async fn client_builder(
     state_dir: &Path,
 ) -> Result<reqwest::ClientBuilder, AgentError> {
     let builder = reqwest::Client::builder();
-    match server.scheme() {
-        "http" if is_loopback(server) => return Ok(builder),
-        "http" => return Err(AgentError::PlainHttp(server.to_string())),
-        "https" => {}
-        _ => return Err(AgentError::BadUrl(server.to_string())),
+    if !needs_trust(server)? {
+        return Ok(builder);
     }
     let ca = match trust {
         Trust::SystemRoots => return Ok(builder),
@@ -107,16 +104,43 @@ pub async fn client_builder(
     Ok(builder.tls_certs_only([ca]))
 }
 
+/// Whether `server` is reached over TLS (and so needs a CA to trust): `https://`, or
+/// `http://` to a loopback address (`false`); any other URL is refused.
+pub fn needs_trust(server: &Url) -> Result<bool, AgentError> {
+    match server.scheme() {
+        "http" if is_loopback(server) => Ok(false),
+        "http" => Err(AgentError::PlainHttp(server.to_string())),
+        "https" => Ok(true),
+        _ => Err(AgentError::BadUrl(server.to_string())),
+    }
+}
+
 /// The saved CA, when it matches `pin` (a changed pin fetches again).
 fn saved(state_dir: &Path, pin: &CaPin) -> Result<Option<reqwest::Certificate>, AgentError> {
     let Ok(pem) = std::fs::read(state_dir.join(CA_FILE)) else { return Ok(None) };
-    match first_der(&pem) {
+    pinned_certificate(&pem, pin)
+}
+
+/// The first certificate of `pem`, when it is the CA `pin` names.
+pub fn pinned_certificate(pem: &[u8], pin: &CaPin) -> Result<Option<reqwest::Certificate>, AgentError> {
+    match first_der(pem) {
         Some(der) if CaPin::of_der(&der) == *pin => Ok(Some(certificate(&der)?)),
         _ => Ok(None),
     }
 }
 
 async fn fetch(server: &Url, pin: &CaPin, state_dir: &Path) -> Result<reqwest::Certificate, AgentError> {
+    let pem = fetch_pinned_ca(server, pin).await?;
+    let path = state_dir.join(CA_FILE);
+    save(&path, &pem).map_err(|source| AgentError::State { path, source })?;
+    tracing::info!(ca = %pin, "pinned the server's CA");
+    pinned_certificate(&pem, pin)?.ok_or_else(|| AgentError::Tls("the pinned CA certificate did not parse".into()))
+}
+
+/// The server's CA certificate (PEM, as served), fetched over a connection that proves
+/// nothing and believed only because its SHA-256 is `pin`. The agent and the `casefile
+/// login` of analysts bootstrap their trust with it.
+pub async fn fetch_pinned_ca(server: &Url, pin: &CaPin) -> Result<Vec<u8>, AgentError> {
     let url = format!("{}{CA_PATH}", server.as_str().trim_end_matches('/'));
     // Unverified on purpose: the answer is checked against the pin before any use, and
     // nothing secret is sent on this connection.
@@ -140,10 +164,7 @@ async fn fetch(server: &Url, pin: &CaPin, state_dir: &Path) -> Result<reqwest::C
     if got != *pin {
         return Err(AgentError::CaMismatch { expected: pin.to_string(), got: got.to_string() });
     }
-    let path = state_dir.join(CA_FILE);
-    save(&path, &body).map_err(|source| AgentError::State { path, source })?;
-    tracing::info!(ca = %pin, "pinned the server's CA");
-    certificate(&der)
+    Ok(body.to_vec())
 }
 
 fn certificate(der: &[u8]) -> Result<reqwest::Certificate, AgentError> {

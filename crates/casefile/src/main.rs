@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use casefile::settings::ConfigArgs;
 use casefile_server::{Server, TokenRequest};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -127,6 +127,30 @@ enum Command {
         #[command(subcommand)]
         command: PackageCommand,
     },
+    /// Sign in to a server as an analyst: an application's client credentials, or a local
+    /// user. The credentials are checked (a token is fetched), then kept in
+    /// $XDG_CONFIG_HOME/casefile/credentials.json (mode 0600; CASEFILE_CLI_CONFIG overrides).
+    Login(casefile::analyst::LoginArgs),
+    /// Forget the credentials `casefile login` saved.
+    Logout,
+    /// List the machines (through the API, as `casefile login` signed in).
+    Machines(casefile::analyst::ListArgs),
+    /// Collect an investigation package from a machine; with --wait, follow the action
+    /// until it is final; with --download DIR, save the package there too.
+    Collect(casefile::analyst::CollectArgs),
+    /// List machine actions (newest first).
+    Actions(casefile::analyst::ListArgs),
+    /// Download an action's package, checked against the SHA-256 the server announces.
+    Download(casefile::analyst::DownloadArgs),
+    /// Cancel an action that is not final yet.
+    Cancel(casefile::analyst::CancelArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Write the manual pages (one per command and subcommand) into a directory.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Start a server and an agent here and walk the whole collection flow.
     Demo {
         #[arg(long, default_value = "casefile-data")]
@@ -177,8 +201,19 @@ enum PackageCommand {
 
 fn main() -> ExitCode {
     let cli: Cli = casefile_agent::cli::parse_or_exit("casefile");
-    // The demo prints its own steps; the server logs.
-    let default_filter = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };
+    // The demo and the analysts' commands print their own results; the server logs.
+    let quiet = matches!(
+        cli.command,
+        Command::Demo { .. }
+            | Command::Login(_)
+            | Command::Logout
+            | Command::Machines(_)
+            | Command::Collect(_)
+            | Command::Actions(_)
+            | Command::Download(_)
+            | Command::Cancel(_)
+    );
+    let default_filter = if quiet { "warn" } else { "info" };
     casefile_agent::cli::run_main("casefile", default_filter, cli.log.log_format, execute(cli.command))
 }
 
@@ -252,6 +287,23 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 action.status,
                 action.troubleshoot_info.unwrap_or_default()
             )?;
+        }
+        Command::Login(args) => {
+            casefile::analyst::login(args, &mut std::io::stdin().lock(), &mut casefile_agent::cli::stdout()).await?
+        }
+        Command::Logout => casefile::analyst::logout(&mut casefile_agent::cli::stdout())?,
+        Command::Machines(args) => casefile::analyst::machines(args, &mut casefile_agent::cli::stdout()).await?,
+        Command::Collect(args) => casefile::analyst::collect(args, &mut casefile_agent::cli::stdout()).await?,
+        Command::Actions(args) => casefile::analyst::actions(args, &mut casefile_agent::cli::stdout()).await?,
+        Command::Download(args) => casefile::analyst::download(args, &mut casefile_agent::cli::stdout()).await?,
+        Command::Cancel(args) => casefile::analyst::cancel(args, &mut casefile_agent::cli::stdout()).await?,
+        Command::Completions { shell } => {
+            casefile::manual::completions(Cli::command(), shell, &mut casefile_agent::cli::stdout())?;
+        }
+        Command::Man { out } => {
+            let written = casefile::manual::man_pages(Cli::command(), &out)
+                .with_context(|| format!("cannot write the manual pages into {}", out.display()))?;
+            writeln!(casefile_agent::cli::stdout(), "{} pages written into {}", written.len(), out.display())?;
         }
         Command::Demo { data_dir, listen, exit_after_collect } => {
             casefile::demo::run(casefile::demo::DemoOptions { data_dir, listen, exit_after_collect }).await?;

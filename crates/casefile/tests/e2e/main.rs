@@ -2,6 +2,7 @@
 //! a real agent task, real HTTP and real zips.
 
 mod agent;
+mod analyst;
 mod api;
 mod audit;
 mod auth;
