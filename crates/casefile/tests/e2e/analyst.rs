@@ -540,16 +540,14 @@ async fn a_users_expired_sign_in_asks_to_log_in_again_and_a_readable_file_is_ref
     assert!(line.contains("can be read by other users"), "{line}");
 }
 
-/// The lead's part: `grant_type=password` for local users (issue 12). When the server
-/// answers it, this test runs: `casefile user create`, then `casefile login --user`.
+/// A local user signs the CLI in (`grant_type=password`, client `casefile-cli`):
+/// `casefile user create`, a role, then `casefile login --user`.
 #[tokio::test]
-#[ignore = "needs the server's password grant for local users (issue 12, the lead's part)"]
 async fn login_as_a_local_user_keeps_the_token_but_never_the_password() {
     let server = TestServer::start().await;
     server.seed_machine("user-login.example").await;
     let data_dir = server.dir.path().join("data");
     let password = "correct horse battery staple";
-    // The lead: make `alice` a local user with Machine.Read.All here (user create + rbac role-put).
     let out = crate::cli::casefile()
         .args(["user", "create", "--name", "alice", "--password-stdin", "--data-dir"])
         .arg(&data_dir)
@@ -562,6 +560,17 @@ async fn login_as_a_local_user_keeps_the_token_but_never_the_password() {
         })
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Her role: she reads machines, as a delegated user with ViewData.
+    let role = json!({"name": "readers", "permissions": ["ViewData"], "users": ["alice"], "groups": []});
+    let put = server
+        .http
+        .put(format!("{}/api/admin/roles/readers", server.base))
+        .bearer_auth(server.token(&["Casefile.Admin"]))
+        .json(&role)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
     let analyst = Analyst::new();
     let pin = server.ca_pin.clone().unwrap();
     let args = ["login", "--server", &server.base, "--ca-sha256", &pin, "--user", "alice", "--password-stdin"];

@@ -127,6 +127,33 @@ impl Browser {
         self.client.current_url().await.unwrap().path().to_owned()
     }
 
+    /// Waits (up to [`PAGE_WAIT`]) until the page is at a path `done` accepts: a click
+    /// that submits a form returns before the browser has followed the answer.
+    pub async fn wait_path(&self, done: impl Fn(&str) -> bool) -> String {
+        let waited = tokio::time::timeout(PAGE_WAIT, async {
+            loop {
+                let path = self.path().await;
+                if done(&path) {
+                    return path;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        waited.unwrap_or_else(|_| panic!("the page never reached the expected path"))
+    }
+
+    /// Waits (up to [`PAGE_WAIT`]) until an element matches `css`.
+    pub async fn wait_for(&self, css: &str) {
+        let found = tokio::time::timeout(PAGE_WAIT, async {
+            while !self.has(css).await {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert!(found.is_ok(), "{css} never appeared");
+    }
+
     /// The page's text, for assertions on what a user reads.
     pub async fn body(&self) -> String {
         self.text("body").await

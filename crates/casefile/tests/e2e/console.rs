@@ -350,7 +350,7 @@ async fn the_analysts_flow_in_a_real_browser() {
     browser.fill("#name", "ana").await;
     browser.fill("#password", PASSWORD).await;
     browser.click("#signin").await;
-    assert_eq!(browser.path().await, "/console/devices");
+    browser.wait_path(|p| p == "/console/devices").await;
     assert_eq!(browser.text("#signed-in-user").await, "ana");
     // Find the device and collect with a reason.
     browser.goto(&format!("{b}/console/devices")).await;
@@ -360,8 +360,8 @@ async fn the_analysts_flow_in_a_real_browser() {
     browser.shot("device").await;
     browser.fill("#comment", "Suspicious outbound traffic (INC-1042)").await;
     browser.click("#collect").await;
-    assert!(browser.path().await.starts_with("/console/actions/"));
-    let action_id = browser.path().await.rsplit('/').next().unwrap().to_owned();
+    let path = browser.wait_path(|p| p.starts_with("/console/actions/")).await;
+    let action_id = path.rsplit('/').next().unwrap().to_owned();
     // A marker the page loses if it reloads: the status must change in place.
     browser.client.execute("window.casefileNoReload = 42;", vec![]).await.unwrap();
     browser.wait_text("#action-status", |s| s == "Succeeded").await;
@@ -371,7 +371,7 @@ async fn the_analysts_flow_in_a_real_browser() {
 
     // The package: verified, signed by the device's key, with its custody and files.
     browser.click("#open-package").await;
-    assert_eq!(browser.path().await, format!("/console/actions/{action_id}/package"));
+    browser.wait_path(|p| p == format!("/console/actions/{action_id}/package")).await;
     assert!(browser.text("#verdict").await.starts_with("Verified now"), "{}", browser.text("#verdict").await);
     assert!(!browser.text("#signer").await.is_empty());
     let custody = browser.text("#custody").await;
@@ -385,10 +385,11 @@ async fn the_analysts_flow_in_a_real_browser() {
         .await
         .expect("the package has a CSV file");
     csv_link.click().await.unwrap();
+    browser.wait_path(|p| p.ends_with("/package/view")).await;
     assert!(browser.text("#csv-count").await.contains("matching"));
     browser.shot("viewer-csv").await;
     browser.click("#csv thead th:nth-child(2) a").await;
-    assert!(browser.has("#csv thead th[aria-sort='ascending']").await);
+    browser.wait_for("#csv thead th[aria-sort='ascending']").await;
     browser.shot("viewer-csv-sorted").await;
 
     // Download with the button and compare with the API's download.
@@ -405,6 +406,7 @@ async fn the_analysts_flow_in_a_real_browser() {
     browser.goto(&format!("{b}/console/devices/{idle}")).await;
     browser.fill("#comment", "Collect from the idle host").await;
     browser.click("#collect").await;
+    browser.wait_path(|p| p.starts_with("/console/actions/") && !p.ends_with(&action_id)).await;
     assert_eq!(browser.text("#action-status").await, "Pending");
     browser.fill("#cancel-comment", "Host is being reimaged").await;
     browser.shot("action-pending").await;
@@ -419,7 +421,7 @@ async fn the_analysts_flow_in_a_real_browser() {
 
     // Sign out.
     browser.click(".signout button").await;
-    assert_eq!(browser.path().await, "/console/signin");
+    browser.wait_path(|p| p == "/console/signin").await;
     assert!(browser.body().await.contains("You are signed out."));
     browser.goto(&format!("{b}/console/devices")).await;
     assert_eq!(browser.path().await, "/console/signin");
@@ -431,6 +433,7 @@ async fn the_analysts_flow_in_a_real_browser() {
     browser.fill("#name", "outsider").await;
     browser.fill("#password", PASSWORD).await;
     browser.click("#signin").await;
+    browser.wait_path(|p| p != "/console/signin").await;
     browser.goto(&format!("{b}/console/devices")).await;
     let list = browser.text("#devices").await;
     assert!(list.contains("idle-browser-host") && !list.contains(&agent.identity.machine_id), "{list}");
@@ -439,6 +442,30 @@ async fn the_analysts_flow_in_a_real_browser() {
     browser.shot("outsider-no-device").await;
     browser.goto(&format!("{b}/console/actions/{action_id}/package")).await;
     assert!(browser.body().await.contains("NotFound"), "nor its package");
+
+    // An administrator: the Admin pages, a user created there, the audit log filtered.
+    browser.goto(&format!("{b}/console/devices")).await;
+    assert!(!browser.has("nav a[href='/console/admin']").await, "no Admin for an analyst");
+    browser.click(".signout button").await;
+    browser.wait_path(|p| p == "/console/signin").await;
+    user_with_role(&server, "boss", &["Administrator"]).await;
+    browser.fill("#name", "boss").await;
+    browser.fill("#password", PASSWORD).await;
+    browser.click("#signin").await;
+    browser.wait_path(|p| p != "/console/signin").await;
+    browser.click("nav a[href='/console/admin']").await;
+    browser.wait_path(|p| p == "/console/admin").await;
+    browser.shot("admin-applications").await;
+    browser.goto(&format!("{b}/console/admin?tab=users")).await;
+    browser.fill("#user-name", "newcomer").await;
+    browser.fill("#user-password", "a long enough password").await;
+    browser.click("#create-user").await;
+    browser.wait_text("#admin-table", |t| t.contains("newcomer")).await;
+    browser.shot("admin-users").await;
+    browser.goto(&format!("{b}/console/admin?tab=audit&event=collect")).await;
+    let trail = browser.text("#admin-table").await;
+    assert!(trail.contains("collect") && trail.contains("ana"), "{trail}");
+    browser.shot("admin-audit").await;
     browser.close().await;
 }
 
