@@ -74,8 +74,9 @@ pub fn reenroll_message(nonce: &str, machine_id: &str, new_public_key: Option<&s
     format!("casefile-reenroll-v1\0{nonce}\0{machine_id}\0{}", new_public_key.unwrap_or_default()).into_bytes()
 }
 
-/// An enrollment token as `casefile enroll-token list --json` shows it (never the secret).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An enrollment token as `casefile enroll-token list --json` and the admin API show it
+/// (never the secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EnrollmentToken {
     pub id: Uuid,
@@ -90,9 +91,30 @@ pub struct EnrollmentToken {
     pub state: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnrollmentTokenList {
     pub value: Vec<EnrollmentToken>,
+}
+
+/// `POST /api/admin/enrollmentTokens`: how many enrollments the token allows, and for how long.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateEnrollmentTokenRequest {
+    /// Enrollments allowed (default 1, at most 100,000).
+    #[serde(default)]
+    pub uses: Option<u32>,
+    /// Lifetime in seconds (default one day, at most 365 days).
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A new enrollment token: its secret, shown this once, and its record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollmentTokenSecret {
+    /// `cfe_…`: what `casefile-agent --enroll-token` takes. Never shown again.
+    pub token: String,
+    pub enrollment_token: EnrollmentToken,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,6 +7,7 @@ mod agent;
 mod console;
 mod custody;
 mod download;
+mod enrollment_tokens;
 pub(crate) mod errors;
 mod import;
 mod machines;
@@ -79,6 +80,9 @@ pub(crate) fn table() -> Table {
         .api(routes!(users::disable), ByRoute)
         .api(routes!(users::enable), ByRoute)
         .api(routes!(users::set_password), ByRoute)
+        .api(routes!(enrollment_tokens::list), ByRoute)
+        .api(routes!(enrollment_tokens::create), ByRoute)
+        .api(routes!(enrollment_tokens::revoke), ByRoute)
         // Where Entra ID serves them: clients change only their login host.
         .hidden("/{tenant}/oauth2/v2.0/token", post(oauth::token_v2), Named("token.issue"))
         .hidden("/{tenant}/oauth2/token", post(oauth::token_v1), Named("token.issue"))
@@ -256,7 +260,8 @@ pub fn normalize_path(mut request: Request) -> Request {
 }
 
 /// Path segments followed by a parameter (`/machines/{id}`, `/roles/{name}`).
-const COLLECTIONS: &[&str] = &["machines", "machineactions", "applications", "roles", "devicegroups", "users"];
+const COLLECTIONS: &[&str] =
+    &["machines", "machineactions", "applications", "roles", "devicegroups", "users", "enrollmenttokens"];
 /// Fixed segments that stand where a parameter could (`/devicegroups/ungrouped`).
 const FIXED_AFTER_COLLECTION: &[&str] = &["ungrouped"];
 

@@ -177,8 +177,20 @@ impl Browser {
         waited.unwrap_or_else(|_| panic!("{css} never reached the expected text"))
     }
 
-    /// Saves a screenshot of the page as `NN-name.png`.
+    /// Saves a screenshot of the page as `NN-name.png`, after checking that every control
+    /// on it has a label (buttons: their text) a screen reader can announce.
     pub async fn shot(&self, name: &str) {
+        let unlabelled = self
+            .client
+            .execute(
+                "return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea, button'))\
+                   .filter(e => e.tagName === 'BUTTON' ? !e.textContent.trim() : e.labels.length === 0)\
+                   .map(e => e.outerHTML);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(unlabelled, serde_json::json!([]), "{name}: controls without a label");
         let png = self.client.screenshot().await.unwrap();
         let count = std::fs::read_dir(&self.shots).map(|d| d.count()).unwrap_or(0);
         std::fs::write(self.shots.join(format!("{count:02}-{name}.png")), png).unwrap();

@@ -462,6 +462,14 @@ async fn the_analysts_flow_in_a_real_browser() {
     browser.click("#create-user").await;
     browser.wait_text("#admin-table", |t| t.contains("newcomer")).await;
     browser.shot("admin-users").await;
+    browser.goto(&format!("{b}/console/admin?tab=tokens")).await;
+    browser.click("#create-token").await;
+    let secret = browser.wait_text("#new-token", |t| t.starts_with("cfe_")).await;
+    browser.shot("admin-tokens").await;
+    assert!(browser.text("#admin-table").await.contains("usable"));
+    let enrolled =
+        server.start_agent_in("enrolled-from-console", server.dir.path().join("agent-console"), Some(secret)).await;
+    assert!(!enrolled.identity.machine_id.is_empty(), "the token from the console enrolls an agent");
     browser.goto(&format!("{b}/console/admin?tab=audit&event=collect")).await;
     let trail = browser.text("#admin-table").await;
     assert!(trail.contains("collect") && trail.contains("ana"), "{trail}");

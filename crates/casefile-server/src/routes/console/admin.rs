@@ -7,9 +7,9 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::{BaseUrl, Chrome, Failure, Session, api, html, redirect, url_escape, when};
-use crate::auth::Api;
+use super::{BaseUrl, Chrome, Failure, Session, api, html, redirect, url_escape};
 use crate::routes::admin as admin_api;
+use crate::routes::enrollment_tokens as tokens_api;
 use crate::routes::users as users_api;
 use crate::state::AppState;
 
@@ -32,6 +32,8 @@ pub(crate) struct AdminQuery {
 pub(crate) struct Table {
     pub headers: Vec<&'static str>,
     pub rows: Vec<Vec<String>>,
+    /// Per row, a form the row offers: where it posts and what its button says.
+    pub actions: Vec<Option<(String, String)>>,
 }
 
 #[derive(Template)]
@@ -42,14 +44,15 @@ struct AdminPage {
     tabs: &'static [(&'static str, &'static str)],
     table: Table,
     q: AdminQuery,
-    users: Vec<(String, bool)>,
     next: Option<String>,
+    /// A new enrollment token's secret, shown this once.
+    created_token: Option<String>,
 }
 
 impl AdminPage {
-    /// The user of the users table's row `index` (its name and whether it is disabled).
-    fn user_at(&self, index: &usize) -> Option<&(String, bool)> {
-        self.users.get(*index)
+    /// The form row `index` offers, if any.
+    fn action_at(&self, index: &usize) -> Option<&(String, String)> {
+        self.table.actions.get(*index).and_then(Option::as_ref)
     }
 }
 
@@ -82,23 +85,23 @@ fn rows(list: &serde_json::Value, keys: &[&str]) -> Vec<Vec<String>> {
         .unwrap_or_default()
 }
 
-/// Refused unless the caller may manage access (the admin API's own check).
-async fn require_admin(state: &AppState, session: &Session) -> Result<(), Failure> {
-    match session.caller.admit(state, Api::ManageAccess).await {
-        Ok(_) => Ok(()),
-        Err(e) => Err(api::<serde_json::Value>(Err(e)).await.err().unwrap_or_else(|| Failure::internal("refusal"))),
-    }
-}
-
 /// `GET /console/admin?tab=...`.
 pub(crate) async fn page(
     State(state): State<AppState>,
     session: Session,
     Query(q): Query<AdminQuery>,
 ) -> Result<Response, Failure> {
+    render(state, session, q, None).await
+}
+
+async fn render(
+    state: AppState,
+    session: Session,
+    q: AdminQuery,
+    created_token: Option<String>,
+) -> Result<Response, Failure> {
     let tab = if TABS.iter().any(|(t, _)| *t == q.tab) { q.tab.clone() } else { "applications".to_owned() };
     let caller = session.caller.clone();
-    let mut user_rows = Vec::new();
     let mut next = None;
     let table = match tab.as_str() {
         "applications" => {
@@ -106,6 +109,7 @@ pub(crate) async fn page(
             Table {
                 headers: vec!["Name", "Client id", "Roles", "Created", "Disabled"],
                 rows: rows(&list, &["name", "clientId", "roles", "createdAt", "disabledAt"]),
+                actions: Vec::new(),
             }
         }
         "roles" => {
@@ -113,6 +117,7 @@ pub(crate) async fn page(
             Table {
                 headers: vec!["Name", "Permissions", "Users", "Groups"],
                 rows: rows(&list, &["name", "permissions", "users", "groups"]),
+                actions: Vec::new(),
             }
         }
         "groups" => {
@@ -120,36 +125,43 @@ pub(crate) async fn page(
             Table {
                 headers: vec!["Id", "Name", "Rank", "Rules", "User groups"],
                 rows: rows(&list, &["id", "name", "rank", "rules", "userGroups"]),
+                actions: Vec::new(),
             }
         }
         "users" => {
             let list: serde_json::Value = api(users_api::list(State(state.clone()), caller).await).await?;
             let listed = list.get("value").and_then(|v| v.as_array()).cloned().unwrap_or_default();
-            user_rows =
-                listed.iter().map(|u| (cell(u, "name"), u.get("disabledAt").is_some_and(|d| !d.is_null()))).collect();
+            let actions = listed
+                .iter()
+                .map(|u| {
+                    let name = cell(u, "name");
+                    let disabled = u.get("disabledAt").is_some_and(|d| !d.is_null());
+                    let (change, label) = if disabled { ("enable", "Enable") } else { ("disable", "Disable") };
+                    Some((format!("/console/admin/users/{}/{change}", url_escape(&name)), format!("{label} {name}")))
+                })
+                .collect();
             Table {
                 headers: vec!["Name", "Created", "Password changed", "Disabled", "Failed sign-ins"],
                 rows: rows(&list, &["name", "createdAt", "passwordChangedAt", "disabledAt", "failedSignIns"]),
+                actions,
             }
         }
         "tokens" => {
-            require_admin(&state, &session).await?;
-            let tokens =
-                state.store.tenant(&caller.tenant_id).enrollment_tokens().await.map_err(Failure::from_store)?;
-            Table {
-                headers: vec!["Id", "Created", "Expires", "Uses", "Revoked"],
-                rows: tokens
-                    .iter()
-                    .map(|t| {
-                        vec![
-                            t.id.to_string(),
-                            when(&t.created_at),
-                            when(&t.expires_at),
-                            format!("{} of {}", t.uses, t.uses_allowed),
-                            t.revoked_at.as_ref().map(when).unwrap_or_default(),
-                        ]
+            let list: serde_json::Value = api(tokens_api::list(State(state.clone()), caller).await).await?;
+            let listed = list.get("value").and_then(|v| v.as_array()).cloned().unwrap_or_default();
+            let actions = listed
+                .iter()
+                .map(|t| {
+                    (cell(t, "state") == "usable").then(|| {
+                        let id = cell(t, "id");
+                        (format!("/console/admin/tokens/{}/revoke", url_escape(&id)), "Revoke".to_owned())
                     })
-                    .collect(),
+                })
+                .collect();
+            Table {
+                headers: vec!["Id", "State", "Created", "Expires", "Uses allowed", "Uses", "Revoked"],
+                rows: rows(&list, &["id", "state", "createdAt", "expiresAt", "usesAllowed", "uses", "revokedAt"]),
+                actions,
             }
         }
         _ => {
@@ -182,11 +194,12 @@ pub(crate) async fn page(
             Table {
                 headers: vec!["At", "Event", "Actor", "Target", "Outcome", "Source"],
                 rows: rows(&list, &["at", "event", "actor", "target", "outcome", "sourceIp"]),
+                actions: Vec::new(),
             }
         }
     };
     let page =
-        AdminPage { chrome: session.chrome(&state, "admin").await, tab, tabs: TABS, table, q, users: user_rows, next };
+        AdminPage { chrome: session.chrome(&state, "admin").await, tab, tabs: TABS, table, q, next, created_token };
     Ok(html(&page))
 }
 
@@ -251,4 +264,69 @@ pub(crate) async fn enable_user(
 ) -> Result<Response, Response> {
     session.check_form(&headers, &base, &form.csrf)?;
     after(users_api::enable(State(state), session.caller.clone(), crate::routes::Path(name)).await).await
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TokenForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    uses: String,
+    #[serde(default)]
+    hours: String,
+}
+
+/// `POST /console/admin/tokens`: the admin API's `POST /api/admin/enrollmentTokens`; the
+/// secret is shown on the answer, this once.
+pub(crate) async fn create_token(
+    State(state): State<AppState>,
+    session: Session,
+    base: BaseUrl,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<TokenForm>,
+) -> Result<Response, Response> {
+    session.check_form(&headers, &base, &form.csrf)?;
+    let number = |raw: &str, what: &str| -> Result<Option<u64>, Response> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        raw.parse().map(Some).map_err(|_| {
+            Failure {
+                status: axum::http::StatusCode::BAD_REQUEST,
+                code: "InvalidInput".into(),
+                message: format!("{what} must be a whole number"),
+            }
+            .into_response_page()
+        })
+    };
+    let uses = number(&form.uses, "Uses")?.map(|u| u32::try_from(u).unwrap_or(u32::MAX));
+    let ttl_seconds = number(&form.hours, "Hours")?.map(|h| h.saturating_mul(3600));
+    let request = casefile_proto::agent::CreateEnrollmentTokenRequest { uses, ttl_seconds };
+    let answer = tokens_api::create(State(state.clone()), session.caller.clone(), crate::routes::Json(request)).await;
+    let created: casefile_proto::agent::EnrollmentTokenSecret =
+        api(answer).await.map_err(Failure::into_response_page)?;
+    crate::audit::answered_as(axum::http::StatusCode::OK.as_u16());
+    let q = AdminQuery { tab: "tokens".into(), ..AdminQuery::default() };
+    render(state, session, q, Some(created.token)).await.map_err(Failure::into_response_page)
+}
+
+/// `POST /console/admin/tokens/{id}/revoke`.
+pub(crate) async fn revoke_token(
+    State(state): State<AppState>,
+    session: Session,
+    base: BaseUrl,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::Form(form): axum::Form<ToggleForm>,
+) -> Result<Response, Response> {
+    session.check_form(&headers, &base, &form.csrf)?;
+    match api::<serde_json::Value>(
+        tokens_api::revoke(State(state), session.caller.clone(), crate::routes::Path(id)).await,
+    )
+    .await
+    {
+        Ok(_) => Ok(redirect("/console/admin?tab=tokens")),
+        Err(failure) => Err(failure.into_response_page()),
+    }
 }

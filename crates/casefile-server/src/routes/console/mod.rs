@@ -67,6 +67,12 @@ pub(super) fn routes(table: Table) -> Table {
             post(admin::enable_user),
             Named("POST /api/admin/users/{name}/enable"),
         )
+        .hidden("/console/admin/tokens", post(admin::create_token), Named("POST /api/admin/enrollmenttokens"))
+        .hidden(
+            "/console/admin/tokens/{id}/revoke",
+            post(admin::revoke_token),
+            Named("POST /api/admin/enrollmenttokens/{id}/revoke"),
+        )
 }
 
 async fn home() -> Response {
