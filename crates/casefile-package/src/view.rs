@@ -501,7 +501,7 @@ impl<R: Read + Seek> Package<R> {
         let limit = self.item(path).map_or(u64::MAX, |item| item.size);
         let reader = self.archive.reader(index, limit)?;
         if is_gzip(path) {
-            let bounded = Bounded { inner: MultiGzDecoder::new(reader), left: MAX_GZIP_INFLATED, entry: path.to_owned() };
+            let bounded = Bounded::new(MultiGzDecoder::new(reader), MAX_GZIP_INFLATED, path);
             Ok((Box::new(bounded), true))
         } else {
             Ok((Box::new(reader), false))
@@ -613,7 +613,14 @@ fn read_error(e: std::io::Error, path: &str, gzip: bool) -> ViewError {
 struct Bounded<R> {
     inner: R,
     left: u64,
+    limit: u64,
     entry: String,
+}
+
+impl<R> Bounded<R> {
+    fn new(inner: R, limit: u64, entry: &str) -> Self {
+        Self { inner, left: limit, limit, entry: entry.to_owned() }
+    }
 }
 
 impl<R: Read> Read for Bounded<R> {
@@ -621,8 +628,7 @@ impl<R: Read> Read for Bounded<R> {
         let room = usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX).min(buf.len());
         let n = self.inner.read(&mut buf[..room])?;
         if n as u64 > self.left {
-            let limit = MAX_GZIP_INFLATED;
-            let e = ViewError::GzipTooLarge { entry: self.entry.clone(), limit };
+            let e = ViewError::GzipTooLarge { entry: self.entry.clone(), limit: self.limit };
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
         }
         self.left -= n as u64;
@@ -963,5 +969,46 @@ impl<R: Read> Lines<R> {
             self.src.consume(used);
         }
         Ok(count + u64::from(last != b'\n'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    #[test]
+    fn a_gzip_member_stops_one_byte_past_its_bound() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&[0u8; 1 << 20]).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut out = Vec::new();
+        let mut exact = Bounded::new(MultiGzDecoder::new(&gz[..]), 1 << 20, "x.gz");
+        assert_eq!(exact.read_to_end(&mut out).unwrap(), 1 << 20);
+        let mut small = Bounded::new(MultiGzDecoder::new(&gz[..]), 1000, "x.gz");
+        let e = small.read_to_end(&mut Vec::new()).unwrap_err();
+        match read_error(e, "x.gz", true) {
+            ViewError::GzipTooLarge { entry, limit } => assert_eq!((entry.as_str(), limit), ("x.gz", 1000)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_order_numbers_before_text_totally() {
+        let keys = ["10", "9", "1x", "-0", "0", "", "B", "a", "1e400", "inf", " 7 "].map(|k| Key::of(k.as_bytes()));
+        for a in &keys {
+            for b in &keys {
+                assert_eq!(a.cmp(b), b.cmp(a).reverse(), "{a:?} {b:?}");
+                for c in &keys {
+                    if a.cmp(b).is_le() && b.cmp(c).is_le() {
+                        assert!(a.cmp(c).is_le(), "{a:?} <= {b:?} <= {c:?}");
+                    }
+                }
+            }
+        }
+        assert!(Key::of(b"9").cmp(&Key::of(b"10")).is_lt());
+        assert!(Key::of(b"10").cmp(&Key::of(b"1x")).is_lt());
+        assert!(Key::of(b" 7 ").cmp(&Key::of(b"9")).is_lt(), "numbers are trimmed");
     }
 }
