@@ -310,7 +310,9 @@ impl<R: Read> Read for EntryReader<'_, R> {
         if n == 0 {
             // `total` never passes the declared size, so any difference is a shortfall.
             if self.total != self.entry.size {
-                return Err(self.refuse(format!("it inflates to {} bytes, not the {} declared", self.total, self.entry.size)));
+                return Err(
+                    self.refuse(format!("it inflates to {} bytes, not the {} declared", self.total, self.entry.size))
+                );
             }
             if self.crc.clone().finalize() != self.entry.crc32 {
                 return Err(self.refuse("its CRC-32 does not match its data".to_owned()));

@@ -384,7 +384,8 @@ impl<R: Read + Seek> Package<R> {
             if window == 0 {
                 continue;
             }
-            let ranked = Ranked { key: Key::of(row.cell(sort.column)), row: page.total_rows, descending: sort.descending };
+            let ranked =
+                Ranked { key: Key::of(row.cell(sort.column)), row: page.total_rows, descending: sort.descending };
             if heap.len() < window {
                 heap.push(ranked);
             } else if heap.peek().is_some_and(|worst| ranked < *worst) {
@@ -392,8 +393,7 @@ impl<R: Read + Seek> Package<R> {
                 heap.push(ranked);
             }
         }
-        let chosen: Vec<u64> =
-            heap.into_sorted_vec().into_iter().skip(query.offset as usize).map(|r| r.row).collect();
+        let chosen: Vec<u64> = heap.into_sorted_vec().into_iter().skip(query.offset as usize).map(|r| r.row).collect();
         if chosen.is_empty() {
             return Ok(page);
         }
@@ -423,8 +423,8 @@ impl<R: Read + Seek> Package<R> {
     pub fn text_page(&mut self, path: &str, first_line: u64, lines: usize) -> Result<TextPage, ViewError> {
         let lines = lines.min(MAX_TEXT_PAGE_LINES);
         let first_line = first_line.max(1);
-        let countable =
-            !is_gzip(path) && self.archive.index_of(path).is_some_and(|i| self.archive.entries()[i].size <= COUNT_LINES_UP_TO);
+        let countable = !is_gzip(path)
+            && self.archive.index_of(path).is_some_and(|i| self.archive.entries()[i].size <= COUNT_LINES_UP_TO);
         let (reader, gzip) = self.open_entry(path)?;
         let fail = |e: std::io::Error| read_error(e, path, gzip);
         let mut text = Lines::new(reader);

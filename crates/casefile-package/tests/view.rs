@@ -144,8 +144,7 @@ fn files_the_zip_and_the_manifest_disagree_on_are_flagged() {
         vec![RawEntry::file("a/listed.csv", b"x\n1\n"), RawEntry::file("a/ghost.csv", b"y\n")],
         vec![RawEntry::file("a/extra.txt", b"smuggled\n")],
     );
-    let entries: Vec<RawEntry> =
-        corpus::entries_of(&bytes).into_iter().filter(|e| e.name != b"a/ghost.csv").collect();
+    let entries: Vec<RawEntry> = corpus::entries_of(&bytes).into_iter().filter(|e| e.name != b"a/ghost.csv").collect();
     let mut p = open(corpus::assemble(&entries, None));
     let tree = p.tree().unwrap();
     let listing: Vec<(&str, Listing, Option<u64>)> =
@@ -269,7 +268,11 @@ fn paging_offset_past_the_end_limit_zero_and_limit_over_the_cap() {
     let past = page(&mut p, CsvQuery { offset: 5000, limit: 10, ..CsvQuery::default() });
     assert_eq!((past.rows.len(), past.matched, past.offset), (0, 1200, 5000));
     let zero = page(&mut p, CsvQuery { offset: 0, limit: 0, filter: Some("name-1".into()), ..CsvQuery::default() });
-    assert_eq!((zero.rows.len(), zero.matched), (0, 1 + 10 + 100 + 201), "name-1, name-1x, name-1xx, name-1000 to name-1200");
+    assert_eq!(
+        (zero.rows.len(), zero.matched),
+        (0, 1 + 10 + 100 + 201),
+        "name-1, name-1x, name-1xx, name-1000 to name-1200"
+    );
     let capped = page(&mut p, CsvQuery { offset: 1000, limit: 100_000, ..CsvQuery::default() });
     assert_eq!((capped.limit, capped.rows.len()), (MAX_CSV_PAGE_ROWS, 200));
     assert_eq!(capped.rows[0].cells[0], "1001");
@@ -278,7 +281,9 @@ fn paging_offset_past_the_end_limit_zero_and_limit_over_the_cap() {
     // Sorted pages keep a bounded window; unsorted ones can go anywhere.
     let sort = Some(SortBy { column: 0, descending: false });
     match p.csv_page("t/t.csv", &CsvQuery { offset: MAX_SORT_WINDOW, limit: 1, sort, ..CsvQuery::default() }) {
-        Err(ViewError::SortWindow { requested, max }) => assert_eq!((requested, max), (MAX_SORT_WINDOW + 1, MAX_SORT_WINDOW)),
+        Err(ViewError::SortWindow { requested, max }) => {
+            assert_eq!((requested, max), (MAX_SORT_WINDOW + 1, MAX_SORT_WINDOW))
+        }
         other => panic!("{other:?}"),
     }
     let edge = CsvQuery { offset: MAX_SORT_WINDOW - 1, limit: 1, sort, ..CsvQuery::default() };
@@ -327,7 +332,11 @@ fn filters_are_case_insensitive_substrings_and_matched_counts_the_whole_file() {
     assert_eq!(got.rows.iter().map(|r| r.number).collect::<Vec<_>>(), [1, 4], "the first page of 2");
     let got = page(&mut p, q(Some("home"), &[(1, "bash")], Some(SortBy { column: 0, descending: false })));
     assert_eq!(got.matched, 2, "both filters");
-    assert_eq!(cells(&got).iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["mallory", "\u{c9}cole"], "by code point: \u{e9} > m");
+    assert_eq!(
+        cells(&got).iter().map(|r| r[0].as_str()).collect::<Vec<_>>(),
+        ["mallory", "\u{c9}cole"],
+        "by code point: \u{e9} > m"
+    );
     let got = page(&mut p, q(Some("\u{e9}COLE"), &[], None));
     assert_eq!(got.matched, 1, "non-ASCII text folds too");
     let got = page(&mut p, q(Some(""), &[(0, "")], None));
@@ -386,7 +395,10 @@ fn text_pages_number_lines_cut_long_ones_and_count_the_total() {
         assert_eq!(capped.lines.len(), 1000);
         assert_eq!((capped.lines[0].number, capped.lines[999].number), (1000, 1999));
         let last = p.text_page(path, 2500, 10).unwrap();
-        assert_eq!(last.lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(), ["line 2500 Error: disk", "final error without newline"]);
+        assert_eq!(
+            last.lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
+            ["line 2500 Error: disk", "final error without newline"]
+        );
         assert_eq!((last.more, last.total_lines), (false, Some(2501)));
         let past = p.text_page(path, 9999, 10).unwrap();
         assert_eq!((past.lines.len(), past.more, past.total_lines), (0, false, Some(2501)));
@@ -504,4 +516,3 @@ proptest! {
         }
     }
 }
-

@@ -119,7 +119,8 @@ fn a_50_mb_csv_is_paged_sorted_filtered_and_searched_in_bounded_memory() {
     println!("rows {rows}; sorted filtered page: peak growth {growth} bytes");
     assert!(growth < 4 * MIB, "a sorted, filtered page of a 50 MB CSV allocated {growth} bytes at its peak");
 
-    let (page, growth) = peak_growth(|| package.csv_page(entry, &CsvQuery { limit: 500, ..CsvQuery::default() }).unwrap());
+    let (page, growth) =
+        peak_growth(|| package.csv_page(entry, &CsvQuery { limit: 500, ..CsvQuery::default() }).unwrap());
     assert_eq!((page.rows.len(), page.matched), (500, rows));
     println!("first page: {growth}");
     assert!(growth < 4 * MIB, "the first page allocated {growth} bytes at its peak");
