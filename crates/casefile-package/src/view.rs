@@ -384,14 +384,19 @@ impl<R: Read + Seek> Package<R> {
             if window == 0 {
                 continue;
             }
-            let ranked =
-                Ranked { key: Key::of(row.cell(sort.column)), row: page.total_rows, descending: sort.descending };
-            if heap.len() < window {
-                heap.push(ranked);
-            } else if heap.peek().is_some_and(|worst| ranked < *worst) {
+            let key = KeyRef::of(row.cell(sort.column));
+            if heap.len() == window {
+                // Later rows lose ties, so only a strictly better key displaces the worst kept.
+                let better = heap.peek().is_some_and(|worst| {
+                    let order = key.cmp_key(&worst.key);
+                    if sort.descending { order.is_gt() } else { order.is_lt() }
+                });
+                if !better {
+                    continue;
+                }
                 heap.pop();
-                heap.push(ranked);
             }
+            heap.push(Ranked { key: key.to_key(), row: page.total_rows, descending: sort.descending });
         }
         let chosen: Vec<u64> = heap.into_sorted_vec().into_iter().skip(query.offset as usize).map(|r| r.row).collect();
         if chosen.is_empty() {
@@ -712,27 +717,65 @@ impl Filters {
 #[derive(Debug)]
 enum Key {
     Number(f64),
-    Text(String),
+    /// `folded` is `exact` lowercased char by char, compared first.
+    Text {
+        folded: String,
+        exact: String,
+    },
+}
+
+/// A cell as a key, borrowed: what most rows are compared as without allocating.
+enum KeyRef<'a> {
+    Number(f64),
+    Text(std::borrow::Cow<'a, str>),
+}
+
+impl<'a> KeyRef<'a> {
+    fn of(cell: &'a [u8]) -> Self {
+        let text = String::from_utf8_lossy(&cell[..cell.len().min(MAX_SORT_KEY_BYTES)]);
+        match text.trim().parse::<f64>() {
+            Ok(n) if n.is_finite() => Self::Number(n),
+            _ => Self::Text(text),
+        }
+    }
+
+    fn to_key(&self) -> Key {
+        match self {
+            Self::Number(n) => Key::Number(*n),
+            Self::Text(t) => Key::Text { folded: fold(t).collect(), exact: t.clone().into_owned() },
+        }
+    }
+
+    /// Compares with a stored key as [`Key::cmp`] would.
+    fn cmp_key(&self, other: &Key) -> Ordering {
+        match (self, other) {
+            (Self::Number(a), Key::Number(b)) => a.total_cmp(b),
+            (Self::Number(_), Key::Text { .. }) => Ordering::Less,
+            (Self::Text(_), Key::Number(_)) => Ordering::Greater,
+            (Self::Text(a), Key::Text { folded, exact }) => {
+                fold(a).cmp(folded.chars()).then_with(|| a.as_ref().cmp(exact.as_str()))
+            }
+        }
+    }
+}
+
+fn fold(text: &str) -> impl Iterator<Item = char> + '_ {
+    text.chars().flat_map(char::to_lowercase)
 }
 
 impl Key {
+    #[cfg(test)]
     fn of(cell: &[u8]) -> Self {
-        let cut = &cell[..cell.len().min(MAX_SORT_KEY_BYTES)];
-        let text = String::from_utf8_lossy(cut);
-        match text.trim().parse::<f64>() {
-            Ok(n) if n.is_finite() => Self::Number(n),
-            _ => Self::Text(text.into_owned()),
-        }
+        KeyRef::of(cell).to_key()
     }
 
     fn cmp(&self, other: &Self) -> Ordering {
         match (self, other) {
             (Self::Number(a), Self::Number(b)) => a.total_cmp(b),
-            (Self::Number(_), Self::Text(_)) => Ordering::Less,
-            (Self::Text(_), Self::Number(_)) => Ordering::Greater,
-            (Self::Text(a), Self::Text(b)) => {
-                let (fa, fb) = (a.chars().flat_map(char::to_lowercase), b.chars().flat_map(char::to_lowercase));
-                fa.cmp(fb).then_with(|| a.cmp(b))
+            (Self::Number(_), Self::Text { .. }) => Ordering::Less,
+            (Self::Text { .. }, Self::Number(_)) => Ordering::Greater,
+            (Self::Text { folded: fa, exact: ea }, Self::Text { folded: fb, exact: eb }) => {
+                fa.cmp(fb).then_with(|| ea.cmp(eb))
             }
         }
     }
@@ -996,10 +1039,12 @@ mod tests {
 
     #[test]
     fn keys_order_numbers_before_text_totally() {
-        let keys = ["10", "9", "1x", "-0", "0", "", "B", "a", "1e400", "inf", " 7 "].map(|k| Key::of(k.as_bytes()));
-        for a in &keys {
+        let cells = ["10", "9", "1x", "-0", "0", "", "B", "a", "1e400", "inf", " 7 ", "\u{3a3}a", "\u{3c3}A", "\u{ff}"];
+        let keys = cells.map(|k| Key::of(k.as_bytes()));
+        for (cell, a) in cells.iter().zip(&keys) {
             for b in &keys {
                 assert_eq!(a.cmp(b), b.cmp(a).reverse(), "{a:?} {b:?}");
+                assert_eq!(KeyRef::of(cell.as_bytes()).cmp_key(b), a.cmp(b), "{a:?} {b:?}: borrowed as stored");
                 for c in &keys {
                     if a.cmp(b).is_le() && b.cmp(c).is_le() {
                         assert!(a.cmp(c).is_le(), "{a:?} <= {b:?} <= {c:?}");
