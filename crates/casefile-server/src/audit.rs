@@ -113,6 +113,18 @@ pub fn entry_for_call(status: u16) -> Option<AuditEntry> {
         .flatten()
 }
 
+/// The call's entry was written with the change (see [`entry_for_call`]), and the call is
+/// answered with `status` instead (the console answers a created action with a redirect):
+/// nothing more is written for it.
+pub fn answered_as(status: u16) {
+    let _ = NOTED.try_with(|n| {
+        let mut n = n.borrow_mut();
+        if n.written_with.is_some() {
+            n.written_with = Some(status);
+        }
+    });
+}
+
 /// The address the current call came from, as the trail records it.
 pub fn source_address() -> Option<std::net::IpAddr> {
     NOTED.try_with(|n| n.borrow().call.as_ref().and_then(|c| c.peer)).ok().flatten()

@@ -84,6 +84,9 @@ pub struct Blobs {
     bucket_probed: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
+/// Copies of bucket packages the viewer keeps in the staging directory.
+const VIEW_COPIES: usize = 4;
+
 /// How long a bucket that took a probe object counts as writable for `/readyz`.
 const BUCKET_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -358,6 +361,63 @@ impl Blobs {
     ) -> Result<(u64, BoxStream<'static, object_store::Result<Bytes>>), object_store::Error> {
         let result = self.store.get(&self.location(key)).await?;
         Ok((result.meta.size, result.into_stream()))
+    }
+
+    /// A local file of the stored package `key` for reading in place (the viewer, which
+    /// needs to seek): the file itself in a local directory; from a bucket, a copy in the
+    /// staging directory, fetched once per SHA-256 and checked against it (the last
+    /// [`VIEW_COPIES`] copies are kept).
+    pub async fn readable(&self, key: &str, sha256: &str) -> Result<std::path::PathBuf, std::io::Error> {
+        if let Some((_, dir)) = &self.local {
+            return Ok(dir.join(key));
+        }
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(std::io::Error::other("the package's SHA-256 is not 64 hex digits"));
+        }
+        let copy = self.staging.join(format!("view-{sha256}.zip"));
+        if tokio::fs::metadata(&copy).await.is_ok() {
+            return Ok(copy);
+        }
+        let (_, mut stream) = self.get(key).await.map_err(std::io::Error::other)?;
+        let partial = self.staging.join(format!("view-{sha256}.{}.part", Uuid::new_v4()));
+        let written = async {
+            use futures::StreamExt as _;
+            use sha2::Digest as _;
+            use tokio::io::AsyncWriteExt as _;
+            let mut file = tokio::fs::File::create(&partial).await?;
+            let mut hash = sha2::Sha256::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(std::io::Error::other)?;
+                hash.update(&chunk);
+                file.write_all(&chunk).await?;
+            }
+            file.flush().await?;
+            if hex::encode(hash.finalize()) != sha256 {
+                return Err(std::io::Error::other("the stored package does not match its recorded SHA-256"));
+            }
+            tokio::fs::rename(&partial, &copy).await
+        }
+        .await;
+        if let Err(e) = written {
+            let _ = tokio::fs::remove_file(&partial).await;
+            return Err(e);
+        }
+        self.trim_view_copies();
+        Ok(copy)
+    }
+
+    /// Keeps the newest [`VIEW_COPIES`] viewer copies of bucket packages.
+    fn trim_view_copies(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.staging) else { return };
+        let mut copies: Vec<(std::time::SystemTime, std::path::PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("view-") && n.ends_with(".zip")))
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        copies.sort_by(|a, b| b.0.cmp(&a.0));
+        for (_, old) in copies.into_iter().skip(VIEW_COPIES) {
+            let _ = std::fs::remove_file(old);
+        }
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), object_store::Error> {

@@ -53,6 +53,62 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// `GET /metrics` (Prometheus) and who may read it (`[metrics]`).
     pub metrics: MetricsConfig,
+    /// The web console at `/console` and how people sign in to it (`[console]`).
+    pub console: ConsoleConfig,
+}
+
+/// The web console (`[console]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve `/console` (the API is served either way).
+    pub enabled: bool,
+    /// The tenant local users sign in to when the sign-in page names none (`?tenant=`).
+    pub tenant: String,
+    /// A session unused this long ends.
+    pub idle_minutes: u64,
+    /// A session ends this long after sign-in, however much it is used.
+    pub absolute_hours: u64,
+    /// Single sign-on through OpenID Connect (`[[console.sso]]`): each provider must also be
+    /// a trusted issuer (`[[auth.trusted_issuers]]`), whose keys verify its ID tokens and
+    /// whose `tenant` the users sign in to.
+    pub sso: Vec<SsoConfig>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tenant: casefile_proto::DEFAULT_TENANT.to_owned(),
+            idle_minutes: 30,
+            absolute_hours: 12,
+            sso: Vec::new(),
+        }
+    }
+}
+
+/// An OpenID Connect provider users sign in with (authorization code flow with PKCE).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsoConfig {
+    /// What the sign-in button says ("Sign in with {name}").
+    pub name: String,
+    /// The provider's issuer (`iss`); its discovery document is
+    /// `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The console's client id at the provider (the ID token's `aud`).
+    pub client_id: String,
+    /// A file holding the client secret, for a confidential client; unset: a public client
+    /// (PKCE only).
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// Scopes asked for besides `openid`.
+    #[serde(default = "default_sso_scopes")]
+    pub scopes: Vec<String>,
+}
+
+fn default_sso_scopes() -> Vec<String> {
+    vec!["profile".to_owned(), "email".to_owned()]
 }
 
 /// The database (`[store]`).
@@ -568,6 +624,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             metrics: MetricsConfig::default(),
             shutdown: ShutdownConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -789,6 +846,32 @@ impl Config {
                     issuer.issuer
                 ));
             }
+        }
+        self.check_console()
+    }
+
+    fn check_console(&self) -> Result<(), String> {
+        let console = &self.console;
+        if casefile_proto::TenantId::parse(&console.tenant).is_none() {
+            return Err(format!("console.tenant: '{}' is not a valid tenant id", console.tenant));
+        }
+        if console.idle_minutes == 0 || console.absolute_hours == 0 {
+            return Err("console.idle_minutes and console.absolute_hours must be at least 1".to_owned());
+        }
+        if console.absolute_hours > 24 * 30 || console.idle_minutes > 24 * 60 {
+            return Err("console.absolute_hours is at most 720 and console.idle_minutes at most 1440".to_owned());
+        }
+        for (i, sso) in console.sso.iter().enumerate() {
+            if sso.name.trim().is_empty() || sso.client_id.is_empty() {
+                return Err(format!("console.sso[{i}]: name and client_id are required"));
+            }
+            if !self.auth.trusted_issuers.iter().any(|t| t.issuer == sso.issuer) {
+                return Err(format!(
+                    "console.sso[{i}] ({}): its issuer must also be in [[auth.trusted_issuers]] (its keys verify the ID tokens)",
+                    sso.issuer
+                ));
+            }
+            crate::auth::issuers::check_fetch_url(&sso.issuer).map_err(|e| format!("console.sso[{i}].issuer: {e}"))?;
         }
         Ok(())
     }

@@ -128,6 +128,8 @@ pub async fn sweep(state: &AppState) -> Result<Sweep, casefile_store::StoreError
         .await?;
 
     done.packages_deleted = delete_expired(state, now, ago(state.config.packages.retention_seconds)).await?;
+    let idle = seconds_before(now, state.config.console.idle_minutes.saturating_mul(60));
+    state.store.delete_ended_sessions(now, idle).await?;
 
     if done.pending_timed_out + done.running_timed_out > 0 {
         // One entry per sweep that timed anything out: the trail shows the sweeper acted,

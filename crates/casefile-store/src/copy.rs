@@ -215,6 +215,22 @@ const TABLES: &[Table] = &[
         columns: &[("tenant_id", Text), ("name", Text), ("permissions", Jsonb), ("users", Jsonb), ("groups", Jsonb)],
     },
     Table {
+        name: "console_users",
+        key: &["id"],
+        identity: None,
+        columns: &[
+            ("id", Uuid),
+            ("tenant_id", Text),
+            ("name", Text),
+            ("password_hash", Text),
+            ("created_at", Time),
+            ("password_changed_at", Time),
+            ("disabled_at", Time),
+            ("failed_logins", Int),
+            ("last_failed_at", Time),
+        ],
+    },
+    Table {
         name: "ungrouped_access",
         key: &["tenant_id"],
         identity: None,
@@ -230,8 +246,10 @@ const TABLES: &[Table] = &[
 
 /// Tables that are no part of the copy: the migrators' own, SQLite's internals, and
 /// PostgreSQL's scratch rate-limit counters (they start empty on any new database).
+/// Not copied: bookkeeping, and what only lives minutes (rate windows; console sessions,
+/// whose users sign in again).
 const NOT_COPIED: &[&str] =
-    &["_sqlx_migrations", "sqlite_sequence", "sqlite_stat1", "sqlite_stat4", "rate_limit_windows"];
+    &["_sqlx_migrations", "sqlite_sequence", "sqlite_stat1", "sqlite_stat4", "rate_limit_windows", "console_sessions"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {

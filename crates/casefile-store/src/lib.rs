@@ -17,6 +17,7 @@ pub mod query;
 mod records;
 pub mod scoped;
 pub mod sqlite;
+pub mod users;
 
 pub use access::AccessStore;
 pub use actions::{ActionStore, Claim};
@@ -32,6 +33,7 @@ pub use query::{ListQuery, Listed, Visibility};
 pub use records::*;
 pub use scoped::{MachineScope, TenantScope};
 pub use sqlite::{Schema, SqliteStore};
+pub use users::UserStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -105,11 +107,18 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Everything a backend implements: one trait per area, each in its own module (and, in a
 /// backend, its own file). `Arc<dyn Store>` is what the server holds.
 pub trait Store:
-    ActionStore + MachineStore + IdentityStore + AuditStore + AccessStore + MaintenanceStore + ClusterStore
+    ActionStore + MachineStore + IdentityStore + AuditStore + AccessStore + MaintenanceStore + ClusterStore + UserStore
 {
 }
 
 impl<T> Store for T where
-    T: ActionStore + MachineStore + IdentityStore + AuditStore + AccessStore + MaintenanceStore + ClusterStore
+    T: ActionStore
+        + MachineStore
+        + IdentityStore
+        + AuditStore
+        + AccessStore
+        + MaintenanceStore
+        + ClusterStore
+        + UserStore
 {
 }

@@ -253,3 +253,77 @@ pub struct AuditFilter {
     pub after_seq: Option<i64>,
     pub limit: u32,
 }
+
+/// A local console user (`casefile user create`): signs in with a name and password.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub tenant_id: TenantId,
+    /// The user's principal name: what roles name (`--users NAME`) and `requestor` shows.
+    /// Unique within the tenant, compared without letter case.
+    pub name: String,
+    /// argon2id PHC string; the password itself is never stored.
+    pub password_hash: String,
+    pub created_at: Timestamp,
+    pub password_changed_at: Timestamp,
+    /// Set while the user is disabled: no sign-in, no session.
+    pub disabled_at: Option<Timestamp>,
+    /// Failed sign-ins since the last success: the wait before the next attempt grows with it.
+    pub failed_logins: u32,
+    pub last_failed_at: Option<Timestamp>,
+}
+
+/// A change to a local user. Disabling it or setting a password ends its sessions.
+#[derive(Debug, Clone)]
+pub enum UserChange {
+    Disable {
+        at: Timestamp,
+    },
+    Enable,
+    Password {
+        hash: String,
+        at: Timestamp,
+    },
+    /// A failed sign-in: counted, for the backoff.
+    LoginFailed {
+        at: Timestamp,
+    },
+    /// A sign-in that succeeded: the failure count starts again.
+    LoginSucceeded,
+}
+
+/// Who a console session is: a local user, or a user of a trusted OpenID Connect issuer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionIdentity {
+    /// `local`, or the issuer (`iss`) that signed the user in.
+    pub issuer: String,
+    /// The issuer's `sub` (a local user's id).
+    pub subject: String,
+    /// The principal name roles match (a local user's name; `upn` / `preferred_username`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upn: Option<String>,
+    /// The object id roles may name (`oid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oid: Option<String>,
+    /// Identity-provider groups (`groups`), which roles and device groups may name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+/// A signed-in console session. The browser holds the secret; the store its SHA-256.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    /// SHA-256 (hex) of the session secret in the cookie.
+    pub id_hash: String,
+    pub tenant_id: TenantId,
+    /// The local user, so disabling it or changing its password ends the session.
+    pub local_user: Option<Uuid>,
+    pub identity: SessionIdentity,
+    /// The secret every form and state-changing request must echo (CSRF).
+    pub csrf: String,
+    pub created_at: Timestamp,
+    /// The last request's time (written at most once a minute): idle expiry counts from it.
+    pub last_seen: Timestamp,
+    /// The absolute end of the session, whatever its use.
+    pub expires_at: Timestamp,
+}

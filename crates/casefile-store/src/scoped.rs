@@ -125,6 +125,17 @@ impl<'a> TenantScope<'a> {
         self.store.set_ungrouped_user_groups(self.tenant, groups).await
     }
 
+    // Local users.
+    pub async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>> {
+        self.store.user_by_name(self.tenant, name).await
+    }
+    pub async fn users(&self) -> Result<Vec<UserRecord>> {
+        self.store.users(self.tenant).await
+    }
+    pub async fn change_user(&self, name: &str, change: &UserChange) -> Result<Option<UserRecord>> {
+        self.store.change_user(self.tenant, name, change).await
+    }
+
     // Applications and enrollment tokens.
     pub async fn applications(&self) -> Result<Vec<ApplicationRecord>> {
         self.store.applications(self.tenant).await

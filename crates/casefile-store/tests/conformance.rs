@@ -70,6 +70,11 @@ macro_rules! conformance {
             conformance!(@area $make, access [
                 roles_and_groups_are_per_tenant,
             ]);
+            conformance!(@area $make, users [
+                users_are_per_tenant_with_names_unique_in_any_case,
+                disabling_or_a_new_password_ends_the_users_sessions,
+                sessions_end_when_idle_or_past_their_end,
+            ]);
             conformance!(@area $make, maintenance [
                 silent_machines_time_out_and_restarts_fail,
                 pending_actions_expire_and_packages_retire,
@@ -1002,6 +1007,118 @@ mod access {
         store.set_ungrouped_user_groups(&a, &["g1".into()]).await.unwrap();
         assert_eq!(store.ungrouped_user_groups(&a).await.unwrap(), vec!["g1".to_owned()]);
         assert!(store.ungrouped_user_groups(&b).await.unwrap().is_empty());
+    }
+}
+
+mod users {
+    use super::*;
+
+    pub(crate) fn user(tenant: &str, name: &str) -> UserRecord {
+        let now = Utc::now();
+        UserRecord {
+            id: Uuid::new_v4(),
+            tenant_id: tid(tenant),
+            name: name.into(),
+            password_hash: "$argon2id$fake".into(),
+            created_at: now,
+            password_changed_at: now,
+            disabled_at: None,
+            failed_logins: 0,
+            last_failed_at: None,
+        }
+    }
+
+    fn session(user: &UserRecord, hash: &str, last_seen: chrono::DateTime<Utc>, expires_in: Duration) -> SessionRecord {
+        SessionRecord {
+            id_hash: hash.into(),
+            tenant_id: user.tenant_id.clone(),
+            local_user: Some(user.id),
+            identity: SessionIdentity {
+                issuer: "local".into(),
+                subject: user.id.to_string(),
+                upn: Some(user.name.clone()),
+                oid: None,
+                groups: vec!["g1".into()],
+            },
+            csrf: format!("csrf-{hash}"),
+            created_at: last_seen,
+            last_seen,
+            expires_at: last_seen + expires_in,
+        }
+    }
+
+    pub async fn users_are_per_tenant_with_names_unique_in_any_case(store: &dyn Store) {
+        let alice = user("a", "Alice");
+        store.create_user(&alice).await.unwrap();
+        assert!(matches!(store.create_user(&user("a", "ALICE")).await, Err(StoreError::Duplicate(_))));
+        store.create_user(&user("b", "alice")).await.unwrap();
+        let found = store.user_by_name(&tid("a"), "aLiCe").await.unwrap().expect("found in any case");
+        assert_eq!((found.id, found.name.as_str()), (alice.id, "Alice"));
+        assert_eq!(store.users(&tid("a")).await.unwrap().len(), 1);
+        assert!(store.user_by_name(&tid("c"), "alice").await.unwrap().is_none());
+        assert!(store.change_user(&tid("c"), "alice", &UserChange::Enable).await.unwrap().is_none(), "another tenant");
+
+        let at = Utc::now();
+        let failed = store.change_user(&tid("a"), "alice", &UserChange::LoginFailed { at }).await.unwrap().unwrap();
+        let failed = store
+            .change_user(&tid("a"), "alice", &UserChange::LoginFailed { at: failed.last_failed_at.unwrap() })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(failed.failed_logins, 2);
+        assert_eq!(store.user_by_name(&tid("b"), "alice").await.unwrap().unwrap().failed_logins, 0, "tenants apart");
+        let ok = store.change_user(&tid("a"), "alice", &UserChange::LoginSucceeded).await.unwrap().unwrap();
+        assert_eq!(ok.failed_logins, 0);
+    }
+
+    pub async fn disabling_or_a_new_password_ends_the_users_sessions(store: &dyn Store) {
+        let alice = user("a", "alice");
+        let bob = user("a", "bob");
+        store.create_user(&alice).await.unwrap();
+        store.create_user(&bob).await.unwrap();
+        let now = Utc::now();
+        store.create_session(&session(&alice, "s1", now, Duration::hours(8))).await.unwrap();
+        store.create_session(&session(&bob, "s2", now, Duration::hours(8))).await.unwrap();
+        let read = store.session("s1").await.unwrap().expect("stored");
+        assert_eq!(read.identity.groups, vec!["g1".to_owned()]);
+        assert_eq!(read.csrf, "csrf-s1");
+        assert_eq!(read.local_user, Some(alice.id));
+
+        let disabled = store.change_user(&tid("a"), "alice", &UserChange::Disable { at: now }).await.unwrap().unwrap();
+        assert!(disabled.disabled_at.is_some());
+        assert!(store.session("s1").await.unwrap().is_none(), "a disabled user's session ends");
+        assert!(store.session("s2").await.unwrap().is_some(), "other users keep theirs");
+
+        let hash = "$argon2id$new".to_owned();
+        store.change_user(&tid("a"), "bob", &UserChange::Password { hash: hash.clone(), at: now }).await.unwrap();
+        assert!(store.session("s2").await.unwrap().is_none(), "a new password ends the sessions");
+        assert_eq!(store.user_by_name(&tid("a"), "bob").await.unwrap().unwrap().password_hash, hash);
+
+        let enabled = store.change_user(&tid("a"), "alice", &UserChange::Enable).await.unwrap().unwrap();
+        assert!(enabled.disabled_at.is_none());
+    }
+
+    pub async fn sessions_end_when_idle_or_past_their_end(store: &dyn Store) {
+        let alice = user("a", "alice");
+        store.create_user(&alice).await.unwrap();
+        let now = Utc::now();
+        store.create_session(&session(&alice, "fresh", now, Duration::hours(8))).await.unwrap();
+        store.create_session(&session(&alice, "idle", now - Duration::hours(2), Duration::hours(8))).await.unwrap();
+        store
+            .create_session(&session(&alice, "over", now - Duration::minutes(1), Duration::seconds(30)))
+            .await
+            .unwrap();
+        // Touching moves last_seen forward only.
+        store.touch_session("idle", now - Duration::hours(3)).await.unwrap();
+        assert_eq!(store.delete_ended_sessions(now, now - Duration::hours(1)).await.unwrap(), 2);
+        assert!(store.session("fresh").await.unwrap().is_some());
+        assert!(store.session("idle").await.unwrap().is_none());
+        assert!(store.session("over").await.unwrap().is_none());
+        store.touch_session("fresh", now + Duration::minutes(5)).await.unwrap();
+        let touched = store.session("fresh").await.unwrap().unwrap();
+        assert_eq!(touched.last_seen.timestamp_micros(), (now + Duration::minutes(5)).timestamp_micros());
+        assert!(store.delete_session("fresh").await.unwrap());
+        assert!(!store.delete_session("fresh").await.unwrap());
     }
 }
 

@@ -11,3 +11,4 @@ pub mod package;
 pub mod rbac;
 pub mod settings;
 pub mod target;
+pub mod users;

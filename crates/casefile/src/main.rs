@@ -117,6 +117,11 @@ enum Command {
         #[command(subcommand)]
         command: casefile::rbac::RbacCommand,
     },
+    /// Local users of the web console (name and password).
+    User {
+        #[command(subcommand)]
+        command: casefile::users::UserCommand,
+    },
     /// Check or import investigation packages.
     Package {
         #[command(subcommand)]
@@ -228,6 +233,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Keys { command } => casefile::identity::run_keys(command, &mut casefile_agent::cli::stdout()).await?,
         Command::Audit(args) => casefile::audit::run(args, &mut casefile_agent::cli::stdout()).await?,
         Command::Rbac { command } => casefile::rbac::run(command, &mut casefile_agent::cli::stdout()).await?,
+        Command::User { command } => casefile::users::run(command, &mut casefile_agent::cli::stdout()).await?,
         Command::Package { command: PackageCommand::Verify { file, public_key } } => {
             let authentic =
                 casefile::package::verify(&file, public_key.as_deref(), &mut casefile_agent::cli::stdout())?;

@@ -90,6 +90,17 @@ impl From<ApplicationError> for AdminError {
     }
 }
 
+impl From<crate::auth::users::UserError> for AdminError {
+    fn from(e: crate::auth::users::UserError) -> Self {
+        use crate::auth::users::UserError;
+        match e {
+            UserError::NotFound(_) => Self::NotFound(e.to_string()),
+            UserError::Store(e) => Self::Store(e),
+            other => Self::Invalid(other.to_string()),
+        }
+    }
+}
+
 impl From<EnrollmentError> for AdminError {
     fn from(e: EnrollmentError) -> Self {
         match e {
@@ -234,6 +245,39 @@ impl Admin {
     pub async fn roles(&self, tenant: &str) -> Result<Vec<Role>> {
         let tenant = &tenant_of(tenant)?;
         Ok(self.store().roles(tenant).await?)
+    }
+
+    /// A local console user (its principal name is `name`).
+    pub async fn create_user(&self, tenant: &str, name: &str, password: &str) -> Result<casefile_store::UserRecord> {
+        let tenant = &tenant_of(tenant)?;
+        Ok(crate::auth::users::create(self.store(), tenant, name, password, self.now()).await?)
+    }
+
+    pub async fn users(&self, tenant: &str) -> Result<Vec<casefile_store::UserRecord>> {
+        let tenant = &tenant_of(tenant)?;
+        Ok(crate::auth::users::list(self.store(), tenant).await?)
+    }
+
+    /// Disables (ending its sessions) or enables a local user.
+    pub async fn set_user_disabled(
+        &self,
+        tenant: &str,
+        name: &str,
+        disabled: bool,
+    ) -> Result<casefile_store::UserRecord> {
+        let tenant = &tenant_of(tenant)?;
+        Ok(crate::auth::users::set_disabled(self.store(), tenant, name, disabled, self.now()).await?)
+    }
+
+    /// A new password (the user's sessions end).
+    pub async fn reset_user_password(
+        &self,
+        tenant: &str,
+        name: &str,
+        password: &str,
+    ) -> Result<casefile_store::UserRecord> {
+        let tenant = &tenant_of(tenant)?;
+        Ok(crate::auth::users::reset_password(self.store(), tenant, name, password, self.now()).await?)
     }
 
     pub async fn put_role(&self, tenant: &str, role: Role) -> Result<Role> {

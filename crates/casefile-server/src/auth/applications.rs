@@ -3,10 +3,6 @@
 //! (`roles`). The one place that creates, changes and authenticates them: the CLI
 //! (`casefile app ...`) and the admin API (`/api/admin/applications`) both call it.
 
-use std::sync::OnceLock;
-
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use casefile_proto::application::{Application, ApplicationSecret};
 use casefile_proto::time::Timestamp;
 use casefile_store::{ApplicationRecord, Store, StoreError};
@@ -20,9 +16,6 @@ use casefile_proto::TenantId;
 pub const SECRET_PREFIX: &str = "cfs_";
 /// Longest application name.
 const MAX_NAME_CHARS: usize = 120;
-/// argon2 hashes at once; each takes about 19 MiB and a few tens of milliseconds of CPU,
-/// so a burst of token requests queues here instead of exhausting the machine.
-static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplicationError {
@@ -233,53 +226,12 @@ fn valid_roles(roles: &[String]) -> Result<Vec<String>> {
     Ok(unique)
 }
 
-/// An argon2id PHC string of `secret` (the crate's default parameters, a random salt).
 async fn hash_secret(secret: &str) -> Result<String> {
-    let secret = secret.to_owned();
-    run_hashing(move || {
-        let mut salt = [0u8; 16];
-        getrandom::fill(&mut salt).map_err(|e| ApplicationError::Hash(e.to_string()))?;
-        let salt = SaltString::encode_b64(&salt).map_err(|e| ApplicationError::Hash(e.to_string()))?;
-        Argon2::default()
-            .hash_password(secret.as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-            .map_err(|e| ApplicationError::Hash(e.to_string()))
-    })
-    .await
+    super::passwords::hash(secret).await.map_err(|e| ApplicationError::Hash(e.to_string()))
 }
 
-/// Whether `secret` matches the PHC string `hash` (its own parameters and salt); without a
-/// hash, it is checked against a decoy no secret matches, at the same cost.
 async fn verify_secret(secret: &str, hash: Option<String>) -> Result<bool> {
-    let secret = secret.to_owned();
-    run_hashing(move || {
-        let hash = match &hash {
-            Some(hash) => hash.as_str(),
-            None => decoy_hash(),
-        };
-        let parsed = PasswordHash::new(hash).map_err(|e| ApplicationError::Hash(format!("stored hash: {e}")))?;
-        Ok(Argon2::default().verify_password(secret.as_bytes(), &parsed).is_ok())
-    })
-    .await
-}
-
-/// Runs an argon2 computation on the blocking pool, a few at a time.
-async fn run_hashing<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    let _permit = HASHING.acquire().await.map_err(|e| ApplicationError::Hash(e.to_string()))?;
-    tokio::task::spawn_blocking(work).await.map_err(|e| ApplicationError::Hash(e.to_string()))?
-}
-
-/// A hash no secret matches, verified against for unknown clients so that they cost as
-/// much as known ones.
-fn decoy_hash() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| {
-        let salt = SaltString::encode_b64(b"casefile-decoy!!").expect("a 16-byte salt encodes");
-        Argon2::default()
-            .hash_password(secrets::generate("").as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .expect("argon2 with its default parameters hashes")
-    })
+    super::passwords::verify(secret, hash).await.map_err(|e| ApplicationError::Hash(e.to_string()))
 }
 
 #[cfg(test)]

@@ -289,6 +289,11 @@ impl TrustedIssuer {
     }
 }
 
+/// A URL the server fetches from a provider: `https://`, or `http://` on a loopback host.
+pub(crate) fn check_fetch_url(raw: &str) -> Result<url::Url, String> {
+    jwks_url(raw)
+}
+
 /// A JWKS URL: `https://`, or `http://` on a loopback host (tests, a sidecar).
 fn jwks_url(raw: &str) -> Result<url::Url, String> {
     let url = url::Url::parse(raw).map_err(|e| format!("jwks_url '{raw}' is not a URL: {e}"))?;
@@ -465,6 +470,32 @@ pub(crate) async fn verify(
     token: &str,
     unverified: &Unverified,
 ) -> Result<AccessClaims, TokenRejected> {
+    verify_for(state, issuer, token, unverified, &issuer.audiences).await.map(|(claims, _)| claims)
+}
+
+/// A user's ID token from single sign-on: signed by `iss`'s keys for the console's client
+/// (`aud` = `client_id`), its tenant mapped as an access token's is. Also gives `nonce`.
+pub(crate) async fn verify_id_token(
+    state: &AppState,
+    iss: &str,
+    token: &str,
+    client_id: &str,
+) -> Result<(AccessClaims, Option<String>), TokenRejected> {
+    let unverified = peek(token)?;
+    if unverified.iss.as_deref() != Some(iss) {
+        return Err(TokenRejected::UntrustedIssuer);
+    }
+    let issuer = state.issuers.route(iss).ok_or(TokenRejected::UntrustedIssuer)?;
+    verify_for(state, issuer, token, &unverified, &[client_id.to_owned()]).await
+}
+
+async fn verify_for(
+    state: &AppState,
+    issuer: &TrustedIssuer,
+    token: &str,
+    unverified: &Unverified,
+    audiences: &[String],
+) -> Result<(AccessClaims, Option<String>), TokenRejected> {
     let iss = unverified.iss.as_deref().unwrap_or_default();
     // The tenant `{tenantid}` stands for must be the token's own.
     let expected_iss = match issuer.pattern.matches(iss) {
@@ -484,18 +515,19 @@ pub(crate) async fn verify(
     }
     let mut validation = Validation::new(key.algorithm);
     validation.set_issuer(&[expected_iss]);
-    validation.set_audience(&issuer.audiences);
+    validation.set_audience(audiences);
     validation.set_required_spec_claims(&["exp", "iss", "aud"]);
     validation.validate_nbf = true;
     validation.leeway = state.config.auth.leeway_seconds;
     let claims = jsonwebtoken::decode::<ProviderClaims>(token, &key.key, &validation)?.claims;
+    let nonce = claims.nonce.clone();
     if let Some(allowed) = &issuer.allowed_tids
         && !claims.tid.as_ref().is_some_and(|tid| allowed.contains(tid))
     {
         return Err(TokenRejected::TenantNotAllowed);
     }
     let tenant = issuer.tenant.clone().or_else(|| claims.tid.clone()).ok_or(TokenRejected::NoTenant)?;
-    Ok(claims.into_access_claims(tenant, &issuer.audiences))
+    Ok((claims.into_access_claims(tenant, audiences), nonce))
 }
 
 /// Fetches every URL issuer's keys again every `refresh_seconds` (sooner after a failed
@@ -558,6 +590,9 @@ struct ProviderClaims {
     groups: Vec<String>,
     #[serde(default)]
     ver: Option<String>,
+    /// An ID token's `nonce` (single sign-on).
+    #[serde(default)]
+    nonce: Option<String>,
 }
 
 #[derive(Deserialize)]

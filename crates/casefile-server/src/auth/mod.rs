@@ -16,8 +16,11 @@ mod cache;
 pub mod caller;
 pub mod issuers;
 pub mod keys;
+pub mod passwords;
 pub mod permissions;
+pub mod sessions;
 pub mod tokens;
+pub mod users;
 
 pub use cache::VerifiedTokens;
 pub use caller::{AccessClaims, Caller, UserIdentity};

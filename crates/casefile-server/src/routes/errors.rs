@@ -63,6 +63,8 @@ const MAX_CARRIED: usize = 1024;
 /// A plain function (see `next.rs`): its future does not hold the request.
 pub fn json_bodies(request: Request, next: Next) -> impl std::future::Future<Output = Response> + Send + 'static {
     let login = is_login_path(request.uri().path());
+    // The console answers its errors as pages (`routes::console::failure_page`).
+    let console = request.uri().path().starts_with("/console");
     let response = crate::next::run(next, request);
     async move {
         let response = response.await;
@@ -72,7 +74,12 @@ pub fn json_bodies(request: Request, next: Next) -> impl std::future::Future<Out
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"));
-        if !(status.is_client_error() || status.is_server_error()) || is_json {
+        let is_html = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/html"));
+        if !(status.is_client_error() || status.is_server_error()) || is_json || (console && is_html) {
             return response;
         }
         // Boxed: a future is as large as its largest state for all its life.

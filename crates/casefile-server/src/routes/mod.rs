@@ -4,6 +4,7 @@
 mod actions;
 mod admin;
 mod agent;
+mod console;
 mod custody;
 mod download;
 pub(crate) mod errors;
@@ -91,6 +92,7 @@ pub(crate) fn table() -> Table {
         .hidden(&agent("/actions/{id}/failure"), post(agent::report_failure), Named("action.fail"))
         .hidden(&agent("/actions/{id}/cancelled"), post(agent::confirm_cancel), Named("cancel.confirm"))
         .hidden(&agent("/actions/{id}/accepted"), post(agent::accept), Named("action.accept"))
+        .console()
 }
 
 /// The route table, served: `/openapi.json` from it, JSON errors for unknown paths and
@@ -161,6 +163,11 @@ impl Table {
         self.router = self.router.route(path, with_event(handler, event));
         self.paths.push(path.to_owned());
         self
+    }
+
+    /// The web console's pages (`console::routes`).
+    fn console(self) -> Self {
+        console::routes(self)
     }
 
     /// The declared paths, each once.
@@ -331,6 +338,7 @@ pub(crate) fn reply<T: Serialize>(status: StatusCode, body: &T) -> Response {
 /// The base URL clients reached us at: `public_url` when configured; else the scheme
 /// and host the client used, as a trusted proxy forwarded them (`X-Forwarded-Proto/-Host`)
 /// or as the connection and its `Host` header show.
+#[derive(Clone)]
 pub(crate) struct BaseUrl(pub String);
 
 impl BaseUrl {

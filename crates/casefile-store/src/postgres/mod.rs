@@ -27,6 +27,7 @@ mod identity;
 mod machines;
 mod maintenance;
 mod rows;
+mod users;
 
 /// This binary's PostgreSQL schema: the embedded migrations.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");

@@ -190,3 +190,38 @@ pub(super) fn json_list<T: serde::de::DeserializeOwned>(row: &PgRow, column: &st
 pub(super) fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
     serde_json::to_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
+
+pub(super) const USER_COLUMNS: &str =
+    "id, tenant_id, name, password_hash, created_at, password_changed_at, disabled_at, failed_logins, last_failed_at";
+
+pub(super) fn user(r: &PgRow) -> Result<UserRecord> {
+    let failed: i64 = r.try_get("failed_logins")?;
+    Ok(UserRecord {
+        id: r.try_get("id")?,
+        tenant_id: tenant(r)?,
+        name: r.try_get("name")?,
+        password_hash: r.try_get("password_hash")?,
+        created_at: r.try_get("created_at")?,
+        password_changed_at: r.try_get("password_changed_at")?,
+        disabled_at: r.try_get("disabled_at")?,
+        failed_logins: u32::try_from(failed).unwrap_or(u32::MAX),
+        last_failed_at: r.try_get("last_failed_at")?,
+    })
+}
+
+pub(super) const SESSION_COLUMNS: &str =
+    "id_hash, tenant_id, local_user, identity, csrf, created_at, last_seen, expires_at";
+
+pub(super) fn session(r: &PgRow) -> Result<SessionRecord> {
+    let identity: serde_json::Value = r.try_get("identity")?;
+    Ok(SessionRecord {
+        id_hash: r.try_get("id_hash")?,
+        tenant_id: tenant(r)?,
+        local_user: r.try_get("local_user")?,
+        identity: serde_json::from_value(identity).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        csrf: r.try_get("csrf")?,
+        created_at: r.try_get("created_at")?,
+        last_seen: r.try_get("last_seen")?,
+        expires_at: r.try_get("expires_at")?,
+    })
+}

@@ -23,6 +23,7 @@ mod identity;
 mod machines;
 mod maintenance;
 mod rows;
+mod users;
 
 /// This binary's schema: the embedded migrations.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");

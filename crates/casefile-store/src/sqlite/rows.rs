@@ -214,3 +214,40 @@ pub(super) fn signing_key_from_row(r: &SqliteRow) -> Result<SigningKeyRecord> {
         retired_at: opt_from_micros(r.try_get("retired_at")?)?,
     })
 }
+
+pub(super) const USER_COLUMNS: &str =
+    "id, tenant_id, name, password_hash, created_at, password_changed_at, disabled_at, failed_logins, last_failed_at";
+
+pub(super) fn user_from_row(r: &SqliteRow) -> Result<UserRecord> {
+    let failed: i64 = r.try_get("failed_logins")?;
+    Ok(UserRecord {
+        id: uuid_column(r, "id")?,
+        tenant_id: tenant_column(r, "tenant_id")?,
+        name: r.try_get("name")?,
+        password_hash: r.try_get("password_hash")?,
+        created_at: from_micros(r.try_get("created_at")?)?,
+        password_changed_at: from_micros(r.try_get("password_changed_at")?)?,
+        disabled_at: opt_from_micros(r.try_get("disabled_at")?)?,
+        failed_logins: u32::try_from(failed).unwrap_or(u32::MAX),
+        last_failed_at: opt_from_micros(r.try_get("last_failed_at")?)?,
+    })
+}
+
+pub(super) const SESSION_COLUMNS: &str =
+    "id_hash, tenant_id, local_user, identity, csrf, created_at, last_seen, expires_at";
+
+pub(super) fn session_from_row(r: &SqliteRow) -> Result<SessionRecord> {
+    let local_user: Option<String> = r.try_get("local_user")?;
+    Ok(SessionRecord {
+        id_hash: r.try_get("id_hash")?,
+        tenant_id: tenant_column(r, "tenant_id")?,
+        local_user: local_user
+            .map(|id| Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()?,
+        identity: serde_json::from_str(r.try_get("identity")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        csrf: r.try_get("csrf")?,
+        created_at: from_micros(r.try_get("created_at")?)?,
+        last_seen: from_micros(r.try_get("last_seen")?)?,
+        expires_at: from_micros(r.try_get("expires_at")?)?,
+    })
+}
