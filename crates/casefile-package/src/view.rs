@@ -53,8 +53,11 @@ pub const MAX_SORT_KEY_BYTES: usize = 256;
 pub const MAX_TEXT_PAGE_LINES: usize = 1000;
 /// Most hits one search returns.
 pub const MAX_SEARCH_HITS: usize = 1000;
-/// A line is cut to this many bytes (searches see the kept part only).
+/// A line is cut to this many bytes for display.
 pub const MAX_LINE_BYTES: usize = 4 * 1024;
+/// A search looks at this many bytes of each line (a hit past [`MAX_LINE_BYTES`] is
+/// shown cut, by its line number).
+pub const MAX_SEARCH_LINE_BYTES: usize = 64 * 1024;
 /// Longest filter or search text.
 pub const MAX_NEEDLE_BYTES: usize = 1024;
 /// Most bytes a compressed (`*.gz`) entry may inflate to: bounds the work one request
@@ -479,14 +482,15 @@ impl<R: Read + Seek> Package<R> {
             return Ok(result);
         }
         let mut line = Vec::new();
-        while let Some(cut) = text.next(&mut line).map_err(fail)? {
+        while let Some(cut) = text.next_up_to(&mut line, MAX_SEARCH_LINE_BYTES).map_err(fail)? {
             if needle.found_in(&line) {
                 if result.hits.len() == max_hits {
                     result.more = true;
                     break;
                 }
                 let number = first_line + result.scanned_lines;
-                result.hits.push(TextLine { number, text: lossy(&line), cut });
+                let shown = &line[..line.len().min(MAX_LINE_BYTES)];
+                result.hits.push(TextLine { number, text: lossy(shown), cut: cut || shown.len() < line.len() });
             }
             result.scanned_lines += 1;
         }
@@ -932,7 +936,7 @@ impl<R: Read> Records<R> {
     }
 }
 
-/// Lines split on `\n` (a `\r` before it dropped), each cut to [`MAX_LINE_BYTES`]. A last
+/// Lines split on `\n` (a `\r` before it dropped), each cut to a cap. A last
 /// line without `\n` counts; an empty entry has no lines.
 struct Lines<R> {
     src: BufReader<R>,
@@ -945,6 +949,11 @@ impl<R: Read> Lines<R> {
 
     /// The next line into `line`: `Some(cut)`, or `None` at the end.
     fn next(&mut self, line: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
+        self.next_up_to(line, MAX_LINE_BYTES)
+    }
+
+    /// [`Lines::next`], keeping up to `cap` bytes.
+    fn next_up_to(&mut self, line: &mut Vec<u8>, cap: usize) -> std::io::Result<Option<bool>> {
         line.clear();
         let mut cut = false;
         let mut any = false;
@@ -958,7 +967,7 @@ impl<R: Read> Lines<R> {
                 Some(i) => (&buf[..i], i + 1, true),
                 None => (buf, buf.len(), false),
             };
-            let kept = part.len().min(MAX_LINE_BYTES - line.len());
+            let kept = part.len().min(cap - line.len());
             line.extend_from_slice(&part[..kept]);
             cut |= kept < part.len();
             self.src.consume(used);

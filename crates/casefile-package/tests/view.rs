@@ -164,6 +164,36 @@ fn files_the_zip_and_the_manifest_disagree_on_are_flagged() {
 }
 
 #[test]
+fn a_missing_broken_or_duplicating_manifest_does_not_stop_the_viewer() {
+    let data = RawEntry::file("a/x.csv", b"h\n1\n");
+    let mut p = open(corpus::assemble(std::slice::from_ref(&data), None));
+    assert!(p.manifest().is_none());
+    assert!(p.manifest_problem().unwrap().contains("no manifest.json"));
+    let tree = p.tree().unwrap();
+    assert_eq!((tree.len(), tree[0].listing, tree[0].sha256.as_deref()), (1, Listing::NotInManifest, None));
+    assert_eq!(p.csv_page("a/x.csv", &all(5)).unwrap().matched, 1);
+
+    let broken = [data.clone(), RawEntry::file("manifest.json", b"{\"format\":")];
+    let p = open(corpus::assemble(&broken, None));
+    assert!(p.manifest_problem().unwrap().contains("not a manifest"), "{:?}", p.manifest_problem());
+
+    let genuine = package(&[(Some("a"), "x.csv", b"h\n1\n")]);
+    let mut entries = corpus::entries_of(&genuine);
+    let at = entries.iter().position(|e| e.name == b"manifest.json").unwrap();
+    let mut manifest: casefile_package::Manifest = serde_json::from_slice(&entries[at].data).unwrap();
+    let mut twin = manifest.items.iter().find(|i| i.path == "a/x.csv").unwrap().clone();
+    twin.sha256 = "0".repeat(64);
+    manifest.items.push(twin);
+    entries[at] = RawEntry::file("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    let mut p = open(corpus::assemble(&entries, None));
+    assert!(p.manifest_problem().unwrap().contains("twice"), "{:?}", p.manifest_problem());
+    let tree = p.tree().unwrap();
+    let x: Vec<_> = tree.iter().filter(|f| f.path == "a/x.csv").collect();
+    assert_eq!(x.len(), 1, "listed once in the tree");
+    assert_ne!(x[0].sha256.as_deref(), Some("0".repeat(64).as_str()), "the first listing counts");
+}
+
+#[test]
 fn entries_refused_by_the_archive_are_errors_not_pages() {
     let key = SigningKey::from_bytes(&[3; 32]);
     let meta = PackageMeta::detached("forged");
@@ -418,12 +448,13 @@ fn search_finds_lines_case_insensitively_with_their_numbers_and_pages_on() {
     for path in ["Logs/app.log", "Logs/app.log.1.gz"] {
         let all_hits = p.text_search(path, "eRRoR", 1000, 1).unwrap();
         let numbers: Vec<u64> = all_hits.hits.iter().map(|h| h.number).collect();
-        // Line 8's match lies past the cut: searches see the kept part of a line.
-        assert_eq!(numbers, [7, 500, 1000, 1500, 2000, 2500, 2501], "{path}");
+        assert_eq!(numbers, [7, 8, 500, 1000, 1500, 2000, 2500, 2501], "{path}");
+        let long = &all_hits.hits[1];
+        assert!(long.cut && long.text.len() == MAX_LINE_BYTES, "found past the displayed part, shown cut");
         assert_eq!((all_hits.more, all_hits.scanned_lines), (false, 2501));
-        assert_eq!(all_hits.hits[1].text, "line 500 Error: disk");
+        assert_eq!(all_hits.hits[2].text, "line 500 Error: disk");
         let two = p.text_search(path, "error", 2, 1).unwrap();
-        assert_eq!((two.hits.len(), two.more, two.scanned_lines), (2, true, 999), "up to the next hit");
+        assert_eq!((two.hits.len(), two.more, two.scanned_lines), (2, true, 499), "up to the next hit");
         let next = p.text_search(path, "error", 2, 501).unwrap();
         assert_eq!(next.hits.iter().map(|h| h.number).collect::<Vec<_>>(), [1000, 1500]);
         let none = p.text_search(path, "error", 10, 3000).unwrap();
