@@ -24,6 +24,9 @@ struct Args {
     /// Size of the generated CSV and log, in MB (10^6 bytes).
     #[arg(long, default_value_t = 50)]
     megabytes: usize,
+    /// Files in the second package (the tree and open workloads).
+    #[arg(long, default_value_t = 20_000)]
+    files: usize,
     /// Runs per workload; the median is printed.
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -95,8 +98,27 @@ fn main() -> anyhow::Result<()> {
     row("text page 1 (1,000 lines, counts all lines)", log_base, &mut || {
         package.text_page(LOG, 1, 1000).map(drop).map_err(Into::into)
     })?;
-    row("tree (open + sniff every entry)", log_base, &mut || {
-        Package::open(File::open(&path)?)?.tree().map(drop).map_err(Into::into)
+
+    // The console opens the package on each request: a package of many small files.
+    let many = dir.path().join("many.zip");
+    write_many(&many, args.files)?;
+    let verify_base = median(args.runs, || {
+        let started = Instant::now();
+        let report = casefile_package::verify(File::open(&many)?)?;
+        anyhow::ensure!(report.is_ok(), "{:?}", report.problems.first());
+        Ok(started.elapsed())
+    })?;
+    println!(
+        "{:<44} {:>10.1} {:>8}",
+        format!("baseline: verify a {}-file package", args.files),
+        ms(verify_base),
+        "1.00"
+    );
+    row("open it (zip structure + manifest)", verify_base, &mut || {
+        Package::open(File::open(&many)?).map(drop).map_err(Into::into)
+    })?;
+    row("open it + tree (sniffs every entry)", verify_base, &mut || {
+        Package::open(File::open(&many)?)?.tree().map(drop).map_err(Into::into)
     })?;
 
     let json = serde_json::to_vec(&package.csv_page(CSV, &first)?)?;
@@ -146,10 +168,11 @@ fn write_package(path: &std::path::Path, target: usize) -> anyhow::Result<u64> {
     sink.file("syslog", "generated", |w| {
         let mut w = std::io::BufWriter::new(w);
         let (mut written, mut i, mut hits) = (0, 0u64, 0);
-        // Ten rare lines spread over the log (every 50,000th, ~100-byte lines): the needle.
+        // Ten rare lines spread over the log (lines are about 100 bytes): the needle.
+        let every = (target as u64 / 100 / 11).max(1);
         while written < target {
             i += 1;
-            let line = if hits < 10 && i % 50_000 == 0 {
+            let line = if hits < 10 && i % every == 0 {
                 hits += 1;
                 format!("Dec  7 10:{:02}:{:02} host kernel: oom-killer invoked, pid {i}\n", i % 60, i % 60)
             } else {
@@ -167,15 +190,33 @@ fn write_package(path: &std::path::Path, target: usize) -> anyhow::Result<u64> {
             w.write_all(line.as_bytes())?;
             written += line.len();
         }
-        if hits < 10 {
-            return Err(std::io::Error::other("the log is too small for ten needles (use at least 6 MB)"));
-        }
         w.flush()?;
         Ok(ItemOutcome::ok())
     })?;
     writer.end_collector(None);
     writer.finish().context("writing the package")?;
     Ok(rows)
+}
+
+/// A package of `files` small files (a few hundred bytes of text or CSV each) in 100 folders.
+fn write_many(path: &std::path::Path, files: usize) -> anyhow::Result<()> {
+    let mut writer = PackageWriter::new(File::create(path)?, PackageMeta::detached("bench-viewer"));
+    for folder in 0..100 {
+        writer.begin_collector("many", &format!("proc/{folder:03}"));
+        for i in (folder..files).step_by(100) {
+            let sink: &mut dyn ItemSink = &mut writer;
+            let name = if i % 2 == 0 { format!("{i}/status") } else { format!("{i}/maps.csv") };
+            sink.file(&name, "generated", |w| {
+                for line in 0..8 {
+                    writeln!(w, "Name:\tworker-{i}\tline {line}\tState: S (sleeping)")?;
+                }
+                Ok(ItemOutcome::ok())
+            })?;
+        }
+        writer.end_collector(None);
+    }
+    writer.finish().context("writing the package")?;
+    Ok(())
 }
 
 /// Inflates `entry` to `/dev/null` through the archive: the baseline.
