@@ -200,7 +200,11 @@ fn entries_refused_by_the_archive_are_errors_not_pages() {
     let bytes = corpus::signed_with(
         &key,
         &meta,
-        vec![RawEntry::file("a/grows.csv", b"h\n1\n"), RawEntry::file("a/crc.log", b"line\n")],
+        vec![
+            RawEntry::file("a/grows.csv", b"h\n1\n"),
+            RawEntry::file("a/crc.log", b"line\n"),
+            RawEntry::file("a/crc.log.gz", &gzip(&[b"line\n"])),
+        ],
         vec![],
     );
     // The manifest lists 4 bytes; the zip now holds (and declares) 1 MiB.
@@ -208,7 +212,7 @@ fn entries_refused_by_the_archive_are_errors_not_pages() {
         .into_iter()
         .map(|e| match &e.name[..] {
             b"a/grows.csv" => RawEntry::file("a/grows.csv", &b"h\n1\n".repeat(1 << 18)),
-            b"a/crc.log" => RawEntry { crc: e.crc ^ 1, ..e },
+            b"a/crc.log" | b"a/crc.log.gz" => RawEntry { crc: e.crc ^ 1, ..e },
             _ => e,
         })
         .collect();
@@ -220,12 +224,14 @@ fn entries_refused_by_the_archive_are_errors_not_pages() {
         }
         other => panic!("{other:?}"),
     }
-    match p.text_search("a/crc.log", "line", 10, 1) {
-        Err(ViewError::Package(PackageError::Refused { entry, why })) => {
-            assert_eq!(entry, "a/crc.log");
-            assert!(why.contains("CRC"), "{why}");
+    for path in ["a/crc.log", "a/crc.log.gz"] {
+        match p.text_search(path, "line", 10, 1) {
+            Err(ViewError::Package(PackageError::Refused { entry, why })) => {
+                assert_eq!(entry, path);
+                assert!(why.contains("CRC"), "{why}");
+            }
+            other => panic!("{path}: {other:?}"),
         }
-        other => panic!("{other:?}"),
     }
     // The overlapping-entry bomb never opens.
     let bomb = corpus::overlapping_bomb(&key, &meta);
