@@ -53,8 +53,11 @@ pub const MAX_SORT_KEY_BYTES: usize = 256;
 pub const MAX_TEXT_PAGE_LINES: usize = 1000;
 /// Most hits one search returns.
 pub const MAX_SEARCH_HITS: usize = 1000;
-/// A line is cut to this many bytes (searches see the kept part only).
+/// A line is cut to this many bytes for display.
 pub const MAX_LINE_BYTES: usize = 4 * 1024;
+/// A search looks at this many bytes of each line (a hit past [`MAX_LINE_BYTES`] is
+/// shown cut, by its line number).
+pub const MAX_SEARCH_LINE_BYTES: usize = 64 * 1024;
 /// Longest filter or search text.
 pub const MAX_NEEDLE_BYTES: usize = 1024;
 /// Most bytes a compressed (`*.gz`) entry may inflate to: bounds the work one request
@@ -384,14 +387,19 @@ impl<R: Read + Seek> Package<R> {
             if window == 0 {
                 continue;
             }
-            let ranked =
-                Ranked { key: Key::of(row.cell(sort.column)), row: page.total_rows, descending: sort.descending };
-            if heap.len() < window {
-                heap.push(ranked);
-            } else if heap.peek().is_some_and(|worst| ranked < *worst) {
+            let key = KeyRef::of(row.cell(sort.column));
+            if heap.len() == window {
+                // Later rows lose ties, so only a strictly better key displaces the worst kept.
+                let better = heap.peek().is_some_and(|worst| {
+                    let order = key.cmp_key(&worst.key);
+                    if sort.descending { order.is_gt() } else { order.is_lt() }
+                });
+                if !better {
+                    continue;
+                }
                 heap.pop();
-                heap.push(ranked);
             }
+            heap.push(Ranked { key: key.to_key(), row: page.total_rows, descending: sort.descending });
         }
         let chosen: Vec<u64> = heap.into_sorted_vec().into_iter().skip(query.offset as usize).map(|r| r.row).collect();
         if chosen.is_empty() {
@@ -474,14 +482,15 @@ impl<R: Read + Seek> Package<R> {
             return Ok(result);
         }
         let mut line = Vec::new();
-        while let Some(cut) = text.next(&mut line).map_err(fail)? {
+        while let Some(cut) = text.next_up_to(&mut line, MAX_SEARCH_LINE_BYTES).map_err(fail)? {
             if needle.found_in(&line) {
                 if result.hits.len() == max_hits {
                     result.more = true;
                     break;
                 }
                 let number = first_line + result.scanned_lines;
-                result.hits.push(TextLine { number, text: lossy(&line), cut });
+                let shown = &line[..line.len().min(MAX_LINE_BYTES)];
+                result.hits.push(TextLine { number, text: lossy(shown), cut: cut || shown.len() < line.len() });
             }
             result.scanned_lines += 1;
         }
@@ -501,8 +510,7 @@ impl<R: Read + Seek> Package<R> {
         let limit = self.item(path).map_or(u64::MAX, |item| item.size);
         let reader = self.archive.reader(index, limit)?;
         if is_gzip(path) {
-            let bounded =
-                Bounded { inner: MultiGzDecoder::new(reader), left: MAX_GZIP_INFLATED, entry: path.to_owned() };
+            let bounded = Bounded::new(MultiGzDecoder::new(reader), MAX_GZIP_INFLATED, path);
             Ok((Box::new(bounded), true))
         } else {
             Ok((Box::new(reader), false))
@@ -614,7 +622,14 @@ fn read_error(e: std::io::Error, path: &str, gzip: bool) -> ViewError {
 struct Bounded<R> {
     inner: R,
     left: u64,
+    limit: u64,
     entry: String,
+}
+
+impl<R> Bounded<R> {
+    fn new(inner: R, limit: u64, entry: &str) -> Self {
+        Self { inner, left: limit, limit, entry: entry.to_owned() }
+    }
 }
 
 impl<R: Read> Read for Bounded<R> {
@@ -622,8 +637,7 @@ impl<R: Read> Read for Bounded<R> {
         let room = usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX).min(buf.len());
         let n = self.inner.read(&mut buf[..room])?;
         if n as u64 > self.left {
-            let limit = MAX_GZIP_INFLATED;
-            let e = ViewError::GzipTooLarge { entry: self.entry.clone(), limit };
+            let e = ViewError::GzipTooLarge { entry: self.entry.clone(), limit: self.limit };
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e));
         }
         self.left -= n as u64;
@@ -707,27 +721,65 @@ impl Filters {
 #[derive(Debug)]
 enum Key {
     Number(f64),
-    Text(String),
+    /// `folded` is `exact` lowercased char by char, compared first.
+    Text {
+        folded: String,
+        exact: String,
+    },
+}
+
+/// A cell as a key, borrowed: what most rows are compared as without allocating.
+enum KeyRef<'a> {
+    Number(f64),
+    Text(std::borrow::Cow<'a, str>),
+}
+
+impl<'a> KeyRef<'a> {
+    fn of(cell: &'a [u8]) -> Self {
+        let text = String::from_utf8_lossy(&cell[..cell.len().min(MAX_SORT_KEY_BYTES)]);
+        match text.trim().parse::<f64>() {
+            Ok(n) if n.is_finite() => Self::Number(n),
+            _ => Self::Text(text),
+        }
+    }
+
+    fn to_key(&self) -> Key {
+        match self {
+            Self::Number(n) => Key::Number(*n),
+            Self::Text(t) => Key::Text { folded: fold(t).collect(), exact: t.clone().into_owned() },
+        }
+    }
+
+    /// Compares with a stored key as [`Key::cmp`] would.
+    fn cmp_key(&self, other: &Key) -> Ordering {
+        match (self, other) {
+            (Self::Number(a), Key::Number(b)) => a.total_cmp(b),
+            (Self::Number(_), Key::Text { .. }) => Ordering::Less,
+            (Self::Text(_), Key::Number(_)) => Ordering::Greater,
+            (Self::Text(a), Key::Text { folded, exact }) => {
+                fold(a).cmp(folded.chars()).then_with(|| a.as_ref().cmp(exact.as_str()))
+            }
+        }
+    }
+}
+
+fn fold(text: &str) -> impl Iterator<Item = char> + '_ {
+    text.chars().flat_map(char::to_lowercase)
 }
 
 impl Key {
+    #[cfg(test)]
     fn of(cell: &[u8]) -> Self {
-        let cut = &cell[..cell.len().min(MAX_SORT_KEY_BYTES)];
-        let text = String::from_utf8_lossy(cut);
-        match text.trim().parse::<f64>() {
-            Ok(n) if n.is_finite() => Self::Number(n),
-            _ => Self::Text(text.into_owned()),
-        }
+        KeyRef::of(cell).to_key()
     }
 
     fn cmp(&self, other: &Self) -> Ordering {
         match (self, other) {
             (Self::Number(a), Self::Number(b)) => a.total_cmp(b),
-            (Self::Number(_), Self::Text(_)) => Ordering::Less,
-            (Self::Text(_), Self::Number(_)) => Ordering::Greater,
-            (Self::Text(a), Self::Text(b)) => {
-                let (fa, fb) = (a.chars().flat_map(char::to_lowercase), b.chars().flat_map(char::to_lowercase));
-                fa.cmp(fb).then_with(|| a.cmp(b))
+            (Self::Number(_), Self::Text { .. }) => Ordering::Less,
+            (Self::Text { .. }, Self::Number(_)) => Ordering::Greater,
+            (Self::Text { folded: fa, exact: ea }, Self::Text { folded: fb, exact: eb }) => {
+                fa.cmp(fb).then_with(|| ea.cmp(eb))
             }
         }
     }
@@ -884,7 +936,7 @@ impl<R: Read> Records<R> {
     }
 }
 
-/// Lines split on `\n` (a `\r` before it dropped), each cut to [`MAX_LINE_BYTES`]. A last
+/// Lines split on `\n` (a `\r` before it dropped), each cut to a cap. A last
 /// line without `\n` counts; an empty entry has no lines.
 struct Lines<R> {
     src: BufReader<R>,
@@ -897,6 +949,11 @@ impl<R: Read> Lines<R> {
 
     /// The next line into `line`: `Some(cut)`, or `None` at the end.
     fn next(&mut self, line: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
+        self.next_up_to(line, MAX_LINE_BYTES)
+    }
+
+    /// [`Lines::next`], keeping up to `cap` bytes.
+    fn next_up_to(&mut self, line: &mut Vec<u8>, cap: usize) -> std::io::Result<Option<bool>> {
         line.clear();
         let mut cut = false;
         let mut any = false;
@@ -910,7 +967,7 @@ impl<R: Read> Lines<R> {
                 Some(i) => (&buf[..i], i + 1, true),
                 None => (buf, buf.len(), false),
             };
-            let kept = part.len().min(MAX_LINE_BYTES - line.len());
+            let kept = part.len().min(cap - line.len());
             line.extend_from_slice(&part[..kept]);
             cut |= kept < part.len();
             self.src.consume(used);
@@ -964,5 +1021,48 @@ impl<R: Read> Lines<R> {
             self.src.consume(used);
         }
         Ok(count + u64::from(last != b'\n'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    #[test]
+    fn a_gzip_member_stops_one_byte_past_its_bound() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&[0u8; 1 << 20]).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut out = Vec::new();
+        let mut exact = Bounded::new(MultiGzDecoder::new(&gz[..]), 1 << 20, "x.gz");
+        assert_eq!(exact.read_to_end(&mut out).unwrap(), 1 << 20);
+        let mut small = Bounded::new(MultiGzDecoder::new(&gz[..]), 1000, "x.gz");
+        let e = small.read_to_end(&mut Vec::new()).unwrap_err();
+        match read_error(e, "x.gz", true) {
+            ViewError::GzipTooLarge { entry, limit } => assert_eq!((entry.as_str(), limit), ("x.gz", 1000)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_order_numbers_before_text_totally() {
+        let cells = ["10", "9", "1x", "-0", "0", "", "B", "a", "1e400", "inf", " 7 ", "\u{3a3}a", "\u{3c3}A", "\u{ff}"];
+        let keys = cells.map(|k| Key::of(k.as_bytes()));
+        for (cell, a) in cells.iter().zip(&keys) {
+            for b in &keys {
+                assert_eq!(a.cmp(b), b.cmp(a).reverse(), "{a:?} {b:?}");
+                assert_eq!(KeyRef::of(cell.as_bytes()).cmp_key(b), a.cmp(b), "{a:?} {b:?}: borrowed as stored");
+                for c in &keys {
+                    if a.cmp(b).is_le() && b.cmp(c).is_le() {
+                        assert!(a.cmp(c).is_le(), "{a:?} <= {b:?} <= {c:?}");
+                    }
+                }
+            }
+        }
+        assert!(Key::of(b"9").cmp(&Key::of(b"10")).is_lt());
+        assert!(Key::of(b"10").cmp(&Key::of(b"1x")).is_lt());
+        assert!(Key::of(b" 7 ").cmp(&Key::of(b"9")).is_lt(), "numbers are trimmed");
     }
 }
