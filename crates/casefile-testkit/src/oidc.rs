@@ -264,8 +264,8 @@ impl OidcProvider {
         lock(&self.shared.log).token.clone()
     }
 
-    /// The claims of every ID token issued so far, oldest first.
-    pub fn id_tokens(&self) -> Vec<Value> {
+    /// Every ID token issued so far, oldest first.
+    pub fn id_tokens(&self) -> Vec<String> {
         lock(&self.shared.log).id_tokens.clone()
     }
 }
@@ -304,7 +304,7 @@ struct Shared {
 struct Log {
     authorize: Vec<HashMap<String, String>>,
     token: Vec<Result<String, String>>,
-    id_tokens: Vec<Value>,
+    id_tokens: Vec<String>,
 }
 
 /// What a code was issued for.
@@ -619,7 +619,7 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, Form(param
     {
         let mut log = lock(&shared.log);
         log.token.push(Ok(user.name.clone()));
-        log.id_tokens.push(claims);
+        log.id_tokens.push(id_token.clone());
     }
     let mut response = Json(json!({
         "id_token": id_token,
