@@ -186,10 +186,8 @@ impl OidcProviderBuilder {
         let thread = std::thread::Builder::new()
             .name("oidc-provider".into())
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("the provider's runtime");
+                let runtime =
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("the provider's runtime");
                 runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
                     tokio::select! {
@@ -333,7 +331,9 @@ impl SigningKey {
             Algorithm::Es256 => {
                 Signer::Ec(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("a P-256 key"))
             }
-            Algorithm::Rs256 => Signer::Rsa(RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("an RSA key")),
+            Algorithm::Rs256 => {
+                Signer::Rsa(RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("an RSA key"))
+            }
         };
         Self { kid: kid.to_owned(), signer }
     }
@@ -417,18 +417,16 @@ fn param<'a>(params: &'a Params, name: &str) -> &'a str {
 }
 
 /// An authorization request checked as far as a redirect back is safe: the client and its
-/// redirect URI. `Err` is the page to show instead (never a redirect to an unknown URI).
-fn trusted_redirect(shared: &Shared, params: &Params) -> Result<String, Response> {
+/// redirect URI. `Err` is the message of the page to show instead (HTML; never a redirect
+/// to an unknown URI).
+fn trusted_redirect(shared: &Shared, params: &Params) -> Result<String, String> {
     let client_id = param(params, "client_id");
     let Some(client) = shared.clients.iter().find(|c| c.client_id == client_id) else {
-        return Err(page(StatusCode::BAD_REQUEST, &format!("Unknown client: '{}'.", escape(client_id))));
+        return Err(format!("Unknown client: '{}'.", escape(client_id)));
     };
     let redirect_uri = param(params, "redirect_uri");
     if !client.redirect_uris.iter().any(|u| u == redirect_uri) {
-        return Err(page(
-            StatusCode::BAD_REQUEST,
-            &format!("The redirect URI '{}' is not registered for this client.", escape(redirect_uri)),
-        ));
+        return Err(format!("The redirect URI '{}' is not registered for this client.", escape(redirect_uri)));
     }
     Ok(redirect_uri.to_owned())
 }
@@ -469,7 +467,7 @@ async fn authorize_page(State(shared): State<Arc<Shared>>, Query(params): Query<
     lock(&shared.log).authorize.push(params.clone());
     let redirect_uri = match trusted_redirect(&shared, &params) {
         Ok(uri) => uri,
-        Err(page) => return page,
+        Err(message) => return page(StatusCode::BAD_REQUEST, &message),
     };
     if lock(&shared.faults).deny {
         return back_to(&redirect_uri, &params, &[("error", "access_denied"), ("error_description", "refused")]);
@@ -482,13 +480,22 @@ async fn authorize_page(State(shared): State<Arc<Shared>>, Query(params): Query<
 
 /// The sign-in form, carrying the request's parameters to its POST.
 fn form(params: &Params, status: StatusCode, message: Option<&str>) -> Response {
-    let hidden: String =
-        ["client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "code_challenge", "code_challenge_method"]
-            .iter()
-            .filter_map(|name| params.get(*name).map(|v| (name, v)))
-            .map(|(name, value)| format!("<input type=\"hidden\" name=\"{name}\" value=\"{}\">\n", escape(value)))
-            .collect();
-    let message = message.map(|m| format!("<p role=\"alert\" id=\"oidc-error\">{}</p>\n", escape(m))).unwrap_or_default();
+    let hidden: String = [
+        "client_id",
+        "redirect_uri",
+        "response_type",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+    ]
+    .iter()
+    .filter_map(|name| params.get(*name).map(|v| (name, v)))
+    .map(|(name, value)| format!("<input type=\"hidden\" name=\"{name}\" value=\"{}\">\n", escape(value)))
+    .collect();
+    let message =
+        message.map(|m| format!("<p role=\"alert\" id=\"oidc-error\">{}</p>\n", escape(m))).unwrap_or_default();
     let body = format!(
         "<h1>Sign in</h1>\n<p>to <strong>{client}</strong> at the test identity provider</p>\n{message}\
          <form method=\"post\" action=\"{ISSUER_PATH}/authorize\">\n{hidden}\
@@ -505,7 +512,7 @@ fn form(params: &Params, status: StatusCode, message: Option<&str>) -> Response 
 async fn authorize_form(State(shared): State<Arc<Shared>>, Form(params): Form<Params>) -> Response {
     let redirect_uri = match trusted_redirect(&shared, &params) {
         Ok(uri) => uri,
-        Err(page) => return page,
+        Err(message) => return page(StatusCode::BAD_REQUEST, &message),
     };
     if param(&params, "decision") == "deny" {
         return back_to(&redirect_uri, &params, &[("error", "access_denied"), ("error_description", "cancelled")]);
@@ -543,7 +550,8 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let raw = headers.get(AUTHORIZATION)?.to_str().ok()?.strip_prefix("Basic ")?;
     let decoded = String::from_utf8(STANDARD.decode(raw.trim()).ok()?).ok()?;
     let (id, secret) = decoded.split_once(':')?;
-    let unescape = |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    let unescape =
+        |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
     Some((unescape(id)?, unescape(secret)?))
 }
 
@@ -761,7 +769,8 @@ mod tests {
 
     /// Verifies an ID token with the provider's published JWKS, as a relying party does.
     async fn verify(provider: &OidcProvider, token: &str, aud: &str) -> Result<Value, jsonwebtoken::errors::Error> {
-        let set: jsonwebtoken::jwk::JwkSet = http().get(provider.jwks_url()).send().await.unwrap().json().await.unwrap();
+        let set: jsonwebtoken::jwk::JwkSet =
+            http().get(provider.jwks_url()).send().await.unwrap().json().await.unwrap();
         let header = jsonwebtoken::decode_header(token)?;
         let Some(jwk) = set.find(header.kid.as_deref().unwrap_or_default()) else {
             return Err(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat.into());
@@ -846,7 +855,8 @@ mod tests {
         assert_eq!(answer.status(), 401);
         assert!(answer.text().await.unwrap().contains("No such user"));
         form.push(("decision", "deny".to_owned()));
-        let q = query(&location(&http().post(provider.authorization_endpoint()).form_body(&form).send().await.unwrap()));
+        let q =
+            query(&location(&http().post(provider.authorization_endpoint()).form_body(&form).send().await.unwrap()));
         assert_eq!(q["error"], "access_denied");
         provider.set_faults(Faults { deny: true, ..Faults::default() });
         assert_eq!(query(&location(&get(request(CLIENT)).await))["error"], "access_denied");

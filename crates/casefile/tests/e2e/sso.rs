@@ -181,8 +181,11 @@ fn escape(raw: &str) -> String {
 /// `url` with its query parameter `name` set to `value`.
 fn with_param(url: &str, name: &str, value: &str) -> String {
     let mut parsed = url::Url::parse(url).unwrap();
-    let pairs: Vec<(String, String)> =
-        parsed.query_pairs().into_owned().map(|(k, v)| if k == name { (k, value.to_owned()) } else { (k, v) }).collect();
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .into_owned()
+        .map(|(k, v)| if k == name { (k, value.to_owned()) } else { (k, v) })
+        .collect();
     parsed.query_pairs_mut().clear().extend_pairs(pairs);
     parsed.to_string()
 }
@@ -286,8 +289,7 @@ async fn a_user_signs_in_through_the_provider() {
     assert_eq!(record.local_user, None);
 
     // Audited as the user, in the tenant, readable by its administrators.
-    let trail: Value =
-        sso.server.get("/api/admin/audit?event=console.signin", &admin).await.json().await.unwrap();
+    let trail: Value = sso.server.get("/api/admin/audit?event=console.signin", &admin).await.json().await.unwrap();
     let entries = trail["value"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{trail}");
     assert_eq!((entries[0]["actor"].as_str(), entries[0]["outcome"].as_str()), (Some(ANA), Some("ok")));
@@ -318,7 +320,8 @@ async fn the_providers_groups_decide_what_a_console_user_sees() {
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     assert!(!refused.text().await.unwrap().contains("pay-01"));
 
-    let role = json!({"name": "analysts", "permissions": ["ViewData"], "users": [], "groups": ["soc-analysts", "pci-team"]});
+    let role =
+        json!({"name": "analysts", "permissions": ["ViewData"], "users": [], "groups": ["soc-analysts", "pci-team"]});
     let put = server
         .http
         .put(format!("{}/api/admin/roles/analysts", server.base))
@@ -456,9 +459,29 @@ async fn a_confidential_client_sends_its_secret_from_its_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_provider_is_an_error_page_not_a_hang() {
+    let Sso { server, idp } = start(vec![OidcUser::new(ANA)]).await;
+    let mut browser = Browser::new(&server);
+    let authorize = browser.start_sign_in("/console/devices").await;
+    let callback = browser.at_provider(&authorize, ANA).await;
+    drop(idp);
+    // Between the provider's answer and the exchange of its code.
+    let answer = browser.get(&callback).await;
+    assert_eq!(answer.status(), StatusCode::BAD_GATEWAY);
+    assert!(set_cookies(&answer).iter().all(|c| !c.starts_with(SESSION)));
+    assert!(answer.text().await.unwrap().contains("could not be reached"));
+    // And before a sign-in starts: no flow is started.
+    let mut browser = Browser::new(&server);
+    let start = browser.get("/console/signin/sso/0").await;
+    assert_eq!(start.status(), StatusCode::BAD_GATEWAY);
+    assert!(set_cookies(&start).iter().all(|c| !c.starts_with(FLOW)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_sign_in_the_browser_never_leaves_the_console() {
     let sso = start(vec![OidcUser::new(ANA)]).await;
-    for next in ["//evil.example", "https://evil.example/console", "/\\evil.example", "/api/machines", "/console\r\nX: y"]
+    for next in
+        ["//evil.example", "https://evil.example/console", "/\\evil.example", "/api/machines", "/console\r\nX: y"]
     {
         let mut browser = Browser::new(&sso.server);
         let done = browser.sign_in(ANA, next).await;
@@ -501,6 +524,14 @@ tenant = "default"
     };
     let config: ServerConfig = toml::from_str(&toml_text("https://sso.corp.example/realms/soc")).unwrap();
     config.check().unwrap();
+    // The README's example passes the same check.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme.split("### Single sign-on for the console").nth(1).unwrap();
+    let example = section.split("```toml\n").nth(1).unwrap().split("```").next().unwrap();
+    let config: ServerConfig = toml::from_str(example).unwrap();
+    assert_eq!(config.console.sso.len(), 2);
+    config.check().unwrap();
+
     let config: ServerConfig = toml::from_str(&toml_text("https://sso.corp.example/realms/other")).unwrap();
     let error = config.check().unwrap_err();
     assert!(
