@@ -122,6 +122,8 @@ pub struct Faults {
     pub nonce: Option<String>,
     /// ID tokens carry this `iss` instead of the issuer.
     pub iss: Option<String>,
+    /// ID tokens expired ten minutes ago (issued an hour ago), beyond any usual leeway.
+    pub expired: bool,
 }
 
 /// The signing key's algorithm.
@@ -593,7 +595,10 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, Form(param
     }
     let user = &shared.users[grant.user];
     let faults = lock(&shared.faults).clone();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
+    let mut now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
+    if faults.expired {
+        now -= TOKEN_LIFETIME.as_secs() + 600;
+    }
     let mut claims = json!({
         "iss": faults.iss.clone().unwrap_or_else(|| shared.issuer.clone()),
         "sub": user.sub,
@@ -942,6 +947,11 @@ mod tests {
             assert!(verify(&provider, &wrong_aud, "someone-else").await.is_ok());
             let wrong_iss = token(Faults { iss: Some("https://evil.example".into()), ..Faults::default() }).await;
             assert!(verify(&provider, &wrong_iss, CLIENT).await.is_err());
+            let expired = token(Faults { expired: true, ..Faults::default() }).await;
+            assert_eq!(
+                *verify(&provider, &expired, CLIENT).await.unwrap_err().kind(),
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature
+            );
             let wrong_nonce = token(Faults { nonce: Some("other".into()), ..Faults::default() }).await;
             assert_eq!(verify(&provider, &wrong_nonce, CLIENT).await.unwrap()["nonce"], "other");
         }

@@ -407,6 +407,7 @@ async fn forged_replayed_and_refused_answers_start_no_session() {
         (Faults { unpublished_key: true, ..Faults::default() }, "InvalidSignature"),
         (Faults { unknown_kid: true, ..Faults::default() }, "UnknownKey"),
         (Faults { iss: Some("https://evil.example".into()), ..Faults::default() }, "UntrustedIssuer"),
+        (Faults { expired: true, ..Faults::default() }, "ExpiredSignature"),
     ];
     for (faults, reason) in forged_tokens {
         sso.idp.set_faults(faults);
@@ -415,7 +416,7 @@ async fn forged_replayed_and_refused_answers_start_no_session() {
         assert_refused(&sso, browser.sign_in(ANA, "/console/devices").await, 401, Some(reason), reason).await;
         assert!(!browser.cookies.contains_key(SESSION), "{reason}");
     }
-    assert_eq!(sso.idp.id_tokens().len(), 1 + 5, "each forged ID token was issued, and refused by the console");
+    assert_eq!(sso.idp.id_tokens().len(), 1 + 6, "each forged ID token was issued, and refused by the console");
 
     // The provider refuses (the user cancelled, or consent was denied).
     sso.idp.set_faults(Faults { deny: true, ..Faults::default() });
@@ -438,7 +439,7 @@ async fn forged_replayed_and_refused_answers_start_no_session() {
     let trail = sign_in_trail(&sso.server).await;
     let refused = trail.iter().filter(|e| e.outcome.starts_with("refused")).count();
     let ok = trail.iter().filter(|e| e.outcome == "ok").count();
-    assert_eq!((refused, ok), (11, 1), "{trail:?}");
+    assert_eq!((refused, ok), (12, 1), "{trail:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
