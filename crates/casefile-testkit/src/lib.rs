@@ -4,6 +4,7 @@
 //! when `CI` is set: there the missing program is a failure, since `.ci/run` installs it.
 
 pub mod haproxy;
+pub mod oidc;
 pub mod pg;
 
 use std::net::TcpListener;

@@ -30,6 +30,7 @@ mod rbac;
 mod replicas;
 mod s3;
 mod shutdown;
+mod sso;
 mod store_copy;
 mod support;
 mod takeover;

@@ -70,7 +70,8 @@ fn client() -> Result<reqwest::Client, Failure> {
         .map_err(Failure::internal)
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(mut response: reqwest::Response, what: &str) -> Result<T, Failure> {
+/// A bounded answer's status and body.
+async fn read_body(mut response: reqwest::Response, what: &str) -> Result<(StatusCode, Vec<u8>), Failure> {
     let status = response.status();
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| unavailable(format!("{what}: {e}")))? {
@@ -79,10 +80,43 @@ async fn read_json<T: serde::de::DeserializeOwned>(mut response: reqwest::Respon
             return Err(unavailable(format!("{what}: the answer is larger than {MAX_ANSWER_BYTES} bytes")));
         }
     }
+    Ok((status, body))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(status: StatusCode, body: &[u8], what: &str) -> Result<T, Failure> {
     if !status.is_success() {
-        return Err(unavailable(format!("{what}: HTTP {status}: {}", String::from_utf8_lossy(&body))));
+        return Err(unavailable(format!("{what}: HTTP {status}: {}", String::from_utf8_lossy(body))));
     }
-    serde_json::from_slice(&body).map_err(|e| unavailable(format!("{what}: {e}")))
+    serde_json::from_slice(body).map_err(|e| unavailable(format!("{what}: {e}")))
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest::Response, what: &str) -> Result<T, Failure> {
+    let (status, body) = read_body(response, what).await?;
+    parse_json(status, &body, what)
+}
+
+/// The token endpoint's answer. `invalid_grant` (RFC 6749 §5.2: a code used twice,
+/// expired, or whose verifier is not the challenge's) refuses the sign-in; any other
+/// failure (`invalid_client`: a wrong client secret) is the configuration's or the
+/// provider's, for the log.
+async fn read_tokens(response: reqwest::Response) -> Result<TokenAnswer, Failure> {
+    #[derive(Deserialize)]
+    struct OAuthError {
+        error: String,
+    }
+    let (status, body) = read_body(response, "token endpoint").await?;
+    if status == StatusCode::BAD_REQUEST
+        && serde_json::from_slice::<OAuthError>(&body).is_ok_and(|refusal| refusal.error == "invalid_grant")
+    {
+        crate::audit::note_detail(serde_json::json!({
+            "reason": "the identity provider refused the code: invalid_grant",
+            "error": "invalid_grant",
+        }));
+        return Err(refused(
+            "The identity provider refused this sign-in's code (used already, expired, or not this browser's). Start again.",
+        ));
+    }
+    parse_json(status, &body, "token endpoint")
 }
 
 async fn discover(provider: &SsoConfig) -> Result<Discovery, Failure> {
@@ -173,6 +207,7 @@ pub(super) async fn finish(
     answer: Callback,
 ) -> Result<(TenantId, SessionIdentity, String), Failure> {
     let flow = cookie(headers, FLOW_COOKIE).and_then(|raw| read_flow(&raw)).ok_or_else(|| {
+        crate::audit::note_detail(serde_json::json!({"reason": "no sign-in flow cookie, or a malformed one"}));
         refused("This sign-in started elsewhere or took too long. Start again from the sign-in page.")
     })?;
     let provider = state.config.console.sso.get(flow.provider).ok_or_else(|| refused("No such sign-in provider"))?;
@@ -208,7 +243,7 @@ pub(super) async fn finish(
         .send()
         .await
         .map_err(|e| unavailable(format!("token endpoint: {e}")))?;
-    let tokens: TokenAnswer = read_json(response, "token endpoint").await?;
+    let tokens = read_tokens(response).await?;
     let (claims, nonce) =
         crate::auth::issuers::verify_id_token(state, &provider.issuer, &tokens.id_token, &provider.client_id)
             .await
