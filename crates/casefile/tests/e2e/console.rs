@@ -315,6 +315,21 @@ async fn console_actions_are_the_apis_with_its_checks_csrf_and_trail() {
     assert!(!page.contains("<script>alert(1)</script>"), "{page}");
     assert!(page.contains("&#60;script&#62;alert(1)&#60;/script&#62;"), "escaped: {page}");
 
+    // Hostile query strings are answered, never with a 5xx.
+    for hostile in [
+        "/console/devices?page=18446744073709551615",
+        "/console/actions?page=18446744073709551615&tab=history",
+        "/console/devices?q=%27%20or%201%3D1%20--&os=%00&tag=%27&sort=..%2F&dir=%0d%0a",
+        "/console/actions?requestor=%27)&device=%27&window=forever&type=Nope",
+        "/console/admin?tab=audit&since=yesterday",
+        &format!("/console/actions/{id}/package/view?path=..%2F..%2Fetc%2Fpasswd&page=18446744073709551615"),
+    ] {
+        let answer = ana.get(hostile).await;
+        assert!(answer.status().as_u16() < 500, "{hostile}: {}", answer.status());
+    }
+    let quoted = ana.get("/console/devices?q=it%27s").await;
+    assert_eq!(quoted.status(), 200, "a quote in a search is a literal");
+
     // The CSV export holds the filtered actions, formula-safe.
     let csv = ana.get("/console/actions.csv?tab=history&window=day").await;
     assert_eq!(csv.status(), 200);

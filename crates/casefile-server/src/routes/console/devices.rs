@@ -114,7 +114,8 @@ fn odata_query(q: &DevicesQuery) -> String {
     } else {
         "asc"
     };
-    let mut out = format!("$orderby={column} {dir}&$top={PAGE_SIZE}&$skip={}&$count=true", q.page * PAGE_SIZE);
+    let mut out =
+        format!("$orderby={column} {dir}&$top={PAGE_SIZE}&$skip={}&$count=true", q.page.saturating_mul(PAGE_SIZE));
     if !filters.is_empty() {
         out.push_str("&$filter=");
         out.push_str(&url_escape(&filters.join(" and ")));
@@ -157,8 +158,8 @@ pub(crate) async fn list(
         .map(|g| (g.id, g.name))
         .collect();
     let total = found.count.unwrap_or(found.value.len() as u64);
-    let first = q.page * PAGE_SIZE;
-    let last = first + found.value.len() as u64;
+    let first = q.page.saturating_mul(PAGE_SIZE);
+    let last = first.saturating_add(found.value.len() as u64);
     let sort_links = [("name", "Name"), ("health", "Health"), ("lastSeen", "Last seen"), ("os", "OS")]
         .into_iter()
         .map(|(key, label)| {
@@ -186,8 +187,8 @@ pub(crate) async fn list(
         rows: found.value.iter().map(DeviceRow::from).collect(),
         total,
         prev: (q.page > 0).then(|| link(&q, q.page - 1, None)),
-        next: (last < total).then(|| link(&q, q.page + 1, None)),
-        first: if found.value.is_empty() { 0 } else { first + 1 },
+        next: (last < total).then(|| link(&q, q.page.saturating_add(1), None)),
+        first: if found.value.is_empty() { 0 } else { first.saturating_add(1) },
         last,
         health_values: HEALTH,
         groups,

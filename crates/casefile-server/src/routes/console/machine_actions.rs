@@ -172,21 +172,21 @@ pub(crate) async fn center(
     base: BaseUrl,
     Query(q): Query<CenterQuery>,
 ) -> Result<Response, Failure> {
-    let found = list(&state, &session, &base, q.odata(&state, PAGE_SIZE, q.page * PAGE_SIZE)).await?;
+    let found = list(&state, &session, &base, q.odata(&state, PAGE_SIZE, q.page.saturating_mul(PAGE_SIZE))).await?;
     let rows: Vec<ActionRow> = found.value.iter().map(ActionRow::from).collect();
     if q.fragment == "rows" {
         return Ok(html(&Rows { rows }));
     }
     let total = found.count.unwrap_or(rows.len() as u64);
-    let first = q.page * PAGE_SIZE;
-    let last = first + rows.len() as u64;
+    let first = q.page.saturating_mul(PAGE_SIZE);
+    let last = first.saturating_add(rows.len() as u64);
     let page = CenterPage {
         chrome: session.chrome(&state, "actions").await,
         total,
-        first: if rows.is_empty() { 0 } else { first + 1 },
+        first: if rows.is_empty() { 0 } else { first.saturating_add(1) },
         last,
         prev: (q.page > 0).then(|| q.link(q.page - 1, "/console/actions")),
-        next: (last < total).then(|| q.link(q.page + 1, "/console/actions")),
+        next: (last < total).then(|| q.link(q.page.saturating_add(1), "/console/actions")),
         live_url: format!("{}&fragment=rows", q.link(q.page, "/console/actions")),
         export_url: q.link(0, "/console/actions.csv"),
         rows,

@@ -365,7 +365,7 @@ pub(crate) async fn view(
     match kind {
         EntryKind::Csv => {
             let query = CsvQuery {
-                offset: q.page * CSV_ROWS as u64,
+                offset: q.page.saturating_mul(CSV_ROWS as u64),
                 limit: CSV_ROWS,
                 sort: q.sort.map(|column| SortBy { column, descending: q.desc.is_some() }),
                 filter: Some(q.filter.clone()).filter(|f| !f.is_empty()),
@@ -384,7 +384,7 @@ pub(crate) async fn view(
             .await
             .map_err(Failure::internal)??;
             let first = page.offset;
-            let last = first + page.rows.len() as u64;
+            let last = first.saturating_add(page.rows.len() as u64);
             let headers = page
                 .columns
                 .iter()
@@ -403,8 +403,8 @@ pub(crate) async fn view(
             let page_view = CsvView {
                 chrome,
                 prev: (q.page > 0).then(|| view_link(&action_id, &q, q.page - 1, None, 0)),
-                next: (last < page.matched).then(|| view_link(&action_id, &q, q.page + 1, None, 0)),
-                first: if page.rows.is_empty() { 0 } else { first + 1 },
+                next: (last < page.matched).then(|| view_link(&action_id, &q, q.page.saturating_add(1), None, 0)),
+                first: if page.rows.is_empty() { 0 } else { first.saturating_add(1) },
                 last,
                 headers,
                 path: q.path.clone(),
