@@ -139,7 +139,7 @@ async fn main() -> anyhow::Result<()> {
         let measured = median(args.runs, || page(path.clone())).await?;
         report(label, measured, Some(devices_api.0));
     }
-    let view = |query: &str| format!("/console/actions/{action_id}/package/view?path=processes%2Fprocesses.csv{query}");
+    let view = |query: &str| format!("/console/actions/{action_id}/package/view?path=Processes%2Fprocesses.csv{query}");
     for (label, path) in [
         ("Viewer: 50 MB CSV, first page (100 rows)", view("")),
         ("Viewer: sorted by rss_kb", view("&sort=3")),

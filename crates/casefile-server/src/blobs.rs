@@ -82,6 +82,8 @@ pub struct Blobs {
     /// When the bucket last took a probe object: `/readyz` is asked every second or so by
     /// each load balancer, and a PUT and a DELETE per ask would be a steady, billed load.
     bucket_probed: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// Held while the viewer copies a bucket's package to local disk (`readable`).
+    view_fetch: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Copies of bucket packages the viewer keeps in the staging directory.
@@ -144,6 +146,7 @@ impl Blobs {
             prefix: prefix.to_owned(),
             staging: staging.to_owned(),
             bucket_probed: Arc::default(),
+            view_fetch: Arc::default(),
         })
     }
 
@@ -190,6 +193,7 @@ impl Blobs {
             prefix: String::new(),
             staging: staging.to_owned(),
             bucket_probed: Arc::default(),
+            view_fetch: Arc::default(),
         })
     }
 
@@ -375,7 +379,12 @@ impl Blobs {
             return Err(std::io::Error::other("the package's SHA-256 is not 64 hex digits"));
         }
         let copy = self.staging.join(format!("view-{sha256}.zip"));
-        if tokio::fs::metadata(&copy).await.is_ok() {
+        // One fetch at a time: viewers of the same package wait for its copy instead of
+        // each fetching one, and the staging disk (uploads' too) holds one partial copy.
+        let _fetching = self.view_fetch.lock().await;
+        if let Ok(file) = std::fs::File::options().append(true).open(&copy) {
+            // Kept fresh: the trim spares recently used copies.
+            let _ = file.set_modified(std::time::SystemTime::now());
             return Ok(copy);
         }
         let (_, mut stream) = self.get(key).await.map_err(std::io::Error::other)?;
@@ -415,7 +424,9 @@ impl Blobs {
             .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
             .collect();
         copies.sort_by(|a, b| b.0.cmp(&a.0));
-        for (_, old) in copies.into_iter().skip(VIEW_COPIES) {
+        // Beyond the newest few, and unused for a while: a page may be reading it now.
+        let idle = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+        for (_, old) in copies.into_iter().skip(VIEW_COPIES).filter(|(used, _)| *used < idle) {
             let _ = std::fs::remove_file(old);
         }
     }

@@ -128,8 +128,6 @@ pub async fn sweep(state: &AppState) -> Result<Sweep, casefile_store::StoreError
         .await?;
 
     done.packages_deleted = delete_expired(state, now, ago(state.config.packages.retention_seconds)).await?;
-    let idle = seconds_before(now, state.config.console.idle_minutes.saturating_mul(60));
-    state.store.delete_ended_sessions(now, idle).await?;
 
     if done.pending_timed_out + done.running_timed_out > 0 {
         // One entry per sweep that timed anything out: the trail shows the sweeper acted,
@@ -142,6 +140,11 @@ pub async fn sweep(state: &AppState) -> Result<Sweep, casefile_store::StoreError
             "actions timed out: not picked up in time, or their agents went silent or stalled"
         );
         state.dispatcher.action_changed();
+    }
+    // Last, and only logged: a failure here must not cost the entries above.
+    let idle = seconds_before(now, state.config.console.idle_minutes.saturating_mul(60));
+    if let Err(e) = state.store.delete_ended_sessions(now, idle).await {
+        crate::error::log_store_failure(&e, "deleting ended console sessions failed");
     }
     Ok(done)
 }

@@ -273,6 +273,30 @@ pub struct UserRecord {
     pub last_failed_at: Option<Timestamp>,
 }
 
+/// How long after its last failed sign-in a user with `failures` failed sign-ins in a row
+/// must wait before the next attempt is checked: nothing for the first `free` failures,
+/// then 2^(failures − free − 1) seconds, at most `max`.
+pub fn sign_in_wait(
+    failures: u32,
+    last_failed: Option<Timestamp>,
+    now: Timestamp,
+    free: u32,
+    max: std::time::Duration,
+) -> Option<std::time::Duration> {
+    let last = last_failed?;
+    let over = failures.checked_sub(free).filter(|&n| n > 0)?;
+    let wait = std::time::Duration::from_secs(1u64 << (over - 1).min(20)).min(max);
+    let since = (now - last).to_std().unwrap_or(std::time::Duration::ZERO);
+    wait.checked_sub(since).filter(|left| !left.is_zero())
+}
+
+/// The sign-in backoff a store applies (see [`UserStore::attempt_sign_in`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub free: u32,
+    pub max: std::time::Duration,
+}
+
 /// A change to a local user. Disabling it or setting a password ends its sessions.
 #[derive(Debug, Clone)]
 pub enum UserChange {

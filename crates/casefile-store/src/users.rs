@@ -21,6 +21,18 @@ pub trait UserStore: Send + Sync + 'static {
     /// user). Disabling it or setting its password deletes its sessions in the same
     /// transaction.
     async fn change_user(&self, tenant: &TenantId, name: &str, change: &UserChange) -> Result<Option<UserRecord>>;
+    /// Starts a sign-in attempt of the user of that name, in one transaction: when its
+    /// failures still impose a wait ([`sign_in_wait`]), nothing changes and the wait is
+    /// returned; otherwise the attempt is counted as a failure now (a success resets the
+    /// count with [`UserChange::LoginSucceeded`]), so attempts racing each other are each
+    /// counted before any password is checked. `None`: no such user.
+    async fn attempt_sign_in(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        at: Timestamp,
+        backoff: Backoff,
+    ) -> Result<Option<(UserRecord, Option<std::time::Duration>)>>;
 
     async fn create_session(&self, session: &SessionRecord) -> Result<()>;
     /// The session whose secret hashes to `id_hash`, ended or not (the caller judges).

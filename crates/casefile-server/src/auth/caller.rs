@@ -51,6 +51,10 @@ pub struct AccessClaims {
     pub azp: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ver: Option<String>,
+    /// casefile's own, on a local user's CLI token: when the user's password was set
+    /// (microseconds), so a new password voids the tokens issued before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pwd_set: Option<i64>,
 }
 
 /// The signed-in user behind a delegated token. Device-group RBAC will decide on these
@@ -154,6 +158,51 @@ impl Caller {
     }
 }
 
+/// A local user's token for casefile's CLI (the password grant).
+fn is_cli_token(claims: &AccessClaims) -> bool {
+    let cli = crate::routes::CLI_CLIENT_ID;
+    claims.azp.as_deref() == Some(cli) || claims.appid.as_deref() == Some(cli)
+}
+
+/// A CLI token is good only while its local user is: enabled, and its password not changed
+/// since the token was issued (disabling a user or resetting a password stops its CLI at
+/// once, not at the token's end).
+async fn cli_user_holds(state: &AppState, claims: &AccessClaims) -> Result<(), ApiError> {
+    let refused =
+        || ApiError::unauthorized("The access token's user is disabled or its password changed; sign in again");
+    let (Some(tenant), Some(name)) = (TenantId::parse(&claims.tid), claims.upn.as_deref()) else {
+        return Err(refused());
+    };
+    let user = state.store.tenant(&tenant).user_by_name(name).await?;
+    match user {
+        Some(u)
+            if u.id.to_string() == claims.sub
+                && u.disabled_at.is_none()
+                && claims.pwd_set == Some(u.password_changed_at.timestamp_micros()) =>
+        {
+            Ok(())
+        }
+        _ => Err(refused()),
+    }
+}
+
+/// An identity provider's user may not go by the name of one of the tenant's local users:
+/// roles name both kinds alike, so the provider's `upn`/`preferred_username` would
+/// otherwise claim the local user's roles.
+pub(crate) async fn not_a_local_name(state: &AppState, claims: &AccessClaims) -> Result<(), ApiError> {
+    let (Some(tenant), Some(name)) =
+        (TenantId::parse(&claims.tid), claims.upn.as_deref().or(claims.unique_name.as_deref()))
+    else {
+        return Ok(());
+    };
+    if state.store.tenant(&tenant).user_by_name(name).await?.is_some() {
+        return Err(ApiError::unauthorized(
+            "The access token's user name is the name of a local user of this tenant; an identity provider's user cannot use it",
+        ));
+    }
+    Ok(())
+}
+
 /// Tenant ids become part of storage keys: keep them to a safe alphabet.
 pub fn valid_tenant_id(tid: &str) -> bool {
     TenantId::valid(tid)
@@ -175,10 +224,16 @@ impl FromRequestParts<AppState> for Caller {
                     crate::audit::note_detail(serde_json::json!({"reason": refused.message}));
                     refused
                 })?;
+                if claims.scp.is_some() && claims.iss != state.config.auth.issuer {
+                    not_a_local_name(state, &claims).await?;
+                }
                 state.verified_tokens.insert(token, &claims, now);
                 claims
             }
         };
+        if claims.scp.is_some() && is_cli_token(&claims) {
+            cli_user_holds(state, &claims).await?;
+        }
         let caller = Caller::from_claims(claims)
             .ok_or_else(|| ApiError::unauthorized("The access token's tenant id (tid) is invalid"))?;
         let kind = if caller.user.is_some() { "user" } else { "application" };

@@ -291,23 +291,27 @@ impl TrustedIssuer {
 
 /// A URL the server fetches from a provider: `https://`, or `http://` on a loopback host.
 pub(crate) fn check_fetch_url(raw: &str) -> Result<url::Url, String> {
-    jwks_url(raw)
+    fetch_url(raw, "the URL")
 }
 
 /// A JWKS URL: `https://`, or `http://` on a loopback host (tests, a sidecar).
 fn jwks_url(raw: &str) -> Result<url::Url, String> {
-    let url = url::Url::parse(raw).map_err(|e| format!("jwks_url '{raw}' is not a URL: {e}"))?;
+    fetch_url(raw, "jwks_url")
+}
+
+fn fetch_url(raw: &str, what: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("{what} '{raw}' is not a URL: {e}"))?;
     let loopback = match url.host() {
         Some(url::Host::Domain(host)) => host.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => return Err(format!("jwks_url '{raw}' has no host")),
+        None => return Err(format!("{what} '{raw}' has no host")),
     };
     match url.scheme() {
         "https" => Ok(url),
         "http" if loopback => Ok(url),
-        "http" => Err(format!("jwks_url '{raw}' must be https (plain http only on a loopback host)")),
-        other => Err(format!("jwks_url '{raw}' has the scheme '{other}'; use https")),
+        "http" => Err(format!("{what} '{raw}' must be https (plain http only on a loopback host)")),
+        other => Err(format!("{what} '{raw}' has the scheme '{other}'; use https")),
     }
 }
 
@@ -636,6 +640,7 @@ impl ProviderClaims {
             groups: self.groups,
             azp: self.azp,
             ver: self.ver,
+            pwd_set: None,
         }
     }
 }

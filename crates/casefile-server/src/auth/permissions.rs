@@ -64,6 +64,9 @@ pub enum Api {
     CreateApplication,
     /// Disable, enable, rotate the secret, change the roles.
     UpdateApplication,
+    /// Reading a package's content in the console's viewer: `GetPackageUri`'s rights, a
+    /// quota of its own (each page of the viewer is a call).
+    ViewPackage,
 }
 
 impl Api {
@@ -82,6 +85,7 @@ impl Api {
         Self::ManageAccess,
         Self::CreateApplication,
         Self::UpdateApplication,
+        Self::ViewPackage,
     ];
 
     /// The API's name in configuration and logs.
@@ -101,6 +105,7 @@ impl Api {
             Self::ManageAccess => "ManageAccess",
             Self::CreateApplication => "CreateApplication",
             Self::UpdateApplication => "UpdateApplication",
+            Self::ViewPackage => "ViewPackage",
         }
     }
 
@@ -116,6 +121,7 @@ impl Api {
             Self::GetMachineAction
             | Self::ListMachineActions
             | Self::GetPackageUri
+            | Self::ViewPackage
             | Self::GetMachine
             | Self::ListMachines => &[MACHINE_READ_ALL, MACHINE_READ_WRITE_ALL],
             Self::CancelMachineAction => CANCEL,
@@ -128,9 +134,10 @@ impl Api {
     /// permission (§3).
     pub fn delegated_permissions(self) -> &'static [&'static str] {
         match self {
-            Self::CollectInvestigationPackage | Self::ImportInvestigationPackage | Self::GetPackageUri => {
-                &[MACHINE_COLLECT_FORENSICS]
-            }
+            Self::CollectInvestigationPackage
+            | Self::ImportInvestigationPackage
+            | Self::GetPackageUri
+            | Self::ViewPackage => &[MACHINE_COLLECT_FORENSICS],
             Self::GetMachineAction | Self::ListMachineActions | Self::GetMachine | Self::ListMachines => {
                 &[MACHINE_READ, MACHINE_READ_WRITE]
             }
@@ -153,6 +160,7 @@ impl Api {
             Self::CollectInvestigationPackage
             | Self::ImportInvestigationPackage
             | Self::GetPackageUri
+            | Self::ViewPackage
             | Self::CancelMachineAction
             | Self::TagMachine => ALERTS_INVESTIGATION,
             Self::GetMachineAction | Self::ListMachineActions | Self::GetMachine | Self::ListMachines => VIEW_DATA,

@@ -53,8 +53,10 @@ pub async fn start(
 }
 
 /// The live session the cookie's secret names; `None` when there is none or it ended
-/// (idle too long, or past its absolute end).
-pub async fn find(state: &AppState, secret: &str) -> Result<Option<SessionRecord>, StoreError> {
+/// (idle too long, past its absolute end, or its local user disabled or given a new
+/// password). `touch`: the request is the user's (a page's own live refresh is not, so it
+/// does not keep an unattended session alive).
+pub async fn find(state: &AppState, secret: &str, touch: bool) -> Result<Option<SessionRecord>, StoreError> {
     if !secret.starts_with(SECRET_PREFIX) || secret.len() > 128 {
         return Ok(None);
     }
@@ -67,10 +69,26 @@ pub async fn find(state: &AppState, secret: &str) -> Result<Option<SessionRecord
         state.store.delete_session(&session.id_hash).await?;
         return Ok(None);
     }
-    if (now - session.last_seen).num_seconds() >= TOUCH_EVERY_SECONDS {
+    if let Some(user_id) = session.local_user
+        && !local_user_holds(state, &session, user_id).await?
+    {
+        state.store.delete_session(&session.id_hash).await?;
+        return Ok(None);
+    }
+    if touch && (now - session.last_seen).num_seconds() >= TOUCH_EVERY_SECONDS {
         state.store.touch_session(&session.id_hash, now).await?;
     }
     Ok(Some(session))
+}
+
+/// Whether the local user a session was started for still may have it: the same user
+/// (not one deleted and made again under its name), enabled, and its password unchanged
+/// since the session began. Disabling and new passwords delete sessions themselves; this
+/// catches the one started while such a change was committing.
+async fn local_user_holds(state: &AppState, session: &SessionRecord, user_id: uuid::Uuid) -> Result<bool, StoreError> {
+    let Some(name) = &session.identity.upn else { return Ok(false) };
+    let user = state.store.tenant(&session.tenant_id).user_by_name(name).await?;
+    Ok(user.is_some_and(|u| u.id == user_id && u.disabled_at.is_none() && u.password_changed_at <= session.created_at))
 }
 
 pub async fn end(state: &AppState, secret: &str) -> Result<(), StoreError> {

@@ -92,6 +92,7 @@ pub fn issue_for_user(
         exp: now.saturating_add(config.token_ttl_seconds.min(i64::MAX as u64) as i64),
         upn: Some(user.name.clone()),
         scp: Some(super::sessions::DELEGATED_SCOPES.join(" ")),
+        pwd_set: Some(user.password_changed_at.timestamp_micros()),
         azp: (version == TokenVersion::V2).then(|| crate::routes::CLI_CLIENT_ID.to_owned()),
         appid: (version == TokenVersion::V1).then(|| crate::routes::CLI_CLIENT_ID.to_owned()),
         ver: Some(match version {

@@ -3,14 +3,15 @@
 //! name is its name: roles name it as they name a user of an identity provider.
 //!
 //! Failed sign-ins are counted per user; from the fourth on, the next attempt waits
-//! 2^(failures − 3) seconds (at most 15 minutes) after the last failure, and is refused
-//! unchecked until then. The count starts again after a success or a new password.
+//! 2^(failures − 4) seconds (at most 15 minutes) after the last failure, and is refused
+//! unchecked until then, with the same answer as a wrong password. The count starts again
+//! after a success or a new password.
 
 use std::time::Duration;
 
 use casefile_proto::TenantId;
 use casefile_proto::time::Timestamp;
-use casefile_store::{Store, StoreError, UserChange, UserRecord};
+use casefile_store::{Backoff, Store, StoreError, UserChange, UserRecord};
 use uuid::Uuid;
 
 /// Failures allowed before the wait starts.
@@ -42,14 +43,13 @@ pub enum UserError {
 
 pub type Result<T, E = UserError> = std::result::Result<T, E>;
 
-/// What a sign-in attempt gives.
+/// What a sign-in attempt gives. A wrong name, a wrong password, a disabled user and a
+/// user whose failures impose a wait all give [`SignIn::Refused`], at the same cost, so
+/// the answer tells nobody which names exist.
 #[derive(Debug)]
 pub enum SignIn {
     Accepted(UserRecord),
-    /// Wrong name or password, or a disabled user: the caller says only that.
     Refused,
-    /// Too many failures: no attempt is checked before this wait has passed.
-    Wait(Duration),
 }
 
 pub fn tenant(raw: &str) -> Result<TenantId> {
@@ -57,9 +57,12 @@ pub fn tenant(raw: &str) -> Result<TenantId> {
 }
 
 pub fn valid_name(name: &str) -> Result<&str> {
+    // ASCII only: no look-alike letters, and SQLite's NOCASE, PostgreSQL's lower() and
+    // RBAC's comparison all fold it the same way. Not dots alone: a path cannot name them.
     let ok = !name.is_empty()
-        && name.chars().count() <= MAX_NAME_CHARS
-        && name.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+        && name.len() <= MAX_NAME_CHARS
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
+        && !name.bytes().all(|b| b == b'.');
     if ok { Ok(name) } else { Err(UserError::InvalidName(name.chars().take(MAX_NAME_CHARS).collect())) }
 }
 
@@ -134,14 +137,12 @@ pub async fn reset_password(
 
 /// How long a user with `failures` failed sign-ins, the last at `last`, must still wait.
 pub fn wait_left(failures: u32, last: Option<Timestamp>, now: Timestamp) -> Option<Duration> {
-    let last = last?;
-    let over = failures.checked_sub(FREE_FAILURES).filter(|&n| n > 0)?;
-    let wait = Duration::from_secs(1u64 << (over - 1).min(20)).min(MAX_WAIT);
-    let since = (now - last).to_std().unwrap_or(Duration::ZERO);
-    wait.checked_sub(since).filter(|left| !left.is_zero())
+    casefile_store::sign_in_wait(failures, last, now, FREE_FAILURES, MAX_WAIT)
 }
 
-/// Checks a name and password. An unknown name costs the same hashing as a known one.
+/// Checks a name and password. The attempt is counted as a failure before the password
+/// is checked, in one transaction with the check of the wait, so concurrent guesses are
+/// each counted (`UserStore::attempt_sign_in`); a success resets the count.
 pub async fn sign_in(
     store: &dyn Store,
     tenant: &TenantId,
@@ -149,29 +150,24 @@ pub async fn sign_in(
     password: &str,
     now: Timestamp,
 ) -> Result<SignIn> {
-    if valid_name(name).is_err() || password.len() > MAX_PASSWORD_BYTES {
-        super::passwords::verify(password.get(..MAX_PASSWORD_BYTES.min(password.len())).unwrap_or(""), None).await?;
-        return Ok(SignIn::Refused);
-    }
-    let user = store.tenant(tenant).user_by_name(name).await?;
-    if let Some(user) = &user
-        && let Some(wait) = wait_left(user.failed_logins, user.last_failed_at, now)
-    {
-        return Ok(SignIn::Wait(wait));
-    }
-    let matches = super::passwords::verify(password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+    let backoff = Backoff { free: FREE_FAILURES, max: MAX_WAIT };
+    let checkable = valid_name(name).is_ok() && password.len() <= MAX_PASSWORD_BYTES;
+    let attempt = if checkable { store.attempt_sign_in(tenant, name, now, backoff).await? } else { None };
+    let (user, hash) = match attempt {
+        Some((user, None)) => {
+            let hash = user.password_hash.clone();
+            (Some(user), Some(hash))
+        }
+        // Waiting, unknown, or not a name at all: the decoy's cost, then refused.
+        Some((_, Some(_))) | None => (None, None),
+    };
+    let candidate = if password.len() <= MAX_PASSWORD_BYTES { password } else { "" };
+    let matches = super::passwords::verify(candidate, hash).await?;
     let Some(user) = user else { return Ok(SignIn::Refused) };
-    let scope = store.tenant(tenant);
-    if !matches {
-        scope.change_user(&user.name, &UserChange::LoginFailed { at: now }).await?;
+    if !matches || user.disabled_at.is_some() {
         return Ok(SignIn::Refused);
     }
-    if user.disabled_at.is_some() {
-        return Ok(SignIn::Refused);
-    }
-    if user.failed_logins > 0 {
-        scope.change_user(&user.name, &UserChange::LoginSucceeded).await?;
-    }
+    store.tenant(tenant).change_user(&user.name, &UserChange::LoginSucceeded).await?;
     Ok(SignIn::Accepted(user))
 }
 
@@ -194,7 +190,7 @@ mod tests {
     #[test]
     fn names_and_passwords_are_checked() {
         assert!(valid_name("alice.smith@corp").is_ok());
-        for bad in ["", "a b", "../x", "a\u{0}b", "x;y", &"a".repeat(200)] {
+        for bad in ["", "a b", "../x", "a\u{0}b", "x;y", &"a".repeat(200), "\u{430}dmin", ".", ".."] {
             assert!(valid_name(bad).is_err(), "{bad:?}");
         }
         assert!(check_password("short").is_err());

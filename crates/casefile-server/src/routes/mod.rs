@@ -11,7 +11,7 @@ mod enrollment_tokens;
 pub(crate) mod errors;
 mod import;
 mod machines;
-mod oauth;
+pub(crate) mod oauth;
 pub use oauth::CLI_CLIENT_ID;
 mod odata;
 mod openapi;
@@ -42,6 +42,11 @@ use crate::state::AppState;
 /// the audit trail calls its calls. `/openapi.json` is generated from this table, so the
 /// document cannot describe a route that is not served, nor miss one that is.
 pub(crate) fn table() -> Table {
+    table_with(true)
+}
+
+/// [`table`], with the web console's routes or without them (`[console] enabled`).
+fn table_with(console: bool) -> Table {
     use crate::audit::Event::{ByRoute, Named};
     let agent = |path: &str| format!("{}{path}", casefile_proto::agent::PREFIX);
     Table::new()
@@ -103,13 +108,13 @@ pub(crate) fn table() -> Table {
         .hidden(&agent("/actions/{id}/failure"), post(agent::report_failure), Named("action.fail"))
         .hidden(&agent("/actions/{id}/cancelled"), post(agent::confirm_cancel), Named("cancel.confirm"))
         .hidden(&agent("/actions/{id}/accepted"), post(agent::accept), Named("action.accept"))
-        .console()
+        .console(console)
 }
 
 /// The route table, served: `/openapi.json` from it, JSON errors for unknown paths and
 /// wrong methods, and the audit trail around every route.
 pub fn router(state: AppState) -> Router {
-    let (routes, document) = table().into_parts();
+    let (routes, document) = table_with(state.config.console.enabled).into_parts();
     let document = document.to_json().map_err(|e| e.to_string());
     routes
         .route(
@@ -176,9 +181,9 @@ impl Table {
         self
     }
 
-    /// The web console's pages (`console::routes`).
-    fn console(self) -> Self {
-        console::routes(self)
+    /// The web console's pages (`console::routes`), when it is on.
+    fn console(self, on: bool) -> Self {
+        if on { console::routes(self) } else { self }
     }
 
     /// The declared paths, each once.

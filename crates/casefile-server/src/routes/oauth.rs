@@ -153,7 +153,8 @@ async fn password_grant(
     let name = form.required("username")?.to_owned();
     let password = form.required("password")?;
     let limits = &state.config.rate_limits;
-    throttle(state, "user", &name.to_ascii_lowercase(), limits.token_requests_per_client_per_minute).await?;
+    let user_key = format!("{tenant}\n{}", name.to_ascii_lowercase());
+    throttle(state, "user", &user_key, limits.token_requests_per_client_per_minute).await?;
     let audience = match version {
         TokenVersion::V2 => audience_of_scope(state, tenant, form.required("scope")?)?,
         TokenVersion::V1 => accepted_resource(state, tenant, form.required("resource")?)?,
@@ -170,19 +171,10 @@ async fn password_grant(
                 StatusCode::BAD_REQUEST,
                 "invalid_grant",
                 50126,
-                "Error validating credentials due to invalid username or password.".to_owned(),
+                "Error validating credentials due to invalid username or password. After repeated failures, \
+                 sign-in is paused for a while."
+                    .to_owned(),
             ));
-        }
-        Ok(crate::auth::users::SignIn::Wait(wait)) => {
-            let seconds = wait.as_secs().max(1);
-            let mut failure = Failure::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_grant",
-                50053,
-                format!("Too many failed sign-ins for this user; try again in {seconds} seconds."),
-            );
-            failure.retry_after = Some(seconds);
-            return Err(failure);
         }
         Err(e) => return Err(Failure::internal(format!("signing a user in: {e}"))),
     };
@@ -219,7 +211,7 @@ async fn password_grant(
 
 /// Counts a token request against `key`'s quota for a minute; `429` with `Retry-After`
 /// past it, as Entra ID throttles a client-credentials flood.
-async fn throttle(state: &AppState, kind: &str, key: &str, per_minute: u32) -> Result<(), Failure> {
+pub(crate) async fn throttle(state: &AppState, kind: &str, key: &str, per_minute: u32) -> Result<(), Failure> {
     if !state.config.rate_limits.enabled {
         return Ok(());
     }
@@ -227,7 +219,11 @@ async fn throttle(state: &AppState, kind: &str, key: &str, per_minute: u32) -> R
     let Err(wait) = state.limiter.hit(&format!("token\n{kind}\n{key}"), &window, state.now()).await else {
         return Ok(());
     };
-    state.metrics.rate_limited(if kind == "source" { "token_source" } else { "token_client" });
+    state.metrics.rate_limited(match kind {
+        "source" => "token_source",
+        "signin" => "console_signin",
+        _ => "token_client",
+    });
     let seconds = crate::ratelimit::retry_after_seconds(wait);
     let mut failure = Failure::new(
         StatusCode::TOO_MANY_REQUESTS,
@@ -409,7 +405,7 @@ fn malformed(why: &str) -> Failure {
 /// An OAuth2 error as Entra answers it: `error`, `error_description` starting with
 /// `AADSTS<code>:` and ending with the trace and correlation ids, `error_codes`,
 /// `timestamp`, `trace_id`, `correlation_id`.
-struct Failure {
+pub(crate) struct Failure {
     status: StatusCode,
     error: &'static str,
     code: u32,
@@ -457,6 +453,13 @@ impl Failure {
             trace_id,
             correlation_id,
         }
+    }
+}
+
+impl Failure {
+    /// Seconds the caller is asked to wait (`Retry-After`), when throttled.
+    pub(crate) fn retry_after(&self) -> Option<u64> {
+        self.retry_after
     }
 }
 

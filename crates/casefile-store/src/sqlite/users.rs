@@ -95,6 +95,36 @@ impl UserStore for SqliteStore {
         Ok(Some(user))
     }
 
+    async fn attempt_sign_in(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        at: Timestamp,
+        backoff: Backoff,
+    ) -> Result<Option<(UserRecord, Option<std::time::Duration>)>> {
+        let mut tx = self.write().await?;
+        let sql = format!("SELECT {USER_COLUMNS} FROM console_users WHERE tenant_id = ? AND name = ? COLLATE NOCASE");
+        let Some(row) =
+            sqlx::query(AssertSqlSafe(sql)).bind(tenant.as_str()).bind(name).fetch_optional(&mut *tx).await?
+        else {
+            return Ok(None);
+        };
+        let mut user = user_from_row(&row)?;
+        if let Some(wait) = sign_in_wait(user.failed_logins, user.last_failed_at, at, backoff.free, backoff.max) {
+            return Ok(Some((user, Some(wait))));
+        }
+        user.failed_logins = user.failed_logins.saturating_add(1);
+        user.last_failed_at = Some(at);
+        sqlx::query("UPDATE console_users SET failed_logins = ?, last_failed_at = ? WHERE id = ?")
+            .bind(i64::from(user.failed_logins))
+            .bind(user.last_failed_at.map(micros))
+            .bind(user.id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some((user, None)))
+    }
+
     async fn create_session(&self, s: &SessionRecord) -> Result<()> {
         let sql = format!("INSERT INTO console_sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
         let mut tx = self.write().await?;

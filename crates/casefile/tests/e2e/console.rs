@@ -149,13 +149,14 @@ async fn signing_in_sets_a_hardened_cookie_and_wrong_passwords_back_off() {
     let forged = console.post("/console/signin", &[("name", "alice"), ("password", PASSWORD)]).await;
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
 
-    // Three more failures: the fourth waits, even with the right password.
+    // Three more failures: the next attempt waits, even with the right password, and is
+    // answered as a wrong password (a wait would tell that the name exists).
     for _ in 0..3 {
         console.sign_in("alice", "still wrong").await;
     }
     let waiting = console.sign_in("alice", PASSWORD).await;
-    assert_eq!(waiting.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert!(waiting.headers().get("retry-after").is_some());
+    assert_eq!(waiting.status(), StatusCode::UNAUTHORIZED);
+    assert!(waiting.text().await.unwrap().contains("The name or the password is wrong."));
     server.advance(Duration::from_secs(2));
     let ok = console.sign_in("alice", PASSWORD).await;
     assert_eq!(ok.status(), StatusCode::SEE_OTHER, "after the wait the right password works");
@@ -181,6 +182,25 @@ async fn signing_in_sets_a_hardened_cookie_and_wrong_passwords_back_off() {
     assert!(refused >= 1, "{entries:?}");
     assert!(entries.iter().any(|e| e["outcome"] == "ok" && e["actor"] == "alice"));
 
+    // Guesses sent all at once are each counted before any is checked: a burst of 20
+    // wrong ones leaves the user waiting, however they interleave.
+    let burst = (0..20).map(|_| {
+        let mut c = Console::new(&server);
+        async move { c.sign_in("alice", "guess in a burst").await.status() }
+    });
+    let statuses = futures::future::join_all(burst).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED), "{statuses:?}");
+    let user = server
+        .server()
+        .state()
+        .store
+        .user_by_name(&casefile_proto::TenantId::default_tenant(), "alice")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(user.failed_logins >= 4, "the burst was counted: {}", user.failed_logins);
+    assert_eq!(console.sign_in("alice", PASSWORD).await.status(), StatusCode::UNAUTHORIZED, "and it waits");
+
     // Another site is never where sign-in leads.
     let page = console.get("/console/signin?next=//evil.example/x").await.text().await.unwrap();
     assert_eq!(hidden(&page, "next"), "/console/devices");
@@ -204,6 +224,16 @@ async fn sessions_end_when_idle_at_their_end_when_signed_out_or_disabled() {
     assert_eq!(console.get("/console/devices").await.status(), 200);
     server.advance(Duration::from_secs(31 * 60));
     assert_eq!(console.get("/console/devices").await.status(), StatusCode::SEE_OTHER);
+
+    // A page's live refresh is not the user: an unattended Action center still goes idle.
+    let mut console = Console::new(&server);
+    console.sign_in("alice", PASSWORD).await;
+    for _ in 0..4 {
+        server.advance(Duration::from_secs(10 * 60));
+        let poll = console.get("/console/actions?fragment=rows").await;
+        assert!(poll.status() == 200 || poll.status() == StatusCode::SEE_OTHER);
+    }
+    assert_eq!(console.get("/console/devices").await.status(), StatusCode::SEE_OTHER, "idle for 40 minutes");
 
     // Absolute: used every 20 minutes, it still ends after 2 hours.
     let mut console = Console::new(&server);
@@ -531,6 +561,17 @@ async fn local_users_get_delegated_tokens_for_the_cli_only() {
     assert_eq!(unknown["error_codes"][0], 50126, "an unknown name reads like a wrong password");
     let other_client = grant("ana", PASSWORD, "some-app").await.unwrap().json::<Value>().await.unwrap();
     assert_eq!(other_client["error"], "unauthorized_client");
+
+    // A new password stops the tokens issued before it, at once.
+    let state = server.server().state();
+    let tenant = casefile_proto::TenantId::default_tenant();
+    casefile_server::auth::users::reset_password(&*state.store, &tenant, "ana", "a brand new password", state.now())
+        .await
+        .unwrap();
+    assert_eq!(server.get(&format!("/api/machines/{host}"), &token).await.status(), 401, "revoked by the reset");
+    let answer: Value = grant("ana", "a brand new password", "casefile-cli").await.unwrap().json().await.unwrap();
+    let token = answer["access_token"].as_str().expect("a token").to_owned();
+    assert_eq!(server.get(&format!("/api/machines/{host}"), &token).await.status(), 200);
     let state = server.server().state();
     casefile_server::auth::users::set_disabled(
         &*state.store,
@@ -543,4 +584,16 @@ async fn local_users_get_delegated_tokens_for_the_cli_only() {
     .unwrap();
     let disabled = grant("ana", PASSWORD, "casefile-cli").await.unwrap().json::<Value>().await.unwrap();
     assert_eq!(disabled["error_codes"][0], 50126);
+}
+
+/// `[console] enabled = false`: no console route answers (review of issue 12).
+#[tokio::test]
+async fn a_disabled_console_serves_nothing() {
+    let server = TestServer::start_with(|config| config.console.enabled = false).await;
+    for path in ["/console/signin", "/console/devices", "/console/assets/console.js"] {
+        let answer = server.http.get(format!("{}{path}", server.base)).send().await.unwrap();
+        assert_eq!(answer.status(), 404, "{path}");
+    }
+    let posted = server.http.post(format!("{}/console/signin", server.base)).send().await.unwrap();
+    assert_eq!(posted.status(), 404);
 }

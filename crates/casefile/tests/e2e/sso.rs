@@ -280,7 +280,8 @@ async fn a_user_signs_in_through_the_provider() {
 
     // The session is the provider's user, as a delegated API user of that name would be.
     let secret = &browser.cookies[SESSION];
-    let record = casefile_server::auth::sessions::find(sso.server.server().state(), secret).await.unwrap().unwrap();
+    let record =
+        casefile_server::auth::sessions::find(sso.server.server().state(), secret, false).await.unwrap().unwrap();
     assert_eq!(record.identity.issuer, sso.idp.issuer());
     assert_eq!(record.identity.subject, format!("sub-{ANA}"));
     assert_eq!(record.identity.upn.as_deref(), Some(ANA));
@@ -541,4 +542,55 @@ tenant = "default"
             && error.contains("[[auth.trusted_issuers]]"),
         "{error}"
     );
+}
+
+/// The same sign-in in a real browser: the console's button, the provider's own page,
+/// back to the console signed in (the flow cookie crosses from the provider's site on a
+/// top-level navigation, as SameSite=Lax allows).
+#[tokio::test]
+async fn a_user_signs_in_through_the_provider_in_a_real_browser() {
+    let Some(browser) = crate::browser::start("sso").await else { return };
+    let sso = start(vec![OidcUser::new(ANA).oid("oid-ana").groups(&["soc-analysts"])]).await;
+    let role = json!({"name": "analysts", "permissions": ["ViewData"], "users": [], "groups": ["soc-analysts"]});
+    let put = sso
+        .server
+        .http
+        .put(format!("{}/api/admin/roles/analysts", sso.server.base))
+        .bearer_auth(sso.server.token(&["Casefile.Admin"]))
+        .json(&role)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    sso.server.seed_machine("sso-visible.example").await;
+
+    browser.goto(&format!("{}/console/devices", sso.server.base)).await;
+    browser.wait_path(|p| p == "/console/signin").await;
+    browser.shot("signin-with-sso").await;
+    browser.click(".sso a").await;
+    browser.wait_for("#oidc-user").await;
+    browser.fill("#oidc-user", ANA).await;
+    browser.click("#oidc-sign-in").await;
+    browser.wait_path(|p| p == "/console/devices").await;
+    assert_eq!(browser.text("#signed-in-user").await, ANA);
+    assert!(browser.text("#devices").await.contains("sso-visible.example"), "the role from the IdP group applies");
+    browser.shot("devices-after-sso").await;
+    browser.close().await;
+}
+
+/// A provider's user may not take a local user's name: roles name both alike, so it
+/// would take the local user's roles (review of issue 12).
+#[tokio::test]
+async fn a_providers_user_cannot_take_a_local_users_name() {
+    let sso = start(vec![OidcUser::new("admin").oid("oid-mallory")]).await;
+    let state = sso.server.server().state();
+    let tenant = casefile_proto::TenantId::default_tenant();
+    casefile_server::auth::users::create(&*state.store, &tenant, "admin", "local admin password", state.now())
+        .await
+        .unwrap();
+    let mut browser = Browser::new(&sso.server);
+    let answer = browser.sign_in("admin", "/console/devices").await;
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    assert!(!browser.cookies.contains_key(SESSION));
+    assert!(answer.text().await.unwrap().contains("local user"));
 }

@@ -148,6 +148,8 @@ pub(crate) async fn list(
     let uri: axum::http::Uri = "/api/machines".parse().map_err(Failure::internal)?;
     let answer = machines::list(State(state.clone()), session.caller.clone(), base, uri, RawQuery(Some(query))).await;
     let found: Collection<Machine> = api(answer).await?;
+    // Only the groups the user sees devices of: the others' names are not theirs to read.
+    let visible = crate::rbac::Access::of(&state, &session.caller).await.map(|a| a.visibility()).unwrap_or_default();
     let groups = state
         .store
         .tenant(&session.caller.tenant_id)
@@ -155,6 +157,7 @@ pub(crate) async fn list(
         .await
         .map_err(Failure::from_store)?
         .into_iter()
+        .filter(|g| visible.as_ref().is_none_or(|v| v.groups.contains(&g.id)))
         .map(|g| (g.id, g.name))
         .collect();
     let total = found.count.unwrap_or(found.value.len() as u64);

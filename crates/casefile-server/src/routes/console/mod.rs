@@ -52,7 +52,7 @@ pub(super) fn routes(table: Table) -> Table {
         .hidden("/console/actions.csv", get(machine_actions::export), ByRoute)
         .hidden("/console/actions/{id}", get(machine_actions::page), ByRoute)
         .hidden("/console/actions/{id}/cancel", post(machine_actions::cancel), Named("cancel"))
-        .hidden("/console/actions/{id}/package", get(package::page), ByRoute)
+        .hidden("/console/actions/{id}/package", get(package::page), Named("package.view"))
         .hidden("/console/actions/{id}/package/download", post(package::download), Named("link.issue"))
         .hidden("/console/actions/{id}/package/view", get(package::view), Named("package.view"))
         .hidden("/console/admin", get(admin::page), ByRoute)
@@ -105,7 +105,10 @@ impl FromRequestParts<AppState> for Session {
         let Some(secret) = cookie(&parts.headers, crate::auth::sessions::COOKIE) else {
             return Err(SignInFirst(back).into_response());
         };
-        let record = match crate::auth::sessions::find(state, &secret).await {
+        // A page's live refresh (`fragment=`) is not the user at work: it does not move
+        // the session's idle end.
+        let user_at_work = !parts.uri.query().is_some_and(|q| q.split('&').any(|p| p.starts_with("fragment=")));
+        let record = match crate::auth::sessions::find(state, &secret, user_at_work).await {
             Ok(Some(record)) => record,
             Ok(None) => return Err(SignInFirst(back).into_response()),
             Err(e) => return Err(failure_page(Failure::from_store(e))),

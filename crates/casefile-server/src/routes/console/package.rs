@@ -62,7 +62,9 @@ pub(crate) struct Verdict {
 }
 
 /// The action, as the caller may read its package: `getPackageUri`'s permission, role and
-/// device-group checks, and a `Succeeded` collection with a package still stored.
+/// device-group checks (under the `ViewPackage` quota: each viewer page is a call, and
+/// `GetPackageUri`'s is two a minute), and a `Succeeded` collection with a package still
+/// stored.
 async fn readable(
     state: &AppState,
     session: &Session,
@@ -72,7 +74,7 @@ async fn readable(
     let refused = |e: crate::error::ApiError| async move {
         api::<serde_json::Value>(Err(e)).await.err().unwrap_or_else(|| Failure::internal("refusal"))
     };
-    let access = match caller.admit(state, Api::GetPackageUri).await {
+    let access = match caller.admit(state, Api::ViewPackage).await {
         Ok(access) => access,
         Err(e) => return Err(refused(e).await),
     };
@@ -99,25 +101,35 @@ async fn local_file(state: &AppState, package: &casefile_store::PackageRecord) -
     state.blobs.readable(&package.blob_key, &package.sha256).await.map_err(Failure::internal)
 }
 
-fn verify(path: std::path::PathBuf, key: Option<String>) -> Result<Verdict, Failure> {
-    let expected =
-        key.as_deref().map(casefile_package::signature::parse_public_key).transpose().map_err(Failure::internal)?;
+/// Package pages verified at once: each reads the whole package.
+static VERIFYING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Checks every file against the signed manifest and the signature, then says whether the
+/// signer is the device's enrolled key now (after an identity reset a genuine older
+/// package is signed by the key the device had then).
+fn verify(path: std::path::PathBuf, enrolled: Option<String>) -> Result<Verdict, Failure> {
     let file = std::fs::File::open(&path).map_err(Failure::internal)?;
-    let report =
-        casefile_package::verify_with(std::io::BufReader::new(file), expected.as_ref()).map_err(|e| Failure {
-            status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            code: "InvalidInput".into(),
-            message: format!("The stored package cannot be read: {e}"),
-        })?;
-    let signer = match &report.signature {
-        casefile_package::signature::SignatureCheck::Valid { public_key, .. } => public_key.clone(),
-        _ => String::new(),
+    let report = casefile_package::verify_with(std::io::BufReader::new(file), None).map_err(|e| Failure {
+        status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+        code: "InvalidInput".into(),
+        message: format!("The stored package cannot be read: {e}"),
+    })?;
+    let (signer, signature) = match &report.signature {
+        casefile_package::signature::SignatureCheck::Valid { public_key, .. } => {
+            let whose = if enrolled.as_deref() == Some(public_key.as_str()) {
+                "valid, by the device's enrolled key".to_owned()
+            } else {
+                "valid, by a key that is not the device's enrolled key now (enrolled again since?)".to_owned()
+            };
+            (public_key.clone(), whose)
+        }
+        other => (String::new(), other.to_string()),
     };
     Ok(Verdict {
         authentic: report.is_authentic(),
         files_checked: report.files_checked,
         problems: report.problems.iter().take(50).map(ToString::to_string).collect(),
-        signature: report.signature.to_string(),
+        signature,
         signer,
     })
 }
@@ -135,6 +147,7 @@ pub(crate) async fn page(
     let key = machine.and_then(|m| m.agent_public_key);
     let path = local_file(&state, &package).await?;
     let opened = path.clone();
+    let _permit = VERIFYING.acquire().await.map_err(Failure::internal)?;
     let (verdict, tree, manifest) = tokio::task::spawn_blocking(move || -> Result<_, Failure> {
         let verdict = verify(path, key)?;
         let mut viewer =

@@ -92,25 +92,29 @@ pub(crate) async fn local(
     let Some(tenant) = TenantId::parse(&tenant_raw) else {
         return again(StatusCode::BAD_REQUEST, "The tenant is not a valid tenant id.");
     };
-    crate::audit::note_claimed_actor("user", &form.name, &tenant);
+    crate::audit::note_claimed_actor("user", &form.name.chars().take(64).collect::<String>(), &tenant);
+    // As on the token endpoint: a source's attempts per minute are bounded before any
+    // password is hashed (argon2 is shared with the applications' token requests).
+    let source = crate::audit::source_address().map(|ip| ip.to_string()).unwrap_or_default();
+    let per_minute = state.config.rate_limits.token_requests_per_source_per_minute;
+    if let Err(throttled) = crate::routes::oauth::throttle(&state, "signin", &source, per_minute).await {
+        let seconds = throttled.retry_after().unwrap_or(60);
+        let mut response = again(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("Too many sign-ins from this address; try again in {seconds} seconds."),
+        );
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+        return response;
+    }
     let outcome = users::sign_in(&*state.store, &tenant, &form.name, &form.password, state.now()).await;
     let user = match outcome {
         Ok(SignIn::Accepted(user)) => user,
         Ok(SignIn::Refused) => {
             crate::audit::note_detail(serde_json::json!({"reason": "wrong name or password, or a disabled user"}));
-            return again(StatusCode::UNAUTHORIZED, "The name or the password is wrong.");
-        }
-        Ok(SignIn::Wait(wait)) => {
-            let seconds = wait.as_secs().max(1);
-            crate::audit::note_detail(
-                serde_json::json!({"reason": "too many failed sign-ins", "waitSeconds": seconds}),
+            return again(
+                StatusCode::UNAUTHORIZED,
+                "The name or the password is wrong. After repeated failures, sign-in is paused for a while.",
             );
-            let mut response = again(
-                StatusCode::TOO_MANY_REQUESTS,
-                &format!("Too many failed sign-ins for this user. Try again in {seconds} seconds."),
-            );
-            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
-            return response;
         }
         Err(users::UserError::Store(e)) => return failure_page(Failure::from_store(e)),
         Err(e) => return failure_page(Failure::internal(e)),

@@ -260,6 +260,13 @@ pub(super) async fn finish(
     if claims.sub.is_empty() {
         return Err(refused("The ID token names no subject (sub)"));
     }
+    if let Err(e) = crate::auth::caller::not_a_local_name(state, &claims).await {
+        crate::audit::note_detail(serde_json::json!({"reason": e.message}));
+        return Err(refused(
+            "Your identity provider's user name is the name of a local user of this tenant, so it cannot be used \
+             to sign in here. Ask an administrator.",
+        ));
+    }
     let identity = SessionIdentity {
         issuer: claims.iss,
         subject: claims.sub,
