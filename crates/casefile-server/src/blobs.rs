@@ -423,7 +423,7 @@ impl Blobs {
             .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("view-") && n.ends_with(".zip")))
             .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
             .collect();
-        copies.sort_by(|a, b| b.0.cmp(&a.0));
+        copies.sort_by_key(|(used, _)| std::cmp::Reverse(*used));
         // Beyond the newest few, and unused for a while: a page may be reading it now.
         let idle = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
         for (_, old) in copies.into_iter().skip(VIEW_COPIES).filter(|(used, _)| *used < idle) {

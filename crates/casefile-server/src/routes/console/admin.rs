@@ -286,18 +286,15 @@ pub(crate) async fn create_token(
     axum::Form(form): axum::Form<TokenForm>,
 ) -> Result<Response, Response> {
     session.check_form(&headers, &base, &form.csrf)?;
-    let number = |raw: &str, what: &str| -> Result<Option<u64>, Response> {
+    let number = |raw: &str, what: &str| -> Result<Option<u64>, Failure> {
         let raw = raw.trim();
         if raw.is_empty() {
             return Ok(None);
         }
-        raw.parse().map(Some).map_err(|_| {
-            Failure {
-                status: axum::http::StatusCode::BAD_REQUEST,
-                code: "InvalidInput".into(),
-                message: format!("{what} must be a whole number"),
-            }
-            .into_response_page()
+        raw.parse().map(Some).map_err(|_| Failure {
+            status: axum::http::StatusCode::BAD_REQUEST,
+            code: "InvalidInput".into(),
+            message: format!("{what} must be a whole number"),
         })
     };
     let uses = number(&form.uses, "Uses")?.map(|u| u32::try_from(u).unwrap_or(u32::MAX));

@@ -415,6 +415,7 @@ pub(crate) async fn cancel(
 mod tests {
     #[test]
     fn csv_cells_never_start_a_formula() {
-        assert_eq!(super::csv_line(&["=cmd|'/c calc'!A1", "a,b", "plain"]), "\"'=cmd|'/c calc'!A1\",\"a,b\",plain\n");
+        assert_eq!(super::csv_line(&["=cmd|'/c calc'!A1", "a,b", "plain"]), "'=cmd|'/c calc'!A1,\"a,b\",plain\n");
+        assert_eq!(super::csv_line(&["-2+3", "@SUM(1)", "+x", "ok"]), "'-2+3,'@SUM(1),'+x,ok\n");
     }
 }

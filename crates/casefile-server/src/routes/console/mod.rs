@@ -121,16 +121,16 @@ impl FromRequestParts<AppState> for Session {
 
 impl Session {
     /// Checks a form's CSRF token and, when the browser sent one, its `Origin`.
-    pub fn check_form(&self, headers: &HeaderMap, base: &BaseUrl, csrf: &str) -> Result<(), Response> {
+    pub fn check_form(&self, headers: &HeaderMap, base: &BaseUrl, csrf: &str) -> Result<(), Failure> {
         let origin_ok = headers.get(ORIGIN).and_then(|o| o.to_str().ok()).is_none_or(|o| o == base.0);
         if !origin_ok || !crate::auth::sessions::csrf_matches(&self.record, csrf) {
             crate::audit::note_detail(serde_json::json!({"reason": "the form's CSRF token or origin is wrong"}));
-            return Err(failure_page(Failure {
+            return Err(Failure {
                 status: StatusCode::FORBIDDEN,
                 code: "Forbidden".into(),
                 message: "This form is out of date or was not sent by this console. Reload the page and try again."
                     .into(),
-            }));
+            });
         }
         Ok(())
     }
@@ -204,6 +204,12 @@ pub(crate) async fn api<T: DeserializeOwned>(answer: ApiResult<Response>) -> Res
 #[template(path = "console/error.html")]
 struct ErrorPage<'a> {
     failure: &'a Failure,
+}
+
+impl From<Failure> for Response {
+    fn from(failure: Failure) -> Self {
+        failure_page(failure)
+    }
 }
 
 pub(crate) fn failure_page(failure: Failure) -> Response {

@@ -164,7 +164,7 @@ pub(crate) async fn signout(
     axum::Form(form): axum::Form<SignOutForm>,
 ) -> Response {
     if let Err(refused) = session.check_form(&headers, &base, &form.csrf) {
-        return refused;
+        return refused.into();
     }
     if let Err(e) = sessions::end(&state, &session.secret).await {
         return failure_page(Failure::from_store(e));
