@@ -316,6 +316,38 @@ pub enum UserChange {
     LoginSucceeded,
 }
 
+impl UserRecord {
+    /// Applies `change` to the record; `true` when it ends the user's sessions.
+    pub fn apply(&mut self, change: &UserChange) -> bool {
+        match change {
+            UserChange::Disable { at } => {
+                self.disabled_at = self.disabled_at.or(Some(*at));
+                true
+            }
+            UserChange::Enable => {
+                self.disabled_at = None;
+                false
+            }
+            UserChange::Password { hash, at } => {
+                self.password_hash = hash.clone();
+                self.password_changed_at = *at;
+                self.failed_logins = 0;
+                self.last_failed_at = None;
+                true
+            }
+            UserChange::LoginFailed { at } => {
+                self.failed_logins = self.failed_logins.saturating_add(1);
+                self.last_failed_at = Some(*at);
+                false
+            }
+            UserChange::LoginSucceeded => {
+                self.failed_logins = 0;
+                false
+            }
+        }
+    }
+}
+
 /// Who a console session is: a local user, or a user of a trusted OpenID Connect issuer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SessionIdentity {

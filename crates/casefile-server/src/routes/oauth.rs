@@ -101,8 +101,13 @@ async fn grant(
     let issued = tokens::issue(&state.keyring, &state.config.auth, &app, &audience, version, now)
         .map_err(|e| Failure::internal(format!("signing the token: {e}")))?;
     tracing::info!(tenant = %app.tenant_id, client_id = %app.client_id, app = %app.name, %audience, "token issued");
+    Ok(token_answer(issued, audience, version, now))
+}
+
+/// The token endpoint's answer, in the shape of its version.
+fn token_answer(issued: tokens::Issued, audience: String, version: TokenVersion, now: i64) -> Response {
     let expires_in = (issued.claims.exp - now - 1).max(0) as u64;
-    Ok(match version {
+    match version {
         TokenVersion::V2 => oauth_json(
             StatusCode::OK,
             &TokenResponseV2 {
@@ -124,7 +129,7 @@ async fn grant(
                 access_token: issued.token,
             },
         ),
-    })
+    }
 }
 
 /// casefile's own CLI: the one public client, which may sign a local user in with a name
@@ -183,30 +188,7 @@ async fn password_grant(
     let issued = tokens::issue_for_user(&state.keyring, &state.config.auth, &user, &audience, version, now)
         .map_err(|e| Failure::internal(format!("signing the token: {e}")))?;
     tracing::info!(%tenant, user = %user.name, %audience, "user token issued to the CLI");
-    let expires_in = (issued.claims.exp - now - 1).max(0) as u64;
-    Ok(match version {
-        TokenVersion::V2 => oauth_json(
-            StatusCode::OK,
-            &TokenResponseV2 {
-                token_type: "Bearer".into(),
-                expires_in,
-                ext_expires_in: expires_in,
-                access_token: issued.token,
-            },
-        ),
-        TokenVersion::V1 => oauth_json(
-            StatusCode::OK,
-            &TokenResponseV1 {
-                token_type: "Bearer".into(),
-                expires_in: expires_in.to_string(),
-                ext_expires_in: expires_in.to_string(),
-                expires_on: issued.claims.exp.to_string(),
-                not_before: issued.claims.nbf.to_string(),
-                resource: audience,
-                access_token: issued.token,
-            },
-        ),
-    })
+    Ok(token_answer(issued, audience, version, now))
 }
 
 /// Counts a token request against `key`'s quota for a minute; `429` with `Retry-After`

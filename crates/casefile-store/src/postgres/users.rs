@@ -55,26 +55,7 @@ impl UserStore for PgStore {
             return Ok(None);
         };
         let mut user = rows::user(&row)?;
-        let mut ends_sessions = false;
-        match change {
-            UserChange::Disable { at } => {
-                user.disabled_at = user.disabled_at.or(Some(*at));
-                ends_sessions = true;
-            }
-            UserChange::Enable => user.disabled_at = None,
-            UserChange::Password { hash, at } => {
-                user.password_hash = hash.clone();
-                user.password_changed_at = *at;
-                user.failed_logins = 0;
-                user.last_failed_at = None;
-                ends_sessions = true;
-            }
-            UserChange::LoginFailed { at } => {
-                user.failed_logins = user.failed_logins.saturating_add(1);
-                user.last_failed_at = Some(*at);
-            }
-            UserChange::LoginSucceeded => user.failed_logins = 0,
-        }
+        let ends_sessions = user.apply(change);
         sqlx::query(
             "UPDATE console_users SET password_hash = $1, password_changed_at = $2, disabled_at = $3, \
              failed_logins = $4, last_failed_at = $5 WHERE id = $6",

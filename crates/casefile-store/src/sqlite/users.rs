@@ -53,26 +53,7 @@ impl UserStore for SqliteStore {
             return Ok(None);
         };
         let mut user = user_from_row(&row)?;
-        let mut ends_sessions = false;
-        match change {
-            UserChange::Disable { at } => {
-                user.disabled_at = user.disabled_at.or(Some(*at));
-                ends_sessions = true;
-            }
-            UserChange::Enable => user.disabled_at = None,
-            UserChange::Password { hash, at } => {
-                user.password_hash = hash.clone();
-                user.password_changed_at = *at;
-                user.failed_logins = 0;
-                user.last_failed_at = None;
-                ends_sessions = true;
-            }
-            UserChange::LoginFailed { at } => {
-                user.failed_logins = user.failed_logins.saturating_add(1);
-                user.last_failed_at = Some(*at);
-            }
-            UserChange::LoginSucceeded => user.failed_logins = 0,
-        }
+        let ends_sessions = user.apply(change);
         sqlx::query(
             "UPDATE console_users SET password_hash = ?, password_changed_at = ?, disabled_at = ?, \
              failed_logins = ?, last_failed_at = ? WHERE id = ?",

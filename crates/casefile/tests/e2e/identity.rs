@@ -264,13 +264,22 @@ async fn the_token_endpoint_fails_in_entra_shapes() {
     let v2 = "/default/oauth2/v2.0/token";
 
     let body = assert_oauth_error(
-        post_form(&server, v2, &replaced("grant_type", "password")).await,
+        post_form(&server, v2, &replaced("grant_type", "authorization_code")).await,
         400,
         "unsupported_grant_type",
         70003,
     )
     .await;
-    assert!(body["error_description"].as_str().unwrap().contains("'password'"));
+    assert!(body["error_description"].as_str().unwrap().contains("'authorization_code'"));
+    // The password grant is casefile's CLI's only (local users), not an application's.
+    let body = assert_oauth_error(
+        post_form(&server, v2, &replaced("grant_type", "password")).await,
+        400,
+        "unauthorized_client",
+        700016,
+    )
+    .await;
+    assert!(body["error_description"].as_str().unwrap().contains("casefile-cli"));
     for missing in ["grant_type", "client_id", "scope"] {
         let body =
             assert_oauth_error(post_form(&server, v2, &without(missing)).await, 400, "invalid_request", 900144).await;
@@ -471,7 +480,7 @@ async fn discovery_points_at_the_token_endpoint_and_the_keys() {
     assert_eq!(v2["token_endpoint"], format!("{}/contoso/oauth2/v2.0/token", server.base));
     assert_eq!(v2["jwks_uri"], format!("{}/.well-known/jwks.json", server.base));
     assert_eq!(v2["id_token_signing_alg_values_supported"], json!(["EdDSA"]));
-    assert_eq!(v2["grant_types_supported"], json!(["client_credentials"]));
+    assert_eq!(v2["grant_types_supported"], json!(["client_credentials", "password"]));
     assert!(v2["scopes_supported"].as_array().unwrap().contains(&json!(format!("{AUDIENCE}/.default"))));
     assert!(v2["authorization_endpoint"].is_string());
     let v1: Value = get("/contoso/.well-known/openid-configuration".into()).await.json().await.unwrap();

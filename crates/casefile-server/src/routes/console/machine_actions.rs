@@ -382,17 +382,14 @@ pub(crate) async fn cancel(
     axum::Form(form): axum::Form<CancelForm>,
 ) -> Result<Response, Response> {
     session.check_form(&headers, &base, &form.csrf)?;
-    let body = serde_json::to_vec(&serde_json::json!({ "Comment": form.comment }))
-        .map_err(|e| Failure::internal(e).into_response_page())?;
-    let mut json_headers = HeaderMap::new();
-    json_headers.insert(CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+    let (json_headers, body) = super::comment_body(&form.comment);
     let answer = actions::cancel(
         State(state.clone()),
         session.caller.clone(),
         base.clone(),
         crate::routes::Path(id.clone()),
         json_headers,
-        axum::body::Body::from(body),
+        body,
     )
     .await;
     match api::<serde_json::Value>(answer).await {

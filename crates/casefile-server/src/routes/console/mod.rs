@@ -295,6 +295,14 @@ pub(crate) fn url_escape(raw: &str) -> String {
     out
 }
 
+/// The JSON body and headers of an API call that takes `{"Comment": ...}` (collect, cancel).
+pub(crate) fn comment_body(comment: &str) -> (HeaderMap, axum::body::Body) {
+    let body = serde_json::json!({ "Comment": comment }).to_string();
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    (headers, axum::body::Body::from(body))
+}
+
 /// An OData string literal: single quotes doubled.
 pub(crate) fn odata_string(raw: &str) -> String {
     format!("'{}'", raw.replace('\'', "''"))
