@@ -729,6 +729,7 @@ pub const ENV_NOT_SETTINGS: &[&str] = &[
     "CASEFILE_LOG",
     "CASEFILE_LOG_FORMAT",
     "CASEFILE_ENROLL_TOKEN",
+    "CASEFILE_CLI_CONFIG",
 ];
 
 /// Prefixes of other programs' variables that share the `CASEFILE_` namespace: the agent's

@@ -42,7 +42,7 @@ pub async fn start(name: &str) -> Option<Browser> {
     );
     let downloads = profile.path().join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
-    let shots = std::env::var_os("CASEFILE_SCREENSHOTS")
+    let shots = std::env::var_os("CASEFILE_TEST_SCREENSHOTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots"))
         .join(name);
