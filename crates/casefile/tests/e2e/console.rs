@@ -412,6 +412,7 @@ async fn the_analysts_flow_in_a_real_browser() {
     browser.wait_text("#action-status", |s| s == "Succeeded").await;
     let still: Value = browser.client.execute("return window.casefileNoReload;", vec![]).await.unwrap();
     assert_eq!(still, json!(42), "the status changed without a reload");
+    assert!(!browser.has("#cancel").await, "a finished action offers no cancel");
     browser.shot("action-succeeded").await;
 
     // The package: verified, signed by the device's key, with its custody and files.

@@ -300,12 +300,17 @@ struct ActionPage {
     action: ActionRow,
     details: Vec<(&'static str, String)>,
     message: Option<String>,
+    /// The cancel form's token (the live fragment renders the form too).
+    csrf: String,
 }
 
+/// The live part of an action's page: its status, the package once there is one, and the
+/// cancel form while it can be cancelled (so it goes when the action ends).
 #[derive(Template)]
 #[template(path = "console/action_status.html")]
 struct StatusFragment {
     action: ActionRow,
+    csrf: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -344,8 +349,9 @@ async fn action_page(
     if let Some(info) = &a.troubleshoot_info {
         details.push(("Troubleshooting", info.clone()));
     }
-    let page =
-        ActionPage { chrome: session.chrome(state, "actions").await, action: ActionRow::from(&a), details, message };
+    let chrome = session.chrome(state, "actions").await;
+    let csrf = chrome.csrf.clone();
+    let page = ActionPage { chrome, action: ActionRow::from(&a), details, message, csrf };
     Ok(html(&page))
 }
 
@@ -359,7 +365,7 @@ pub(crate) async fn page(
 ) -> Result<Response, Failure> {
     if q.fragment == "status" {
         let a = action(&state, &session, &base, &id).await?;
-        return Ok(html(&StatusFragment { action: ActionRow::from(&a) }));
+        return Ok(html(&StatusFragment { action: ActionRow::from(&a), csrf: session.record.csrf.clone() }));
     }
     action_page(&state, &session, &base, &id, None).await
 }
