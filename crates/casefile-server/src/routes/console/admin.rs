@@ -217,7 +217,7 @@ pub(crate) struct UserForm {
 async fn after(answer: crate::error::ApiResult<Response>) -> Result<Response, Response> {
     match api::<serde_json::Value>(answer).await {
         Ok(_) => Ok(redirect("/console/admin?tab=users")),
-        Err(failure) => Err(failure.into_response_page()),
+        Err(failure) => Err(failure.into()),
     }
 }
 
@@ -234,12 +234,6 @@ pub(crate) async fn create_user(
     after(users_api::create(State(state), session.caller.clone(), crate::routes::Json(request)).await).await
 }
 
-#[derive(Deserialize)]
-pub(crate) struct ToggleForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// `POST /console/admin/users/{name}/disable`.
 pub(crate) async fn disable_user(
     State(state): State<AppState>,
@@ -247,7 +241,7 @@ pub(crate) async fn disable_user(
     base: BaseUrl,
     headers: HeaderMap,
     axum::extract::Path(name): axum::extract::Path<String>,
-    axum::Form(form): axum::Form<ToggleForm>,
+    axum::Form(form): axum::Form<super::CsrfForm>,
 ) -> Result<Response, Response> {
     session.check_form(&headers, &base, &form.csrf)?;
     after(users_api::disable(State(state), session.caller.clone(), crate::routes::Path(name)).await).await
@@ -260,7 +254,7 @@ pub(crate) async fn enable_user(
     base: BaseUrl,
     headers: HeaderMap,
     axum::extract::Path(name): axum::extract::Path<String>,
-    axum::Form(form): axum::Form<ToggleForm>,
+    axum::Form(form): axum::Form<super::CsrfForm>,
 ) -> Result<Response, Response> {
     session.check_form(&headers, &base, &form.csrf)?;
     after(users_api::enable(State(state), session.caller.clone(), crate::routes::Path(name)).await).await
@@ -301,11 +295,10 @@ pub(crate) async fn create_token(
     let ttl_seconds = number(&form.hours, "Hours")?.map(|h| h.saturating_mul(3600));
     let request = casefile_proto::agent::CreateEnrollmentTokenRequest { uses, ttl_seconds };
     let answer = tokens_api::create(State(state.clone()), session.caller.clone(), crate::routes::Json(request)).await;
-    let created: casefile_proto::agent::EnrollmentTokenSecret =
-        api(answer).await.map_err(Failure::into_response_page)?;
+    let created: casefile_proto::agent::EnrollmentTokenSecret = api(answer).await.map_err(Response::from)?;
     crate::audit::answered_as(axum::http::StatusCode::OK.as_u16());
     let q = AdminQuery { tab: "tokens".into(), ..AdminQuery::default() };
-    render(state, session, q, Some(created.token)).await.map_err(Failure::into_response_page)
+    render(state, session, q, Some(created.token)).await.map_err(Response::from)
 }
 
 /// `POST /console/admin/tokens/{id}/revoke`.
@@ -315,7 +308,7 @@ pub(crate) async fn revoke_token(
     base: BaseUrl,
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
-    axum::Form(form): axum::Form<ToggleForm>,
+    axum::Form(form): axum::Form<super::CsrfForm>,
 ) -> Result<Response, Response> {
     session.check_form(&headers, &base, &form.csrf)?;
     match api::<serde_json::Value>(
@@ -324,6 +317,6 @@ pub(crate) async fn revoke_token(
     .await
     {
         Ok(_) => Ok(redirect("/console/admin?tab=tokens")),
-        Err(failure) => Err(failure.into_response_page()),
+        Err(failure) => Err(failure.into()),
     }
 }

@@ -278,14 +278,6 @@ pub(crate) async fn page(
     device_page(&state, &session, &base, &id, None, String::new()).await
 }
 
-#[derive(Deserialize)]
-pub(crate) struct CollectForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    comment: String,
-}
-
 /// `POST /console/devices/{id}/collect`: the API's `collectInvestigationPackage`.
 pub(crate) async fn collect(
     State(state): State<AppState>,
@@ -293,7 +285,7 @@ pub(crate) async fn collect(
     base: BaseUrl,
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
-    axum::Form(form): axum::Form<CollectForm>,
+    axum::Form(form): axum::Form<super::CommentForm>,
 ) -> Result<Response, Response> {
     session.check_form(&headers, &base, &form.csrf)?;
     let (json_headers, body) = super::comment_body(&form.comment);
@@ -317,16 +309,10 @@ pub(crate) async fn collect(
             let message = format!("{}: {}", failure.code, failure.message);
             let mut page = match device_page(&state, &session, &base, &id, Some(message), form.comment).await {
                 Ok(page) => page,
-                Err(other) => return Err(other.into_response_page()),
+                Err(other) => return Err(other.into()),
             };
             *page.status_mut() = status;
             Ok(page)
         }
-    }
-}
-
-impl Failure {
-    pub(crate) fn into_response_page(self) -> Response {
-        super::failure_page(self)
     }
 }

@@ -370,14 +370,6 @@ pub(crate) async fn page(
     action_page(&state, &session, &base, &id, None).await
 }
 
-#[derive(Deserialize)]
-pub(crate) struct CancelForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    comment: String,
-}
-
 /// `POST /console/actions/{id}/cancel`: the API's cancel, with the analyst's reason.
 pub(crate) async fn cancel(
     State(state): State<AppState>,
@@ -385,7 +377,7 @@ pub(crate) async fn cancel(
     base: BaseUrl,
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
-    axum::Form(form): axum::Form<CancelForm>,
+    axum::Form(form): axum::Form<super::CommentForm>,
 ) -> Result<Response, Response> {
     session.check_form(&headers, &base, &form.csrf)?;
     let (json_headers, body) = super::comment_body(&form.comment);
@@ -406,8 +398,7 @@ pub(crate) async fn cancel(
         Err(failure) => {
             let status = failure.status;
             let message = format!("{}: {}", failure.code, failure.message);
-            let mut page =
-                action_page(&state, &session, &base, &id, Some(message)).await.map_err(Failure::into_response_page)?;
+            let mut page = action_page(&state, &session, &base, &id, Some(message)).await.map_err(Response::from)?;
             *page.status_mut() = status;
             Ok(page)
         }

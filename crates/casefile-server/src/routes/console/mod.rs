@@ -212,6 +212,28 @@ impl From<Failure> for Response {
     }
 }
 
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        failure_page(self)
+    }
+}
+
+/// A form that carries only the session's CSRF token (sign-out, download, a row's button).
+#[derive(serde::Deserialize)]
+pub(crate) struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// A form with a required reason (collect, cancel).
+#[derive(serde::Deserialize)]
+pub(crate) struct CommentForm {
+    #[serde(default)]
+    pub csrf: String,
+    #[serde(default)]
+    pub comment: String,
+}
+
 pub(crate) fn failure_page(failure: Failure) -> Response {
     let mut response = html(&ErrorPage { failure: &failure });
     *response.status_mut() = failure.status;

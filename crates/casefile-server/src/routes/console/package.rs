@@ -234,6 +234,14 @@ pub(crate) async fn page(
     Ok(html(&page))
 }
 
+/// What one viewer page read from its file.
+enum Read {
+    Csv(view::CsvPage),
+    /// Lines, whether more follow, and what the count line says.
+    Text(Vec<view::TextLine>, bool, String),
+    Binary,
+}
+
 fn view_failure(e: view::ViewError) -> Failure {
     let status = match e {
         view::ViewError::NoSuchEntry(_) => axum::http::StatusCode::NOT_FOUND,
@@ -245,12 +253,6 @@ fn view_failure(e: view::ViewError) -> Failure {
     Failure { status, code: "InvalidInput".into(), message: e.to_string() }
 }
 
-#[derive(Deserialize)]
-pub(crate) struct DownloadForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// `POST /console/actions/{id}/package/download`: `getPackageUri`, then to the link.
 pub(crate) async fn download(
     State(state): State<AppState>,
@@ -258,12 +260,12 @@ pub(crate) async fn download(
     base: BaseUrl,
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
-    axum::Form(form): axum::Form<DownloadForm>,
+    axum::Form(form): axum::Form<super::CsrfForm>,
 ) -> Result<Response, Response> {
     session.check_form(&headers, &base, &form.csrf)?;
     let answer =
         download::package_uri(State(state), session.caller.clone(), base.clone(), crate::routes::Path(id)).await;
-    let link: Value<String> = api(answer).await.map_err(Failure::into_response_page)?;
+    let link: Value<String> = api(answer).await.map_err(Response::from)?;
     // The link is this server's own `/safedownload/...` (or a bucket's presigned URL,
     // which the download answers with a redirect itself).
     Ok(redirect(link.value.strip_prefix(base.0.as_str()).unwrap_or(&link.value)))
@@ -363,39 +365,42 @@ pub(crate) async fn view(
     let path = local_file(&state, &package).await?;
     let entry = q.path.clone();
     let started = std::time::Instant::now();
-    let kind = {
-        let (path, entry) = (path.clone(), entry.clone());
-        tokio::task::spawn_blocking(move || -> Result<EntryKind, Failure> {
-            let mut viewer =
-                view::Package::open(std::fs::File::open(&path).map_err(Failure::internal)?).map_err(view_failure)?;
-            viewer.kind(&entry).map_err(view_failure)
-        })
-        .await
-        .map_err(Failure::internal)??
+    let query = CsvQuery {
+        offset: q.page.saturating_mul(CSV_ROWS as u64),
+        limit: CSV_ROWS,
+        sort: q.sort.map(|column| SortBy { column, descending: q.desc.is_some() }),
+        filter: Some(q.filter.clone()).filter(|f| !f.is_empty()),
+        column_filters: match q.col {
+            Some(column) if !q.colfilter.is_empty() => vec![ColumnFilter { column, contains: q.colfilter.clone() }],
+            _ => Vec::new(),
+        },
     };
+    let searching = !q.search.is_empty();
+    let (needle, from) = (q.search.clone(), q.from.max(1));
+    // One open of the package per page: opening checks the whole zip's structure.
+    let read = tokio::task::spawn_blocking(move || -> Result<Read, Failure> {
+        let mut viewer =
+            view::Package::open(std::fs::File::open(&path).map_err(Failure::internal)?).map_err(view_failure)?;
+        Ok(match viewer.kind(&entry).map_err(view_failure)? {
+            EntryKind::Csv => Read::Csv(viewer.csv_page(&entry, &query).map_err(view_failure)?),
+            EntryKind::Text if searching => {
+                let found = viewer.text_search(&entry, &needle, SEARCH_HITS, from).map_err(view_failure)?;
+                Read::Text(found.hits, found.more, format!("{} lines searched", found.scanned_lines))
+            }
+            EntryKind::Text => {
+                let page = viewer.text_page(&entry, from, TEXT_LINES).map_err(view_failure)?;
+                let total = page.total_lines.map(|n| format!("{n} lines")).unwrap_or_default();
+                Read::Text(page.lines, page.more, total)
+            }
+            EntryKind::Binary => Read::Binary,
+        })
+    })
+    .await
+    .map_err(Failure::internal)??;
     let action_id = action.id.to_string();
     let chrome = session.chrome(&state, "actions").await;
-    match kind {
-        EntryKind::Csv => {
-            let query = CsvQuery {
-                offset: q.page.saturating_mul(CSV_ROWS as u64),
-                limit: CSV_ROWS,
-                sort: q.sort.map(|column| SortBy { column, descending: q.desc.is_some() }),
-                filter: Some(q.filter.clone()).filter(|f| !f.is_empty()),
-                column_filters: match q.col {
-                    Some(column) if !q.colfilter.is_empty() => {
-                        vec![ColumnFilter { column, contains: q.colfilter.clone() }]
-                    }
-                    _ => Vec::new(),
-                },
-            };
-            let page = tokio::task::spawn_blocking(move || -> Result<view::CsvPage, Failure> {
-                let mut viewer = view::Package::open(std::fs::File::open(&path).map_err(Failure::internal)?)
-                    .map_err(view_failure)?;
-                viewer.csv_page(&entry, &query).map_err(view_failure)
-            })
-            .await
-            .map_err(Failure::internal)??;
+    match read {
+        Read::Csv(page) => {
             let first = page.offset;
             let last = first.saturating_add(page.rows.len() as u64);
             let headers = page
@@ -428,23 +433,7 @@ pub(crate) async fn view(
             };
             Ok(html(&page_view))
         }
-        EntryKind::Text => {
-            let searching = !q.search.is_empty();
-            let (needle, from) = (q.search.clone(), q.from.max(1));
-            let (lines, more, total) = tokio::task::spawn_blocking(move || -> Result<_, Failure> {
-                let mut viewer = view::Package::open(std::fs::File::open(&path).map_err(Failure::internal)?)
-                    .map_err(view_failure)?;
-                if searching {
-                    let found = viewer.text_search(&entry, &needle, SEARCH_HITS, from).map_err(view_failure)?;
-                    Ok((found.hits, found.more, format!("{} lines searched", found.scanned_lines)))
-                } else {
-                    let page = viewer.text_page(&entry, from, TEXT_LINES).map_err(view_failure)?;
-                    let total = page.total_lines.map(|n| format!("{n} lines")).unwrap_or_default();
-                    Ok((page.lines, page.more, total))
-                }
-            })
-            .await
-            .map_err(Failure::internal)??;
+        Read::Text(lines, more, total) => {
             let next_from = lines.last().map(|l| l.number + 1);
             let page_view = TextView {
                 chrome,
@@ -461,7 +450,7 @@ pub(crate) async fn view(
             };
             Ok(html(&page_view))
         }
-        EntryKind::Binary => Err(Failure {
+        Read::Binary => Err(Failure {
             status: axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             code: "InvalidInput".into(),
             message: "This file is binary: download the package to examine it.".into(),

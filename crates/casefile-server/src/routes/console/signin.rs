@@ -6,7 +6,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::header::{RETRY_AFTER, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use casefile_proto::TenantId;
 use casefile_store::SessionIdentity;
 use serde::Deserialize;
@@ -149,19 +149,13 @@ pub(super) async fn signed_in(
     }
 }
 
-#[derive(Deserialize)]
-pub(crate) struct SignOutForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// `POST /console/signout`: ends the session here and in the store.
 pub(crate) async fn signout(
     State(state): State<AppState>,
     session: super::Session,
     base: BaseUrl,
     headers: HeaderMap,
-    axum::Form(form): axum::Form<SignOutForm>,
+    axum::Form(form): axum::Form<super::CsrfForm>,
 ) -> Response {
     if let Err(refused) = session.check_form(&headers, &base, &form.csrf) {
         return refused.into();
@@ -210,11 +204,5 @@ pub(crate) async fn sso_callback(
             response
         }
         Err(failure) => failure_page(failure),
-    }
-}
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        failure_page(self)
     }
 }
