@@ -96,6 +96,7 @@ impl LimitArgs {
             max_file_bytes: self.max_file_bytes,
             max_log_bytes: self.max_log_bytes,
             command_timeout: std::time::Duration::from_secs(self.command_timeout),
+            ..casefile_collectors::Limits::default()
         }
     }
 

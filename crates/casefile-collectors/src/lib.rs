@@ -31,11 +31,19 @@ pub struct Limits {
     pub max_log_bytes: u64,
     /// Longest an external command (e.g. `nft list ruleset`) may run before it is killed.
     pub command_timeout: std::time::Duration,
+    /// Most bytes one collector puts into the package in total (the triage collectors
+    /// that copy many files stop taking files there and say so in their index).
+    pub max_total_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_file_bytes: 32 << 20, max_log_bytes: 64 << 20, command_timeout: std::time::Duration::from_secs(30) }
+        Self {
+            max_file_bytes: 32 << 20,
+            max_log_bytes: 64 << 20,
+            command_timeout: std::time::Duration::from_secs(30),
+            max_total_bytes: 1 << 30,
+        }
     }
 }
 
@@ -74,7 +82,17 @@ pub trait Collector: Send + Sync {
     fn collect(&self, ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), CollectError>;
 }
 
-/// Every collector, in the order they run.
+/// The standard collectors, in the order they run.
 pub fn all() -> Vec<Box<dyn Collector>> {
     collectors::all()
+}
+
+/// Every collector this build has, standard and triage.
+pub fn catalog() -> Vec<Box<dyn Collector>> {
+    collectors::catalog()
+}
+
+/// The collector a profile names, if this build has it.
+pub fn by_name(name: &str) -> Option<Box<dyn Collector>> {
+    collectors::by_name(name)
 }

@@ -20,7 +20,21 @@ pub mod system;
 mod test_support;
 pub mod users;
 
-/// Every collector, in the order they run.
+/// Every collector this build knows, by the name a profile uses: the standard ones in
+/// their order, then the triage ones.
+pub fn catalog() -> Vec<Box<dyn Collector>> {
+    let mut catalog = all();
+    // Triage collectors (issue 13) register here.
+    catalog.extend(Vec::<Box<dyn Collector>>::new());
+    catalog
+}
+
+/// The collector a profile names, if this build has it.
+pub fn by_name(name: &str) -> Option<Box<dyn Collector>> {
+    catalog().into_iter().find(|c| c.name() == name)
+}
+
+/// The standard collectors (MDE's content), in the order they run.
 pub fn all() -> Vec<Box<dyn Collector>> {
     vec![
         Box::new(system::SystemInfo),
