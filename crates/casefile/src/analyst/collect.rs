@@ -21,7 +21,10 @@ pub async fn collect(args: CollectArgs, out: &mut dyn Write) -> anyhow::Result<(
         .post_json(
             "collect",
             &["machines", &args.machine, "collectInvestigationPackage"],
-            &json!({ "Comment": args.comment }),
+            &match &args.profile {
+                Some(profile) => json!({ "Comment": args.comment, "Profile": profile }),
+                None => json!({ "Comment": args.comment }),
+            },
         )
         .await?;
     // The id names a file (--download): only a GUID is taken.
@@ -79,6 +82,29 @@ fn status_of(action: &Value) -> Option<ActionStatus> {
 }
 
 /// Polls the action until its status is final, showing it on a spinner.
+/// What a running collection reports (`casefileProgress`), e.g. ` (collecting: timeline, 10 of
+/// 17 collectors, 1.2 GB)` or ` (uploading: 40%)`.
+fn stage(action: &Value) -> String {
+    let progress = &action["casefileProgress"];
+    let number = |key: &str| progress[key].as_u64().unwrap_or(0);
+    match progress["phase"].as_str() {
+        Some("Collecting") => format!(
+            " (collecting: {}, {} of {} collectors, {})",
+            progress["collector"].as_str().unwrap_or("-"),
+            number("collectorsDone"),
+            number("collectorsTotal"),
+            indicatif::HumanBytes(number("packageBytes"))
+        ),
+        Some("Uploading") if number("packageBytes") > 0 => format!(
+            " (uploading: {}%, {} of {})",
+            number("uploadedBytes") * 100 / number("packageBytes"),
+            indicatif::HumanBytes(number("uploadedBytes")),
+            indicatif::HumanBytes(number("packageBytes"))
+        ),
+        _ => String::new(),
+    }
+}
+
 async fn wait_final(session: &mut Session, id: &str, created: &Value) -> Result<Value, ApiError> {
     let machine = output::field(created, "computerDnsName");
     let spinner = progress::spinner(format!("{id} on {machine}: {}", output::field(created, "status")));
@@ -94,7 +120,11 @@ async fn wait_final(session: &mut Session, id: &str, created: &Value) -> Result<
             Ok(now) => {
                 action = now;
                 failures = 0;
-                spinner.set_message(format!("{id} on {machine}: {}", output::field(&action, "status")));
+                spinner.set_message(format!(
+                    "{id} on {machine}: {}{}",
+                    output::field(&action, "status"),
+                    stage(&action)
+                ));
             }
             // The action goes on without us: a blip or a quota is waited out.
             Err(e) if transient(&e) && failures + 1 < POLL_FAILURES => {
