@@ -182,6 +182,49 @@ pub struct MachineAction {
     pub progress: Option<Progress>,
 }
 
+/// `collecting: timeline, 10 of 17 collectors, 1.2 GiB written` or
+/// `uploading: 40%, 512.0 MiB of 1.2 GiB`: for a person (the console, the CLI).
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.phase {
+            ProgressPhase::Collecting => write!(
+                f,
+                "collecting: {}, {} of {} collectors, {} written",
+                self.collector.as_deref().unwrap_or("finishing"),
+                self.collectors_done,
+                self.collectors_total,
+                Bytes(self.package_bytes)
+            ),
+            ProgressPhase::Uploading => write!(
+                f,
+                "uploading: {}%, {} of {}",
+                (self.uploaded_bytes * 100).checked_div(self.package_bytes).unwrap_or(0),
+                Bytes(self.uploaded_bytes),
+                Bytes(self.package_bytes)
+            ),
+        }
+    }
+}
+
+/// A byte count in binary units, one decimal.
+struct Bytes(u64);
+
+impl std::fmt::Display for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+        if self.0 < 1024 {
+            return write!(f, "{} B", self.0);
+        }
+        let mut value = self.0 as f64 / 1024.0;
+        let mut unit = 0;
+        while value >= 1024.0 && unit + 1 < UNITS.len() {
+            value /= 1024.0;
+            unit += 1;
+        }
+        write!(f, "{value:.1} {}", UNITS[unit])
+    }
+}
+
 fn standard_profile() -> String {
     crate::profile::STANDARD.to_owned()
 }

@@ -82,27 +82,11 @@ fn status_of(action: &Value) -> Option<ActionStatus> {
 }
 
 /// Polls the action until its status is final, showing it on a spinner.
-/// What a running collection reports (`casefileProgress`), e.g. ` (collecting: timeline, 10 of
-/// 17 collectors, 1.2 GB)` or ` (uploading: 40%)`.
+/// What a running collection reports (`casefileProgress`), e.g. ` (uploading: 40%, …)`.
 fn stage(action: &Value) -> String {
-    let progress = &action["casefileProgress"];
-    let number = |key: &str| progress[key].as_u64().unwrap_or(0);
-    match progress["phase"].as_str() {
-        Some("Collecting") => format!(
-            " (collecting: {}, {} of {} collectors, {})",
-            progress["collector"].as_str().unwrap_or("-"),
-            number("collectorsDone"),
-            number("collectorsTotal"),
-            indicatif::HumanBytes(number("packageBytes"))
-        ),
-        Some("Uploading") if number("packageBytes") > 0 => format!(
-            " (uploading: {}%, {} of {})",
-            number("uploadedBytes") * 100 / number("packageBytes"),
-            indicatif::HumanBytes(number("uploadedBytes")),
-            indicatif::HumanBytes(number("packageBytes"))
-        ),
-        _ => String::new(),
-    }
+    serde_json::from_value::<casefile_proto::action::Progress>(action["casefileProgress"].clone())
+        .map(|progress| format!(" ({progress})"))
+        .unwrap_or_default()
 }
 
 async fn wait_final(session: &mut Session, id: &str, created: &Value) -> Result<Value, ApiError> {
