@@ -7,7 +7,9 @@ mod accounts;
 mod command;
 mod common;
 pub mod disks;
+pub mod hidden_processes;
 pub mod histories;
+pub mod kernel_security;
 pub mod logs;
 pub mod network;
 pub mod open_files;
@@ -25,7 +27,10 @@ pub mod users;
 pub fn catalog() -> Vec<Box<dyn Collector>> {
     let mut catalog = all();
     // Triage collectors (issue 13) register here.
-    catalog.extend(Vec::<Box<dyn Collector>>::new());
+    catalog.extend(Vec::<Box<dyn Collector>>::from([
+        Box::new(kernel_security::KernelSecurity) as Box<dyn Collector>,
+        Box::new(hidden_processes::HiddenProcesses),
+    ]));
     catalog
 }
 
