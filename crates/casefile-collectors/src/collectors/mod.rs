@@ -6,6 +6,7 @@ use crate::Collector;
 mod accounts;
 mod command;
 mod common;
+pub mod containers;
 pub mod disks;
 pub mod hidden_processes;
 pub mod histories;
@@ -28,7 +29,8 @@ pub fn catalog() -> Vec<Box<dyn Collector>> {
     let mut catalog = all();
     // Triage collectors (issue 13) register here.
     catalog.extend(Vec::<Box<dyn Collector>>::from([
-        Box::new(kernel_security::KernelSecurity) as Box<dyn Collector>,
+        Box::new(containers::Containers) as Box<dyn Collector>,
+        Box::new(kernel_security::KernelSecurity),
         Box::new(hidden_processes::HiddenProcesses),
     ]));
     catalog
