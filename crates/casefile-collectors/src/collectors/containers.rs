@@ -364,15 +364,12 @@ impl Scan<'_, '_> {
             };
             // The OCI bundle of the container: what it runs and what it mounts.
             let bundle = format!("{storage}/overlay-containers/{}/userdata/config.json", c.id);
-            if !c.id.is_empty() && !c.id.contains('/') && c.id != ".." {
-                if let Ok(spec) = read_json::<OciSpec>(self.ctx, &bundle, owner) {
-                    spec.fill(&mut row);
-                    self.raws.add(
-                        format!("raw/podman/{}/{}/config.json", name_part(scope), name_part(&c.id)),
-                        &bundle,
-                        owner,
-                    );
-                }
+            // An id that could climb out of the storage directory is not followed.
+            let plain_id = !c.id.is_empty() && !c.id.contains('/') && c.id != "..";
+            if plain_id && let Ok(spec) = read_json::<OciSpec>(self.ctx, &bundle, owner) {
+                spec.fill(&mut row);
+                let name = format!("raw/podman/{}/{}/config.json", name_part(scope), name_part(&c.id));
+                self.raws.add(name, &bundle, owner);
             }
             row.id = c.id;
             self.emit(row)?;
@@ -393,7 +390,11 @@ impl Scan<'_, '_> {
                 }
                 let id = id.to_string_lossy().into_owned();
                 let config = format!("{ns_dir}/{id}/config.json");
-                self.raws.add(format!("raw/containerd/{}/{}/config.json", name_part(&ns), name_part(&id)), &config, None);
+                self.raws.add(
+                    format!("raw/containerd/{}/{}/config.json", name_part(&ns), name_part(&id)),
+                    &config,
+                    None,
+                );
                 // A task bundle exists while the task does.
                 let mut row = Row {
                     runtime: "containerd",
@@ -427,7 +428,8 @@ impl Scan<'_, '_> {
                 continue;
             }
             self.raws.add(format!("raw/lxc/{}/config", name_part(&name)), &config, None);
-            let mut row = Row { runtime: "lxc", name: name.clone(), id: name, source: config.clone(), ..Row::default() };
+            let mut row =
+                Row { runtime: "lxc", name: name.clone(), id: name, source: config.clone(), ..Row::default() };
             match lxc_config(self.ctx, &config) {
                 Ok(settings) => {
                     let get = |keys: &[&str]| {
@@ -763,11 +765,7 @@ fn attribute(tag: &str, name: &str) -> Option<String> {
 }
 
 fn unescape(text: &str) -> String {
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
+    text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
 }
 
 // ---------------------------------------------------------------------------------------

@@ -223,15 +223,13 @@ impl HiddenRow {
         if tgid.is_some_and(skip_thread_of) {
             return None;
         }
-        let stat =
-            read_file(&process, "stat", 4096).map_err(|e| note("stat", e)).ok().and_then(|raw| parse_stat(&raw));
+        let stat = read_file(&process, "stat", 4096).map_err(|e| note("stat", e)).ok().and_then(|raw| parse_stat(&raw));
         let uid = procs::process_uid(&process).map_err(|e| note("uid", e)).ok();
         let command_line = read_file(&process, "cmdline", CMDLINE_LIMIT)
             .map(|raw| command_line(&raw))
             .map_err(|e| note("cmdline", e))
             .unwrap_or_default();
-        let executable =
-            read_link(&process, Link::Exe).map_err(|e| note("exe", e)).ok().flatten().unwrap_or_default();
+        let executable = read_link(&process, Link::Exe).map_err(|e| note("exe", e)).ok().flatten().unwrap_or_default();
         let cwd = read_link(&process, Link::Cwd).map_err(|e| note("cwd", e)).ok().flatten().unwrap_or_default();
         if let Some(first) = errors.first() {
             problems.add("hidden pids with unreadable fields", format!("{pid}: {first}"));

@@ -329,8 +329,8 @@ const CONFIGS: [(&str, &str); 9] = [
     ("selinux/config", "/etc/selinux/config"),
     ("apparmor/profiles", "/sys/kernel/security/apparmor/profiles"),
     ("time/timezone", "/etc/timezone"),
-    ("time/chrony.conf", "/etc/chrony/chrony.conf"),
-    ("time/chrony.conf~etc", "/etc/chrony.conf"),
+    ("time/chrony/chrony.conf", "/etc/chrony/chrony.conf"),
+    ("time/chrony.conf", "/etc/chrony.conf"),
     ("time/ntp.conf", "/etc/ntp.conf"),
     ("time/timesyncd.conf", "/etc/systemd/timesyncd.conf"),
 ];
@@ -455,7 +455,7 @@ mod tests {
         assert_eq!(sink.item("audit/rules.d/10-base.rules").text(), "-D\n");
         assert_eq!(sink.item("audit/rules.d/..\n").text(), "hostile\n");
         assert_eq!(sink.item("audit/rules.d/fifo.rules").status(), ItemStatus::Failed);
-        assert_eq!(sink.item("time/chrony.conf").status(), ItemStatus::Ok);
+        assert_eq!(sink.item("time/chrony/chrony.conf").status(), ItemStatus::Ok);
         assert_eq!(sink.item("time/ntp.conf").status(), ItemStatus::NotApplicable);
         assert_eq!(sink.item("sysctl.csv").status(), ItemStatus::NotApplicable);
     }

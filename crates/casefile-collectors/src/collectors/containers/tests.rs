@@ -147,7 +147,10 @@ fn podman_root_and_rootless_storage_and_containerd_tasks() {
         ])
         .to_string(),
     );
-    f.write("/var/lib/containers/storage/overlay-containers/aa11/userdata/config.json", oci_config(&["/bin/sh", "-c", "sleep 1d"]));
+    f.write(
+        "/var/lib/containers/storage/overlay-containers/aa11/userdata/config.json",
+        oci_config(&["/bin/sh", "-c", "sleep 1d"]),
+    );
     f.write(
         "/home/alice/.local/share/containers/storage/overlay-containers/containers.json",
         r#"[{"id":"bb22","names":["alicebox"],"image":"img3","metadata":"{}"}]"#,
@@ -156,11 +159,13 @@ fn podman_root_and_rootless_storage_and_containerd_tasks() {
     // bob links his rootless list to a file of root's: it must not be read or copied.
     f.write("/etc/secret", "root:secret\n");
     f.symlink(f.path("/etc/secret"), "/home/bob/.local/share/containers/storage/overlay-containers/containers.json");
-    std::os::unix::fs::lchown(f.path("/home/bob/.local/share/containers/storage/overlay-containers/containers.json"), Some(1001), Some(1001)).unwrap();
-    f.write(
-        "/run/containerd/io.containerd.runtime.v2.task/k8s.io/cc33/config.json",
-        oci_config(&["/pause"]),
-    );
+    std::os::unix::fs::lchown(
+        f.path("/home/bob/.local/share/containers/storage/overlay-containers/containers.json"),
+        Some(1001),
+        Some(1001),
+    )
+    .unwrap();
+    f.write("/run/containerd/io.containerd.runtime.v2.task/k8s.io/cc33/config.json", oci_config(&["/pause"]));
     f.write("/run/containerd/io.containerd.runtime.v2.task/moby/dd44/config.json", "{\"process\": {\"args\": [");
 
     let sink = run(&Containers, f.root());
