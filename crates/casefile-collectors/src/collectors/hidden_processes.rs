@@ -224,7 +224,8 @@ impl HiddenRow {
             return None;
         }
         let stat = read_file(&process, "stat", 4096).map_err(|e| note("stat", e)).ok().and_then(|raw| parse_stat(&raw));
-        let uid = procs::process_uid(&process).map_err(|e| note("uid", e)).ok();
+        // The status just read gives the uid; the directory's owner when it could not.
+        let uid = procs::parse_status_euid(&status).or_else(|| process.uid().ok());
         let command_line = read_file(&process, "cmdline", CMDLINE_LIMIT)
             .map(|raw| command_line(&raw))
             .map_err(|e| note("cmdline", e))

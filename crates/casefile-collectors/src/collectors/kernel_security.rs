@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
 use casefile_package::{ItemOutcome, ItemSink, PackageError};
@@ -72,12 +72,13 @@ const SYSCTL_VALUE_LIMIT: u64 = 64 * 1024;
 /// Walks `/proc/sys` depth first in name order. Values are read with `O_NONBLOCK` and a
 /// cap; one that cannot be read (`stable_secret` when unset, a file that needs a
 /// capability) keeps its row with the error. Write-only files (`vm/compact_memory`,
-/// `fs/binfmt_misc/register`) are skipped, as `sysctl -a` does.
+/// `vm/drop_caches`) are skipped, as `sysctl -a` does, and so are other file systems
+/// mounted below `/proc/sys`.
 fn write_sysctl(ctx: &Context, csv: &mut Csv<'_>) -> io::Result<ItemOutcome> {
-    let base = ctx.path("/proc/sys");
-    if !base.is_dir() {
-        return Ok(ItemOutcome::not_applicable("/proc/sys not present"));
-    }
+    let base = match ctx.path("/proc/sys").metadata() {
+        Ok(meta) if meta.is_dir() => meta,
+        _ => return Ok(ItemOutcome::not_applicable("/proc/sys not present")),
+    };
     let mut problems = Problems::default();
     let mut rows = 0usize;
     // (host path, dotted name, depth), popped from the end: pushed in reverse order.
@@ -102,6 +103,11 @@ fn write_sysctl(ctx: &Context, csv: &mut Csv<'_>) -> io::Result<ItemOutcome> {
                     continue;
                 }
             };
+            // Another file system mounted inside (`fs/binfmt_misc`, often an automount
+            // point that looking into would mount) holds no sysctl values.
+            if meta.dev() != base.dev() {
+                continue;
+            }
             if meta.is_dir() {
                 if depth + 1 < SYSCTL_DEPTH {
                     subdirs.push((child, child_dotted, depth + 1));
