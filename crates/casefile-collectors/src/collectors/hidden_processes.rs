@@ -357,6 +357,36 @@ mod tests {
         assert!(!row["start_time_utc"].is_empty());
     }
 
+    /// Hides a pid from the first listing only, as when a process starts during the probe.
+    struct StartsDuringProbe {
+        real: ProcDir,
+        pid: u32,
+        listings: std::cell::Cell<u32>,
+    }
+
+    impl PidView for StartsDuringProbe {
+        fn list(&self) -> io::Result<Vec<u32>> {
+            self.listings.set(self.listings.get() + 1);
+            let first = self.listings.get() == 1;
+            Ok(self.real.list()?.into_iter().filter(|&p| !(first && p == self.pid)).collect())
+        }
+
+        fn look_up(&self, pid: u32) -> io::Result<bool> {
+            self.real.look_up(pid)
+        }
+    }
+
+    #[test]
+    fn a_process_in_the_fresh_listing_is_not_reported() {
+        let child = ChildGuard(Command::new("/bin/sleep").arg("300").spawn().unwrap());
+        let pid = child.0.id();
+        let view = StartsDuringProbe { real: ProcDir { proc: "/proc".into() }, pid, listings: 0.into() };
+        let sink = run_view(std::path::Path::new("/"), &view);
+        assert_eq!(view.listings.get(), 2, "listed again after the probe");
+        let rows = sink.item("hidden_processes.csv").rows();
+        assert!(rows.iter().all(|r| r["pid"] != pid.to_string()), "{rows:?}");
+    }
+
     #[test]
     fn an_exited_process_is_not_reported() {
         let mut child = Command::new("/bin/true").spawn().unwrap();
