@@ -8,7 +8,6 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::PathBuf;
 
 use casefile_package::{ItemOutcome, ItemSink, PackageError};
 
@@ -256,7 +255,7 @@ const KMSG_RECORD: usize = 16 * 1024;
 /// (`dmesg_restrict`, no such device) `dmesg` runs instead on the live host.
 fn write_dmesg(ctx: &Context, sink: &mut dyn ItemSink, commands: &mut CommandLog) -> Result<(), PackageError> {
     let cap = ctx.limits.max_file_bytes.min(ctx.limits.max_total_bytes);
-    match open_kmsg(ctx.path(KMSG)) {
+    match open_kmsg(ctx) {
         Ok(file) => sink.file("dmesg.txt", KMSG, |out| copy_kmsg(ctx, file, out, cap)),
         Err(e) => {
             if find_program(ctx, &["/usr/bin/dmesg", "/bin/dmesg"]).is_ok() {
@@ -275,13 +274,19 @@ fn write_dmesg(ctx: &Context, sink: &mut dyn ItemSink, commands: &mut CommandLog
 }
 
 /// Opens the kernel log device non-blocking; a regular file (a copy in an image) is
-/// read too, anything else (a FIFO planted there) is refused.
-fn open_kmsg(path: PathBuf) -> io::Result<File> {
+/// read too, anything else (a FIFO planted there) is refused. A device is read only on
+/// the live host: below another root it would be this host's log (or any device a
+/// link points to), not the image's.
+fn open_kmsg(ctx: &Context) -> io::Result<File> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC).bits() as i32)
-        .open(path)?;
+        .open(ctx.path(KMSG))?;
     let kind = file.metadata()?.file_type();
+    let live = ctx.root == std::path::Path::new("/");
+    if kind.is_char_device() && !live {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "a device is read only on the live host"));
+    }
     if !kind.is_char_device() && !kind.is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "neither a character device nor a regular file"));
     }
@@ -429,6 +434,11 @@ mod tests {
         let item = sink.item("dmesg.txt");
         assert_eq!(item.bytes.len(), 1000);
         assert_eq!(item.status(), ItemStatus::Partial);
+
+        let device = Fixture::new();
+        device.symlink("/dev/null", KMSG);
+        let item = run(&KernelSecurity, device.root()).items.into_iter().find(|i| i.name == "dmesg.txt").unwrap();
+        assert_eq!(item.outcome, ItemOutcome::failed("/dev/kmsg: a device is read only on the live host"));
 
         let fifo = Fixture::new();
         fifo.fifo(KMSG);
