@@ -346,7 +346,7 @@ const CONFIGS: [(&str, &str); 9] = [
     ("time/timesyncd.conf", "/etc/systemd/timesyncd.conf"),
 ];
 
-fn copy_configs(ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), PackageError> {
+fn copy_configs(ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), CollectError> {
     let cap = ctx.limits.max_file_bytes.min(ctx.limits.max_total_bytes);
     for (name, abs) in CONFIGS {
         copy_file(sink, name, &ctx.path(abs), abs, cap)?;
@@ -358,7 +358,7 @@ fn copy_configs(ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), PackageErr
         sink.file("audit/rules.d", dir, |_| Ok(problems.outcome()))?;
     }
     for name in names {
-        ctx.check_cancelled().map_err(|_| PackageError::Cancelled)?;
+        ctx.check_cancelled()?;
         let name = name.to_string_lossy().into_owned();
         let abs = format!("{dir}/{name}");
         copy_file(sink, &format!("audit/rules.d/{}", name_part(&name)), &ctx.path(&abs), &abs, cap)?;
