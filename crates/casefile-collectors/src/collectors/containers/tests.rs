@@ -289,3 +289,22 @@ fn the_live_host_is_listed_and_programs_recorded() {
         assert_eq!(sink.item("commands/docker_ps.jsonl").status(), ItemStatus::NotApplicable);
     }
 }
+
+/// The listing-then-follow-up path with a real program standing in for `docker ps`:
+/// the output is kept whole and only plain ids are picked for `docker inspect`.
+#[test]
+fn listing_output_is_kept_and_plain_ids_picked() {
+    let ctx = Context::live(tokio_util::sync::CancellationToken::new());
+    let mut sink = MemorySink::default();
+    let mut log = CommandLog::default();
+    let script = format!(r#"printf '{{"ID":"{WEB_ID}"}}\n{{"ID":"--rm"}}\nnot json\n{{"ID":"{WEB_ID}"}}'"#);
+    let ids =
+        output_lines(&ctx, &mut sink, &mut log, "commands/ps.jsonl", (&["/bin/sh"], &["-c", &script]), docker_ps_id)
+            .unwrap();
+    assert_eq!(ids, [WEB_ID, WEB_ID], "the last line needs no newline");
+    let item = sink.item("commands/ps.jsonl");
+    assert_eq!(item.status(), ItemStatus::Ok);
+    assert_eq!(item.text().lines().count(), 4);
+    log.write(&mut sink).unwrap();
+    assert_eq!(sink.item("commands.csv").rows()[0]["output"], "commands/ps.jsonl");
+}
