@@ -16,6 +16,7 @@ pub mod persistence;
 pub mod processes;
 mod procs;
 pub mod system;
+pub mod timeline;
 #[cfg(test)]
 mod test_support;
 pub mod users;
@@ -26,6 +27,7 @@ pub fn catalog() -> Vec<Box<dyn Collector>> {
     let mut catalog = all();
     // Triage collectors (issue 13) register here.
     catalog.extend(Vec::<Box<dyn Collector>>::new());
+    catalog.push(Box::new(timeline::Timeline));
     catalog
 }
 
