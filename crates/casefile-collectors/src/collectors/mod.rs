@@ -16,9 +16,9 @@ pub mod persistence;
 pub mod processes;
 mod procs;
 pub mod system;
-pub mod timeline;
 #[cfg(test)]
 mod test_support;
+pub mod timeline;
 pub mod users;
 
 /// Every collector this build knows, by the name a profile uses: the standard ones in

@@ -133,7 +133,12 @@ impl Plan {
             }
         };
         let home_dirs: Vec<String> = homes(ctx).into_iter().map(|h| h.dir).collect();
-        PATH_DIRS.iter().chain(&TEMP_DIRS).copied().chain(home_dirs.iter().map(String::as_str)).for_each(|d| add(d, HASHED));
+        PATH_DIRS
+            .iter()
+            .chain(&TEMP_DIRS)
+            .copied()
+            .chain(home_dirs.iter().map(String::as_str))
+            .for_each(|d| add(d, HASHED));
         TMP_LIKE.iter().for_each(|d| add(d, TMP));
         HIDDEN_WATCHED.iter().for_each(|d| add(d, WATCHED));
         let users = open_regular(&ctx.path(PASSWD)).is_ok().then(|| UserNames::load(ctx));

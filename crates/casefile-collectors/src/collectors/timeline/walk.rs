@@ -1,6 +1,6 @@
 //! The walk: depth first, one open directory per level, `statx` relative to it.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 
@@ -48,8 +48,9 @@ pub(crate) struct Walk<'a> {
     /// Hashing budget left, in bytes.
     budget_left: u64,
     over_budget: u64,
-    /// Executables with several names, hashed under the first.
-    hashed_links: HashSet<(u32, u32, u64)>,
+    /// Executables with several names (hard links) by device and inode, hashed under
+    /// the first: its digest and note.
+    hashed_links: HashMap<(u32, u32, u64), (String, String)>,
     cancelled: bool,
 }
 
@@ -64,7 +65,7 @@ impl<'a> Walk<'a> {
             shown: Vec::with_capacity(4096),
             budget_left: ctx.limits.max_total_bytes,
             over_budget: 0,
-            hashed_links: HashSet::new(),
+            hashed_links: HashMap::new(),
             cancelled: false,
         }
     }
@@ -83,7 +84,10 @@ impl<'a> Walk<'a> {
     pub(crate) fn into_tables(self) -> (SpooledCsv, SpooledCsv, Option<String>) {
         let budget = self.ctx.limits.max_total_bytes;
         let note = (self.over_budget > 0).then(|| {
-            format!("the {budget}-byte hashing budget was used up: {} executables listed without a hash", self.over_budget)
+            format!(
+                "the {budget}-byte hashing budget was used up: {} executables listed without a hash",
+                self.over_budget
+            )
         });
         (self.findings, self.executables, note)
     }
@@ -147,8 +151,12 @@ impl<'a> Walk<'a> {
                 continue;
             }
             let dirfd = level.dir.fd()?;
-            let stx = match statx(dirfd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC, stat_mask())
-            {
+            let stx = match statx(
+                dirfd,
+                entry.file_name(),
+                AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC,
+                stat_mask(),
+            ) {
                 Ok(stx) => stx,
                 // Gone since the directory was listed.
                 Err(Errno::NOENT) => continue,
@@ -286,11 +294,18 @@ impl<'a> Walk<'a> {
             return;
         }
         let link_key = (stx.stx_dev_major, stx.stx_dev_minor, stx.stx_ino);
-        if stx.stx_nlink > 1 && !self.hashed_links.insert(link_key) {
-            self.executable_row(stx, "", "not hashed again: a hard link of a file hashed above");
+        if stx.stx_nlink > 1
+            && let Some((sha256, note)) = self.hashed_links.get(&link_key).cloned()
+        {
+            let note =
+                if sha256.is_empty() { note } else { "a hard link of a file listed above: read once".to_owned() };
+            self.executable_row(stx, &sha256, &note);
             return;
         }
         let (sha256, note) = self.hash(file, stx.stx_size);
+        if stx.stx_nlink > 1 {
+            self.hashed_links.insert(link_key, (sha256.clone(), note.clone()));
+        }
         self.executable_row(stx, &sha256, &note);
     }
 
@@ -306,14 +321,15 @@ impl<'a> Walk<'a> {
             let after = file.try_clone();
             // The budget is this collector's; the hasher only enforces the file cap.
             let hashed = FileHasher::new(&Limits { max_file_bytes: cap, ..self.ctx.limits }).hash(file);
-            hashed.map(|hash| (hash, after.and_then(|f| f.metadata()).map(|m| m.len()).ok()))
-                .map(|(hash, now)| match now {
+            hashed.map(|hash| (hash, after.and_then(|f| f.metadata()).map(|m| m.len()).ok())).map(|(hash, now)| {
+                match now {
                     Some(now) if now != listed && matches!(hash, FileHash::Sha256(_)) => {
                         self.problems.add("executables that changed while hashed", self.shown());
                         FileHash::Skipped(format!("changed while read ({listed} bytes when listed, {now} after)"))
                     }
                     _ => hash,
-                })
+                }
+            })
         };
         match outcome {
             Ok(hash) => (hash.hex(), hash.note()),
