@@ -50,7 +50,10 @@ impl Write for Spool {
 impl Spool {
     /// Writes everything kept to `out`.
     pub(crate) fn replay(self, out: &mut dyn Write) -> io::Result<()> {
-        out.write_all(&self.memory)?;
+        // In the package's chunk size, as the rows would have come.
+        for chunk in self.memory.chunks(64 * 1024) {
+            out.write_all(chunk)?;
+        }
         if let Some(file) = self.file {
             let mut file = file.into_inner().map_err(|e| e.into_error())?;
             file.seek(SeekFrom::Start(0))?;

@@ -94,7 +94,8 @@ impl<'a> Walk<'a> {
 
     /// Writes the bodyfile to `out`; its outcome is [`Walk::outcome`].
     pub(crate) fn run(&mut self, out: &mut dyn Write) -> io::Result<ItemOutcome> {
-        let mut body = BufWriter::with_capacity(256 * 1024, out);
+        // The package's own chunk size: the lines go on in 64 KiB writes.
+        let mut body = BufWriter::with_capacity(64 * 1024, out);
         self.walk(&mut body)?;
         body.flush()?;
         Ok(self.outcome())
