@@ -11,7 +11,7 @@
 
 use std::io::{self, Write};
 
-use rustix::fs::Statx;
+use super::walk::Meta;
 
 /// Appends `name` escaped as described in the module documentation.
 pub(crate) fn escape_into(out: &mut Vec<u8>, name: &[u8]) {
@@ -103,7 +103,7 @@ pub(crate) fn type_char(mode: u32) -> u8 {
 
 /// Writes the line of the entry whose escaped host path is `shown`; `link` is the
 /// escaped target of a symbolic link.
-pub(crate) fn write_line(out: &mut dyn Write, shown: &[u8], stx: &Statx, link: Option<&[u8]>) -> io::Result<()> {
+pub(crate) fn write_line(out: &mut dyn Write, shown: &[u8], meta: &Meta, link: Option<&[u8]>) -> io::Result<()> {
     let mut line = Vec::with_capacity(shown.len() + 96);
     line.extend_from_slice(b"0|");
     line.extend_from_slice(if shown.is_empty() { b"/" } else { shown });
@@ -112,20 +112,10 @@ pub(crate) fn write_line(out: &mut dyn Write, shown: &[u8], stx: &Statx, link: O
         line.extend_from_slice(target);
     }
     line.push(b'|');
-    let crtime = if stx.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0 { stx.stx_btime.tv_sec } else { 0 };
-    write!(line, "{}|", stx.stx_ino)?;
-    line.extend_from_slice(&mode_string(u32::from(stx.stx_mode)));
-    writeln!(
-        line,
-        "|{}|{}|{}|{}|{}|{}|{}",
-        stx.stx_uid,
-        stx.stx_gid,
-        stx.stx_size,
-        stx.stx_atime.tv_sec,
-        stx.stx_mtime.tv_sec,
-        stx.stx_ctime.tv_sec,
-        crtime
-    )?;
+    let crtime = meta.btime.unwrap_or(0);
+    write!(line, "{}|", meta.ino)?;
+    line.extend_from_slice(&mode_string(meta.mode));
+    writeln!(line, "|{}|{}|{}|{}|{}|{}|{}", meta.uid, meta.gid, meta.size, meta.atime, meta.mtime, meta.ctime, crtime)?;
     out.write_all(&line)
 }
 

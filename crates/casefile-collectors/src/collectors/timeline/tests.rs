@@ -491,3 +491,51 @@ fn live_timeline_makes_a_package_that_verifies() {
     let lines = parse_bodyfile(&sink.item("bodyfile.txt").bytes);
     assert!(lines.len() > 10, "{}", lines.len());
 }
+
+/// Kernels before 4.11 have no `statx`: the walk falls back to `fstatat`, which gives
+/// the same lines without birth times.
+#[test]
+fn without_statx_the_lines_are_the_same_but_for_birth_times() {
+    let f = fixture();
+    f.write("/srv/a", "x");
+    f.symlink("a", "/srv/link");
+    let ctx = Context { root: f.root().to_path_buf(), cancel: CancellationToken::new(), limits: Limits::default() };
+    let plan = Plan::load(&ctx);
+    let body = |use_statx: bool| {
+        let mut walk = walk::Walk::new(&ctx, &plan);
+        walk.use_statx = use_statx;
+        let mut out = Vec::new();
+        let outcome = walk.run(&mut out).unwrap();
+        (outcome, parse_bodyfile(&out))
+    };
+    let ((with_outcome, with), (_, without)) = (body(true), body(false));
+    assert_eq!(with_outcome, ItemOutcome::ok());
+    assert_eq!(with.len(), without.len());
+    for (a, b) in with.iter().zip(&without) {
+        assert_eq!((&a.name, &a.target, a.inode, &a.mode), (&b.name, &b.target, b.inode, &b.mode));
+        assert_eq!((a.uid, a.gid, a.size, &a.times[..3]), (b.uid, b.gid, b.size, &b.times[..3]));
+        assert_eq!(b.times[3], 0, "no birth time without statx");
+    }
+}
+
+/// Each level holds a descriptor: past the depth cap a directory is listed, not entered,
+/// and the walk says so.
+#[test]
+fn directories_past_the_depth_cap_are_listed_not_entered() {
+    let f = fixture();
+    let deep: PathBuf = (0..walk::MAX_DEPTH + 4).map(|i| format!("d{i}")).collect();
+    std::fs::create_dir_all(f.path("/srv").join(&deep)).unwrap();
+    let sink = run(&Timeline, f.root());
+    let item = sink.item("bodyfile.txt");
+    assert_eq!(item.status(), ItemStatus::Partial);
+    let why = item.outcome.error.clone().unwrap();
+    assert!(why.contains(&format!("directories deeper than {} levels not entered: 1", walk::MAX_DEPTH)), "{why}");
+    let lines = bodyfile(&sink);
+    // `/srv` is level 1 below the root; the deepest listed is at the cap.
+    let listed = |n: usize| {
+        let path: PathBuf = (0..n).map(|i| format!("d{i}")).collect();
+        lines.contains_key(format!("/srv/{}", path.display()).as_bytes())
+    };
+    assert!(listed(walk::MAX_DEPTH - 1));
+    assert!(!listed(walk::MAX_DEPTH));
+}

@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, Write};
 
 use casefile_package::ItemOutcome;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::fs::{AtFlags, CWD, Dir, Mode, OFlags, Statx, StatxAttributes, StatxFlags, openat, statx};
+use rustix::fs::{AtFlags, CWD, Dir, Mode, OFlags, Stat, Statx, StatxAttributes, StatxFlags, openat, statat, statx};
 use rustix::io::Errno;
 
 use crate::collectors::common::{CANCELLED, FileHash, FileHasher, Problems, utc_timestamp};
@@ -52,6 +52,8 @@ pub(crate) struct Walk<'a> {
     /// the first: its digest and note.
     hashed_links: HashMap<(u32, u32, u64), (String, String)>,
     cancelled: bool,
+    /// The kernel has `statx` (4.11 and later); tests turn it off to walk with `fstatat`.
+    pub(crate) use_statx: bool,
 }
 
 impl<'a> Walk<'a> {
@@ -67,6 +69,7 @@ impl<'a> Walk<'a> {
             over_budget: 0,
             hashed_links: HashMap::new(),
             cancelled: false,
+            use_statx: true,
         }
     }
 
@@ -110,9 +113,15 @@ impl<'a> Walk<'a> {
                 return Ok(());
             }
         };
-        let root_stx = statx(&root, "", AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC, stat_mask())?;
-        write_line(body, b"", &root_stx, None)?;
-        let root_dev = (root_stx.stx_dev_major, root_stx.stx_dev_minor);
+        let root_meta = match self.stat(root.as_fd(), c"", AtFlags::EMPTY_PATH) {
+            Ok(meta) => meta,
+            Err(e) => {
+                self.problems.add("unreadable directories", format!("/: {e}"));
+                return Ok(());
+            }
+        };
+        write_line(body, b"", &root_meta, None)?;
+        let root_dev = root_meta.dev;
         let mut stack = vec![Level {
             dir: Dir::new(root)?,
             shown_len: 0,
@@ -152,13 +161,8 @@ impl<'a> Walk<'a> {
                 continue;
             }
             let dirfd = level.dir.fd()?;
-            let stx = match statx(
-                dirfd,
-                entry.file_name(),
-                AtFlags::SYMLINK_NOFOLLOW | AtFlags::STATX_DONT_SYNC,
-                stat_mask(),
-            ) {
-                Ok(stx) => stx,
+            let meta = match self.stat(dirfd, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(meta) => meta,
                 // Gone since the directory was listed.
                 Err(Errno::NOENT) => continue,
                 Err(e) => {
@@ -166,15 +170,15 @@ impl<'a> Walk<'a> {
                     continue;
                 }
             };
-            let mode = u32::from(stx.stx_mode);
+            let mode = meta.mode;
             let link = if type_char(mode) == b'l' { Some(self.link_target(dirfd, entry.file_name())) } else { None };
-            write_line(body, &self.shown, &stx, link.as_deref())?;
+            write_line(body, &self.shown, &meta, link.as_deref())?;
             let scope = level.scope;
-            self.examine(dirfd, entry.file_name(), &stx, scope)?;
+            self.examine(dirfd, entry.file_name(), &meta, scope)?;
             if type_char(mode) != b'd' {
                 continue;
             }
-            let other_device = (stx.stx_dev_major, stx.stx_dev_minor) != root_dev;
+            let other_device = meta.dev != root_dev;
             match at_mount {
                 Some(AtMount::Bind(fs_type)) => {
                     self.not_walked(format!("{fs_type} bind mount of a file system walked elsewhere"));
@@ -205,6 +209,21 @@ impl<'a> Walk<'a> {
         Ok(())
     }
 
+    /// `statx` of `name` in `dirfd`, or `fstatat` where the kernel has no `statx`.
+    fn stat(&mut self, dirfd: BorrowedFd<'_>, name: &std::ffi::CStr, flags: AtFlags) -> Result<Meta, Errno> {
+        if self.use_statx {
+            let mask = StatxFlags::BASIC_STATS | StatxFlags::BTIME;
+            match statx(dirfd, name, flags | AtFlags::STATX_DONT_SYNC, mask) {
+                Err(Errno::NOSYS) => {
+                    self.use_statx = false;
+                    self.problems.add("no statx on this kernel", "no birth times, immutable or append-only flags");
+                }
+                other => return other.as_ref().map(Meta::from_statx).map_err(|e| *e),
+            }
+        }
+        statat(dirfd, name, flags).map(|st| Meta::from_stat(&st))
+    }
+
     fn shown(&self) -> String {
         String::from_utf8_lossy(&self.shown).into_owned()
     }
@@ -231,83 +250,82 @@ impl<'a> Walk<'a> {
     }
 
     /// The findings of one entry, and its hash when it is an executable to hash.
-    fn examine(&mut self, dirfd: BorrowedFd<'_>, name: &std::ffi::CStr, stx: &Statx, scope: u8) -> io::Result<()> {
-        let mode = u32::from(stx.stx_mode);
+    fn examine(&mut self, dirfd: BorrowedFd<'_>, name: &std::ffi::CStr, meta: &Meta, scope: u8) -> io::Result<()> {
+        let mode = meta.mode;
         let kind = type_char(mode);
         let regular = kind == b'r';
         if regular && mode & 0o4000 != 0 {
-            self.finding(stx, "setuid", String::new());
+            self.finding(meta, "setuid", String::new());
         }
         if regular && mode & 0o2000 != 0 {
-            self.finding(stx, "setgid", String::new());
+            self.finding(meta, "setgid", String::new());
         }
-        let attributes = stx.stx_attributes & stx.stx_attributes_mask;
-        if attributes.contains(StatxAttributes::IMMUTABLE) {
-            self.finding(stx, "immutable", String::new());
+        if meta.immutable {
+            self.finding(meta, "immutable", String::new());
         }
-        if attributes.contains(StatxAttributes::APPEND) {
-            self.finding(stx, "append_only", String::new());
+        if meta.append_only {
+            self.finding(meta, "append_only", String::new());
         }
         let exempt = scope & TMP != 0 || self.plan.scope_of(&self.shown) & TMP != 0;
         if (regular || kind == b'd') && mode & 0o002 != 0 && !exempt {
             let detail = if kind == b'd' && mode & 0o1000 != 0 { "sticky" } else { "" };
-            self.finding(stx, "world_writable", detail.to_owned());
+            self.finding(meta, "world_writable", detail.to_owned());
         }
         if let Some(users) = &self.plan.users
-            && users.name(stx.stx_uid).is_empty()
+            && users.name(meta.uid).is_empty()
         {
-            self.finding(stx, "nameless_uid", format!("uid {} is not in /etc/passwd", stx.stx_uid));
+            self.finding(meta, "nameless_uid", format!("uid {} is not in /etc/passwd", meta.uid));
         }
         if let Some(groups) = &self.plan.groups
-            && !groups.contains_key(&stx.stx_gid)
+            && !groups.contains_key(&meta.gid)
         {
-            self.finding(stx, "nameless_gid", format!("gid {} is not in /etc/group", stx.stx_gid));
+            self.finding(meta, "nameless_gid", format!("gid {} is not in /etc/group", meta.gid));
         }
         if scope & WATCHED != 0 && name.to_bytes().first() == Some(&b'.') {
-            self.finding(stx, "hidden", String::new());
+            self.finding(meta, "hidden", String::new());
         }
         if regular && mode & 0o111 != 0 {
-            self.executable(dirfd, name, stx, scope & HASHED != 0);
+            self.executable(dirfd, name, meta, scope & HASHED != 0);
         }
         Ok(())
     }
 
     /// Opens an executable for its capabilities and, in a hashed scope, its hash.
-    fn executable(&mut self, dirfd: BorrowedFd<'_>, name: &std::ffi::CStr, stx: &Statx, hashed: bool) {
+    fn executable(&mut self, dirfd: BorrowedFd<'_>, name: &std::ffi::CStr, meta: &Meta, hashed: bool) {
         let file = match open_executable(dirfd, name) {
             Ok(fd) => File::from(fd),
             Err(Errno::NOENT) => return,
             Err(e) => {
                 self.problems.add("executables that could not be opened", format!("{}: {e}", self.shown()));
                 if hashed {
-                    self.executable_row(stx, "", &format!("not hashed: {e}"));
+                    self.executable_row(meta, "", &format!("not hashed: {e}"));
                 }
                 return;
             }
         };
         let mut value = [0u8; 64];
         match rustix::fs::fgetxattr(&file, CAPABILITY_XATTR, &mut value) {
-            Ok(len) => self.finding(stx, "capabilities", decode_capabilities(&value[..len])),
+            Ok(len) => self.finding(meta, "capabilities", decode_capabilities(&value[..len])),
             Err(Errno::NODATA | Errno::NOTSUP) => {}
             Err(e) => self.problems.add("capabilities that could not be read", format!("{}: {e}", self.shown())),
         }
         if !hashed {
             return;
         }
-        let link_key = (stx.stx_dev_major, stx.stx_dev_minor, stx.stx_ino);
-        if stx.stx_nlink > 1
+        let link_key = (meta.dev.0, meta.dev.1, meta.ino);
+        if meta.nlink > 1
             && let Some((sha256, note)) = self.hashed_links.get(&link_key).cloned()
         {
             let note =
                 if sha256.is_empty() { note } else { "a hard link of a file listed above: read once".to_owned() };
-            self.executable_row(stx, &sha256, &note);
+            self.executable_row(meta, &sha256, &note);
             return;
         }
-        let (sha256, note) = self.hash(file, stx.stx_size);
-        if stx.stx_nlink > 1 {
+        let (sha256, note) = self.hash(file, meta.size);
+        if meta.nlink > 1 {
             self.hashed_links.insert(link_key, (sha256.clone(), note.clone()));
         }
-        self.executable_row(stx, &sha256, &note);
+        self.executable_row(meta, &sha256, &note);
     }
 
     fn hash(&mut self, file: File, listed: u64) -> (String, String) {
@@ -355,27 +373,27 @@ impl<'a> Walk<'a> {
         self.hash(file, listed)
     }
 
-    fn executable_row(&mut self, stx: &Statx, sha256: &str, note: &str) {
+    fn executable_row(&mut self, meta: &Meta, sha256: &str, note: &str) {
         let shown = self.shown();
-        let owner = self.plan.users.as_ref().map_or("", |u| u.name(stx.stx_uid)).to_owned();
+        let owner = self.plan.users.as_ref().map_or("", |u| u.name(meta.uid)).to_owned();
         self.executables.row([
             shown.as_str(),
-            &stx.stx_size.to_string(),
-            &format!("{:04o}", stx.stx_mode & 0o7777),
-            &stx.stx_uid.to_string(),
-            &stx.stx_gid.to_string(),
+            &meta.size.to_string(),
+            &format!("{:04o}", meta.mode & 0o7777),
+            &meta.uid.to_string(),
+            &meta.gid.to_string(),
             &owner,
-            &utc_timestamp(stx.stx_mtime.tv_sec),
+            &utc_timestamp(meta.mtime),
             sha256,
             note,
         ]);
     }
 
-    fn finding(&mut self, stx: &Statx, kind: &str, detail: String) {
+    fn finding(&mut self, meta: &Meta, kind: &str, detail: String) {
         let shown = self.shown();
-        let owner = self.plan.users.as_ref().map_or("", |u| u.name(stx.stx_uid)).to_owned();
-        let group = self.plan.groups.as_ref().and_then(|g| g.get(&stx.stx_gid)).cloned().unwrap_or_default();
-        let type_name = match type_char(u32::from(stx.stx_mode)) {
+        let owner = self.plan.users.as_ref().map_or("", |u| u.name(meta.uid)).to_owned();
+        let group = self.plan.groups.as_ref().and_then(|g| g.get(&meta.gid)).cloned().unwrap_or_default();
+        let type_name = match type_char(meta.mode) {
             b'r' => "file",
             b'd' => "dir",
             b'l' => "symlink",
@@ -389,20 +407,77 @@ impl<'a> Walk<'a> {
             kind,
             shown.as_str(),
             type_name,
-            &format!("{:04o}", stx.stx_mode & 0o7777),
-            &stx.stx_uid.to_string(),
-            &stx.stx_gid.to_string(),
+            &format!("{:04o}", meta.mode & 0o7777),
+            &meta.uid.to_string(),
+            &meta.gid.to_string(),
             &owner,
             &group,
-            &stx.stx_size.to_string(),
-            &utc_timestamp(stx.stx_mtime.tv_sec),
+            &meta.size.to_string(),
+            &utc_timestamp(meta.mtime),
             &detail,
         ]);
     }
 }
 
-fn stat_mask() -> StatxFlags {
-    StatxFlags::BASIC_STATS | StatxFlags::BTIME
+/// What the walk uses of an entry's `statx` (or, on kernels before 4.11, `fstatat`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meta {
+    pub(crate) ino: u64,
+    pub(crate) mode: u32,
+    pub(crate) nlink: u64,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) size: u64,
+    pub(crate) atime: i64,
+    pub(crate) mtime: i64,
+    pub(crate) ctime: i64,
+    /// Birth time, where the file system keeps one.
+    pub(crate) btime: Option<i64>,
+    pub(crate) dev: (u32, u32),
+    pub(crate) immutable: bool,
+    pub(crate) append_only: bool,
+}
+
+impl Meta {
+    fn from_statx(stx: &Statx) -> Self {
+        let attributes = stx.stx_attributes & stx.stx_attributes_mask;
+        let btime = (stx.stx_mask & StatxFlags::BTIME.bits() != 0).then_some(stx.stx_btime.tv_sec);
+        Self {
+            ino: stx.stx_ino,
+            mode: u32::from(stx.stx_mode),
+            nlink: u64::from(stx.stx_nlink),
+            uid: stx.stx_uid,
+            gid: stx.stx_gid,
+            size: stx.stx_size,
+            atime: stx.stx_atime.tv_sec,
+            mtime: stx.stx_mtime.tv_sec,
+            ctime: stx.stx_ctime.tv_sec,
+            btime,
+            dev: (stx.stx_dev_major, stx.stx_dev_minor),
+            immutable: attributes.contains(StatxAttributes::IMMUTABLE),
+            append_only: attributes.contains(StatxAttributes::APPEND),
+        }
+    }
+
+    /// `struct stat` has no birth time and no attributes.
+    #[allow(clippy::useless_conversion, reason = "the field types differ between architectures")]
+    fn from_stat(st: &Stat) -> Self {
+        Self {
+            ino: u64::from(st.st_ino),
+            mode: st.st_mode,
+            nlink: u64::from(st.st_nlink),
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: u64::try_from(i64::from(st.st_size)).unwrap_or(0),
+            atime: i64::from(st.st_atime),
+            mtime: i64::from(st.st_mtime),
+            ctime: i64::from(st.st_ctime),
+            btime: None,
+            dev: (rustix::fs::major(u64::from(st.st_dev)), rustix::fs::minor(u64::from(st.st_dev))),
+            immutable: false,
+            append_only: false,
+        }
+    }
 }
 
 /// Opens a regular file without following a link, blocking on a FIFO swapped in, or
