@@ -99,8 +99,12 @@ impl<'a> Walk<'a> {
     pub(crate) fn run(&mut self, out: &mut dyn Write) -> io::Result<ItemOutcome> {
         // The package's own chunk size: the lines go on in 64 KiB writes.
         let mut body = BufWriter::with_capacity(64 * 1024, out);
-        self.walk(&mut body)?;
-        body.flush()?;
+        let walked = self.walk(&mut body).and_then(|()| body.flush());
+        // The tables that follow are from this walk: they must say it stopped short.
+        if let Err(e) = &walked {
+            self.problems.add("walk stopped", e);
+        }
+        walked?;
         Ok(self.outcome())
     }
 
@@ -174,7 +178,7 @@ impl<'a> Walk<'a> {
             let link = if type_char(mode) == b'l' { Some(self.link_target(dirfd, entry.file_name())) } else { None };
             write_line(body, &self.shown, &meta, link.as_deref())?;
             let scope = level.scope;
-            self.examine(dirfd, entry.file_name(), &meta, scope)?;
+            self.examine(dirfd, entry.file_name(), &meta, scope);
             if type_char(mode) != b'd' {
                 continue;
             }
@@ -250,7 +254,7 @@ impl<'a> Walk<'a> {
     }
 
     /// The findings of one entry, and its hash when it is an executable to hash.
-    fn examine(&mut self, dirfd: BorrowedFd<'_>, name: &std::ffi::CStr, meta: &Meta, scope: u8) -> io::Result<()> {
+    fn examine(&mut self, dirfd: BorrowedFd<'_>, name: &std::ffi::CStr, meta: &Meta, scope: u8) {
         let mode = meta.mode;
         let kind = type_char(mode);
         let regular = kind == b'r';
@@ -287,7 +291,6 @@ impl<'a> Walk<'a> {
         if regular && mode & 0o111 != 0 {
             self.executable(dirfd, name, meta, scope & HASHED != 0);
         }
-        Ok(())
     }
 
     /// Opens an executable for its capabilities and, in a hashed scope, its hash.
