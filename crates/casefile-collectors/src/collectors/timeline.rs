@@ -17,8 +17,10 @@
 //! and FUSE file systems (without one it stays on the root's device), uses only `statx`
 //! per entry (relative to an open directory, links not followed) and opens nothing but
 //! executable regular files (`O_NONBLOCK | O_NOFOLLOW | O_NOATIME`), for their
-//! capabilities and hashes. What it holds: one open directory and its read buffer per
-//! level (at most [`walk::MAX_DEPTH`] levels), the current path, and the rows of the two
+//! capabilities and hashes. What it holds: one open directory and its read buffer (at
+//! most about 24 KiB, filled by `getdents64`) per level (at most [`walk::MAX_DEPTH`]
+//! levels), the current path, the device and inode of hard-linked executables, and the
+//! rows of the two
 //! CSV files (see [`spool`]); not the entries of a directory, so a directory of a million
 //! files costs no more memory than one of ten.
 
