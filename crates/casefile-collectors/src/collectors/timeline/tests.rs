@@ -541,3 +541,55 @@ fn directories_past_the_depth_cap_are_listed_not_entered() {
     assert!(listed(walk::MAX_DEPTH - 1));
     assert!(!listed(walk::MAX_DEPTH));
 }
+
+/// The Sleuth Kit's own `mactime` reads the bodyfile of a hostile tree: every entry comes
+/// out once per time with its inode and its (escaped) name whole.
+#[test]
+fn mactime_reads_the_bodyfile() {
+    let mactime = std::path::Path::new("/usr/bin/mactime");
+    if !mactime.exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI installs sleuthkit for mactime");
+        println!("skipped: no mactime (apt-get install sleuthkit)");
+        return;
+    }
+    let f = fixture();
+    f.mkdir("/srv");
+    for name in [&b"a|b"[..], b"new\nline", b"x\xff", b"comma, \"quote\""] {
+        std::fs::write(f.path("/srv").join(OsStr::from_bytes(name)), "x").unwrap();
+    }
+    f.symlink("target", "/srv/link");
+    let sink = run(&Timeline, f.root());
+    let bytes = &sink.item("bodyfile.txt").bytes;
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("bodyfile.txt");
+    std::fs::write(&body, bytes).unwrap();
+    let out =
+        std::process::Command::new(mactime).arg("-b").arg(&body).args(["-d", "-y", "-z", "UTC"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut seen: Vec<(String, String)> = text
+        .lines()
+        .skip(1)
+        .map(|line| {
+            // Date,Size,Type,Mode,UID,GID,Meta,"File Name"; the name may hold commas.
+            let fields: Vec<&str> = line.splitn(8, ',').collect();
+            assert_eq!(fields.len(), 8, "{line}");
+            let quoted = fields[7].strip_prefix('"').and_then(|n| n.strip_suffix('"')).unwrap();
+            (fields[6].to_owned(), quoted.replace("\"\"", "\""))
+        })
+        .collect();
+    seen.sort();
+    seen.dedup();
+    let mut expected: Vec<(String, String)> = String::from_utf8(bytes.clone())
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let fields: Vec<&str> = line.split('|').collect();
+            (fields[2].to_owned(), fields[1].to_owned())
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert!(seen.iter().any(|(_, name)| name == "/srv/a\\x7cb"));
+    assert!(seen.iter().any(|(_, name)| name == "/srv/link -> target"));
+}
