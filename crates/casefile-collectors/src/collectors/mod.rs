@@ -21,6 +21,7 @@ mod procs;
 pub mod system;
 #[cfg(test)]
 mod test_support;
+pub mod timeline;
 pub mod users;
 
 /// Every collector this build knows, by the name a profile uses: the standard ones in
@@ -29,7 +30,8 @@ pub fn catalog() -> Vec<Box<dyn Collector>> {
     let mut catalog = all();
     // Triage collectors (issue 13) register here.
     catalog.extend(Vec::<Box<dyn Collector>>::from([
-        Box::new(containers::Containers) as Box<dyn Collector>,
+        Box::new(timeline::Timeline) as Box<dyn Collector>,
+        Box::new(containers::Containers),
         Box::new(kernel_security::KernelSecurity),
         Box::new(hidden_processes::HiddenProcesses),
     ]));
