@@ -71,6 +71,13 @@ mod tests {
     use crate::{CollectError, Context};
 
     #[test]
+    fn the_catalog_is_what_profiles_may_name_in_order() {
+        let names: Vec<&str> = catalog().iter().map(|c| c.name()).collect();
+        assert_eq!(names, casefile_proto::profile::COLLECTORS);
+        assert!(by_name("timeline").is_some() && by_name("sh").is_none());
+    }
+
+    #[test]
     fn collectors_run_in_the_documented_order_with_their_folders() {
         let folders: Vec<(&str, &str)> = all().iter().map(|c| (c.name(), c.folder())).collect();
         assert_eq!(
