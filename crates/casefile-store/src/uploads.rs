@@ -48,8 +48,13 @@ pub trait UploadStore: Send + Sync + 'static {
     /// Records `chunk` and moves the offset from `chunk.offset` to its end, in one
     /// transaction, only if the offset is still `chunk.offset` and the end is within the
     /// length. `false`: it was not (another chunk landed first), nothing changed.
-    async fn append_upload_chunk(&self, machine_id: &str, action_id: Uuid, chunk: &UploadChunk, at: Timestamp)
-    -> Result<bool>;
+    async fn append_upload_chunk(
+        &self,
+        machine_id: &str,
+        action_id: Uuid,
+        chunk: &UploadChunk,
+        at: Timestamp,
+    ) -> Result<bool>;
     /// The upload's chunks, by offset.
     async fn upload_chunks(&self, action_id: Uuid) -> Result<Vec<UploadChunk>>;
     /// Forgets the upload and its chunks; `false`: there was none.

@@ -9,8 +9,7 @@ use uuid::Uuid;
 use super::PgStore;
 use crate::*;
 
-const UPLOAD_COLUMNS: &str =
-    "action_id, tenant_id, machine_id, length, sha256, upload_offset, created_at, updated_at";
+const UPLOAD_COLUMNS: &str = "action_id, tenant_id, machine_id, length, sha256, upload_offset, created_at, updated_at";
 
 fn size(v: i64) -> Result<u64> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("upload size {v}")))
@@ -121,7 +120,9 @@ impl UploadStore for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(offset, length, blob_key)| Ok(UploadChunk { offset: size(offset)?, length: size(length)?, blob_key }))
+            .map(|(offset, length, blob_key)| {
+                Ok(UploadChunk { offset: size(offset)?, length: size(length)?, blob_key })
+            })
             .collect()
     }
 

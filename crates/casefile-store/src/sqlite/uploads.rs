@@ -9,8 +9,7 @@ use uuid::Uuid;
 use super::rows::{from_micros, micros};
 use super::*;
 
-const UPLOAD_COLUMNS: &str =
-    "action_id, tenant_id, machine_id, length, sha256, upload_offset, created_at, updated_at";
+const UPLOAD_COLUMNS: &str = "action_id, tenant_id, machine_id, length, sha256, upload_offset, created_at, updated_at";
 
 fn size(v: i64) -> Result<u64> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("upload size {v}")))
@@ -127,7 +126,9 @@ impl UploadStore for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(offset, length, blob_key)| Ok(UploadChunk { offset: size(offset)?, length: size(length)?, blob_key }))
+            .map(|(offset, length, blob_key)| {
+                Ok(UploadChunk { offset: size(offset)?, length: size(length)?, blob_key })
+            })
             .collect()
     }
 
@@ -137,8 +138,10 @@ impl UploadStore for SqliteStore {
             .bind(action_id.to_string())
             .execute(&mut *tx)
             .await?;
-        let gone =
-            sqlx::query("DELETE FROM uploads WHERE action_id = ?").bind(action_id.to_string()).execute(&mut *tx).await?;
+        let gone = sqlx::query("DELETE FROM uploads WHERE action_id = ?")
+            .bind(action_id.to_string())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(gone.rows_affected() == 1)
     }
