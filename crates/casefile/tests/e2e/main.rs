@@ -28,6 +28,7 @@ mod openapi;
 mod operate;
 mod rbac;
 mod replicas;
+mod resumable;
 mod s3;
 mod shutdown;
 mod sso;
