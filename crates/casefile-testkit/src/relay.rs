@@ -18,6 +18,8 @@ struct Tally {
     cuts: VecDeque<u64>,
     /// Connections cut so far.
     cut: u32,
+    /// Where new connections go after the next cut.
+    after_cut: Option<SocketAddr>,
 }
 
 pub struct CuttingRelay {
@@ -44,7 +46,7 @@ impl CuttingRelay {
             async move {
                 while let Ok((client, _)) = listener.accept().await {
                     let to = *upstream.lock().unwrap_or_else(|e| e.into_inner());
-                    tokio::spawn(relay(client, to, tally.clone(), report.clone()));
+                    tokio::spawn(relay(client, to, upstream.clone(), tally.clone(), report.clone()));
                 }
             }
         });
@@ -54,6 +56,12 @@ impl CuttingRelay {
     /// New connections go to `upstream` from now on.
     pub fn retarget(&self, upstream: SocketAddr) {
         *self.upstream.lock().unwrap_or_else(|e| e.into_inner()) = upstream;
+    }
+
+    /// New connections go to `upstream` once the next cut happened (another replica takes
+    /// over exactly where the first one lost the client).
+    pub fn retarget_at_next_cut(&self, upstream: SocketAddr) {
+        self.tally.lock().unwrap_or_else(|e| e.into_inner()).after_cut = Some(upstream);
     }
 
     /// Bytes passed upstream so far.
@@ -82,6 +90,7 @@ impl Drop for CuttingRelay {
 async fn relay(
     client: tokio::net::TcpStream,
     upstream: SocketAddr,
+    target: Arc<Mutex<SocketAddr>>,
     tally: Arc<Mutex<Tally>>,
     report: Arc<tokio::sync::watch::Sender<u64>>,
 ) {
@@ -104,6 +113,9 @@ async fn relay(
                 if cut {
                     tally.cuts.pop_front();
                     tally.cut += 1;
+                    if let Some(next) = tally.after_cut.take() {
+                        *target.lock().unwrap_or_else(|e| e.into_inner()) = next;
+                    }
                 }
                 report.send_replace(tally.passed);
                 (take, cut)

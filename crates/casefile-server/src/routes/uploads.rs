@@ -443,6 +443,7 @@ async fn patched(
         )
     })?;
     if size > 0 {
+        tracing::debug!(action_id = %action.id, offset, size, "receiving the package");
         let key = Blobs::chunk_key(&machine.tenant_id, action.id, offset);
         state
             .blobs
