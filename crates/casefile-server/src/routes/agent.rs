@@ -468,9 +468,10 @@ pub async fn upload_package(
     }
     let (size, sha256) = ingest::announced(&headers)?;
     tracing::debug!(action_id = %id, "receiving the package");
-    let receipt = super::uploads::store_package(&state, &machine, &action, size, &sha256, body.into_data_stream())
-        .await
-        .map_err(|e| match e {
+    let receipt =
+        super::uploads::store_package(&state, &machine, &action, size, &sha256, body.into_data_stream(), false)
+            .await
+            .map_err(|e| match e {
             super::uploads::NotStored::Transient(e) | super::uploads::NotStored::Refused(e) => e,
         })?;
     Ok(Json(receipt))

@@ -70,7 +70,8 @@ pub enum NotStored {
 /// `machine`, through every check of [`ingest`]: a package that passes is published, its
 /// record kept and the action `Succeeded`, with the call's audit entry; one that fails
 /// ends the action `Failed`. The single upload and the last chunk of a resumable one both
-/// come here.
+/// come here; for the latter (`chunks`), the chunks are removed once the package is
+/// decided, before the action ends, so an ended action never shows chunks left behind.
 pub(super) async fn store_package<E: std::fmt::Display>(
     state: &AppState,
     machine: &MachineRecord,
@@ -78,6 +79,7 @@ pub(super) async fn store_package<E: std::fmt::Display>(
     size: u64,
     sha256: &str,
     body: impl futures::Stream<Item = Result<bytes::Bytes, E>>,
+    chunks: bool,
 ) -> Result<UploadReceipt, NotStored> {
     let id = action.id;
     let enrolled = machine.agent_public_key.as_deref().map(casefile_package::signature::parse_public_key).transpose();
@@ -94,6 +96,9 @@ pub(super) async fn store_package<E: std::fmt::Display>(
         Err(Refusal::Transient(e)) => return Err(NotStored::Transient(e)),
         Err(Refusal::Invalid { code, hresult, why, .. }) => {
             tracing::warn!(action_id = %id, "package rejected: {why}");
+            if chunks {
+                discard(state, &machine.tenant_id, id).await;
+            }
             let why = format!("The package upload was rejected: {why}");
             let change = Transition::failure(ActionStatus::Failed, state.now(), hresult, why.clone());
             let entry = audit::entry_for_call(code.http_status());
@@ -108,6 +113,10 @@ pub(super) async fn store_package<E: std::fmt::Display>(
         }
     };
     audit::note_detail(ingest::custody_detail(&machine.id, &received));
+    if chunks {
+        // Should the record fail now, the agent uploads again from the start.
+        discard(state, &machine.tenant_id, id).await;
+    }
     let (key, size, sha256) = (received.key, received.size, received.sha256);
     let record = PackageRecord {
         action_id: id,
@@ -355,7 +364,8 @@ async fn created(state: &AppState, machine: &MachineRecord, id: &str, headers: &
         discard(state, &machine.tenant_id, action.id).await;
         upload = state.store.machine_scope(machine).create_upload(&wanted).await?;
     }
-    audit::note_detail(serde_json::json!({"length": length, "sha256": sha256, "offset": upload.offset}));
+    // A step of the upload: its end is on record, with the stored package (refusals here are).
+    audit::unrecorded(StatusCode::CREATED.as_u16());
     let location = format!("{}/actions/{}/upload", casefile_proto::agent::PREFIX, action.id);
     let mut response = StatusCode::CREATED.into_response();
     let out = response.headers_mut();
@@ -513,15 +523,13 @@ async fn finish(
     let keys = chunks.into_iter().map(|c| c.blob_key).collect();
     tracing::info!(action_id = %action.id, length = upload.length, "upload complete; checking the package");
     let stream = state.blobs.concatenated(keys);
-    match store_package(state, machine, action, upload.length, &upload.sha256, stream).await {
+    match store_package(state, machine, action, upload.length, &upload.sha256, stream, true).await {
         Ok(receipt) => {
-            discard(state, &machine.tenant_id, action.id).await;
+            // The call's entry was written with the stored package.
+            audit::answered_as(StatusCode::NO_CONTENT.as_u16());
             Ok(offset_answer(upload.length, upload.length, Some(&receipt.sha256)))
         }
-        Err(NotStored::Refused(e)) => {
-            discard(state, &machine.tenant_id, action.id).await;
-            Err(e)
-        }
+        Err(NotStored::Refused(e)) => Err(e),
         // Not the agent's fault (a chunk could not be read back, storage failed): it may
         // ask again.
         Err(NotStored::Transient(e)) if e.code.http_status() < 500 => Err(ApiError::internal_from(e.message)),

@@ -610,7 +610,8 @@ impl Served {
     }
 
     fn start(&self) -> ServerProcess {
-        let env: Vec<(String, String)> = self.url.iter().map(|u| ("CASEFILE_STORE__URL".to_owned(), u.clone())).collect();
+        let env: Vec<(String, String)> =
+            self.url.iter().map(|u| ("CASEFILE_STORE__URL".to_owned(), u.clone())).collect();
         ServerProcess::start(&self.data(), &env)
     }
 
