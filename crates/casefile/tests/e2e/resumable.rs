@@ -715,3 +715,21 @@ async fn an_upload_moves_to_another_replica_midway() {
     assert!(sent <= owed.size + 2 * CHUNK + (1 << 20), "{sent} bytes sent: the second replica did not resume");
     drop((first, second));
 }
+
+/// An action whose agent goes silent mid-upload times out; the sweep that ends it removes
+/// the upload's chunks and record.
+#[tokio::test]
+async fn the_sweep_removes_the_chunks_of_an_action_that_timed_out() {
+    let server = TestServer::start_with_clock(|c| c.agents.silent_timeout_seconds = 60).await;
+    let (agent, _, id) = running_action(&server, "tus-silent").await;
+    let tus = Tus::new(&agent, &id);
+    assert_eq!(tus.create("100", &"cd".repeat(32)).await.status(), 201);
+    assert_eq!(tus.patch("0", &[1u8; 40]).await.status(), 204);
+    assert_eq!(chunk_files(&server).len(), 1);
+    server.advance(Duration::from_secs(3600));
+    let swept = casefile_server::lifecycle::sweep(server.server().state()).await.unwrap();
+    assert_eq!(swept.running_timed_out, 1);
+    assert_eq!(server.action(&id).await.status, ActionStatus::TimeOut);
+    assert!(chunk_files(&server).is_empty(), "the timed-out action's chunks went");
+    assert_eq!(tus.head().await.status(), 404);
+}
