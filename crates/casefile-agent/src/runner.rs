@@ -448,7 +448,7 @@ impl Job {
                 match &entry.report {
                     Report::Upload { size, sha256, .. } => {
                         let path = self.outbox.package_path(action_id);
-                        self.transport.upload_package(action_id, &path, *size, sha256).await.map(|_| ())
+                        self.transport.upload_resumable(action_id, &path, *size, sha256).await
                     }
                     Report::Failure { error_h_result, troubleshoot_info } => {
                         let failure = ActionFailure {

@@ -212,6 +212,30 @@ impl Transport {
         }
     }
 
+    /// Uploads the package file through the server's resumable upload (tus 1.0.0, see
+    /// [`resumable`]) in chunks of [`resumable::CHUNK`], from wherever the server says the
+    /// upload stands; returns once the server confirms the package is stored. A
+    /// connection lost after progress is resumed at once (from the server's offset);
+    /// a failure without progress is the caller's to retry. A server without resumable
+    /// uploads gets the package in one request ([`Transport::upload_package`]).
+    pub async fn upload_resumable(&self, action: Uuid, file: &Path, size: u64, sha256: &str) -> Result<(), AgentError> {
+        let mut upload = resumable::Upload::new(self, action, file, size, sha256);
+        loop {
+            let before = upload.progress();
+            match upload.run().await {
+                Ok(resumable::Outcome::Stored) => return Ok(()),
+                Ok(resumable::Outcome::Unsupported) => {
+                    tracing::info!(%action, "the server has no resumable uploads: sending the package in one request");
+                    return self.upload_package(action, file, size, sha256).await.map(|_| ());
+                }
+                Err(e) if !e.is_definitive() && upload.progress() > before => {
+                    tracing::warn!(%action, "the upload broke off after progress; resuming from the server's offset: {e}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     pub async fn report_failure(&self, action: Uuid, failure: &ActionFailure) -> Result<(), AgentError> {
         let builder = self
             .authed(self.http.post(self.url(&format!("/actions/{action}/failure"))).json(failure))
@@ -251,6 +275,8 @@ impl Transport {
         response.json().await.map_err(|source| AgentError::Unreachable { url: self.base.to_string(), source })
     }
 }
+
+mod resumable;
 
 /// How far an upload got: bytes handed to the connection, and whether all were.
 #[derive(Default)]

@@ -25,6 +25,12 @@ pub enum ErrorCode {
     InternalServerError,
     /// The server's disk is full: nothing was written; retry once space is freed.
     InsufficientStorage,
+    /// A resumable upload's chunk does not start at the upload's offset (tus: `409`).
+    Conflict,
+    /// A protocol version this server does not speak (tus `Tus-Resumable`: `412`).
+    PreconditionFailed,
+    /// A resumable upload's chunk does not match its `Upload-Checksum` (tus: `460`).
+    ChecksumMismatch,
 }
 
 impl ErrorCode {
@@ -45,6 +51,9 @@ impl ErrorCode {
             Self::TooManyRequests => 429,
             Self::InternalServerError => 500,
             Self::InsufficientStorage => 507,
+            Self::Conflict => 409,
+            Self::PreconditionFailed => 412,
+            Self::ChecksumMismatch => 460,
         }
     }
 }

@@ -127,6 +127,13 @@ pub fn answered_as(status: u16) {
     });
 }
 
+/// The call, answered with `status`, gets no entry: it is one step of a longer exchange
+/// the trail records at its start and its end (a chunk of a resumable upload), or it
+/// changes and discloses nothing (a protocol's `OPTIONS`).
+pub fn unrecorded(status: u16) {
+    let _ = NOTED.try_with(|n| n.borrow_mut().written_with = Some(status));
+}
+
 /// The address the current call came from, as the trail records it.
 pub fn source_address() -> Option<std::net::IpAddr> {
     NOTED.try_with(|n| n.borrow().call.as_ref().and_then(|c| c.peer)).ok().flatten()

@@ -431,6 +431,67 @@ impl Blobs {
         }
     }
 
+    /// Where the chunks of `tenant`'s action's resumable upload are kept (issue 13).
+    pub fn upload_prefix(tenant: &str, action_id: Uuid) -> String {
+        format!("uploads/{tenant}/{action_id}/")
+    }
+
+    /// A key for one attempt at the chunk at `offset`: attempts racing at one offset never
+    /// share a key, so the loser's removal cannot touch the winner's bytes.
+    pub fn chunk_key(tenant: &str, action_id: Uuid, offset: u64) -> String {
+        format!("{}{offset:020}-{}.part", Self::upload_prefix(tenant, action_id), Uuid::new_v4())
+    }
+
+    /// Stores one chunk of a resumable upload under `key`: received through a hash into
+    /// the staging directory, kept only when it has exactly `size` bytes with SHA-256
+    /// `sha256`, then published as a package is (all or nothing under its key).
+    pub async fn put_chunk<E: std::fmt::Display>(
+        &self,
+        body: impl Stream<Item = Result<Bytes, E>>,
+        size: u64,
+        sha256: &str,
+        key: &str,
+    ) -> Result<(), IngestError> {
+        let staged = self.stage(body, size, sha256, size).await?;
+        self.publish(staged, key).await
+    }
+
+    /// The stored objects `keys`, one after the other, as one stream (a resumable upload's
+    /// chunks read back in order); each is opened only when the one before it ended.
+    pub fn concatenated(&self, keys: Vec<String>) -> impl Stream<Item = Result<Bytes, object_store::Error>> + use<> {
+        let this = self.clone();
+        futures::stream::iter(keys)
+            .then(move |key| {
+                let this = this.clone();
+                async move { this.store.get(&this.location(&key)).await.map(|r| r.into_stream()) }
+            })
+            .map(|opened| match opened {
+                Ok(stream) => stream,
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            })
+            .flatten()
+    }
+
+    /// Deletes every object below `prefix` (an ended upload's chunks, including those of
+    /// attempts that lost or were cut short after storing). Returns how many went.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, object_store::Error> {
+        let root = self.location(prefix);
+        let mut listed = self.store.list(Some(&root));
+        let mut removed = 0;
+        while let Some(meta) = listed.next().await {
+            let meta = match meta {
+                Ok(meta) => meta,
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(e),
+            };
+            match self.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), object_store::Error> {
         match self.store.delete(&self.location(key)).await {
             Err(object_store::Error::NotFound { .. }) => Ok(()),

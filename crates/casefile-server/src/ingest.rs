@@ -78,7 +78,8 @@ impl Refusal {
 }
 
 /// Receives the request body as a package of `tenant`'s action `action_id`, counting
-/// what was stored or refused in the metrics.
+/// what was stored or refused in the metrics. Its size is the `Content-Length` and its
+/// SHA-256 the [`SHA256_HEADER`] of `headers`.
 pub async fn receive(
     state: &AppState,
     tenant: &TenantId,
@@ -88,12 +89,49 @@ pub async fn receive(
     signer: Signer<'_>,
     claim: Destination<'_>,
 ) -> Result<Received, Refusal> {
+    let (size, sha256) = announced(headers).map_err(Refusal::Transient)?;
+    receive_stream(state, tenant, action_id, size, &sha256, body.into_data_stream(), signer, claim).await
+}
+
+/// The size (`Content-Length`) and SHA-256 ([`SHA256_HEADER`], returned in lower case) a
+/// single upload announces for its package.
+pub fn announced(headers: &HeaderMap) -> Result<(u64, String), ApiError> {
+    let size = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingRequiredParameter, "Content-Length is required"))?;
+    let sha256 = headers
+        .get(SHA256_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase)
+        .ok_or_else(|| {
+            ApiError::new(ErrorCode::MissingRequiredParameter, format!("{SHA256_HEADER} (hex SHA-256) is required"))
+        })?;
+    Ok((size, sha256))
+}
+
+/// Receives `body` as a package of `size` bytes with SHA-256 `sha256` (lower-case hex) of
+/// `tenant`'s action `action_id`, counting what was stored or refused in the metrics. A
+/// single upload's request body, or a resumable upload's chunks read back in order.
+#[allow(clippy::too_many_arguments)]
+pub async fn receive_stream<E: std::fmt::Display>(
+    state: &AppState,
+    tenant: &TenantId,
+    action_id: Uuid,
+    size: u64,
+    sha256: &str,
+    body: impl futures::Stream<Item = Result<bytes::Bytes, E>>,
+    signer: Signer<'_>,
+    claim: Destination<'_>,
+) -> Result<Received, Refusal> {
     let started = std::time::Instant::now();
     let kind = match claim {
         Destination::Upload { .. } => "upload",
         Destination::Import { .. } => "import",
     };
-    let received = receive_checked(state, tenant, action_id, headers, body, signer, claim).await;
+    let received = receive_checked(state, tenant, action_id, size, sha256, body, signer, claim).await;
     match &received {
         Ok(received) => state.metrics.package_stored(kind, received.size, started.elapsed()),
         Err(Refusal::Invalid { reason, .. }) => state.metrics.package_rejected(kind, *reason),
@@ -102,64 +140,43 @@ pub async fn receive(
     received
 }
 
-/// Receives the request body as a package of `tenant`'s action `action_id`.
-async fn receive_checked(
+/// Receives `body` as a package of `tenant`'s action `action_id`.
+#[allow(clippy::too_many_arguments)]
+async fn receive_checked<E: std::fmt::Display>(
     state: &AppState,
     tenant: &TenantId,
     action_id: Uuid,
-    headers: &HeaderMap,
-    body: Body,
+    size: u64,
+    sha256: &str,
+    body: impl futures::Stream<Item = Result<bytes::Bytes, E>>,
     signer: Signer<'_>,
     claim: Destination<'_>,
 ) -> Result<Received, Refusal> {
-    let size = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .ok_or_else(|| {
-            Refusal::Transient(ApiError::new(ErrorCode::MissingRequiredParameter, "Content-Length is required"))
-        })?;
-    let sha256 = headers
-        .get(SHA256_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_ascii_lowercase)
-        .ok_or_else(|| {
-            Refusal::Transient(ApiError::new(
-                ErrorCode::MissingRequiredParameter,
-                format!("{SHA256_HEADER} (hex SHA-256) is required"),
-            ))
-        })?;
-    let staged =
-        state.blobs.stage(body.into_data_stream(), size, &sha256, state.config.packages.max_bytes).await.map_err(
-            |e| match e {
-                IngestError::Interrupted(_) => {
-                    Refusal::Transient(ApiError::bad_request(format!("The upload broke off: {e}")))
-                }
-                // A full disk refuses the package for now; the agent retries once there is room.
-                IngestError::Staging(ref io) if io.kind() == std::io::ErrorKind::StorageFull => {
-                    state.metrics.blob_error("stage", true);
-                    crate::error::log_store_failure(
-                        &casefile_store::StoreError::Full(io.to_string()),
-                        "an upload could not be staged",
-                    );
-                    Refusal::Transient(ApiError::insufficient_storage())
-                }
-                IngestError::Storage(_) | IngestError::Staging(_) => {
-                    state.metrics.blob_error("stage", false);
-                    Refusal::Transient(ApiError::internal_from(e))
-                }
-                IngestError::TooLarge { .. } => {
-                    Refusal::invalid(RejectReason::TooLarge, ErrorCode::PayloadTooLarge, e.to_string())
-                }
-                IngestError::SizeMismatch { .. } => {
-                    Refusal::invalid(RejectReason::SizeMismatch, ErrorCode::InvalidInput, e.to_string())
-                }
-                IngestError::HashMismatch { .. } => {
-                    Refusal::invalid(RejectReason::HashMismatch, ErrorCode::InvalidInput, e.to_string())
-                }
-            },
-        )?;
+    let staged = state.blobs.stage(body, size, sha256, state.config.packages.max_bytes).await.map_err(|e| match e {
+        IngestError::Interrupted(_) => Refusal::Transient(ApiError::bad_request(format!("The upload broke off: {e}"))),
+        // A full disk refuses the package for now; the agent retries once there is room.
+        IngestError::Staging(ref io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            state.metrics.blob_error("stage", true);
+            crate::error::log_store_failure(
+                &casefile_store::StoreError::Full(io.to_string()),
+                "an upload could not be staged",
+            );
+            Refusal::Transient(ApiError::insufficient_storage())
+        }
+        IngestError::Storage(_) | IngestError::Staging(_) => {
+            state.metrics.blob_error("stage", false);
+            Refusal::Transient(ApiError::internal_from(e))
+        }
+        IngestError::TooLarge { .. } => {
+            Refusal::invalid(RejectReason::TooLarge, ErrorCode::PayloadTooLarge, e.to_string())
+        }
+        IngestError::SizeMismatch { .. } => {
+            Refusal::invalid(RejectReason::SizeMismatch, ErrorCode::InvalidInput, e.to_string())
+        }
+        IngestError::HashMismatch { .. } => {
+            Refusal::invalid(RejectReason::HashMismatch, ErrorCode::InvalidInput, e.to_string())
+        }
+    })?;
     if let Destination::Import { .. } = claim {
         refuse_duplicate(state, tenant, &staged.sha256).await?;
     }

@@ -128,6 +128,7 @@ pub async fn sweep(state: &AppState) -> Result<Sweep, casefile_store::StoreError
         .await?;
 
     done.packages_deleted = delete_expired(state, now, ago(state.config.packages.retention_seconds)).await?;
+    discard_ended_uploads(state).await?;
 
     if done.pending_timed_out + done.running_timed_out > 0 {
         // One entry per sweep that timed anything out: the trail shows the sweeper acted,
@@ -147,6 +148,16 @@ pub async fn sweep(state: &AppState) -> Result<Sweep, casefile_store::StoreError
         crate::error::log_store_failure(&e, "deleting ended console sessions failed");
     }
     Ok(done)
+}
+
+/// Removes the chunks and records of uploads whose action ended (failed, cancelled, timed
+/// out; a stored package's upload is removed when it is stored, and here if that failed).
+async fn discard_ended_uploads(state: &AppState) -> Result<(), casefile_store::StoreError> {
+    // One batch a sweep: a removal that fails is tried again by the next one.
+    for upload in state.store.ended_uploads(DELETE_BATCH).await? {
+        crate::routes::uploads::discard(state, &upload.tenant_id, upload.action_id).await;
+    }
+    Ok(())
 }
 
 /// Marks each expired package deleted before removing its bytes: a link can never point

@@ -249,9 +249,17 @@ const TABLES: &[Table] = &[
 /// Tables that are no part of the copy: the migrators' own, SQLite's internals, and
 /// PostgreSQL's scratch rate-limit counters (they start empty on any new database).
 /// Not copied: bookkeeping, and what only lives minutes (rate windows; console sessions,
-/// whose users sign in again).
-const NOT_COPIED: &[&str] =
-    &["_sqlx_migrations", "sqlite_sequence", "sqlite_stat1", "sqlite_stat4", "rate_limit_windows", "console_sessions"];
+/// whose users sign in again; uploads in flight, which their agents start again).
+const NOT_COPIED: &[&str] = &[
+    "_sqlx_migrations",
+    "sqlite_sequence",
+    "sqlite_stat1",
+    "sqlite_stat4",
+    "rate_limit_windows",
+    "console_sessions",
+    "uploads",
+    "upload_chunks",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {

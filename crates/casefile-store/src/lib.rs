@@ -17,6 +17,7 @@ pub mod query;
 mod records;
 pub mod scoped;
 pub mod sqlite;
+pub mod uploads;
 pub mod users;
 
 pub use access::AccessStore;
@@ -33,6 +34,7 @@ pub use query::{ListQuery, Listed, Visibility};
 pub use records::*;
 pub use scoped::{MachineScope, TenantScope};
 pub use sqlite::{Schema, SqliteStore};
+pub use uploads::{UploadChunk, UploadRecord, UploadStore};
 pub use users::UserStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +109,15 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// Everything a backend implements: one trait per area, each in its own module (and, in a
 /// backend, its own file). `Arc<dyn Store>` is what the server holds.
 pub trait Store:
-    ActionStore + MachineStore + IdentityStore + AuditStore + AccessStore + MaintenanceStore + ClusterStore + UserStore
+    ActionStore
+    + MachineStore
+    + IdentityStore
+    + AuditStore
+    + AccessStore
+    + MaintenanceStore
+    + ClusterStore
+    + UserStore
+    + UploadStore
 {
 }
 
@@ -120,5 +130,6 @@ impl<T> Store for T where
         + MaintenanceStore
         + ClusterStore
         + UserStore
+        + UploadStore
 {
 }

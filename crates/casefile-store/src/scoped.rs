@@ -258,3 +258,32 @@ impl<'a> MachineScope<'a> {
         self.store.set_progress(self.id(), id, progress).await
     }
 }
+
+/// Resumable uploads (issue 13), of the tenant's actions.
+impl TenantScope<'_> {
+    /// How far the action's upload got: `(offset, length)` in bytes; `None` when no upload
+    /// is under way.
+    pub async fn upload_progress(&self, action_id: Uuid) -> Result<Option<(u64, u64)>> {
+        self.store.upload_progress(self.tenant, action_id).await
+    }
+}
+
+/// Resumable uploads (issue 13), of this machine's actions only.
+impl MachineScope<'_> {
+    /// Creates the upload of one of this machine's actions, or returns the stored one.
+    pub async fn create_upload(&self, upload: &UploadRecord) -> Result<UploadRecord> {
+        if upload.machine_id != self.machine.id || upload.tenant_id != self.machine.tenant_id {
+            return Err(StoreError::Query(format!(
+                "an upload of machine {} created through machine {}'s view",
+                upload.machine_id, self.machine.id
+            )));
+        }
+        self.store.create_upload(upload).await
+    }
+    pub async fn upload(&self, action_id: Uuid) -> Result<Option<UploadRecord>> {
+        self.store.upload(self.id(), action_id).await
+    }
+    pub async fn append_upload_chunk(&self, action_id: Uuid, chunk: &UploadChunk, at: Timestamp) -> Result<bool> {
+        self.store.append_upload_chunk(self.id(), action_id, chunk, at).await
+    }
+}

@@ -80,6 +80,10 @@ macro_rules! conformance {
                 silent_machines_time_out_and_restarts_fail,
                 pending_actions_expire_and_packages_retire,
             ]);
+            conformance!(@area $make, uploads [
+                uploads_are_one_per_action_and_advance_by_compare_and_set,
+                concurrent_chunks_at_one_offset_land_once,
+            ]);
             conformance!(@area $make, tenancy [
                 writes_by_id_do_not_cross_tenants,
                 views_bind_their_tenant_and_machine,
@@ -1164,6 +1168,86 @@ mod users {
 
 /// A write that names a row by id changes it only within the tenant (or, for the agent's
 /// calls, the machine) it is made for, whatever id it is handed.
+mod uploads {
+    use super::*;
+
+    fn upload(action: Uuid, tenant: &str, machine: &str, length: u64) -> UploadRecord {
+        UploadRecord {
+            action_id: action,
+            tenant_id: tid(tenant),
+            machine_id: machine.into(),
+            length,
+            sha256: "cd".repeat(32),
+            offset: 0,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn chunk(offset: u64, length: u64) -> UploadChunk {
+        UploadChunk { offset, length, blob_key: format!("uploads/t/{offset}-{length}") }
+    }
+
+    pub async fn uploads_are_one_per_action_and_advance_by_compare_and_set(store: &dyn Store) {
+        let m1 = machine(store, "t", "m1").await;
+        let m2 = machine(store, "t", "m2").await;
+        let action = pending("m1", Utc::now());
+        store.create_action(&tid("t"), &action, None).await.unwrap();
+        // Another machine cannot create or see an upload of m1's action.
+        assert!(store.machine_scope(&m2).create_upload(&upload(action.id, "t", "m1", 10)).await.is_err());
+        assert!(store.create_upload(&upload(action.id, "t", "m2", 10)).await.is_err());
+        let created = store.machine_scope(&m1).create_upload(&upload(action.id, "t", "m1", 10)).await.unwrap();
+        assert_eq!((created.offset, created.length), (0, 10));
+        // Creating again returns the stored one, unchanged.
+        let again = store.machine_scope(&m1).create_upload(&upload(action.id, "t", "m1", 99)).await.unwrap();
+        assert_eq!(again.length, 10);
+        assert!(store.machine_scope(&m2).upload(action.id).await.unwrap().is_none());
+        assert!(!store.machine_scope(&m2).append_upload_chunk(action.id, &chunk(0, 4), Utc::now()).await.unwrap());
+
+        let scope = store.machine_scope(&m1);
+        assert!(scope.append_upload_chunk(action.id, &chunk(0, 4), Utc::now()).await.unwrap());
+        // The same offset again, a wrong offset, past the length: nothing changes.
+        assert!(!scope.append_upload_chunk(action.id, &chunk(0, 4), Utc::now()).await.unwrap());
+        assert!(!scope.append_upload_chunk(action.id, &chunk(5, 1), Utc::now()).await.unwrap());
+        assert!(!scope.append_upload_chunk(action.id, &chunk(4, 7), Utc::now()).await.unwrap());
+        assert!(scope.append_upload_chunk(action.id, &chunk(4, 6), Utc::now()).await.unwrap());
+        assert_eq!(store.tenant(&tid("t")).upload_progress(action.id).await.unwrap(), Some((10, 10)));
+        assert_eq!(store.tenant(&tid("u")).upload_progress(action.id).await.unwrap(), None, "other tenant");
+        assert_eq!(store.upload_chunks(action.id).await.unwrap(), vec![chunk(0, 4), chunk(4, 6)]);
+
+        // Only uploads of actions no longer running are ended.
+        assert!(store.ended_uploads(10).await.unwrap().is_empty());
+        claim(store, "m1", Utc::now()).await.unwrap();
+        assert!(store.ended_uploads(10).await.unwrap().is_empty());
+        let change = Transition::failure(ActionStatus::Failed, Utc::now(), 1, "broken");
+        store.transition(action.id, "m1", &change, None).await.unwrap().unwrap();
+        let ended = store.ended_uploads(10).await.unwrap();
+        assert_eq!(ended.iter().map(|u| u.action_id).collect::<Vec<_>>(), vec![action.id]);
+        assert!(store.delete_upload(action.id).await.unwrap());
+        assert!(!store.delete_upload(action.id).await.unwrap());
+        assert!(store.upload_chunks(action.id).await.unwrap().is_empty());
+        assert!(scope.upload(action.id).await.unwrap().is_none());
+    }
+
+    pub async fn concurrent_chunks_at_one_offset_land_once(store: &dyn Store) {
+        let m1 = machine(store, "t", "m1").await;
+        let action = pending("m1", Utc::now());
+        store.create_action(&tid("t"), &action, None).await.unwrap();
+        store.machine_scope(&m1).create_upload(&upload(action.id, "t", "m1", 1 << 40)).await.unwrap();
+        for offset in [0u64, 8] {
+            let tries = (0..8).map(|i| {
+                let mut c = chunk(offset, 8);
+                c.blob_key = format!("k{offset}-{i}");
+                async move { store.append_upload_chunk("m1", action.id, &c, Utc::now()).await.unwrap() }
+            });
+            let landed = futures::future::join_all(tries).await;
+            assert_eq!(landed.iter().filter(|l| **l).count(), 1, "exactly one chunk at {offset} lands: {landed:?}");
+        }
+        assert_eq!(store.upload("m1", action.id).await.unwrap().unwrap().offset, 16);
+        assert_eq!(store.upload_chunks(action.id).await.unwrap().len(), 2);
+    }
+}
+
 mod tenancy {
     use super::*;
     use casefile_proto::rbac::DeviceGroup;

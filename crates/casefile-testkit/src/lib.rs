@@ -6,6 +6,7 @@
 pub mod haproxy;
 pub mod oidc;
 pub mod pg;
+pub mod relay;
 
 use std::net::TcpListener;
 use std::process::Child;

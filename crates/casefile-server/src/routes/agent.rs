@@ -16,7 +16,7 @@ use casefile_proto::agent::{
 };
 use casefile_proto::time::Timestamp;
 use casefile_store::{
-    Claim, EnrollChallengeRecord, EnrollOutcome, HostFacts, KeyProof, MachineEnrollment, MachineRecord, PackageRecord,
+    Claim, EnrollChallengeRecord, EnrollOutcome, HostFacts, KeyProof, MachineEnrollment, MachineRecord,
     TokenEnrollment, Transition,
 };
 use sha2::{Digest, Sha256};
@@ -26,7 +26,7 @@ use crate::audit;
 use crate::auth::caller::bearer;
 use crate::enrollment;
 use crate::error::{ApiError, ApiResult};
-use crate::ingest::{self, Destination, Refusal, Signer};
+use crate::ingest;
 use crate::secrets;
 use crate::state::AppState;
 
@@ -472,75 +472,15 @@ pub async fn upload_package(
             format!("MachineAction {id} is being cancelled: the package is not accepted"),
         ));
     }
-    let enrolled = machine.agent_public_key.as_deref().map(casefile_package::signature::parse_public_key).transpose();
-    let enrolled =
-        enrolled.map_err(|e| ApiError::internal_from(format!("machine {} has a bad agent key: {e}", machine.id)))?;
-    let signer = enrolled.as_ref().map_or(Signer::Any, Signer::Enrolled);
-    let claim = Destination::Upload { action: &action, machine_id: &machine.id };
+    let (size, sha256) = ingest::announced(&headers)?;
     tracing::debug!(action_id = %id, "receiving the package");
-    let received = match ingest::receive(&state, &machine.tenant_id, id, &headers, body, signer, claim).await {
-        Ok(received) => received,
-        // The action stays InProgress so the agent can retry; a silent agent still ends
-        // in TimeOut.
-        Err(Refusal::Transient(e)) => return Err(e),
-        Err(Refusal::Invalid { code, hresult, why, .. }) => {
-            tracing::warn!(action_id = %id, "package rejected: {why}");
-            let why = format!("The package upload was rejected: {why}");
-            let change = Transition::failure(ActionStatus::Failed, state.now(), hresult, why.clone());
-            let entry = audit::entry_for_call(code.http_status());
-            state.store.machine_scope(&machine).transition(id, &change, entry.as_ref()).await?;
-            state.dispatcher.action_changed();
-            return Err(ApiError::new(code, why));
-        }
-    };
-    audit::note_detail(ingest::custody_detail(&machine.id, &received));
-    let (key, size, sha256) = (received.key, received.size, received.sha256);
-    // The action's progress ends with the whole package held (a lost update is harmless).
-    let uploaded = casefile_proto::action::Progress {
-        phase: casefile_proto::action::ProgressPhase::Uploading,
-        collectors_done: action.progress.as_ref().map_or(0, |p| p.collectors_total),
-        collectors_total: action.progress.as_ref().map_or(0, |p| p.collectors_total),
-        collector: None,
-        package_bytes: size,
-        uploaded_bytes: size,
-        updated_date_time_utc: Some(state.now()),
-    };
-    if let Err(e) = state.store.machine_scope(&machine).set_progress(id, &uploaded).await {
-        tracing::debug!(action_id = %id, "recording the upload's progress failed: {e}");
-    }
-    let record = PackageRecord {
-        action_id: id,
-        tenant_id: machine.tenant_id.clone(),
-        blob_key: key.clone(),
-        size,
-        sha256: sha256.clone(),
-        stored_at: state.now(),
-        deleted_at: None,
-    };
-    let entry = audit::entry_for_call(StatusCode::OK.as_u16());
-    let completed =
-        match state.store.machine_scope(&machine).complete_with_package(&record, state.now(), entry.as_ref()).await {
-            Ok(completed) => completed,
-            Err(e) => {
-                // Nothing records the published package: it must not stay behind. The action
-                // stays InProgress, so the agent retries.
-                if let Err(removal) = state.blobs.delete(&key).await {
-                    tracing::error!(action_id = %id, %key, "removing an unrecorded package failed: {removal}");
-                }
-                return Err(e.into());
-            }
-        };
-    state.dispatcher.action_changed();
-    if completed.is_none() {
-        // Cancelled or timed out while uploading: the package must not linger.
-        let _ = state.blobs.delete(&key).await;
-        return Err(ApiError::new(
-            ErrorCode::DisallowedOperation,
-            format!("MachineAction {id} ended or was cancelled while the package was uploading"),
-        ));
-    }
-    tracing::info!(action_id = %id, size, sha256 = %sha256, "package verified and stored");
-    Ok(Json(UploadReceipt { action_id: id, size, sha256 }))
+    let receipt =
+        super::uploads::store_package(&state, &machine, &action, size, &sha256, body.into_data_stream(), false)
+            .await
+            .map_err(|e| match e {
+            super::uploads::NotStored::Transient(e) | super::uploads::NotStored::Refused(e) => e,
+        })?;
+    Ok(Json(receipt))
 }
 
 pub async fn report_failure(
@@ -555,6 +495,7 @@ pub async fn report_failure(
     let entry = audit::entry_for_call(StatusCode::NO_CONTENT.as_u16());
     if state.store.machine_scope(&machine).confirm_cancel(id, state.now(), entry.as_ref()).await?.is_some() {
         state.dispatcher.action_changed();
+        super::uploads::discard(&state, &machine.tenant_id, id).await;
         return Ok(StatusCode::NO_CONTENT);
     }
     let change =
@@ -562,6 +503,7 @@ pub async fn report_failure(
     match state.store.machine_scope(&machine).transition(id, &change, entry.as_ref()).await? {
         Some(_) => {
             state.dispatcher.action_changed();
+            super::uploads::discard(&state, &machine.tenant_id, id).await;
             Ok(StatusCode::NO_CONTENT)
         }
         None => Err(ApiError::new(
@@ -582,6 +524,7 @@ pub async fn confirm_cancel(
     match state.store.machine_scope(&machine).confirm_cancel(id, state.now(), entry.as_ref()).await? {
         Some(_) => {
             state.dispatcher.action_changed();
+            super::uploads::discard(&state, &machine.tenant_id, id).await;
             tracing::info!(action_id = %id, machine_id = %machine.id, "collection stopped by its agent: cancelled");
             Ok(StatusCode::NO_CONTENT)
         }

@@ -15,6 +15,7 @@ pub(crate) mod oauth;
 pub use oauth::CLI_CLIENT_ID;
 mod odata;
 mod openapi;
+pub(crate) mod uploads;
 mod users;
 
 use axum::Router;
@@ -105,6 +106,10 @@ fn table_with(console: bool) -> Table {
         .hidden(&agent("/hello"), post(agent::hello), Named("agent.start"))
         .hidden(&agent("/actions/next"), get(agent::next_task), ByRoute)
         .hidden(&agent("/actions/{id}/package"), put(agent::upload_package), Named("package.upload"))
+        // Resumable uploads (tus 1.0.0, `uploads`): chunks are steps of one recorded upload.
+        .hidden(&agent("/actions/{id}/upload"), post(uploads::create), Named("package.upload.start"))
+        .hidden(&agent("/actions/{id}/upload"), axum::routing::patch(uploads::patch), Named("package.upload"))
+        .hidden(&agent("/actions/{id}/upload"), axum::routing::head(uploads::head).options(uploads::options), ByRoute)
         .hidden(&agent("/actions/{id}/failure"), post(agent::report_failure), Named("action.fail"))
         .hidden(&agent("/actions/{id}/cancelled"), post(agent::confirm_cancel), Named("cancel.confirm"))
         .hidden(&agent("/actions/{id}/accepted"), post(agent::accept), Named("action.accept"))

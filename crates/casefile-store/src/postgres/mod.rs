@@ -27,6 +27,7 @@ mod identity;
 mod machines;
 mod maintenance;
 mod rows;
+mod uploads;
 mod users;
 
 /// This binary's PostgreSQL schema: the embedded migrations.

@@ -23,6 +23,7 @@ mod identity;
 mod machines;
 mod maintenance;
 mod rows;
+mod uploads;
 mod users;
 
 /// This binary's schema: the embedded migrations.

@@ -274,7 +274,7 @@ async fn a_package_outlives_a_server_outage_and_an_agent_restart() {
     server.kill().await;
     let (stand_in, mut seen) = outage(addr).await;
     release.notify_one();
-    attempts(&mut seen, 2, &format!("PUT /agent/v1/actions/{id}/package")).await;
+    attempts(&mut seen, 2, &format!("/agent/v1/actions/{id}/upload")).await;
     agent.stop().await;
     let kept = files_in(&state_dir.join("work"));
     assert_eq!(kept.len(), 1, "the package waits for the server: {kept:?}");

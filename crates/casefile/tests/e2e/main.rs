@@ -29,6 +29,7 @@ mod operate;
 mod profiles;
 mod rbac;
 mod replicas;
+mod resumable;
 mod s3;
 mod shutdown;
 mod sso;

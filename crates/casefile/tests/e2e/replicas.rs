@@ -106,7 +106,7 @@ impl Replica {
             .arg(&config_path)
             .arg("--data-dir")
             .arg(data_dir)
-            .env("RUST_LOG", "info,casefile_server::routes::agent=debug")
+            .env("RUST_LOG", "info,casefile_server::routes::agent=debug,casefile_server::routes::uploads=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
