@@ -141,6 +141,9 @@ impl Copied {
     /// `ok`, or `partial` saying which part was kept.
     pub(crate) fn outcome(&self) -> ItemOutcome {
         match (self.truncated, self.tail) {
+            (false, _) if self.bytes < self.size => {
+                ItemOutcome::partial(format!("shrank while copied: {} of {} bytes", self.bytes, self.size))
+            }
             (false, _) => ItemOutcome::ok(),
             (true, false) => ItemOutcome::partial(format!("truncated at {} bytes", self.bytes)),
             (true, true) => ItemOutcome::partial(format!("kept the newest {} of {} bytes", self.bytes, self.size)),

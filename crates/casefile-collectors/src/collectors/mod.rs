@@ -6,6 +6,8 @@ use crate::Collector;
 mod accounts;
 mod command;
 mod common;
+pub mod configs;
+mod copies;
 pub mod disks;
 pub mod histories;
 pub mod logs;
@@ -18,15 +20,24 @@ mod procs;
 pub mod system;
 #[cfg(test)]
 mod test_support;
+pub mod user_traces;
 pub mod users;
+pub mod var_log;
+mod walk;
 
 /// Every collector this build knows, by the name a profile uses: the standard ones in
 /// their order, then the triage ones.
 pub fn catalog() -> Vec<Box<dyn Collector>> {
     let mut catalog = all();
     // Triage collectors (issue 13) register here.
-    catalog.extend(Vec::<Box<dyn Collector>>::new());
+    catalog.extend(triage());
     catalog
+}
+
+/// The triage collectors (issue 13) that copy many files: all of /var/log, /etc, and
+/// users' traces beyond their shell histories.
+fn triage() -> Vec<Box<dyn Collector>> {
+    vec![Box::new(var_log::VarLog), Box::new(configs::Configs), Box::new(user_traces::UserTraces)]
 }
 
 /// The collector a profile names, if this build has it.
