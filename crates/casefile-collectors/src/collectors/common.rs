@@ -538,6 +538,15 @@ mod tests {
     }
 
     #[test]
+    fn a_file_that_shrank_or_grew_while_copied_is_partial() {
+        let shrank = Copied { size: 10, bytes: 4, truncated: false, tail: false };
+        assert_eq!(shrank.outcome(), ItemOutcome::partial("shrank while copied: 4 of 10 bytes"));
+        let grew = Copied { size: 10, bytes: 10, truncated: true, tail: false };
+        assert_eq!(grew.outcome(), ItemOutcome::partial("truncated at 10 bytes"));
+        assert_eq!(Copied { size: 10, bytes: 10, truncated: false, tail: false }.outcome(), ItemOutcome::ok());
+    }
+
+    #[test]
     fn a_fifo_is_refused_instead_of_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("hosts");

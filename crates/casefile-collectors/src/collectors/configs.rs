@@ -137,3 +137,151 @@ fn secret_by_name(rel: &str) -> Option<&'static str> {
     }
     SECRET_ENDINGS.iter().find(|(ending, _)| file.ends_with(ending)).map(|(_, why)| *why)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    use casefile_package::ItemStatus;
+    use sha2::{Digest, Sha256};
+
+    use crate::Limits;
+    use crate::collectors::copies::testing::{assert_nowhere, run_cancelled};
+    use crate::collectors::test_support::{Fixture, MemorySink, find_row, run, run_with};
+
+    use super::*;
+
+    fn rows(sink: &MemorySink, name: &str) -> Vec<HashMap<String, String>> {
+        sink.item(name).rows()
+    }
+
+    #[test]
+    fn configuration_files_are_copied_in_their_place() {
+        let f = Fixture::new();
+        f.write("/etc/ssh/sshd_config", "PermitRootLogin no\n");
+        f.write("/etc/nginx/sites-enabled/default", "server { listen 80; }\n");
+        f.write("/usr/local/etc/app.conf", "key=value\n");
+        f.symlink("/usr/share/zoneinfo/UTC", "/etc/localtime");
+        let sink = run(&Configs, f.root());
+        assert_eq!(sink.item("etc/ssh/sshd_config").text(), "PermitRootLogin no\n");
+        assert_eq!(sink.item("etc/ssh/sshd_config").source, "/etc/ssh/sshd_config");
+        assert_eq!(sink.item("etc/nginx/sites-enabled/default").status(), ItemStatus::Ok);
+        assert_eq!(sink.item("usr/local/etc/app.conf").text(), "key=value\n");
+        let index = rows(&sink, "index.csv");
+        assert_eq!(index.len(), 4);
+        let link = find_row(&index, "path", "/etc/localtime");
+        assert_eq!(link["type"], "symlink");
+        assert_eq!(link["note"], "symbolic link to /usr/share/zoneinfo/UTC: not followed");
+        let sshd = find_row(&index, "path", "/etc/ssh/sshd_config");
+        assert_eq!((sshd["status"].as_str(), sshd["copied_bytes"].as_str()), ("copied", "19"));
+        assert_eq!((sshd["category"].as_str(), sshd["output"].as_str()), ("/etc", "etc/ssh/sshd_config"));
+        assert_eq!(sink.item("secrets.csv").status(), ItemStatus::NotApplicable);
+    }
+
+    #[test]
+    fn secrets_are_listed_by_hash_and_never_copied() {
+        let f = Fixture::new();
+        let shadow = "root:$6$SECRETMARK-shadow:19000:0:99999:7:::\n";
+        f.write("/etc/shadow", shadow);
+        f.write("/etc/gshadow", "sudo:!:SECRETMARK-gshadow\n");
+        f.write("/etc/shadow-", "SECRETMARK-shadow-backup\n");
+        f.write("/etc/security/opasswd", "alice:1000:1:SECRETMARK-opasswd\n");
+        f.write("/etc/ssh/ssh_host_ed25519_key", "-----BEGIN OPENSSH PRIVATE KEY-----\nSECRETMARK-host\n");
+        f.write("/etc/ssh/ssh_host_ed25519_key.pub", "ssh-ed25519 AAAA host\n");
+        f.write("/etc/ssl/private/server.pem", "SECRETMARK-ssl-private\n");
+        f.write("/etc/krb5.keytab", b"\x05\x02SECRETMARK-keytab");
+        f.write("/etc/app/service.keytab", b"\x05\x02SECRETMARK-keytab2");
+        f.write("/etc/wireguard/wg0.conf", "PrivateKey = SECRETMARK-wg\n");
+        // A key after 5 KiB of certificates, in a file named like any other.
+        let mut bundle = "-----BEGIN CERTIFICATE-----\n".repeat(200);
+        bundle.push_str("-----BEGIN RSA PRIVATE KEY-----\nSECRETMARK-bundle\n-----END RSA PRIVATE KEY-----\n");
+        f.write("/etc/haproxy/site.pem", &bundle);
+        f.write("/usr/local/etc/ssh/ssh_host_rsa_key", "SECRETMARK-local-host\n");
+        let sink = run(&Configs, f.root());
+
+        assert_nowhere(&sink, "SECRETMARK");
+        assert_eq!(sink.item("etc/ssh/ssh_host_ed25519_key.pub").text(), "ssh-ed25519 AAAA host\n");
+        let secrets = rows(&sink, "secrets.csv");
+        assert_eq!(secrets.len(), 11, "{secrets:?}");
+        let row = find_row(&secrets, "path", "/etc/shadow");
+        assert_eq!(row["sha256"], hex::encode(Sha256::digest(shadow)));
+        assert_eq!((row["size"].as_str(), row["reason"].as_str()), (&*shadow.len().to_string(), "password hashes"));
+        assert_eq!(row["mode"].len(), 4);
+        assert!(row["ctime_utc"].ends_with('Z') && row["mtime_utc"].ends_with('Z'));
+        assert_eq!(find_row(&secrets, "path", "/etc/haproxy/site.pem")["reason"], "holds a private key");
+        assert_eq!(find_row(&secrets, "path", "/etc/ssh/ssh_host_ed25519_key")["reason"], "SSH host private key");
+        let index = rows(&sink, "index.csv");
+        let listed = find_row(&index, "path", "/etc/gshadow");
+        assert_eq!((listed["status"].as_str(), listed["copied_bytes"].as_str()), ("secret", "0"));
+        assert_eq!(listed["output"], "");
+    }
+
+    #[test]
+    fn a_fifo_a_loop_and_links_out_of_the_root_are_listed_only() {
+        let f = Fixture::new();
+        f.write("/outside/passwords", "SECRETMARK-outside\n");
+        f.fifo("/etc/hosts");
+        f.symlink(f.path("/outside/passwords"), "/etc/app.conf");
+        f.symlink(f.path("/outside"), "/etc/app.d");
+        f.symlink("loop", "/etc/loop");
+        let odd = f.path("/etc").join(OsStr::from_bytes(b"evil\n,\"name\xff"));
+        std::fs::write(odd, "odd=1\n").unwrap();
+        let sink = run(&Configs, f.root());
+        assert_nowhere(&sink, "SECRETMARK");
+        let index = rows(&sink, "index.csv");
+        assert_eq!(find_row(&index, "path", "/etc/hosts")["type"], "fifo");
+        assert_eq!(find_row(&index, "path", "/etc/app.conf")["status"], "not copied");
+        assert_eq!(find_row(&index, "path", "/etc/app.d")["type"], "symlink");
+        assert_eq!(find_row(&index, "path", "/etc/loop")["note"], "symbolic link to loop: not followed");
+        let odd = find_row(&index, "path", "/etc/evil\\n,\"name\\xff");
+        assert_eq!(sink.item(&odd["output"]).text(), "odd=1\n");
+    }
+
+    #[test]
+    fn files_are_cut_at_the_file_cap_and_stop_at_the_total() {
+        let f = Fixture::new();
+        f.write("/usr/local/etc/big.conf", vec![b'a'; 1000]);
+        for name in ["b", "c", "d"] {
+            f.write(&format!("/etc/{name}.conf"), vec![b'x'; 50]);
+        }
+        let limits = Limits { max_file_bytes: 100, max_total_bytes: 100, ..Limits::default() };
+        let sink = run_with(&Configs, f.root(), limits);
+        let index = rows(&sink, "index.csv");
+        // /etc comes first: two of its files fit the 100 bytes, the third does not, and
+        // nothing is left for the big one.
+        let copied: Vec<_> = index.iter().filter(|r| r["status"] == "copied").collect();
+        assert_eq!(copied.len(), 2, "{index:?}");
+        let over: Vec<_> = index.iter().filter(|r| r["note"].contains("total budget of 100 bytes")).collect();
+        assert_eq!(over.len(), 2, "{index:?}");
+        assert!(!sink.names().contains(&"usr/local/etc/big.conf"));
+
+        let limits = Limits { max_file_bytes: 100, ..Limits::default() };
+        let sink = run_with(&Configs, f.root(), limits);
+        let big = sink.item("usr/local/etc/big.conf");
+        assert_eq!((big.bytes.len(), big.status()), (100, ItemStatus::Partial));
+        let index = rows(&sink, "index.csv");
+        let row = find_row(&index, "path", "/usr/local/etc/big.conf");
+        assert_eq!((row["status"].as_str(), row["note"].as_str()), ("partial", "truncated at 100 bytes"));
+    }
+
+    #[test]
+    fn a_cancelled_collection_stops() {
+        let f = Fixture::new();
+        f.write("/etc/hostname", "box\n");
+        let sink = run_cancelled(&Configs, f.root());
+        assert!(!sink.names().contains(&"etc/hostname"));
+    }
+
+    #[test]
+    fn secret_places_and_names() {
+        assert_eq!(secret_by_name("etc/shadow"), Some("password hashes"));
+        assert_eq!(secret_by_name("etc/shadow.bak"), Some("password hashes (copy)"));
+        assert_eq!(secret_by_name("etc/ssh/ssh_host_rsa_key"), Some("SSH host private key"));
+        assert_eq!(secret_by_name("etc/ssh/ssh_host_rsa_key.pub"), None);
+        assert_eq!(secret_by_name("etc/default/shadow"), None, "only next to passwd");
+        assert_eq!(secret_by_name("usr/local/etc/ssl/private/x"), Some("private key directory"));
+        assert_eq!(secret_by_name("etc/passwd"), None);
+    }
+}

@@ -566,3 +566,169 @@ pub(crate) fn copy_newest(
     }
     Ok(budget - left)
 }
+
+/// Helpers for the tests of the collectors that copy many files.
+#[cfg(test)]
+pub(crate) mod testing {
+    use tokio_util::sync::CancellationToken;
+
+    use crate::collectors::test_support::MemorySink;
+    use crate::{CollectError, Collector, Context, Limits};
+
+    /// Fails when `marker` appears in any byte of any file the collector produced.
+    pub(crate) fn assert_nowhere(sink: &MemorySink, marker: &str) {
+        for item in &sink.items {
+            let leaked = item.bytes.windows(marker.len()).any(|w| w == marker.as_bytes());
+            assert!(!leaked, "{marker:?} leaked into {}", item.name);
+            assert!(!item.source.contains(marker) && !item.name.contains(marker));
+        }
+    }
+
+    /// Runs `collector` over `root` with the collection already cancelled.
+    pub(crate) fn run_cancelled(collector: &dyn Collector, root: &std::path::Path) -> MemorySink {
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let ctx = Context { root: root.to_path_buf(), cancel, limits: Limits::default() };
+        let mut sink = MemorySink::default();
+        let result = collector.collect(&ctx, &mut sink);
+        assert!(matches!(result, Err(CollectError::Cancelled)), "{result:?}");
+        sink
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use crate::collectors::test_support::Fixture;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    fn ctx(f: &Fixture) -> Context {
+        Context { root: f.root().to_path_buf(), cancel: CancellationToken::new(), limits: Default::default() }
+    }
+
+    #[test]
+    fn opens_below_the_root_refuse_every_link_on_the_way() {
+        let f = Fixture::new();
+        f.write("/var/log/real/app.log", "log\n");
+        f.write("/etc/shadow", "root:SECRET\n");
+        f.symlink(f.path("/var/log/real"), "/var/log/linked");
+        f.symlink(f.path("/etc/shadow"), "/var/log/real/shadow.log");
+        f.symlink("../../etc", "/var/log/real/up");
+        f.fifo("/var/log/real/fifo.log");
+        let root = RootDir::open(&ctx(&f));
+        assert!(root.open_file(&f.path("/var/log/real/app.log")).is_ok());
+        for refused in
+            ["/var/log/linked/app.log", "/var/log/real/shadow.log", "/var/log/real/up/shadow", "/var/log/real/fifo.log"]
+        {
+            let e = root.open_file(&f.path(refused)).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{refused}: {e}");
+        }
+        assert!(root.open_file(Path::new("/etc/hostname")).is_err(), "outside the root");
+    }
+
+    #[test]
+    fn hostile_names_are_escaped_on_one_line() {
+        let name = OsStr::from_bytes(b"a\nb\\c\xff\x1b.log");
+        assert_eq!(escaped(Path::new(name)), "a\\nb\\\\c\\xff\\u{1b}.log");
+        assert_eq!(escaped(Path::new("/var/log/nginx/access.log")), "/var/log/nginx/access.log");
+    }
+
+    #[test]
+    fn keys_are_found_anywhere_in_the_copied_part_even_across_reads() {
+        let f = Fixture::new();
+        // The marker straddles the 64 KiB read boundary, after certificates.
+        let mut bundle = vec![b'c'; 64 * 1024 - 5];
+        bundle.extend_from_slice(b"-----BEGIN PRIVATE KEY-----\nMIIE\n");
+        f.write("/bundle.pem", &bundle);
+        f.write("/plain.conf", "Port 22\n");
+        let mut file = File::open(f.path("/bundle.pem")).unwrap();
+        assert_eq!(scan_for_secret(&mut file, u64::MAX).unwrap(), None);
+        assert_eq!(file.stream_position().unwrap(), 0, "rewound");
+        // Beyond the part that would be copied, it does not matter.
+        assert_eq!(scan_for_secret(&mut file, 1000).unwrap(), Some(1000));
+        let mut plain = File::open(f.path("/plain.conf")).unwrap();
+        assert_eq!(scan_for_secret(&mut plain, u64::MAX).unwrap(), Some(8));
+    }
+
+    /// Runs the triage copying collectors over `root` through the real package writer
+    /// and returns the zip.
+    fn package(root: &Path) -> (Vec<u8>, casefile_package::Manifest) {
+        use casefile_package::PackageWriter;
+        use casefile_package::writer::PackageMeta;
+        let ctx = Context { root: root.to_path_buf(), cancel: CancellationToken::new(), limits: Default::default() };
+        let mut writer = PackageWriter::new(io::Cursor::new(Vec::new()), PackageMeta::detached("test"));
+        for name in ["var_log", "configs", "user_traces"] {
+            let collector = crate::by_name(name).unwrap();
+            writer.begin_collector(collector.name(), collector.folder());
+            let result = collector.collect(&ctx, &mut writer);
+            assert!(result.is_ok(), "{name}: {result:?}");
+            writer.end_collector(None);
+        }
+        let (out, manifest) = writer.finish().unwrap();
+        (out.into_inner(), manifest)
+    }
+
+    /// Every entry of the package, inflated.
+    fn entries(zip: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut archive =
+            casefile_package::archive::Archive::open(io::Cursor::new(zip), casefile_package::Limits::default())
+                .unwrap();
+        let names: Vec<String> = archive.entries().iter().map(|e| e.name.clone()).collect();
+        names.into_iter().enumerate().map(|(i, name)| (name, archive.read_to_vec(i, u64::MAX).unwrap())).collect()
+    }
+
+    #[test]
+    fn no_byte_of_a_secret_reaches_the_package() {
+        let f = Fixture::new();
+        f.write("/etc/passwd", crate::collectors::test_support::PASSWD_FIXTURE);
+        f.write("/etc/shadow", "root:SECRETMARK1:19000::::::\n");
+        f.write("/etc/ssh/ssh_host_ecdsa_key", "-----BEGIN EC PRIVATE KEY-----\nSECRETMARK2\n");
+        f.write("/etc/nginx/tls/site.pem", "-----BEGIN PRIVATE KEY-----\nSECRETMARK3\n");
+        f.write("/home/alice/.ssh/id_rsa", "-----BEGIN OPENSSH PRIVATE KEY-----\nSECRETMARK4\n");
+        f.write("/home/alice/.git-credentials", "https://a:SECRETMARK5@example.com\n");
+        f.write("/root/.ssh/backup_key", "-----BEGIN RSA PRIVATE KEY-----\nSECRETMARK6\n");
+        f.write("/var/log/nginx/error.log", "started\n");
+        f.write("/etc/hostname", "box\n");
+        let (zip, manifest) = package(f.root());
+        let report = casefile_package::verify(io::Cursor::new(&zip)).unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+        let all = entries(&zip);
+        for (name, bytes) in &all {
+            assert!(!bytes.windows(10).any(|w| w == b"SECRETMARK"), "a secret leaked into {name}");
+        }
+        let secrets = all.iter().filter(|(name, _)| name.ends_with("/secrets.csv")).count();
+        assert_eq!(secrets, 2, "Configuration/ and User traces/");
+        let paths: Vec<&str> = manifest.items.iter().map(|i| i.path.as_str()).collect();
+        for expected in [
+            "All logs/nginx/error.log",
+            "All logs/index.csv",
+            "Configuration/etc/hostname",
+            "Configuration/index.csv",
+            "Configuration/secrets.csv",
+            "User traces/index.csv",
+            "User traces/secrets.csv",
+        ] {
+            assert!(paths.contains(&expected), "{expected} missing from {paths:?}");
+        }
+    }
+
+    /// The live machine through the real package writer: nothing fails outright, the
+    /// package verifies, and no private key is in it.
+    #[test]
+    fn live_triage_copies_make_a_package_that_verifies() {
+        let (zip, manifest) = package(Path::new("/"));
+        for run in &manifest.collectors {
+            assert_ne!(run.status, casefile_package::ItemStatus::Failed, "{}: {:?}", run.name, run.error);
+        }
+        let report = casefile_package::verify(io::Cursor::new(&zip)).unwrap();
+        assert!(report.is_ok(), "{:?}", report.problems);
+        for (name, bytes) in entries(&zip) {
+            if name.starts_with("Configuration/") || name.starts_with("User traces/") {
+                assert!(!bytes.windows(16).any(|w| w == b"PRIVATE KEY-----"), "a key in {name}");
+            }
+        }
+    }
+}

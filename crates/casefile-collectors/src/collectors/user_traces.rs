@@ -14,7 +14,7 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use casefile_package::{ItemSink, PackageError};
+use casefile_package::ItemSink;
 
 use crate::{CollectError, Collector, Context};
 
@@ -97,7 +97,7 @@ struct Traces<'a> {
 }
 
 impl Traces<'_> {
-    fn collect(&mut self, sink: &mut dyn ItemSink) -> Result<(), PackageError> {
+    fn collect(&mut self, sink: &mut dyn ItemSink) -> Result<(), CollectError> {
         for (rel, name) in HISTORY_FILES {
             if let Some((abs, stat, _)) = self.found(rel) {
                 let note =
@@ -152,7 +152,8 @@ impl Traces<'_> {
         rel: impl AsRef<Path>,
         name: &str,
         tail: bool,
-    ) -> Result<(), PackageError> {
+    ) -> Result<(), CollectError> {
+        self.ctx.check_cancelled()?;
         let Some((abs, stat, path)) = self.found(rel) else {
             return Ok(());
         };
@@ -163,12 +164,12 @@ impl Traces<'_> {
         let file = self.open(&path);
         let item = format!("{}/{name}", self.home.label);
         let wanted = Wanted { abs: &abs, name: &item, stat, category: &self.home.label, tail };
-        self.taking.take(sink, &wanted, file)
+        Ok(self.taking.take(sink, &wanted, file)?)
     }
 
     /// `~/.ssh`: client and server files and public keys copied; private keys (`id_*`
     /// without `.pub`, or any file holding a key) listed as secrets.
-    fn ssh(&mut self, sink: &mut dyn ItemSink) -> Result<(), PackageError> {
+    fn ssh(&mut self, sink: &mut dyn ItemSink) -> Result<(), CollectError> {
         for entry in self.entries(SSH_DIR) {
             let rel = Path::new(SSH_DIR).join(&entry);
             let entry = entry.to_string_lossy().into_owned();
@@ -187,7 +188,7 @@ impl Traces<'_> {
 
     /// `~/.local/share/Trash/info/*.trashinfo`: where each trashed file came from, and
     /// when it was deleted.
-    fn trash(&mut self, sink: &mut dyn ItemSink) -> Result<(), PackageError> {
+    fn trash(&mut self, sink: &mut dyn ItemSink) -> Result<(), CollectError> {
         for entry in self.entries(TRASH_INFO) {
             let rel = Path::new(TRASH_INFO).join(&entry);
             let entry = entry.to_string_lossy().into_owned();
@@ -222,5 +223,145 @@ fn inside_home(ctx: &Context, home: &Home, path: &Path) -> bool {
     match (home_dir, parent) {
         (Ok(home_dir), Some(Ok(parent))) => parent.starts_with(home_dir),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    use casefile_package::ItemStatus;
+    use sha2::{Digest, Sha256};
+
+    use crate::collectors::copies::testing::{assert_nowhere, run_cancelled};
+    use crate::collectors::test_support::{Fixture, MemorySink, PASSWD_FIXTURE, find_row, run};
+
+    use super::*;
+
+    fn rows(sink: &MemorySink, name: &str) -> Vec<HashMap<String, String>> {
+        sink.item(name).rows()
+    }
+
+    /// Gives `abs` to `uid` (the tests run as root; otherwise ownership stays).
+    fn chown(f: &Fixture, abs: &str, uid: u32) {
+        let _ = std::os::unix::fs::lchown(f.path(abs), Some(uid), None);
+    }
+
+    #[test]
+    fn traces_of_every_home_are_copied_and_keys_listed_by_hash() {
+        let f = Fixture::new();
+        f.write("/etc/passwd", PASSWD_FIXTURE);
+        f.write("/home/alice/.ssh/known_hosts", "github.com ssh-ed25519 AAAA\n");
+        f.write("/home/alice/.ssh/config", "Host jump\n  HostName 10.0.0.1\n");
+        f.write("/home/alice/.ssh/authorized_keys", "ssh-ed25519 AAAA alice@laptop\n");
+        f.write("/home/alice/.ssh/authorized_keys2", "ssh-rsa AAAA old\n");
+        let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nKEYMARK-id\n-----END OPENSSH PRIVATE KEY-----\n";
+        f.write("/home/alice/.ssh/id_ed25519", key);
+        f.write("/home/alice/.ssh/id_ed25519.pub", "ssh-ed25519 AAAA alice\n");
+        f.write("/home/alice/.ssh/deploy", "-----BEGIN RSA PRIVATE KEY-----\nKEYMARK-deploy\n");
+        f.write("/home/alice/.gitconfig", "[user]\n  name = Alice\n");
+        f.write("/home/alice/.config/git/config", "[core]\n");
+        f.write("/home/alice/.git-credentials", "https://alice:KEYMARK-token@github.com\n");
+        f.write("/home/alice/.netrc", "machine x login a password KEYMARK-netrc\n");
+        f.write("/home/alice/.node_repl_history", "require('child_process')\n");
+        f.write("/home/alice/.ksh_history", "uname -a\n");
+        f.write("/home/alice/.wget-hsts", "github.com 0 1 1700000000 31536000\n");
+        f.write("/home/alice/.local/share/recently-used.xbel", "<xbel/>\n");
+        f.write("/home/alice/.local/share/Trash/info/loot.tar.trashinfo", "[Trash Info]\nPath=/tmp/loot.tar\n");
+        f.write("/home/alice/.local/share/Trash/files/loot.tar", "not taken\n");
+        f.write("/home/alice/.bash_history", "standard\n");
+        f.write("/root/.python_history", "standard\n");
+        f.write("/root/.sqlite_history", "select 1;\n");
+        let sink = run(&UserTraces, f.root());
+
+        assert_nowhere(&sink, "KEYMARK");
+        for (name, text) in [
+            ("alice/.ssh/known_hosts", "github.com ssh-ed25519 AAAA\n"),
+            ("alice/.ssh/authorized_keys2", "ssh-rsa AAAA old\n"),
+            ("alice/.ssh/id_ed25519.pub", "ssh-ed25519 AAAA alice\n"),
+            ("alice/.gitconfig", "[user]\n  name = Alice\n"),
+            ("alice/.config/git/config", "[core]\n"),
+            ("alice/.node_repl_history", "require('child_process')\n"),
+            ("alice/.ksh_history", "uname -a\n"),
+            ("alice/.local/share/Trash/info/loot.tar.trashinfo", "[Trash Info]\nPath=/tmp/loot.tar\n"),
+            ("root/.sqlite_history", "select 1;\n"),
+        ] {
+            assert_eq!(sink.item(name).text(), text, "{name}");
+        }
+        assert_eq!(sink.item("alice/.ssh/config").source, "/home/alice/.ssh/config");
+        assert_eq!(sink.item("alice/.local/share/recently-used.xbel").status(), ItemStatus::Ok);
+        // Never twice: the standard histories collector has these.
+        assert!(!sink.names().contains(&"alice/.bash_history"));
+        assert!(!sink.names().contains(&"root/.python_history"));
+        assert!(!sink.names().iter().any(|n| n.contains("Trash/files")));
+
+        let secrets = rows(&sink, "secrets.csv");
+        let id = find_row(&secrets, "path", "/home/alice/.ssh/id_ed25519");
+        assert_eq!(
+            (id["reason"].as_str(), id["sha256"].clone()),
+            ("SSH private key", hex::encode(Sha256::digest(key)))
+        );
+        assert_eq!(find_row(&secrets, "path", "/home/alice/.ssh/deploy")["reason"], "holds a private key");
+        assert_eq!(find_row(&secrets, "path", "/home/alice/.git-credentials")["reason"], "git credentials");
+        assert_eq!(find_row(&secrets, "path", "/home/alice/.netrc")["reason"], "stored passwords");
+        let index = rows(&sink, "index.csv");
+        let standard = find_row(&index, "path", "/home/alice/.bash_history");
+        assert_eq!(standard["status"], "elsewhere");
+        assert_eq!(standard["note"], "taken by the standard histories collector: Shell histories/alice/.bash_history");
+        let known = find_row(&index, "path", "/home/alice/.ssh/known_hosts");
+        assert_eq!((known["category"].as_str(), known["status"].as_str()), ("alice", "copied"));
+    }
+
+    #[test]
+    fn trace_files_are_not_those_of_the_standard_histories() {
+        for (rel, _) in TRACE_FILES {
+            assert!(!HISTORY_FILES.iter().any(|(taken, _)| *taken == rel), "{rel} is taken by Shell histories/");
+        }
+    }
+
+    #[test]
+    fn links_out_of_the_home_fifos_and_hostile_names_leak_nothing() {
+        let f = Fixture::new();
+        f.write("/etc/passwd", PASSWD_FIXTURE);
+        f.write("/etc/shadow", "root:LEAKMARK-shadow\n");
+        f.write("/etc/ssh/known_hosts", "LEAKMARK-etc\n");
+        f.mkdir("/home/alice");
+        f.mkdir("/home/bob/.ssh");
+        chown(&f, "/home/alice", 1000);
+        chown(&f, "/home/bob", 1001);
+        // alice links her ~/.ssh to /etc/ssh and ~/.gitconfig to /etc/shadow.
+        f.symlink(f.path("/etc/ssh"), "/home/alice/.ssh");
+        f.symlink(f.path("/etc/shadow"), "/home/alice/.gitconfig");
+        f.mkdir("/home/alice/.config");
+        f.symlink(f.path("/etc"), "/home/alice/.config/git");
+        f.write("/etc/config", "LEAKMARK-etc-config\n");
+        f.fifo("/home/bob/.ssh/config");
+        f.symlink("known_hosts", "/home/bob/.ssh/known_hosts");
+        std::fs::write(f.path("/home/bob/.ssh").join(OsStr::from_bytes(b"authorized_keys\n\xff")), "k\n").unwrap();
+        let sink = run(&UserTraces, f.root());
+
+        assert_nowhere(&sink, "LEAKMARK");
+        let index = rows(&sink, "index.csv");
+        let fifo = find_row(&index, "path", "/home/bob/.ssh/config");
+        assert_eq!((fifo["type"].as_str(), fifo["status"].as_str()), ("fifo", "not copied"));
+        let shadow = find_row(&index, "path", "/home/alice/.gitconfig");
+        assert_eq!(shadow["status"], "not copied");
+        assert!(shadow["note"].starts_with("not opened: "), "{shadow:?}");
+        let through = find_row(&index, "path", "/home/alice/.config/git/config");
+        assert_eq!(through["note"], "not opened: reached through a link out of the home");
+        assert!(!index.iter().any(|r| r["path"].starts_with("/home/alice/.ssh/")), "a linked ~/.ssh is not entered");
+        let odd = find_row(&index, "path", "/home/bob/.ssh/authorized_keys\\n\\xff");
+        assert_eq!(sink.item(&odd["output"]).text(), "k\n");
+        assert_eq!(find_row(&index, "path", "/home/bob/.ssh/known_hosts")["status"], "not copied", "a link loop");
+    }
+
+    #[test]
+    fn a_cancelled_collection_stops() {
+        let f = Fixture::new();
+        f.write("/root/.gitconfig", "[user]\n");
+        let sink = run_cancelled(&UserTraces, f.root());
+        assert!(!sink.names().contains(&"root/.gitconfig"));
     }
 }
