@@ -12,8 +12,8 @@ use casefile_package::ItemSink;
 use crate::{CollectError, Collector, Context};
 
 use super::common::UniqueNames;
-use super::copies::{RootDir, Stat, Taking, Wanted, shown};
-use super::walk::{Found, Walk, Walked};
+use super::copies::{Regular, RootDir, Taking, Wanted};
+use super::walk::{Walk, Walked};
 
 pub struct Configs;
 
@@ -74,22 +74,13 @@ impl Collector for Configs {
         let mut taking = Taking::new(ctx);
         let mut walk = Walk::new(ctx, MAX_DEPTH, MAX_ENTRIES);
         for top in TOPS {
-            let walked = walk.walk(top, &mut |found| match found {
-                Found::Mount { path, .. } => {
-                    taking.index.not_a_file(shown(ctx, path), path, Stat::unknown("mount"), top);
-                    Ok(())
-                }
-                Found::Entry { meta, .. } if meta.is_dir() => Ok(()),
-                Found::Entry { path, meta, .. } if !meta.is_file() => {
-                    taking.index.not_a_file(shown(ctx, path), path, Stat::of(meta), top);
-                    Ok(())
-                }
-                Found::Entry { shown: lossy, path, meta } => {
-                    let abs = shown(ctx, path);
-                    let name = lossy.trim_start_matches('/');
-                    let wanted = Wanted { abs: &abs, name, stat: Stat::of(meta), category: top, tail: false };
-                    take_config(&root, sink, &mut taking, &wanted, path)
-                }
+            let walked = walk.walk(top, &mut |found| {
+                let Some(Regular { lossy, path, abs, stat }) = taking.index.regular_file(ctx, found, top) else {
+                    return Ok(());
+                };
+                let name = lossy.trim_start_matches('/');
+                let wanted = Wanted { abs: &abs, name, stat, category: top, tail: false };
+                take_config(&root, sink, &mut taking, &wanted, path)
             })?;
             if let Walked::Stopped(outcome) = walked {
                 taking.index.walk_stopped(top, &outcome);

@@ -15,7 +15,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 use crate::Context;
 
 use super::common::{Copied, FileHasher, Problems, copy_head, copy_tail, csv_file, open_regular, utc_timestamp};
-use super::walk::file_type;
+use super::walk::{Found, file_type};
 
 /// Opens regular files below the root without following a symbolic link anywhere on the
 /// way: a log directory writable by a service account (`/var/log/postgresql`) must not
@@ -134,6 +134,16 @@ impl Stat {
     }
 }
 
+/// A regular file a walk found.
+pub(crate) struct Regular<'e> {
+    /// Host path, lossily UTF-8: for names in the package.
+    pub(crate) lossy: &'e str,
+    pub(crate) path: &'e Path,
+    /// Host path, escaped: for the index and the manifest.
+    pub(crate) abs: String,
+    pub(crate) stat: Stat,
+}
+
 /// What became of a file, as the `status` column says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Status {
@@ -208,6 +218,22 @@ impl Index {
             format!("a {}: listed, not opened", stat.kind)
         };
         self.left_out(abs, stat, category, Status::NotCopied, note);
+    }
+
+    /// The regular file the walk found, or `None` once anything else is listed
+    /// (directories are not: their files are).
+    pub(crate) fn regular_file<'e>(&mut self, ctx: &Context, found: Found<'e>, category: &str) -> Option<Regular<'e>> {
+        match found {
+            Found::Mount { path, .. } => self.not_a_file(shown(ctx, path), path, Stat::unknown("mount"), category),
+            Found::Entry { meta, .. } if meta.is_dir() => {}
+            Found::Entry { path, meta, .. } if !meta.is_file() => {
+                self.not_a_file(shown(ctx, path), path, Stat::of(meta), category);
+            }
+            Found::Entry { shown: lossy, path, meta } => {
+                return Some(Regular { lossy, path, abs: shown(ctx, path), stat: Stat::of(meta) });
+            }
+        }
+        None
     }
 
     /// Notes how a walk ended when it did not finish.

@@ -18,10 +18,10 @@ use crate::{CollectError, Collector, Context};
 
 use super::common::UniqueNames;
 use super::copies::{
-    Budget, COMPRESSED, Index, LogFile, LogTaken, RootDir, Stat, Status, Taken, copy_newest, newest_first, shown,
+    Budget, COMPRESSED, Index, LogFile, LogTaken, Regular, RootDir, Status, Taken, copy_newest, newest_first,
 };
 use super::logs::taken_by_logs;
-use super::walk::{Found, Walk, Walked};
+use super::walk::{Walk, Walked};
 
 pub struct VarLog;
 
@@ -45,28 +45,19 @@ impl Collector for VarLog {
         let mut sources = Vec::new();
         let mut walk = Walk::new(ctx, MAX_DEPTH, MAX_ENTRIES);
         let walked = walk.walk(TOP, &mut |found| -> Result<(), Infallible> {
-            match found {
-                Found::Mount { path, .. } => index.not_a_file(shown(ctx, path), path, Stat::unknown("mount"), ""),
-                Found::Entry { meta, .. } if meta.is_dir() => {}
-                Found::Entry { path, meta, .. } if !meta.is_file() => {
-                    index.not_a_file(shown(ctx, path), path, Stat::of(meta), "");
-                }
-                Found::Entry { shown: lossy, path, meta } => {
-                    let abs = shown(ctx, path);
-                    let stat = Stat::of(meta);
-                    if taken_by_logs(lossy) {
-                        let note = "taken by the standard logs collector: see Logs/logs.csv".to_owned();
-                        index.left_out(abs, stat, "", Status::Elsewhere, note);
-                        return Ok(());
-                    }
-                    let (dir, file) = abs.rsplit_once('/').unwrap_or(("", &abs));
-                    let source = format!("{dir}/{}", source_key(file));
-                    let name = lossy.strip_prefix(TOP).unwrap_or(lossy).trim_start_matches('/').to_owned();
-                    let whole_only = COMPRESSED.iter().any(|ext| file.ends_with(ext));
-                    let log = LogFile { abs, path: path.to_path_buf(), name, stat, whole_only };
-                    sources.push((source, log));
-                }
+            let Some(Regular { lossy, path, abs, stat }) = index.regular_file(ctx, found, "") else {
+                return Ok(());
+            };
+            if taken_by_logs(lossy) {
+                let note = "taken by the standard logs collector: see Logs/logs.csv".to_owned();
+                index.left_out(abs, stat, "", Status::Elsewhere, note);
+                return Ok(());
             }
+            let (dir, file) = abs.rsplit_once('/').unwrap_or(("", &abs));
+            let source = format!("{dir}/{}", source_key(file));
+            let name = lossy.strip_prefix(TOP).unwrap_or(lossy).trim_start_matches('/').to_owned();
+            let whole_only = COMPRESSED.iter().any(|ext| file.ends_with(ext));
+            sources.push((source, LogFile { abs, path: path.to_path_buf(), name, stat, whole_only }));
             Ok(())
         });
         match walked {
