@@ -223,7 +223,7 @@ mod tests {
         assert_nowhere(&sink, "SECRETMARK");
         let index = rows(&sink, "index.csv");
         assert_eq!(find_row(&index, "path", "/etc/hosts")["type"], "fifo");
-        assert_eq!(find_row(&index, "path", "/etc/app.conf")["status"], "not copied");
+        assert_eq!(find_row(&index, "path", "/etc/app.conf")["status"], "listed");
         assert_eq!(find_row(&index, "path", "/etc/app.d")["type"], "symlink");
         assert_eq!(find_row(&index, "path", "/etc/loop")["note"], "symbolic link to loop: not followed");
         let odd = find_row(&index, "path", "/etc/evil\\n,\"name\\xff");

@@ -157,6 +157,8 @@ pub(crate) enum Status {
     Secret,
     /// Already in another folder of the package, which the note names.
     Elsewhere,
+    /// No regular file (a link, a FIFO, a device, a mount point): listed, never opened.
+    Listed,
 }
 
 impl Status {
@@ -167,6 +169,7 @@ impl Status {
             Self::NotCopied => "not copied",
             Self::Secret => "secret",
             Self::Elsewhere => "elsewhere",
+            Self::Listed => "listed",
         }
     }
 }
@@ -215,9 +218,9 @@ impl Index {
         } else if stat.kind == "mount" {
             "mount point: not entered".to_owned()
         } else {
-            format!("a {}: listed, not opened", stat.kind)
+            format!("a {}: not opened", stat.kind)
         };
-        self.left_out(abs, stat, category, Status::NotCopied, note);
+        self.left_out(abs, stat, category, Status::Listed, note);
     }
 
     /// The regular file the walk found, or `None` once anything else is listed

@@ -345,7 +345,7 @@ mod tests {
         assert_nowhere(&sink, "LEAKMARK");
         let index = rows(&sink, "index.csv");
         let fifo = find_row(&index, "path", "/home/bob/.ssh/config");
-        assert_eq!((fifo["type"].as_str(), fifo["status"].as_str()), ("fifo", "not copied"));
+        assert_eq!((fifo["type"].as_str(), fifo["status"].as_str()), ("fifo", "listed"));
         let shadow = find_row(&index, "path", "/home/alice/.gitconfig");
         assert_eq!(shadow["status"], "not copied");
         assert!(shadow["note"].starts_with("not opened: "), "{shadow:?}");

@@ -141,7 +141,7 @@ mod tests {
 
     use crate::Limits;
     use crate::collectors::copies::testing::{assert_nowhere, run_cancelled};
-    use crate::collectors::test_support::{Fixture, MemorySink, find_row, run, run_with};
+    use crate::collectors::test_support::{Fixture, MemorySink, StreamProbe, find_row, run, run_with};
 
     use super::*;
 
@@ -278,8 +278,8 @@ mod tests {
         assert_nowhere(&sink, "LEAKMARKER");
         let rows = index(&sink);
         let fifo = find_row(&rows, "path", "/var/log/nginx/access.log");
-        assert_eq!((fifo["type"].as_str(), fifo["status"].as_str()), ("fifo", "not copied"));
-        assert_eq!(fifo["note"], "a fifo: listed, not opened");
+        assert_eq!((fifo["type"].as_str(), fifo["status"].as_str()), ("fifo", "listed"));
+        assert_eq!(fifo["note"], "a fifo: not opened");
         let evil = find_row(&rows, "path", "/var/log/evil.log");
         assert_eq!(evil["type"], "symlink");
         assert!(evil["note"].starts_with("symbolic link to ") && evil["note"].ends_with("not followed"));
@@ -289,6 +289,24 @@ mod tests {
         assert_eq!(odd["status"], "copied");
         assert_eq!(sink.item(&odd["output"]).text(), "odd\n");
         assert_eq!(find_row(&rows, "path", &format!("/var/log/odd/{}", "..x".repeat(80)))["status"], "copied");
+    }
+
+    /// A large log goes into the package in small writes, never whole in memory.
+    #[test]
+    fn large_logs_are_streamed() {
+        let f = Fixture::in_memory();
+        f.write("/var/log/big.log", lines("big", 400_000));
+        let ctx = Context {
+            root: f.root().to_path_buf(),
+            cancel: tokio_util::sync::CancellationToken::new(),
+            limits: Limits::default(),
+        };
+        let mut probe = StreamProbe::default();
+        VarLog.collect(&ctx, &mut probe).unwrap();
+        let item = probe.sink.item("big.log");
+        assert_eq!(item.bytes.len(), lines("big", 400_000).len());
+        assert!(probe.writes > 50, "{} writes", probe.writes);
+        assert!(probe.largest_write <= 64 * 1024, "largest write {}", probe.largest_write);
     }
 
     #[test]
