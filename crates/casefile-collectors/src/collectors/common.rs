@@ -145,6 +145,9 @@ impl Copied {
                 ItemOutcome::partial(format!("shrank while copied: {} of {} bytes", self.bytes, self.size))
             }
             (false, _) => ItemOutcome::ok(),
+            (true, false) if self.bytes >= self.size => {
+                ItemOutcome::partial(format!("grew while copied: kept the first {} bytes", self.bytes))
+            }
             (true, false) => ItemOutcome::partial(format!("truncated at {} bytes", self.bytes)),
             (true, true) => ItemOutcome::partial(format!("kept the newest {} of {} bytes", self.bytes, self.size)),
         }
@@ -542,7 +545,9 @@ mod tests {
         let shrank = Copied { size: 10, bytes: 4, truncated: false, tail: false };
         assert_eq!(shrank.outcome(), ItemOutcome::partial("shrank while copied: 4 of 10 bytes"));
         let grew = Copied { size: 10, bytes: 10, truncated: true, tail: false };
-        assert_eq!(grew.outcome(), ItemOutcome::partial("truncated at 10 bytes"));
+        assert_eq!(grew.outcome(), ItemOutcome::partial("grew while copied: kept the first 10 bytes"));
+        let cut = Copied { size: 10, bytes: 4, truncated: true, tail: false };
+        assert_eq!(cut.outcome(), ItemOutcome::partial("truncated at 4 bytes"));
         assert_eq!(Copied { size: 10, bytes: 10, truncated: false, tail: false }.outcome(), ItemOutcome::ok());
     }
 

@@ -139,7 +139,7 @@ mod tests {
     use sha2::{Digest, Sha256};
 
     use crate::Limits;
-    use crate::collectors::copies::testing::{assert_nowhere, run_cancelled};
+    use crate::collectors::copies::testing::{assert_nowhere, run_cancelled, run_changing};
     use crate::collectors::test_support::{Fixture, MemorySink, find_row, run, run_with};
 
     use super::*;
@@ -255,6 +255,32 @@ mod tests {
         let index = rows(&sink, "index.csv");
         let row = find_row(&index, "path", "/usr/local/etc/big.conf");
         assert_eq!((row["status"].as_str(), row["note"].as_str()), ("partial", "truncated at 100 bytes"));
+    }
+
+    /// A key written into a file after it was searched is not copied: the copy ends
+    /// where the search did, and the file is `partial`.
+    #[test]
+    fn a_file_that_grows_after_the_search_is_cut_where_it_was_searched() {
+        let f = Fixture::new();
+        let text = "option = 1\n".repeat(10_000);
+        f.write("/etc/app.conf", &text);
+        let path = f.path("/etc/app.conf");
+        let sink = run_changing(&Configs, f.root(), "etc/app.conf", || {
+            let mut file = std::fs::File::options().append(true).open(&path).unwrap();
+            std::io::Write::write_all(&mut file, b"-----BEGIN PRIVATE KEY-----\nSECRETMARK\n").unwrap();
+        });
+        assert_nowhere(&sink, "SECRETMARK");
+        let item = sink.item("etc/app.conf");
+        assert_eq!((item.text(), item.status()), (text.clone(), ItemStatus::Partial));
+        let path = f.path("/etc/app.conf");
+        std::fs::write(&path, &text).unwrap();
+        let sink = run_changing(&Configs, f.root(), "etc/app.conf", || {
+            std::fs::File::options().write(true).open(&path).unwrap().set_len(0).unwrap();
+        });
+        let index = rows(&sink, "index.csv");
+        let row = find_row(&index, "path", "/etc/app.conf");
+        assert_eq!(row["status"], "partial");
+        assert!(row["note"].starts_with("shrank while copied"), "{row:?}");
     }
 
     #[test]

@@ -578,7 +578,9 @@ pub(crate) fn copy_newest(
                 Ok(opened) => opened,
                 Err(e) => return Ok(super::common::unavailable(&file.abs, &e)),
             };
-            let done = if fits { copy_head(opened, out, left) } else { copy_tail(opened, out, left) }?;
+            // A file that grew since it was listed is cut there (and `partial`): what
+            // was added while the collection ran is not what was asked for.
+            let done = if fits { copy_head(opened, out, size) } else { copy_tail(opened, out, left) }?;
             result = Some(done);
             Ok(done.outcome())
         })?;
@@ -599,6 +601,9 @@ pub(crate) fn copy_newest(
 /// Helpers for the tests of the collectors that copy many files.
 #[cfg(test)]
 pub(crate) mod testing {
+    use std::io::{self, Write};
+
+    use casefile_package::{ItemOutcome, ItemSink, PackageError};
     use tokio_util::sync::CancellationToken;
 
     use crate::collectors::test_support::MemorySink;
@@ -611,6 +616,60 @@ pub(crate) mod testing {
             assert!(!leaked, "{marker:?} leaked into {}", item.name);
             assert!(!item.source.contains(marker) && !item.name.contains(marker));
         }
+    }
+
+    /// A sink that changes a file on the host while the item `name` is being written,
+    /// at its first write: a log rotated or appended to during the copy.
+    pub(crate) struct ChangingSink<'a> {
+        pub(crate) sink: MemorySink,
+        pub(crate) name: &'a str,
+        pub(crate) change: Option<Box<dyn FnOnce() + 'a>>,
+    }
+
+    impl ItemSink for ChangingSink<'_> {
+        fn add_item(
+            &mut self,
+            name: &str,
+            source: &str,
+            fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<ItemOutcome>,
+        ) -> Result<(), PackageError> {
+            let mut change = if name == self.name { self.change.take() } else { None };
+            self.sink.add_item(name, source, &mut |out| {
+                let mut hooked = Hooked { inner: out, change: &mut change };
+                fill(&mut hooked)
+            })
+        }
+    }
+
+    struct Hooked<'w, 'a> {
+        inner: &'w mut dyn Write,
+        change: &'w mut Option<Box<dyn FnOnce() + 'a>>,
+    }
+
+    impl Write for Hooked<'_, '_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if let Some(change) = self.change.take() {
+                change();
+            }
+            self.inner.write(buf)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    /// Runs `collector` over `root`, changing a file while item `name` is written.
+    pub(crate) fn run_changing<'a>(
+        collector: &dyn Collector,
+        root: &std::path::Path,
+        name: &'a str,
+        change: impl FnOnce() + 'a,
+    ) -> MemorySink {
+        let ctx = Context { root: root.to_path_buf(), cancel: CancellationToken::new(), limits: Limits::default() };
+        let mut sink = ChangingSink { sink: MemorySink::default(), name, change: Some(Box::new(change)) };
+        collector.collect(&ctx, &mut sink).unwrap();
+        sink.sink
     }
 
     /// Runs `collector` over `root` with the collection already cancelled.

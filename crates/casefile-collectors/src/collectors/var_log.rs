@@ -140,7 +140,7 @@ mod tests {
     use casefile_package::ItemStatus;
 
     use crate::Limits;
-    use crate::collectors::copies::testing::{assert_nowhere, run_cancelled};
+    use crate::collectors::copies::testing::{assert_nowhere, run_cancelled, run_changing};
     use crate::collectors::test_support::{Fixture, MemorySink, StreamProbe, find_row, run, run_with};
 
     use super::*;
@@ -289,6 +289,35 @@ mod tests {
         assert_eq!(odd["status"], "copied");
         assert_eq!(sink.item(&odd["output"]).text(), "odd\n");
         assert_eq!(find_row(&rows, "path", &format!("/var/log/odd/{}", "..x".repeat(80)))["status"], "copied");
+    }
+
+    /// A log rotated away (emptied) or appended to while it is copied is `partial`.
+    #[test]
+    fn a_log_that_shrinks_or_grows_while_copied_is_partial() {
+        let f = Fixture::new();
+        let text = lines("old", 20_000);
+        f.write("/var/log/app/shrinks.log", &text);
+        f.write("/var/log/app/grows.log", &text);
+        let path = f.path("/var/log/app/shrinks.log");
+        let sink = run_changing(&VarLog, f.root(), "app/shrinks.log", || {
+            std::fs::File::options().write(true).open(&path).unwrap().set_len(0).unwrap();
+        });
+        let shrunk = sink.item("app/shrinks.log");
+        assert_eq!(shrunk.status(), ItemStatus::Partial);
+        assert!(shrunk.outcome.error.as_ref().unwrap().starts_with("shrank while copied"), "{:?}", shrunk.outcome);
+        assert!(text.as_bytes().starts_with(&shrunk.bytes));
+        let path = f.path("/var/log/app/grows.log");
+        let sink = run_changing(&VarLog, f.root(), "app/grows.log", || {
+            let mut file = std::fs::File::options().append(true).open(&path).unwrap();
+            std::io::Write::write_all(&mut file, b"appended later\n").unwrap();
+        });
+        let grown = sink.item("app/grows.log");
+        assert_eq!(grown.text(), text, "cut where it was listed");
+        assert_eq!(grown.status(), ItemStatus::Partial);
+        let rows = index(&sink);
+        let row = find_row(&rows, "path", "/var/log/app/grows.log");
+        assert_eq!(row["status"], "partial");
+        assert_eq!(row["note"], format!("grew while copied: kept the first {} bytes", text.len()));
     }
 
     /// A large log goes into the package in small writes, never whole in memory.
