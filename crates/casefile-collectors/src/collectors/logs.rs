@@ -79,6 +79,11 @@ impl Collector for Logs {
     }
 }
 
+/// Whether `name` is a journal file (an unclean one ends in `~`).
+fn is_journal_file(name: &str) -> bool {
+    name.ends_with(".journal") || name.ends_with(".journal~")
+}
+
 /// Whether file `entry` is log `name` or one of its rotations.
 fn is_rotation_of(entry: &str, name: &str) -> bool {
     entry == name || entry.strip_prefix(name).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('-'))
@@ -90,7 +95,8 @@ pub(crate) fn taken_by_logs(abs: &str) -> bool {
     let Some((dir, file)) = abs.rsplit_once('/') else {
         return false;
     };
-    let journal = JOURNAL_DIRS.iter().any(|(journal, _)| abs.strip_prefix(journal).is_some_and(|r| r.starts_with('/')));
+    let journal = JOURNAL_DIRS.iter().any(|(journal, _)| abs.strip_prefix(journal).is_some_and(|r| r.starts_with('/')))
+        && is_journal_file(file);
     journal || TEXT_LOGS.iter().any(|(_, log_dir, name)| dir == *log_dir && is_rotation_of(file, name))
 }
 
@@ -118,10 +124,9 @@ fn journal_files(ctx: &Context, problems: &mut Problems) -> Vec<LogFile> {
             if !ctx.path(&machine_dir).is_dir() {
                 continue;
             }
-            let journals = dir_entries(ctx, &machine_dir, problems).into_iter().filter(|entry| {
-                let entry = entry.to_string_lossy();
-                entry.ends_with(".journal") || entry.ends_with(".journal~")
-            });
+            let journals = dir_entries(ctx, &machine_dir, problems)
+                .into_iter()
+                .filter(|entry| is_journal_file(&entry.to_string_lossy()));
             let package_dir = format!("{folder}/{}", name_part(&machine));
             files.extend(log_files(ctx, &machine_dir, journals, |file| {
                 (format!("{package_dir}/{}", name_part(file)), true)

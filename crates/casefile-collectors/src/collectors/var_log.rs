@@ -172,6 +172,7 @@ mod tests {
         f.write("/var/log/syslog", "standard\n");
         f.write("/var/log/auth.log.1", "standard\n");
         f.write("/var/log/journal/m/system.journal", [7u8; 10]);
+        f.write("/var/log/journal/m/notes.txt", "not a journal file\n");
         age(&f, "/var/log/nginx/access.log.1", 100);
         age(&f, "/var/log/nginx/access.log.2.gz", 200);
         let sink = run(&VarLog, f.root());
@@ -186,7 +187,8 @@ mod tests {
             assert!(!sink.names().contains(&standard), "{standard} is Logs/'s");
         }
         let rows = index(&sink);
-        assert_eq!(rows.len(), 11);
+        assert_eq!(rows.len(), 12);
+        assert_eq!(sink.item("journal/m/notes.txt").text(), "not a journal file\n");
         let gz = find_row(&rows, "path", "/var/log/nginx/access.log.2.gz");
         assert_eq!(
             (gz["status"].as_str(), gz["copied_bytes"].as_str(), gz["category"].as_str(), gz["output"].as_str()),
