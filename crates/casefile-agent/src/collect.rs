@@ -14,9 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
-use casefile_collectors::{CollectError, Collector, Context};
+use casefile_collectors::{CollectError, Collector, Context, Limits};
 use casefile_package::writer::PackageMeta;
 use casefile_package::{ItemOutcome, ItemSink, Manifest, ManifestHost, PackageError, PackageWriter};
+use casefile_proto::action::{Progress, ProgressPhase};
+use casefile_proto::profile::{CollectorSpec, Profile};
 use ed25519_dalek::SigningKey;
 use uuid::Uuid;
 
@@ -64,6 +66,75 @@ pub struct CollectedPackage {
     pub manifest: Manifest,
 }
 
+/// What one collection runs: its collectors, each with its limits and deadline, in order.
+#[derive(Debug)]
+struct Plan {
+    collectors: Collectors,
+    steps: Vec<Step>,
+    max_package_bytes: u64,
+}
+
+#[derive(Debug)]
+struct Step {
+    /// Index in [`Plan::collectors`]; `None`: the profile names a collector this agent lacks.
+    index: Option<usize>,
+    name: String,
+    limits: Limits,
+    timeout: Duration,
+}
+
+impl Plan {
+    /// Every collector of `collectors`, under the collection's own limits.
+    fn of(collectors: Collectors, limits: Limits, governance: &Governance) -> Self {
+        let steps = (collectors.0.iter().enumerate())
+            .map(|(index, c)| Step {
+                index: Some(index),
+                name: c.name().to_owned(),
+                limits,
+                timeout: governance.collector_timeout,
+            })
+            .collect();
+        Self { collectors, steps, max_package_bytes: governance.max_package_bytes }
+    }
+
+    /// The collectors `profile` names, its budgets over the agent's defaults; the agent's
+    /// package cap still holds when the profile's is larger.
+    fn of_profile(profile: &Profile, limits: Limits, governance: &Governance) -> Self {
+        let mut collectors = Vec::new();
+        let steps = profile
+            .collectors
+            .iter()
+            .map(|spec| {
+                let index = casefile_collectors::by_name(&spec.name).map(|collector| {
+                    collectors.push(collector);
+                    collectors.len() - 1
+                });
+                Step {
+                    index,
+                    name: spec.name.clone(),
+                    limits: spec_limits(spec, limits),
+                    timeout: spec.timeout_seconds.map_or(governance.collector_timeout, Duration::from_secs),
+                }
+            })
+            .collect();
+        let max_package_bytes =
+            profile.max_package_bytes.map_or(governance.max_package_bytes, |cap| cap.min(governance.max_package_bytes));
+        Self { collectors: Collectors(Arc::new(collectors)), steps, max_package_bytes }
+    }
+}
+
+fn spec_limits(spec: &CollectorSpec, base: Limits) -> Limits {
+    Limits {
+        max_file_bytes: spec.max_file_bytes.unwrap_or(base.max_file_bytes),
+        max_log_bytes: spec.max_log_bytes.unwrap_or(base.max_log_bytes),
+        command_timeout: spec.command_timeout_seconds.map_or(base.command_timeout, Duration::from_secs),
+        max_total_bytes: spec.max_total_bytes.unwrap_or(base.max_total_bytes),
+    }
+}
+
+/// Where a collection tells how far it has got (the runner forwards it to the server).
+pub type ProgressSender = tokio::sync::watch::Sender<Option<Progress>>;
+
 pub fn package_meta(action_id: Option<Uuid>, machine_id: Option<String>) -> PackageMeta {
     PackageMeta {
         tool: "casefile-agent".to_owned(),
@@ -76,6 +147,7 @@ pub fn package_meta(action_id: Option<Uuid>, machine_id: Option<String>) -> Pack
             architecture: std::env::consts::ARCH.to_owned(),
         },
         action_id,
+        profile: None,
     }
 }
 
@@ -85,8 +157,12 @@ pub struct Collection {
     pub meta: PackageMeta,
     pub ctx: Context,
     pub collectors: Collectors,
+    /// What to run; `None`: every collector of `collectors` under `ctx.limits`.
+    pub profile: Option<Profile>,
     pub governance: Governance,
     pub signer: SigningKey,
+    /// Told how far the collection has got, as it goes.
+    pub progress: Option<ProgressSender>,
 }
 
 impl Collection {
@@ -113,23 +189,49 @@ impl Collection {
         let file = std::fs::File::create(&output).map_err(io_error)?;
         let written = Arc::new(AtomicU64::new(0));
         let counted = Counting { inner: io::BufWriter::with_capacity(256 * 1024, file), written: written.clone() };
-        let mut writer = PackageWriter::new(counted, self.meta.clone());
-        for index in 0..self.collectors.0.len() {
+        let plan = match &self.profile {
+            Some(profile) => Plan::of_profile(profile, self.ctx.limits, &self.governance),
+            None => Plan::of(self.collectors.clone(), self.ctx.limits, &self.governance),
+        };
+        let mut meta = self.meta.clone();
+        meta.profile = self.profile.as_ref().map(|p| p.name.clone());
+        let mut writer = PackageWriter::new(counted, meta);
+        let total = plan.steps.len() as u32;
+        for (done, step) in plan.steps.iter().enumerate() {
             if self.ctx.cancel.is_cancelled() {
                 return Err(AgentError::Collection("cancelled".to_owned()));
             }
-            let collector = &self.collectors.0[index];
+            self.report(done as u32, total, Some(&step.name), written.load(Ordering::Relaxed));
+            let Some(index) = step.index else {
+                writer.begin_collector(&step.name, &step.name);
+                writer.end_collector(Some(format!(
+                    "this agent ({AGENT_VERSION}) has no collector named {}: update the agent",
+                    step.name
+                )));
+                continue;
+            };
+            let collector = &plan.collectors.0[index];
             writer.begin_collector(collector.name(), collector.folder());
-            if written.load(Ordering::Relaxed) >= self.governance.max_package_bytes {
+            if written.load(Ordering::Relaxed) >= plan.max_package_bytes {
                 writer.end_collector(Some(format!(
                     "skipped: the package reached its size cap of {} bytes",
-                    self.governance.max_package_bytes
+                    plan.max_package_bytes
                 )));
                 continue;
             }
-            let ended = self.run_one(index, &mut writer, &written)?;
+            let started = Instant::now();
+            let ended = self.run_one(&plan, step, index, &mut writer, &written)?;
+            tracing::info!(
+                collector = %step.name,
+                step = done + 1,
+                of = total,
+                seconds = started.elapsed().as_secs_f32(),
+                package_bytes = written.load(Ordering::Relaxed),
+                "collector finished"
+            );
             writer.end_collector(ended);
         }
+        self.report(total, total, None, written.load(Ordering::Relaxed));
         let (out, manifest) = writer.finish_signed(&self.signer).map_err(|e| AgentError::Collection(e.to_string()))?;
         let file = out.inner.into_inner().map_err(|e| io_error(e.into_error()))?;
         file.sync_all().map_err(io_error)?;
@@ -138,20 +240,37 @@ impl Collection {
         Ok(CollectedPackage { path: output, size, sha256, manifest })
     }
 
-    /// Runs collector `index` on its own thread, writing what it streams. Returns why it
-    /// stopped early, if it did; `Err` only when the package itself cannot be written or
-    /// the collection was cancelled.
+    /// Tells the progress watcher, if any, where the collection stands.
+    fn report(&self, done: u32, total: u32, collector: Option<&str>, package_bytes: u64) {
+        if let Some(progress) = &self.progress {
+            progress.send_replace(Some(Progress {
+                phase: ProgressPhase::Collecting,
+                collectors_done: done,
+                collectors_total: total,
+                collector: collector.map(str::to_owned),
+                package_bytes,
+                uploaded_bytes: 0,
+                updated_date_time_utc: None,
+            }));
+        }
+    }
+
+    /// Runs collector `index` of the plan on its own thread, writing what it streams.
+    /// Returns why it stopped early, if it did; `Err` only when the package itself cannot
+    /// be written or the collection was cancelled.
     fn run_one<W: Write + Seek>(
         &self,
+        plan: &Plan,
+        step: &Step,
         index: usize,
         writer: &mut PackageWriter<W>,
         written: &AtomicU64,
     ) -> Result<Option<String>, AgentError> {
-        let name = self.collectors.0[index].name();
+        let name = plan.collectors.0[index].name();
         let (tx, rx) = sync_channel::<Message>(CHANNEL_CHUNKS);
-        let ctx = Context { cancel: self.ctx.cancel.child_token(), ..self.ctx.clone() };
+        let ctx = Context { cancel: self.ctx.cancel.child_token(), limits: step.limits, ..self.ctx.clone() };
         let stop = ctx.cancel.clone();
-        let collectors = self.collectors.clone();
+        let collectors = plan.collectors.clone();
         std::thread::Builder::new()
             .name(format!("collector-{name}"))
             .spawn(move || {
@@ -161,21 +280,14 @@ impl Collection {
             })
             .map_err(|e| AgentError::Collection(format!("cannot start the {name} collector: {e}")))?;
 
-        let mut pump = Pump {
-            rx,
-            deadline: Instant::now() + self.governance.collector_timeout,
-            cancel: &self.ctx.cancel,
-            stopped: None,
-        };
+        let mut pump = Pump { rx, deadline: Instant::now() + step.timeout, cancel: &self.ctx.cancel, stopped: None };
         let ended = loop {
             match pump.next() {
                 // The cap is checked as each file starts: a file in progress is finished.
-                Next::Message(Message::Begin { .. })
-                    if written.load(Ordering::Relaxed) >= self.governance.max_package_bytes =>
-                {
+                Next::Message(Message::Begin { .. }) if written.load(Ordering::Relaxed) >= plan.max_package_bytes => {
                     break Some(format!(
                         "stopped: the package reached its size cap of {} bytes",
-                        self.governance.max_package_bytes
+                        plan.max_package_bytes
                     ));
                 }
                 Next::Message(Message::Begin { name, source }) => {
@@ -197,7 +309,7 @@ impl Collection {
                 Next::Message(Message::Data(_) | Message::End(_)) => {
                     break Some(format!("the {name} collector wrote outside a file"));
                 }
-                Next::TimedOut => break Some(timed_out(name, self.governance.collector_timeout)),
+                Next::TimedOut => break Some(timed_out(name, step.timeout)),
                 Next::Gone => break Some(format!("the {name} collector crashed")),
             }
         };
@@ -386,8 +498,10 @@ pub fn write_package(
         meta,
         ctx: ctx.clone(),
         collectors,
+        profile: None,
         governance: Governance::default(),
         signer: signer.clone(),
+        progress: None,
     }
     .run_blocking()
 }

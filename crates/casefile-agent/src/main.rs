@@ -61,6 +61,15 @@ enum Command {
         /// An enrolled agent's state directory: sign with its registered key.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// The collection profile: `standard` (MDE's content) or `triage` (standard plus
+        /// the filesystem timeline, all logs, configuration, user traces, containers, kernel
+        /// state and hidden processes).
+        #[arg(long, default_value = casefile_proto::profile::STANDARD, conflicts_with = "profile_file")]
+        profile: String,
+        /// A profile of your own, written as a server's `[profiles.define.NAME]` table
+        /// (TOML; it may extend `standard` or `triage`); its name is the file's stem.
+        #[arg(long, value_name = "FILE")]
+        profile_file: Option<PathBuf>,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -109,6 +118,33 @@ impl LimitArgs {
     }
 }
 
+/// The profile an offline collection runs: a built-in one by name, or one from a file.
+fn offline_profile(name: &str, file: Option<&std::path::Path>) -> anyhow::Result<casefile_proto::profile::Profile> {
+    use casefile_proto::profile;
+    let mut definitions = profile::builtin_definitions();
+    let name = match file {
+        None => name.to_owned(),
+        Some(path) => {
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            anyhow::ensure!(meta.len() <= 1 << 20, "{}: a profile is at most 1 MiB", path.display());
+            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            anyhow::ensure!(
+                !definitions.contains_key(&stem),
+                "{}: {stem} is a built-in profile's name",
+                path.display()
+            );
+            definitions.insert(stem.clone(), profile::parse_definition(&stem, &text)?);
+            stem
+        }
+    };
+    let mut resolved = profile::resolve(&definitions)?;
+    resolved.remove(&name).ok_or_else(|| {
+        let known = resolved.keys().cloned().collect::<Vec<_>>().join(", ");
+        anyhow::anyhow!("no profile is named {name:?}; the profiles are {known}")
+    })
+}
+
 fn main() -> ExitCode {
     let cli: Cli = casefile_agent::cli::parse_or_exit("casefile-agent");
     casefile_agent::cli::run_main("casefile-agent", "info", cli.log.log_format, execute(cli.command))
@@ -134,7 +170,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             config.governance = limits.governance();
             casefile_agent::run(config, shutdown).await?;
         }
-        Command::Collect { output, key, state_dir, limits } => {
+        Command::Collect { output, key, state_dir, profile, profile_file, limits } => {
+            let profile = offline_profile(&profile, profile_file.as_deref())?;
             let key_path = match (key, state_dir) {
                 (Some(key), _) => key,
                 (None, Some(dir)) => dir.join(casefile_agent::identity::KEY_FILE),
@@ -149,8 +186,10 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 meta: casefile_agent::collect::package_meta(None, None),
                 ctx,
                 collectors: casefile_agent::Collectors::all(),
+                profile: Some(profile),
                 governance: limits.governance(),
                 signer,
+                progress: None,
             };
             let package = collection.run().await?;
             println!("{}  {} bytes  {}", package.sha256, package.size, package.path.display());

@@ -9,6 +9,7 @@ use std::time::Duration;
 use casefile_collectors::Context;
 use casefile_proto::action::hresult;
 use casefile_proto::agent::{ActionFailure, AgentTask, EnrollRequest, HelloRequest};
+use casefile_proto::profile::Profile;
 use ed25519_dalek::SigningKey;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -29,8 +30,9 @@ pub struct AgentConfig {
     pub host_id: Option<String>,
     /// Root of the file system the collectors read: `/` on a real host.
     pub collect_root: PathBuf,
-    /// What a collection runs: every collector, unless a test narrows it.
-    pub collectors: Collectors,
+    /// What a collection runs when a test narrows it; `None`: the profile the task names
+    /// (the standard one when the server names none).
+    pub collectors: Option<Collectors>,
     /// Collector limits (file, log and command caps).
     pub limits: casefile_collectors::Limits,
     /// Collection limits (collector timeout, package cap, priority).
@@ -49,7 +51,7 @@ impl AgentConfig {
             state_dir,
             host_id: None,
             collect_root: PathBuf::from("/"),
-            collectors: Collectors::all(),
+            collectors: None,
             limits: Default::default(),
             governance: Governance::default(),
             timeouts: Timeouts::default(),
@@ -138,12 +140,12 @@ pub async fn run_with_ready(
             polled = transport.next_task(wait) => polled,
         };
         match polled {
-            Ok(Some(AgentTask::CollectInvestigationPackage { action_id, requestor, .. })) => {
+            Ok(Some(AgentTask::CollectInvestigationPackage { action_id, requestor, profile, .. })) => {
                 backoff = Duration::from_millis(500);
                 match running.entry(action_id) {
                     std::collections::hash_map::Entry::Vacant(slot) => {
                         let cancel = slot.insert(shutdown.child_token()).clone();
-                        collections.spawn(job(cancel).execute(action_id, requestor));
+                        collections.spawn(job(cancel).execute(action_id, requestor, profile));
                     }
                     // Offered again because this agent's confirmation was lost: it runs
                     // already; confirm again, off the loop.
@@ -197,6 +199,36 @@ pub async fn run_with_ready(
     let _ = tokio::time::timeout(STOP_GRACE, async { while collections.join_next().await.is_some() {} }).await;
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// The standard profile, for a task from a server that names none.
+fn standard_profile() -> Profile {
+    casefile_proto::profile::builtin().remove(casefile_proto::profile::STANDARD).expect("standard is built in")
+}
+
+/// Least time between two progress reports of one collection.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Sends the collection's progress to the server as it changes, at most every
+/// [`PROGRESS_EVERY`] (the newest state wins), until the collection drops its sender. A
+/// lost report only leaves the action's progress older.
+async fn forward_progress(
+    transport: Transport,
+    action_id: Uuid,
+    mut watch: tokio::sync::watch::Receiver<Option<casefile_proto::action::Progress>>,
+) {
+    let send = async |progress: Option<casefile_proto::action::Progress>| {
+        let Some(progress) = progress else { return };
+        if let Err(e) = transport.report_progress(action_id, &progress).await {
+            tracing::debug!(%action_id, "a progress report was not delivered: {e}");
+        }
+    };
+    while watch.changed().await.is_ok() {
+        let latest = watch.borrow_and_update().clone();
+        send(latest).await;
+        tokio::time::sleep(PROGRESS_EVERY).await;
+    }
+    // `changed` yields a value sent before the sender went, so the last state went out.
 }
 
 /// Tells the server the action handed out by a poll arrived (issue 9 item 11). A lost
@@ -287,12 +319,13 @@ enum Delivery {
 
 impl Job {
     /// Runs one collection and reports how it ended; returns its action id.
-    async fn execute(self, action_id: Uuid, requestor: String) -> Uuid {
-        tracing::info!(%action_id, %requestor, "collecting investigation package");
+    async fn execute(self, action_id: Uuid, requestor: String, profile: Option<Profile>) -> Uuid {
+        let profile = profile.unwrap_or_else(standard_profile);
+        tracing::info!(%action_id, %requestor, profile = %profile.name, "collecting investigation package");
         // Confirmed before the work starts, so the receipt precedes the package in the
         // action's chain of custody.
         confirm_receipt(self.transport.clone(), action_id).await;
-        let report = match self.collect(action_id).await {
+        let report = match self.collect(action_id, profile).await {
             Ok(package) => Report::Upload {
                 size: package.size,
                 sha256: package.sha256,
@@ -309,8 +342,14 @@ impl Job {
         self.settle(action_id, report).await
     }
 
-    async fn collect(&self, action_id: Uuid) -> Result<collect::CollectedPackage, AgentError> {
+    async fn collect(&self, action_id: Uuid, profile: Profile) -> Result<collect::CollectedPackage, AgentError> {
         let output = self.outbox.package_path(action_id);
+        let (progress, watch) = tokio::sync::watch::channel(None);
+        let forwarding = tokio::spawn(forward_progress(self.transport.clone(), action_id, watch));
+        let (collectors, profile) = match &self.config.collectors {
+            Some(narrowed) => (narrowed.clone(), None),
+            None => (Collectors(Arc::new(Vec::new())), Some(profile)),
+        };
         let collection = Collection {
             output: output.clone(),
             meta: collect::package_meta(Some(action_id), Some(self.machine_id.clone())),
@@ -319,11 +358,15 @@ impl Job {
                 cancel: self.cancel.clone(),
                 limits: self.config.limits,
             },
-            collectors: self.config.collectors.clone(),
+            collectors,
+            profile,
             governance: self.config.governance,
             signer: self.signer.clone(),
+            progress: Some(progress),
         };
         let written = collection.run().await;
+        // The last report goes out before the upload's: the forwarder ends with its sender.
+        let _ = forwarding.await;
         if written.is_err() {
             let _ = tokio::fs::remove_file(&output).await;
         }

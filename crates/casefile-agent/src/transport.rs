@@ -219,6 +219,18 @@ impl Transport {
         self.send(builder).await.map(|_| ())
     }
 
+    /// Reports how far a running collection has got.
+    pub async fn report_progress(
+        &self,
+        action: Uuid,
+        progress: &casefile_proto::agent::ProgressReport,
+    ) -> Result<(), AgentError> {
+        let builder = self
+            .authed(self.http.put(self.url(&format!("/actions/{action}/progress"))).json(progress))
+            .timeout(self.timeouts.request);
+        self.send(builder).await.map(|_| ())
+    }
+
     /// Confirms that a cancelled collection has stopped.
     pub async fn confirm_cancel(&self, action: Uuid) -> Result<(), AgentError> {
         let builder = self

@@ -87,8 +87,10 @@ fn collect(collectors: Vec<Scripted>, governance: Governance) -> Run {
         meta: package_meta(None, None),
         ctx: Context::live(CancellationToken::new()),
         collectors: Collectors(Arc::new(collectors)),
+        profile: None,
         governance,
         signer: signer.clone(),
+        progress: None,
     }
     .run_blocking()
     .unwrap();
@@ -171,8 +173,10 @@ fn a_cancelled_collection_stops_without_a_package() {
         meta: package_meta(None, None),
         ctx: Context::live(cancel),
         collectors: Collectors(Arc::new(vec![Box::new(Scripted { name: "never", behaviour: Behaviour::Write(1) })])),
+        profile: None,
         governance: Governance::default(),
         signer: SigningKey::from_bytes(&[7; 32]),
+        progress: None,
     }
     .run_blocking();
     assert!(result.is_err());

@@ -27,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             architecture: uname.machine().to_string_lossy().into_owned(),
         },
         action_id: None,
+        profile: None,
     };
     let started = Instant::now();
     let ctx = Context::live(CancellationToken::new());

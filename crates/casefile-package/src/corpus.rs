@@ -223,6 +223,7 @@ fn manifest_entries(
         agent_version: meta.agent_version.clone(),
         host: meta.host.clone(),
         action_id: meta.action_id,
+        profile: meta.profile.clone(),
         started_utc: started,
         finished_utc: finished,
         collectors: Vec::new(),

@@ -80,6 +80,10 @@ pub struct Manifest {
     pub agent_version: String,
     pub host: ManifestHost,
     pub action_id: Option<Uuid>,
+    /// The collection profile that ran (`standard`, `triage`, or an administrator's);
+    /// absent in packages made before profiles existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     pub started_utc: chrono::DateTime<chrono::Utc>,
     pub finished_utc: chrono::DateTime<chrono::Utc>,
     pub collectors: Vec<CollectorRun>,

@@ -30,6 +30,9 @@ pub(crate) fn html(m: &Manifest) -> String {
     if let Some(id) = m.action_id {
         fact("Action id", &id.to_string());
     }
+    if let Some(profile) = &m.profile {
+        fact("Profile", profile);
+    }
     fact("Collected by", &format!("{} {}", m.tool, m.agent_version));
     fact("Started (UTC)", &m.started_utc.to_rfc3339());
     fact("Finished (UTC)", &m.finished_utc.to_rfc3339());

@@ -72,6 +72,8 @@ pub struct PackageMeta {
     pub agent_version: String,
     pub host: ManifestHost,
     pub action_id: Option<Uuid>,
+    /// The collection profile that runs.
+    pub profile: Option<String>,
 }
 
 impl PackageMeta {
@@ -89,8 +91,16 @@ impl PackageMeta {
                 architecture: std::env::consts::ARCH.to_owned(),
             },
             action_id: None,
+            profile: None,
         }
     }
+}
+
+/// Files kept as they are: deflating compressed data again costs CPU and saves nothing.
+fn already_compressed(path: &str) -> bool {
+    const EXTENSIONS: [&str; 9] = [".gz", ".xz", ".bz2", ".zst", ".lz4", ".zip", ".jar", ".tgz", ".lzma"];
+    let lower = path.to_ascii_lowercase();
+    EXTENSIONS.iter().any(|ext| lower.ends_with(ext))
 }
 
 struct OpenCollector {
@@ -173,7 +183,12 @@ impl<W: Write + Seek> PackageWriter<W> {
         fill: &mut dyn FnMut(&mut dyn Write) -> io::Result<ItemOutcome>,
     ) -> Result<(), PackageError> {
         let started = Instant::now();
-        self.zip.start_file(path.as_str(), self.options)?;
+        let options = if already_compressed(&path) {
+            self.options.compression_method(zip::CompressionMethod::Stored)
+        } else {
+            self.options
+        };
+        self.zip.start_file(path.as_str(), options)?;
         let mut sink = HashingWriter::new(&mut self.zip);
         let outcome = match fill(&mut sink) {
             Ok(outcome) => outcome,
@@ -214,6 +229,7 @@ impl<W: Write + Seek> PackageWriter<W> {
             agent_version: self.meta.agent_version.clone(),
             host: self.meta.host.clone(),
             action_id: self.meta.action_id,
+            profile: self.meta.profile.clone(),
             started_utc: self.started,
             finished_utc: finished,
             collectors: std::mem::take(&mut self.collectors),
@@ -376,6 +392,28 @@ mod tests {
     }
     use crate::verify::verify;
     use std::io::Cursor;
+
+    #[test]
+    fn compressed_files_are_stored_as_they_are_and_the_rest_deflated() {
+        let mut w = PackageWriter::new(Cursor::new(Vec::new()), PackageMeta::detached("test"));
+        w.begin_collector("logs", "Logs");
+        let noise: Vec<u8> = (0..64 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for name in ["syslog.2.GZ", "syslog"] {
+            let sink: &mut dyn ItemSink = &mut w;
+            sink.file(name, "/var/log", |out| {
+                out.write_all(&noise)?;
+                Ok(ItemOutcome::ok())
+            })
+            .unwrap();
+        }
+        let (out, _) = w.finish().unwrap();
+        let bytes = out.into_inner();
+        let mut zip = zip::ZipArchive::new(Cursor::new(&bytes)).unwrap();
+        let method = |zip: &mut zip::ZipArchive<_>, name| zip.by_name(name).unwrap().compression();
+        assert_eq!(method(&mut zip, "Logs/syslog.2.GZ"), zip::CompressionMethod::Stored);
+        assert_eq!(method(&mut zip, "Logs/syslog"), zip::CompressionMethod::Deflated);
+        assert!(verify(Cursor::new(bytes)).unwrap().is_ok());
+    }
 
     #[test]
     fn items_are_hashed_and_statuses_roll_up() {

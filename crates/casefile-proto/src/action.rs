@@ -172,6 +172,89 @@ pub struct MachineAction {
     #[schema(value_type = Vec<Object>)]
     pub commands: Vec<serde_json::Value>,
     pub troubleshoot_info: Option<String>,
+    /// casefile extension: the collection profile the action runs (`standard` unless the
+    /// request or the device's group named another). MDE clients ignore unknown keys.
+    #[serde(rename = "casefileProfile", default = "standard_profile")]
+    pub profile: String,
+    /// casefile extension: how far a running collection and its upload have got; `null`
+    /// until the agent first reports.
+    #[serde(rename = "casefileProgress", default)]
+    pub progress: Option<Progress>,
+}
+
+/// `collecting: timeline, 10 of 17 collectors, 1.2 GiB written` or
+/// `uploading: 40%, 512.0 MiB of 1.2 GiB`: for a person (the console, the CLI).
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.phase {
+            ProgressPhase::Collecting => write!(
+                f,
+                "collecting: {}, {} of {} collectors, {} written",
+                self.collector.as_deref().unwrap_or("finishing"),
+                self.collectors_done,
+                self.collectors_total,
+                Bytes(self.package_bytes)
+            ),
+            ProgressPhase::Uploading => write!(
+                f,
+                "uploading: {}%, {} of {}",
+                (self.uploaded_bytes * 100).checked_div(self.package_bytes).unwrap_or(0),
+                Bytes(self.uploaded_bytes),
+                Bytes(self.package_bytes)
+            ),
+        }
+    }
+}
+
+/// A byte count in binary units, one decimal.
+struct Bytes(u64);
+
+impl std::fmt::Display for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+        if self.0 < 1024 {
+            return write!(f, "{} B", self.0);
+        }
+        let mut value = self.0 as f64 / 1024.0;
+        let mut unit = 0;
+        while value >= 1024.0 && unit + 1 < UNITS.len() {
+            value /= 1024.0;
+            unit += 1;
+        }
+        write!(f, "{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn standard_profile() -> String {
+    crate::profile::STANDARD.to_owned()
+}
+
+/// What a running collection is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum ProgressPhase {
+    Collecting,
+    Uploading,
+}
+
+/// The `casefileProgress` of an action: the agent reports it as it collects and uploads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    pub phase: ProgressPhase,
+    /// Collectors finished, of `collectorsTotal`.
+    pub collectors_done: u32,
+    pub collectors_total: u32,
+    /// The collector running now.
+    #[serde(default)]
+    pub collector: Option<String>,
+    /// Bytes of the package written so far (its whole size once uploading).
+    pub package_bytes: u64,
+    /// Bytes of the package the server holds.
+    pub uploaded_bytes: u64,
+    /// When the server received this report (set by the server).
+    #[serde(default, with = "time::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub updated_date_time_utc: Option<Timestamp>,
 }
 
 /// `requestSource` of every action created through the public API.
@@ -210,6 +293,8 @@ impl MachineAction {
             related_file_info: None,
             commands: Vec::new(),
             troubleshoot_info: None,
+            profile: standard_profile(),
+            progress: None,
         }
     }
 }
@@ -228,6 +313,10 @@ pub struct CollectRequest {
     /// Returned as `title`. Also accepted as `title`. At most 1000 characters, one line.
     #[serde(rename = "Title", default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// casefile extension: the collection profile to run (`standard`, `triage` or one the
+    /// administrator defined). Unset: the device group's default, else `standard`.
+    #[serde(rename = "Profile", default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 /// Body of `POST /api/machineactions/{id}/cancel`; the body and `Comment` are optional.

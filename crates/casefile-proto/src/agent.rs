@@ -159,11 +159,22 @@ pub enum AgentTask {
     /// with [`CONFIRM_PARAM`] confirms receipt with `POST /agent/v1/actions/{id}/accepted`;
     /// an unconfirmed hand-out is offered again after a short lease (the answer may have
     /// been lost on the way).
-    CollectInvestigationPackage { action_id: Uuid, requestor: String, comment: String },
+    CollectInvestigationPackage {
+        action_id: Uuid,
+        requestor: String,
+        comment: String,
+        /// What to collect; an older server sends none, meaning the standard profile.
+        #[serde(default)]
+        profile: Option<crate::profile::Profile>,
+    },
     /// Stop that collection, discard what it wrote, then confirm with
     /// `POST /agent/v1/actions/{id}/cancelled`. Repeated until confirmed.
     Cancel { action_id: Uuid },
 }
+
+/// `PUT /agent/v1/actions/{id}/progress`: how far the collection and its upload have got
+/// (the server stamps the time and shows it as the action's `casefileProgress`).
+pub type ProgressReport = crate::action::Progress;
 
 /// `POST /agent/v1/actions/{id}/failure`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ pub mod error;
 pub mod machine;
 pub mod oauth;
 pub mod odata;
+pub mod profile;
 pub mod rbac;
 pub mod tenant;
 pub mod time;

@@ -39,6 +39,8 @@ struct Noted {
     written_with: Option<u16>,
     /// The route's event, noted by [`named`] from the route table once the method matched.
     event: Option<&'static str>,
+    /// An [`Event::Report`] route: a success changes nothing the trail shows.
+    report: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -227,6 +229,9 @@ pub enum Event {
     /// A state-changing call under `METHOD route`; a read only when it was refused for
     /// lack of credentials or rights (`access.refused`).
     ByRoute,
+    /// A report that changes no state of record (an agent's progress): under this name,
+    /// only when it was refused or failed, as reads are.
+    Report(&'static str),
 }
 
 /// Notes the route's [`Event::Named`] for the trail: the route table layers it on the
@@ -237,6 +242,19 @@ pub fn named(
     next: Next,
 ) -> impl std::future::Future<Output = Response> + Send + 'static {
     note(|n| n.event = Some(event));
+    crate::next::run(next, request)
+}
+
+/// Notes the route's [`Event::Report`] name.
+pub fn report(
+    State(event): State<&'static str>,
+    request: Request,
+    next: Next,
+) -> impl std::future::Future<Output = Response> + Send + 'static {
+    note(|n| {
+        n.event = Some(event);
+        n.report = true;
+    });
     crate::next::run(next, request)
 }
 
@@ -342,7 +360,7 @@ fn audited(
             })
             .await;
         let status = response.status().as_u16();
-        if noted.written_with == Some(status) {
+        if noted.written_with == Some(status) || (noted.report && response.status().is_success()) {
             return response;
         }
         let Some(call) = noted.call.take() else {

@@ -55,6 +55,67 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The web console at `/console` and how people sign in to it (`[console]`).
     pub console: ConsoleConfig,
+    /// Collection profiles (`[profiles]`): the default, per device group, and the
+    /// administrator's own.
+    pub profiles: ProfilesConfig,
+}
+
+/// Collection profiles (`[profiles]`). `standard` and `triage` are built in; more are
+/// defined under `[profiles.define.NAME]` from the same collectors (see docs/PACKAGE.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProfilesConfig {
+    /// The profile of a collection whose request names none and whose device group has
+    /// no default of its own.
+    pub default: String,
+    /// Default profile by device group name (`"Web servers" = "triage"`).
+    pub groups: BTreeMap<String, String>,
+    /// The administrator's profiles, by name.
+    pub define: BTreeMap<String, casefile_proto::profile::ProfileDefinition>,
+}
+
+impl Default for ProfilesConfig {
+    fn default() -> Self {
+        Self { default: casefile_proto::profile::STANDARD.to_owned(), groups: BTreeMap::new(), define: BTreeMap::new() }
+    }
+}
+
+impl ProfilesConfig {
+    /// Every profile, built in and defined, resolved and checked.
+    pub fn resolved(&self) -> Result<BTreeMap<String, casefile_proto::profile::Profile>, String> {
+        let mut definitions = casefile_proto::profile::builtin_definitions();
+        for (name, definition) in &self.define {
+            if definitions.contains_key(name) {
+                return Err(format!(
+                    "profiles.define.{name}: {name} is built in; define a profile of another name \
+                     (it may extend {name})"
+                ));
+            }
+            definitions.insert(name.clone(), definition.clone());
+        }
+        casefile_proto::profile::resolve(&definitions).map_err(|e| format!("profiles: {e}"))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let profiles = self.resolved()?;
+        let known = || profiles.keys().cloned().collect::<Vec<_>>().join(", ");
+        if !profiles.contains_key(&self.default) {
+            return Err(format!(
+                "profiles.default: no profile is named {:?}; the profiles are {}",
+                self.default,
+                known()
+            ));
+        }
+        for (group, profile) in &self.groups {
+            if !profiles.contains_key(profile) {
+                return Err(format!(
+                    "profiles.groups.{group:?}: no profile is named {profile:?}; the profiles are {}",
+                    known()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The web console (`[console]`).
@@ -625,6 +686,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             shutdown: ShutdownConfig::default(),
             console: ConsoleConfig::default(),
+            profiles: ProfilesConfig::default(),
         }
     }
 }
@@ -933,6 +995,7 @@ impl Config {
     /// and misbehave.
     pub fn validate(&self) -> Result<(), String> {
         self.rate_limits.validate()?;
+        self.profiles.validate()?;
         if self.store.url.is_some() && self.database_url.is_some() {
             return Err("set store.url only: database_url is its deprecated name".to_owned());
         }
@@ -1083,6 +1146,32 @@ mod layering_tests {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             flags: flags.iter().map(|(k, v)| (format!("--set {k}"), k.to_string(), v.to_string())).collect(),
         })
+    }
+
+    #[test]
+    fn profiles_are_defined_in_the_file_and_checked_at_start() {
+        let file = "[profiles]\ndefault = \"web\"\n[profiles.groups]\n\"Web servers\" = \"triage\"\n\
+                    [profiles.define.web]\nextends = \"standard\"\n\
+                    [[profiles.define.web.collector]]\nname = \"var_log\"\nmax_total_bytes = 1048576\n";
+        let config = layered(Some(file), &[], &[]).unwrap().config;
+        config.validate().unwrap();
+        let web = &config.profiles.resolved().unwrap()["web"];
+        assert_eq!(web.collectors.len(), 11);
+        assert_eq!(web.collectors[10].max_total_bytes, Some(1 << 20));
+
+        for (bad, expected) in [
+            ("[profiles]\ndefault = \"nope\"\n", "profiles.default: no profile is named \"nope\""),
+            ("[profiles.groups]\nWeb = \"nope\"\n", "profiles.groups.\"Web\": no profile is named"),
+            ("[profiles.define.triage]\nextends = \"standard\"\n", "triage is built in"),
+            ("[profiles.define.x]\n[[profiles.define.x.collector]]\nname = \"sh\"\n", "names the collector \"sh\""),
+            ("[profiles.define.Bad]\nextends = \"standard\"\n", "profile name \"Bad\""),
+        ] {
+            let err = format!("{:?}", layered(Some(bad), &[], &[]).err().expect("refused"));
+            assert!(err.contains(&expected.replace('"', "\\\"")), "{bad}: {err}");
+        }
+        // A command is no building block: the key does not exist.
+        let command = "[profiles.define.x]\n[[profiles.define.x.collector]]\nname = \"logs\"\ncommand = \"sh\"\n";
+        assert!(layered(Some(command), &[], &[]).is_err());
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Received {
     pub manifest_sha256: String,
     /// The manifest's collection times.
     pub collected: (casefile_proto::time::Timestamp, casefile_proto::time::Timestamp),
+    /// The profile the manifest says ran (none in packages older than profiles).
+    pub profile: Option<String>,
 }
 
 /// Why a package was not taken.
@@ -171,6 +173,7 @@ async fn receive_checked(
         signed_by: checked.signed_by,
         manifest_sha256: checked.manifest_sha256,
         collected: checked.collected,
+        profile: checked.profile,
     };
     state.blobs.publish(staged, &key).await.map_err(|e| {
         state.metrics.blob_error("publish", false);
@@ -190,6 +193,7 @@ struct Checked {
     /// The manifest's claims, checked by [`check_claims`].
     action_id: Option<Uuid>,
     machine_id: Option<String>,
+    profile: Option<String>,
 }
 
 /// A replayed import: the same zip already stored for this tenant.
@@ -233,6 +237,15 @@ fn check_claims(
                     named(&checked.machine_id)
                 ));
             }
+            // A package from before profiles names none: it is a standard collection.
+            if let Some(profile) = &checked.profile
+                && *profile != action.profile
+            {
+                failed.push(format!(
+                    "profile: the manifest says {profile:?} ran, but MachineAction {} asked for {:?}",
+                    action.id, action.profile
+                ));
+            }
             if started < action.creation_date_time_utc - CLOCK_SKEW {
                 failed.push(format!(
                     "collection times: started {} before the action was created at {}",
@@ -254,6 +267,11 @@ fn check_claims(
                 ));
             }
         }
+    }
+    if let Some(profile) = &checked.profile
+        && !casefile_proto::profile::valid_name(profile)
+    {
+        failed.push("profile: the manifest's profile is not a profile name".to_owned());
     }
     if started > finished {
         failed.push(format!(
@@ -313,6 +331,7 @@ async fn check_content(staged: &Staged, signer: Signer<'_>) -> Result<Checked, R
             collected: (report.manifest.started_utc, report.manifest.finished_utc),
             action_id: report.manifest.action_id,
             machine_id: report.manifest.host.machine_id,
+            profile: report.manifest.profile,
         }),
         other => Err(Refusal::invalid(
             RejectReason::Signature,

@@ -22,6 +22,7 @@ pub mod listener;
 pub mod metrics;
 mod next;
 pub mod ops;
+pub mod profiles;
 pub mod proxy;
 pub mod ratelimit;
 pub mod rbac;

@@ -108,6 +108,15 @@ pub trait ActionStore: Send + Sync + 'static {
     /// When the machine's earliest unconfirmed claim can be offered again, if it has one: a
     /// waiting poll wakes then.
     async fn next_lease_end(&self, machine_id: &str) -> Result<Option<Timestamp>>;
+    /// Records the progress the machine's agent reports for its running action (its
+    /// `updated_date_time_utc` set by the caller). `false` when the action is not
+    /// `InProgress` on that machine. Not audited: it changes no state of the action.
+    async fn set_progress(
+        &self,
+        machine_id: &str,
+        id: Uuid,
+        progress: &casefile_proto::action::Progress,
+    ) -> Result<bool>;
 }
 
 /// An action handed to an agent by [`Store::claim_leased`].

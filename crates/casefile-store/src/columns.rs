@@ -47,6 +47,7 @@ pub(crate) const ACTION_COLUMNS: &[Column] = &[
     col("cancellationRequestor", "cancellation_requestor", Stored::TextNoCase),
     col("cancellationDateTimeUtc", "cancelled_at", Stored::Time),
     col("errorHResult", "error_hresult", Stored::Integer),
+    col("casefileProfile", "profile", Stored::Text),
 ];
 
 pub(crate) const MACHINE_COLUMNS: &[Column] = &[

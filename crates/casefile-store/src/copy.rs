@@ -158,6 +158,8 @@ const TABLES: &[Table] = &[
             ("lease_expires_at", Time),
             ("accepted_at", Time),
             ("offers", Int),
+            ("profile", Text),
+            ("progress", Jsonb),
         ],
     },
     Table {

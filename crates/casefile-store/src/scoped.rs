@@ -254,4 +254,7 @@ impl<'a> MachineScope<'a> {
     pub async fn next_lease_end(&self) -> Result<Option<Timestamp>> {
         self.store.next_lease_end(self.id()).await
     }
+    pub async fn set_progress(&self, id: Uuid, progress: &casefile_proto::action::Progress) -> Result<bool> {
+        self.store.set_progress(self.id(), id, progress).await
+    }
 }

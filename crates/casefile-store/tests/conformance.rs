@@ -50,6 +50,7 @@ macro_rules! conformance {
                 unaccepted_claims_are_offered_again_after_their_lease,
                 a_restart_spares_the_actions_whose_results_the_agent_holds,
                 actions_keep_their_external_id_and_title,
+                actions_keep_their_profile_and_only_a_running_one_its_agents_progress,
             ]);
             conformance!(@area $make, machines [
                 reenrollment_keeps_first_seen_and_replaces_the_credential,
@@ -531,6 +532,45 @@ mod actions {
 
     /// Issue 10: the caller's `externalId` and `title` are stored, returned and filterable,
     /// per tenant, with every string operator the filter language has.
+    pub async fn actions_keep_their_profile_and_only_a_running_one_its_agents_progress(store: &dyn Store) {
+        use casefile_proto::action::{Progress, ProgressPhase};
+        use casefile_store::query::{CmpOp, Expr, Value};
+        machine(store, "t", "m1").await;
+        machine(store, "t", "m2").await;
+        let mut triage = pending("m1", Utc::now() - Duration::minutes(1));
+        triage.profile = "triage".to_owned();
+        store.create_action(&tid("t"), &triage, None).await.unwrap();
+        let standard = pending("m2", Utc::now() - Duration::minutes(1));
+        store.create_action(&tid("t"), &standard, None).await.unwrap();
+        let stored = store.action(&tid("t"), triage.id).await.unwrap().unwrap();
+        assert_eq!((stored.profile.as_str(), stored.progress.as_ref()), ("triage", None));
+        let filter =
+            Expr::Compare { property: "casefileProfile", op: CmpOp::Eq, value: Value::String("triage".into()) };
+        let listed =
+            store.actions(&tid("t"), &ListQuery { filter: Some(filter), ..ListQuery::first(10) }).await.unwrap();
+        assert_eq!(listed.items.iter().map(|a| a.id).collect::<Vec<_>>(), vec![triage.id]);
+
+        let progress = Progress {
+            phase: ProgressPhase::Collecting,
+            collectors_done: 3,
+            collectors_total: 17,
+            collector: Some("timeline".to_owned()),
+            package_bytes: 1 << 33,
+            uploaded_bytes: 0,
+            updated_date_time_utc: Some(Utc::now()),
+        };
+        assert!(!store.set_progress("m1", triage.id, &progress).await.unwrap(), "pending: not running yet");
+        let claimed = claim(store, "m1", Utc::now()).await.unwrap();
+        assert!(!store.set_progress("m2", triage.id, &progress).await.unwrap(), "another machine's action");
+        assert!(store.set_progress("m1", triage.id, &progress).await.unwrap());
+        let stored = store.action(&tid("t"), triage.id).await.unwrap().unwrap();
+        let kept = stored.progress.unwrap();
+        assert_eq!((kept.collectors_done, kept.package_bytes, kept.collector), (3, 1 << 33, Some("timeline".into())));
+        // Progress is not a change of status: lastUpdateDateTimeUtc stays where the claim put it.
+        assert_eq!(stored.last_update_date_time_utc, claimed.last_update_date_time_utc);
+        assert_eq!(store.action(&tid("t"), standard.id).await.unwrap().unwrap().progress, None);
+    }
+
     pub async fn actions_keep_their_external_id_and_title(store: &dyn Store) {
         use casefile_store::query::{CmpOp, Expr, Value};
         machine(store, "t", "m1").await;

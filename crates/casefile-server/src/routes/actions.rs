@@ -43,8 +43,9 @@ pub async fn collect(
     body: Body,
 ) -> ApiResult<Response> {
     let access = caller.admit(&state, Api::CollectInvestigationPackage).await?;
-    let (comment, tags) = comment_from_body(&headers, body).await?;
+    let (comment, tags, profile) = comment_from_body(&headers, body).await?;
     let machine = caller_machine(&state, &caller, &access, &machine, Intent::Act).await?;
+    let profile = crate::profiles::for_collection(&state, &caller.tenant_id, &machine, profile.as_deref()).await?;
     let mut action = MachineAction::new_pending(
         ActionType::CollectInvestigationPackage,
         &machine.id,
@@ -54,12 +55,14 @@ pub async fn collect(
         state.now(),
     );
     tags.apply(&mut action);
+    action.profile = profile;
     audit::note_target(action.id);
     audit::note_detail(serde_json::json!({
         "machineId": machine.id,
         "comment": action.requestor_comment,
         "externalId": action.external_id,
         "title": action.title,
+        "profile": action.profile,
     }));
     let entry = audit::entry_for_call(StatusCode::CREATED.as_u16());
     state.store.tenant(&caller.tenant_id).create_action(&action, entry.as_ref()).await?;
@@ -70,8 +73,8 @@ pub async fn collect(
 }
 
 /// Reads `{"Comment": "...", "ExternalId": "...", "Title": "..."}` as MDE does: JSON
-/// content type, exact key case for `Comment`.
-async fn comment_from_body(headers: &HeaderMap, body: Body) -> ApiResult<(String, Tags)> {
+/// content type, exact key case for `Comment`; and casefile's `Profile`.
+async fn comment_from_body(headers: &HeaderMap, body: Body) -> ApiResult<(String, Tags, Option<String>)> {
     let object = json_object(headers, body).await?.ok_or_else(|| {
         ApiError::new(ErrorCode::InvalidRequestBody, "Request body is incorrect: a JSON object is expected")
     })?;
@@ -84,7 +87,17 @@ async fn comment_from_body(headers: &HeaderMap, body: Body) -> ApiResult<(String
             .unwrap_or_default();
         ApiError::new(ErrorCode::MissingRequiredParameter, format!("Parameter Comment is missing{hint}"))
     })?;
-    Ok((comment, tags))
+    let profile = match object.get("Profile") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(name)) => Some(name.clone()),
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequestBody,
+                "Request body is incorrect: Profile must be a string (a profile name)",
+            ));
+        }
+    };
+    Ok((comment, tags, profile))
 }
 
 /// The caller's own labels of an action: `ExternalId` (a case number a playbook filters on

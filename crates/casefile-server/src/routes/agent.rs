@@ -12,7 +12,7 @@ use casefile_proto::ErrorCode;
 use casefile_proto::action::{ActionStatus, ActionType, hresult};
 use casefile_proto::agent::{
     ActionFailure, AgentTask, CONFIRM_PARAM, EnrollChallenge, EnrollChallengeRequest, EnrollRequest, EnrollResponse,
-    HelloRequest, HelloResponse, UploadReceipt,
+    HelloRequest, HelloResponse, ProgressReport, UploadReceipt,
 };
 use casefile_proto::time::Timestamp;
 use casefile_store::{
@@ -403,20 +403,26 @@ async fn look_for_work(state: &AppState, machine: &MachineRecord, confirms: bool
             state.metrics.dispatched(&action, now);
         }
         state.dispatcher.action_changed();
-        let task = match action.action_type {
-            ActionType::CollectInvestigationPackage => AgentTask::CollectInvestigationPackage {
+        let profile = match action.action_type {
+            ActionType::CollectInvestigationPackage => crate::profiles::definition(state, &action.profile)?,
+            _ => None,
+        };
+        let task = match (action.action_type, profile) {
+            (ActionType::CollectInvestigationPackage, Some(profile)) => AgentTask::CollectInvestigationPackage {
                 action_id: action.id,
                 requestor: action.requestor,
                 comment: action.requestor_comment,
+                profile: Some(profile),
             },
-            other => {
-                // Only collections are ever created; anything else is refused honestly.
-                let change = Transition::failure(
-                    ActionStatus::Failed,
-                    state.now(),
-                    hresult::COLLECTION_FAILED,
-                    format!("casefile agents do not support {other} actions"),
-                );
+            (other, _) => {
+                // Only collections are ever created, with a profile that existed then;
+                // anything else is refused honestly.
+                let why = if other == ActionType::CollectInvestigationPackage {
+                    format!("the collection profile '{}' is no longer defined on the server", action.profile)
+                } else {
+                    format!("casefile agents do not support {other} actions")
+                };
+                let change = Transition::failure(ActionStatus::Failed, state.now(), hresult::COLLECTION_FAILED, why);
                 state.store.machine_scope(machine).transition(action.id, &change, None).await?;
                 state.dispatcher.action_changed();
                 return Ok(Work::LookAgain);
@@ -489,6 +495,19 @@ pub async fn upload_package(
     };
     audit::note_detail(ingest::custody_detail(&machine.id, &received));
     let (key, size, sha256) = (received.key, received.size, received.sha256);
+    // The action's progress ends with the whole package held (a lost update is harmless).
+    let uploaded = casefile_proto::action::Progress {
+        phase: casefile_proto::action::ProgressPhase::Uploading,
+        collectors_done: action.progress.as_ref().map_or(0, |p| p.collectors_total),
+        collectors_total: action.progress.as_ref().map_or(0, |p| p.collectors_total),
+        collector: None,
+        package_bytes: size,
+        uploaded_bytes: size,
+        updated_date_time_utc: Some(state.now()),
+    };
+    if let Err(e) = state.store.machine_scope(&machine).set_progress(id, &uploaded).await {
+        tracing::debug!(action_id = %id, "recording the upload's progress failed: {e}");
+    }
     let record = PackageRecord {
         action_id: id,
         tenant_id: machine.tenant_id.clone(),
@@ -583,6 +602,35 @@ pub async fn accept(
     let id = action_id(&id)?;
     let entry = audit::entry_for_call(StatusCode::NO_CONTENT.as_u16());
     if state.store.machine_scope(&machine).accept_action(id, state.now(), entry.as_ref()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(ErrorCode::DisallowedOperation, format!("MachineAction {id} is not running on this machine")))
+    }
+}
+
+/// The agent's progress on a running collection: kept as the action's `casefileProgress`,
+/// stamped with the server's time.
+pub async fn report_progress(
+    State(state): State<AppState>,
+    AgentIdentity(machine): AgentIdentity,
+    Path(id): Path<String>,
+    Json(mut progress): Json<ProgressReport>,
+) -> ApiResult<StatusCode> {
+    let id = action_id(&id)?;
+    let inconsistent = progress.collectors_done > progress.collectors_total
+        || progress.uploaded_bytes > progress.package_bytes
+        || progress.collector.as_ref().is_some_and(|c| c.len() > 64);
+    if inconsistent {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequestBody,
+            "Request body is incorrect: collectorsDone over collectorsTotal, uploadedBytes over packageBytes, \
+             or a collector name over 64 bytes",
+        ));
+    }
+    progress.updated_date_time_utc = Some(state.now());
+    if state.store.machine_scope(&machine).set_progress(id, &progress).await? {
+        // Watchers of the action (a console page, a waiting client) see it move.
+        state.dispatcher.action_changed();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(ErrorCode::DisallowedOperation, format!("MachineAction {id} is not running on this machine")))

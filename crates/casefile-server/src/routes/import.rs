@@ -78,6 +78,9 @@ pub async fn import(
     action.id = action_id;
     action.status = ActionStatus::Succeeded;
     action.request_source = REQUEST_SOURCE_IMPORT.to_owned();
+    if let Some(profile) = &received.profile {
+        action.profile = profile.clone();
+    }
     // Who signed it is part of the package's chain of custody.
     action.troubleshoot_info = Some(format!(
         "Imported by {}; manifest signed by Ed25519 key {} ({})",

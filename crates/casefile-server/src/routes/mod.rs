@@ -47,7 +47,7 @@ pub(crate) fn table() -> Table {
 
 /// [`table`], with the web console's routes or without them (`[console] enabled`).
 fn table_with(console: bool) -> Table {
-    use crate::audit::Event::{ByRoute, Named};
+    use crate::audit::Event::{ByRoute, Named, Report};
     let agent = |path: &str| format!("{}{path}", casefile_proto::agent::PREFIX);
     Table::new()
         // The public API (MDE's paths).
@@ -108,6 +108,7 @@ fn table_with(console: bool) -> Table {
         .hidden(&agent("/actions/{id}/failure"), post(agent::report_failure), Named("action.fail"))
         .hidden(&agent("/actions/{id}/cancelled"), post(agent::confirm_cancel), Named("cancel.confirm"))
         .hidden(&agent("/actions/{id}/accepted"), post(agent::accept), Named("action.accept"))
+        .hidden(&agent("/actions/{id}/progress"), put(agent::report_progress), Report("action.progress"))
         .console(console)
 }
 
@@ -207,6 +208,7 @@ impl Table {
 fn with_event(handler: MethodRouter<AppState>, event: Event) -> MethodRouter<AppState> {
     match event {
         Event::Named(name) => handler.route_layer(axum::middleware::from_fn_with_state(name, crate::audit::named)),
+        Event::Report(name) => handler.route_layer(axum::middleware::from_fn_with_state(name, crate::audit::report)),
         Event::ByRoute => handler,
     }
 }

@@ -43,6 +43,8 @@ pub const ACTION_SCHEMA: Schema = Schema {
         prop("relatedFileInfo", Kind::String, false, false),
         prop("commands", Kind::String, false, false),
         prop("troubleshootInfo", Kind::String, false, false),
+        prop("casefileProfile", Kind::String, true, true),
+        prop("casefileProgress", Kind::String, false, false),
     ],
 };
 

@@ -14,8 +14,8 @@ async fn insert_action(conn: &mut PgConnection, tenant: &TenantId, a: &MachineAc
     let result = sqlx::query(
         "INSERT INTO machine_actions (id, tenant_id, machine_id, type, status, title, requestor, \
              requestor_comment, external_id, request_source, computer_dns_name, created_at, updated_at, \
-             error_hresult, troubleshoot_info) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             error_hresult, troubleshoot_info, profile) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(a.id)
     .bind(tenant.as_str())
@@ -32,6 +32,7 @@ async fn insert_action(conn: &mut PgConnection, tenant: &TenantId, a: &MachineAc
     .bind(a.last_update_date_time_utc)
     .bind(a.error_h_result)
     .bind(&a.troubleshoot_info)
+    .bind(&a.profile)
     .execute(conn)
     .await;
     match result {
@@ -321,6 +322,26 @@ impl ActionStore for PgStore {
         }
         tx.commit().await?;
         Ok(claim)
+    }
+
+    async fn set_progress(
+        &self,
+        machine_id: &str,
+        id: Uuid,
+        progress: &casefile_proto::action::Progress,
+    ) -> Result<bool> {
+        let mut tx = self.write().await?;
+        let changed = sqlx::query(
+            "UPDATE machine_actions SET progress = $1 WHERE id = $2 AND machine_id = $3 AND status = 'InProgress'",
+        )
+        .bind(sqlx::types::Json(progress))
+        .bind(id)
+        .bind(machine_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(changed > 0)
     }
 
     async fn accept_action(

@@ -10,7 +10,7 @@ use crate::*;
 
 pub(super) const ACTION_COLUMNS: &str = "id, machine_id, type, status, title, requestor, requestor_comment, \
      external_id, request_source, computer_dns_name, created_at, updated_at, cancellation_requestor, \
-     cancellation_comment, cancelled_at, error_hresult, troubleshoot_info";
+     cancellation_comment, cancelled_at, error_hresult, troubleshoot_info, profile, progress";
 
 pub(super) fn action(row: &PgRow) -> Result<MachineAction> {
     let kind: String = row.try_get("type")?;
@@ -36,6 +36,8 @@ pub(super) fn action(row: &PgRow) -> Result<MachineAction> {
         related_file_info: None,
         commands: Vec::new(),
         troubleshoot_info: row.try_get("troubleshoot_info")?,
+        profile: row.try_get("profile")?,
+        progress: row.try_get::<Option<Json<casefile_proto::action::Progress>>, _>("progress")?.map(|p| p.0),
     })
 }
 

@@ -13,8 +13,8 @@ pub(super) async fn insert_action(conn: &mut sqlx::SqliteConnection, tenant: &st
     let result = sqlx::query(
         "INSERT INTO machine_actions (id, tenant_id, machine_id, type, status, title, requestor, \
              requestor_comment, external_id, request_source, computer_dns_name, created_at, updated_at, \
-             error_hresult, troubleshoot_info) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             error_hresult, troubleshoot_info, profile) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(a.id.to_string())
     .bind(tenant)
@@ -31,6 +31,7 @@ pub(super) async fn insert_action(conn: &mut sqlx::SqliteConnection, tenant: &st
     .bind(micros(a.last_update_date_time_utc))
     .bind(a.error_h_result)
     .bind(&a.troubleshoot_info)
+    .bind(&a.profile)
     .execute(conn)
     .await;
     match result {
@@ -338,6 +339,26 @@ impl ActionStore for SqliteStore {
         }
         tx.commit().await?;
         Ok(claim)
+    }
+
+    async fn set_progress(
+        &self,
+        machine_id: &str,
+        id: Uuid,
+        progress: &casefile_proto::action::Progress,
+    ) -> Result<bool> {
+        let mut tx = self.write().await?;
+        let changed = sqlx::query(
+            "UPDATE machine_actions SET progress = ? WHERE id = ? AND machine_id = ? AND status = 'InProgress'",
+        )
+        .bind(serde_json::to_string(progress).map_err(|e| StoreError::Corrupt(format!("progress: {e}")))?)
+        .bind(id.to_string())
+        .bind(machine_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(changed > 0)
     }
 
     async fn accept_action(

@@ -28,7 +28,7 @@ pub(super) fn json_list<T: serde::de::DeserializeOwned>(raw: &str) -> Result<Vec
 
 pub(super) const ACTION_COLUMNS: &str = "id, machine_id, type, status, title, requestor, requestor_comment, external_id, \
      request_source, computer_dns_name, created_at, updated_at, cancellation_requestor, \
-     cancellation_comment, cancelled_at, error_hresult, troubleshoot_info";
+     cancellation_comment, cancelled_at, error_hresult, troubleshoot_info, profile, progress";
 
 pub(super) fn action_from_row(row: &SqliteRow) -> Result<MachineAction> {
     let id: String = row.try_get("id")?;
@@ -55,6 +55,11 @@ pub(super) fn action_from_row(row: &SqliteRow) -> Result<MachineAction> {
         related_file_info: None,
         commands: Vec::new(),
         troubleshoot_info: row.try_get("troubleshoot_info")?,
+        profile: row.try_get("profile")?,
+        progress: row
+            .try_get::<Option<String>, _>("progress")?
+            .map(|raw| serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(format!("progress: {e}"))))
+            .transpose()?,
     })
 }
 

@@ -21,7 +21,10 @@ pub async fn collect(args: CollectArgs, out: &mut dyn Write) -> anyhow::Result<(
         .post_json(
             "collect",
             &["machines", &args.machine, "collectInvestigationPackage"],
-            &json!({ "Comment": args.comment }),
+            &match &args.profile {
+                Some(profile) => json!({ "Comment": args.comment, "Profile": profile }),
+                None => json!({ "Comment": args.comment }),
+            },
         )
         .await?;
     // The id names a file (--download): only a GUID is taken.
@@ -79,6 +82,13 @@ fn status_of(action: &Value) -> Option<ActionStatus> {
 }
 
 /// Polls the action until its status is final, showing it on a spinner.
+/// What a running collection reports (`casefileProgress`), e.g. ` (uploading: 40%, …)`.
+fn stage(action: &Value) -> String {
+    serde_json::from_value::<casefile_proto::action::Progress>(action["casefileProgress"].clone())
+        .map(|progress| format!(" ({progress})"))
+        .unwrap_or_default()
+}
+
 async fn wait_final(session: &mut Session, id: &str, created: &Value) -> Result<Value, ApiError> {
     let machine = output::field(created, "computerDnsName");
     let spinner = progress::spinner(format!("{id} on {machine}: {}", output::field(created, "status")));
@@ -94,7 +104,11 @@ async fn wait_final(session: &mut Session, id: &str, created: &Value) -> Result<
             Ok(now) => {
                 action = now;
                 failures = 0;
-                spinner.set_message(format!("{id} on {machine}: {}", output::field(&action, "status")));
+                spinner.set_message(format!(
+                    "{id} on {machine}: {}{}",
+                    output::field(&action, "status"),
+                    stage(&action)
+                ));
             }
             // The action goes on without us: a blip or a quota is waited out.
             Err(e) if transient(&e) && failures + 1 < POLL_FAILURES => {

@@ -74,6 +74,10 @@ pub struct CollectArgs {
     /// Why (recorded as the action's requestorComment).
     #[arg(long)]
     pub comment: String,
+    /// The collection profile: `standard` (MDE's content), `triage`, or one the server's
+    /// administrator defined. Default: the device group's, else the server's.
+    #[arg(long)]
+    pub profile: Option<String>,
     /// Follow the action until it is final; exit 1 unless it Succeeded.
     #[arg(long)]
     pub wait: bool,

@@ -112,7 +112,7 @@ async fn a_running_collection_is_stopped_on_the_agent_and_nothing_is_kept() {
     let state_dir = server.dir.path().join("agent-gated");
     let mut agent = server
         .start_agent_with("gated", state_dir.clone(), Some(server.enroll_token().await), |config| {
-            config.collectors = casefile_agent::Collectors(Arc::new(vec![Box::new(gate)]));
+            config.collectors = Some(casefile_agent::Collectors(Arc::new(vec![Box::new(gate)])));
         })
         .await;
     let token = server.token(ALL);

@@ -303,6 +303,9 @@ async fn console_actions_are_the_apis_with_its_checks_csrf_and_trail() {
     let id = location(&created).rsplit('/').next().unwrap().to_owned();
     let action = server.action(&id).await;
     assert_eq!((action.requestor.as_str(), action.requestor_comment.as_str()), ("ana", "suspected intrusion (INC-42)"));
+    assert_eq!(action.profile, "standard", "no profile chosen: the default");
+    let page = ana.get(&format!("/console/actions/{id}")).await.text().await.unwrap();
+    assert!(page.contains("<dt>Profile</dt><dd>standard</dd>"), "{page}");
     let entries = audit(&server, "collect").await;
     let (ok, refused): (Vec<&Value>, Vec<&Value>) = entries.iter().partition(|e| e["outcome"] == "ok");
     assert_eq!(ok.len(), 1, "one entry, written with the change: {entries:?}");
@@ -310,6 +313,20 @@ async fn console_actions_are_the_apis_with_its_checks_csrf_and_trail() {
     assert_eq!(ok[0]["target"].as_str(), Some(id.as_str()));
     assert_eq!(refused.len(), 3, "the forged forms are in the trail too");
     assert!(refused.iter().all(|e| e["httpStatus"] == 403));
+
+    // The form offers the profiles, and an unknown one is the API's refusal, shown inline.
+    let device = ana.get(&format!("/console/devices/{evil}")).await.text().await.unwrap();
+    assert!(device.contains("<option value=\"triage\">triage"), "{device}");
+    let evil_path = format!("/console/devices/{evil}/collect");
+    let unknown = ana.post(&evil_path, &[("csrf", &csrf), ("comment", "c"), ("profile", "nope")]).await;
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+    assert!(unknown.text().await.unwrap().contains("no profile is named"));
+    let triage = ana.post(&evil_path, &[("csrf", &csrf), ("comment", "deep look"), ("profile", "triage")]).await;
+    assert_eq!(triage.status(), StatusCode::SEE_OTHER);
+    let triage_id = location(&triage).rsplit('/').next().unwrap().to_owned();
+    assert_eq!(server.action(&triage_id).await.profile, "triage");
+    let cancel = format!("/console/actions/{triage_id}/cancel");
+    assert_eq!(ana.post(&cancel, &[("csrf", &csrf), ("comment", "done")]).await.status(), StatusCode::SEE_OTHER);
 
     // A second one: MDE's ActiveRequestAlreadyExists, shown on the device page with a link.
     let again = ana.post(&path, &[("csrf", &csrf), ("comment", "again")]).await;
@@ -338,7 +355,7 @@ async fn console_actions_are_the_apis_with_its_checks_csrf_and_trail() {
     let action = server.action(&id).await;
     assert_eq!(action.status, casefile_proto::action::ActionStatus::Cancelled);
     assert_eq!(action.cancellation_comment.as_deref(), Some("wrong host"));
-    assert_eq!(audit(&server, "cancel").await.len(), 1);
+    assert_eq!(audit(&server, "cancel").await.iter().filter(|e| e["target"] == id.as_str()).count(), 1);
 
     // What an endpoint reports is text, never markup.
     let page = ana.get(&format!("/console/devices/{evil}")).await.text().await.unwrap();

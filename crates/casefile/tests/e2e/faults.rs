@@ -217,7 +217,7 @@ impl GatedAgent {
         let mut config = casefile_agent::AgentConfig::new(base.to_owned(), token, state_dir.to_owned());
         config.host_id = Some("faulty".into());
         if let Some(gate) = gate {
-            config.collectors = casefile_agent::Collectors(Arc::new(vec![Box::new(gate)]));
+            config.collectors = Some(casefile_agent::Collectors(Arc::new(vec![Box::new(gate)])));
         }
         let stop = CancellationToken::new();
         let (ready, online) = tokio::sync::oneshot::channel();
@@ -489,8 +489,10 @@ async fn a_store_failure_after_publishing_leaves_no_orphaned_package() {
         meta: casefile_agent::collect::package_meta(Some(action_id), Some(machine.clone())),
         ctx: Context::live(CancellationToken::new()),
         collectors: casefile_agent::Collectors(Arc::new(vec![])),
+        profile: None,
         governance: Default::default(),
         signer: key,
+        progress: None,
     };
     let package = collection.run().await.unwrap();
 

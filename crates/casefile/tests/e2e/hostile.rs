@@ -207,7 +207,19 @@ async fn a_package_of_a_random_action_or_another_machine_or_time_fails_the_uploa
     assert!(error["message"].as_str().unwrap().contains("in the future"), "{error}");
     assert_eq!(server.action(&action.to_string()).await.status, ActionStatus::Failed);
 
-    // The same package, honest about all three, is accepted.
+    // A package saying another profile ran than the one asked for (standard here).
+    let action = agent.claim(&server).await;
+    let mut triage = meta(Some(action), Some(&agent.machine_id));
+    triage.profile = Some("triage".to_owned());
+    let (_, error) = error_of(agent.upload(action, corpus::signed_with(&key(), &triage, files(), vec![])).await).await;
+    assert!(error["message"].as_str().unwrap().contains("profile: the manifest says \"triage\" ran"), "{error}");
+
+    // The same package, honest about all of it, is accepted, and so is one that names the
+    // profile asked for.
+    let action = agent.claim(&server).await;
+    let mut standard = meta(Some(action), Some(&agent.machine_id));
+    standard.profile = Some("standard".to_owned());
+    assert_eq!(agent.upload(action, corpus::signed_with(&key(), &standard, files(), vec![])).await.status(), 200);
     let action = agent.claim(&server).await;
     let honest = corpus::signed_with(&key(), &meta(Some(action), Some(&agent.machine_id)), files(), vec![]);
     assert_eq!(agent.upload(action, honest).await.status(), 200);
@@ -226,10 +238,19 @@ async fn an_import_naming_another_machine_or_an_action_or_already_held_is_refuse
     let (_, error) = error_of(import(&server, &machine, online).await).await;
     assert!(error["message"].as_str().unwrap().contains("online collection"), "{error}");
 
-    let offline = corpus::genuine(&key(), meta(None, Some(&machine)));
+    // A profile that is no profile name (an offline package is anybody's bytes).
+    let mut hostile = meta(None, Some(&machine));
+    hostile.profile = Some("<script>\n".to_owned());
+    let (_, error) = error_of(import(&server, &machine, corpus::genuine(&key(), hostile)).await).await;
+    assert!(error["message"].as_str().unwrap().contains("not a profile name"), "{error}");
+
+    let mut offline_meta = meta(None, Some(&machine));
+    offline_meta.profile = Some("triage".to_owned());
+    let offline = corpus::genuine(&key(), offline_meta);
     let response = import(&server, &machine, offline.clone()).await;
     assert_eq!(response.status(), 201);
     let first: Value = response.json().await.unwrap();
+    assert_eq!(first["casefileProfile"], "triage", "an import records the profile its manifest names");
     let (status, error) = error_of(import(&server, &machine, offline).await).await;
     assert_eq!(status, 400);
     let message = error["message"].as_str().unwrap();

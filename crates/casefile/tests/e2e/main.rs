@@ -26,6 +26,7 @@ mod odata;
 mod offline;
 mod openapi;
 mod operate;
+mod profiles;
 mod rbac;
 mod replicas;
 mod s3;

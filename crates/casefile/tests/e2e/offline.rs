@@ -90,3 +90,59 @@ async fn offline_collect_then_verify_then_import_then_download_verifies() {
     let downloaded = server.http.get(link["value"].as_str().unwrap()).send().await.unwrap().bytes().await.unwrap();
     assert_eq!(&downloaded[..], &std::fs::read(&package).unwrap()[..]);
 }
+
+/// `--profile` and `--profile-file`: the profile runs and the manifest names it; a profile
+/// that does not exist, a bad file and a built-in name taken by a file are refused with the
+/// reason and write nothing.
+#[tokio::test]
+async fn offline_collections_run_the_profile_they_are_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("offline.key");
+    let profile = dir.path().join("quick.toml");
+    std::fs::write(&profile, "extends = \"standard\"\n[[collector]]\nname = \"logs\"\nmax_log_bytes = 2048\n").unwrap();
+    let small = dir.path().join("small.toml");
+    std::fs::write(&small, "[[collector]]\nname = \"system\"\n[[collector]]\nname = \"users\"\n").unwrap();
+    let package = dir.path().join("small.zip");
+    let (ok, out) = run(Command::new(agent_binary())
+        .args(["collect", "--output"])
+        .arg(&package)
+        .arg("--key")
+        .arg(&key)
+        .arg("--profile-file")
+        .arg(&small));
+    assert!(ok, "{out}");
+    let bytes = std::fs::read(&package).unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let manifest: Value = serde_json::from_reader(zip.by_name("manifest.json").unwrap()).unwrap();
+    assert_eq!(manifest["profile"], "small");
+    let ran: Vec<&str> =
+        manifest["collectors"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(ran, ["system", "users"]);
+
+    let refused = [
+        (vec!["--profile", "nope"], "no profile is named \"nope\"; the profiles are standard, triage"),
+        (vec!["--profile-file", profile.to_str().unwrap(), "--profile", "triage"], "cannot be used with"),
+    ];
+    for (args, expected) in refused {
+        let output = dir.path().join("refused.zip");
+        let (ok, out) = run(Command::new(agent_binary()).args(["collect", "--output"]).arg(&output).args(&args));
+        assert!(!ok && out.contains(expected), "{args:?}: {out}");
+        assert!(!output.exists(), "nothing written for {args:?}");
+    }
+    for (name, text, expected) in [
+        ("bad.toml", "[[collector]]\nname = \"bash -c id\"\n", "names the collector"),
+        ("cmd.toml", "[[collector]]\nname = \"logs\"\ncommand = \"id\"\n", "unknown field"),
+        ("triage.toml", "extends = \"standard\"\n", "built-in profile's name"),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let output = dir.path().join("refused.zip");
+        let (ok, out) = run(Command::new(agent_binary())
+            .args(["collect", "--output"])
+            .arg(&output)
+            .arg("--profile-file")
+            .arg(&file));
+        assert!(!ok && out.contains(expected), "{name}: {out}");
+        assert!(!output.exists(), "nothing written for {name}");
+    }
+}

@@ -333,19 +333,24 @@ impl TestServer {
     /// Waits until the action reaches a final status, woken by the server's change
     /// notifications (no sleeps, no polling interval).
     pub async fn wait_final(&self, id: &str) -> MachineAction {
+        self.wait_action(id, |action| action.status.is_final()).await
+    }
+
+    /// Waits until the action satisfies `until`, woken by the server's change notifications.
+    pub async fn wait_action(&self, id: &str, until: impl Fn(&MachineAction) -> bool) -> MachineAction {
         let mut changes = self.changes.clone();
         tokio::time::timeout(WAIT_LIMIT, async {
             loop {
                 changes.borrow_and_update();
                 let action = self.action(id).await;
-                if action.status.is_final() {
+                if until(&action) {
                     return action;
                 }
                 changes.changed().await.unwrap();
             }
         })
         .await
-        .expect("action finished in time")
+        .expect("the action got there in time")
     }
 }
 

@@ -211,6 +211,8 @@ struct DevicePage {
     message: Option<String>,
     active: Option<String>,
     comment: String,
+    /// The profiles the collect form offers (the API's default when none is chosen).
+    profiles: Vec<(String, String)>,
 }
 
 async fn device_page(
@@ -264,6 +266,14 @@ async fn device_page(
         message,
         active,
         comment,
+        profiles: state
+            .config
+            .profiles
+            .resolved()
+            .map_err(Failure::internal)?
+            .into_values()
+            .map(|p| (p.name, p.description))
+            .collect(),
     };
     Ok(html(&page))
 }
@@ -278,6 +288,17 @@ pub(crate) async fn page(
     device_page(&state, &session, &base, &id, None, String::new()).await
 }
 
+/// The collect form: a reason and, optionally, a profile.
+#[derive(serde::Deserialize)]
+pub(crate) struct CollectForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    comment: String,
+    #[serde(default)]
+    profile: String,
+}
+
 /// `POST /console/devices/{id}/collect`: the API's `collectInvestigationPackage`.
 pub(crate) async fn collect(
     State(state): State<AppState>,
@@ -285,10 +306,11 @@ pub(crate) async fn collect(
     base: BaseUrl,
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
-    axum::Form(form): axum::Form<super::CommentForm>,
+    axum::Form(form): axum::Form<CollectForm>,
 ) -> Result<Response, Response> {
     session.check_form(&headers, &base, &form.csrf)?;
-    let (json_headers, body) = super::comment_body(&form.comment);
+    let profile = Some(form.profile.as_str()).filter(|p| !p.is_empty());
+    let (json_headers, body) = super::json_body(&serde_json::json!({ "Comment": form.comment, "Profile": profile }));
     let answer = actions::collect(
         State(state.clone()),
         session.caller.clone(),

@@ -31,6 +31,8 @@ pub(crate) struct ActionRow {
     pub updated: String,
     pub live: bool,
     pub has_package: bool,
+    /// What the running collection reports; empty when it reported nothing (yet).
+    pub progress: String,
 }
 
 impl From<&MachineAction> for ActionRow {
@@ -48,6 +50,12 @@ impl From<&MachineAction> for ActionRow {
             live: matches!(a.status, ActionStatus::Pending | ActionStatus::InProgress),
             has_package: a.action_type == ActionType::CollectInvestigationPackage
                 && a.status == ActionStatus::Succeeded,
+            progress: a
+                .progress
+                .as_ref()
+                .filter(|_| a.status == ActionStatus::InProgress)
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
         }
     }
 }
@@ -335,6 +343,7 @@ async fn action_page(
 ) -> Result<Response, Failure> {
     let a = action(state, session, base, id).await?;
     let mut details = vec![
+        ("Profile", a.profile.clone()),
         ("Title", a.title.clone().unwrap_or_default()),
         ("External id", a.external_id.clone().unwrap_or_default()),
         ("Request source", a.request_source.clone()),

@@ -319,7 +319,12 @@ pub(crate) fn url_escape(raw: &str) -> String {
 
 /// The JSON body and headers of an API call that takes `{"Comment": ...}` (collect, cancel).
 pub(crate) fn comment_body(comment: &str) -> (HeaderMap, axum::body::Body) {
-    let body = serde_json::json!({ "Comment": comment }).to_string();
+    json_body(&serde_json::json!({ "Comment": comment }))
+}
+
+/// A JSON request body for an API handler.
+pub(crate) fn json_body(value: &serde_json::Value) -> (HeaderMap, axum::body::Body) {
+    let body = value.to_string();
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     (headers, axum::body::Body::from(body))
