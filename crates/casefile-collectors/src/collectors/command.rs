@@ -417,6 +417,45 @@ impl CommandLog {
         sink.file(name, &source, |out| self.run(ctx, (candidates, args), name, ctx.limits.max_file_bytes, out))
     }
 
+    /// [`Self::output_file`] for the client of a service that may not run here (a
+    /// container runtime's daemon): see [`Self::service_outcome`].
+    pub(crate) fn service_listing(
+        &mut self,
+        ctx: &Context,
+        sink: &mut dyn ItemSink,
+        name: &str,
+        candidates: &[&str],
+        args: &[&str],
+    ) -> Result<(), PackageError> {
+        let source = command_line(candidates[0], args);
+        sink.file(name, &source, |out| {
+            let outcome = self.run(ctx, (candidates, args), name, ctx.limits.max_file_bytes, out)?;
+            Ok(self.service_outcome(outcome))
+        })
+    }
+
+    /// The outcome of the last run as a service's listing: a client that exited non-zero
+    /// without output (a daemon that is not running) says the service is absent here,
+    /// `not-applicable`, not that the collection failed; `commands.csv` keeps its exit
+    /// status and error.
+    pub(crate) fn service_outcome(&self, outcome: ItemOutcome) -> ItemOutcome {
+        match self.runs.last() {
+            Some(run)
+                if outcome.status == casefile_package::ItemStatus::Failed
+                    && run.exit_code.is_some_and(|code| code != 0)
+                    && run.output_bytes == 0
+                    && !run.timed_out =>
+            {
+                let stderr = run.stderr.lines().next().unwrap_or_default();
+                ItemOutcome::not_applicable(format!(
+                    "the service did not answer (exit status {}: {stderr})",
+                    run.exit_status
+                ))
+            }
+            _ => outcome,
+        }
+    }
+
     /// Writes `commands.csv`; `not-applicable` when nothing ran.
     pub(crate) fn write(&self, sink: &mut dyn ItemSink) -> Result<(), PackageError> {
         csv_file(sink, "commands.csv", "programs run by casefile", &COMMANDS_HEADER, |csv| {
@@ -566,6 +605,27 @@ mod tests {
         assert_eq!(sink.item("out.txt").status(), ItemStatus::NotApplicable);
         assert_eq!(sink.item("out.txt").source, "/bin/sh -c 'echo ran'");
         assert_eq!(sink.item("commands.csv").status(), ItemStatus::NotApplicable);
+    }
+
+    #[test]
+    fn a_service_that_does_not_answer_is_absent_not_a_failed_collection() {
+        let ctx = Context::live(CancellationToken::new());
+        let mut log = CommandLog::default();
+        let mut sink = MemorySink::default();
+        let down = ["-c", "echo 'Cannot connect to the Docker daemon' >&2; exit 1"];
+        log.service_listing(&ctx, &mut sink, "down.txt", &["/bin/sh"], &down).unwrap();
+        let half = ["-c", "echo one row; exit 1"];
+        log.service_listing(&ctx, &mut sink, "half.txt", &["/bin/sh"], &half).unwrap();
+        log.output_file(&ctx, &mut sink, "plain.txt", &["/bin/sh"], &down).unwrap();
+        let down = sink.item("down.txt");
+        assert_eq!(down.status(), ItemStatus::NotApplicable);
+        assert!(
+            down.outcome.error.as_deref().unwrap().contains("Cannot connect to the Docker daemon"),
+            "{:?}",
+            down.outcome
+        );
+        assert_eq!(sink.item("half.txt").status(), ItemStatus::Partial, "what it printed is kept, the exit noted");
+        assert_eq!(sink.item("plain.txt").status(), ItemStatus::Failed, "other commands are unchanged");
     }
 
     #[test]

