@@ -447,7 +447,10 @@ impl CommandLog {
                     && !run.timed_out =>
             {
                 let stderr = run.stderr.lines().next().unwrap_or_default();
-                ItemOutcome::not_applicable(format!("the service did not answer (exit status {}: {stderr})", run.exit_status))
+                ItemOutcome::not_applicable(format!(
+                    "the service did not answer (exit status {}: {stderr})",
+                    run.exit_status
+                ))
             }
             _ => outcome,
         }
@@ -616,7 +619,11 @@ mod tests {
         log.output_file(&ctx, &mut sink, "plain.txt", &["/bin/sh"], &down).unwrap();
         let down = sink.item("down.txt");
         assert_eq!(down.status(), ItemStatus::NotApplicable);
-        assert!(down.outcome.error.as_deref().unwrap().contains("Cannot connect to the Docker daemon"), "{:?}", down.outcome);
+        assert!(
+            down.outcome.error.as_deref().unwrap().contains("Cannot connect to the Docker daemon"),
+            "{:?}",
+            down.outcome
+        );
         assert_eq!(sink.item("half.txt").status(), ItemStatus::Partial, "what it printed is kept, the exit noted");
         assert_eq!(sink.item("plain.txt").status(), ItemStatus::Failed, "other commands are unchanged");
     }

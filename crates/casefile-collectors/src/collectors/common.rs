@@ -141,7 +141,13 @@ impl Copied {
     /// `ok`, or `partial` saying which part was kept.
     pub(crate) fn outcome(&self) -> ItemOutcome {
         match (self.truncated, self.tail) {
+            (false, _) if self.bytes < self.size => {
+                ItemOutcome::partial(format!("shrank while copied: {} of {} bytes", self.bytes, self.size))
+            }
             (false, _) => ItemOutcome::ok(),
+            (true, false) if self.bytes >= self.size => {
+                ItemOutcome::partial(format!("grew while copied: kept the first {} bytes", self.bytes))
+            }
             (true, false) => ItemOutcome::partial(format!("truncated at {} bytes", self.bytes)),
             (true, true) => ItemOutcome::partial(format!("kept the newest {} of {} bytes", self.bytes, self.size)),
         }
@@ -532,6 +538,17 @@ mod tests {
         assert_eq!(fields, vec![&b"a"[..], &b"b"[..]]);
         assert_eq!(rest, b"c d e");
         assert!(split_fields(b"a", 2).is_none());
+    }
+
+    #[test]
+    fn a_file_that_shrank_or_grew_while_copied_is_partial() {
+        let shrank = Copied { size: 10, bytes: 4, truncated: false, tail: false };
+        assert_eq!(shrank.outcome(), ItemOutcome::partial("shrank while copied: 4 of 10 bytes"));
+        let grew = Copied { size: 10, bytes: 10, truncated: true, tail: false };
+        assert_eq!(grew.outcome(), ItemOutcome::partial("grew while copied: kept the first 10 bytes"));
+        let cut = Copied { size: 10, bytes: 4, truncated: true, tail: false };
+        assert_eq!(cut.outcome(), ItemOutcome::partial("truncated at 4 bytes"));
+        assert_eq!(Copied { size: 10, bytes: 10, truncated: false, tail: false }.outcome(), ItemOutcome::ok());
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod temp_files;
 pub struct Histories;
 
 /// History files in a home, and the name each gets in the package.
-const HISTORY_FILES: [(&str, &str); 11] = [
+pub(crate) const HISTORY_FILES: [(&str, &str); 11] = [
     (".bash_history", ".bash_history"),
     (".zsh_history", ".zsh_history"),
     (".sh_history", ".sh_history"),

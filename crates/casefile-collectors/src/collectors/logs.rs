@@ -10,18 +10,14 @@
 
 use std::ffi::OsString;
 use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 
 use casefile_package::{ItemOutcome, ItemSink, PackageError};
 
 use crate::{CollectError, Collector, Context};
 
 use super::command::CommandLog;
-use super::common::{
-    Copied, Problems, UniqueNames, copy_head, copy_tail, csv_file, dir_entries, mtime_utc, name_part, open_regular,
-    unavailable,
-};
+use super::common::{Copied, Problems, UniqueNames, csv_file, dir_entries, name_part, open_regular, utc_timestamp};
+use super::copies::{LogFile, LogTaken, Stat, compressed, copy_newest, newest_first};
 
 pub struct Logs;
 
@@ -62,12 +58,12 @@ impl Collector for Logs {
         let mut index = Index::default();
         for (source, dir, name) in TEXT_LOGS {
             let files = rotations(ctx, dir, name, &mut index.problems);
-            copy_newest(ctx, sink, &mut index, source, files)?;
+            copy_source(ctx, sink, &mut index, source, files)?;
             ctx.check_cancelled()?;
         }
         let journal = journal_files(ctx, &mut index.problems);
         let journal_found = !journal.is_empty();
-        let copied = copy_newest(ctx, sink, &mut index, "journal", journal)?;
+        let copied = copy_source(ctx, sink, &mut index, "journal", journal)?;
         let mut commands = CommandLog::default();
         if journal_found && copied == 0 {
             // The newest journal file alone is over the budget: its newest entries as text.
@@ -83,29 +79,32 @@ impl Collector for Logs {
     }
 }
 
-/// A log file found for a source.
-struct LogFile {
-    /// Host path, as shown.
-    abs: String,
-    path: PathBuf,
-    /// Name in the package.
-    name: String,
-    meta: Metadata,
-    /// Compressed logs and journal files are unreadable in part: copied whole or not.
-    whole_only: bool,
+/// Whether `name` is a journal file (an unclean one ends in `~`).
+fn is_journal_file(name: &str) -> bool {
+    name.ends_with(".journal") || name.ends_with(".journal~")
 }
 
-fn compressed(name: &str) -> bool {
-    [".gz", ".xz", ".bz2", ".zst", ".lz4"].iter().any(|ext| name.ends_with(ext))
+/// Whether file `entry` is log `name` or one of its rotations.
+fn is_rotation_of(entry: &str, name: &str) -> bool {
+    entry == name || entry.strip_prefix(name).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('-'))
+}
+
+/// Whether this collector takes the file at host path `abs` (when it is a regular file
+/// and its source's budget allows): the triage `All logs/` leaves these to `Logs/`.
+pub(crate) fn taken_by_logs(abs: &str) -> bool {
+    let Some((dir, file)) = abs.rsplit_once('/') else {
+        return false;
+    };
+    let journal = JOURNAL_DIRS.iter().any(|(journal, _)| abs.strip_prefix(journal).is_some_and(|r| r.starts_with('/')))
+        && is_journal_file(file);
+    journal || TEXT_LOGS.iter().any(|(_, log_dir, name)| dir == *log_dir && is_rotation_of(file, name))
 }
 
 /// `name` and its rotations in `dir`, newest first.
 fn rotations(ctx: &Context, dir: &str, name: &str, problems: &mut Problems) -> Vec<LogFile> {
     let folder = dir.strip_prefix("/var/log").unwrap_or(dir).trim_start_matches('/');
-    let members = dir_entries(ctx, dir, problems).into_iter().filter(|entry| {
-        let entry = entry.to_string_lossy();
-        entry == name || entry.strip_prefix(name).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('-'))
-    });
+    let members =
+        dir_entries(ctx, dir, problems).into_iter().filter(|entry| is_rotation_of(&entry.to_string_lossy(), name));
     let mut files = log_files(ctx, dir, members, |file| {
         let name = if folder.is_empty() { name_part(file) } else { format!("{folder}/{}", name_part(file)) };
         (name, compressed(file))
@@ -125,10 +124,9 @@ fn journal_files(ctx: &Context, problems: &mut Problems) -> Vec<LogFile> {
             if !ctx.path(&machine_dir).is_dir() {
                 continue;
             }
-            let journals = dir_entries(ctx, &machine_dir, problems).into_iter().filter(|entry| {
-                let entry = entry.to_string_lossy();
-                entry.ends_with(".journal") || entry.ends_with(".journal~")
-            });
+            let journals = dir_entries(ctx, &machine_dir, problems)
+                .into_iter()
+                .filter(|entry| is_journal_file(&entry.to_string_lossy()));
             let package_dir = format!("{folder}/{}", name_part(&machine));
             files.extend(log_files(ctx, &machine_dir, journals, |file| {
                 (format!("{package_dir}/{}", name_part(file)), true)
@@ -153,66 +151,36 @@ fn log_files(
             let meta = std::fs::metadata(&path).ok().filter(Metadata::is_file)?;
             let name = name.to_string_lossy();
             let (package_name, whole_only) = package(&name);
-            Some(LogFile { abs: format!("{dir}/{name}"), name: package_name, path, meta, whole_only })
+            let stat = Stat::of(&meta);
+            Some(LogFile { abs: format!("{dir}/{name}"), name: package_name, path, stat, whole_only })
         })
         .collect()
 }
 
-/// By modification time, newest first; on a tie the shorter name (`auth.log` before
-/// `auth.log.1`).
-fn newest_first(files: &mut [LogFile]) {
-    files.sort_by(|a, b| {
-        b.meta.mtime().cmp(&a.meta.mtime()).then(a.abs.len().cmp(&b.abs.len())).then(a.abs.cmp(&b.abs))
-    });
-}
-
-/// Copies `files` newest first within the source's budget; returns how many were copied.
-fn copy_newest(
+/// Copies `files` newest first within the source's budget, listing them in the index;
+/// returns how many were copied.
+fn copy_source(
     ctx: &Context,
     sink: &mut dyn ItemSink,
     index: &mut Index,
     source: &str,
     files: Vec<LogFile>,
 ) -> Result<usize, PackageError> {
-    let mut left = ctx.limits.max_log_bytes;
     let mut copied = 0;
     let mut skipped = 0;
-    for file in files {
-        let size = file.meta.len();
-        let fits = size <= left;
-        if left == 0 || (!fits && file.whole_only) {
-            left = 0;
+    copy_newest(ctx, sink, &files, ctx.limits.max_log_bytes, &open_regular, &mut |file, taken| match taken {
+        LogTaken::Copied(done) => {
+            copied += 1;
+            index.row(source, file, Some(done), &file.name, "");
+        }
+        LogTaken::Unreadable => index.row(source, file, None, &file.name, "could not be read"),
+        LogTaken::OverBudget => {
             skipped += 1;
             if skipped <= MAX_SKIPPED_LISTED {
-                index.row(source, &file, None, "", "over the budget for this source: not copied");
+                index.row(source, file, None, "", "over the budget for this source: not copied");
             }
-            continue;
         }
-        let mut result = None;
-        sink.file(&file.name, &file.abs, |out| {
-            let opened = match open_regular(&file.path) {
-                Ok(opened) => opened,
-                Err(e) => return Ok(unavailable(&file.abs, &e)),
-            };
-            let done = if fits { copy_head(opened, out, left) } else { copy_tail(opened, out, left) }?;
-            result = Some(done);
-            Ok(done.outcome())
-        })?;
-        match result {
-            Some(done) => {
-                left = left.saturating_sub(done.bytes);
-                if !fits {
-                    left = 0;
-                }
-                copied += 1;
-                index.row(source, &file, Some(done), &file.name, "");
-            }
-            None => index.row(source, &file, None, &file.name, "could not be read"),
-        }
-        if ctx.cancel.is_cancelled() {
-            break;
-        }
-    }
+    })?;
     if skipped > MAX_SKIPPED_LISTED {
         let more = skipped - MAX_SKIPPED_LISTED;
         index.problems.add("older files not listed", format!("{source}: {more}"));
@@ -232,10 +200,10 @@ impl Index {
         self.rows.push([
             source.to_owned(),
             file.abs.clone(),
-            file.meta.len().to_string(),
+            file.stat.size.to_string(),
             copied.map_or(0, |c| c.bytes).to_string(),
             copied.is_none_or(|c| c.truncated).to_string(),
-            mtime_utc(&file.meta),
+            utc_timestamp(file.stat.mtime),
             output.to_owned(),
             note.to_owned(),
         ]);

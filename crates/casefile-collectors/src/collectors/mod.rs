@@ -6,7 +6,9 @@ use crate::Collector;
 mod accounts;
 mod command;
 mod common;
+pub mod configs;
 pub mod containers;
+mod copies;
 pub mod disks;
 pub mod hidden_processes;
 pub mod histories;
@@ -22,15 +24,21 @@ pub mod system;
 #[cfg(test)]
 mod test_support;
 pub mod timeline;
+pub mod user_traces;
 pub mod users;
+pub mod var_log;
+mod walk;
 
 /// Every collector this build knows, by the name a profile uses: the standard ones in
 /// their order, then the triage ones.
 pub fn catalog() -> Vec<Box<dyn Collector>> {
     let mut catalog = all();
-    // Triage collectors (issue 13) register here.
+    // Triage collectors (issue 13), in the order of `casefile_proto::profile::COLLECTORS`.
     catalog.extend(Vec::<Box<dyn Collector>>::from([
         Box::new(timeline::Timeline) as Box<dyn Collector>,
+        Box::new(var_log::VarLog),
+        Box::new(configs::Configs),
+        Box::new(user_traces::UserTraces),
         Box::new(containers::Containers),
         Box::new(kernel_security::KernelSecurity),
         Box::new(hidden_processes::HiddenProcesses),

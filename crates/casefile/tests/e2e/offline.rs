@@ -115,7 +115,8 @@ async fn offline_collections_run_the_profile_they_are_given() {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
     let manifest: Value = serde_json::from_reader(zip.by_name("manifest.json").unwrap()).unwrap();
     assert_eq!(manifest["profile"], "small");
-    let ran: Vec<&str> = manifest["collectors"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let ran: Vec<&str> =
+        manifest["collectors"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(ran, ["system", "users"]);
 
     let refused = [
@@ -136,8 +137,11 @@ async fn offline_collections_run_the_profile_they_are_given() {
         let file = dir.path().join(name);
         std::fs::write(&file, text).unwrap();
         let output = dir.path().join("refused.zip");
-        let (ok, out) =
-            run(Command::new(agent_binary()).args(["collect", "--output"]).arg(&output).arg("--profile-file").arg(&file));
+        let (ok, out) = run(Command::new(agent_binary())
+            .args(["collect", "--output"])
+            .arg(&output)
+            .arg("--profile-file")
+            .arg(&file));
         assert!(!ok && out.contains(expected), "{name}: {out}");
         assert!(!output.exists(), "nothing written for {name}");
     }

@@ -304,7 +304,15 @@ async fn the_triage_profile_runs_every_collector_and_keeps_secrets_out() {
         assert_ne!(c["status"], "failed", "{c}");
     }
     let paths: Vec<&str> = manifest["items"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap()).collect();
-    for expected in ["bodyfile.txt", "findings.csv", "executables.csv", "nginx/access.log", "apt/history.log", "sshd_config", "known_hosts"] {
+    for expected in [
+        "bodyfile.txt",
+        "findings.csv",
+        "executables.csv",
+        "nginx/access.log",
+        "apt/history.log",
+        "sshd_config",
+        "known_hosts",
+    ] {
         assert!(paths.iter().any(|p| p.ends_with(expected)), "{expected} missing from {paths:?}");
     }
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();

@@ -1,24 +1,20 @@
 //! `temp_executables.csv`: every entry below `/tmp`, `/var/tmp` and `/dev/shm`, where
 //! anyone may drop a payload, with the SHA-256 of what can be run.
 //!
-//! The walk never follows a symbolic link, so link loops cost nothing; it keeps one open
-//! directory per level (at most [`MAX_DEPTH`]), lists at most [`MAX_ENTRIES`] entries,
-//! and does not step onto another file system: a FUSE mount below `/tmp` whose daemon
-//! hangs would otherwise hang the agent on its first `stat`.
+//! The walk (see [`crate::collectors::walk`]) goes at most [`MAX_DEPTH`] levels deep and
+//! lists at most [`MAX_ENTRIES`] entries, never following a link nor entering a mount.
 
-use std::fs::{File, Metadata, ReadDir};
+use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
 
-use casefile_package::{ItemOutcome, ItemSink, PackageError};
+use casefile_package::ItemSink;
+use casefile_package::PackageError;
 
 use crate::Context;
 use crate::collectors::accounts::UserNames;
-use crate::collectors::common::{
-    CANCELLED, Csv, FileHasher, Problems, csv_file, is_missing, mtime_utc, open_regular, table_outcome,
-};
-use crate::collectors::disks::Mounts;
+use crate::collectors::common::{Csv, FileHasher, Problems, csv_file, mtime_utc, open_regular, table_outcome};
+use crate::collectors::walk::{Found, Walk, Walked, file_type};
 
 const TEMP_DIRS: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
 const MAX_DEPTH: usize = 8;
@@ -30,130 +26,40 @@ const HEADER: [&str; 10] =
 pub(super) fn write_temp_listing(ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), PackageError> {
     let source = "/tmp, /var/tmp, /dev/shm (recursive, links not followed)";
     csv_file(sink, "temp_executables.csv", source, &HEADER, |csv| {
-        let mut walk = Walk {
-            ctx,
+        let mut listing = Listing {
             users: UserNames::load(ctx),
             hasher: FileHasher::new(&ctx.limits),
-            mounts: Mounts::load(ctx),
             problems: Problems::default(),
-            entries: 0,
         };
+        let mut walk = Walk::new(ctx, MAX_DEPTH, MAX_ENTRIES);
         let mut roots = 0;
         for root in TEMP_DIRS {
-            match walk.root(root, csv)? {
+            let walked = walk.walk(root, &mut |found| match found {
+                Found::Mount { shown, fs_type, .. } => {
+                    let note = format!("mount point ({fs_type}): not entered");
+                    csv.row([shown, "mount", "", "", "", "", "", "false", "", &note])
+                }
+                Found::Entry { shown, path, meta } => listing.row(csv, shown, path, meta),
+            })?;
+            match walked {
                 Walked::Done => {}
                 Walked::Missing => continue,
                 Walked::Stopped(outcome) => return Ok(outcome),
             }
             roots += 1;
         }
-        Ok(table_outcome(roots, walk.problems, "no temporary directories"))
+        listing.problems.merge(&walk.problems);
+        Ok(table_outcome(roots, listing.problems, "no temporary directories"))
     })
 }
 
-enum Walked {
-    Done,
-    Missing,
-    Stopped(ItemOutcome),
-}
-
-struct Walk<'a> {
-    ctx: &'a Context,
+struct Listing {
     users: UserNames,
     hasher: FileHasher,
-    mounts: Mounts,
     problems: Problems,
-    entries: usize,
 }
 
-/// A directory being listed: its open handle and its path as shown.
-struct Level {
-    entries: ReadDir,
-    shown: String,
-}
-
-impl Walk<'_> {
-    fn root(&mut self, root: &str, csv: &mut Csv<'_>) -> io::Result<Walked> {
-        let path = self.ctx.path(root);
-        let meta = match path.symlink_metadata() {
-            Ok(meta) => meta,
-            Err(e) if is_missing(&e) => return Ok(Walked::Missing),
-            Err(e) => {
-                self.problems.add("unreadable directories", format!("{root}: {e}"));
-                return Ok(Walked::Done);
-            }
-        };
-        if !meta.is_dir() {
-            self.row(csv, root, &path, &meta)?;
-            return Ok(Walked::Done);
-        }
-        let device = meta.dev();
-        let mut stack = Vec::with_capacity(MAX_DEPTH);
-        if let Some(level) = self.open(path, root.to_owned()) {
-            stack.push(level);
-        }
-        while let Some(level) = stack.last_mut() {
-            let entry = match level.entries.next() {
-                None => {
-                    stack.pop();
-                    continue;
-                }
-                Some(Err(e)) => {
-                    self.problems.add("unreadable directories", format!("{}: {e}", level.shown));
-                    stack.pop();
-                    continue;
-                }
-                Some(Ok(entry)) => entry,
-            };
-            if self.ctx.cancel.is_cancelled() {
-                return Ok(Walked::Stopped(ItemOutcome::partial(CANCELLED)));
-            }
-            self.entries += 1;
-            if self.entries > MAX_ENTRIES {
-                let why = format!("listed the first {MAX_ENTRIES} entries");
-                return Ok(Walked::Stopped(ItemOutcome::partial(why)));
-            }
-            let shown = format!("{}/{}", level.shown, entry.file_name().to_string_lossy());
-            let path = entry.path();
-            if let Some(fs_type) = self.mounts.at(&shown) {
-                let note = format!("mount point ({fs_type}): not entered");
-                csv.row([shown.as_str(), "mount", "", "", "", "", "", "false", "", &note])?;
-                continue;
-            }
-            // `DirEntry::metadata` does not follow links.
-            let meta = match entry.metadata() {
-                Ok(meta) => meta,
-                Err(e) if is_missing(&e) => continue,
-                Err(e) => {
-                    self.problems.add("entries that could not be examined", format!("{shown}: {e}"));
-                    continue;
-                }
-            };
-            self.row(csv, &shown, &path, &meta)?;
-            let depth = stack.len();
-            if meta.is_dir() && meta.dev() == device && depth < MAX_DEPTH {
-                if let Some(level) = self.open(path, shown) {
-                    stack.push(level);
-                }
-            } else if meta.is_dir() && meta.dev() != device {
-                self.problems.add("other file systems not entered", shown);
-            }
-        }
-        Ok(Walked::Done)
-    }
-
-    fn open(&mut self, path: PathBuf, shown: String) -> Option<Level> {
-        match std::fs::read_dir(&path) {
-            Ok(entries) => Some(Level { entries, shown }),
-            // Temporary files come and go while we look.
-            Err(e) if is_missing(&e) => None,
-            Err(e) => {
-                self.problems.add("unreadable directories", format!("{shown}: {e}"));
-                None
-            }
-        }
-    }
-
+impl Listing {
     fn row(&mut self, csv: &mut Csv<'_>, shown: &str, path: &std::path::Path, meta: &Metadata) -> io::Result<()> {
         let kind = file_type(meta);
         let (executable, sha256, note) = if meta.is_file() {
@@ -217,27 +123,6 @@ fn read_head(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-fn file_type(meta: &Metadata) -> &'static str {
-    let kind = meta.file_type();
-    if kind.is_file() {
-        "file"
-    } else if kind.is_dir() {
-        "dir"
-    } else if kind.is_symlink() {
-        "symlink"
-    } else if kind.is_fifo() {
-        "fifo"
-    } else if kind.is_socket() {
-        "socket"
-    } else if kind.is_char_device() {
-        "char"
-    } else if kind.is_block_device() {
-        "block"
-    } else {
-        "other"
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -245,14 +130,12 @@ mod tests {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
 
-    use casefile_package::ItemStatus;
+    use casefile_package::{ItemOutcome, ItemStatus};
     use sha2::{Digest, Sha256};
 
     use crate::Limits;
     use crate::collectors::histories::Histories;
     use crate::collectors::test_support::{Fixture, PASSWD_FIXTURE, find_row, run, run_live, run_with};
-
-    use super::*;
 
     fn chmod(f: &Fixture, abs: &str, mode: u32) {
         std::fs::set_permissions(f.path(abs), std::fs::Permissions::from_mode(mode)).unwrap();
