@@ -248,10 +248,16 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Waits until the agent has sent `count` reports to the stand-in (each one refused).
+/// Progress reports are best effort, not reports the agent owes: they are passed over.
 async fn attempts(seen: &mut tokio::sync::mpsc::UnboundedReceiver<String>, count: usize, what: &str) {
-    for _ in 0..count {
+    let mut found = 0;
+    while found < count {
         let line = tokio::time::timeout(WAIT_LIMIT, seen.recv()).await.expect("the agent retried").unwrap();
+        if line.contains("/progress") {
+            continue;
+        }
         assert!(line.contains(what), "{line}");
+        found += 1;
     }
 }
 
