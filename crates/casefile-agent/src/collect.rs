@@ -72,6 +72,8 @@ struct Plan {
     collectors: Collectors,
     steps: Vec<Step>,
     max_package_bytes: u64,
+    /// The profile's collector names, for the collectors (`Context::running`).
+    running: Option<Arc<[String]>>,
 }
 
 #[derive(Debug)]
@@ -94,7 +96,7 @@ impl Plan {
                 timeout: governance.collector_timeout,
             })
             .collect();
-        Self { collectors, steps, max_package_bytes: governance.max_package_bytes }
+        Self { collectors, steps, max_package_bytes: governance.max_package_bytes, running: None }
     }
 
     /// The collectors `profile` names, its budgets over the agent's defaults; the agent's
@@ -119,7 +121,8 @@ impl Plan {
             .collect();
         let max_package_bytes =
             profile.max_package_bytes.map_or(governance.max_package_bytes, |cap| cap.min(governance.max_package_bytes));
-        Self { collectors: Collectors(Arc::new(collectors)), steps, max_package_bytes }
+        let running = Some(profile.collectors.iter().map(|c| c.name.clone()).collect());
+        Self { collectors: Collectors(Arc::new(collectors)), steps, max_package_bytes, running }
     }
 }
 
@@ -268,7 +271,12 @@ impl Collection {
     ) -> Result<Option<String>, AgentError> {
         let name = plan.collectors.0[index].name();
         let (tx, rx) = sync_channel::<Message>(CHANNEL_CHUNKS);
-        let ctx = Context { cancel: self.ctx.cancel.child_token(), limits: step.limits, ..self.ctx.clone() };
+        let ctx = Context {
+            cancel: self.ctx.cancel.child_token(),
+            limits: step.limits,
+            running: plan.running.clone(),
+            ..self.ctx.clone()
+        };
         let stop = ctx.cancel.clone();
         let collectors = plan.collectors.clone();
         std::thread::Builder::new()

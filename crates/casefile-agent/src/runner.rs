@@ -357,6 +357,7 @@ impl Job {
                 root: self.config.collect_root.clone(),
                 cancel: self.cancel.clone(),
                 limits: self.config.limits,
+                running: None,
             },
             collectors,
             profile,

@@ -77,7 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if names.is_empty() {
         names = vec!["var_log".into(), "configs".into()];
     }
-    let ctx = Context { root, cancel: CancellationToken::new(), limits: Limits::default() };
+    let ctx = Context { root, cancel: CancellationToken::new(), limits: Limits::default(), running: None };
     if no_package {
         let mut count = Count::default();
         let started = Instant::now();

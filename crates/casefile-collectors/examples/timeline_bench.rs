@@ -89,7 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let limits = if no_hash { Limits { max_total_bytes: 0, ..Limits::default() } } else { Limits::default() };
-    let ctx = Context { root, cancel: CancellationToken::new(), limits };
+    let ctx = Context { root, cancel: CancellationToken::new(), limits, running: None };
     let timeline = by_name("timeline").ok_or("no timeline collector")?;
     let (cpu, started) = (cpu_seconds(), Instant::now());
     let mut counting = Counting::default();

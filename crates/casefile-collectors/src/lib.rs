@@ -19,6 +19,9 @@ pub struct Context {
     pub cancel: CancellationToken,
     /// Size and time caps every collector respects.
     pub limits: Limits,
+    /// The collectors of this collection, when a profile chose them; `None`: the standard
+    /// ones. A triage collector leaves to a standard one what that one takes, only if it runs.
+    pub running: Option<std::sync::Arc<[String]>>,
 }
 
 /// Caps that keep a collection bounded on any host. Configurable per collection.
@@ -49,7 +52,16 @@ impl Default for Limits {
 
 impl Context {
     pub fn live(cancel: CancellationToken) -> Self {
-        Self { root: PathBuf::from("/"), cancel, limits: Limits::default() }
+        Self { root: PathBuf::from("/"), cancel, limits: Limits::default(), running: None }
+    }
+
+    /// Whether collector `name` is part of this collection (the standard ones are when no
+    /// profile said otherwise).
+    pub fn runs(&self, name: &str) -> bool {
+        match &self.running {
+            Some(names) => names.iter().any(|n| n == name),
+            None => collectors::all().iter().any(|c| c.name() == name),
+        }
     }
 
     /// `abs` (an absolute host path such as `/etc/passwd`) below the root.

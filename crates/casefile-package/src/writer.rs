@@ -124,8 +124,11 @@ pub struct PackageWriter<W: Write + Seek> {
 impl<W: Write + Seek> PackageWriter<W> {
     pub fn new(out: W, meta: PackageMeta) -> Self {
         let started = Utc::now();
+        // Deflate's fastest level: a package of gigabytes of logs is packed at disk speed
+        // instead of at level 6's tenth of it, for a package a few tens of percent larger.
         let options = SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
+            .compression_level(Some(1))
             .last_modified_time(zip_time(started));
         Self {
             zip: ZipWriter::new(out),
@@ -184,7 +187,7 @@ impl<W: Write + Seek> PackageWriter<W> {
     ) -> Result<(), PackageError> {
         let started = Instant::now();
         let options = if already_compressed(&path) {
-            self.options.compression_method(zip::CompressionMethod::Stored)
+            self.options.compression_method(zip::CompressionMethod::Stored).compression_level(None)
         } else {
             self.options
         };

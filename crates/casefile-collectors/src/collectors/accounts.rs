@@ -215,8 +215,12 @@ mod tests {
         {
             f.mkdir(dir);
         }
-        let ctx =
-            Context { root: f.root().to_path_buf(), cancel: CancellationToken::new(), limits: Default::default() };
+        let ctx = Context {
+            root: f.root().to_path_buf(),
+            cancel: CancellationToken::new(),
+            limits: Default::default(),
+            running: None,
+        };
         let homes: Vec<(String, u32, String, String)> =
             homes(&ctx).into_iter().map(|h| (h.user, h.uid, h.dir, h.label)).collect();
         let home = |user: &str, uid, dir: &str, label: &str| (user.to_owned(), uid, dir.to_owned(), label.to_owned());

@@ -597,7 +597,12 @@ mod tests {
     fn programs_never_run_below_a_fixture_root() {
         let f = Fixture::new();
         f.write("/bin/sh", "#!/bin/sh\necho ran\n");
-        let ctx = Context { root: f.root().to_path_buf(), cancel: CancellationToken::new(), limits: Limits::default() };
+        let ctx = Context {
+            root: f.root().to_path_buf(),
+            cancel: CancellationToken::new(),
+            limits: Limits::default(),
+            running: None,
+        };
         let mut log = CommandLog::default();
         let mut sink = MemorySink::default();
         log.output_file(&ctx, &mut sink, "out.txt", &["/bin/sh"], &["-c", "echo ran"]).unwrap();

@@ -666,7 +666,12 @@ pub(crate) mod testing {
         name: &'a str,
         change: impl FnOnce() + 'a,
     ) -> MemorySink {
-        let ctx = Context { root: root.to_path_buf(), cancel: CancellationToken::new(), limits: Limits::default() };
+        let ctx = Context {
+            root: root.to_path_buf(),
+            cancel: CancellationToken::new(),
+            limits: Limits::default(),
+            running: None,
+        };
         let mut sink = ChangingSink { sink: MemorySink::default(), name, change: Some(Box::new(change)) };
         collector.collect(&ctx, &mut sink).unwrap();
         sink.sink
@@ -676,7 +681,7 @@ pub(crate) mod testing {
     pub(crate) fn run_cancelled(collector: &dyn Collector, root: &std::path::Path) -> MemorySink {
         let cancel = CancellationToken::new();
         cancel.cancel();
-        let ctx = Context { root: root.to_path_buf(), cancel, limits: Limits::default() };
+        let ctx = Context { root: root.to_path_buf(), cancel, limits: Limits::default(), running: None };
         let mut sink = MemorySink::default();
         let result = collector.collect(&ctx, &mut sink);
         assert!(matches!(result, Err(CollectError::Cancelled)), "{result:?}");
@@ -694,7 +699,12 @@ mod tests {
     use super::*;
 
     fn ctx(f: &Fixture) -> Context {
-        Context { root: f.root().to_path_buf(), cancel: CancellationToken::new(), limits: Default::default() }
+        Context {
+            root: f.root().to_path_buf(),
+            cancel: CancellationToken::new(),
+            limits: Default::default(),
+            running: None,
+        }
     }
 
     #[test]
@@ -746,7 +756,12 @@ mod tests {
     fn package(root: &Path) -> (Vec<u8>, casefile_package::Manifest) {
         use casefile_package::PackageWriter;
         use casefile_package::writer::PackageMeta;
-        let ctx = Context { root: root.to_path_buf(), cancel: CancellationToken::new(), limits: Default::default() };
+        let ctx = Context {
+            root: root.to_path_buf(),
+            cancel: CancellationToken::new(),
+            limits: Default::default(),
+            running: None,
+        };
         let mut writer = PackageWriter::new(io::Cursor::new(Vec::new()), PackageMeta::detached("test"));
         for name in ["var_log", "configs", "user_traces"] {
             let collector = crate::by_name(name).unwrap();

@@ -249,7 +249,12 @@ mod tests {
             "/dev/vda / ext4 rw 0 0\nauto.home /home autofs rw 0 0\nsrv:/alice /home/alice nfs4 rw 0 0\n\
              tmpfs /home/alice/cache tmpfs rw 0 0\nsshfs /mnt/remote\\040x fuse.sshfs rw 0 0\n",
         );
-        let ctx = Context { root: f.root().to_path_buf(), cancel: Default::default(), limits: Default::default() };
+        let ctx = Context {
+            root: f.root().to_path_buf(),
+            cancel: Default::default(),
+            limits: Default::default(),
+            running: None,
+        };
         let mounts = Mounts::load(&ctx);
         assert_eq!(mounts.slow_file_system("/usr/bin/ls"), None);
         assert_eq!(mounts.slow_file_system("/home/bob"), Some("autofs"));

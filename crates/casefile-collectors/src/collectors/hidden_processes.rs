@@ -331,7 +331,12 @@ mod tests {
     }
 
     fn run_view(root: &std::path::Path, view: &dyn PidView) -> MemorySink {
-        let ctx = Context { root: root.to_path_buf(), cancel: CancellationToken::new(), limits: Limits::default() };
+        let ctx = Context {
+            root: root.to_path_buf(),
+            cancel: CancellationToken::new(),
+            limits: Limits::default(),
+            running: None,
+        };
         let mut sink = MemorySink::default();
         collect_with(&ctx, &mut sink, view).unwrap();
         sink

@@ -38,9 +38,10 @@ impl Collector for KernelSecurity {
         write_dmesg(ctx, sink, &mut commands)?;
         ctx.check_cancelled()?;
         copy_configs(ctx, sink)?;
+        // Each asks a service (systemd, auditd, the LSM) that may not run here.
         for (name, candidates, args) in PROGRAMS {
             ctx.check_cancelled()?;
-            commands.output_file(ctx, sink, name, candidates, args)?;
+            commands.service_listing(ctx, sink, name, candidates, args)?;
         }
         commands.write(sink)?;
         ctx.check_cancelled()

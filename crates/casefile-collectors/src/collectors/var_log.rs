@@ -48,7 +48,7 @@ impl Collector for VarLog {
             let Some(Regular { lossy, path, abs, stat }) = index.regular_file(ctx, found, "") else {
                 return Ok(());
             };
-            if taken_by_logs(lossy) {
+            if taken_by_logs(lossy) && ctx.runs("logs") {
                 let note = "taken by the standard logs collector: see Logs/logs.csv".to_owned();
                 index.left_out(abs, stat, "", Status::Elsewhere, note);
                 return Ok(());
@@ -202,6 +202,21 @@ mod tests {
         assert_eq!(sink.item("index.csv").status(), ItemStatus::Ok);
     }
 
+    /// A profile without the standard `logs` collector: what it would take is taken here.
+    #[test]
+    fn without_the_standard_logs_collector_its_sources_are_taken_here() {
+        let f = Fixture::new();
+        f.write("/var/log/syslog", "kept here\n");
+        f.write("/var/log/nginx/access.log", "GET /\n");
+        let running: std::sync::Arc<[String]> = vec!["var_log".to_owned()].into();
+        let ctx = Context { running: Some(running), ..Context::live(Default::default()) };
+        let ctx = Context { root: f.root().to_path_buf(), ..ctx };
+        let mut sink = crate::collectors::test_support::MemorySink::default();
+        VarLog.collect(&ctx, &mut sink).unwrap();
+        assert_eq!(sink.item("syslog").text(), "kept here\n");
+        assert_eq!(find_row(&index(&sink), "path", "/var/log/syslog")["status"], "copied");
+    }
+
     #[test]
     fn rotations_group_into_sources() {
         assert_eq!(source_key("access.log.2.gz"), "access.log");
@@ -331,6 +346,7 @@ mod tests {
             root: f.root().to_path_buf(),
             cancel: tokio_util::sync::CancellationToken::new(),
             limits: Limits::default(),
+            running: None,
         };
         let mut probe = StreamProbe::default();
         VarLog.collect(&ctx, &mut probe).unwrap();

@@ -307,7 +307,12 @@ fn a_file_cut_while_hashed_is_said_to_have_changed() {
     let f = fixture();
     f.write("/usr/bin/shrinking", vec![b'x'; 200_000]);
     chmod(f.path("/usr/bin/shrinking"), 0o755);
-    let ctx = Context { root: f.root().to_path_buf(), cancel: CancellationToken::new(), limits: Limits::default() };
+    let ctx = Context {
+        root: f.root().to_path_buf(),
+        cancel: CancellationToken::new(),
+        limits: Limits::default(),
+        running: None,
+    };
     let plan = Plan::load(&ctx);
     let mut walk = walk::Walk::new(&ctx, &plan);
     // The walk lists the file at 200,000 bytes; it shrinks before the hash reads it.
@@ -380,7 +385,7 @@ fn a_cancelled_walk_stops_with_cancelled() {
     let f = fixture();
     let cancel = CancellationToken::new();
     cancel.cancel();
-    let ctx = Context { root: f.root().to_path_buf(), cancel, limits: Limits::default() };
+    let ctx = Context { root: f.root().to_path_buf(), cancel, limits: Limits::default(), running: None };
     let mut sink = MemorySink::default();
     let result = Timeline.collect(&ctx, &mut sink);
     assert!(matches!(result, Err(CollectError::Cancelled)), "{result:?}");
@@ -394,7 +399,12 @@ fn a_walk_cancelled_midway_keeps_what_it_wrote_as_partial() {
     for i in 0..1000 {
         f.write(&format!("/srv/{padding}{i}"), "x");
     }
-    let ctx = Context { root: f.root().to_path_buf(), cancel: CancellationToken::new(), limits: Limits::default() };
+    let ctx = Context {
+        root: f.root().to_path_buf(),
+        cancel: CancellationToken::new(),
+        limits: Limits::default(),
+        running: None,
+    };
     let plan = Plan::load(&ctx);
     let mut walk = walk::Walk::new(&ctx, &plan);
     let mut out = CancelAfter { bytes: Vec::new(), cancel: ctx.cancel.clone() };
@@ -416,7 +426,12 @@ fn a_large_directory_is_streamed() {
     for i in 0..20_000 {
         std::fs::write(dir.join(format!(".hidden-{i:05}-{}", "x".repeat(40))), "").unwrap();
     }
-    let ctx = Context { root: f.root().to_path_buf(), cancel: CancellationToken::new(), limits: Limits::default() };
+    let ctx = Context {
+        root: f.root().to_path_buf(),
+        cancel: CancellationToken::new(),
+        limits: Limits::default(),
+        running: None,
+    };
     let mut probe = crate::collectors::test_support::StreamProbe::default();
     Timeline.collect(&ctx, &mut probe).unwrap();
     assert!(probe.writes > 20, "{} writes", probe.writes);
@@ -501,7 +516,12 @@ fn without_statx_the_lines_are_the_same_but_for_birth_times() {
     let f = fixture();
     f.write("/srv/a", "x");
     f.symlink("a", "/srv/link");
-    let ctx = Context { root: f.root().to_path_buf(), cancel: CancellationToken::new(), limits: Limits::default() };
+    let ctx = Context {
+        root: f.root().to_path_buf(),
+        cancel: CancellationToken::new(),
+        limits: Limits::default(),
+        running: None,
+    };
     let plan = Plan::load(&ctx);
     let body = |use_statx: bool| {
         let mut walk = walk::Walk::new(&ctx, &plan);
