@@ -43,7 +43,7 @@ pub const MAX_TIMEOUT_SECONDS: u64 = 24 * 3600;
 pub const MAX_BYTES: u64 = 1 << 40;
 
 /// A profile as the agent runs it: its collectors in order, each with its budgets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Profile {
     pub name: String,
@@ -247,12 +247,6 @@ fn check_budgets(spec: &CollectorSpec) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-impl Default for Profile {
-    fn default() -> Self {
-        Self { name: String::new(), description: String::new(), max_package_bytes: None, collectors: Vec::new() }
-    }
 }
 
 #[cfg(test)]

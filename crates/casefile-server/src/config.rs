@@ -1166,7 +1166,7 @@ mod layering_tests {
             ("[profiles.define.x]\n[[profiles.define.x.collector]]\nname = \"sh\"\n", "names the collector \"sh\""),
             ("[profiles.define.Bad]\nextends = \"standard\"\n", "profile name \"Bad\""),
         ] {
-            let err = format!("{:?}", layered(Some(bad), &[], &[]).err().expect("refused"));
+            let err = format!("{:?}", layered(Some(bad), &[], &[]).expect_err("refused"));
             assert!(err.contains(&expected.replace('"', "\\\"")), "{bad}: {err}");
         }
         // A command is no building block: the key does not exist.
