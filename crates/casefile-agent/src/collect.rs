@@ -288,7 +288,11 @@ impl Collection {
             })
             .map_err(|e| AgentError::Collection(format!("cannot start the {name} collector: {e}")))?;
 
-        let mut pump = Pump { rx, deadline: Instant::now() + step.timeout, cancel: &self.ctx.cancel, stopped: None };
+        // A deadline past what an `Instant` holds is a year away: the profile was checked, this
+        // is only so that no value can panic.
+        let deadline = Instant::now().checked_add(step.timeout);
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86_400));
+        let mut pump = Pump { rx, deadline, cancel: &self.ctx.cancel, stopped: None };
         let ended = loop {
             match pump.next() {
                 // The cap is checked as each file starts: a file in progress is finished.

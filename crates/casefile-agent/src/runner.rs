@@ -325,7 +325,13 @@ impl Job {
         // Confirmed before the work starts, so the receipt precedes the package in the
         // action's chain of custody.
         confirm_receipt(self.transport.clone(), action_id).await;
-        let report = match self.collect(action_id, profile).await {
+        // What a server sends runs only within the bounds a profile may have.
+        let checked = profile.check().map_err(|e| AgentError::Collection(format!("the task's profile: {e}")));
+        let collected = match checked {
+            Ok(()) => self.collect(action_id, profile).await,
+            Err(e) => Err(e),
+        };
+        let report = match collected {
             Ok(package) => Report::Upload {
                 size: package.size,
                 sha256: package.sha256,

@@ -198,7 +198,7 @@ impl std::fmt::Display for Progress {
             ProgressPhase::Uploading => write!(
                 f,
                 "uploading: {}%, {} of {}",
-                (self.uploaded_bytes * 100).checked_div(self.package_bytes).unwrap_or(0),
+                (u128::from(self.uploaded_bytes) * 100).checked_div(u128::from(self.package_bytes)).unwrap_or(0),
                 Bytes(self.uploaded_bytes),
                 Bytes(self.package_bytes)
             ),

@@ -224,6 +224,33 @@ fn resolve_one(
     Ok(profile)
 }
 
+impl Profile {
+    /// The checks a resolved profile passed, again: for the agent, which runs what a server
+    /// sends only within the same bounds.
+    pub fn check(&self) -> Result<(), ProfileError> {
+        let invalid = |why: String| ProfileError::Invalid { profile: self.name.clone(), why };
+        if !valid_name(&self.name) {
+            return Err(ProfileError::BadName(self.name.clone()));
+        }
+        if self.collectors.is_empty() {
+            return Err(invalid("names no collector".to_owned()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for spec in &self.collectors {
+            if !COLLECTORS.contains(&spec.name.as_str()) || !seen.insert(spec.name.as_str()) {
+                return Err(invalid(format!("names the collector {:?} unknown or twice", spec.name)));
+            }
+            check_budgets(spec).map_err(invalid)?;
+        }
+        match self.max_package_bytes {
+            Some(bytes) if !(1..=MAX_BYTES).contains(&bytes) => {
+                Err(invalid(format!("max_package_bytes must be between 1 and {MAX_BYTES}, not {bytes}")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 fn check_budgets(spec: &CollectorSpec) -> Result<(), String> {
     let seconds =
         [("timeout_seconds", spec.timeout_seconds), ("command_timeout_seconds", spec.command_timeout_seconds)];
@@ -297,6 +324,14 @@ mod tests {
             let err = resolve(&defs(&[(name, text)])).unwrap_err().to_string();
             assert!(err.contains(expected), "{text:?}: {err}");
         }
+        // What the agent checks again: a server's profile past the bounds is refused.
+        let mut sent = builtin().remove(TRIAGE).unwrap();
+        sent.check().unwrap();
+        sent.collectors[0].timeout_seconds = Some(u64::MAX);
+        assert!(sent.check().unwrap_err().to_string().contains("timeout_seconds"));
+        let mut sent = builtin().remove(STANDARD).unwrap();
+        sent.collectors.push(CollectorSpec { name: "logs".into(), ..Default::default() });
+        assert!(sent.check().is_err(), "a collector twice");
         let loop_ = defs(&[("a", "extends = \"b\"\n"), ("b", "extends = \"a\"\n")]);
         assert!(resolve(&loop_).unwrap_err().to_string().contains("loops"));
         // A command is not a building block: unknown keys are refused.

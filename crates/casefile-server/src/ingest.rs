@@ -254,12 +254,12 @@ fn check_claims(
                     named(&checked.machine_id)
                 ));
             }
-            // A package from before profiles names none: it is a standard collection.
-            if let Some(profile) = &checked.profile
-                && *profile != action.profile
-            {
+            // A package from before profiles names none: it is a standard collection, which
+            // does not answer a request for another profile.
+            let ran = checked.profile.as_deref().unwrap_or(casefile_proto::profile::STANDARD);
+            if ran != action.profile {
                 failed.push(format!(
-                    "profile: the manifest says {profile:?} ran, but MachineAction {} asked for {:?}",
+                    "profile: the manifest says {ran:?} ran, but MachineAction {} asked for {:?}",
                     action.id, action.profile
                 ));
             }

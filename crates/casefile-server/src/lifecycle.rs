@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use casefile_proto::TenantId;
 use casefile_proto::action::{ActionStatus, hresult};
 use casefile_proto::time::Timestamp;
 use casefile_store::{LeaderGuard, Transition};
@@ -20,6 +21,7 @@ use casefile_store::{LeaderGuard, Transition};
 use crate::audit;
 use crate::clock::seconds_before;
 use crate::state::AppState;
+use uuid::Uuid;
 
 const OPTIMIZE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -155,7 +157,7 @@ pub async fn sweep(state: &AppState) -> Result<Sweep, casefile_store::StoreError
 async fn discard_ended_uploads(state: &AppState) -> Result<(), casefile_store::StoreError> {
     // One batch a sweep: a removal that fails is tried again by the next one.
     for upload in state.store.ended_uploads(DELETE_BATCH).await? {
-        crate::routes::uploads::discard(state, &upload.tenant_id, upload.action_id).await;
+        discard_upload(state, &upload.tenant_id, upload.action_id).await;
     }
     Ok(())
 }
@@ -194,6 +196,25 @@ async fn delete_expired(
         }
         if (batch.len() as u32) < DELETE_BATCH {
             return Ok(deleted);
+        }
+    }
+}
+
+/// Removes an upload's chunks and its record: the action ended, or its package was
+/// stored or rejected. A failure is logged; the sweeper tries again.
+pub async fn discard_upload(state: &AppState, tenant: &TenantId, action_id: Uuid) {
+    let prefix = crate::blobs::Blobs::upload_prefix(tenant, action_id);
+    match state.blobs.delete_prefix(&prefix).await {
+        Ok(removed) => {
+            if let Err(e) = state.store.delete_upload(action_id).await {
+                crate::error::log_store_failure(&e, "forgetting an ended upload failed");
+            } else if removed > 0 {
+                tracing::debug!(%action_id, removed, "upload chunks removed");
+            }
+        }
+        Err(e) => {
+            state.metrics.blob_error("delete", false);
+            tracing::error!(%action_id, %prefix, "removing an upload's chunks failed: {e}");
         }
     }
 }

@@ -495,7 +495,7 @@ pub async fn report_failure(
     let entry = audit::entry_for_call(StatusCode::NO_CONTENT.as_u16());
     if state.store.machine_scope(&machine).confirm_cancel(id, state.now(), entry.as_ref()).await?.is_some() {
         state.dispatcher.action_changed();
-        super::uploads::discard(&state, &machine.tenant_id, id).await;
+        crate::lifecycle::discard_upload(&state, &machine.tenant_id, id).await;
         return Ok(StatusCode::NO_CONTENT);
     }
     let change =
@@ -503,7 +503,7 @@ pub async fn report_failure(
     match state.store.machine_scope(&machine).transition(id, &change, entry.as_ref()).await? {
         Some(_) => {
             state.dispatcher.action_changed();
-            super::uploads::discard(&state, &machine.tenant_id, id).await;
+            crate::lifecycle::discard_upload(&state, &machine.tenant_id, id).await;
             Ok(StatusCode::NO_CONTENT)
         }
         None => Err(ApiError::new(
@@ -524,7 +524,7 @@ pub async fn confirm_cancel(
     match state.store.machine_scope(&machine).confirm_cancel(id, state.now(), entry.as_ref()).await? {
         Some(_) => {
             state.dispatcher.action_changed();
-            super::uploads::discard(&state, &machine.tenant_id, id).await;
+            crate::lifecycle::discard_upload(&state, &machine.tenant_id, id).await;
             tracing::info!(action_id = %id, machine_id = %machine.id, "collection stopped by its agent: cancelled");
             Ok(StatusCode::NO_CONTENT)
         }

@@ -46,6 +46,10 @@ pub const TUS_EXTENSIONS: &str = "creation,checksum";
 /// The largest chunk one `PATCH` may carry: it is staged on disk whole before it is
 /// stored, so this bounds the staging room one request takes.
 pub const MAX_CHUNK: u64 = 256 << 20;
+/// Least size of a chunk that is not an upload's last: every chunk is a blob and a row, so
+/// a package cannot be split into millions of them (at most about a thousand per package
+/// below 1 GiB, one per MiB above).
+pub const MIN_CHUNK: u64 = 1 << 20;
 /// The media type of a chunk.
 pub const CHUNK_TYPE: &str = "application/offset+octet-stream";
 /// Answers that the package is stored (a casefile extension, on `HEAD` and on the last
@@ -97,7 +101,7 @@ pub(super) async fn store_package<E: std::fmt::Display>(
         Err(Refusal::Invalid { code, hresult, why, .. }) => {
             tracing::warn!(action_id = %id, "package rejected: {why}");
             if chunks {
-                discard(state, &machine.tenant_id, id).await;
+                crate::lifecycle::discard_upload(state, &machine.tenant_id, id).await;
             }
             let why = format!("The package upload was rejected: {why}");
             let change = Transition::failure(ActionStatus::Failed, state.now(), hresult, why.clone());
@@ -113,10 +117,6 @@ pub(super) async fn store_package<E: std::fmt::Display>(
         }
     };
     audit::note_detail(ingest::custody_detail(&machine.id, &received));
-    if chunks {
-        // Should the record fail now, the agent uploads again from the start.
-        discard(state, &machine.tenant_id, id).await;
-    }
     let (key, size, sha256) = (received.key, received.size, received.sha256);
     show_progress(state, machine, action, size, size).await;
     let record = PackageRecord {
@@ -142,6 +142,12 @@ pub(super) async fn store_package<E: std::fmt::Display>(
             }
         };
     state.dispatcher.action_changed();
+    if chunks {
+        // Only now: had recording the action failed, the agent would resume from the
+        // chunks instead of sending the whole package again. (An ended action's chunks go
+        // in the lifecycle sweep too.)
+        crate::lifecycle::discard_upload(state, &machine.tenant_id, id).await;
+    }
     if completed.is_none() {
         // Cancelled or timed out while uploading, or stored by another attempt (a replica
         // that finished the same resumable upload): this copy must not linger.
@@ -165,25 +171,6 @@ async fn stored_package(state: &AppState, machine: &MachineRecord, id: Uuid) -> 
         return Ok(None);
     }
     Ok(state.store.tenant(&machine.tenant_id).package(id).await?.filter(|p| p.deleted_at.is_none()))
-}
-
-/// Removes an upload's chunks and its record: the action ended, or its package was
-/// stored or rejected. A failure is logged; the sweeper tries again.
-pub(crate) async fn discard(state: &AppState, tenant: &TenantId, action_id: Uuid) {
-    let prefix = Blobs::upload_prefix(tenant, action_id);
-    match state.blobs.delete_prefix(&prefix).await {
-        Ok(removed) => {
-            if let Err(e) = state.store.delete_upload(action_id).await {
-                crate::error::log_store_failure(&e, "forgetting an ended upload failed");
-            } else if removed > 0 {
-                tracing::debug!(%action_id, removed, "upload chunks removed");
-            }
-        }
-        Err(e) => {
-            state.metrics.blob_error("delete", false);
-            tracing::error!(%action_id, %prefix, "removing an upload's chunks failed: {e}");
-        }
-    }
 }
 
 /// Adds `Tus-Resumable` to an answer, as every answer but `OPTIONS`' must carry it.
@@ -362,10 +349,18 @@ async fn created(state: &AppState, machine: &MachineRecord, id: &str, headers: &
         // Another package for the same action (the agent collected it again): the old
         // chunks are of no use.
         tracing::info!(action_id = %action.id, "a new package replaces an upload under way");
-        discard(state, &machine.tenant_id, action.id).await;
+        crate::lifecycle::discard_upload(state, &machine.tenant_id, action.id).await;
         upload = state.store.machine_scope(machine).create_upload(&wanted).await?;
+        if upload.length != length || upload.sha256 != sha256 {
+            // The old upload could not be removed: never let a new package land on its chunks.
+            return Err(ApiError::internal_from(format!(
+                "the upload under way for MachineAction {} could not be replaced by a new package",
+                action.id
+            )));
+        }
     }
-    // A step of the upload: its end is on record, with the stored package (refusals here are).
+    // A step of the upload: its end is on record, with the stored package; a refused
+    // creation is recorded as `package.upload.start`.
     audit::unrecorded(StatusCode::CREATED.as_u16());
     let location = format!("{}/actions/{}/upload", casefile_proto::agent::PREFIX, action.id);
     let mut response = StatusCode::CREATED.into_response();
@@ -453,6 +448,13 @@ async fn patched(
             format!("A chunk of {size} bytes at {offset} ends past the upload's length of {}", upload.length),
         )
     })?;
+    let least = (upload.length / 1000).clamp(1, MIN_CHUNK);
+    if end < upload.length && size < least {
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
+            format!("A chunk that is not the last must hold at least {least} bytes; this one has {size}"),
+        ));
+    }
     if size > 0 {
         tracing::debug!(action_id = %action.id, offset, size, "receiving the package");
         let key = Blobs::chunk_key(&machine.tenant_id, action.id, offset);
@@ -475,7 +477,7 @@ async fn patched(
     }
     if end < upload.length {
         show_progress(state, machine, &action, end, upload.length).await;
-        // Each chunk is a step of the upload: its creation and its end are on record.
+        // Each chunk is a step of the upload: its end is on record (refused chunks are too).
         audit::unrecorded(StatusCode::NO_CONTENT.as_u16());
         return Ok(offset_answer(end, upload.length, None));
     }
@@ -541,6 +543,16 @@ async fn finish(
             )));
         }
         next += chunk.length;
+    }
+    if next != upload.length {
+        // Another finish of the same upload got there first and discarded the chunks (or the
+        // store lost some): nothing is decided about the package; the agent asks again and
+        // learns from `HEAD` whether it is stored.
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("The upload's chunks hold {next} of {} bytes: ask again", upload.length),
+        )
+        .with_header(UPLOAD_OFFSET, HeaderValue::from(next)));
     }
     let keys = chunks.into_iter().map(|c| c.blob_key).collect();
     tracing::info!(action_id = %action.id, length = upload.length, "upload complete; checking the package");

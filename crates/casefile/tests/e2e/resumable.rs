@@ -216,6 +216,14 @@ async fn chunks_land_only_at_the_offset_whole_and_intact() {
     let (status, error) = error_of(tus.patch("0", &too_long).await).await;
     assert_eq!(status, 400, "{error}");
     assert_eq!(tus.offset().await, 0);
+    // A package is not split into crumbs: a chunk that is not the last has a least size
+    // (here 10 KiB of a 10 MiB package), so no upload becomes millions of blobs and rows.
+    let (crumbs_agent, _, crumbs_id) = running_action(&server, "tus-crumbs").await;
+    let crumbs = Tus::new(&crumbs_agent, &crumbs_id);
+    assert_eq!(crumbs.create(&(10u64 << 20).to_string(), &sha).await.status(), 201);
+    let (status, error) = error_of(crumbs.patch("0", &[7u8; 100]).await).await;
+    assert!(status == 400 && error["message"].as_str().unwrap().contains("at least 10485 bytes"), "{error}");
+    assert_eq!(crumbs.offset().await, 0);
 
     let landed = tus.patch("0", first).await;
     assert_eq!(landed.status(), 204);
