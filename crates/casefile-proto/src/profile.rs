@@ -42,9 +42,9 @@ pub const COLLECTORS: [&str; 17] = [
 pub const MAX_TIMEOUT_SECONDS: u64 = 24 * 3600;
 pub const MAX_BYTES: u64 = 1 << 40;
 
-/// A profile as the agent runs it: its collectors in order, each with its budgets.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+/// A profile as the agent runs it: its collectors in order, each with its budgets. On the
+/// agent API with the configuration's snake_case keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
     pub name: String,
     #[serde(default)]
@@ -56,9 +56,10 @@ pub struct Profile {
     pub collectors: Vec<CollectorSpec>,
 }
 
-/// One collector of a profile and the budgets it overrides (unset: the agent's defaults).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// One collector of a profile and the budgets it overrides (unset: the agent's defaults), as
+/// the configuration writes it (`[[profiles.define.NAME.collector]]`) and the agent gets it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CollectorSpec {
     pub name: String,
     /// Longest the collector may run before it is abandoned.
@@ -90,37 +91,7 @@ pub struct ProfileDefinition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_package_bytes: Option<u64>,
     #[serde(default, rename = "collector", skip_serializing_if = "Vec::is_empty")]
-    pub collectors: Vec<DefinedCollector>,
-}
-
-/// A collector entry of a [`ProfileDefinition`] (snake_case keys, as in the configuration).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DefinedCollector {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_seconds: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_file_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_log_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_total_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command_timeout_seconds: Option<u64>,
-}
-
-impl From<&DefinedCollector> for CollectorSpec {
-    fn from(c: &DefinedCollector) -> Self {
-        Self {
-            name: c.name.clone(),
-            timeout_seconds: c.timeout_seconds,
-            max_file_bytes: c.max_file_bytes,
-            max_log_bytes: c.max_log_bytes,
-            max_total_bytes: c.max_total_bytes,
-            command_timeout_seconds: c.command_timeout_seconds,
-        }
-    }
+    pub collectors: Vec<CollectorSpec>,
 }
 
 /// The profiles casefile ships, as written.
@@ -206,7 +177,7 @@ fn resolve_one(
         if !seen.insert(collector.name.as_str()) {
             return Err(invalid(format!("names the collector {:?} twice", collector.name)));
         }
-        let spec = CollectorSpec::from(collector);
+        let spec = collector.clone();
         check_budgets(&spec).map_err(invalid)?;
         match profile.collectors.iter_mut().find(|c| c.name == spec.name) {
             Some(inherited) => *inherited = spec,

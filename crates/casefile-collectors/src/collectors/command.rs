@@ -413,8 +413,7 @@ impl CommandLog {
         candidates: &[&str],
         args: &[&str],
     ) -> Result<(), PackageError> {
-        let source = command_line(candidates[0], args);
-        sink.file(name, &source, |out| self.run(ctx, (candidates, args), name, ctx.limits.max_file_bytes, out))
+        self.listing(ctx, sink, name, (candidates, args), false)
     }
 
     /// [`Self::output_file`] for the client of a service that may not run here (a
@@ -427,10 +426,21 @@ impl CommandLog {
         candidates: &[&str],
         args: &[&str],
     ) -> Result<(), PackageError> {
+        self.listing(ctx, sink, name, (candidates, args), true)
+    }
+
+    fn listing(
+        &mut self,
+        ctx: &Context,
+        sink: &mut dyn ItemSink,
+        name: &str,
+        (candidates, args): (&[&str], &[&str]),
+        service: bool,
+    ) -> Result<(), PackageError> {
         let source = command_line(candidates[0], args);
         sink.file(name, &source, |out| {
             let outcome = self.run(ctx, (candidates, args), name, ctx.limits.max_file_bytes, out)?;
-            Ok(self.service_outcome(outcome))
+            Ok(if service { self.service_outcome(outcome) } else { outcome })
         })
     }
 

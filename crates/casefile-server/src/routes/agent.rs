@@ -453,25 +453,9 @@ pub async fn upload_package(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<UploadReceipt>> {
-    let id = action_id(&id)?;
-    let action = state
-        .store
-        .machine_scope(&machine)
-        .action(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("MachineAction {id} was not found for this machine")))?;
-    if action.status != ActionStatus::InProgress {
-        return Err(ApiError::new(
-            ErrorCode::DisallowedOperation,
-            format!("MachineAction {id} is {}, not InProgress: the package is not accepted", action.status),
-        ));
-    }
-    if action.cancellation_requestor.is_some() {
-        return Err(ApiError::new(
-            ErrorCode::DisallowedOperation,
-            format!("MachineAction {id} is being cancelled: the package is not accepted"),
-        ));
-    }
+    let action = super::uploads::own_action(&state, &machine, &id).await?;
+    super::uploads::check_running(&action)?;
+    let id = action.id;
     let (size, sha256) = ingest::announced(&headers)?;
     tracing::debug!(action_id = %id, "receiving the package");
     let receipt =

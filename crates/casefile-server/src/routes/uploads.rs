@@ -27,7 +27,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use casefile_proto::action::{ActionStatus, MachineAction};
 use casefile_proto::agent::UploadReceipt;
-use casefile_proto::{ErrorCode, TenantId};
+use casefile_proto::ErrorCode;
 use casefile_store::{MachineRecord, PackageRecord, Transition, UploadChunk, UploadRecord};
 use uuid::Uuid;
 
@@ -263,7 +263,7 @@ fn chunk_checksum(headers: &HeaderMap) -> ApiResult<String> {
 }
 
 /// This machine's action `raw`, or `404` (another machine's is not found either).
-async fn own_action(state: &AppState, machine: &MachineRecord, raw: &str) -> ApiResult<MachineAction> {
+pub(super) async fn own_action(state: &AppState, machine: &MachineRecord, raw: &str) -> ApiResult<MachineAction> {
     let id = action_id(raw)?;
     state
         .store
@@ -274,7 +274,7 @@ async fn own_action(state: &AppState, machine: &MachineRecord, raw: &str) -> Api
 }
 
 /// The action can still take its package.
-fn check_running(action: &MachineAction) -> ApiResult<()> {
+pub(super) fn check_running(action: &MachineAction) -> ApiResult<()> {
     let id = action.id;
     if action.status != ActionStatus::InProgress {
         return Err(ApiError::new(
