@@ -4,17 +4,17 @@
 
 use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use casefile_package::{ItemOutcome, ItemSink, PackageError};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::Context;
 
-use super::common::{Copied, FileHasher, Problems, copy_head, copy_tail, csv_file, open_regular, utc_timestamp};
+use super::common::{Copied, FileHasher, Problems, copy_head, copy_tail, csv_file, utc_timestamp};
 use super::walk::{Found, file_type};
 
 /// Opens regular files below the root without following a symbolic link anywhere on the
@@ -37,39 +37,91 @@ impl RootDir {
         let rel = path
             .strip_prefix(&self.root)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "outside the root"))?;
-        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-        let file = match &self.fd {
-            Some(fd) => {
-                match rustix::fs::openat2(
-                    fd,
-                    rel,
-                    flags,
-                    Mode::empty(),
-                    ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH,
-                ) {
-                    Ok(owned) => File::from(owned),
-                    // Kernels before 5.6: the last part at least is no link.
-                    Err(rustix::io::Errno::NOSYS) => return open_no_follow(path),
-                    Err(rustix::io::Errno::LOOP | rustix::io::Errno::XDEV) => {
-                        return Err(io::Error::new(io::ErrorKind::InvalidInput, "reached through a symbolic link"));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            None => return open_no_follow(path),
-        };
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        match &self.fd {
+            Some(fd) => open_beneath(fd.as_fd(), rel),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "the root could not be opened")),
         }
+    }
+
+    /// [`open_file`](Self::open_file), refusing a file that is not the one a walk
+    /// recorded in `stat` (device and inode): a folder swapped for a link, or a file
+    /// swapped for another, between the walk and the copy.
+    pub(crate) fn open_found(&self, path: &Path, stat: &Stat) -> io::Result<File> {
+        let file = self.open_file(path)?;
+        same_file(&file, stat)?;
         Ok(file)
     }
 }
 
-fn open_no_follow(path: &Path) -> io::Result<File> {
-    if path.symlink_metadata()?.file_type().is_symlink() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "reached through a symbolic link"));
+/// Fails unless `file` is the file (device, inode) a walk recorded in `stat`.
+pub(crate) fn same_file(file: &File, stat: &Stat) -> io::Result<()> {
+    let meta = file.metadata()?;
+    if (meta.dev(), meta.ino()) != (stat.dev, stat.ino) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "replaced since it was listed: not the file found"));
     }
-    open_regular(path)
+    Ok(())
+}
+
+fn link_refused() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "reached through a symbolic link")
+}
+
+/// Opens `rel` below the directory `dir` for reading if it is a regular file reached
+/// through no symbolic link and without climbing out of `dir`: with `openat2` where the
+/// kernel has it (5.6), otherwise one part at a time ([`open_by_parts`]). Non-blocking,
+/// so a FIFO swapped in cannot hang the agent. The one way every copying collector
+/// opens a file below the root or below a home.
+pub(crate) fn open_beneath(dir: BorrowedFd<'_>, rel: &Path) -> io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    match rustix::fs::openat2(dir, rel, flags, Mode::empty(), ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH) {
+        Ok(owned) => regular(File::from(owned)),
+        Err(rustix::io::Errno::NOSYS) => open_by_parts(dir, rel),
+        Err(rustix::io::Errno::LOOP | rustix::io::Errno::XDEV) => Err(link_refused()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What [`open_beneath`] does where `openat2` is missing: each folder opened relative to
+/// the one before with `O_NOFOLLOW|O_DIRECTORY`, the file with `O_NOFOLLOW|O_NONBLOCK`,
+/// so no part anywhere can be a link, and a folder swapped for a link while the walk
+/// ran is refused rather than followed.
+pub(crate) fn open_by_parts(dir: BorrowedFd<'_>, rel: &Path) -> io::Result<File> {
+    let mut parts = Vec::new();
+    for component in rel.components() {
+        match component {
+            Component::Normal(part) => parts.push(part),
+            Component::CurDir => {}
+            _ => return Err(io::Error::new(io::ErrorKind::InvalidInput, "climbs out of its directory")),
+        }
+    }
+    let Some((last, folders)) = parts.split_last() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a file name"));
+    };
+    let mut current: Option<OwnedFd> = None;
+    for folder in folders {
+        let at = current.as_ref().map_or(dir, |fd| fd.as_fd());
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rustix::fs::openat(at, *folder, flags, Mode::empty()) {
+            Ok(next) => current = Some(next),
+            // A link with O_NOFOLLOW|O_DIRECTORY: ELOOP, or ENOTDIR on some kernels.
+            Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => return Err(link_refused()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let at = current.as_ref().map_or(dir, |fd| fd.as_fd());
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    match rustix::fs::openat(at, *last, flags, Mode::empty()) {
+        Ok(owned) => regular(File::from(owned)),
+        Err(rustix::io::Errno::LOOP) => Err(link_refused()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn regular(file: File) -> io::Result<File> {
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(file)
 }
 
 /// A host path as the indexes show it: UTF-8 kept, but a backslash, control characters
@@ -113,12 +165,15 @@ pub(crate) struct Stat {
     pub(crate) gid: u32,
     pub(crate) mtime: i64,
     pub(crate) ctime: i64,
+    /// Device and inode: which file it was, to find it again when opened.
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
 }
 
 impl Stat {
     /// An entry that was not examined (a mount point).
     pub(crate) fn unknown(kind: &'static str) -> Self {
-        Self { kind, size: 0, mode: 0, uid: 0, gid: 0, mtime: 0, ctime: 0 }
+        Self { kind, size: 0, mode: 0, uid: 0, gid: 0, mtime: 0, ctime: 0, dev: 0, ino: 0 }
     }
 
     pub(crate) fn of(meta: &Metadata) -> Self {
@@ -130,6 +185,8 @@ impl Stat {
             gid: meta.gid(),
             mtime: meta.mtime(),
             ctime: meta.ctime(),
+            dev: meta.dev(),
+            ino: meta.ino(),
         }
     }
 }
@@ -557,7 +614,7 @@ pub(crate) fn copy_newest(
     sink: &mut dyn ItemSink,
     files: &[LogFile],
     budget: u64,
-    open: &dyn Fn(&Path) -> io::Result<File>,
+    open: &dyn Fn(&LogFile) -> io::Result<File>,
     record: &mut dyn FnMut(&LogFile, LogTaken),
 ) -> Result<u64, PackageError> {
     let mut left = budget;
@@ -574,7 +631,7 @@ pub(crate) fn copy_newest(
         }
         let mut result = None;
         sink.file(&file.name, &file.abs, |out| {
-            let opened = match open(&file.path) {
+            let opened = match open(file) {
                 Ok(opened) => opened,
                 Err(e) => return Ok(super::common::unavailable(&file.abs, &e)),
             };

@@ -168,7 +168,7 @@ fn copy_source(
 ) -> Result<usize, PackageError> {
     let mut copied = 0;
     let mut skipped = 0;
-    copy_newest(ctx, sink, &files, ctx.limits.max_log_bytes, &open_regular, &mut |file, taken| match taken {
+    copy_newest(ctx, sink, &files, ctx.limits.max_log_bytes, &|file| open_regular(&file.path), &mut |file, taken| match taken {
         LogTaken::Copied(done) => {
             copied += 1;
             index.row(source, file, Some(done), &file.name, "");

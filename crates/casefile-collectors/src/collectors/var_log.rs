@@ -94,7 +94,7 @@ fn copy_sources(
     groups.sort_by_key(|(_, members)| std::cmp::Reverse(members.first().map_or(i64::MIN, |f| f.stat.mtime)));
     let mut budget = Budget::new(ctx.limits.max_total_bytes);
     let root = RootDir::open(ctx);
-    let open = |path: &std::path::Path| root.open_file(path);
+    let open = |file: &LogFile| root.open_found(&file.path, &file.stat);
     for (source, members) in &groups {
         ctx.check_cancelled()?;
         let limit = ctx.limits.max_log_bytes.min(budget.left);

@@ -167,8 +167,18 @@ fn podman_root_and_rootless_storage_and_containerd_tasks() {
     .unwrap();
     f.write("/run/containerd/io.containerd.runtime.v2.task/k8s.io/cc33/config.json", oci_config(&["/pause"]));
     f.write("/run/containerd/io.containerd.runtime.v2.task/moby/dd44/config.json", "{\"process\": {\"args\": [");
+    // alice links her container's folder to root's docker credentials: the folder is
+    // below her home, so the link is refused, whatever it points to.
+    f.write("/root/.docker/config.json", r#"{"auths":{"x":{"auth":"DOCKERMARK"}}}"#);
+    f.symlink(
+        f.path("/root/.docker"),
+        "/home/alice/.local/share/containers/storage/overlay-containers/bb22/userdata",
+    );
+    f.give_homes();
 
     let sink = run(&Containers, f.root());
+    crate::collectors::copies::testing::assert_nowhere(&sink, "DOCKERMARK");
+    assert!(!sink.names().contains(&"raw/podman/alice/bb22/config.json"), "{:?}", sink.names());
     let rows = sink.item("containers.csv").rows();
     let box_row = find_row(&rows, "id", "aa11");
     assert_eq!(box_row["runtime"], "podman");
@@ -183,7 +193,7 @@ fn podman_root_and_rootless_storage_and_containerd_tasks() {
     let alice = find_row(&rows, "id", "bb22");
     assert_eq!((alice["scope"].as_str(), alice["name"].as_str()), ("alice", "alicebox"));
     let bob = find_row(&rows, "scope", "bob");
-    assert!(bob["note"].contains("links to a file of uid 0"), "{bob:?}");
+    assert!(bob["note"].contains("reached through a symbolic link"), "{bob:?}");
     assert!(sink.names().iter().all(|n| !n.contains("raw/podman/bob") || sink.item(n).bytes.is_empty()));
     assert!(sink.items.iter().all(|i| !String::from_utf8_lossy(&i.bytes).contains("root:secret")));
 
