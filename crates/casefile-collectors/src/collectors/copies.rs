@@ -784,6 +784,60 @@ mod tests {
         assert!(root.open_file(Path::new("/etc/hostname")).is_err(), "outside the root");
     }
 
+    /// The opener for kernels without `openat2`, called directly: the same refusals.
+    #[test]
+    fn without_openat2_every_part_is_opened_without_following_a_link() {
+        let f = Fixture::new();
+        f.write("/var/log/real/app.log", "log\n");
+        f.write("/etc/shadow", "root:SECRET\n");
+        f.symlink(f.path("/var/log/real"), "/var/log/linked");
+        f.symlink(f.path("/etc/shadow"), "/var/log/real/shadow.log");
+        f.symlink("../../etc", "/var/log/real/up");
+        f.fifo("/var/log/real/fifo.log");
+        let root = rustix::fs::open(f.root(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let mut ok = String::new();
+        open_by_parts(root.as_fd(), Path::new("var/log/real/app.log")).unwrap().read_to_string(&mut ok).unwrap();
+        assert_eq!(ok, "log\n");
+        for refused in [
+            "var/log/linked/app.log",
+            "var/log/real/shadow.log",
+            "var/log/real/up/shadow",
+            "var/log/real/fifo.log",
+            "var/log/../../etc/shadow",
+            "/etc/shadow",
+        ] {
+            let e = open_by_parts(root.as_fd(), Path::new(refused)).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{refused}: {e}");
+        }
+    }
+
+    /// A log-owning user swaps a folder the walk went through for a link to `/etc`
+    /// before the copy: refused by both openers, and a file swapped for another is
+    /// refused by its (dev, ino).
+    #[test]
+    fn a_folder_swapped_for_a_link_after_the_walk_is_refused() {
+        let f = Fixture::new();
+        f.write("/var/log/app/shadow", "a log\n");
+        f.write("/var/log/app/other", "another log\n");
+        f.write("/etc/shadow", "root:SWAPMARK\n");
+        let path = f.path("/var/log/app/shadow");
+        let walked = Stat::of(&path.symlink_metadata().unwrap());
+        let other = Stat::of(&f.path("/var/log/app/other").symlink_metadata().unwrap());
+        let root = RootDir::open(&ctx(&f));
+        assert!(root.open_found(&path, &walked).is_ok());
+        // A file renamed over the one found: another inode.
+        let e = root.open_found(&f.path("/var/log/app/other"), &walked).unwrap_err();
+        assert!(e.to_string().contains("replaced since it was listed"), "{e}");
+        assert!(root.open_found(&f.path("/var/log/app/other"), &other).is_ok());
+        std::fs::rename(f.path("/var/log/app"), f.path("/var/log/app.old")).unwrap();
+        f.symlink(f.path("/etc"), "/var/log/app");
+        let e = root.open_found(&path, &walked).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        let fd = rustix::fs::open(f.root(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let e = open_by_parts(fd.as_fd(), Path::new("var/log/app/shadow")).unwrap_err();
+        assert_eq!(e.to_string(), "reached through a symbolic link");
+    }
+
     #[test]
     fn hostile_names_are_escaped_on_one_line() {
         let name = OsStr::from_bytes(b"a\nb\\c\xff\x1b.log");
