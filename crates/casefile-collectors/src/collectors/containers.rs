@@ -30,6 +30,7 @@ use serde::de::DeserializeOwned;
 use crate::{CollectError, Collector, Context};
 
 use super::accounts::{Home, homes, open_home_file};
+use super::copies::{Secrets, Stat, scan_for_secret};
 use super::command::{CommandLog, LineSplitter, command_line};
 use super::common::{
     CANCELLED, Csv, Problems, UniqueNames, copy_head, csv_file, dir_entries, name_part, open_lines, open_regular,
@@ -139,26 +140,48 @@ impl RawFiles {
     }
 
     /// Copies the files, each within the file cap, all within the collector's budget.
+    /// A file holding a private key (a PEM key in a container's environment) is not
+    /// copied: `secrets.csv` lists it by name, size and hash.
     fn copy(&self, ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), CollectError> {
         let mut left = ctx.limits.max_total_bytes;
+        let mut secrets = Secrets::new(ctx);
         for raw in &self.files {
             ctx.check_cancelled()?;
-            sink.file(&raw.name, &raw.abs, |out| {
-                if left == 0 {
-                    return Ok(ItemOutcome::partial(format!(
+            if left == 0 {
+                sink.file(&raw.name, &raw.abs, |_| {
+                    Ok(ItemOutcome::partial(format!(
                         "not copied: the collector's {}-byte budget is used up",
                         ctx.limits.max_total_bytes
-                    )));
+                    )))
+                })?;
+                continue;
+            }
+            let opened = open_source(ctx, &raw.abs, raw.owner.as_ref()).and_then(|mut file| {
+                let scanned = scan_for_secret(&mut file, ctx.limits.max_file_bytes.min(left))?;
+                Ok((file, scanned))
+            });
+            let mut file = match opened {
+                Ok((file, Some(scanned))) => Some((file, scanned)),
+                Ok((file, None)) => {
+                    let stat = file.metadata().map_or(Stat::unknown("file"), |meta| Stat::of(&meta));
+                    secrets.record(&raw.abs, stat, Ok(file), "holds a private key");
+                    continue;
                 }
-                let file = match open_source(ctx, &raw.abs, raw.owner.as_ref()) {
-                    Ok(file) => file,
-                    Err(e) => return Ok(unavailable(&raw.abs, &e)),
+                Err(e) => {
+                    sink.file(&raw.name, &raw.abs, |_| Ok(unavailable(&raw.abs, &e)))?;
+                    continue;
+                }
+            };
+            sink.file(&raw.name, &raw.abs, |out| {
+                let Some((file, scanned)) = file.take() else {
+                    return Ok(ItemOutcome::failed("read twice"));
                 };
-                let copied = copy_head(file, out, ctx.limits.max_file_bytes.min(left))?;
+                let copied = copy_head(file, out, scanned)?;
                 left -= copied.bytes;
                 Ok(copied.outcome())
             })?;
         }
+        secrets.write(sink, "raw runtime files that hold a private key")?;
         if self.left_out > 0 {
             sink.file("raw/left_out", "runtime files past the copy cap", |_| {
                 Ok(ItemOutcome::partial(format!("{} more runtime files not copied (cap {MAX_RAW})", self.left_out)))

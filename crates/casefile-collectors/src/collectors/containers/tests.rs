@@ -318,3 +318,31 @@ fn listing_output_is_kept_and_plain_ids_picked() {
     log.write(&mut sink).unwrap();
     assert_eq!(sink.item("commands.csv").rows()[0]["output"], "commands/ps.jsonl");
 }
+
+/// A container started with a PEM key in its environment: its configuration is not
+/// copied, `secrets.csv` lists it by hash, and the row is still made from it.
+#[test]
+fn a_raw_configuration_holding_a_private_key_is_listed_by_hash_only() {
+    use sha2::{Digest, Sha256};
+    let f = Fixture::new();
+    let id = "e5";
+    let config = serde_json::json!({
+        "ID": id, "Name": "/keyed", "Config": {"Image": "app:1",
+            "Env": ["TLS_KEY=-----BEGIN PRIVATE KEY-----\nPEMMARK\n-----END PRIVATE KEY-----", "PORT=80"]},
+        "State": {"Running": false}, "Path": "/app"
+    })
+    .to_string();
+    let abs = format!("/var/lib/docker/containers/{id}/config.v2.json");
+    f.write(&abs, &config);
+    f.write(&format!("/var/lib/docker/containers/{id}/hostconfig.json"), r#"{"Privileged": false}"#);
+    let sink = run(&Containers, f.root());
+    crate::collectors::copies::testing::assert_nowhere(&sink, "PEMMARK");
+    assert_eq!(find_row(&sink.item("containers.csv").rows(), "id", id)["image"], "app:1");
+    let secrets = sink.item("secrets.csv").rows();
+    let row = find_row(&secrets, "path", &abs);
+    assert_eq!(row["reason"], "holds a private key");
+    assert_eq!(row["size"], config.len().to_string());
+    assert_eq!(row["sha256"], hex::encode(Sha256::digest(&config)));
+    assert!(sink.names().iter().any(|n| n.ends_with("/hostconfig.json")), "{:?}", sink.names());
+    assert!(!sink.names().iter().any(|n| n.ends_with("/config.v2.json")), "{:?}", sink.names());
+}
