@@ -138,9 +138,8 @@ pub(crate) fn homes(ctx: &Context) -> Vec<Home> {
 /// so nothing is checked by name and then opened by name. In a home that is not root's,
 /// a file the user does not own (a hard link to a file of root's) is refused too.
 pub(crate) fn open_home_file(home_dir: &Path, path: &Path, owner: u32) -> io::Result<File> {
-    let rel = path
-        .strip_prefix(home_dir)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "outside the home"))?;
+    let rel =
+        path.strip_prefix(home_dir).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "outside the home"))?;
     let dir = rustix::fs::open(
         home_dir,
         rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
@@ -298,7 +297,9 @@ mod tests {
         let outcome = home_file_unavailable("~alice/.zsh_history", &null, &e);
         assert_eq!(
             outcome,
-            ItemOutcome::not_applicable("~alice/.zsh_history: symbolic link to /dev/null: reached through a symbolic link")
+            ItemOutcome::not_applicable(
+                "~alice/.zsh_history: symbolic link to /dev/null: reached through a symbolic link"
+            )
         );
     }
 

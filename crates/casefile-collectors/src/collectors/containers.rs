@@ -30,12 +30,12 @@ use serde::de::DeserializeOwned;
 use crate::{CollectError, Collector, Context};
 
 use super::accounts::{Home, homes, open_home_file};
-use super::copies::{Secrets, Stat, scan_for_secret};
 use super::command::{CommandLog, LineSplitter, command_line};
 use super::common::{
     CANCELLED, Csv, Problems, UniqueNames, copy_head, csv_file, dir_entries, name_part, open_lines, open_regular,
     trim_bytes, unavailable,
 };
+use super::copies::{Secrets, Stat, scan_for_secret};
 
 pub struct Containers;
 

@@ -170,10 +170,7 @@ fn podman_root_and_rootless_storage_and_containerd_tasks() {
     // alice links her container's folder to root's docker credentials: the folder is
     // below her home, so the link is refused, whatever it points to.
     f.write("/root/.docker/config.json", r#"{"auths":{"x":{"auth":"DOCKERMARK"}}}"#);
-    f.symlink(
-        f.path("/root/.docker"),
-        "/home/alice/.local/share/containers/storage/overlay-containers/bb22/userdata",
-    );
+    f.symlink(f.path("/root/.docker"), "/home/alice/.local/share/containers/storage/overlay-containers/bb22/userdata");
     f.give_homes();
 
     let sink = run(&Containers, f.root());
