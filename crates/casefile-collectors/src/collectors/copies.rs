@@ -601,8 +601,9 @@ pub(crate) enum LogTaken {
     Copied(Copied),
     /// Left out: the budget was spent, or it is compressed and does not fit whole.
     OverBudget,
-    /// It could not be opened or read; the item in the package says why.
-    Unreadable,
+    /// It could not be opened (why: a link on the way, a file replaced since the walk)
+    /// or read (the item in the package says why).
+    Unreadable(String),
 }
 
 /// Copies `files` (newest first) within `budget` bytes. A plain text file that does not
@@ -630,10 +631,14 @@ pub(crate) fn copy_newest(
             continue;
         }
         let mut result = None;
+        let mut why = "could not be read: the manifest says why".to_owned();
         sink.file(&file.name, &file.abs, |out| {
             let opened = match open(file) {
                 Ok(opened) => opened,
-                Err(e) => return Ok(super::common::unavailable(&file.abs, &e)),
+                Err(e) => {
+                    why = format!("not opened: {e}");
+                    return Ok(super::common::unavailable(&file.abs, &e));
+                }
             };
             // A file that grew since it was listed is cut there (and `partial`): what
             // was added while the collection ran is not what was asked for.
@@ -649,7 +654,7 @@ pub(crate) fn copy_newest(
                 }
                 record(file, LogTaken::Copied(done));
             }
-            None => record(file, LogTaken::Unreadable),
+            None => record(file, LogTaken::Unreadable(why)),
         }
     }
     Ok(budget - left)

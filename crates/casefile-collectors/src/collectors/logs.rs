@@ -174,7 +174,7 @@ fn copy_source(
                 copied += 1;
                 index.row(source, file, Some(done), &file.name, "");
             }
-            LogTaken::Unreadable => index.row(source, file, None, &file.name, "could not be read"),
+            LogTaken::Unreadable(why) => index.row(source, file, None, &file.name, &why),
             LogTaken::OverBudget => {
                 skipped += 1;
                 if skipped <= MAX_SKIPPED_LISTED {
