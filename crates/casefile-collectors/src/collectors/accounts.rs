@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path};
 
@@ -12,7 +13,8 @@ use casefile_package::{ItemOutcome, ItemSink, PackageError};
 
 use crate::Context;
 
-use super::common::{Copied, is_missing, name_part, open_lines, open_regular, unavailable};
+use super::common::{Copied, is_missing, name_part, open_lines, unavailable};
+use super::copies::open_beneath;
 use super::disks::Mounts;
 
 pub(crate) const PASSWD: &str = "/etc/passwd";
@@ -128,17 +130,27 @@ pub(crate) fn homes(ctx: &Context) -> Vec<Home> {
     homes
 }
 
-/// Opens a regular file in the home of user `owner`. A symbolic link is followed only
-/// to a file that user owns (root's to any file): otherwise a user could link
-/// `~/.bash_history` to `/etc/shadow` and have the agent collect it.
-pub(crate) fn open_home_file(path: &Path, owner: u32) -> io::Result<File> {
-    let file = open_regular(path)?;
-    let link = path.symlink_metadata()?.file_type().is_symlink();
-    let target_owner = file.metadata()?.uid();
-    if link && owner != 0 && target_owner != owner {
+/// Opens regular file `path` in the home `home_dir` (both below the root) of user
+/// `owner`. No part below the home may be a symbolic link (the home itself may be
+/// reached through one, `/home -> /data/home`, which root made): otherwise a user could
+/// link `~/.bash_history`, or a folder like `~/.ssh`, to `/etc/shadow` or `/etc` and have
+/// the agent (root) collect it. The file is opened relative to the home's descriptor,
+/// so nothing is checked by name and then opened by name. In a home that is not root's,
+/// a file the user does not own (a hard link to a file of root's) is refused too.
+pub(crate) fn open_home_file(home_dir: &Path, path: &Path, owner: u32) -> io::Result<File> {
+    let rel =
+        path.strip_prefix(home_dir).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "outside the home"))?;
+    let dir = rustix::fs::open(
+        home_dir,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let file = open_beneath(dir.as_fd(), rel)?;
+    let file_owner = file.metadata()?.uid();
+    if owner != 0 && file_owner != owner {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("links to a file of uid {target_owner}, not followed"),
+            format!("owned by uid {file_owner}, not by the home's user (uid {owner}): not copied"),
         ));
     }
     Ok(file)
@@ -166,7 +178,7 @@ pub(crate) fn copy_home_file(
         }
         Ok(_) => {}
     }
-    sink.file(name, &abs, |out| match open_home_file(&path, home.uid) {
+    sink.file(name, &abs, |out| match open_home_file(&ctx.path(&home.dir), &path, home.uid) {
         Ok(opened) => Ok(copy(opened, out, ctx.limits.max_file_bytes)?.outcome()),
         Err(e) => Ok(home_file_unavailable(&abs, &path, &e)),
     })?;
@@ -237,33 +249,57 @@ mod tests {
     }
 
     #[test]
-    fn home_files_follow_links_only_to_the_users_own_files() {
+    fn home_files_are_reached_through_no_link_below_the_home() {
         use std::os::unix::fs::{chown, symlink};
         let f = Fixture::new();
         f.write("/etc/shadow", "root:secret\n");
-        f.write("/home/alice/.dotfiles/bashrc", "alias ll='ls -l'\n");
+        f.write("/root/.docker/config.json", "{\"auths\":\"MARK\"}\n");
+        f.write("/data/home/alice/.dotfiles/bashrc", "alias ll='ls -l'\n");
+        f.write("/data/home/alice/.profile", "PATH=x\n");
+        // The home itself through a link root made: allowed.
+        symlink(f.path("/data/home"), f.path("/home")).unwrap();
         symlink(f.path("/etc/shadow"), f.path("/home/alice/.bash_history")).unwrap();
         symlink(f.path("/home/alice/.dotfiles/bashrc"), f.path("/home/alice/.bashrc")).unwrap();
         symlink("/dev/null", f.path("/home/alice/.zsh_history")).unwrap();
-        let own = f.path("/home/alice/.dotfiles/bashrc");
-        // Ownership can only be given away as root; otherwise the test runs as alice.
+        // A folder below the home linked out of it.
+        symlink(f.path("/etc"), f.path("/home/alice/.ssh")).unwrap();
+        std::fs::create_dir_all(f.path("/home/alice/.local/share/containers/storage/x")).unwrap();
+        symlink(f.path("/root/.docker"), f.path("/home/alice/.local/share/containers/storage/x/userdata")).unwrap();
+        let home = f.path("/home/alice");
+        let own = f.path("/home/alice/.profile");
+        let root = rustix::process::getuid().as_raw() == 0;
         let alice = if chown(&own, Some(1000), None).is_ok() { 1000 } else { rustix::process::getuid().as_raw() };
 
-        let refused = open_home_file(&f.path("/home/alice/.bash_history"), alice);
-        if rustix::process::getuid().as_raw() == 0 {
-            let e = refused.unwrap_err();
-            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
-            let outcome = home_file_unavailable("~alice/.bash_history", &f.path("/home/alice/.bash_history"), &e);
+        assert!(open_home_file(&home, &own, alice).is_ok());
+        for refused in [
+            ".bash_history",
+            ".bashrc",
+            ".ssh/shadow",
+            "../../../etc/shadow",
+            ".local/share/containers/storage/x/userdata/config.json",
+        ] {
+            let path = home.join(refused);
+            let e = open_home_file(&home, &path, alice).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{refused}: {e}");
+        }
+        // The one part below it that is no link is also checked by owner.
+        if root {
+            let e = open_home_file(&home, &f.path("/home/alice/.dotfiles/bashrc"), alice).unwrap_err();
+            assert!(e.to_string().contains("owned by uid 0"), "{e}");
+            let bash_history = f.path("/home/alice/.bash_history");
+            let e = open_home_file(&home, &bash_history, alice).unwrap_err();
+            let outcome = home_file_unavailable("~alice/.bash_history", &bash_history, &e);
             assert_eq!(outcome.status, casefile_package::ItemStatus::NotApplicable);
             assert!(outcome.error.unwrap().contains("symbolic link to "));
         }
-        assert!(open_home_file(&f.path("/home/alice/.bashrc"), alice).is_ok());
         let null = f.path("/home/alice/.zsh_history");
-        let e = open_home_file(&null, alice).unwrap_err();
+        let e = open_home_file(&home, &null, alice).unwrap_err();
         let outcome = home_file_unavailable("~alice/.zsh_history", &null, &e);
         assert_eq!(
             outcome,
-            ItemOutcome::not_applicable("~alice/.zsh_history: symbolic link to /dev/null: not a regular file")
+            ItemOutcome::not_applicable(
+                "~alice/.zsh_history: symbolic link to /dev/null: reached through a symbolic link"
+            )
         );
     }
 

@@ -102,10 +102,10 @@ fn take_config(
 ) -> Result<(), casefile_package::PackageError> {
     match secret_by_name(wanted.name) {
         Some(reason) => {
-            taking.secret(wanted, root.open_file(path), reason);
+            taking.secret(wanted, root.open_found(path, &wanted.stat), reason);
             Ok(())
         }
-        None => taking.take(sink, wanted, root.open_file(path)),
+        None => taking.take(sink, wanted, root.open_found(path, &wanted.stat)),
     }
 }
 

@@ -35,6 +35,7 @@ use super::common::{
     CANCELLED, Csv, Problems, UniqueNames, copy_head, csv_file, dir_entries, name_part, open_lines, open_regular,
     trim_bytes, unavailable,
 };
+use super::copies::{Secrets, Stat, scan_for_secret};
 
 pub struct Containers;
 
@@ -120,7 +121,7 @@ struct RawFile {
     name: String,
     abs: String,
     /// A file in a user's home: a link is followed only to that user's own file.
-    owner: Option<u32>,
+    owner: Option<Home>,
 }
 
 #[derive(Debug, Default)]
@@ -130,35 +131,57 @@ struct RawFiles {
 }
 
 impl RawFiles {
-    fn add(&mut self, name: String, abs: &str, owner: Option<u32>) {
+    fn add(&mut self, name: String, abs: &str, owner: Option<&Home>) {
         if self.files.len() < MAX_RAW {
-            self.files.push(RawFile { name, abs: abs.to_owned(), owner });
+            self.files.push(RawFile { name, abs: abs.to_owned(), owner: owner.cloned() });
         } else {
             self.left_out += 1;
         }
     }
 
     /// Copies the files, each within the file cap, all within the collector's budget.
+    /// A file holding a private key (a PEM key in a container's environment) is not
+    /// copied: `secrets.csv` lists it by name, size and hash.
     fn copy(&self, ctx: &Context, sink: &mut dyn ItemSink) -> Result<(), CollectError> {
         let mut left = ctx.limits.max_total_bytes;
+        let mut secrets = Secrets::new(ctx);
         for raw in &self.files {
             ctx.check_cancelled()?;
-            sink.file(&raw.name, &raw.abs, |out| {
-                if left == 0 {
-                    return Ok(ItemOutcome::partial(format!(
+            if left == 0 {
+                sink.file(&raw.name, &raw.abs, |_| {
+                    Ok(ItemOutcome::partial(format!(
                         "not copied: the collector's {}-byte budget is used up",
                         ctx.limits.max_total_bytes
-                    )));
+                    )))
+                })?;
+                continue;
+            }
+            let opened = open_source(ctx, &raw.abs, raw.owner.as_ref()).and_then(|mut file| {
+                let scanned = scan_for_secret(&mut file, ctx.limits.max_file_bytes.min(left))?;
+                Ok((file, scanned))
+            });
+            let mut file = match opened {
+                Ok((file, Some(scanned))) => Some((file, scanned)),
+                Ok((file, None)) => {
+                    let stat = file.metadata().map_or(Stat::unknown("file"), |meta| Stat::of(&meta));
+                    secrets.record(&raw.abs, stat, Ok(file), "holds a private key");
+                    continue;
                 }
-                let file = match open_source(ctx, &raw.abs, raw.owner) {
-                    Ok(file) => file,
-                    Err(e) => return Ok(unavailable(&raw.abs, &e)),
+                Err(e) => {
+                    sink.file(&raw.name, &raw.abs, |_| Ok(unavailable(&raw.abs, &e)))?;
+                    continue;
+                }
+            };
+            sink.file(&raw.name, &raw.abs, |out| {
+                let Some((file, scanned)) = file.take() else {
+                    return Ok(ItemOutcome::failed("read twice"));
                 };
-                let copied = copy_head(file, out, ctx.limits.max_file_bytes.min(left))?;
+                let copied = copy_head(file, out, scanned)?;
                 left -= copied.bytes;
                 Ok(copied.outcome())
             })?;
         }
+        secrets.write(sink, "raw runtime files that hold a private key")?;
         if self.left_out > 0 {
             sink.file("raw/left_out", "runtime files past the copy cap", |_| {
                 Ok(ItemOutcome::partial(format!("{} more runtime files not copied (cap {MAX_RAW})", self.left_out)))
@@ -169,16 +192,16 @@ impl RawFiles {
 }
 
 /// Opens a runtime file: a regular file only, and in a home only the user's own.
-fn open_source(ctx: &Context, abs: &str, owner: Option<u32>) -> io::Result<File> {
+fn open_source(ctx: &Context, abs: &str, owner: Option<&Home>) -> io::Result<File> {
     match owner {
-        Some(uid) => open_home_file(&ctx.path(abs), uid),
+        Some(home) => open_home_file(&ctx.path(&home.dir), &ctx.path(abs), home.uid),
         None => open_regular(&ctx.path(abs)),
     }
 }
 
 /// Reads a runtime file of at most [`PARSE_LIMIT`] bytes and the file cap; a larger one
 /// is refused.
-fn read_source(ctx: &Context, abs: &str, owner: Option<u32>) -> Result<Vec<u8>, String> {
+fn read_source(ctx: &Context, abs: &str, owner: Option<&Home>) -> Result<Vec<u8>, String> {
     let limit = PARSE_LIMIT.min(ctx.limits.max_file_bytes);
     let file = open_source(ctx, abs, owner).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
@@ -191,7 +214,7 @@ fn read_source(ctx: &Context, abs: &str, owner: Option<u32>) -> Result<Vec<u8>, 
 
 /// A runtime's JSON file parsed into `T`; a cut or hostile file is an error, not a panic
 /// (serde_json limits nesting, so no stack overflow either).
-fn read_json<T: DeserializeOwned>(ctx: &Context, abs: &str, owner: Option<u32>) -> Result<T, String> {
+fn read_json<T: DeserializeOwned>(ctx: &Context, abs: &str, owner: Option<&Home>) -> Result<T, String> {
     let bytes = read_source(ctx, abs, owner)?;
     serde_json::from_slice(&bytes).map_err(|e| format!("unparseable: {e}"))
 }
@@ -324,17 +347,18 @@ impl Scan<'_, '_> {
 
     fn podman(&mut self) -> io::Result<()> {
         self.podman_storage(PODMAN_STORAGE, "root", None)?;
-        for Home { dir, uid, label, .. } in homes(self.ctx) {
+        for home in homes(self.ctx) {
             if self.cancelled() {
                 return Ok(());
             }
-            let storage = format!("{}/{PODMAN_ROOTLESS}", dir.trim_end_matches('/'));
-            self.podman_storage(&storage, &label, Some(uid))?;
+            let storage = format!("{}/{PODMAN_ROOTLESS}", home.dir.trim_end_matches('/'));
+            let label = home.label.clone();
+            self.podman_storage(&storage, &label, Some(&home))?;
         }
         Ok(())
     }
 
-    fn podman_storage(&mut self, storage: &str, scope: &str, owner: Option<u32>) -> io::Result<()> {
+    fn podman_storage(&mut self, storage: &str, scope: &str, owner: Option<&Home>) -> io::Result<()> {
         let list = format!("{storage}/overlay-containers/containers.json");
         if self.ctx.path(&list).symlink_metadata().is_err() {
             return Ok(());

@@ -4,17 +4,17 @@
 
 use std::fs::{File, Metadata};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use casefile_package::{ItemOutcome, ItemSink, PackageError};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::Context;
 
-use super::common::{Copied, FileHasher, Problems, copy_head, copy_tail, csv_file, open_regular, utc_timestamp};
+use super::common::{Copied, FileHasher, Problems, copy_head, copy_tail, csv_file, utc_timestamp};
 use super::walk::{Found, file_type};
 
 /// Opens regular files below the root without following a symbolic link anywhere on the
@@ -37,39 +37,91 @@ impl RootDir {
         let rel = path
             .strip_prefix(&self.root)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "outside the root"))?;
-        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-        let file = match &self.fd {
-            Some(fd) => {
-                match rustix::fs::openat2(
-                    fd,
-                    rel,
-                    flags,
-                    Mode::empty(),
-                    ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH,
-                ) {
-                    Ok(owned) => File::from(owned),
-                    // Kernels before 5.6: the last part at least is no link.
-                    Err(rustix::io::Errno::NOSYS) => return open_no_follow(path),
-                    Err(rustix::io::Errno::LOOP | rustix::io::Errno::XDEV) => {
-                        return Err(io::Error::new(io::ErrorKind::InvalidInput, "reached through a symbolic link"));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            None => return open_no_follow(path),
-        };
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        match &self.fd {
+            Some(fd) => open_beneath(fd.as_fd(), rel),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "the root could not be opened")),
         }
+    }
+
+    /// [`open_file`](Self::open_file), refusing a file that is not the one a walk
+    /// recorded in `stat` (device and inode): a folder swapped for a link, or a file
+    /// swapped for another, between the walk and the copy.
+    pub(crate) fn open_found(&self, path: &Path, stat: &Stat) -> io::Result<File> {
+        let file = self.open_file(path)?;
+        same_file(&file, stat)?;
         Ok(file)
     }
 }
 
-fn open_no_follow(path: &Path) -> io::Result<File> {
-    if path.symlink_metadata()?.file_type().is_symlink() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "reached through a symbolic link"));
+/// Fails unless `file` is the file (device, inode) a walk recorded in `stat`.
+pub(crate) fn same_file(file: &File, stat: &Stat) -> io::Result<()> {
+    let meta = file.metadata()?;
+    if (meta.dev(), meta.ino()) != (stat.dev, stat.ino) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "replaced since it was listed: not the file found"));
     }
-    open_regular(path)
+    Ok(())
+}
+
+fn link_refused() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "reached through a symbolic link")
+}
+
+/// Opens `rel` below the directory `dir` for reading if it is a regular file reached
+/// through no symbolic link and without climbing out of `dir`: with `openat2` where the
+/// kernel has it (5.6), otherwise one part at a time ([`open_by_parts`]). Non-blocking,
+/// so a FIFO swapped in cannot hang the agent. The one way every copying collector
+/// opens a file below the root or below a home.
+pub(crate) fn open_beneath(dir: BorrowedFd<'_>, rel: &Path) -> io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    match rustix::fs::openat2(dir, rel, flags, Mode::empty(), ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH) {
+        Ok(owned) => regular(File::from(owned)),
+        Err(rustix::io::Errno::NOSYS) => open_by_parts(dir, rel),
+        Err(rustix::io::Errno::LOOP | rustix::io::Errno::XDEV) => Err(link_refused()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What [`open_beneath`] does where `openat2` is missing: each folder opened relative to
+/// the one before with `O_NOFOLLOW|O_DIRECTORY`, the file with `O_NOFOLLOW|O_NONBLOCK`,
+/// so no part anywhere can be a link, and a folder swapped for a link while the walk
+/// ran is refused rather than followed.
+pub(crate) fn open_by_parts(dir: BorrowedFd<'_>, rel: &Path) -> io::Result<File> {
+    let mut parts = Vec::new();
+    for component in rel.components() {
+        match component {
+            Component::Normal(part) => parts.push(part),
+            Component::CurDir => {}
+            _ => return Err(io::Error::new(io::ErrorKind::InvalidInput, "climbs out of its directory")),
+        }
+    }
+    let Some((last, folders)) = parts.split_last() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a file name"));
+    };
+    let mut current: Option<OwnedFd> = None;
+    for folder in folders {
+        let at = current.as_ref().map_or(dir, |fd| fd.as_fd());
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rustix::fs::openat(at, *folder, flags, Mode::empty()) {
+            Ok(next) => current = Some(next),
+            // A link with O_NOFOLLOW|O_DIRECTORY: ELOOP, or ENOTDIR on some kernels.
+            Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => return Err(link_refused()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let at = current.as_ref().map_or(dir, |fd| fd.as_fd());
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    match rustix::fs::openat(at, *last, flags, Mode::empty()) {
+        Ok(owned) => regular(File::from(owned)),
+        Err(rustix::io::Errno::LOOP) => Err(link_refused()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn regular(file: File) -> io::Result<File> {
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(file)
 }
 
 /// A host path as the indexes show it: UTF-8 kept, but a backslash, control characters
@@ -113,12 +165,15 @@ pub(crate) struct Stat {
     pub(crate) gid: u32,
     pub(crate) mtime: i64,
     pub(crate) ctime: i64,
+    /// Device and inode: which file it was, to find it again when opened.
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
 }
 
 impl Stat {
     /// An entry that was not examined (a mount point).
     pub(crate) fn unknown(kind: &'static str) -> Self {
-        Self { kind, size: 0, mode: 0, uid: 0, gid: 0, mtime: 0, ctime: 0 }
+        Self { kind, size: 0, mode: 0, uid: 0, gid: 0, mtime: 0, ctime: 0, dev: 0, ino: 0 }
     }
 
     pub(crate) fn of(meta: &Metadata) -> Self {
@@ -130,6 +185,8 @@ impl Stat {
             gid: meta.gid(),
             mtime: meta.mtime(),
             ctime: meta.ctime(),
+            dev: meta.dev(),
+            ino: meta.ino(),
         }
     }
 }
@@ -544,8 +601,9 @@ pub(crate) enum LogTaken {
     Copied(Copied),
     /// Left out: the budget was spent, or it is compressed and does not fit whole.
     OverBudget,
-    /// It could not be opened or read; the item in the package says why.
-    Unreadable,
+    /// It could not be opened (why: a link on the way, a file replaced since the walk)
+    /// or read (the item in the package says why).
+    Unreadable(String),
 }
 
 /// Copies `files` (newest first) within `budget` bytes. A plain text file that does not
@@ -557,7 +615,7 @@ pub(crate) fn copy_newest(
     sink: &mut dyn ItemSink,
     files: &[LogFile],
     budget: u64,
-    open: &dyn Fn(&Path) -> io::Result<File>,
+    open: &dyn Fn(&LogFile) -> io::Result<File>,
     record: &mut dyn FnMut(&LogFile, LogTaken),
 ) -> Result<u64, PackageError> {
     let mut left = budget;
@@ -573,10 +631,14 @@ pub(crate) fn copy_newest(
             continue;
         }
         let mut result = None;
+        let mut why = "could not be read: the manifest says why".to_owned();
         sink.file(&file.name, &file.abs, |out| {
-            let opened = match open(&file.path) {
+            let opened = match open(file) {
                 Ok(opened) => opened,
-                Err(e) => return Ok(super::common::unavailable(&file.abs, &e)),
+                Err(e) => {
+                    why = format!("not opened: {e}");
+                    return Ok(super::common::unavailable(&file.abs, &e));
+                }
             };
             // A file that grew since it was listed is cut there (and `partial`): what
             // was added while the collection ran is not what was asked for.
@@ -592,7 +654,7 @@ pub(crate) fn copy_newest(
                 }
                 record(file, LogTaken::Copied(done));
             }
-            None => record(file, LogTaken::Unreadable),
+            None => record(file, LogTaken::Unreadable(why)),
         }
     }
     Ok(budget - left)
@@ -725,6 +787,60 @@ mod tests {
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{refused}: {e}");
         }
         assert!(root.open_file(Path::new("/etc/hostname")).is_err(), "outside the root");
+    }
+
+    /// The opener for kernels without `openat2`, called directly: the same refusals.
+    #[test]
+    fn without_openat2_every_part_is_opened_without_following_a_link() {
+        let f = Fixture::new();
+        f.write("/var/log/real/app.log", "log\n");
+        f.write("/etc/shadow", "root:SECRET\n");
+        f.symlink(f.path("/var/log/real"), "/var/log/linked");
+        f.symlink(f.path("/etc/shadow"), "/var/log/real/shadow.log");
+        f.symlink("../../etc", "/var/log/real/up");
+        f.fifo("/var/log/real/fifo.log");
+        let root = rustix::fs::open(f.root(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let mut ok = String::new();
+        open_by_parts(root.as_fd(), Path::new("var/log/real/app.log")).unwrap().read_to_string(&mut ok).unwrap();
+        assert_eq!(ok, "log\n");
+        for refused in [
+            "var/log/linked/app.log",
+            "var/log/real/shadow.log",
+            "var/log/real/up/shadow",
+            "var/log/real/fifo.log",
+            "var/log/../../etc/shadow",
+            "/etc/shadow",
+        ] {
+            let e = open_by_parts(root.as_fd(), Path::new(refused)).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{refused}: {e}");
+        }
+    }
+
+    /// A log-owning user swaps a folder the walk went through for a link to `/etc`
+    /// before the copy: refused by both openers, and a file swapped for another is
+    /// refused by its (dev, ino).
+    #[test]
+    fn a_folder_swapped_for_a_link_after_the_walk_is_refused() {
+        let f = Fixture::new();
+        f.write("/var/log/app/shadow", "a log\n");
+        f.write("/var/log/app/other", "another log\n");
+        f.write("/etc/shadow", "root:SWAPMARK\n");
+        let path = f.path("/var/log/app/shadow");
+        let walked = Stat::of(&path.symlink_metadata().unwrap());
+        let other = Stat::of(&f.path("/var/log/app/other").symlink_metadata().unwrap());
+        let root = RootDir::open(&ctx(&f));
+        assert!(root.open_found(&path, &walked).is_ok());
+        // A file renamed over the one found: another inode.
+        let e = root.open_found(&f.path("/var/log/app/other"), &walked).unwrap_err();
+        assert!(e.to_string().contains("replaced since it was listed"), "{e}");
+        assert!(root.open_found(&f.path("/var/log/app/other"), &other).is_ok());
+        std::fs::rename(f.path("/var/log/app"), f.path("/var/log/app.old")).unwrap();
+        f.symlink(f.path("/etc"), "/var/log/app");
+        let e = root.open_found(&path, &walked).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        let fd = rustix::fs::open(f.root(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let e = open_by_parts(fd.as_fd(), Path::new("var/log/app/shadow")).unwrap_err();
+        assert_eq!(e.to_string(), "reached through a symbolic link");
     }
 
     #[test]

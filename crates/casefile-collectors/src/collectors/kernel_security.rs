@@ -68,6 +68,11 @@ const SYSCTL_DEPTH: usize = 12;
 const SYSCTL_ROWS: usize = 200_000;
 /// A sysctl value is a line or a small table.
 const SYSCTL_VALUE_LIMIT: u64 = 64 * 1024;
+/// Sysctls that hold a secret, by file name: listed with the value withheld, never
+/// read. `net.ipv6.conf.*.stable_secret` is the key behind an interface's stable
+/// privacy addresses (RFC 7217): whoever has it can tell the host's addresses apart.
+const SECRET_SYSCTLS: [&str; 1] = ["stable_secret"];
+const SECRET_WITHHELD: &str = "a secret: value withheld, not read";
 
 /// Walks `/proc/sys` depth first in name order. Values are read with `O_NONBLOCK` and a
 /// cap; one that cannot be read (`stable_secret` when unset, a file that needs a
@@ -122,6 +127,11 @@ fn write_sysctl(ctx: &Context, csv: &mut Csv<'_>) -> io::Result<ItemOutcome> {
             }
             if rows >= SYSCTL_ROWS {
                 problems.add("values past the row cap left out", child);
+                continue;
+            }
+            if SECRET_SYSCTLS.contains(&name.as_str()) {
+                csv.row([child_dotted.as_str(), "", SECRET_WITHHELD])?;
+                rows += 1;
                 continue;
             }
             let (value, error) = match super::common::read_capped(&ctx.path(&child), SYSCTL_VALUE_LIMIT) {
@@ -385,6 +395,7 @@ mod tests {
         f.fifo("/proc/sys/kernel/blocking");
         f.write("/proc/sys/dev/huge", vec![b'x'; 200_000]);
         f.write("/proc/sys/kernel/evil\nname", "v\nw\n");
+        f.write("/proc/sys/net/ipv6/conf/eth0/stable_secret", "fe80::SECRETMARK\n");
         let sink = run(&KernelSecurity, f.root());
         let item = sink.item("sysctl.csv");
         assert_eq!(item.status(), ItemStatus::Ok, "{:?}", item.outcome);
@@ -392,8 +403,18 @@ mod tests {
         let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str()).collect();
         assert_eq!(
             names,
-            ["dev.huge", "kernel.blocking", "kernel.evil\nname", "kernel.hostname", "net.ipv4.conf.eth0/100.rp_filter"]
+            [
+                "dev.huge",
+                "kernel.blocking",
+                "kernel.evil\nname",
+                "kernel.hostname",
+                "net.ipv4.conf.eth0/100.rp_filter",
+                "net.ipv6.conf.eth0.stable_secret"
+            ]
         );
+        let secret = find_row(&rows, "name", "net.ipv6.conf.eth0.stable_secret");
+        assert_eq!((secret["value"].as_str(), secret["error"].as_str()), ("", SECRET_WITHHELD));
+        crate::collectors::copies::testing::assert_nowhere(&sink, "SECRETMARK");
         assert_eq!(find_row(&rows, "name", "kernel.hostname")["value"], "web01");
         assert_eq!(find_row(&rows, "name", "dev.huge")["value"].len(), SYSCTL_VALUE_LIMIT as usize);
         assert_eq!(find_row(&rows, "name", "kernel.blocking")["error"], "not a regular file");

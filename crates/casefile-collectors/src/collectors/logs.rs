@@ -168,16 +168,18 @@ fn copy_source(
 ) -> Result<usize, PackageError> {
     let mut copied = 0;
     let mut skipped = 0;
-    copy_newest(ctx, sink, &files, ctx.limits.max_log_bytes, &open_regular, &mut |file, taken| match taken {
-        LogTaken::Copied(done) => {
-            copied += 1;
-            index.row(source, file, Some(done), &file.name, "");
-        }
-        LogTaken::Unreadable => index.row(source, file, None, &file.name, "could not be read"),
-        LogTaken::OverBudget => {
-            skipped += 1;
-            if skipped <= MAX_SKIPPED_LISTED {
-                index.row(source, file, None, "", "over the budget for this source: not copied");
+    copy_newest(ctx, sink, &files, ctx.limits.max_log_bytes, &|file| open_regular(&file.path), &mut |file, taken| {
+        match taken {
+            LogTaken::Copied(done) => {
+                copied += 1;
+                index.row(source, file, Some(done), &file.name, "");
+            }
+            LogTaken::Unreadable(why) => index.row(source, file, None, &file.name, &why),
+            LogTaken::OverBudget => {
+                skipped += 1;
+                if skipped <= MAX_SKIPPED_LISTED {
+                    index.row(source, file, None, "", "over the budget for this source: not copied");
+                }
             }
         }
     })?;

@@ -190,6 +190,29 @@ impl Fixture {
         self
     }
 
+    /// Gives `abs` and everything below it (links themselves, never followed) to `uid`,
+    /// as a user's home is: the agent reads in a home only what its user owns. A no-op
+    /// unless the tests run as root.
+    pub fn give(&self, abs: &str, uid: u32) -> &Self {
+        fn walk(path: &Path, uid: u32) {
+            let _ = std::os::unix::fs::lchown(path, Some(uid), None);
+            if path.symlink_metadata().is_ok_and(|m| m.is_dir())
+                && let Ok(entries) = std::fs::read_dir(path)
+            {
+                for entry in entries.flatten() {
+                    walk(&entry.path(), uid);
+                }
+            }
+        }
+        walk(&self.path(abs), uid);
+        self
+    }
+
+    /// The homes of [`PASSWD_FIXTURE`] given to their users.
+    pub fn give_homes(&self) -> &Self {
+        self.give("/home/alice", 1000).give("/home/bob", 1001)
+    }
+
     /// A symlink at `abs` pointing to `target` (taken literally, like `/proc` links).
     pub fn symlink(&self, target: impl AsRef<Path>, abs: &str) -> &Self {
         let path = self.path(abs);

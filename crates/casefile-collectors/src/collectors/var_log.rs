@@ -94,7 +94,7 @@ fn copy_sources(
     groups.sort_by_key(|(_, members)| std::cmp::Reverse(members.first().map_or(i64::MIN, |f| f.stat.mtime)));
     let mut budget = Budget::new(ctx.limits.max_total_bytes);
     let root = RootDir::open(ctx);
-    let open = |path: &std::path::Path| root.open_file(path);
+    let open = |file: &LogFile| root.open_found(&file.path, &file.stat);
     for (source, members) in &groups {
         ctx.check_cancelled()?;
         let limit = ctx.limits.max_log_bytes.min(budget.left);
@@ -107,8 +107,8 @@ fn copy_sources(
             let abs = file.abs.clone();
             match taken {
                 LogTaken::Copied(done) => index.copied(abs, file.stat, source, &file.name, &Taken::Done(done)),
-                LogTaken::Unreadable => {
-                    let why = Taken::Failed("could not be read: the manifest says why".to_owned());
+                LogTaken::Unreadable(why) => {
+                    let why = Taken::Failed(why);
                     index.copied(abs, file.stat, source, &file.name, &why);
                 }
                 LogTaken::OverBudget => index.left_out(abs, file.stat, source, Status::NotCopied, over.clone()),
@@ -335,6 +335,28 @@ mod tests {
         let row = find_row(&rows, "path", "/var/log/app/grows.log");
         assert_eq!(row["status"], "partial");
         assert_eq!(row["note"], format!("grew while copied: kept the first {} bytes", text.len()));
+    }
+
+    /// A log-owning user swaps a folder the walk went through for a link to `/etc`
+    /// between the walk and the copy: the file is refused and indexed with the reason.
+    #[test]
+    fn a_folder_swapped_for_a_link_after_the_walk_is_not_followed() {
+        let f = Fixture::new();
+        f.write("/etc/shadow", "root:SWAPMARK\n");
+        f.write("/var/log/first.log", "newest\n");
+        f.write("/var/log/app/shadow", "an old log\n");
+        age(&f, "/var/log/app/shadow", 1000);
+        let (app, old, etc) = (f.path("/var/log/app"), f.path("/var/log/app.old"), f.path("/etc"));
+        let sink = run_changing(&VarLog, f.root(), "first.log", || {
+            std::fs::rename(&app, &old).unwrap();
+            std::os::unix::fs::symlink(&etc, &app).unwrap();
+        });
+        assert_nowhere(&sink, "SWAPMARK");
+        assert_eq!(sink.item("first.log").text(), "newest\n");
+        let rows = index(&sink);
+        let row = find_row(&rows, "path", "/var/log/app/shadow");
+        assert_eq!(row["status"], "not copied");
+        assert_eq!(row["note"], "not opened: reached through a symbolic link");
     }
 
     /// A large log goes into the package in small writes, never whole in memory.

@@ -167,8 +167,15 @@ fn podman_root_and_rootless_storage_and_containerd_tasks() {
     .unwrap();
     f.write("/run/containerd/io.containerd.runtime.v2.task/k8s.io/cc33/config.json", oci_config(&["/pause"]));
     f.write("/run/containerd/io.containerd.runtime.v2.task/moby/dd44/config.json", "{\"process\": {\"args\": [");
+    // alice links her container's folder to root's docker credentials: the folder is
+    // below her home, so the link is refused, whatever it points to.
+    f.write("/root/.docker/config.json", r#"{"auths":{"x":{"auth":"DOCKERMARK"}}}"#);
+    f.symlink(f.path("/root/.docker"), "/home/alice/.local/share/containers/storage/overlay-containers/bb22/userdata");
+    f.give_homes();
 
     let sink = run(&Containers, f.root());
+    crate::collectors::copies::testing::assert_nowhere(&sink, "DOCKERMARK");
+    assert!(!sink.names().contains(&"raw/podman/alice/bb22/config.json"), "{:?}", sink.names());
     let rows = sink.item("containers.csv").rows();
     let box_row = find_row(&rows, "id", "aa11");
     assert_eq!(box_row["runtime"], "podman");
@@ -183,7 +190,7 @@ fn podman_root_and_rootless_storage_and_containerd_tasks() {
     let alice = find_row(&rows, "id", "bb22");
     assert_eq!((alice["scope"].as_str(), alice["name"].as_str()), ("alice", "alicebox"));
     let bob = find_row(&rows, "scope", "bob");
-    assert!(bob["note"].contains("links to a file of uid 0"), "{bob:?}");
+    assert!(bob["note"].contains("reached through a symbolic link"), "{bob:?}");
     assert!(sink.names().iter().all(|n| !n.contains("raw/podman/bob") || sink.item(n).bytes.is_empty()));
     assert!(sink.items.iter().all(|i| !String::from_utf8_lossy(&i.bytes).contains("root:secret")));
 
@@ -307,4 +314,32 @@ fn listing_output_is_kept_and_plain_ids_picked() {
     assert_eq!(item.text().lines().count(), 4);
     log.write(&mut sink).unwrap();
     assert_eq!(sink.item("commands.csv").rows()[0]["output"], "commands/ps.jsonl");
+}
+
+/// A container started with a PEM key in its environment: its configuration is not
+/// copied, `secrets.csv` lists it by hash, and the row is still made from it.
+#[test]
+fn a_raw_configuration_holding_a_private_key_is_listed_by_hash_only() {
+    use sha2::{Digest, Sha256};
+    let f = Fixture::new();
+    let id = "e5";
+    let config = serde_json::json!({
+        "ID": id, "Name": "/keyed", "Config": {"Image": "app:1",
+            "Env": ["TLS_KEY=-----BEGIN PRIVATE KEY-----\nPEMMARK\n-----END PRIVATE KEY-----", "PORT=80"]},
+        "State": {"Running": false}, "Path": "/app"
+    })
+    .to_string();
+    let abs = format!("/var/lib/docker/containers/{id}/config.v2.json");
+    f.write(&abs, &config);
+    f.write(&format!("/var/lib/docker/containers/{id}/hostconfig.json"), r#"{"Privileged": false}"#);
+    let sink = run(&Containers, f.root());
+    crate::collectors::copies::testing::assert_nowhere(&sink, "PEMMARK");
+    assert_eq!(find_row(&sink.item("containers.csv").rows(), "id", id)["image"], "app:1");
+    let secrets = sink.item("secrets.csv").rows();
+    let row = find_row(&secrets, "path", &abs);
+    assert_eq!(row["reason"], "holds a private key");
+    assert_eq!(row["size"], config.len().to_string());
+    assert_eq!(row["sha256"], hex::encode(Sha256::digest(&config)));
+    assert!(sink.names().iter().any(|n| n.ends_with("/hostconfig.json")), "{:?}", sink.names());
+    assert!(!sink.names().iter().any(|n| n.ends_with("/config.v2.json")), "{:?}", sink.names());
 }

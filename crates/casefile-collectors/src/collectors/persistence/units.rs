@@ -86,7 +86,7 @@ struct Tree {
     scope: &'static str,
     user: String,
     /// Owner of the files, when they sit in a home (see [`open_home_file`]).
-    owner: Option<u32>,
+    owner: Option<Home>,
     dirs: Vec<String>,
 }
 
@@ -103,7 +103,7 @@ fn trees(homes: &[Home]) -> Vec<Tree> {
     trees.extend(homes.iter().map(|home| Tree {
         scope: "user",
         user: home.user.clone(),
-        owner: Some(home.uid),
+        owner: Some(home.clone()),
         dirs: vec![format!("{}/{HOME_USER_DIR}", home.dir.trim_end_matches('/'))],
     }));
     trees
@@ -264,8 +264,8 @@ impl UnitWalk<'_> {
     /// Parses and hashes one unit file. What cannot be read leaves the fields empty and
     /// says why in `note`.
     fn read(&mut self, place: &Place<'_>) -> UnitRead {
-        let opened = match place.tree.owner {
-            Some(owner) => open_home_file(&place.path, owner),
+        let opened = match &place.tree.owner {
+            Some(home) => open_home_file(&self.ctx.path(&home.dir), &place.path, home.uid),
             None => open_regular(&place.path),
         };
         let result = opened.and_then(|file| {
@@ -565,6 +565,7 @@ ExecStart=/usr/sbin/sshd -D $SSHD_OPTS\n# ExecStart=/commented/out\n\n[Install]\
             "/home/alice/.config/systemd/user/default.target.wants/miner,\"x\"\n.service",
         );
 
+        f.give_homes();
         let sink = run(&Persistence, f.root());
         let item = sink.item("systemd_units.csv");
         assert_eq!(item.header(), UNITS_HEADER);

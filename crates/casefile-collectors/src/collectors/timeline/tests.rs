@@ -613,3 +613,43 @@ fn mactime_reads_the_bodyfile() {
     assert!(seen.iter().any(|(_, name)| name == "/srv/a\\x7cb"));
     assert!(seen.iter().any(|(_, name)| name == "/srv/link -> target"));
 }
+
+/// Hard-linked executables are remembered by (device, inode) and digest only, at most
+/// the cap: past it a further link is hashed again, with the same digest.
+#[test]
+fn remembered_hard_links_stop_at_the_cap() {
+    let f = fixture();
+    for name in ["a", "b", "c"] {
+        let path = f.path(&format!("/usr/bin/{name}"));
+        f.write(&format!("/usr/bin/{name}"), format!("#!/bin/sh\necho {name}\n"));
+        chmod(&path, 0o755);
+        std::fs::hard_link(&path, f.path(&format!("/usr/bin/{name}2"))).unwrap();
+    }
+    let ctx = Context {
+        root: f.root().to_path_buf(),
+        cancel: CancellationToken::new(),
+        limits: Limits::default(),
+        running: None,
+    };
+    let plan = Plan::load(&ctx);
+    let mut walk = walk::Walk::new(&ctx, &plan);
+    walk.hashed_links_cap = 2;
+    walk.run(&mut Vec::new()).unwrap();
+    assert_eq!(walk.hashed_links_len(), 2);
+    let (_, executables, _) = walk.into_tables();
+    let mut csv = Vec::new();
+    executables.replay(&mut csv).unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_slice());
+    let headers = reader.headers().unwrap().clone();
+    let rows: Vec<std::collections::HashMap<String, String>> = reader
+        .records()
+        .map(|r| headers.iter().map(String::from).zip(r.unwrap().iter().map(String::from)).collect())
+        .collect();
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    for row in &rows {
+        let name = row["path"].trim_start_matches("/usr/bin/").trim_end_matches('2');
+        assert_eq!(row["sha256"], hex::encode(Sha256::digest(format!("#!/bin/sh\necho {name}\n"))), "{row:?}");
+    }
+    let once = rows.iter().filter(|r| r["note"] == "a hard link of a file listed above: read once").count();
+    assert_eq!(once, 2, "one pair past the cap is hashed twice: {rows:?}");
+}

@@ -37,6 +37,17 @@ struct Level {
     mounts_in: bool,
 }
 
+/// Most hard-linked executables remembered by their hash (see `Walk::hashed_links`).
+pub(crate) const MAX_HASHED_LINKS: usize = 100_000;
+
+/// Test access to the remembered hard links.
+#[cfg(test)]
+impl Walk<'_> {
+    pub(crate) fn hashed_links_len(&self) -> usize {
+        self.hashed_links.len()
+    }
+}
+
 pub(crate) struct Walk<'a> {
     ctx: &'a Context,
     plan: &'a Plan,
@@ -49,8 +60,13 @@ pub(crate) struct Walk<'a> {
     budget_left: u64,
     over_budget: u64,
     /// Executables with several names (hard links) by device and inode, hashed under
-    /// the first: its digest and note.
-    hashed_links: HashMap<(u32, u32, u64), (String, String)>,
+    /// the first: the SHA-256 of those hashed in full (others are read again: the reason
+    /// comes back as cheaply). At most [`MAX_HASHED_LINKS`] entries (48 bytes each), so a
+    /// user making millions of hard links cannot grow the agent's memory: past the cap a
+    /// further link is hashed again, not remembered.
+    hashed_links: HashMap<(u32, u32, u64), [u8; 32]>,
+    /// [`MAX_HASHED_LINKS`]; smaller in tests.
+    pub(crate) hashed_links_cap: usize,
     cancelled: bool,
     /// The kernel has `statx` (4.11 and later); tests turn it off to walk with `fstatat`.
     pub(crate) use_statx: bool,
@@ -68,6 +84,7 @@ impl<'a> Walk<'a> {
             budget_left: ctx.limits.max_total_bytes,
             over_budget: 0,
             hashed_links: HashMap::new(),
+            hashed_links_cap: MAX_HASHED_LINKS,
             cancelled: false,
             use_statx: true,
         }
@@ -317,16 +334,18 @@ impl<'a> Walk<'a> {
         }
         let link_key = (meta.dev.0, meta.dev.1, meta.ino);
         if meta.nlink > 1
-            && let Some((sha256, note)) = self.hashed_links.get(&link_key).cloned()
+            && let Some(digest) = self.hashed_links.get(&link_key)
         {
-            let note =
-                if sha256.is_empty() { note } else { "a hard link of a file listed above: read once".to_owned() };
-            self.executable_row(meta, &sha256, &note);
+            let sha256 = hex::encode(digest);
+            self.executable_row(meta, &sha256, "a hard link of a file listed above: read once");
             return;
         }
         let (sha256, note) = self.hash(file, meta.size);
-        if meta.nlink > 1 {
-            self.hashed_links.insert(link_key, (sha256.clone(), note.clone()));
+        if meta.nlink > 1 && self.hashed_links.len() < self.hashed_links_cap {
+            let mut digest = [0u8; 32];
+            if hex::decode_to_slice(&sha256, &mut digest).is_ok() {
+                self.hashed_links.insert(link_key, digest);
+            }
         }
         self.executable_row(meta, &sha256, &note);
     }

@@ -42,7 +42,7 @@ pub(super) fn write_authorized_keys(
 }
 
 fn write_keys_of(ctx: &Context, home: &Home, file: &str, csv: &mut Csv<'_>, problems: &mut Problems) -> io::Result<()> {
-    let opened = open_home_file(&ctx.path(file), home.uid)?;
+    let opened = open_home_file(&ctx.path(&home.dir), &ctx.path(file), home.uid)?;
     let mut lines = Lines::new(BufReader::new(opened.take(ctx.limits.max_file_bytes)));
     let mut line_number = 0u64;
     while let Some(line) = lines.next_line()? {
@@ -183,6 +183,7 @@ mod tests {
             [format!("ssh-ed25519 {ED25519} x\u{e9}").as_bytes(), b"\xff\n"].concat(),
         );
         f.write("/home/bob/.ssh/authorized_keys", "garbage line\n");
+        f.give_homes();
         let sink = run(&Users, f.root());
         let item = sink.item("ssh_authorized_keys.csv");
         assert_eq!(item.status(), ItemStatus::Partial);
