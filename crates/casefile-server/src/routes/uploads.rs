@@ -25,9 +25,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use casefile_proto::ErrorCode;
 use casefile_proto::action::{ActionStatus, MachineAction};
 use casefile_proto::agent::UploadReceipt;
-use casefile_proto::ErrorCode;
 use casefile_store::{MachineRecord, PackageRecord, Transition, UploadChunk, UploadRecord};
 use uuid::Uuid;
 

@@ -270,6 +270,10 @@ fn fixture_host(root: &std::path::Path) {
     for exe in ["tmp/.hidden/dropper", "usr/bin/tool"] {
         std::fs::set_permissions(root.join(exe), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    // A home's files are its user's: the collectors read nobody else's files there.
+    for path in ["home/alice", "home/alice/.bash_history", "home/alice/.ssh", "home/alice/.ssh/known_hosts"] {
+        std::os::unix::fs::chown(root.join(path), Some(1000), Some(1000)).unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
