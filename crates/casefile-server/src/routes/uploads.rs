@@ -141,13 +141,14 @@ pub(super) async fn store_package<E: std::fmt::Display>(
                 return Err(NotStored::Transient(e.into()));
             }
         };
-    state.dispatcher.action_changed();
     if chunks {
         // Only now: had recording the action failed, the agent would resume from the
-        // chunks instead of sending the whole package again. (An ended action's chunks go
-        // in the lifecycle sweep too.)
+        // chunks instead of sending the whole package again. Before the change is announced,
+        // so whoever the announcement wakes finds the package alone in storage. (An ended
+        // action's chunks go in the lifecycle sweep too.)
         crate::lifecycle::discard_upload(state, &machine.tenant_id, id).await;
     }
+    state.dispatcher.action_changed();
     if completed.is_none() {
         // Cancelled or timed out while uploading, or stored by another attempt (a replica
         // that finished the same resumable upload): this copy must not linger.
