@@ -117,6 +117,12 @@ pub(super) async fn store_package<E: std::fmt::Display>(
         }
     };
     audit::note_detail(ingest::custody_detail(&machine.id, &received));
+    if chunks {
+        // Before the action is recorded, so that a `Succeeded` action has its package alone
+        // in storage. Should the record fail now, the agent sends the package again; a
+        // second finish that finds the chunks gone answers 409 and decides nothing.
+        crate::lifecycle::discard_upload(state, &machine.tenant_id, id).await;
+    }
     let (key, size, sha256) = (received.key, received.size, received.sha256);
     show_progress(state, machine, action, size, size).await;
     let record = PackageRecord {
@@ -141,13 +147,6 @@ pub(super) async fn store_package<E: std::fmt::Display>(
                 return Err(NotStored::Transient(e.into()));
             }
         };
-    if chunks {
-        // Only now: had recording the action failed, the agent would resume from the
-        // chunks instead of sending the whole package again. Before the change is announced,
-        // so whoever the announcement wakes finds the package alone in storage. (An ended
-        // action's chunks go in the lifecycle sweep too.)
-        crate::lifecycle::discard_upload(state, &machine.tenant_id, id).await;
-    }
     state.dispatcher.action_changed();
     if completed.is_none() {
         // Cancelled or timed out while uploading, or stored by another attempt (a replica
