@@ -302,7 +302,8 @@ async fn a_failed_or_cancelled_multipart_publish_is_aborted() {
         move || {
             use std::io::Write as _;
             let mut pipe = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-            pipe.write_all(&incompressible(1 << 20)).unwrap();
+            // The publish may be aborted before it read all of it: a closed pipe is expected.
+            let _ = pipe.write_all(&incompressible(1 << 20));
             let _ = released.recv();
         }
     });
