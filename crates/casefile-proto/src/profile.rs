@@ -184,14 +184,8 @@ fn resolve_one(
             None => profile.collectors.push(spec),
         }
     }
-    if let Some(bytes) = profile.max_package_bytes
-        && !(1..=MAX_BYTES).contains(&bytes)
-    {
-        return Err(invalid(format!("max_package_bytes must be between 1 and {MAX_BYTES}, not {bytes}")));
-    }
-    if profile.collectors.is_empty() {
-        return Err(invalid("names no collector".to_owned()));
-    }
+    // The whole profile passes the checks the agent makes again: one set of rules.
+    profile.check()?;
     Ok(profile)
 }
 
